@@ -1,0 +1,96 @@
+"""MP101 unknown services, MP102 unknown versions, MP103 duplicate names, MP104 namespaces."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Label
+from ..model.types import Mesh, Ref
+from . import rule
+from ._names import suggest
+
+
+@rule("MP103")
+def duplicate_names(mesh: Mesh):
+    def dupes(items, kind: str, key, name_span):
+        first = {}
+        for item in items:
+            k = key(item)
+            if k in first:
+                yield diag("MP103", f"{kind} `{k}` is declared twice", name_span(item),
+                           labels=[Label(name_span(first[k]), "first declared here")])
+            else:
+                first[k] = item
+
+    yield from dupes(mesh.services, "service", lambda s: s.name, lambda s: s.at("name"))
+    yield from dupes(mesh.routes, "route for", lambda r: r.service.name, lambda r: r.service.span)
+    yield from dupes(mesh.mesh_blocks, "mesh block", lambda m: "mesh", lambda m: m.at("name"))
+    for svc in mesh.services:
+        yield from dupes(svc.versions, f"version of `{svc.name}`", lambda v: v.name, lambda v: v.at("name"))
+
+
+def _unknown(mesh: Mesh, ref: Ref, what: str):
+    hint, fixes = suggest(ref.name, mesh.service_map, ref.span)
+    return diag("MP101", f"{what} `{ref.name}` is not a declared service{hint}", ref.span, fixes=fixes)
+
+
+@rule("MP101")
+def unknown_services(mesh: Mesh):
+    known = mesh.service_map
+    for route in mesh.routes:
+        if route.service.name not in known:
+            yield _unknown(mesh, route.service, "route for")
+        for r in route.rules:
+            for src in r.match.sources:
+                if src.name not in known:
+                    yield _unknown(mesh, src, "caller")
+    for ar in mesh.auth_rules:
+        for s in ar.sources:
+            if s.kind == "service" and s.name not in known:
+                yield _unknown(mesh, Ref(name=s.name, span=s.span), "caller")
+        if ar.target.name not in known:
+            yield _unknown(mesh, ar.target, "callee")
+    for lim in mesh.rate_limits:
+        for s in lim.sources:
+            if s.kind == "service" and s.name not in known:
+                yield _unknown(mesh, Ref(name=s.name, span=s.span), "caller")
+        if lim.target.name not in known:
+            yield _unknown(mesh, lim.target, "callee")
+    for a in mesh.assertions:
+        refs = [a.target] + ([a.source] if a.source else [])
+        refs += [Ref(name=s.name, span=s.span) for s in a.sources if s.kind == "service"]
+        for ref in refs:
+            if ref.name not in known:
+                yield _unknown(mesh, ref, "assertion names")
+
+
+@rule("MP102")
+def unknown_versions(mesh: Mesh):
+    for route in mesh.routes:
+        svc = mesh.service(route.service.name)
+        if svc is None:
+            continue
+        names = [v.name for v in svc.versions]
+        for r in route.rules:
+            if r.action.kind != "forward":
+                continue
+            refs = [d.version for d in r.action.destinations]
+            if r.action.mirror:
+                refs.append(r.action.mirror.version)
+            for ref in refs:
+                if ref.name not in names:
+                    hint, fixes = suggest(ref.name, names, ref.span)
+                    declared = ", ".join(f"`{n}`" for n in names) or "none"
+                    yield diag("MP102", f"service `{svc.name}` has no version `{ref.name}`{hint}", ref.span,
+                               labels=[Label(svc.at("name"), f"declared versions: {declared}")], fixes=fixes)
+
+
+@rule("MP104")
+def unknown_namespaces(mesh: Mesh):
+    namespaces = {s.namespace for s in mesh.services}
+    sources = [s for r in mesh.auth_rules for s in r.sources]
+    sources += [s for r in mesh.rate_limits for s in r.sources]
+    sources += [s for a in mesh.assertions for s in a.sources]
+    for s in sources:
+        if s.kind == "namespace" and s.name not in namespaces:
+            hint, fixes = suggest(s.name, namespaces, s.span)
+            yield diag("MP104", f"no service lives in namespace `{s.name}`{hint}", s.span, fixes=fixes)

@@ -1,0 +1,1 @@
+"""One module per `meshc` subcommand; shared options live in common.py."""

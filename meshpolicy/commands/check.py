@@ -1,0 +1,31 @@
+"""`meshc check`: parse and type-check a mesh."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..pipeline import check_project
+from ..project import load
+from .common import emit, exit_code, report_options
+
+
+@click.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(), required=True)
+@report_options
+def command(paths, fmt, color, quiet):
+    """Parse and type-check the mesh that PATHS belong to.
+
+    A file stands for its whole mesh: the nearest directory above it with a
+    meshc.toml (else its own directory). Exit 0 when clean (warnings allowed),
+    1 when errors were found, 2 when input could not be read.
+
+    \b
+    Examples:
+      meshc check examples/shop
+      meshc check services/orders.mesh --format sarif > meshc.sarif
+    """
+    checked = check_project(load(list(paths)))
+    emit(checked.diagnostics, checked.project.files, fmt, color=color, quiet=quiet)
+    sys.exit(exit_code(checked.diagnostics))

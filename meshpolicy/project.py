@@ -1,0 +1,133 @@
+"""Finding and reading the files of one mesh.
+
+The mesh root rule (docs/language.md, "Files and projects"): walking up from
+a given file or directory, the nearest directory holding `meshc.toml` is the
+root. Without one, a directory argument is its own root and a file's root is
+the directory it is in. Every `.mesh` file under the root, at any depth,
+belongs to the mesh; hidden directories are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .codes import diag
+from .diagnostics import Diagnostic
+from .span import SourceFile
+
+MARKER = "meshc.toml"
+
+
+@dataclass
+class Project:
+    root: Path
+    files: dict[str, SourceFile] = field(default_factory=dict)  # display path -> source
+    config: dict[str, Any] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def find_root(path: Path) -> Path:
+    start = path if path.is_dir() else path.parent
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / MARKER).is_file():
+            return d
+    return start
+
+
+def mesh_files(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".mesh"))
+    return out
+
+
+def display_path(p: Path, base: Path | None = None) -> str:
+    """A path as users see it: relative to the working directory when inside it."""
+    base = base or Path.cwd()
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return p.resolve().as_posix()
+
+
+def load_config(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
+    marker = root / MARKER
+    if not marker.is_file():
+        return {}, []
+    try:
+        return tomllib.loads(marker.read_text(encoding="utf-8")), []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return {}, [diag("MP001", f"cannot read `{display_path(marker)}`: {exc}")]
+
+
+def read_source(path: Path, shown: str) -> tuple[SourceFile | None, Diagnostic | None]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, diag("MP001", f"`{shown}` is not UTF-8 text (byte {exc.start})")
+    except OSError as exc:
+        return None, diag("MP001", f"cannot read `{shown}`: {exc.strerror or exc}")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return SourceFile(shown, text), None
+
+
+def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
+    """Read the mesh that `paths` belong to.
+
+    With whole_mesh, each path stands for its whole mesh (found by the root
+    rule), which is what `meshc check changed.mesh` needs. All paths must
+    share one root. Missing paths are reported as MP001.
+    """
+    diags: list[Diagnostic] = []
+    roots: dict[Path, None] = {}
+    explicit: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            diags.append(diag("MP001", f"`{raw}` does not exist"))
+            continue
+        if p.is_file() and p.suffix != ".mesh":
+            diags.append(diag("MP001", f"`{raw}` is not a `.mesh` file"))
+            continue
+        roots[find_root(p)] = None
+        explicit.append(p)
+    if len(roots) > 1:
+        shown = ", ".join(f"`{display_path(r)}`" for r in roots)
+        diags.append(diag("MP001", f"the paths belong to different meshes ({shown}); check one mesh at a time",
+                          help="pass paths of one mesh, or mark each mesh's root with a `meshc.toml`"))
+        return Project(Path.cwd(), diagnostics=diags)
+    root = next(iter(roots), Path.cwd().resolve())
+    config, cdiags = load_config(root)
+    diags.extend(cdiags)
+    if whole_mesh:
+        files = mesh_files(root) if roots else []
+    else:
+        files = []
+        for p in explicit:
+            files.extend(mesh_files(p) if p.is_dir() else [p])
+    project = Project(root, config=config, diagnostics=diags)
+    for f in files:
+        shown = display_path(f)
+        src, err = read_source(f, shown)
+        if err:
+            diags.append(err)
+        else:
+            project.files[shown] = src
+    if roots and not project.files and not diags:
+        diags.append(diag("MP001", f"no `.mesh` files under `{display_path(root)}`"))
+    return project
+
+
+def from_texts(texts: dict[str, str], root: Path | None = None) -> Project:
+    """A project from in-memory texts (the language server's open buffers)."""
+    project = Project(root or Path.cwd())
+    for name, text in texts.items():
+        project.files[name] = SourceFile(name, text)
+    return project

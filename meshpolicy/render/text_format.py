@@ -1,0 +1,100 @@
+"""rustc-style terminal output: header, location, quoted source, carets, help."""
+
+from __future__ import annotations
+
+import os
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..diagnostics import Diagnostic, Severity
+from ..span import SourceFile, Span
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
+
+
+def make_console(out: TextIO, color: bool | None = None) -> Console:
+    """No colour when NO_COLOR is set or out is not a terminal, unless forced."""
+    if color is None:
+        no_color = bool(os.environ.get("NO_COLOR")) or not (hasattr(out, "isatty") and out.isatty())
+    else:
+        no_color = not color
+    return Console(file=out, no_color=no_color, force_terminal=not no_color, highlight=False,
+                   soft_wrap=True, emoji=False, width=10_000 if no_color else None)
+
+
+def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -> list[str]:
+    lines = []
+    pad = " " * gutter
+    last = min(span.end_line, span.line + 3)
+    for ln in range(span.line, last + 1):
+        text = src.line_text(ln).replace("\t", "    ")
+        lines.append(f"[bold blue]{ln:>{gutter}} |[/] {escape(text)}")
+        start = span.col if ln == span.line else 1
+        end = span.end_col if ln == span.end_line else len(text) + 1
+        width = max(1, end - start)
+        marks = " " * (start - 1) + "^" * width
+        note = f" {escape(label)}" if label and ln == last else ""
+        lines.append(f"[bold blue]{pad} |[/] [{style}]{marks}{note}[/]")
+    return lines
+
+
+def format_one(d: Diagnostic, sources: dict[str, SourceFile]) -> str:
+    style = _STYLE[d.severity]
+    out = [f"[{style}]{d.severity.value}[{d.code}][/]: [bold]{escape(d.message)}[/]"]
+    spans = [s for s in [d.span, *(lb.span for lb in d.labels)] if s is not None and s.line > 0]
+    gutter = max((len(str(s.end_line)) for s in spans), default=1)
+    pad = " " * gutter
+    if d.span is not None and d.span.line > 0:
+        out.append(f"{pad}[bold blue]-->[/] {escape(d.span.file)}:{d.span.line}:{d.span.col}")
+        src = sources.get(d.span.file)
+        if src is not None:
+            out.append(f"[bold blue]{pad} |[/]")
+            out += _snippet(src, d.span, "", style, gutter)
+    for lb in d.labels:
+        src = sources.get(lb.span.file)
+        if lb.span.line <= 0:
+            continue
+        out.append(f"{pad}[bold blue]:::[/] {escape(lb.span.file)}:{lb.span.line}:{lb.span.col}")
+        if src is not None:
+            out += _snippet(src, lb.span, lb.message, "bold blue", gutter)
+        else:
+            out.append(f"{pad}   {escape(lb.message)}")
+    if d.witness:
+        out.append(f"{pad} [bold blue]=[/] [bold]witness[/]: {escape(_witness_text(d.witness))}")
+    for note in d.notes:
+        out.append(f"{pad} [bold blue]=[/] [bold]note[/]: {escape(note)}")
+    if d.help:
+        out.append(f"{pad} [bold blue]=[/] [bold]help[/]: {escape(d.help)}")
+    return "\n".join(out)
+
+
+def _witness_text(w: dict) -> str:
+    if "request" in w and isinstance(w["request"], str):
+        return w["request"]
+    if "path" in w and isinstance(w["path"], list):
+        return " -> ".join(map(str, w["path"]))
+    return ", ".join(f"{k}={v}" for k, v in w.items())
+
+
+def summary(diags: list[Diagnostic]) -> str:
+    errors = sum(d.severity is Severity.ERROR for d in diags)
+    warnings = sum(d.severity is Severity.WARNING for d in diags)
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
+    return ", ".join(parts) if parts else "no problems"
+
+
+def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, color: bool | None = None,
+           quiet: bool = False, **_: object) -> None:
+    console = make_console(out, color)
+    shown = [d for d in diags if not quiet or d.severity is Severity.ERROR]
+    for d in shown:
+        console.print(format_one(d, sources))
+        console.print()
+    if not quiet:
+        console.print(f"[bold]{summary(diags)}[/]")

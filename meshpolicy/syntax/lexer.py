@@ -1,0 +1,141 @@
+"""Tokenizer for .mesh files.
+
+The tokenizer only knows lexical classes (a word, a string, a duration...).
+Which grammar terminal a token becomes (keyword, service name, HTTP method,
+retry condition) is decided by the parser from what its current state can
+accept, so keywords are reserved only where the grammar uses them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class Tok:
+    """A token: lexical class (later the grammar terminal) in `type`, text in `value`.
+
+    Lighter than lark.Token (not a str subclass): the parser makes one per token.
+    """
+
+    __slots__ = ("type", "value", "start_pos", "end_pos", "line", "column", "end_line", "end_column")
+
+    def __init__(self, type_, value, start, end, line, col):
+        self.type = type_
+        self.value = value
+        self.start_pos = start
+        self.end_pos = end
+        self.line = line
+        self.column = col
+        self.end_line = line
+        self.end_column = col + (end - start)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Tok({self.type}, {self.value!r}, {self.line}:{self.column})"
+
+# Order matters: numbers with units before bare integers, integers before words
+# (`5xx` and `retriable-4xx` are words), `->` before `-`.
+_END = r"(?![A-Za-z0-9_])"
+_TOKEN_RE = re.compile(
+    "|".join(
+        [
+            r"(?P<NL>\r?\n)",
+            r"(?P<WS>[ \t\f\r]+)",
+            r"(?P<COMMENT>\#[^\n]*)",
+            r'(?P<STRING>"(?:\\.|[^"\\\n])*")',
+            r'(?P<BADSTRING>"(?:\\.|[^"\\\n])*)',
+            r"(?P<DURATION>[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)" + _END + ")",
+            r"(?P<RATE>[0-9]+/(?:s|m|h)" + _END + ")",
+            r"(?P<PERCENT>[0-9]+(?:\.[0-9]+)?%)",
+            r"(?P<INT>[0-9]+(?![A-Za-z0-9_.-]))",
+            r"(?P<WORD>[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)",
+            r"(?P<PATH>/[^\s,#\"]*)",
+            r"(?P<PUNCT>->|~>|<=|[{}:,=~*;])",
+            r"(?P<BAD>.)",
+        ]
+    )
+)
+
+
+@dataclass(slots=True)
+class Comment:
+    text: str
+    line: int
+    col: int
+    start: int
+    end: int
+    own_line: bool  # nothing but whitespace before it on its line
+
+
+@dataclass(slots=True)
+class LexError:
+    kind: str  # "BAD" or "BADSTRING"
+    token: Tok
+
+
+def tokenize(text: str) -> tuple[list[Tok], list[Comment], list[LexError]]:
+    """Split text into tokens; comments and lexical errors are returned aside.
+
+    Token.type holds the lexical class: NL, STRING, DURATION, RATE, PERCENT,
+    INT, WORD, PATH or PUNCT (braces, arrows, `;` etc. keep their text as
+    value). The parser maps each to a grammar terminal.
+    """
+    tokens: list[Tok] = []
+    comments: list[Comment] = []
+    errors: list[LexError] = []
+    line = 1
+    line_start = 0
+    last_nl_or_start = True
+    for m in _TOKEN_RE.finditer(text):
+        kind = m.lastgroup
+        start, end = m.span()
+        if kind == "WS":
+            continue
+        col = start - line_start + 1
+        if kind == "NL":
+            tokens.append(Tok("NL", "\n", start, end, line, col))
+            line += 1
+            line_start = end
+            last_nl_or_start = True
+            continue
+        value = m.group()
+        if kind == "COMMENT":
+            comments.append(Comment(value, line, col, start, end, last_nl_or_start))
+            continue
+        last_nl_or_start = False
+        tok = Tok(kind, value, start, end, line, col)
+        if kind in ("BAD", "BADSTRING"):
+            errors.append(LexError(kind, tok))
+            continue
+        tokens.append(tok)
+    return tokens, comments, errors
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+def unquote(s: str) -> str:
+    """The value of a STRING token (escapes \\n \\t \\r \\" \\\\; others kept literally)."""
+    body = s[1:-1]
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def quote(s: str) -> str:
+    """A STRING token whose value is s (inverse of unquote)."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'

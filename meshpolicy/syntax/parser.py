@@ -1,0 +1,384 @@
+"""The error-recovering parser: tokens -> items -> blocks.
+
+Lark's LALR tables parse one item (a statement, or a block opener ending in
+`{`) at a time. This driver splits items at newlines and `;`, handles `{`
+and `}` nesting itself, and chooses each token's terminal from what the
+parser state accepts (contextual keywords). A syntax error skips the rest of
+its item only, so one run reports every broken statement.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+
+from lark import Lark
+from lark.lexer import Lexer
+from lark.parsers.lalr_analysis import Shift
+
+from ..codes import diag
+from ..diagnostics import Diagnostic
+from ..resources import grammar_path
+from ..span import Span
+from .lexer import Tok, tokenize
+from .nodes import Node, SyntaxFile
+from .transform import CURRENT, ParseContext, ToNodes, tspan
+
+BLOCK_STARTS = {
+    "top": "top_item",
+    "mesh": "mesh_item",
+    "service": "service_item",
+    "version": "version_item",
+    "route": "route_item",
+}
+BLOCK_TITLES = {
+    "top": "the top level",
+    "mesh": "a `mesh` block",
+    "service": "a `service` block",
+    "version": "a `version` block",
+    "route": "a `route` block",
+}
+# Words that open a statement, per block: for "did you mean" and for telling
+# the user which block a misplaced statement belongs in.
+STATEMENT_WORDS = {
+    "top": ["mesh", "service", "route", "allow", "deny", "limit", "assert"],
+    "mesh": ["trust_domain", "mtls", "default", "tracing", "metrics"],
+    "service": ["namespace", "account", "port", "mtls", "timeout", "retry", "circuit",
+                "outlier", "balance", "fault", "version"],
+    "version": ["circuit", "outlier", "balance"],
+    "route": ["header", "from", "prefix", "regex", "exact", "GET", "POST", "*", "/..."],
+}
+
+# Open-class terminals come after keywords when a token could be either.
+_OPEN_CLASSES = ["NAME", "METHOD", "INT", "COND"]
+_FIXED_CLASS = {
+    "STRING": ("STRING",),
+    "DURATION": ("DURATION",),
+    "PERCENT": ("PERCENT",),
+    "RATE": ("RATE",),
+    "PATH": ("PATH",),
+    "INT": ("INT", "COND"),
+}
+_FRIENDLY = {
+    "NAME": "a name",
+    "METHOD": "an HTTP method",
+    "COND": "a retry condition",
+    "STRING": 'a string like "text"',
+    "INT": "a whole number",
+    "PERCENT": "a percentage like 10%",
+    "DURATION": "a duration like 500ms or 2s",
+    "RATE": "a rate like 100/s",
+    "PATH": "a path like /orders/*",
+    "STAR": "`*`",
+    "$END": "the end of the statement",
+}
+
+
+class _NoLexer(Lexer):
+    """Lark insists on a lexer; tokens come from syntax.lexer instead."""
+
+    def __init__(self, conf):
+        pass
+
+    def lex(self, *args):  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+class Grammar:
+    """The compiled grammar: parse tables, callbacks and terminal lookup."""
+
+    def __init__(self) -> None:
+        lark = Lark(
+            grammar_path().read_text(encoding="utf-8"),
+            parser="lalr",
+            lexer=_NoLexer,
+            start=list(BLOCK_STARTS.values()),
+            transformer=ToNodes(),
+            propagate_positions=False,
+            maybe_placeholders=False,
+        )
+        frontend = lark.parser
+        lalr = frontend.parser
+        inner = lalr.parser
+        self.parse_table = inner.parse_table
+        self.callbacks = inner.callbacks
+        # Plain-str keys: Lark keys some entries with its Token (a str subclass
+        # with a Python-level __eq__), which made every lookup slow.
+        self.states = {
+            st: {str(k): (a, self._plain(a, arg)) for k, (a, arg) in acts.items()}
+            for st, acts in self.parse_table.states.items()
+        }
+        self.start_states = {b: self.parse_table.start_states[s] for b, s in BLOCK_STARTS.items()}
+        self.end_states = {b: self.parse_table.end_states[s] for b, s in BLOCK_STARTS.items()}
+        self._terms = []  # (name, matcher, is_exact_string)
+        self._display = {}
+        for t in lark.terminals:
+            pat = t.pattern
+            if pat.type == "str":
+                self._terms.append((t.name, re.compile(re.escape(pat.value)), True))
+                self._display[t.name] = f"`{pat.value}`"
+            else:
+                self._terms.append((t.name, re.compile(pat.to_regexp()), False))
+                alts = re.findall(r"[a-z_0-9]+", pat.value) if t.name not in _FRIENDLY else []
+                if t.name not in _FRIENDLY and "|" in pat.value:
+                    self._display[t.name] = " or ".join(f"`{a}`" for a in alts)
+        self._display.update(_FRIENDLY)
+
+    def _plain(self, action, arg):
+        """Shift: the next state. Reduce: (size, origin name, callback) of the rule."""
+        if action is Shift:
+            return arg
+        return (len(arg.expansion), str(arg.origin.name), self.callbacks[arg])
+
+    @lru_cache(maxsize=4096)
+    def candidates(self, cls: str, text: str) -> tuple[str, ...]:
+        """Terminals a token could be, best first: keywords, then open classes."""
+        if cls in _FIXED_CLASS:
+            return _FIXED_CLASS[cls]
+        exact, sets, open_ = [], [], []
+        for name, rx, is_str in self._terms:
+            if name in _FIXED_CLASS and name != "INT":
+                continue
+            if rx.fullmatch(text):
+                if is_str:
+                    exact.append(name)
+                elif name in _OPEN_CLASSES:
+                    open_.append(name)
+                else:
+                    sets.append(name)
+        open_.sort(key=_OPEN_CLASSES.index)
+        return tuple(exact + sets + open_)
+
+    def describe(self, terminals) -> str:
+        names = sorted({self._display.get(t, f"`{t.lower()}`") for t in terminals if t.isupper() or t == "$END"})
+        if len(names) > 8:
+            names = names[:8] + ["..."]
+        return ", ".join(names)
+
+
+@lru_cache(maxsize=1)
+def grammar() -> Grammar:
+    return Grammar()
+
+
+class _Incomplete(Exception):
+    pass
+_CONTINUES = {",", "->", "~>", "<=", "="}
+
+
+class _Frame:
+    __slots__ = ("kind", "node", "items", "error")
+
+    def __init__(self, kind: str, node: Node | None, error: bool = False):
+        self.kind = kind
+        self.node = node
+        self.items: list[Node] = []
+        self.error = error
+
+
+def parse_text(text: str, path: str) -> tuple[SyntaxFile, list[Diagnostic]]:
+    """Parse one file. Always returns a tree of what could be read, plus diagnostics."""
+    ctx = ParseContext(path)
+    token = CURRENT.set(ctx)
+    try:
+        return _Driver(text, path, ctx).run()
+    finally:
+        CURRENT.reset(token)
+
+
+class _Driver:
+    def __init__(self, text: str, path: str, ctx: ParseContext):
+        self.g = grammar()
+        self.text = text
+        self.path = path
+        self.ctx = ctx
+        self.diags = ctx.diagnostics
+        self.top = _Frame("top", None)
+        self.stack = [self.top]
+        self.item: list[Tok] = []
+        self.failed = False
+        self.ss: list | None = None  # LALR state stack of the current item
+        self.vs: list = []  # its value stack
+        self.end_state = None
+
+    # -- the LALR loop (Lark's tables and callbacks, driven one item at a time)
+    def _push(self, tok: Tok | None) -> object:
+        """Shift tok (None: end of item, returns the item's node)."""
+        states = self.g.states
+        ss, vs = self.ss, self.vs
+        typ = "$END" if tok is None else tok.type
+        while True:
+            try:
+                action, arg = states[ss[-1]][typ]
+            except KeyError:
+                raise _Incomplete from None
+            if action is Shift:
+                ss.append(arg)
+                vs.append(tok)
+                return None
+            size, origin, callback = arg
+            if size:
+                children = vs[-size:]
+                del ss[-size:]
+                del vs[-size:]
+            else:
+                children = []
+            value = callback(children)
+            ss.append(states[ss[-1]][origin][1])
+            vs.append(value)
+            if tok is None and ss[-1] == self.end_state:
+                return value
+
+    def run(self) -> tuple[SyntaxFile, list[Diagnostic]]:
+        tokens, comments, lex_errors = tokenize(self.text)
+        for err in lex_errors:
+            tok = err.token
+            if err.kind == "BADSTRING":
+                self.diags.append(diag("MP004", "this string is not closed before the end of the line", tspan(tok)))
+            else:
+                ch = str(tok)
+                self.diags.append(diag("MP003", f"unexpected character `{ch}` (U+{ord(ch):04X})", tspan(tok)))
+        for tok in tokens:
+            v = tok.value
+            typ = tok.type
+            if typ == "NL":
+                if self.item and self.item[-1].value in _CONTINUES:
+                    continue
+                self._end_item()
+            elif typ == "PUNCT" and v == ";":
+                self._end_item()
+            elif typ == "PUNCT" and v == "}":
+                self._end_item()
+                self._close(tok)
+            else:
+                self._feed(tok)
+                if typ == "PUNCT" and v == "{":
+                    self._end_item()
+        self._end_item()
+        while len(self.stack) > 1:
+            frame = self.stack.pop()
+            if frame.node is not None and not frame.error:
+                opener = frame.node
+                self.diags.append(
+                    diag("MP006", f"`{_title(opener)}` is never closed", opener.span,
+                         help="add `}` after its last statement")
+                )
+                self._attach(frame)
+        return SyntaxFile(self.path, self.top.items, comments), self.diags
+
+    def _feed(self, tok: Tok) -> None:
+        self.item.append(tok)
+        if self.failed:
+            return
+        if self.ss is None:
+            kind = self.stack[-1].kind
+            self.ss = [self.g.start_states[kind]]
+            self.vs = []
+            self.end_state = self.g.end_states[kind]
+        accepted = self.g.states[self.ss[-1]]
+        for name in self.g.candidates(tok.type, tok.value):
+            if name in accepted:
+                break
+        else:
+            self._syntax_error(tok, accepted)
+            return
+        tok.type = name  # from lexical class to grammar terminal
+        try:
+            self._push(tok)
+        except _Incomplete:
+            self._syntax_error(tok, accepted)
+
+    def _end_item(self) -> None:
+        toks = self.item
+        if not toks:
+            return
+        self.item = []
+        opens_block = toks[-1].value == "{" and toks[-1].type != "STRING"
+        ss, self.ss = self.ss, None
+        failed, self.failed = self.failed, False
+        node = None
+        if not failed and ss is not None:
+            self.ss = ss
+            accepted = self.g.states[ss[-1]]
+            try:
+                node = self._push(None)
+            except _Incomplete:
+                last = toks[-1]
+                self.diags.append(
+                    diag("MP002", f"this statement is incomplete; expected {self.g.describe(accepted)} after `{last}`",
+                         self._span(toks[0], last))
+                )
+            self.ss = None
+        if node is None:
+            if opens_block:  # keep nesting right so later `}` and items line up
+                self.stack.append(_Frame(_guess_block(toks), None, error=True))
+            return
+        node.span = self._span(toks[0], toks[-1])
+        if node.kind == "block_open" or (node.kind == "version" and node.get("opens")):
+            kind = node.get("block") if node.kind == "block_open" else "version"
+            self.stack.append(_Frame(kind, node))
+        else:
+            self.stack[-1].items.append(node)
+
+    def _close(self, tok: Tok) -> None:
+        if len(self.stack) == 1:
+            self.diags.append(diag("MP007", "this `}` closes no open block", tspan(tok)))
+            return
+        frame = self.stack.pop()
+        if frame.node is not None:
+            frame.node.span = frame.node.span.to(tspan(tok))
+            self._attach(frame)
+
+    def _attach(self, frame: _Frame) -> None:
+        node = frame.node
+        node.children = frame.items
+        parent = self.stack[-1]
+        parent.items.append(node)
+
+    def _span(self, first: Tok, last: Tok) -> Span:
+        return Span(self.path, first.line, first.column, last.end_line, last.end_column, first.start_pos, last.end_pos)
+
+    def _syntax_error(self, tok: Tok, accepted) -> None:
+        self.failed = True
+        block = self.stack[-1].kind
+        if self.stack[-1].error:
+            return  # inside a block whose opener was already reported
+        first = len(self.item) == 1
+        sp = tspan(tok)
+        if first and tok.type in ("WORD", "PUNCT"):
+            word = str(tok)
+            homes = [b for b, words in STATEMENT_WORDS.items() if word in words and b != block]
+            if homes and tok.type == "WORD":
+                where = " or ".join(BLOCK_TITLES[b] for b in homes)
+                self.diags.append(
+                    diag("MP005", f"`{word}` cannot stand in {BLOCK_TITLES[block]}; it belongs in {where}", sp)
+                )
+                return
+            choices = [w for w in STATEMENT_WORDS[block] if w not in ("/...",)]
+            close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+            help_ = f"{BLOCK_TITLES[block]} takes: " + ", ".join(f"`{w}`" for w in STATEMENT_WORDS[block])
+            msg = f"`{word}` does not start a statement in {BLOCK_TITLES[block]}"
+            fixes = []
+            if close:
+                msg += f"; did you mean `{close[0]}`?"
+                from ..diagnostics import Fix
+
+                fixes.append(Fix(f"Replace with `{close[0]}`", sp, close[0]))
+            self.diags.append(diag("MP009", msg, sp, help=help_, fixes=fixes))
+            return
+        shown = str(tok) if len(str(tok)) <= 40 else str(tok)[:37] + "..."
+        self.diags.append(
+            diag("MP002", f"unexpected `{shown}`; expected {self.g.describe(accepted)}", sp)
+        )
+
+
+def _guess_block(toks: list[Tok]) -> str:
+    word = str(toks[0])
+    return word if word in BLOCK_STARTS and word != "top" else "top"
+
+
+def _title(node: Node) -> str:
+    if node.kind == "block_open":
+        return f"{node.get('block')} {node.get('name').name}"
+    return f"version {node.get('name').name}"

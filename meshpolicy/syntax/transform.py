@@ -1,0 +1,413 @@
+"""Grammar rules to syntax nodes: one callback per rule, run as the parser reduces."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+from lark import Transformer
+
+from ..codes import diag
+from ..diagnostics import Diagnostic
+from ..span import Span
+from .lexer import Tok, unquote
+from .nodes import Ident, Lit, Node
+
+
+@dataclass
+class ParseContext:
+    path: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+CURRENT: contextvars.ContextVar[ParseContext] = contextvars.ContextVar("meshpolicy_parse")
+
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def tspan(t: Tok) -> Span:
+    return Span(_path(), t.line, t.column, t.end_line, t.end_column, t.start_pos, t.end_pos)
+
+
+def _path() -> str:
+    return CURRENT.get().path
+
+
+def _span_of(x) -> Span | None:
+    if isinstance(x, Tok):
+        return tspan(x)
+    if isinstance(x, (Node, Ident, Lit)):
+        return x.span
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], list) and x[1]:
+        return _merge([_span_of(x[1][0]), _span_of(x[1][-1])])
+    if isinstance(x, list) and x:
+        return _merge([_span_of(x[0]), _span_of(x[-1])])
+    return None
+
+
+def _merge(spans) -> Span | None:
+    spans = [s for s in spans if s is not None]
+    if not spans:
+        return None
+    return spans[0].to(spans[-1])
+
+
+def span_of(children) -> Span:
+    s = _merge([_span_of(children[0]), _span_of(children[-1])]) if children else None
+    # Rules whose tokens are all anonymous keywords get a placeholder; the
+    # driver replaces every item's span with the exact one from its tokens.
+    return s or Span(CURRENT.get().path, 0, 0, 0, 0, 0, 0)
+
+
+def ident(t: Tok) -> Ident:
+    return Ident(str(t), tspan(t))
+
+
+def lit(t: Tok, value=None) -> Lit:
+    return Lit(str(t) if value is None else value, str(t), tspan(t))
+
+
+def _bad(t: Tok, message: str) -> None:
+    CURRENT.get().diagnostics.append(diag("MP008", message, tspan(t)))
+
+
+def duration(t: Tok) -> Lit:
+    text = str(t)
+    unit = "ms" if text.endswith("ms") else text[-1]
+    number = float(text[: -len(unit)])
+    ms = number * _UNIT_MS[unit]
+    if ms != int(ms):
+        _bad(t, f"duration `{text}` is not a whole number of milliseconds")
+    return Lit(int(ms), text, tspan(t))
+
+
+def percent(t: Tok) -> Lit:
+    return Lit(float(str(t)[:-1]), str(t), tspan(t))
+
+
+def integer(t: Tok) -> Lit:
+    text = str(t)
+    if len(text) > 18:
+        _bad(t, f"number `{text[:20]}...` is too large")
+        return Lit(10**18, text, tspan(t))
+    return Lit(int(text), text, tspan(t))
+
+
+def string(t: Tok) -> Lit:
+    return Lit(unquote(str(t)), str(t), tspan(t))
+
+
+def rate(t: Tok) -> Lit:
+    n, unit = str(t).split("/")
+    if len(n) > 18:
+        _bad(t, f"rate `{t}` is too large")
+        n = str(10**18)
+    return Lit((int(n), unit), str(t), tspan(t))
+
+
+def _options(kind: str, children, node_fields: dict) -> dict:
+    """Merge (name, value) option pairs, reporting an option given twice."""
+    seen: dict[str, Span] = {}
+    for child in children:
+        if not isinstance(child, tuple):
+            continue
+        name, value = child
+        sp = _span_of(value)
+        if name in seen:
+            CURRENT.get().diagnostics.append(
+                diag("MP010", f"`{name}` is given twice in one `{kind}`", sp)
+            )
+            continue
+        if sp is not None:
+            seen[name] = sp
+        node_fields[name] = value
+    return node_fields
+
+
+class ToNodes(Transformer):
+    """Each method gets the rule's kept children (named tokens and sub-results)."""
+
+    # ---- blocks
+    def block_open(self, c):
+        return Node("block_open", span_of(c), {"block": str(c[0]), "name": ident(c[1])})
+
+    def version_decl(self, c):
+        return Node("version", span_of(c), {"name": ident(c[1]), "opens": len(c) > 2})
+
+    def close(self, c):
+        return Node("close", span_of(c))
+
+    # ---- mesh settings
+    def trust_domain(self, c):
+        return Node("trust_domain", span_of(c), {"value": string(c[0])})
+
+    def default_stance(self, c):
+        return Node("default", span_of(c), {"effect": lit(c[0])})
+
+    def tracing(self, c):
+        if isinstance(c[0], Tok) and c[0].type == "OFF":
+            return Node("tracing", span_of(c), {"off": True, "formats": [], "sample": None})
+        formats = c[0]
+        sample = c[1] if len(c) > 1 else None
+        return Node("tracing", span_of(c), {"off": False, "formats": formats, "sample": sample})
+
+    def trace_formats(self, c):
+        return [lit(t) for t in c]
+
+    def sample(self, c):
+        return percent(c[0])
+
+    def metrics(self, c):
+        return Node("metrics", span_of(c), {"on": lit(c[0], str(c[0]) == "on")})
+
+    # ---- service settings
+    def namespace(self, c):
+        return Node("namespace", span_of(c), {"name": ident(c[0])})
+
+    def account(self, c):
+        return Node("account", span_of(c), {"name": ident(c[0])})
+
+    def port(self, c):
+        return Node("port", span_of(c), {"number": integer(c[0]), "protocol": lit(c[1])})
+
+    def mtls(self, c):
+        return Node("mtls", span_of(c), {"mode": lit(c[0])})
+
+    def timeout(self, c):
+        return Node("timeout", span_of(c), {"duration": duration(c[0])})
+
+    def retry(self, c):
+        if isinstance(c[0], Tok) and c[0].type == "OFF":
+            return Node("retry", span_of(c), {"off": True})
+        fields = {"off": False, "attempts": integer(c[0]), "on": [], "non_idempotent": False}
+        opts = []
+        for x in c[1:]:
+            if isinstance(x, Tok) and x.type == "NON_IDEMPOTENT":
+                opts.append(("non_idempotent", lit(x, True)))
+            else:
+                opts.append(x)
+        _options("retry", opts, fields)
+        if isinstance(fields.get("non_idempotent"), Lit):
+            fields["non_idempotent"] = True
+        return Node("retry", span_of(c), fields)
+
+    def per_try(self, c):
+        return ("per_try", duration(c[0]))
+
+    def retry_on(self, c):
+        return ("on", [lit(t) for t in c])
+
+    def backoff(self, c):
+        out = [duration(c[0])]
+        if len(c) > 1:
+            out.append(duration(c[1]))
+        return ("backoff", out)
+
+    def budget(self, c):
+        out = [percent(c[0])]
+        if len(c) > 1:
+            out.append(integer(c[1]))
+        return ("budget", out)
+
+    def circuit(self, c):
+        return Node("circuit", span_of(c), _options("circuit", c, {}))
+
+    def circuit_limit(self, c):
+        return (str(c[0]), integer(c[1]))
+
+    def outlier(self, c):
+        return Node("outlier", span_of(c), _options("outlier", c, {}))
+
+    def outlier_option(self, c):
+        if len(c) == 1:
+            return ("max", percent(c[0]))
+        if c[0].type == "OUTLIER_COUNT":
+            return (str(c[0]), integer(c[1]))
+        return (str(c[0]), duration(c[1]))
+
+    def balance(self, c):
+        x = c[0]
+        if isinstance(x, Tok) and x.type == "LB_SIMPLE":
+            return Node("balance", span_of(c), {"policy": lit(x), "header": None})
+        return Node("balance", span_of(c), x)
+
+    def hash_on(self, c):
+        t = c[0]
+        if t.type == "SOURCE_IP":
+            return {"policy": lit(t, "hash_source_ip"), "header": None}
+        return {"policy": lit(t, "hash_header"), "header": string(t)}
+
+    def fault(self, c):
+        return Node("fault", span_of(c), _options("fault", c, {}))
+
+    def fault_delay(self, c):
+        return ("delay", [duration(c[0]), percent(c[1])])
+
+    def fault_abort(self, c):
+        return ("abort", [integer(c[0]), percent(c[1])])
+
+    # ---- labels
+    def labels(self, c):
+        return Node("labels", span_of(c), {"labels": c})
+
+    def label(self, c):
+        return (c[0], string(c[1]))
+
+    def label_key(self, c):
+        t = c[0]
+        return string(t) if t.type == "STRING" else lit(t)
+
+    # ---- route rules
+    def route_rule(self, c):
+        fields = {"match": c[0], "action": c[1]}
+        for override in c[2:]:
+            if override.kind in fields:
+                CURRENT.get().diagnostics.append(
+                    diag("MP010", f"`{override.kind}` is given twice on one route rule", override.span)
+                )
+                continue
+            fields[override.kind] = override
+        return Node("rule", span_of(c), fields)
+
+    def match_all(self, c):
+        return Node("match", span_of(c), {"all": True, "methods": [], "paths": [], "headers": [], "sources": []})
+
+    def match_items(self, c):
+        fields = {"all": False, "methods": [], "paths": [], "headers": [], "sources": []}
+        for x in c:
+            if isinstance(x, tuple):
+                fields[x[0]].extend(x[1])
+            elif x.kind == "path":
+                fields["paths"].append(x)
+            else:
+                fields["headers"].append(x)
+        return Node("match", span_of(c), fields)
+
+    def methods(self, c):
+        return ("methods", [lit(t) for t in c])
+
+    def path_glob(self, c):
+        kind = "glob" if "*" in c[0].value else "exact"
+        return Node("path", tspan(c[0]), {"kind": kind, "value": lit(c[0])})
+
+    def _path(self, kind, c):
+        return Node("path", tspan(c[0]), {"kind": kind, "value": string(c[0])})
+
+    def path_exact(self, c):
+        return self._path("exact", c)
+
+    def path_prefix(self, c):
+        return self._path("prefix", c)
+
+    def path_regex(self, c):
+        return self._path("regex", c)
+
+    def header_match(self, c):
+        kind, value = c[1]
+        return Node("header", span_of(c), {"name": string(c[0]), "test": kind, "value": value})
+
+    def header_exact(self, c):
+        return ("exact", string(c[0]))
+
+    def header_prefix(self, c):
+        return ("prefix", string(c[0]))
+
+    def header_regex(self, c):
+        return ("regex", string(c[0]))
+
+    def header_present(self, c):
+        return ("present", None)
+
+    def header_absent(self, c):
+        return ("absent", None)
+
+    def from_sources(self, c):
+        return ("sources", [ident(t) for t in c])
+
+    def forward(self, c):
+        mirror = c[-1] if c and c[-1].kind == "mirror" else None
+        dests = [x for x in c if x.kind == "dest"]
+        return Node("forward", span_of(c), {"destinations": dests, "mirror": mirror})
+
+    def destination(self, c):
+        weight = percent(c[1]) if len(c) > 1 else None
+        return Node("dest", span_of(c), {"version": ident(c[0]), "weight": weight})
+
+    def mirror(self, c):
+        pct = percent(c[1]) if len(c) > 1 else None
+        return Node("mirror", span_of(c), {"version": ident(c[0]), "percent": pct})
+
+    def redirect(self, c):
+        code = integer(c[1]) if len(c) > 1 else None
+        return Node("redirect", span_of(c), {"uri": string(c[0]), "code": code})
+
+    def respond(self, c):
+        body = string(c[1]) if len(c) > 1 else None
+        return Node("respond", span_of(c), {"status": integer(c[0]), "body": body})
+
+    # ---- top-level statements
+    @staticmethod
+    def _conditions(rest) -> dict:
+        out = {"methods": [], "paths": []}
+        for x in rest:
+            out[x[0]] = x[1]
+        return out
+
+    def auth_rule(self, c):
+        fields = {"effect": lit(c[0]), "sources": c[1], "target": ident(c[2])}
+        fields.update(self._conditions(c[3:]))
+        return Node("auth", span_of(c), fields)
+
+    def sources(self, c):
+        return c
+
+    def source_service(self, c):
+        return Node("source", tspan(c[0]), {"kind": "service", "name": ident(c[0])})
+
+    def source_any(self, c):
+        return Node("source", tspan(c[0]), {"kind": "any", "name": None})
+
+    def source_namespace(self, c):
+        return Node("source", tspan(c[0]), {"kind": "namespace", "name": ident(c[0])})
+
+    def source_authenticated(self, c):
+        return Node("source", tspan(c[0]), {"kind": "authenticated", "name": None})
+
+    def paths(self, c):
+        return ("paths", c)
+
+    def rate_limit(self, c):
+        fields = {"sources": c[0], "target": ident(c[1]), "rate": rate(c[2])}
+        fields["burst"] = integer(c[3]) if len(c) > 3 else None
+        return Node("limit", span_of(c), fields)
+
+    def assertion(self, c):
+        return c[0]
+
+    def _claim(self, kind, c, **fields):
+        fields["kind"] = kind
+        return Node("assert", span_of(c), fields)
+
+    def claim_never(self, c):
+        return self._claim(
+            "never", c, source=ident(c[0]), transitive=str(c[1]) == "~>", target=ident(c[2]),
+            **self._conditions(c[3:]),
+        )
+
+    def claim_only(self, c):
+        return self._claim("only", c, sources=c[0], target=ident(c[1]), **self._conditions(c[2:]))
+
+    def claim_can(self, c):
+        return self._claim("can", c, source=ident(c[0]), target=ident(c[1]), **self._conditions(c[2:]))
+
+    def claim_amplification(self, c):
+        return self._claim(
+            "amplification", c, source=ident(c[0]), transitive=str(c[1]) == "~>",
+            target=ident(c[2]), bound=integer(c[3]),
+        )
+
+    def claim_latency(self, c):
+        return self._claim(
+            "latency", c, source=ident(c[0]), transitive=str(c[1]) == "~>",
+            target=ident(c[2]), bound=duration(c[3]),
+        )
