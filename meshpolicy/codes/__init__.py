@@ -1,6 +1,6 @@
 """The catalogue of diagnostic codes: one stable code per kind of finding.
 
-Each stage keeps its codes in its own module here so the catalogue is
+Each stage (or target) keeps its codes in its own module here, so the catalogue is
 complete without importing the stage itself (SARIF rule metadata, the
 docs test and `meshc explain` read it; importing Z3 to list codes would
 make every run slow).
@@ -9,6 +9,7 @@ make every run slow).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 
 from ..diagnostics import Severity
@@ -24,7 +25,6 @@ class CodeInfo:
     stage: str
 
 
-_STAGE_MODULES = ("syntax", "check", "verify", "compile")
 _catalogue: dict[str, CodeInfo] | None = None
 
 
@@ -40,13 +40,8 @@ def catalogue() -> dict[str, CodeInfo]:
     global _catalogue
     if _catalogue is None:
         merged: dict[str, CodeInfo] = {}
-        for mod in _STAGE_MODULES:
-            try:
-                table = importlib.import_module(f"{__name__}.{mod}").CODES
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{mod}":
-                    raise
-                continue
+        for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+            table = importlib.import_module(f"{__name__}.{mod}").CODES
             dup = merged.keys() & table.keys()
             if dup:
                 raise RuntimeError(f"diagnostic codes defined twice: {sorted(dup)}")

@@ -1,0 +1,43 @@
+"""Shared test helpers: check in-memory meshes and look at codes, not wording."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshpolicy.pipeline import check_project
+from meshpolicy.project import from_texts
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SHARED = ROOT.parent / "shared"
+
+
+def check_texts(texts: dict[str, str]):
+    """Parse, build and check in-memory files; returns the Checked result."""
+    return check_project(from_texts(texts))
+
+
+def check_text(text: str, name: str = "test.mesh"):
+    return check_texts({name: text})
+
+
+def codes(diags) -> list[str]:
+    return sorted(d.code for d in diags)
+
+
+def run_meshc(*args: str, cwd: Path | None = None, input: str | None = None, env: dict | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "meshpolicy.cli", *args], cwd=cwd or ROOT, input=input,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def shop_mesh():
+    return check_project(__import__("meshpolicy.project", fromlist=["load"]).load([EXAMPLES / "shop"])).mesh
