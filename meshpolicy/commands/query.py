@@ -1,0 +1,171 @@
+"""`meshc query`: what the policy does with one request, and why."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from ..diagnostics import has_errors
+from ..model.types import HTTP_METHODS, Mesh
+from ..pipeline import check_project
+from ..project import load
+from ..semantics import Request, evaluate
+from ..span import SourceFile, Span
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
+
+NO_IDENTITY = ("-", "*", "anonymous")
+
+
+def parse_request(text: str, mesh: Mesh) -> Request:
+    """`SRC -> DST [METHOD] [PATH] [header=value ...]`; SRC `-` means no identity."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if len(words) < 3 or words[1] != "->":
+        raise click.BadParameter("write the request as `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`")
+    src, dst, rest = words[0], words[2], words[3:]
+    method, path = "GET", "/"
+    if rest and rest[0].upper() in HTTP_METHODS:
+        method = rest.pop(0).upper()
+    if rest and rest[0].startswith("/"):
+        path = rest.pop(0)
+    headers = []
+    for h in rest:
+        name, sep, value = h.partition("=")
+        if not sep:
+            name, sep, value = h.partition(":")
+        if not sep or not name:
+            raise click.BadParameter(f"`{h}` is not a header; write `name=value`")
+        headers.append((name.strip().lower(), value.strip()))
+    source = None if src in NO_IDENTITY else src
+    for name in (source, dst):
+        if name is not None and mesh.service(name) is None:
+            raise click.BadParameter(f"`{name}` is not a service of this mesh")
+    return Request(source, dst, method, path, tuple(headers))
+
+
+def _where(span: Span, sources: dict[str, SourceFile]) -> tuple[str, str]:
+    src = sources.get(span.file)
+    return f"{span.file}:{span.line}", (src.line_text(span.line).strip() if src else "")
+
+
+def _ms(ms: int | None) -> str:
+    if ms is None:
+        return "none"
+    return f"{ms / 1000:g}s" if ms >= 1000 and ms % 1000 == 0 else f"{ms}ms"
+
+
+def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
+    out = evaluate(mesh, req)
+    dec = out.decision
+    result: dict = {"request": str(req), "decision": dec.effect}
+    if dec.rule is not None:
+        loc, line = _where(dec.rule.span, sources)
+        result["decided_by"] = {"rule": f"{dec.rule.effect} rule", "location": loc, "source": line}
+    else:
+        result["decided_by"] = {"rule": f"the mesh default ({mesh.settings.default})", "location": None,
+                                "source": None}
+    r = out.route
+    route: dict = {"kind": r.kind, "weights": r.weights}
+    if r.status is not None:
+        route["status"] = r.status
+    if r.mirror:
+        route["mirror"] = {"version": r.mirror[0], "percent": r.mirror[1]}
+    svc = mesh.service(req.destination)
+    rule = r.rule
+    if rule is not None:
+        loc, line = _where(rule.span, sources)
+        route.update(rule=rule.index + 1, location=loc, source=line)
+    retry = rule.retry if rule is not None and rule.retry is not None else svc.retry
+    timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
+    fault = rule.fault if rule is not None and rule.fault is not None else svc.fault
+    if r.kind in ("forward", "default"):
+        route["timeout"] = _ms(timeout)
+        route["retry"] = (
+            "none" if retry is None or retry.attempts == 0
+            else f"{retry.attempts} retries" + (f", {_ms(retry.per_try_ms)} per try" if retry.per_try_ms else "")
+            + (f", on {', '.join(retry.on)}" if retry.on else "")
+        )
+        route["fault"] = (
+            "none" if fault is None else ", ".join(
+                x for x in [
+                    f"delay {_ms(fault.delay_ms)} for {fault.delay_percent:g}%" if fault.delay_ms is not None else "",
+                    f"abort {fault.abort_status} for {fault.abort_percent:g}%" if fault.abort_status is not None else "",
+                ] if x)
+        )
+    result["route"] = route
+    result["reaches_app"] = dec.allowed and r.kind in ("forward", "default")
+    return result
+
+
+def render_text(d: dict) -> str:
+    lines = [f"request   {d['request']}"]
+    by = d["decided_by"]
+    lines.append(f"decision  {d['decision'].upper()} by {by['rule']}" + (f" at {by['location']}" if by["location"] else ""))
+    if by["source"]:
+        lines.append(f"          | {by['source']}")
+    r = d["route"]
+    if r["kind"] == "forward":
+        weights = ", ".join(f"{v} {w:g}%" for v, w in r["weights"].items())
+        lines.append(f"route     rule {r['rule']} at {r['location']} -> {weights}")
+    elif r["kind"] == "default":
+        weights = ", ".join(f"{v} {w:g}%" for v, w in r["weights"].items()) or "the service"
+        lines.append(f"route     no route block: every version evenly -> {weights}")
+    elif r["kind"] == "no_route":
+        lines.append("route     no rule matches: 404")
+    else:
+        lines.append(f"route     rule {r['rule']} at {r['location']} answers {r['kind']} {r['status']}")
+    if r.get("source"):
+        lines.append(f"          | {r['source']}")
+    if "mirror" in r:
+        lines.append(f"mirror    {r['mirror']['percent']:g}% copied to {r['mirror']['version']}")
+    for key in ("timeout", "retry", "fault"):
+        if key in r:
+            lines.append(f"{key:<9} {r[key]}")
+    lines.append("outcome   " + ("reaches the application" if d["reaches_app"] else "does not reach the application"))
+    return "\n".join(lines)
+
+
+@click.command("query")
+@click.argument("paths", nargs=-1, type=click.Path(), required=True)
+@click.option("--request", "-r", "requests", multiple=True, metavar="REQUEST",
+              help="Another request to evaluate (may repeat).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def command(paths, requests, fmt):
+    """Show the decision and route for a request: the last PATHS argument is
+    the request, `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`.
+
+    SOURCE `-` is a caller without a mesh identity.
+
+    \b
+    Examples:
+      meshc query examples/shop "frontend -> orders POST /orders/7"
+      meshc query examples/shop "frontend -> catalog GET /items/1 x-canary=always"
+    """
+    paths = list(paths)
+    if "->" in paths[-1]:
+        requests = (paths.pop(),) + tuple(requests)
+    if not paths or not requests:
+        raise click.UsageError("give the mesh PATHS and a request like \"frontend -> orders GET /orders/7\"")
+    checked = check_project(load(paths))
+    if has_errors(checked.diagnostics):
+        emit(checked.diagnostics, checked.project.files, "text", out=sys.stderr)
+        sys.exit(EXIT_ERRORS if not any(d.code == "MP001" for d in checked.diagnostics) else EXIT_USAGE)
+    results = []
+    for text in requests:
+        try:
+            req = parse_request(text, checked.mesh)
+        except click.BadParameter as exc:
+            click.echo(f"meshc query: {exc.message}", err=True)
+            sys.exit(EXIT_USAGE)
+        results.append(describe(checked.mesh, req, checked.project.files))
+    if fmt == "json":
+        json.dump(results if len(results) > 1 else results[0], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        click.echo("\n\n".join(render_text(r) for r in results))
+    sys.exit(EXIT_OK)

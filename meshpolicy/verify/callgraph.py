@@ -1,0 +1,422 @@
+"""The call graph of allowed calls, and what follows from its paths.
+
+An edge A -> B exists when some request from A to B is allowed
+(docs/semantics.md). Edges are decided exactly by `may_call` (the Z3
+encoding in verify/auth.py) and carry its witness request. Callers without a
+mesh identity are the node OUTSIDE. On this graph: reachability with the
+shortest path as witness, cycles, retry amplification (the product of
+attempts per hop) and worst-case latency (the sum of hop budgets plus the
+sidecar cost per hop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..codes import diag
+from ..diagnostics import Diagnostic, Label
+from ..model.types import Assertion, Mesh, Retry, RouteRule, Service
+from ..semantics import Request
+
+OUTSIDE = "(outside)"  # callers with no mesh identity
+DEFAULT_BACKOFF_MS = 25  # Envoy's default base interval when retries are on
+
+MayCall = Callable[[Mesh, "str | None", str], "Request | None"]
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    sidecar_ms: float = 3.0
+    sidecars_per_hop: int = 2
+    max_amplification: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GraphConfig":
+        v = (config or {}).get("verify", {})
+        return cls(
+            sidecar_ms=float(v.get("sidecar_ms", cls.sidecar_ms)),
+            sidecars_per_hop=int(v.get("sidecars_per_hop", cls.sidecars_per_hop)),
+            max_amplification=float(v.get("max_amplification", cls.max_amplification)),
+        )
+
+    @property
+    def hop_cost_ms(self) -> float:
+        return self.sidecar_ms * self.sidecars_per_hop
+
+
+def _default_may_call() -> MayCall:
+    from .auth import may_call
+
+    return may_call
+
+
+# ---- building the graph ------------------------------------------------------
+
+def candidate_callers(mesh: Mesh, dest: str) -> list[str | None]:
+    """Callers that some allow rule (or the default stance) might admit to dest;
+    may_call decides each exactly. None stands for a caller without identity."""
+    names = [s.name for s in mesh.services]
+    if mesh.settings.default == "allow":
+        return [None, *names]
+    out: dict[str | None, None] = {}
+    by_ns: dict[str, list[str]] = {}
+    for s in mesh.services:
+        by_ns.setdefault(s.namespace, []).append(s.name)
+    for rule in mesh.rules_by_target.get(dest, []):
+        if rule.effect != "allow":
+            continue
+        for src in rule.sources:
+            if src.kind == "service":
+                out[src.name] = None
+            elif src.kind == "namespace":
+                out.update(dict.fromkeys(by_ns.get(src.name, [])))
+            else:
+                if src.kind == "any":
+                    out[None] = None
+                out.update(dict.fromkeys(names))
+    return list(out)
+
+
+def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> nx.DiGraph:
+    """Nodes: every service plus OUTSIDE; edge attribute `witness`: an allowed Request."""
+    may_call = may_call or _default_may_call()
+    g = nx.DiGraph()
+    g.add_node(OUTSIDE)
+    for s in mesh.services:
+        g.add_node(s.name)
+    known = mesh.service_map
+    for dest in known:
+        for caller in candidate_callers(mesh, dest):
+            if caller == dest or (caller is not None and caller not in known):
+                continue
+            req = may_call(mesh, caller, dest)
+            if req is not None:
+                g.add_edge(caller or OUTSIDE, dest, witness=req)
+    return g
+
+
+# ---- hop costs -------------------------------------------------------------------
+
+def _effective(rule: RouteRule | None, svc: Service) -> tuple[Retry | None, int | None]:
+    retry = rule.retry if rule is not None and rule.retry is not None else svc.retry
+    timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
+    return retry, timeout
+
+
+def _hop_variants(mesh: Mesh, dest: Service) -> list[tuple[Retry | None, int | None, RouteRule | None]]:
+    route = mesh.route_map.get(dest.name)
+    if route is None or not route.rules:
+        return [(*_effective(None, dest), None)]
+    return [(*_effective(r, dest), r) for r in route.rules if r.action.kind == "forward"] or [
+        (*_effective(None, dest), None)
+    ]
+
+
+def attempts(retry: Retry | None) -> int:
+    return 1 if retry is None else retry.attempts + 1
+
+
+def backoff_total_ms(retry: Retry | None) -> float:
+    """Worst case of jittered exponential backoff: each wait is at most
+    min(base * 2^i, max); Envoy's defaults are 25 ms and 10 x base."""
+    if retry is None or retry.attempts <= 0:
+        return 0.0
+    base = retry.backoff_ms or DEFAULT_BACKOFF_MS
+    cap = retry.backoff_max_ms or 10 * base
+    return float(sum(min(base * 2**i, cap) for i in range(retry.attempts)))
+
+
+def hop_budget_ms(retry: Retry | None, timeout: int | None) -> float:
+    """The longest a caller's sidecar waits for one request on this hop."""
+    if retry is not None and retry.attempts > 0 and retry.per_try_ms:
+        tries = attempts(retry) * retry.per_try_ms + backoff_total_ms(retry)
+    else:
+        tries = math.inf
+    if timeout:
+        return min(float(timeout), tries)
+    return tries
+
+
+def hop_amplification(mesh: Mesh, dest: str) -> tuple[int, RouteRule | None]:
+    """Worst-case attempts a caller makes per request to dest, and the rule that causes it."""
+    svc = mesh.service(dest)
+    if svc is None:
+        return 1, None
+    best = (0, None)
+    for retry, _timeout, rule in _hop_variants(mesh, svc):
+        a = attempts(retry)
+        if a > best[0]:
+            best = (a, rule)
+    return best
+
+
+def hop_latency(mesh: Mesh, dest: str) -> tuple[float, RouteRule | None]:
+    svc = mesh.service(dest)
+    if svc is None:
+        return math.inf, None
+    best = (-1.0, None)
+    for retry, timeout, rule in _hop_variants(mesh, svc):
+        b = hop_budget_ms(retry, timeout)
+        if b > best[0]:
+            best = (b, rule)
+    return best
+
+
+# ---- worst paths ---------------------------------------------------------------
+
+@dataclass
+class WorstPath:
+    value: float  # product of attempts, or total ms; math.inf if unbounded
+    path: list[str]
+    cycle: list[str] | None = None  # set when a cycle makes the value unbounded
+
+
+def _between(g: nx.DiGraph, a: str, b: str) -> nx.DiGraph | None:
+    if a not in g or b not in g or not nx.has_path(g, a, b):
+        return None
+    down = nx.descendants(g, a) | {a}
+    up = nx.ancestors(g, b) | {b}
+    return g.subgraph(down & up)
+
+
+def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], float], combine: str) -> WorstPath | None:
+    """The path a ~> b maximising the product ('mul') or sum ('add') of hop values."""
+    sub = _between(g, a, b)
+    if sub is None:
+        return None
+    try:
+        cycle = nx.find_cycle(sub, a)
+        nodes = [u for u, _v in cycle]
+        # A cycle between a and b lets a request loop: unbounded if any hop on it costs anything.
+        grows = any(hop_value(u, v) > (1 if combine == "mul" else 0) for u, v in cycle)
+        if grows:
+            return WorstPath(math.inf, nx.shortest_path(sub, a, b), nodes + [nodes[0]])
+    except nx.NetworkXNoCycle:
+        pass
+    best: dict[str, tuple[float, str | None]] = {a: (1.0 if combine == "mul" else 0.0, None)}
+    order = list(nx.topological_sort(sub)) if nx.is_directed_acyclic_graph(sub) else None
+    if order is None:  # cycles that cost nothing: fall back to simple paths, bounded
+        return _worst_simple(sub, a, b, hop_value, combine)
+    for u in order:
+        if u not in best:
+            continue
+        for v in sub.successors(u):
+            h = hop_value(u, v)
+            val = best[u][0] * h if combine == "mul" else best[u][0] + h
+            if v not in best or val > best[v][0]:
+                best[v] = (val, u)
+    path = [b]
+    while path[-1] != a:
+        path.append(best[path[-1]][1])
+    return WorstPath(best[b][0], path[::-1])
+
+
+def _worst_simple(sub, a, b, hop_value, combine, limit: int = 10_000) -> WorstPath:
+    best = None
+    for i, p in enumerate(nx.all_simple_paths(sub, a, b)):
+        if i >= limit:
+            break
+        val = 1.0 if combine == "mul" else 0.0
+        for u, v in zip(p, p[1:]):
+            val = val * hop_value(u, v) if combine == "mul" else val + hop_value(u, v)
+        if best is None or val > best.value:
+            best = WorstPath(val, p)
+    return best
+
+
+def amplification_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str) -> WorstPath | None:
+    cache: dict[str, int] = {}
+
+    def hop(_u: str, v: str) -> float:
+        if v not in cache:
+            cache[v] = hop_amplification(mesh, v)[0]
+        return cache[v]
+
+    return worst_path(g, a, b, hop, "mul")
+
+
+def latency_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str, cfg: GraphConfig) -> WorstPath | None:
+    cache: dict[str, float] = {}
+
+    def hop(_u: str, v: str) -> float:
+        if v not in cache:
+            cache[v] = hop_latency(mesh, v)[0] + cfg.hop_cost_ms
+        return cache[v]
+
+    return worst_path(g, a, b, hop, "add")
+
+
+# ---- findings -----------------------------------------------------------------------
+
+def _path_witness(g: nx.DiGraph, path: list[str]) -> dict:
+    hops = [str(g.edges[u, v]["witness"]) for u, v in zip(path, path[1:]) if (u, v) in g.edges]
+    return {"path": path, "requests": hops}
+
+
+def _fmt_ms(ms: float) -> str:
+    if math.isinf(ms):
+        return "unbounded"
+    return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms:g}ms"
+
+
+def findings(mesh: Mesh, config: dict | None = None, graph: nx.DiGraph | None = None,
+             may_call: MayCall | None = None) -> list[Diagnostic]:
+    cfg = GraphConfig.from_config(config or {})
+    g = graph if graph is not None else build_graph(mesh, may_call)
+    out: list[Diagnostic] = []
+    out += _cycles(mesh, g)
+    out += _isolated(mesh, g)
+    out += _amplification(mesh, g, cfg)
+    out += _timeout_inversions(mesh, g)
+    return out
+
+
+def _cycles(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+    out = []
+    for comp in sorted(nx.strongly_connected_components(g), key=lambda c: sorted(c)):
+        if len(comp) < 2:
+            continue
+        start = min(comp)
+        cycle = [u for u, _v in nx.find_cycle(g.subgraph(comp), start)]
+        path = cycle + [cycle[0]]
+        svc = mesh.service(start)
+        labels = [Label(mesh.service(n).at("name"), "on the cycle") for n in cycle[1:] if mesh.service(n)]
+        out.append(diag("MP551", "services may call each other in a cycle: " + " -> ".join(path),
+                        svc.at("name") if svc else None, labels=labels, witness=_path_witness(g, path)))
+    return out
+
+
+def _isolated(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+    out = []
+    for svc in mesh.services:
+        if svc.name in g and g.degree(svc.name) == 0 and mesh.service(svc.name) is svc:
+            out.append(diag("MP554", f"`{svc.name}` may call no service and no caller may call it", svc.at("name")))
+    return out
+
+
+def _amplification(mesh: Mesh, g: nx.DiGraph, cfg: GraphConfig) -> list[Diagnostic]:
+    """Report, per service, the worst amplification it can receive from any entry point."""
+    amp = {n: hop_amplification(mesh, n)[0] for n in g.nodes if n != OUTSIDE}
+    # Longest (by product) path into each service over the condensation DAG;
+    # edges inside a strongly connected component are cycles, reported as MP551.
+    best: dict[str, tuple[float, str | None]] = {n: (1.0, None) for n in g.nodes}
+    cond = nx.condensation(g)
+    members = cond.graph["mapping"]
+    for c in nx.topological_sort(cond):
+        for u in sorted(cond.nodes[c]["members"]):
+            for v in g.successors(u):
+                if members[v] != c:
+                    val = best[u][0] * amp[v]
+                    if val > best[v][0]:
+                        best[v] = (val, u)
+    out = []
+    for svc in mesh.services:
+        val, _pred = best.get(svc.name, (1.0, None))
+        if val > cfg.max_amplification and mesh.service(svc.name) is svc:
+            path = _chain(best, svc.name)[::-1]
+            rule = hop_amplification(mesh, svc.name)[1]
+            labels = [Label(rule.span, "retries here")] if rule is not None and rule.retry else []
+            labels += [Label(mesh.service(n).retry.span, f"retries when calling `{n}`")
+                       for n in path[1:] if mesh.service(n) and mesh.service(n).retry and n != svc.name]
+            out.append(diag(
+                "MP552",
+                f"one request along {' -> '.join(path)} can reach `{svc.name}` {val:g} times "
+                f"(limit {cfg.max_amplification:g})",
+                svc.retry.span if svc.retry else svc.at("name"), labels=labels,
+                witness=_path_witness(g, path),
+            ))
+    return out
+
+
+def _chain(best: dict[str, tuple[float, str | None]], v: str) -> list[str]:
+    chain = [v]
+    seen = {v}
+    while best[chain[-1]][1] is not None and best[chain[-1]][1] not in seen:
+        chain.append(best[chain[-1]][1])
+        seen.add(chain[-1])
+    return chain
+
+
+def _timeout_inversions(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+    """X waits at most T(X->Y) for Y; if Y itself may wait longer than that for Z,
+    X gives up while Y still works (wasted work, and Y's retries are futile)."""
+    out = []
+    budget = {n: hop_latency(mesh, n) for n in g.nodes if n != OUTSIDE}
+    for y in sorted(budget):
+        t_xy, _ = budget[y]
+        if math.isinf(t_xy) or not g.in_degree(y):
+            continue
+        # Only finite inner budgets: an unbounded hop (no timeout) is what latency assertions are for.
+        worst_z = max(((budget[z][0], z) for z in g.successors(y) if z in budget and not math.isinf(budget[z][0])),
+                      default=None)
+        if worst_z is None or not (worst_z[0] > t_xy):
+            continue
+        t_yz, z = worst_z
+        svc_y, svc_z = mesh.service(y), mesh.service(z)
+        span = svc_y.at("timeout") if "timeout" in svc_y.spans else svc_y.at("name")
+        out.append(diag(
+            "MP553",
+            f"callers of `{y}` wait at most {_fmt_ms(t_xy)}, but `{y}` may wait {_fmt_ms(t_yz)} for `{z}`",
+            span, labels=[Label(svc_z.at("timeout") if "timeout" in svc_z.spans else svc_z.at("name"),
+                                f"`{z}` may take {_fmt_ms(t_yz)}")],
+            witness=_path_witness(g, [y, z]),
+        ))
+    return out
+
+
+# ---- assertions on paths --------------------------------------------------------------
+
+def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph: nx.DiGraph | None = None,
+                    may_call: MayCall | None = None) -> Diagnostic | None:
+    """never A ~> B (transitive), amplification A ~> B <= N, latency A ~> B <= D.
+    Returns an MP601 diagnostic when refuted, None when proved."""
+    cfg = GraphConfig.from_config(config or {})
+    if a.source is None or mesh.service(a.source.name) is None or mesh.service(a.target.name) is None:
+        return None  # unknown names are check errors (MP101)
+    g = graph if graph is not None else build_graph(mesh, may_call)
+    src, dst = a.source.name, a.target.name
+    if a.kind == "never":
+        if a.methods or a.paths:
+            raise ValueError("transitive `never` with methods or paths is checked by verify.assertions")
+        if not nx.has_path(g, src, dst):
+            return None
+        path = nx.shortest_path(g, src, dst)
+        return diag("MP601", f"assertion fails: `{src}` can reach `{dst}` through " + " -> ".join(path), a.span,
+                    witness=_path_witness(g, path))
+    if a.kind == "amplification":
+        wp = amplification_path(mesh, g, src, dst) if a.transitive else _direct(mesh, g, src, dst, "mul", cfg)
+        if wp is None or wp.value <= a.bound:
+            return None
+        what = "unbounded (a cycle: " + " -> ".join(wp.cycle) + ")" if wp.cycle else f"{wp.value:g}"
+        return diag("MP601", f"assertion fails: one request from `{src}` can reach `{dst}` {what} times "
+                             f"along {' -> '.join(wp.path)} (bound {a.bound})", a.span,
+                    labels=[Label(a.at("bound"), "the bound")] if "bound" in a.spans else [],
+                    witness=_path_witness(g, wp.path))
+    if a.kind == "latency":
+        wp = latency_path(mesh, g, src, dst, cfg) if a.transitive else _direct(mesh, g, src, dst, "add", cfg)
+        if wp is None or wp.value <= a.bound:
+            return None
+        notes = [f"each hop counts its timeout (or attempts x per-try timeout + backoff) plus "
+                 f"{cfg.sidecars_per_hop} sidecars x {cfg.sidecar_ms:g}ms"]
+        if wp.cycle:
+            notes.append("a cycle makes it unbounded: " + " -> ".join(wp.cycle))
+        unbounded = [v for v in wp.path[1:] if math.isinf(hop_latency(mesh, v)[0])]
+        if unbounded:
+            notes.append("no timeout bounds calls to " + ", ".join(f"`{v}`" for v in unbounded))
+        return diag("MP601", f"assertion fails: worst-case latency from `{src}` to `{dst}` is {_fmt_ms(wp.value)} "
+                             f"along {' -> '.join(wp.path)} (bound {_fmt_ms(a.bound)})", a.span,
+                    labels=[Label(a.at("bound"), "the bound")] if "bound" in a.spans else [],
+                    notes=notes, witness=_path_witness(g, wp.path))
+    raise ValueError(f"callgraph does not check `{a.kind}` assertions")
+
+
+def _direct(mesh: Mesh, g: nx.DiGraph, src: str, dst: str, combine: str, cfg: GraphConfig) -> WorstPath | None:
+    if not g.has_edge(src, dst):
+        return None
+    if combine == "mul":
+        return WorstPath(float(hop_amplification(mesh, dst)[0]), [src, dst])
+    return WorstPath(hop_latency(mesh, dst)[0] + cfg.hop_cost_ms, [src, dst])

@@ -1,0 +1,85 @@
+"""The allowed call graph as Mermaid or Graphviz DOT, for docs and PR comments."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from ..model.types import AuthRule, Mesh
+from ..semantics.evaluate import source_matches
+from ..semantics import Request
+from .callgraph import OUTSIDE
+
+
+def _rule_label(r: AuthRule) -> str:
+    methods = ", ".join(r.methods)
+    paths = ", ".join(p.value if p.kind in ("exact", "glob") else f'{p.kind} "{p.value}"' for p in r.paths)
+    return " ".join(x for x in (methods, paths) if x) or "any request"
+
+
+def edge_labels(mesh: Mesh, g: nx.DiGraph) -> dict[tuple[str, str], str]:
+    """What each edge allows: the allow rules that admit that caller, summarised."""
+    out = {}
+    for u, v in g.edges:
+        probe = Request(None if u == OUTSIDE else u, v)
+        rules = [r for r in mesh.rules_by_target.get(v, [])
+                 if r.effect == "allow" and any(source_matches(mesh, s, probe) for s in r.sources)]
+        out[(u, v)] = "; ".join(dict.fromkeys(_rule_label(r) for r in rules)) or "default allow"
+    return out
+
+
+def routed_but_denied(mesh: Mesh, g: nx.DiGraph) -> list[tuple[str, str]]:
+    """Route rules written `from A` on B, where A may not call B at all."""
+    out = set()
+    for route in mesh.routes:
+        for rule in route.rules:
+            for src in rule.match.sources:
+                if mesh.service(src.name) and not g.has_edge(src.name, route.service.name):
+                    out.add((src.name, route.service.name))
+    return sorted(out)
+
+
+def _nodes(g: nx.DiGraph, extra: list[tuple[str, str]]) -> list[str]:
+    used = {n for e in list(g.edges) + extra for n in e}
+    return sorted(n for n in g.nodes if n in used or n != OUTSIDE)
+
+
+def _q(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', "#quot;")
+
+
+def mermaid(mesh: Mesh, g: nx.DiGraph) -> str:
+    denied = routed_but_denied(mesh, g)
+    ids = {n: f"n{i}" for i, n in enumerate(_nodes(g, denied))}
+    lines = ["flowchart LR"]
+    for n, i in ids.items():
+        shape = f'(["{_q(n)}"])' if n == OUTSIDE else f'["{_q(n)}"]'
+        lines.append(f"  {i}{shape}")
+    labels = edge_labels(mesh, g)
+    for (u, v) in sorted(g.edges):
+        lines.append(f'  {ids[u]} -->|"{_q(labels[(u, v)])}"| {ids[v]}')
+    for i, (u, v) in enumerate(denied):
+        lines.append(f'  {ids[u]} -.-x|"routed, but denied"| {ids[v]}')
+    if denied:
+        start = g.number_of_edges()
+        idx = ",".join(str(start + k) for k in range(len(denied)))
+        lines.append(f"  linkStyle {idx} stroke:#d33,stroke-dasharray:4")
+    return "\n".join(lines) + "\n"
+
+
+def _dq(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dot(mesh: Mesh, g: nx.DiGraph) -> str:
+    denied = routed_but_denied(mesh, g)
+    lines = ["digraph mesh {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"]
+    for n in _nodes(g, denied):
+        attrs = " [shape=ellipse, style=dashed]" if n == OUTSIDE else ""
+        lines.append(f"  {_dq(n)}{attrs};")
+    labels = edge_labels(mesh, g)
+    for (u, v) in sorted(g.edges):
+        lines.append(f"  {_dq(u)} -> {_dq(v)} [label={_dq(labels[(u, v)])}];")
+    for u, v in denied:
+        lines.append(f"  {_dq(u)} -> {_dq(v)} [label=\"routed, but denied\", style=dashed, color=red];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
