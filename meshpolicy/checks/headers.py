@@ -1,0 +1,34 @@
+"""MP210: header names in matches and hash balancing must be HTTP tokens."""
+
+from __future__ import annotations
+
+import re
+
+from ..codes import diag
+from ..model.types import Mesh
+from . import rule
+
+# RFC 9110 token; a leading `:` names an HTTP/2 pseudo-header such as `:authority`.
+_HEADER = re.compile(r":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _names(mesh: Mesh):
+    for route in mesh.routes:
+        for r in route.rules:
+            for h in r.match.headers:
+                yield h.name, h.span
+    for svc in mesh.services:
+        for holder in (svc, *svc.versions):
+            b = holder.balance
+            if b is not None and b.header is not None:
+                yield b.header, b.at("header")
+
+
+@rule("MP210")
+def invalid_headers(mesh: Mesh):
+    for name, span in _names(mesh):
+        if not name:
+            yield diag("MP210", "the header name is empty", span)
+        elif not _HEADER.fullmatch(name):
+            bad = next((ch for ch in name if not _HEADER.fullmatch(ch) and ch != ":"), ":")
+            yield diag("MP210", f"header name `{name}` contains `{bad}`, which HTTP does not allow in names", span)

@@ -1,0 +1,31 @@
+"""MP206 port numbers and duplicates, MP212 services without a port."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Label
+from ..model.types import Mesh
+from . import rule
+
+
+@rule("MP206")
+def invalid_ports(mesh: Mesh):
+    for svc in mesh.services:
+        first = {}
+        for p in svc.ports:
+            span = p.at("number")
+            if not 1 <= p.number <= 65535:
+                yield diag("MP206", f"port {p.number} is outside 1 to 65535", span)
+            elif p.number in first:
+                yield diag("MP206", f"port {p.number} is declared twice in service `{svc.name}`", span,
+                           labels=[Label(first[p.number].at("number"), "first declared here")],
+                           help="declare each port once, with the protocol it speaks")
+            else:
+                first[p.number] = p
+
+
+@rule("MP212")
+def services_without_ports(mesh: Mesh):
+    for svc in mesh.services:
+        if not svc.ports:
+            yield diag("MP212", f"service `{svc.name}` declares no port", svc.at("name"))

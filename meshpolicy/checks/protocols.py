@@ -1,0 +1,46 @@
+"""MP304: HTTP-only features on a service that speaks only TCP."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Label
+from ..model.types import Mesh, Service
+from . import rule
+
+
+def _tcp_only(svc: Service | None) -> bool:
+    return svc is not None and bool(svc.ports) and all(p.protocol == "tcp" for p in svc.ports)
+
+
+def _uses(mesh: Mesh):
+    """(service name, what, span) for every HTTP-only feature aimed at a service."""
+    for svc in mesh.services:
+        if svc.timeout_ms is not None:
+            yield svc.name, "a request timeout", svc.at("timeout")
+        if svc.retry is not None and svc.retry.attempts > 0:
+            yield svc.name, "retries", svc.retry.span
+        if svc.fault is not None:
+            yield svc.name, "fault injection", svc.fault.span
+        for holder in (svc, *svc.versions):
+            if holder.balance is not None and holder.balance.header is not None:
+                yield svc.name, "hashing on a header", holder.balance.span
+    for route in mesh.routes:
+        yield route.service.name, "a route block", route.service.span
+    for ar in mesh.auth_rules:
+        if ar.methods or ar.paths:
+            yield ar.target.name, "an auth rule with methods or paths", ar.span
+    for lim in mesh.rate_limits:
+        yield lim.target.name, "a rate limit", lim.span
+    for a in mesh.assertions:
+        if a.methods or a.paths:
+            yield a.target.name, "an assertion about HTTP methods or paths", a.span
+
+
+@rule("MP304")
+def http_on_tcp(mesh: Mesh):
+    known = mesh.service_map
+    for name, what, span in _uses(mesh):
+        svc = known.get(name)
+        if _tcp_only(svc):
+            yield diag("MP304", f"{what} needs HTTP, but service `{name}` has only tcp ports", span,
+                       labels=[Label(svc.ports[0].span, "declared tcp here")])

@@ -1,0 +1,91 @@
+"""MP301 retries that cannot fit the timeout, MP302 retried POST/PATCH,
+MP303 faults that switch retries off. All read the *effective* settings
+of each forwarding route rule (its own, else its service's)."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Label
+from ..model.types import NON_IDEMPOTENT_METHODS, Mesh, Retry
+from . import rule
+from ._walk import effective
+
+# Conditions under which the request provably never reached the application.
+SAFE_TO_REPEAT = frozenset({"connect-failure", "refused-stream"})
+
+
+@rule("MP301")
+def retry_exceeds_timeout(mesh: Mesh):
+    seen = set()
+    for e in effective(mesh):
+        r = e.retry
+        if not e.retries_on or r.per_try_ms is None or e.timeout_ms is None:
+            continue
+        key = (id(r), e.timeout_span)
+        if key in seen:  # a service's settings inherited by several rules: report once
+            continue
+        seen.add(key)
+        need = (r.attempts + 1) * r.per_try_ms
+        if need > e.timeout_ms:
+            inherited = e.rule is not None and e.rule.retry is None and e.rule.timeout_ms is None
+            where = f"service `{e.service.name}`" if inherited else e.where
+            yield diag("MP301", f"{r.attempts + 1} attempts x {r.per_try_ms}ms per try = {need}ms, more than "
+                                f"the {e.timeout_ms}ms timeout of {where}: the last attempts can never run "
+                                "in full", r.span,
+                       labels=[Label(e.timeout_span, "the timeout that bounds all attempts")]
+                       if e.timeout_span else [])
+
+
+def _repeats_non_idempotent(r: Retry) -> bool:
+    """Retries that may resend a POST/PATCH the application already saw
+    (no `on` list means Istio's defaults, which include 503)."""
+    if r.attempts <= 0 or r.non_idempotent:
+        return False
+    return not (r.on and set(r.on) <= SAFE_TO_REPEAT)
+
+
+def _admits_unsafe(methods: list[str]) -> bool:
+    return not methods or any(m in NON_IDEMPOTENT_METHODS for m in methods)
+
+
+@rule("MP302")
+def non_idempotent_retry(mesh: Mesh):
+    for e in effective(mesh):
+        r = e.retry
+        if r is None or not _repeats_non_idempotent(r):
+            continue
+        if e.rule is not None:
+            if not _admits_unsafe(e.rule.match.methods):
+                continue
+            own = e.rule.retry is r
+            span = r.span if own else e.rule.span
+            labels = [Label(e.rule.span, "this rule's match admits POST and PATCH")] if own else \
+                [Label(r.span, f"retries inherited from service `{e.service.name}`")]
+            yield diag("MP302", f"{e.where} retries requests that may be POST or PATCH", span, labels=labels)
+            continue
+        # A route-less service: its callers' allowed methods decide.
+        admitting = next((ar for ar in mesh.rules_by_target.get(e.service.name, ())
+                          if ar.effect == "allow" and _admits_unsafe(ar.methods)), None)
+        if admitting is not None:
+            labels = [Label(admitting.span, "this rule allows POST or PATCH")]
+        elif mesh.settings.default == "allow":
+            labels = []
+        else:
+            continue
+        yield diag("MP302", f"service `{e.service.name}` retries requests that may be POST or PATCH",
+                   r.span, labels=labels)
+
+
+@rule("MP303")
+def fault_disables_retry(mesh: Mesh):
+    seen = set()
+    for e in effective(mesh):
+        if e.fault is None or not e.retries_on:
+            continue
+        key = (id(e.fault), id(e.retry))
+        if key in seen:
+            continue
+        seen.add(key)
+        yield diag("MP303", f"{e.where} injects a fault and also retries; Istio does not retry where a "
+                            "fault is injected", e.fault.span,
+                   labels=[Label(e.retry.span, "these retries will not happen")])

@@ -1,0 +1,38 @@
+"""MP401 versions no route rule sends to, MP402 services nobody may call."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..model.types import Mesh
+from . import rule
+
+
+@rule("MP401")
+def unused_versions(mesh: Mesh):
+    targeted: dict[str, set[str]] = {}
+    for route in mesh.routes:
+        used = targeted.setdefault(route.service.name, set())
+        for r in route.rules:
+            if r.action.kind == "forward":
+                used.update(d.version.name for d in r.action.destinations)
+                if r.action.mirror is not None:
+                    used.add(r.action.mirror.version.name)
+    for svc in mesh.services:
+        used = targeted.get(svc.name)
+        if used is None:
+            continue  # no route block: every version shares the traffic
+        for v in svc.versions:
+            if v.name not in used:
+                yield diag("MP401", f"no rule of route `{svc.name}` sends traffic to version `{v.name}`",
+                           v.at("name"))
+
+
+@rule("MP402")
+def uncallable_services(mesh: Mesh):
+    if mesh.settings.default != "deny":
+        return
+    allowed = {ar.target.name for ar in mesh.auth_rules if ar.effect == "allow"}
+    for svc in mesh.services:
+        if svc.name not in allowed:
+            yield diag("MP402", f"no allow rule targets service `{svc.name}`, and the mesh denies by default",
+                       svc.at("name"))
