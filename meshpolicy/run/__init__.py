@@ -1,0 +1,1 @@
+"""Running a mesh locally: the echo app, process supervision, `meshc up`."""

@@ -1,0 +1,133 @@
+"""The built-in echo app: what `meshc up` runs for a service without a command.
+
+It answers every request with JSON naming its service, version and instance,
+the request's method, path and headers, and the trace ids it saw. Request
+headers make its behaviour observable through the mesh:
+
+- `x-echo-status: 503`  answer with that status;
+- `x-echo-fail: N` with `x-echo-id: ID`  fail (503) the first N attempts
+  carrying that id, then succeed (retries become countable);
+- `x-echo-delay: 250ms`  wait before answering (timeouts, fault tests);
+- `x-echo-call: svc-a,svc-b`  call the first service through the outbound
+  sidecar, passing the rest of the chain and the trace headers on, and embed
+  its answer (trace propagation along a chain).
+
+`GET /__echo/attempts?id=ID` reports how many attempts with that id arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+TRACE_HEADERS = ("traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+                 "x-b3-sampled", "x-b3-flags", "b3", "x-request-id")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
+
+
+def parse_delay(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        return 0.0
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value
+
+
+def trace_ids(headers) -> dict:
+    out = {}
+    tp = headers.get("traceparent")
+    if tp and len(tp.split("-")) >= 3:
+        out["w3c"] = tp.split("-")[1]
+    if headers.get("x-b3-traceid"):
+        out["b3"] = headers["x-b3-traceid"]
+    elif headers.get("b3"):
+        out["b3"] = headers["b3"].split("-")[0]
+    return out
+
+
+class EchoApp:
+    def __init__(self, service: str, version: str, instance: str, outbound: str | None):
+        self.service = service
+        self.version = version
+        self.instance = instance
+        self.outbound = outbound
+        self.attempts: dict[str, int] = {}
+        self.total = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path == "/__echo/attempts":
+            rid = request.query.get("id", "")
+            return web.json_response({"id": rid, "attempts": self.attempts.get(rid, 0), "total": self.total})
+        self.total += 1
+        h = request.headers
+        rid = h.get("x-echo-id")
+        if rid:
+            self.attempts[rid] = self.attempts.get(rid, 0) + 1
+        if h.get("x-echo-delay"):
+            await asyncio.sleep(parse_delay(h["x-echo-delay"]))
+        body = {
+            "service": self.service,
+            "version": self.version,
+            "instance": self.instance,
+            "method": request.method,
+            "path": request.path,
+            "headers": {k.lower(): v for k, v in h.items()},
+            "trace": trace_ids({k.lower(): v for k, v in h.items()}),
+        }
+        if rid and h.get("x-echo-fail", "").isdigit() and self.attempts[rid] <= int(h["x-echo-fail"]):
+            body["failed_attempt"] = self.attempts[rid]
+            return web.json_response(body, status=503)
+        if h.get("x-echo-call") and self.outbound:
+            chain = [s.strip() for s in h["x-echo-call"].split(",") if s.strip()]
+            body["downstream"] = await self.call(chain, h)
+        status = int(h["x-echo-status"]) if h.get("x-echo-status", "").isdigit() else 200
+        return web.json_response(body, status=status)
+
+    async def call(self, chain: list[str], incoming) -> dict:
+        target, rest = chain[0], chain[1:]
+        headers = {k: v for k, v in incoming.items() if k.lower() in TRACE_HEADERS}
+        headers["host"] = target
+        if rest:
+            headers["x-echo-call"] = ",".join(rest)
+        try:
+            async with ClientSession(timeout=ClientTimeout(total=10)) as s:
+                async with s.get(f"{self.outbound}/chain", headers=headers) as resp:
+                    text = await resp.text()
+                    try:
+                        return {"status": resp.status, "body": json.loads(text)}
+                    except ValueError:
+                        return {"status": resp.status, "body": text}
+        except Exception as exc:  # reported in the answer: the chain test reads it
+            return {"status": 0, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def make_app(service: str, version: str, instance: str = "0", outbound: str | None = None) -> web.Application:
+    echo = EchoApp(service, version, instance, outbound)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo.handle)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="meshpolicy.run.echo", description="meshc's built-in echo app")
+    p.add_argument("--service", required=True)
+    p.add_argument("--version", default="")
+    p.add_argument("--instance", default="0")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--outbound", default=os.environ.get("MESH_OUTBOUND"),
+                   help="URL of this workload's outbound sidecar listener")
+    a = p.parse_args(argv)
+    app = make_app(a.service, a.version, a.instance, a.outbound)
+    web.run_app(app, host=a.host, port=a.port, print=lambda *_: None, access_log=None,
+                handle_signals=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

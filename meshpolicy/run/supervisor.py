@@ -1,0 +1,126 @@
+"""Starting and stopping a set of processes with no orphans on any exit path.
+
+Children run in their own process group and, on Linux, get SIGTERM if the
+supervisor dies (PR_SET_PDEATHSIG), so even a SIGKILL of meshc leaves none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+    expected_exit: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, Proc] = {}
+        self._lock = threading.Lock()
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.log_dir / f"{name.replace('/', '_')}.log"
+        proc = Proc(name, argv, log, env or {})
+        fh = open(log, "ab")
+        try:
+            proc.popen = subprocess.Popen(
+                argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **proc.env}, preexec_fn=_die_with_parent, close_fds=True,
+            )
+        finally:
+            fh.close()
+        with self._lock:
+            self.procs[name] = proc
+        return proc
+
+    def crashed(self) -> list[Proc]:
+        """Processes that exited although nobody asked them to."""
+        return [p for p in self.procs.values() if not p.expected_exit and p.popen and p.popen.poll() is not None]
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.popen is None:
+            return
+        proc.expected_exit = True
+        _terminate_group(proc.popen, timeout)
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        procs = list(self.procs.values())
+        for p in procs:
+            p.expected_exit = True
+            if p.alive():
+                try:
+                    os.killpg(p.popen.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            if p.popen is None:
+                continue
+            try:
+                p.popen.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.popen.wait()
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+
+def _terminate_group(popen: subprocess.Popen, timeout: float) -> None:
+    if popen.poll() is not None:
+        return
+    try:
+        os.killpg(popen.pid, signal.SIGTERM)
+        popen.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
