@@ -1,0 +1,34 @@
+"""Codes for the verifier (MP5xx findings proved over every request, MP60x
+results of user assertions). Graph findings (MP55x-MP59x) live in graph.py."""
+
+from . import define
+
+CODES = define(
+    "verify",
+    # ---- authorization
+    ("MP501", "dead-allow-rule", "warning", "every request this allow rule matches is denied by a deny rule",
+     "narrow or remove the deny rules named in the labels, or remove the allow rule"),
+    ("MP502", "redundant-rule", "warning", "every request this rule matches is already matched by other rules of the same effect",
+     "remove the rule, or change it so it adds something the others do not cover"),
+    ("MP503", "allow-deny-overlap", "info", "a deny rule wins over part of what this allow rule matches",
+     "if the overlap is intended nothing needs doing; otherwise narrow one of the rules"),
+    ("MP504", "auth-rule-matches-nothing", "warning", "this authorization rule matches no request at all",
+     "a named caller's identity is only visible over mTLS; check the sources, the destination's mtls and the patterns"),
+    # ---- routing
+    ("MP510", "unreachable-route-rule", "warning", "every request this route rule matches is taken by earlier rules (or it matches none)",
+     "move the rule above the rules named in the labels, narrow those, or remove it"),
+    ("MP511", "version-without-traffic", "warning", "a version receives no traffic under any request",
+     "give it a non-zero weight on a reachable route rule, or remove it"),
+    ("MP512", "route-denied-by-authorization", "warning", "every request this route rule takes is denied by authorization, for every caller",
+     "allow the callers the route is meant for, or remove the route rule"),
+    # ---- the verifier itself
+    ("MP520", "not-proved", "warning", "the verifier could not decide the findings for a destination (unsupported pattern or solver timeout)",
+     "simplify the regex named in the message, or raise --timeout-ms; nothing about this destination was proved"),
+    # ---- assertions
+    ("MP601", "assertion-refuted", "error", "an assertion does not hold: the witness request shows a counterexample",
+     "change the policy so the witness request is decided as the assertion says, or fix the assertion"),
+    ("MP602", "assertion-unknown", "warning", "an assertion could not be proved or refuted (solver timeout or unsupported pattern)",
+     "raise --timeout-ms or simplify the patterns involved; the assertion was not proved"),
+    ("MP603", "assertion-proved", "info", "an assertion holds for every request",
+     "nothing to do; shown with --verbose"),
+)

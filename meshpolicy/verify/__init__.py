@@ -1,0 +1,86 @@
+"""The verifier: properties of a mesh proved over every request, with witnesses.
+
+`run(mesh, config)` is the one entry point (`meshc verify`, the language
+server and CI). `config` is the project's meshc.toml as a dict; its
+`[verify]` table (with command-line overrides) holds `timeout_ms` (per solver
+query), `verbose` (report proved assertions too) and the call-graph settings
+callgraph.py reads. Z3 is imported only inside this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+from ..codes import diag
+from ..diagnostics import Diagnostic, sorted_diagnostics
+from ..model.types import Mesh
+
+GRAPH_ASSERTIONS = ("amplification", "latency")
+
+
+def _optional(name: str):
+    """The lead's modules (callgraph, mtls) when present in this build."""
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__name__}.{name}":
+            return None
+        raise
+
+
+def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> list[Diagnostic]:
+    from . import assertions, auth, routes
+    from .partition import DEFAULT_TIMEOUT_MS, partitions
+
+    config = dict(config or {})
+    timeout = timeout_ms(config)
+    t0 = time.perf_counter()
+    out: list[Diagnostic] = []
+    parts = partitions(mesh, timeout)
+    for p in parts:
+        if p.error:
+            svc = mesh.service(p.dest)
+            out.append(diag("MP520", f"findings for `{p.dest}` were not proved: {p.error}", svc.span if svc else None))
+            continue
+        out.extend(auth.findings(mesh, p))
+        out.extend(routes.findings(mesh, p))
+    callgraph, mtls = _optional("callgraph"), _optional("mtls")
+    graph = None
+    if callgraph is not None:
+        graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout))
+        out.extend(callgraph.findings(mesh, config, graph=graph))
+    if mtls is not None:
+        out.extend(mtls.findings(mesh))
+    for a in mesh.assertions:
+        graph_kind = a.kind in GRAPH_ASSERTIONS or (a.kind == "never" and a.transitive and not (a.methods or a.paths))
+        if graph_kind and callgraph is not None:
+            d = callgraph.check_assertion(mesh, a, config, graph=graph)
+            out.extend([d] if d is not None else assertions.proved(a, config))
+        elif graph_kind or (a.transitive and graph is None):
+            out.append(diag("MP602", f"`{assertions.describe(a)}` was not proved: "
+                            "this build has no call-graph verifier", a.span))
+        else:
+            out.extend(assertions.check(mesh, a, config, graph))
+    if stats is not None:
+        times = sorted(p.z3_seconds for p in parts)
+        stats.update(partitions=len(parts), z3_seconds=times, queries=sum(p.queries for p in parts),
+                     string_queries=sum(p.stats.get("string_queries", 0) for p in parts),
+                     total_seconds=time.perf_counter() - t0)
+    return sorted_diagnostics(out)
+
+
+def timeout_ms(config: dict | None) -> int:
+    from .partition import DEFAULT_TIMEOUT_MS
+
+    return int(((config or {}).get("verify") or {}).get("timeout_ms", DEFAULT_TIMEOUT_MS))
+
+
+def verbose(config: dict | None) -> bool:
+    return bool(((config or {}).get("verify") or {}).get("verbose", False))
+
+
+def may_call(mesh: Mesh, source: str | None, destination: str):
+    from .auth import may_call as _may_call
+
+    return _may_call(mesh, source, destination)

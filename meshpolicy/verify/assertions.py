@@ -1,0 +1,130 @@
+"""User assertions about direct calls: `never A -> B`, `only S -> B`, `can A -> B`
+(each optionally narrowed to methods and paths), proved over every request or
+refuted with a witness. Transitive `never`, `amplification` and `latency` are
+call-graph questions (callgraph.py)."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Diagnostic, Label
+from ..model.types import Assertion, Mesh
+from ..semantics.evaluate import source_matches
+from .atoms import key_of, matches
+from .partition import partition
+from .witness import confirmed
+
+
+def describe(a: Assertion) -> str:
+    if a.kind == "only":
+        who = ", ".join(s.name if s.kind in ("service",) else (f"namespace {s.name}" if s.kind == "namespace"
+                        else ("*" if s.kind == "any" else "authenticated")) for s in a.sources)
+    else:
+        who = a.source.name if a.source else "?"
+    arrow = "~>" if a.transitive else "->"
+    extra = " ".join([",".join(a.methods)] if a.methods else [])
+    paths = ", ".join(p.value for p in a.paths)
+    return " ".join(x for x in (f"assert {a.kind} {who} {arrow} {a.target.name}", extra, paths) if x)
+
+
+def _in_scope(a: Assertion, req) -> bool:
+    return (not a.methods or req.method in a.methods) and (not a.paths or any(matches(key_of(p), req.path) for p in a.paths))
+
+
+def proved(a: Assertion, config: dict | None) -> list[Diagnostic]:
+    from . import verbose
+
+    return _proved(a, describe(a), verbose(config))
+
+
+def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> list[Diagnostic]:
+    from . import timeout_ms, verbose as _verbose
+
+    timeout = timeout_ms(config)
+    verbose = _verbose(config)
+    if a.kind == "never" and a.transitive:
+        return _never_through(mesh, a, graph, timeout, verbose)
+    p = partition(mesh, a.target.name, timeout)
+    text = describe(a)
+    if p.error:
+        return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
+    scope = [p.methods_formula(a.methods), p.paths_formula(a.paths)]
+    z3 = p.z3
+    if a.kind == "only":
+        q = p.define("only", z3.And(p.allowed, *scope, z3.Not(p.sources_formula(a.sources))))
+    else:
+        src = a.source.name if a.source else None
+        q = p.define(a.kind, z3.And(p.source_is(src), *scope, p.allowed if a.kind == "never" else z3.BoolVal(True)))
+    ans = p.check(q)
+    if ans.status == "unknown":
+        return [diag("MP602", f"`{text}` was not proved: the solver gave up ({ans.reason})", a.span)]
+    if a.kind == "can":
+        if not ans.sat:
+            return [diag("MP601", f"`{text}` is refuted: no request in its scope can be sent", a.span)]
+        allowed = p.check(q, p.allowed)
+        if allowed.status == "unknown":
+            return [diag("MP602", f"`{text}` was not proved: the solver gave up ({allowed.reason})", a.span)]
+        if allowed.sat:
+            req = p.request_for(src, allowed.request)
+            confirmed(mesh, req, lambda o: o.decision.allowed and _in_scope(a, o.request), "the request is allowed")
+            return _proved(a, text, verbose)
+        req = p.request_for(src, ans.request)
+        wit = confirmed(mesh, req, lambda o: not o.decision.allowed and _in_scope(a, o.request),
+                        "the request in scope is denied")
+        return [diag("MP601", f"`{text}` is refuted: every such request is denied, e.g. {req}", a.span,
+                     labels=_deciding(mesh, req), witness=wit)]
+    if ans.unsat:
+        return _proved(a, text, verbose)
+    req = ans.request if a.kind == "only" else p.request_for(src, ans.request)
+    if a.kind == "only":
+        claim = lambda o: o.decision.allowed and _in_scope(a, o.request) and not any(  # noqa: E731
+            source_matches(mesh, s, o.request) for s in a.sources)
+    else:
+        claim = lambda o: o.decision.allowed and _in_scope(a, o.request)  # noqa: E731
+    wit = confirmed(mesh, req, claim, "the counterexample request is allowed")
+    return [diag("MP601", f"`{text}` is refuted: {req} is allowed", a.span,
+                 labels=_deciding(mesh, req), witness=wit)]
+
+
+def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, verbose: bool) -> list[Diagnostic]:
+    """`never A ~> B METHODS PATHS`: no service A reaches (A included) may send
+    B a request in scope. Reachability comes from the call graph."""
+    import networkx as nx
+
+    text = describe(a)
+    p = partition(mesh, a.target.name, timeout)
+    if p.error:
+        return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
+    src = a.source.name
+    hops = nx.single_source_shortest_path(graph, src) if src in graph else {src: [src]}
+    scope = [p.methods_formula(a.methods), p.paths_formula(a.paths), p.allowed]
+    unknown = None
+    for caller, path in sorted(hops.items(), key=lambda kv: (len(kv[1]), kv[0])):
+        if mesh.service(caller) is None:
+            continue
+        ans = p.check(p.define("never", p.z3.And(p.source_is(caller), *scope)))
+        if ans.status == "unknown":
+            unknown = ans.reason
+        if not ans.sat:
+            continue
+        req = p.request_for(caller, ans.request)
+        wit = confirmed(mesh, req, lambda o: o.decision.allowed and _in_scope(a, o.request),
+                        "the last hop's request is allowed")
+        wit["path"] = path + [a.target.name]
+        return [diag("MP601", f"`{text}` is refuted: {' -> '.join(wit['path'])}, last hop {req}", a.span,
+                     labels=_deciding(mesh, req), witness=wit)]
+    if unknown:
+        return [diag("MP602", f"`{text}` was not proved: the solver gave up ({unknown})", a.span)]
+    return _proved(a, text, verbose)
+
+
+def _deciding(mesh: Mesh, req) -> list[Label]:
+    from ..semantics.evaluate import authorize
+
+    d = authorize(mesh, req)
+    if d.rule is None:
+        return []
+    return [Label(d.rule.span, f"this rule {'allows' if d.allowed else 'denies'} it")]
+
+
+def _proved(a: Assertion, text: str, verbose: bool) -> list[Diagnostic]:
+    return [diag("MP603", f"`{text}` holds for every request", a.span)] if verbose else []

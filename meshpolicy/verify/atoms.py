@@ -1,0 +1,358 @@
+"""Atoms: the classes of strings that a set of patterns cannot tell apart.
+
+For the patterns one destination uses (paths, or the values of one header),
+every string falls in exactly one Boolean combination "in p1, not in p2, ...".
+We compute the non-empty combinations, each with a concrete witness string,
+by splitting regions one pattern at a time. Emptiness and witnesses come from
+cheap exact reasoning where it is decisive (exact strings, literal prefixes,
+candidate strings checked with the reference matcher) and otherwise from Z3's
+regex theory, which decides intersection/complement emptiness exactly. A
+regex construct we cannot translate exactly raises `Unsupported`, and a Z3
+`unknown` raises `Undecided`: never a silent approximation.
+
+Every witness is checked with `meshpolicy.semantics.patterns` (RE2), so a
+translation mistake shows up as an internal error, not a wrong atom.
+"""
+
+from __future__ import annotations
+
+import re._constants as C
+import re._parser as sre
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..model.types import PathPattern
+from ..semantics.patterns import path_matches
+
+# Z3's string alphabet ends here; patterns that mention characters at or above
+# it cannot be encoded exactly (all characters above it behave alike otherwise).
+_MAX_CHAR = 0x2FFFF
+MAX_ATOMS = 4096
+
+Key = tuple[str, str]  # (kind, value): "exact", "prefix", "glob", "regex"
+
+
+class Unsupported(Exception):
+    """A pattern uses a construct the verifier cannot encode exactly."""
+
+
+class Undecided(Exception):
+    """Z3 answered unknown (usually a timeout) for an emptiness question."""
+
+
+@dataclass(frozen=True)
+class Atom:
+    witness: str
+    members: frozenset[Key]  # the patterns this atom's strings match
+
+
+def key_of(p: PathPattern) -> Key:
+    return (p.kind, p.value)
+
+
+def matches(key: Key, s: str) -> bool:
+    kind, value = key
+    if kind == "exact":
+        return s == value
+    if kind == "prefix":
+        return s.startswith(value)
+    return path_matches(_pattern(key), s)
+
+
+@lru_cache(maxsize=16384)
+def _pattern(key: Key) -> PathPattern:
+    return PathPattern(kind=key[0], value=key[1])
+
+
+# ---- translation to Z3 regexes -------------------------------------------------
+
+def _z3():
+    import z3
+
+    return z3
+
+
+@lru_cache(maxsize=16384)
+def z3_regex(key: Key):
+    """The exact language of a pattern as a Z3 regex (whole-string match)."""
+    z3 = _z3()
+    kind, value = key
+    _check_chars(value)
+    if kind == "exact":
+        return z3.Re(z3.StringVal(value))
+    if kind == "prefix":
+        return z3.Concat(z3.Re(z3.StringVal(value)), z3.Star(_any_char()))
+    if kind == "glob":
+        return _glob(value)
+    try:
+        tree = sre.parse(value)
+    except Exception as exc:  # invalid for Python's parser: RE2-only syntax such as \pN
+        raise Unsupported(f"regex {value!r}: {exc}") from None
+    if tree.state.flags & ~(C.SRE_FLAG_UNICODE):
+        raise Unsupported(f"regex {value!r}: inline flags")
+    return _seq(list(tree), value, True, True)
+
+
+def _check_chars(value: str) -> None:
+    if any(ord(ch) >= _MAX_CHAR for ch in value):
+        raise Unsupported(f"pattern {value!r} uses characters beyond U+2FFFF")
+
+
+def _any_char():
+    z3 = _z3()
+    return z3.AllChar(z3.ReSort(z3.StringSort()))
+
+
+def _glob(glob: str):
+    z3 = _z3()
+    parts = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            parts.append(z3.Star(_any_char()))
+            i += 2
+        elif glob[i] == "*":
+            parts.append(z3.Plus(_char_not("/")))
+            i += 1
+        else:
+            j = i
+            while j < len(glob) and glob[j] != "*":
+                j += 1
+            parts.append(z3.Re(z3.StringVal(glob[i:j])))
+            i = j
+    return _concat(parts)
+
+
+def _concat(parts):
+    z3 = _z3()
+    if not parts:
+        return z3.Re(z3.StringVal(""))
+    return parts[0] if len(parts) == 1 else z3.Concat(*parts)
+
+
+def _char_not(*chars: str):
+    """Any single character except the given ones."""
+    z3 = _z3()
+    excluded = z3.Union(*[z3.Re(z3.StringVal(c)) for c in chars]) if len(chars) > 1 else z3.Re(z3.StringVal(chars[0]))
+    return z3.Intersect(_any_char(), z3.Complement(excluded))
+
+
+def _range(lo: int, hi: int):
+    z3 = _z3()
+    if lo >= _MAX_CHAR or hi >= _MAX_CHAR:
+        raise Unsupported("character range beyond U+2FFFF")
+    return z3.Range(z3.StringVal(chr(lo)), z3.StringVal(chr(hi)))
+
+
+# RE2's Perl classes are ASCII-only (unlike Python's), so spell them out.
+_CATEGORIES = {
+    C.CATEGORY_DIGIT: [(0x30, 0x39)],
+    C.CATEGORY_WORD: [(0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A), (0x5F, 0x5F)],
+    C.CATEGORY_SPACE: [(0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20)],
+}
+_NOT_CATEGORIES = {
+    C.CATEGORY_NOT_DIGIT: C.CATEGORY_DIGIT,
+    C.CATEGORY_NOT_WORD: C.CATEGORY_WORD,
+    C.CATEGORY_NOT_SPACE: C.CATEGORY_SPACE,
+}
+
+
+def _class(items, src: str):
+    """A character class: a union of ranges, complemented if NEGATE leads."""
+    z3 = _z3()
+    negate = False
+    alts = []
+    for op, av in items:
+        if op is C.NEGATE:
+            negate = True
+        elif op is C.LITERAL:
+            alts.append(_range(av, av))
+        elif op is C.RANGE:
+            alts.append(_range(*av))
+        elif op is C.CATEGORY:
+            if av in _CATEGORIES:
+                alts.extend(_range(a, b) for a, b in _CATEGORIES[av])
+            elif av in _NOT_CATEGORIES:
+                inner = z3.Union(*[_range(a, b) for a, b in _CATEGORIES[_NOT_CATEGORIES[av]]] + [z3.Empty(z3.ReSort(z3.StringSort()))])
+                alts.append(z3.Intersect(_any_char(), z3.Complement(inner)))
+            else:
+                raise Unsupported(f"regex {src!r}: class {av}")
+        else:
+            raise Unsupported(f"regex {src!r}: class item {op}")
+    empty = z3.Empty(z3.ReSort(z3.StringSort()))
+    union = z3.Union(*alts, empty) if alts else empty
+    if negate:
+        return z3.Intersect(_any_char(), z3.Complement(union))
+    return union
+
+
+def _seq(items, src: str, at_start: bool, at_end: bool):
+    """A sequence of regex items. `^` may only stand where nothing can precede
+    it and `$` where nothing can follow (anchors elsewhere are not encoded)."""
+    parts = []
+    n = len(items)
+    for i, (op, av) in enumerate(items):
+        first, last = at_start and i == 0, at_end and i == n - 1
+        if op is C.AT:
+            if av is C.AT_BEGINNING and first or av in (C.AT_END, C.AT_END_STRING) and last:
+                continue
+            if av is C.AT_BEGINNING_STRING and first:
+                continue
+            raise Unsupported(f"regex {src!r}: anchor or boundary {av} inside the pattern")
+        parts.append(_item(op, av, src, first, last))
+    return _concat(parts)
+
+
+def _item(op, av, src: str, first: bool, last: bool):
+    z3 = _z3()
+    if op is C.LITERAL:
+        return _range(av, av)
+    if op is C.NOT_LITERAL:
+        if av >= _MAX_CHAR:
+            raise Unsupported("character beyond U+2FFFF")
+        return _char_not(chr(av))
+    if op is C.ANY:
+        return _char_not("\n")
+    if op is C.IN:
+        return _class(av, src)
+    if op is C.SUBPATTERN:
+        _group, add_flags, del_flags, sub = av
+        if add_flags or del_flags:
+            raise Unsupported(f"regex {src!r}: inline flags")
+        return _seq(list(sub), src, first, last)
+    if op is C.BRANCH:
+        return z3.Union(*[_seq(list(b), src, first, last) for b in av[1]])
+    if op in (C.MAX_REPEAT, C.MIN_REPEAT):
+        lo, hi, sub = av
+        body = _seq(list(sub), src, False, False)
+        if hi is C.MAXREPEAT:
+            return z3.Concat(z3.Loop(body, lo, lo), z3.Star(body)) if lo else z3.Star(body)
+        return z3.Loop(body, lo, hi)
+    raise Unsupported(f"regex {src!r}: construct {op}")
+
+
+# ---- splitting ------------------------------------------------------------------
+
+@dataclass
+class _Region:
+    pos: tuple[Key, ...]
+    neg: tuple[Key, ...]
+    witness: str
+
+    def admits(self, s: str) -> bool:
+        return all(matches(k, s) for k in self.pos) and not any(matches(k, s) for k in self.neg)
+
+
+def _literal_prefix(key: Key) -> str | None:
+    kind, value = key
+    if kind in ("exact", "prefix"):
+        return value
+    if kind == "glob":
+        return value.split("*", 1)[0]
+    return None
+
+
+def _candidates(key: Key) -> list[str]:
+    kind, value = key
+    if kind == "exact":
+        return [value]
+    if kind == "prefix":
+        return [value, value + "x", value + "/x", value + "/"]
+    if kind == "glob":
+        out = []
+        for seg, dbl in (("x", ""), ("x", "x/y"), ("y", "/"), ("1", "x")):
+            out.append(value.replace("**", "\0").replace("*", seg).replace("\0", dbl))
+        return out
+    return []
+
+
+class Splitter:
+    """Splits one universe of strings into atoms. `universe` is "path" (strings
+    that start with `/`, as HTTP request paths do) or "value" (any string)."""
+
+    def __init__(self, universe: str, timeout_ms: int, stats: dict | None = None):
+        self.universe = universe
+        self.timeout_ms = timeout_ms
+        self.stats = stats if stats is not None else {}
+        self.pool: list[str] = ["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]
+
+    def in_universe(self, s: str) -> bool:
+        return s.startswith("/") if self.universe == "path" else True
+
+    def split(self, keys: list[Key]) -> list[Atom]:
+        for k in keys:
+            if k[0] != "regex":
+                _check_chars(k[1])
+            self.pool.extend(c for c in _candidates(k) if self.in_universe(c))
+        regions = [_Region((), (), self.pool[0])]
+        for k in dict.fromkeys(keys):
+            nxt: list[_Region] = []
+            for r in regions:
+                inside = matches(k, r.witness)
+                nxt.append(_Region(r.pos + (k,), r.neg, r.witness) if inside else _Region(r.pos, r.neg + (k,), r.witness))
+                other = _Region(r.pos, r.neg + (k,), "") if inside else _Region(r.pos + (k,), r.neg, "")
+                w = self._witness(other)
+                if w is not None:
+                    other.witness = w
+                    nxt.append(other)
+            regions = nxt
+            if len(regions) > MAX_ATOMS:
+                raise Undecided(f"more than {MAX_ATOMS} path classes")
+        out = []
+        for r in regions:
+            assert r.admits(r.witness) and self.in_universe(r.witness), (r, "witness outside its atom")
+            out.append(Atom(r.witness, frozenset(r.pos)))
+        return out
+
+    def _witness(self, r: _Region) -> str | None:
+        # a positive exact pattern makes the region a single string
+        exact = next((k for k in r.pos if k[0] == "exact"), None)
+        if exact is not None:
+            return exact[1] if r.admits(exact[1]) and self.in_universe(exact[1]) else None
+        # patterns with incompatible literal prefixes share no string
+        lits = [p for p in (_literal_prefix(k) for k in r.pos) if p]
+        if self.universe == "path":
+            lits.append("/")
+        for a in lits:
+            for b in lits:
+                if not (a.startswith(b) or b.startswith(a)):
+                    return None
+        for c in self.pool:
+            if r.admits(c) and self.in_universe(c):
+                return c
+        w = self._solve(r)
+        if w is not None:
+            self.pool.append(w)
+        return w
+
+    def _solve(self, r: _Region) -> str | None:
+        z3 = _z3()
+        s = z3.String("s")
+        base = [z3.InRe(s, z3_regex(k)) for k in r.pos] + [z3.Not(z3.InRe(s, z3_regex(k))) for k in r.neg]
+        if self.universe == "path":
+            base.append(z3.PrefixOf(z3.StringVal("/"), s))
+        # Prefer a readable witness (printable ASCII); fall back to any string.
+        nice = z3.InRe(s, z3.Star(z3.Range(z3.StringVal("!"), z3.StringVal("~"))))
+        solver = z3.Solver()
+        solver.set("timeout", self.timeout_ms)
+        solver.add(*base)
+        self.stats["string_queries"] = self.stats.get("string_queries", 0) + 1
+        res = solver.check(nice)
+        if res == z3.sat:
+            return self._decode(solver.model()[s].as_string(), r)
+        res = solver.check()
+        if res == z3.sat:
+            return self._decode(solver.model()[s].as_string(), r)
+        if res == z3.unsat:
+            return None
+        raise Undecided(f"Z3 could not decide a path class ({solver.reason_unknown()})")
+
+    @staticmethod
+    def _decode(w: str, r: _Region) -> str:
+        if not r.admits(w):
+            raise AssertionError(f"Z3 witness {w!r} disagrees with the reference matcher for {r}")
+        return w
+
+
+def split(keys: list[Key], universe: str = "path", timeout_ms: int = 2000, stats: dict | None = None) -> list[Atom]:
+    return Splitter(universe, timeout_ms, stats).split(keys)

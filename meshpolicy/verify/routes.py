@@ -1,0 +1,97 @@
+"""Routing findings: unreachable route rules (Istio's IST0130/IST0131 class,
+for every match kind), versions no request reaches, and route rules whose
+traffic authorization always denies."""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Diagnostic, Label
+from ..model.types import Mesh, RouteRule
+from ..semantics.evaluate import forward_weights, match_holds
+from .partition import Partition
+from .witness import confirmed
+
+
+def _what(rr: RouteRule, dest: str) -> str:
+    return f"route rule {rr.index + 1} of `{dest}`"
+
+
+def live_rules(p: Partition) -> list[bool]:
+    """live[i]: some request is routed by rule i (it is the first that matches)."""
+    if not hasattr(p, "_live"):
+        p._live = [not p.check(t).unsat for t in p.taken]
+    return p._live
+
+
+def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
+    if p.error or not p.has_route:
+        return []
+    out: list[Diagnostic] = []
+    live = live_rules(p)
+    for i, rr in enumerate(p.route_rules):
+        if live[i]:
+            continue
+        earlier = [j for j in range(i) if p.check(p.route_ind[i], p.route_ind[j]).sat]
+        labels = [Label(p.route_rules[j].span, "takes its requests first") for j in earlier]
+        ans = p.check(p.route_ind[i])
+        if not ans.sat:
+            out.append(diag("MP510", f"{_what(rr, p.dest)} matches no request", rr.span))
+            continue
+        wit = confirmed(mesh, ans.request,
+                        lambda o, rr=rr: match_holds(rr.match, o.request) and o.route.rule is not None
+                        and o.route.rule.index < rr.index,
+                        "an earlier rule takes a request the rule matches")
+        out.append(diag("MP510", f"{_what(rr, p.dest)} is unreachable: earlier rules take every request it matches, "
+                        f"e.g. {ans.request}", rr.span, labels=labels, witness=wit))
+    out.extend(_versions(mesh, p, live))
+    out.extend(_out_of_step(mesh, p, live))
+    return out
+
+
+def _versions(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
+    svc = mesh.service(p.dest)
+    if svc is None or not svc.versions:
+        return []
+    fed: set[str] = set()
+    named: dict[str, list[Label]] = {}
+    for i, rr in enumerate(p.route_rules):
+        a = rr.action
+        if a.kind != "forward":
+            continue
+        weights = forward_weights(rr)
+        for d in a.destinations:
+            named.setdefault(d.version.name, []).append(
+                Label(d.span, "weight 0%" if live[i] else "on an unreachable rule"))
+        if a.mirror:
+            named.setdefault(a.mirror.version.name, []).append(
+                Label(a.mirror.span, "mirror 0%" if live[i] else "on an unreachable rule"))
+        if live[i]:
+            fed.update(v for v, w in weights.items() if w > 0)
+            if a.mirror and a.mirror.percent > 0:
+                fed.add(a.mirror.version.name)
+    out = []
+    for v in svc.versions:
+        # versions no rule names at all are MP401's (a check); here: named, yet fed by no request
+        if v.name in named and v.name not in fed:
+            out.append(diag("MP511", f"version `{v.name}` of `{p.dest}` receives no traffic under any request",
+                            v.span, labels=named[v.name]))
+    return out
+
+
+def _out_of_step(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
+    if p.check(p.allowed).unsat:
+        return []  # nothing is allowed at all: MP402 / dead-allow findings say so
+    out = []
+    for i, rr in enumerate(p.route_rules):
+        if not live[i] or rr.action.kind != "forward":
+            continue
+        if not p.check(p.taken[i], p.allowed).unsat:
+            continue
+        ans = p.check(p.taken[i])
+        wit = confirmed(mesh, ans.request,
+                        lambda o, rr=rr: o.route.rule is not None and o.route.rule.index == rr.index
+                        and not o.decision.allowed,
+                        "the rule routes a request that authorization denies")
+        out.append(diag("MP512", f"{_what(rr, p.dest)} only routes requests that authorization denies for "
+                        f"every caller, e.g. {ans.request}", rr.span, witness=wit))
+    return out

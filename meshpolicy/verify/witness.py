@@ -1,0 +1,33 @@
+"""Witness requests: reported as a dict, and re-checked with the reference
+evaluator first, so a wrong finding is an internal error, never a report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..model.types import Mesh
+from ..semantics.evaluate import Outcome, Request, evaluate
+
+
+class WitnessMismatch(AssertionError):
+    """The reference evaluator disagrees with the verifier: a meshc bug."""
+
+
+def as_dict(req: Request) -> dict:
+    return {
+        "request": str(req),
+        "source": req.source,
+        "destination": req.destination,
+        "method": req.method,
+        "path": req.path,
+        "headers": dict(req.headers),
+    }
+
+
+def confirmed(mesh: Mesh, req: Request, claim: Callable[[Outcome], bool], what: str) -> dict:
+    """The witness dict for req, after checking that it shows `what`."""
+    out = evaluate(mesh, req)
+    if not claim(out):
+        raise WitnessMismatch(f"verifier witness `{req}` does not show that {what} "
+                              f"(reference evaluator: {out.decision.effect}, route {out.route.kind})")
+    return as_dict(req)
