@@ -1,0 +1,22 @@
+"""What every lowering step shares: the mesh, the options and the findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...codes import diag
+from ...compile import CompileOptions
+from ...diagnostics import Diagnostic
+from ...model.types import Mesh
+from ...span import Span
+
+
+@dataclass
+class Lowering:
+    mesh: Mesh
+    options: CompileOptions
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def unsupported(self, construct: str, span: Span | None, why: str) -> None:
+        """MP701: name the construct, where it is (the span) and the target."""
+        self.diagnostics.append(diag("MP701", f"{construct} cannot be compiled to istio: {why}", span))

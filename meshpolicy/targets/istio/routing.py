@@ -1,0 +1,180 @@
+"""VirtualService: the routing half of the policy, applied at callers' sidecars.
+
+Every HTTP service gets one, so that services without a `retry` really are
+never retried (Istio's default is 2 retries) and service-level timeout,
+retry and fault apply. A `route` block becomes ordered http rules; each
+rule's match lists OR-combine, which Istio spells as a list of
+HTTPMatchRequests (the cartesian product of methods x paths x callers, each
+carrying all header tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+from urllib.parse import urlsplit
+
+from ...model.types import Fault, HeaderMatch, Match, PathPattern, Retry, RouteRule, Service
+from ...semantics.patterns import glob_regex
+from .context import Lowering
+from .names import APP_LABEL, duration, fqdn, percent
+
+# A header test that holds for any value, i.e. "the header is present".
+ANY_VALUE = {"regex": ".*"}
+
+
+def uri_match(p: PathPattern) -> dict:
+    if p.kind == "exact":
+        return {"exact": p.value}
+    if p.kind == "prefix":
+        return {"prefix": p.value}
+    if p.kind == "glob":
+        return {"regex": glob_regex(p.value)}
+    return {"regex": p.value}
+
+
+def header_value(h: HeaderMatch) -> dict:
+    if h.kind in ("present", "absent"):
+        return dict(ANY_VALUE)
+    return {h.kind: h.value or ""}
+
+
+def matches(lw: Lowering, svc: Service, m: Match) -> list[dict] | None:
+    """The OR-list of HTTPMatchRequests for one rule; None for a catch-all."""
+    if m.is_catch_all:
+        return None
+    headers: dict[str, dict] = {}
+    without: dict[str, dict] = {}
+    for h in m.headers:
+        into = without if h.kind == "absent" else headers
+        if h.name in into:
+            lw.unsupported(f"a second test of header `{h.name}`", h.span,
+                           "an Istio match holds one test per header name")
+            continue
+        into[h.name] = header_value(h)
+    callers = []
+    for ref in m.sources:
+        caller = lw.mesh.service(ref.name)
+        if caller is not None:
+            callers.append({"sourceLabels": {APP_LABEL: caller.name}, "sourceNamespace": caller.namespace})
+    out = []
+    for method, path, caller in itertools.product(m.methods or [None], m.paths or [None], callers or [None]):
+        req: dict = {}
+        if method:
+            req["method"] = {"exact": method}
+        if path is not None:
+            req["uri"] = uri_match(path)
+        if headers:
+            req["headers"] = dict(sorted(headers.items()))
+        if without:
+            req["withoutHeaders"] = dict(sorted(without.items()))
+        if caller:
+            req.update(caller)
+        out.append(req)
+    return out
+
+
+def retries(lw: Lowering, svc: Service, r: Retry | None) -> dict:
+    """No `retry` means none: Istio's own default (2 attempts) is switched off."""
+    if r is None or r.attempts == 0:
+        return {"attempts": 0}
+    out: dict = {"attempts": r.attempts}
+    if r.per_try_ms is not None:
+        out["perTryTimeout"] = duration(r.per_try_ms)
+    if r.on:
+        out["retryOn"] = ",".join(r.on)
+    if r.backoff_ms is not None:
+        out["backoff"] = duration(r.backoff_ms)
+        # Envoy caps backoff at 10x the base interval; Istio cannot set the cap.
+        if r.backoff_max_ms is not None and r.backoff_max_ms != 10 * r.backoff_ms:
+            lw.unsupported("a retry backoff `max` other than 10x the base interval", r.at("backoff_max_ms"),
+                           "Istio sets only the base interval; Envoy then caps backoff at 10x it")
+    elif r.backoff_max_ms is not None:
+        lw.unsupported("a retry backoff `max` without a base interval", r.at("backoff_max_ms"),
+                       "Istio sets only the base backoff interval")
+    return out
+
+
+def fault(f: Fault) -> dict:
+    out: dict = {}
+    if f.delay_ms is not None:
+        out["delay"] = {"fixedDelay": duration(f.delay_ms), "percentage": {"value": percent(f.delay_percent or 0.0)}}
+    if f.abort_status is not None:
+        out["abort"] = {"httpStatus": f.abort_status, "percentage": {"value": percent(f.abort_percent or 0.0)}}
+    return out
+
+
+def action(lw: Lowering, svc: Service, rule: RouteRule, http: dict) -> None:
+    a = rule.action
+    host = fqdn(svc)
+    if a.kind == "forward":
+        dests = []
+        for d in a.destinations:
+            dest = {"destination": {"host": host, "subset": d.version.name}}
+            if d.weight is not None or len(a.destinations) > 1:
+                w = d.weight or 0.0
+                if w != int(w):
+                    lw.unsupported(f"the weight {w}% of `{d.version.name}`", d.at("weight") if d.spans else d.span,
+                                   "Istio route weights are whole percents")
+                dest["weight"] = int(w)
+            dests.append(dest)
+        http["route"] = dests
+        if a.mirror is not None:
+            http["mirror"] = {"host": host, "subset": a.mirror.version.name}
+            http["mirrorPercentage"] = {"value": percent(a.mirror.percent)}
+    elif a.kind == "redirect":
+        parts = urlsplit(a.uri)
+        redirect: dict = {}
+        if parts.scheme:
+            redirect["scheme"] = parts.scheme
+        if parts.netloc:
+            redirect["authority"] = parts.netloc
+        uri = parts.path + (f"?{parts.query}" if parts.query else "")
+        if uri:
+            redirect["uri"] = uri
+        redirect["redirectCode"] = a.status
+        http["redirect"] = redirect
+    else:
+        http["directResponse"] = {"status": a.status}
+        if a.body is not None:
+            http["directResponse"]["body"] = {"string": a.body}
+
+
+def http_rule(lw: Lowering, svc: Service, name: str, m: list[dict] | None, rule: RouteRule | None) -> dict:
+    http: dict = {"name": name}
+    if m is not None:
+        http["match"] = m
+    if rule is not None:
+        action(lw, svc, rule, http)
+    else:
+        http["route"] = [{"destination": {"host": fqdn(svc)}}]
+    if "route" in http:
+        # Redirects and direct responses never reach the service: no timeout, retries or faults.
+        timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
+        if timeout is not None:
+            http["timeout"] = duration(timeout)
+        http["retries"] = retries(lw, svc, rule.retry if rule is not None and rule.retry is not None else svc.retry)
+        f = rule.fault if rule is not None and rule.fault is not None else svc.fault
+        if f is not None:
+            http["fault"] = fault(f)
+    return http
+
+
+def virtual_service(lw: Lowering, svc: Service) -> dict | None:
+    if not svc.http:
+        return None
+    route = lw.mesh.route_map.get(svc.name)
+    rules = []
+    if route is None:
+        rules.append(http_rule(lw, svc, "default", None, None))
+    else:
+        for rule in route.rules:
+            rules.append(http_rule(lw, svc, f"rule-{rule.index}", matches(lw, svc, rule.match), rule))
+        if not route.rules or not route.rules[-1].match.is_catch_all:
+            # Semantics: a routed request that no rule matches gets 404.
+            rules.append({"name": "no-route", "directResponse": {"status": 404}})
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": svc.name, "namespace": svc.namespace},
+        "spec": {"hosts": [fqdn(svc)], "http": rules},
+    }
