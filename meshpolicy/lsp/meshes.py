@@ -1,0 +1,101 @@
+"""Which files form the mesh of an open document, and one analysis of it.
+
+The root rule is the command line's (meshpolicy.project): the nearest
+directory above with a meshc.toml, else the document's own directory. Open
+buffers override the files on disk, so diagnostics follow unsaved edits in
+every file of the mesh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..diagnostics import Diagnostic, has_errors
+from ..pipeline import Checked, check_project
+from ..project import Project, find_root, load_config, mesh_files, read_source
+from ..span import SourceFile
+from .index import SymbolIndex
+
+log = logging.getLogger("meshc.lsp")
+
+
+def root_of(key: str) -> str:
+    """The mesh a document belongs to; an unsaved buffer (not a file) is a mesh of its own."""
+    if not Path(key).is_absolute():
+        return key
+    return str(find_root(Path(key)))
+
+
+def build_project(root: str, buffers: dict[str, str]) -> Project:
+    """The mesh at `root`: its files on disk, with open buffers in their place."""
+    if not Path(root).is_absolute():
+        project = Project(Path.cwd())
+        project.files[root] = SourceFile(root, buffers.get(root, ""))
+        return project
+    rootp = Path(root)
+    config, diags = load_config(rootp)
+    project = Project(rootp, config=config, diagnostics=diags)
+    mine = {k: v for k, v in buffers.items() if Path(k).is_absolute() and root_of(k) == root}
+    for p in mesh_files(rootp):
+        key = str(p.resolve())
+        if key in mine:
+            project.files[key] = SourceFile(key, mine.pop(key))
+            continue
+        src, err = read_source(p, key)
+        if err:
+            project.diagnostics.append(err)
+        else:
+            project.files[key] = src
+    for key in sorted(mine):  # open but not (yet) on disk, or in a hidden folder
+        project.files[key] = SourceFile(key, mine[key])
+    return project
+
+
+@dataclass
+class Analysis:
+    """One parse-and-check of a mesh, plus what the verifier said (if it ran)."""
+
+    root: str
+    generation: int
+    checked: Checked
+    index: SymbolIndex
+    seconds: float
+    verified: list[Diagnostic] | None = None
+    verify_error: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def sources(self) -> dict[str, SourceFile]:
+        return self.checked.project.files
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return self.checked.diagnostics + (self.verified or [])
+
+
+def analyse(root: str, buffers: dict[str, str], generation: int) -> Analysis:
+    t0 = time.perf_counter()
+    project = build_project(root, buffers)
+    checked = check_project(project)
+    return Analysis(root, generation, checked, SymbolIndex(checked.mesh), time.perf_counter() - t0,
+                    files=list(project.files))
+
+
+def verifier():
+    """meshpolicy.verify.run if this build has the verifier, else None."""
+    try:
+        from ..verify import run
+    except ImportError:
+        return None
+    return run
+
+
+def verify(analysis: Analysis) -> list[Diagnostic] | None:
+    """Verifier findings for a mesh that checked clean (None: not run)."""
+    run = verifier()
+    if run is None or has_errors(analysis.checked.diagnostics):
+        return None
+    return list(run(analysis.checked.mesh, analysis.checked.project.config))

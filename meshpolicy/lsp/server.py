@@ -1,0 +1,324 @@
+"""The pygls server: document sync, scheduling, and the LSP features.
+
+Scheduling: every open/change/close bumps its mesh's generation and
+restarts a short debounce; the analysis (parse + check) then runs on a
+worker thread, off the event loop, and its result is published only if no
+newer edit arrived meanwhile (a stale result is dropped). Verifier findings
+follow in a second pass on another thread, at most one run per mesh at a
+time, always on the newest clean analysis. Requests (hover, definition...)
+use the newest analysis, computing it first if edits are pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsprotocol import types as lsp
+from pygls.lsp.server import LanguageServer
+
+from .. import __version__
+from ..diagnostics import has_errors
+from ..span import SourceFile
+from . import complete, hover
+from .convert import offset_at, path_of, span_range, to_lsp, uri_of
+from .meshes import Analysis, analyse, root_of, verifier, verify
+from .symbols import document_symbols
+
+log = logging.getLogger("meshc.lsp")
+
+
+@dataclass
+class MeshState:
+    generation: int = 0
+    task: asyncio.Task | None = None
+    analysis: Analysis | None = None
+    published: set[str] = field(default_factory=set)  # URIs that got diagnostics last time
+    published_generation: int = -1
+    verifying: bool = False
+    verify_next: Analysis | None = None
+
+
+def formatter():
+    """The formatter `meshc fmt` uses, as text -> text (None: syntax errors),
+    when this build has one."""
+    try:
+        from ..fmt import format_text
+    except ImportError:
+        return None
+
+    def fmt(text: str) -> str | None:
+        out = format_text(text)
+        return out if isinstance(out, str) or out is None else out.text
+
+    return fmt
+
+
+class MeshLanguageServer(LanguageServer):
+    def __init__(self, debounce_ms: int = 40, run_verifier: bool = True):
+        super().__init__("meshc", __version__)
+        self.debounce = debounce_ms / 1000
+        self.run_verifier = run_verifier
+        self.meshes: dict[str, MeshState] = {}
+        self.check_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-check")
+        self.verify_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-verify")
+        docs = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.md"
+        self.docs_url: str | None = docs.as_uri() + "#" if docs.is_file() else None
+
+    # ---- documents and meshes
+    @property
+    def encoding(self) -> str:
+        return self.workspace.position_encoding or lsp.PositionEncodingKind.Utf16
+
+    def buffers(self) -> dict[str, str]:
+        return {path_of(uri): doc.source for uri, doc in self.workspace.text_documents.items()}
+
+    def state(self, root: str) -> MeshState:
+        return self.meshes.setdefault(root, MeshState())
+
+    def touch(self, uri: str) -> None:
+        root = root_of(path_of(uri))
+        st = self.state(root)
+        st.generation += 1
+        if st.task is not None and not st.task.done():
+            st.task.cancel()
+        st.task = asyncio.get_running_loop().create_task(self._refresh(root, st.generation))
+
+    async def _refresh(self, root: str, generation: int) -> None:
+        await asyncio.sleep(self.debounce)
+        st = self.state(root)
+        a = st.analysis
+        if a is None or a.generation != generation:
+            a = await self._analyse(root, generation)
+            if a is None:
+                return
+        if st.published_generation != generation:
+            self.publish(a)
+            self._queue_verify(root, a)
+
+    async def _analyse(self, root: str, generation: int) -> Analysis | None:
+        """Analyse the mesh's current texts; None when a newer edit made the result stale."""
+        buffers = self.buffers()
+        loop = asyncio.get_running_loop()
+        a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation)
+        st = self.state(root)
+        if st.generation != generation:
+            log.debug("dropped a stale analysis of %s", root)
+            return None
+        st.analysis = a
+        log.debug("analysed %s in %.1f ms", root, a.seconds * 1000)
+        return a
+
+    async def current(self, uri: str) -> Analysis:
+        """The analysis of uri's mesh that matches what the client sees now."""
+        root = root_of(path_of(uri))
+        st = self.state(root)
+        while st.analysis is None or st.analysis.generation != st.generation:
+            await self._analyse(root, st.generation)
+        return st.analysis
+
+    def publish(self, a: Analysis) -> None:
+        st = self.state(a.root)
+        st.published_generation = a.generation
+        by_file: dict[str, list[lsp.Diagnostic]] = {f: [] for f in a.files}
+        open_files = [f for f in a.files if f in self.buffers()]
+        fallback = (open_files or a.files or [a.root])[0]
+        for d in a.diagnostics:
+            f = d.span.file if d.span and d.span.file in a.sources else fallback
+            by_file.setdefault(f, []).append(
+                to_lsp(d, a.sources, self.encoding, self.docs_url, fallback=a.sources.get(f)))
+        uris = set()
+        for f, diags in by_file.items():
+            uri = uri_of(f)
+            uris.add(uri)
+            doc = self.workspace.text_documents.get(uri)
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
+                uri=uri, diagnostics=diags, version=doc.version if doc else None))
+        for uri in st.published - uris:  # files that left the mesh
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+        st.published = uris
+
+    def _queue_verify(self, root: str, a: Analysis) -> None:
+        if not self.run_verifier or verifier() is None or has_errors(a.checked.diagnostics):
+            return
+        st = self.state(root)
+        st.verify_next = a
+        if not st.verifying:
+            st.verifying = True
+            asyncio.get_running_loop().create_task(self._verify_loop(root))
+
+    async def _verify_loop(self, root: str) -> None:
+        st = self.state(root)
+        loop = asyncio.get_running_loop()
+        try:
+            while st.verify_next is not None:
+                a, st.verify_next = st.verify_next, None
+                if a is not st.analysis:
+                    continue  # superseded before it started
+                try:
+                    a.verified = await loop.run_in_executor(self.verify_pool, verify, a)
+                except Exception as exc:  # a verifier bug must not take the editor down
+                    log.exception("verifier failed on %s", root)
+                    a.verify_error = f"{type(exc).__name__}: {exc}"
+                    continue
+                if a is st.analysis and a.verified is not None:
+                    self.publish(a)
+        finally:
+            st.verifying = False
+
+
+def _source(a: Analysis, path: str) -> SourceFile | None:
+    return a.sources.get(path)
+
+
+def make_server(debounce_ms: int = 40, run_verifier: bool = True) -> MeshLanguageServer:
+    server = MeshLanguageServer(debounce_ms, run_verifier)
+
+    @server.feature(lsp.INITIALIZE)
+    def initialize(ls: MeshLanguageServer, params: lsp.InitializeParams):
+        opts = params.initialization_options if isinstance(params.initialization_options, dict) else {}
+        if isinstance(opts.get("docsUrl"), str):
+            ls.docs_url = opts["docsUrl"]
+        if isinstance(opts.get("debounceMs"), int):
+            ls.debounce = opts["debounceMs"] / 1000
+        if isinstance(opts.get("verify"), bool):
+            ls.run_verifier = opts["verify"]
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    async def did_open(ls: MeshLanguageServer, params: lsp.DidOpenTextDocumentParams):
+        ls.touch(params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    async def did_change(ls: MeshLanguageServer, params: lsp.DidChangeTextDocumentParams):
+        ls.touch(params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+    async def did_save(ls: MeshLanguageServer, params: lsp.DidSaveTextDocumentParams):
+        ls.touch(params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    async def did_close(ls: MeshLanguageServer, params: lsp.DidCloseTextDocumentParams):
+        ls.touch(params.text_document.uri)  # the file on disk takes the buffer's place
+
+    @server.feature(lsp.TEXT_DOCUMENT_HOVER)
+    async def on_hover(ls: MeshLanguageServer, params: lsp.HoverParams):
+        a = await ls.current(params.text_document.uri)
+        path = path_of(params.text_document.uri)
+        src = _source(a, path)
+        if src is None:
+            return None
+        off = offset_at(src, params.position, ls.encoding)
+        mesh = a.checked.mesh
+        occ = a.index.at(path, off)
+        text = None
+        if occ is not None:
+            svc = mesh.service(occ.symbol[1])
+            if svc is None:
+                text = f"`{occ.symbol[1]}` is not a declared service"
+            elif occ.symbol[0] == "service":
+                text = hover.service_hover(mesh, svc)
+            else:
+                text = hover.version_hover(svc, occ.symbol[2])
+            rng = span_range(src, occ.span, ls.encoding)
+        else:
+            findings = a.verified if a.verified is not None else None
+            for r in mesh.auth_rules:
+                if r.span.file == path and r.span.contains(off):
+                    text, rng = hover.auth_hover(r, findings), span_range(src, r.span, ls.encoding)
+            for route in mesh.routes:
+                for rr in route.rules:
+                    if rr.span.file == path and rr.span.contains(off):
+                        text = hover.route_rule_hover(route.service.name, rr, findings)
+                        rng = span_range(src, rr.span, ls.encoding)
+        if text is None:
+            return None
+        return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text), range=rng)
+
+    def _location(a: Analysis, span) -> lsp.Location | None:
+        src = a.sources.get(span.file)
+        return lsp.Location(uri=uri_of(span.file), range=span_range(src, span, server.encoding)) if src else None
+
+    @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
+    async def definition(ls: MeshLanguageServer, params: lsp.DefinitionParams):
+        a = await ls.current(params.text_document.uri)
+        path = path_of(params.text_document.uri)
+        src = _source(a, path)
+        occ = a.index.at(path, offset_at(src, params.position, ls.encoding)) if src else None
+        span = a.index.definition(occ.symbol) if occ else None
+        return _location(a, span) if span else None
+
+    @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
+    async def references(ls: MeshLanguageServer, params: lsp.ReferenceParams):
+        a = await ls.current(params.text_document.uri)
+        path = path_of(params.text_document.uri)
+        src = _source(a, path)
+        occ = a.index.at(path, offset_at(src, params.position, ls.encoding)) if src else None
+        if occ is None:
+            return []
+        spans = a.index.references(occ.symbol, params.context.include_declaration)
+        return [loc for s in spans if (loc := _location(a, s)) is not None]
+
+    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION,
+                    lsp.CompletionOptions(trigger_characters=[" ", ">", ","]))
+    async def completion(ls: MeshLanguageServer, params: lsp.CompletionParams):
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        src = SourceFile(doc.path, doc.source)
+        root = root_of(path_of(params.text_document.uri))
+        st = ls.state(root)
+        a = st.analysis or await ls.current(params.text_document.uri)  # names may lag one edit: fine
+        ctx = complete.context_at(doc.source, offset_at(src, params.position, ls.encoding))
+        return lsp.CompletionList(is_incomplete=False, items=complete.complete(a.checked.mesh, ctx))
+
+    @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    async def symbols(ls: MeshLanguageServer, params: lsp.DocumentSymbolParams):
+        a = await ls.current(params.text_document.uri)
+        src = _source(a, path_of(params.text_document.uri))
+        return document_symbols(a.checked.mesh, src, ls.encoding) if src else []
+
+    @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
+                    lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
+    async def code_actions(ls: MeshLanguageServer, params: lsp.CodeActionParams):
+        a = await ls.current(params.text_document.uri)
+        path = path_of(params.text_document.uri)
+        src = _source(a, path)
+        if src is None:
+            return []
+        start = offset_at(src, params.range.start, ls.encoding)
+        end = offset_at(src, params.range.end, ls.encoding)
+        out = []
+        for d in a.diagnostics:
+            if not d.fixes or d.span is None or d.span.file != path:
+                continue
+            if d.span.end < start or d.span.start > end:
+                continue
+            for fix in d.fixes:
+                fsrc = a.sources.get(fix.span.file)
+                if fsrc is None:
+                    continue
+                edit = lsp.TextEdit(range=span_range(fsrc, fix.span, ls.encoding), new_text=fix.replacement)
+                out.append(lsp.CodeAction(
+                    title=fix.title, kind=lsp.CodeActionKind.QuickFix, is_preferred=len(d.fixes) == 1,
+                    diagnostics=[to_lsp(d, a.sources, ls.encoding, ls.docs_url)],
+                    edit=lsp.WorkspaceEdit(changes={uri_of(fix.span.file): [edit]})))
+        return out
+
+    fmt = formatter()
+    if fmt is not None:
+        @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
+        def formatting(ls: MeshLanguageServer, params: lsp.DocumentFormattingParams):
+            doc = ls.workspace.get_text_document(params.text_document.uri)
+            new = fmt(doc.source)
+            if new is None or new == doc.source:  # syntax errors: left alone, as `meshc fmt` does
+                return []
+            src = SourceFile(doc.path, doc.source)
+            whole = span_range(src, src.span(0, len(src.text)), ls.encoding)
+            return [lsp.TextEdit(range=whole, new_text=new)]
+
+    return server
+
+
+def serve(debounce_ms: int = 40, run_verifier: bool = True) -> None:
+    make_server(debounce_ms, run_verifier).start_io()
