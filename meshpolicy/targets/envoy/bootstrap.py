@@ -1,0 +1,82 @@
+"""One Envoy v3 static bootstrap per workload, as a plain dict."""
+
+from __future__ import annotations
+
+from ...model.types import Service
+from .clusters import app_cluster, collector_cluster, destination_cluster
+from .context import Ctx
+from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, port
+from .inbound import HCM, TCP_PROXY, inbound_listener, router, socket
+from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
+from .scope import callable_services
+from .tracing import collector, hcm_tracing
+
+
+def _tcp_listener(ctx: Ctx, dest: Service, port_value: int) -> dict:
+    if ctx.mesh.route_map.get(dest.name) is not None:
+        ctx.unsupported("a route for a tcp service", ctx.mesh.route_map[dest.name].span,
+                        "a tcp proxy cannot match requests; it forwards whole connections")
+    versions = sorted(v.name for v in dest.versions) or [None]
+    proxy: dict = {"@type": TCP_PROXY, "stat_prefix": f"outbound_{dest.name}"}
+    if len(versions) == 1:
+        proxy["cluster"] = cluster_name(dest.name, versions[0])
+    else:
+        proxy["weighted_clusters"] = {"clusters": [{"name": cluster_name(dest.name, v), "weight": 1}
+                                                   for v in versions]}
+    return {"name": f"outbound|tcp|{dest.name}", "address": socket(ctx.settings.listen_address, port_value),
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}]}
+
+
+def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: int) -> dict:
+    filters = []
+    if any(FAULT_FILTER in r.get("typed_per_filter_config", {}) for vh in vhosts for r in vh["routes"]):
+        # No fault of its own: each route's typed_per_filter_config replaces it.
+        filters.append({"name": FAULT_FILTER, "typed_config": {"@type": FAULT}})
+    filters.append(router())
+    hcm: dict = {"@type": HCM, "stat_prefix": "outbound", "codec_type": "AUTO",
+                 "route_config": {"name": "outbound", "virtual_hosts": vhosts},
+                 "http_filters": filters}
+    tracing = hcm_tracing(ctx, svc.name)
+    if tracing:
+        hcm["tracing"] = tracing
+    return {"name": "outbound", "address": socket(ctx.settings.listen_address, port_value),
+            "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
+
+
+def tcp_destinations(ctx: Ctx, svc: Service) -> list[Service]:
+    return [d for d in callable_services(ctx.mesh, svc) if not d.http]
+
+
+def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = True) -> dict:
+    """The bootstrap of workload w. `scoped=False` gives every service a
+    route and clusters (only for measuring what scoping saves)."""
+    svc = w.service
+    st = ctx.settings
+    dests = callable_services(ctx.mesh, svc) if scoped else sorted(ctx.mesh.service_map.values(),
+                                                                   key=lambda s: s.name)
+    http_dests = [d for d in dests if d.http]
+    tcp_dests = [d for d in dests if not d.http]
+    vhosts = [virtual_host(ctx, svc, d) for d in http_dests]
+    listeners = [inbound_listener(ctx, svc, port(st, w, INBOUND)),
+                 _outbound_listener(ctx, svc, vhosts, port(st, w, OUTBOUND))]
+    listeners += [_tcp_listener(ctx, d, port(st, w, FIRST_TCP + k)) for k, d in enumerate(tcp_dests)]
+    clusters = [app_cluster(ctx, svc, port(st, w, APP))]
+    for d in dests:
+        for v in sorted(v.name for v in d.versions) or [None]:
+            clusters.append(destination_cluster(ctx, svc, d, v, index))
+    used = set().union(*(clusters_used(vh) for vh in vhosts)) if vhosts else set()
+    known = {c["name"] for c in clusters}
+    for name in sorted(used - known):  # a route names a version its service lacks (checks report it)
+        ctx.report("MP702", f"a route of `{svc.name}`'s sidecar names unknown cluster `{name}`", None)
+    c = collector(ctx)
+    if c is not None:
+        clusters.append(collector_cluster(c))
+    out: dict = {
+        "node": {"id": w.node_id, "cluster": svc.name},
+        "admin": {"address": socket("127.0.0.1", port(st, w, ADMIN))},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+    if not ctx.mesh.settings.metrics:
+        out["stats_config"] = {"stats_matcher": {"reject_all": True}}
+    return out

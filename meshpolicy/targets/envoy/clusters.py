@@ -1,0 +1,135 @@
+"""Upstream clusters: one per destination version (`<svc>|<version>`), with
+the version's (else the service's) circuit breaker, outlier detection and
+load balancer, and mTLS presenting the caller's certificate while checking
+the destination's SPIFFE ID."""
+
+from __future__ import annotations
+
+from ...model.types import CircuitBreaker, LoadBalancer, Outlier, Service
+from .context import Ctx
+from .conventions import (APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cert_files, cluster_name, port)
+from .values import duration
+
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+LB = {"round_robin": "ROUND_ROBIN", "least_request": "LEAST_REQUEST", "random": "RANDOM",
+      "hash_header": "RING_HASH", "hash_source_ip": "RING_HASH"}
+
+
+def speaks_http2(svc: Service) -> bool:
+    return any(p.protocol in ("http2", "grpc") for p in svc.ports)
+
+
+def endpoint(cluster: str, address: str, port_value: int) -> dict:
+    return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+        "socket_address": {"address": address, "port_value": port_value}}}}]}]}
+
+
+def _http2_options() -> dict:
+    return {HTTP_OPTIONS_KEY: {"@type": HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}}
+
+
+def _thresholds(ctx: Ctx, dest: Service, cb: CircuitBreaker | None) -> dict | None:
+    t: dict = {}
+    if cb is not None:
+        for ours, theirs in (("max_connections", "max_connections"), ("max_pending", "max_pending_requests"),
+                             ("max_requests", "max_requests"), ("max_retries", "max_retries")):
+            v = getattr(cb, ours)
+            if v is not None:
+                t[theirs] = v
+    r = dest.retry
+    if r is not None and r.attempts and r.budget_percent is not None:
+        budget: dict = {"budget_percent": {"value": r.budget_percent}}
+        if r.budget_min is not None:
+            budget["min_retry_concurrency"] = r.budget_min
+        t["retry_budget"] = budget
+        if "max_retries" in t:
+            ctx.report("MP722", f"`{dest.name}` has a retry budget and `circuit max_retries`;"
+                                " Envoy enforces only the budget", cb.at("max_retries") if cb else r.span)
+    return t or None
+
+
+def _outlier(ctx: Ctx, o: Outlier) -> dict:
+    # Envoy also ejects on success rate and defaults consecutive_5xx to 5;
+    # both are switched off unless the policy asks, so only what is written ejects.
+    out: dict = {"enforcing_success_rate": 0}
+    if o.consecutive_5xx is not None:
+        out["consecutive_5xx"] = o.consecutive_5xx
+        out["enforcing_consecutive_5xx"] = 100
+    else:
+        out["enforcing_consecutive_5xx"] = 0
+    if o.consecutive_gateway is not None:
+        out["consecutive_gateway_failure"] = o.consecutive_gateway
+        out["enforcing_consecutive_gateway_failure"] = 100
+    if o.interval_ms is not None:
+        out["interval"] = duration(o.interval_ms)
+    if o.eject_ms is not None:
+        out["base_ejection_time"] = duration(o.eject_ms)
+    if o.max_percent is not None:
+        if o.max_percent != int(o.max_percent):
+            ctx.unsupported("a fractional outlier `max` percentage", o.at("max_percent"),
+                            "Envoy's max_ejection_percent is a whole number")
+        out["max_ejection_percent"] = int(o.max_percent)
+    return out
+
+
+def balance_of(dest: Service, version: str | None) -> LoadBalancer | None:
+    v = dest.version(version) if version else None
+    return (v.balance if v and v.balance else None) or dest.balance
+
+
+def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str | None, dest_index: dict) -> dict:
+    name = cluster_name(dest.name, version)
+    v = dest.version(version) if version else None
+    circuit = (v.circuit if v and v.circuit else None) or dest.circuit
+    outlier = (v.outlier if v and v.outlier else None) or dest.outlier
+    balance = balance_of(dest, version)
+    target = dest_index[name]
+    c: dict = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": duration(ctx.settings.connect_timeout_ms),
+        "lb_policy": LB[balance.policy] if balance else "ROUND_ROBIN",
+        "load_assignment": endpoint(name, ctx.settings.listen_address, port(ctx.settings, target, INBOUND)),
+    }
+    thresholds = _thresholds(ctx, dest, circuit)
+    if thresholds:
+        c["circuit_breakers"] = {"thresholds": [thresholds]}
+    if outlier is not None:
+        c["outlier_detection"] = _outlier(ctx, outlier)
+    if speaks_http2(dest):
+        c["typed_extension_protocol_options"] = _http2_options()
+    if ctx.mesh.mtls_of(dest) != "off":
+        cert, key = cert_files(ctx.options.certs_dir, caller)
+        tls: dict = {
+            "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+            "validation_context": {
+                "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": ctx.mesh.spiffe_id(dest)}}],
+            },
+        }
+        if speaks_http2(dest):
+            tls["alpn_protocols"] = ["h2"]
+        c["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": UPSTREAM_TLS, "common_tls_context": tls}}
+    return c
+
+
+def app_cluster(ctx: Ctx, svc: Service, app_port: int) -> dict:
+    c: dict = {
+        "name": APP_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": duration(ctx.settings.connect_timeout_ms),
+        "load_assignment": endpoint(APP_CLUSTER, ctx.settings.app_address, app_port),
+    }
+    if speaks_http2(svc):
+        c["typed_extension_protocol_options"] = _http2_options()
+    return c
+
+
+def collector_cluster(address: tuple[str, int]) -> dict:
+    host, port_value = address
+    return {"name": COLLECTOR_CLUSTER, "type": "STRICT_DNS", "connect_timeout": "1s",
+            "load_assignment": endpoint(COLLECTOR_CLUSTER, host, port_value)}

@@ -1,0 +1,32 @@
+"""State shared while lowering one mesh: settings, and the diagnostics,
+each reported once even when many workloads meet the same construct."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...codes import diag
+from ...compile import CompileOptions
+from ...diagnostics import Diagnostic
+from ...model.types import Mesh
+from ...span import Span
+from .conventions import Settings
+
+
+@dataclass
+class Ctx:
+    mesh: Mesh
+    options: CompileOptions
+    settings: Settings
+    diags: list[Diagnostic] = field(default_factory=list)
+    _seen: set = field(default_factory=set)
+
+    def report(self, code: str, message: str, span: Span | None) -> None:
+        key = (code, message, span)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.diags.append(diag(code, message, span))
+
+    def unsupported(self, construct: str, span: Span | None, why: str) -> None:
+        """MP701: the construct, where it was written, and the target."""
+        self.report("MP701", f"the envoy target cannot express {construct}: {why}", span)

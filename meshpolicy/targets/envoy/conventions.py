@@ -1,0 +1,143 @@
+"""Names, file paths and port numbers: the documented conventions that let
+a runner (`meshc up`) start every bootstrap on one machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from ...codes import diag
+from ...diagnostics import Diagnostic
+from ...model.types import Mesh, Service
+from ...resources import target_dir
+
+# Offsets inside a workload's block of ports.
+INBOUND, OUTBOUND, ADMIN, APP, FIRST_TCP = 0, 1, 2, 3, 4
+APP_CLUSTER = "inbound|app"
+COLLECTOR_CLUSTER = "tracing|collector"
+
+
+@lru_cache(maxsize=1)
+def defaults() -> dict[str, Any]:
+    return yaml.safe_load((target_dir("envoy") / "defaults.yaml").read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_address: str
+    app_address: str
+    port_base: int
+    ports_per_workload: int
+    zipkin_collector: tuple[str, int]
+    otlp_collector: tuple[str, int]
+    connect_timeout_ms: int
+
+
+def _host_port(value: Any) -> tuple[str, int] | None:
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
+    """Merge meshc.toml's [compile.envoy] over the defaults, reporting MP721."""
+    merged = dict(defaults())
+    diags: list[Diagnostic] = []
+    for key, value in sorted(raw.items()):
+        if key not in merged:
+            diags.append(diag("MP721", f"unknown setting `{key}` in [compile.envoy]"))
+            continue
+        merged[key] = value
+    for key in ("port_base", "ports_per_workload", "connect_timeout_ms"):
+        v = merged[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be a positive integer, not {v!r}"))
+            merged[key] = defaults()[key]
+    for key in ("listen_address", "app_address"):
+        if not isinstance(merged[key], str) or not merged[key]:
+            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be an address string"))
+            merged[key] = defaults()[key]
+    for key in ("zipkin_collector", "otlp_collector"):
+        hp = _host_port(merged[key])
+        if hp is None:
+            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be \"host:port\", not {merged[key]!r}"))
+            hp = _host_port(defaults()[key])
+        merged[key] = hp
+    return Settings(**merged), diags
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One running instance kind: a service, or one version of it."""
+
+    service: Service
+    version: str | None
+    index: int
+
+    @property
+    def path(self) -> str:
+        s = self.service
+        if self.version is None:
+            return f"{s.namespace}/{s.name}.yaml"
+        return f"{s.namespace}/{s.name}/{self.version}.yaml"
+
+    @property
+    def node_id(self) -> str:
+        return self.path[: -len(".yaml")]
+
+    @property
+    def cluster(self) -> str:
+        return cluster_name(self.service.name, self.version)
+
+
+def cluster_name(service: str, version: str | None) -> str:
+    """`<svc>|<version>`, or `<svc>` for a service without versions; `|`
+    never occurs in a name, so these cannot collide with each other or with
+    the sidecar's own clusters."""
+    return service if version is None else f"{service}|{version}"
+
+
+def workloads(mesh: Mesh) -> list[Workload]:
+    """Every workload in a stable order (service name, then version name);
+    a workload's position fixes its ports."""
+    out: list[Workload] = []
+    for svc in sorted(mesh.service_map.values(), key=lambda s: s.name):
+        names = sorted({v.name for v in svc.versions}) or [None]
+        for v in names:
+            out.append(Workload(svc, v, len(out)))
+    return out
+
+
+def port(settings: Settings, w: Workload, offset: int) -> int:
+    return settings.port_base + w.index * settings.ports_per_workload + offset
+
+
+def port_problems(settings: Settings, ws: list[Workload], max_tcp: int) -> list[Diagnostic]:
+    diags = []
+    if FIRST_TCP + max_tcp > settings.ports_per_workload:
+        diags.append(diag("MP720", f"a workload needs {FIRST_TCP + max_tcp} ports ({max_tcp} outbound tcp"
+                                   f" destinations) but `ports_per_workload` is {settings.ports_per_workload}"))
+    if ws:
+        top = port(settings, ws[-1], settings.ports_per_workload - 1)
+        if top > 65535:
+            diags.append(diag("MP720", f"{len(ws)} workloads need ports up to {top}, above 65535"))
+    return diags
+
+
+def spiffe_prefix(mesh: Mesh) -> str:
+    return f"spiffe://{mesh.settings.trust_domain}/"
+
+
+def cert_files(certs_dir: str, svc: Service) -> tuple[str, str]:
+    base = f"{certs_dir.rstrip('/')}/{svc.namespace}/{svc.account}"
+    return f"{base}/cert.pem", f"{base}/key.pem"
+
+
+def ca_file(certs_dir: str) -> str:
+    return f"{certs_dir.rstrip('/')}/ca.pem"

@@ -1,0 +1,101 @@
+"""The destination's side: mTLS termination (client certificate required,
+trusting the mesh CA, SANs limited to callers some rule could admit), the
+authorization filters, the rate limit, then the local application."""
+
+from __future__ import annotations
+
+from ...model.types import Service
+from .clusters import speaks_http2
+from .context import Ctx
+from .conventions import APP_CLUSTER, ca_file, cert_files
+from .ratelimit import ratelimit_filter
+from .rbac import allowed_san_matchers, rbac_filters
+from .tracing import hcm_tracing
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
+def router() -> dict:
+    return {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}
+
+
+def socket(address: str, port_value: int) -> dict:
+    return {"socket_address": {"address": address, "port_value": port_value}}
+
+
+def _tls(ctx: Ctx, svc: Service) -> dict:
+    cert, key = cert_files(ctx.options.certs_dir, svc)
+    common: dict = {
+        "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+        "validation_context": {
+            "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
+            "match_typed_subject_alt_names": allowed_san_matchers(ctx, svc),
+        },
+        "alpn_protocols": ["h2", "http/1.1"] if svc.http else [],
+    }
+    if not common["alpn_protocols"]:
+        del common["alpn_protocols"]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": DOWNSTREAM_TLS, "require_client_certificate": True, "common_tls_context": common}}
+
+
+def _http_filters(ctx: Ctx, svc: Service) -> list[dict]:
+    filters = rbac_filters(ctx, svc, network=False)
+    rl = ratelimit_filter(ctx, svc)
+    if rl is not None:
+        filters.append(rl)
+    return filters + [router()]
+
+
+def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
+    if not svc.http:
+        if any(lim.target.name == svc.name for lim in ctx.mesh.rate_limits):
+            lim = next(lim for lim in ctx.mesh.rate_limits if lim.target.name == svc.name)
+            ctx.unsupported("a rate limit on a tcp service", lim.span,
+                            "Envoy's per-caller local rate limits count HTTP requests")
+        return rbac_filters(ctx, svc, network=True) + [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": TCP_PROXY, "stat_prefix": "inbound", "cluster": APP_CLUSTER}}]
+    hcm: dict = {
+        "@type": HCM,
+        "stat_prefix": "inbound",
+        "codec_type": "AUTO",
+        # Replace any client-sent XFCC with the verified peer's identity: the
+        # rate limit keys on it and the application may read it.
+        "forward_client_cert_details": "SANITIZE_SET",
+        "set_current_client_cert_details": {"uri": True},
+        "route_config": {"name": "inbound", "virtual_hosts": [{
+            "name": "inbound", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "0s"}}]}]},
+        "http_filters": _http_filters(ctx, svc),
+    }
+    tracing = hcm_tracing(ctx, svc.name)
+    if tracing:
+        hcm["tracing"] = tracing
+    return [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+
+
+def inbound_listener(ctx: Ctx, svc: Service, port_value: int) -> dict:
+    mode = ctx.mesh.mtls_of(svc)
+    filters = _network_filters(ctx, svc)
+    listener: dict = {"name": "inbound", "address": socket(ctx.settings.listen_address, port_value)}
+    if mode == "strict":
+        listener["filter_chains"] = [{"name": "mtls", "filters": filters, "transport_socket": _tls(ctx, svc)}]
+    elif mode == "permissive":
+        # Plaintext callers are accepted too; they have no identity.
+        listener["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
+                                         "typed_config": {"@type": TLS_INSPECTOR}}]
+        listener["filter_chains"] = [
+            {"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
+             "filters": filters, "transport_socket": _tls(ctx, svc)},
+            {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": filters},
+        ]
+    else:
+        listener["filter_chains"] = [{"name": "plaintext", "filters": filters}]
+    return listener
+
+
+__all__ = ["inbound_listener", "router", "socket", "speaks_http2"]

@@ -1,0 +1,78 @@
+"""`limit SOURCES -> DEST N/s burst B` as the destination's local rate limit filter.
+
+Each matching caller gets its own token bucket: one descriptor per caller
+identity. The descriptor comes from the x-forwarded-client-cert header, which
+the inbound connection manager rewrites (SANITIZE_SET) from the verified peer
+certificate, so a caller cannot forge it. Requests matching no descriptor
+use the filter's default bucket, which is effectively unlimited.
+A `*` source would need a bucket per anonymous caller, which a sidecar cannot
+tell apart: reported as unsupported.
+"""
+
+from __future__ import annotations
+
+from ...model.types import RateLimit, Service
+from .context import Ctx
+
+LOCAL_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+XFCC = "x-forwarded-client-cert"
+UNLIMITED = 4294967295
+
+
+def _callers(ctx: Ctx, lim: RateLimit, dest: Service) -> list[Service] | None:
+    """The services that get a bucket (None: not expressible)."""
+    mesh = ctx.mesh
+    if mesh.mtls_of(dest) == "off":
+        # No caller identity is visible, so only `*` could match anyone.
+        if any(s.kind == "any" for s in lim.sources):
+            return None
+        return []
+    out: dict[str, Service] = {}
+    for s in lim.sources:
+        if s.kind == "any":
+            return None
+        for svc in mesh.service_map.values():
+            if (s.kind == "authenticated" or (s.kind == "service" and svc.name == s.name)
+                    or (s.kind == "namespace" and svc.namespace == s.name)):
+                out[svc.name] = svc
+    return [out[k] for k in sorted(out)]
+
+
+def _bucket(lim: RateLimit) -> dict:
+    return {"max_tokens": lim.burst or lim.requests, "tokens_per_fill": lim.requests,
+            "fill_interval": f"{lim.per_seconds}s"}
+
+
+def ratelimit_filter(ctx: Ctx, dest: Service) -> dict | None:
+    limits = [lim for lim in ctx.mesh.rate_limits if lim.target.name == dest.name]
+    if not limits:
+        return None
+    descriptors, rate_limits = [], []
+    for i, lim in enumerate(limits):
+        callers = _callers(ctx, lim, dest)
+        if callers is None:
+            ctx.unsupported("a rate limit with source `*`", lim.span,
+                            "a sidecar cannot give each caller without an identity its own bucket")
+            continue
+        key = f"limit-{i}"
+        for svc in callers:
+            sid = ctx.mesh.spiffe_id(svc)
+            rate_limits.append({"actions": [{"header_value_match": {
+                "descriptor_key": key, "descriptor_value": sid, "expect_match": True,
+                # The connection manager appends the verified peer's URI last.
+                "headers": [{"name": XFCC, "string_match": {"suffix": f";URI={sid}"}}]}}]})
+            descriptors.append({"entries": [{"key": key, "value": sid}], "token_bucket": _bucket(lim)})
+    if not descriptors:
+        return None
+    enabled = {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+               "runtime_key": "meshpolicy.ratelimit.enabled"}
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": LOCAL_RATELIMIT,
+        "stat_prefix": "inbound_ratelimit",
+        "token_bucket": {"max_tokens": UNLIMITED, "tokens_per_fill": UNLIMITED, "fill_interval": "1s"},
+        "filter_enabled": enabled,
+        "filter_enforced": {**enabled, "runtime_key": "meshpolicy.ratelimit.enforced"},
+        "always_consume_default_token_bucket": False,
+        "rate_limits": rate_limits,
+        "descriptors": descriptors,
+    }}

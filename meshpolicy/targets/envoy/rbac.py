@@ -1,0 +1,111 @@
+"""Authorization rules as two RBAC filters: DENY, then ALLOW.
+
+An RBAC filter has one action, so docs/semantics.md's order (any matching
+deny denies, else any matching allow allows, else the default stance) takes
+two filters in sequence. With `default allow` the ALLOW filter is left out
+(everything the DENY filter lets through is allowed); with `default deny`
+an ALLOW filter without policies denies everything.
+"""
+
+from __future__ import annotations
+
+from ...model.types import AuthRule, Service, Source
+from .conventions import spiffe_prefix
+from .context import Ctx
+from .matchers import methods_header, string_matcher
+
+RBAC_HTTP = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_NETWORK = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+
+
+def principal(ctx: Ctx, s: Source) -> dict:
+    """A source as an RBAC principal over the peer certificate's URI SAN.
+    The SPIFFE ID format puts the namespace in the path, so a namespace is
+    an exact prefix match."""
+    mesh = ctx.mesh
+    if s.kind == "any":
+        return {"any": True}
+    if s.kind == "authenticated":
+        return {"authenticated": {}}
+    if s.kind == "namespace":
+        return {"authenticated": {"principal_name": {"prefix": f"{spiffe_prefix(mesh)}ns/{s.name}/sa/"}}}
+    svc = mesh.service(s.name or "")
+    if svc is None:  # the checks report unknown services; match nobody
+        return {"not_id": {"any": True}}
+    return {"authenticated": {"principal_name": {"exact": mesh.spiffe_id(svc)}}}
+
+
+def permission(rule: AuthRule) -> dict:
+    parts = []
+    if rule.methods:
+        parts.append({"header": methods_header(rule.methods)})
+    if rule.paths:
+        parts.append({"or_rules": {"rules": [{"url_path": {"path": string_matcher(p)}} for p in rule.paths]}})
+    if not parts:
+        return {"any": True}
+    if len(parts) == 1:
+        return parts[0]
+    return {"and_rules": {"rules": parts}}
+
+
+def _policy(ctx: Ctx, rule: AuthRule) -> dict:
+    return {"permissions": [permission(rule)],
+            "principals": [principal(ctx, s) for s in rule.sources]}
+
+
+def policies(ctx: Ctx, dest: Service, effect: str) -> dict:
+    rules = [r for r in ctx.mesh.rules_by_target.get(dest.name, []) if r.effect == effect]
+    # Keys carry the rule's position so a denial's stat names the rule.
+    return {f"{effect}-{r.index}": _policy(ctx, r) for r in rules}
+
+
+def _check_tcp_rules(ctx: Ctx, dest: Service) -> None:
+    for r in ctx.mesh.rules_by_target.get(dest.name, []):
+        if r.methods or r.paths:
+            ctx.unsupported("methods or paths in an authorization rule for a tcp service", r.span,
+                            f"`{dest.name}` speaks tcp only, so its sidecar sees no HTTP method or path")
+
+
+def rbac_filters(ctx: Ctx, dest: Service, network: bool) -> list[dict]:
+    """The DENY filter (when there are deny rules), then the ALLOW filter
+    (unless the mesh allows by default)."""
+    if network:
+        _check_tcp_rules(ctx, dest)
+    out = []
+    name = "envoy.filters.network.rbac" if network else "envoy.filters.http.rbac"
+    type_url = RBAC_NETWORK if network else RBAC_HTTP
+    for effect in ("deny", "allow"):
+        pols = policies(ctx, dest, effect)
+        if effect == "deny" and not pols:
+            continue
+        if effect == "allow" and ctx.mesh.settings.default == "allow":
+            continue
+        cfg: dict = {"@type": type_url, "rules": {"action": effect.upper(), "policies": pols}}
+        if network:
+            cfg["stat_prefix"] = f"inbound_{effect}_"
+        out.append({"name": name, "typed_config": cfg})
+    return out
+
+
+def allowed_san_matchers(ctx: Ctx, dest: Service) -> list[dict]:
+    """URI SAN matchers for the inbound TLS handshake: every identity some
+    allow rule (or the default stance) could admit. Callers outside it are
+    refused at the handshake, which RBAC would deny anyway."""
+    mesh = ctx.mesh
+    rules = [r for r in mesh.rules_by_target.get(dest.name, []) if r.effect == "allow"]
+    sources = [s for r in rules for s in r.sources]
+    if mesh.settings.default == "allow" or any(s.kind in ("any", "authenticated") for s in sources):
+        return [{"san_type": "URI", "matcher": {"prefix": spiffe_prefix(mesh)}}]
+    exact: set[str] = set()
+    prefixes: set[str] = set()
+    for s in sources:
+        if s.kind == "namespace":
+            prefixes.add(f"{spiffe_prefix(mesh)}ns/{s.name}/sa/")
+        elif (svc := mesh.service(s.name or "")) is not None:
+            exact.add(mesh.spiffe_id(svc))
+    out = [{"san_type": "URI", "matcher": {"prefix": p}} for p in sorted(prefixes)]
+    out += [{"san_type": "URI", "matcher": {"exact": e}} for e in sorted(exact)]
+    if not out:
+        # Nobody may call: still only this mesh's identities complete the handshake.
+        out = [{"san_type": "URI", "matcher": {"prefix": spiffe_prefix(mesh)}}]
+    return out
