@@ -1,0 +1,318 @@
+"""Model -> one meshproxy config (a plain dict) per workload.
+
+Everything a proxy needs is resolved here: rule overrides against service
+settings, version settings against service settings, globs to anchored RE2,
+sources to SPIFFE principals, and which destinations this workload may call
+at all (see `may_call`), so the proxy only does string and regex tests.
+"""
+
+from __future__ import annotations
+
+import re2
+
+from ...model import types as m
+from ...semantics.patterns import glob_regex
+from .config import FORMAT_VERSION
+from .ports import WorkloadPorts, needed, workload_keys, workload_ports
+
+
+def anchored(regex: str) -> str:
+    """An RE2 regex that must match the whole string, under search or fullmatch."""
+    return f"^(?:{regex})$"
+
+
+def path_matcher(p: m.PathPattern) -> dict:
+    if p.kind == "exact":
+        rx = "^" + re2.escape(p.value) + "$"
+    elif p.kind == "prefix":
+        rx = "^" + re2.escape(p.value) + "(?s:.*)$"  # startswith: any tail, newlines too
+    elif p.kind == "glob":
+        rx = anchored(glob_regex(p.value))
+    else:
+        rx = anchored(p.value)
+    return {"kind": p.kind, "value": p.value, "regex": rx}
+
+
+def header_test(h: m.HeaderMatch) -> dict:
+    return {
+        "name": h.name.lower(),
+        "kind": h.kind,
+        "value": h.value if h.kind in ("exact", "prefix", "regex") else None,
+        "regex": anchored(h.value or "") if h.kind == "regex" else None,
+    }
+
+
+def namespace_regex(trust_domain: str, namespace: str) -> str:
+    return "^" + re2.escape(f"spiffe://{trust_domain}/ns/{namespace}/sa/") + "[^/]+$"
+
+
+def principal(mesh: m.Mesh, s: m.Source) -> dict:
+    if s.kind == "any":
+        return {"kind": "any"}
+    if s.kind == "authenticated":
+        return {"kind": "authenticated"}
+    if s.kind == "namespace":
+        return {"kind": "namespace", "namespace": s.name,
+                "regex": namespace_regex(mesh.settings.trust_domain, s.name)}
+    return {"kind": "id", "spiffe_id": mesh.spiffe_id(mesh.service_map[s.name])}
+
+
+def principals(mesh: m.Mesh, sources: list[m.Source]) -> list[dict]:
+    out: list[dict] = []
+    for s in sources:
+        p = principal(mesh, s)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def retry(r: m.Retry | None) -> dict | None:
+    if r is None:
+        return None
+    on = r.attempts > 0
+    return {
+        "retries": r.attempts,
+        "per_try_timeout_ms": r.per_try_ms if on else None,
+        "retry_on": list(r.on) if on else [],
+        "backoff_base_ms": r.backoff_ms if on else None,
+        "backoff_max_ms": r.backoff_max_ms if on else None,
+        "budget_percent": r.budget_percent if on else None,
+        "budget_min_retries": r.budget_min if on else None,
+        "non_idempotent": r.non_idempotent and on,
+    }
+
+
+def fault(f: m.Fault | None) -> dict | None:
+    if f is None:
+        return None
+    return {"delay_ms": f.delay_ms, "delay_percent": f.delay_percent,
+            "abort_status": f.abort_status, "abort_percent": f.abort_percent}
+
+
+def circuit(c: m.CircuitBreaker | None) -> dict | None:
+    if c is None:
+        return None
+    return {"max_connections": c.max_connections, "max_pending": c.max_pending,
+            "max_requests": c.max_requests, "max_retries": c.max_retries}
+
+
+def outlier(o: m.Outlier | None) -> dict | None:
+    if o is None:
+        return None
+    return {"consecutive_5xx": o.consecutive_5xx, "consecutive_gateway": o.consecutive_gateway,
+            "interval_ms": o.interval_ms, "base_ejection_ms": o.eject_ms, "max_ejection_percent": o.max_percent}
+
+
+def balancer(b: m.LoadBalancer | None) -> dict | None:
+    if b is None:
+        return None
+    return {"policy": b.policy, "header": b.header.lower() if b.header else None}
+
+
+class CallerIndex:
+    """Which destinations each service may call: those where some request
+    from it can be allowed. Only those get an outbound entry (the proxy
+    answers 403 for the rest, which their inbound side would deny anyway).
+    Built once per mesh so scoping stays linear in the rules."""
+
+    def __init__(self, mesh: m.Mesh):
+        names = sorted(mesh.service_map)
+        self.everyone = names if mesh.settings.default == "allow" else []
+        open_: set[str] = set(self.everyone)
+        self.by_service: dict[str, set[str]] = {}
+        self.by_namespace: dict[str, set[str]] = {}
+        for r in mesh.auth_rules:
+            dest = mesh.service_map.get(r.target.name)
+            if r.effect != "allow" or dest is None:
+                continue
+            visible = mesh.mtls_of(dest) != "off"
+            for s in r.sources:
+                if s.kind == "any" or (visible and s.kind == "authenticated"):
+                    open_.add(dest.name)
+                elif visible and s.kind == "service":
+                    self.by_service.setdefault(s.name, set()).add(dest.name)
+                elif visible and s.kind == "namespace":
+                    self.by_namespace.setdefault(s.name, set()).add(dest.name)
+        self.open = open_
+
+    def callable(self, svc: m.Service) -> list[str]:
+        out = self.open | self.by_service.get(svc.name, set()) | self.by_namespace.get(svc.namespace, set())
+        return sorted(out - {svc.name})
+
+
+class Lowering:
+    """Per-mesh work done once (destinations are shared by all callers)."""
+
+    def __init__(self, mesh: m.Mesh, certs_dir: str, settings: dict):
+        self.mesh = mesh
+        self.certs_dir = certs_dir.rstrip("/") or "/"
+        self.settings = settings
+        self.callers = CallerIndex(mesh)
+        self.keys = workload_keys(mesh)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self._callable: dict[str, list[str]] = {}
+        self._dest_cache: dict[str, dict] = {}
+        self._inbound_cache: dict[str, dict] = {}
+
+    def callable(self, name: str) -> list[str]:
+        if name not in self._callable:
+            self._callable[name] = self.callers.callable(self.mesh.service_map[name])
+        return self._callable[name]
+
+    def tcp_destinations(self, name: str) -> list[str]:
+        return [d for d in self.callable(name) if not self.mesh.service_map[d].http]
+
+    def ports(self, service: str, version: str | None) -> WorkloadPorts:
+        svc = self.mesh.service_map[service]
+        return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_destinations(service))
+
+    def ports_needed(self) -> int:
+        """The most ports any workload needs."""
+        return max((needed(self.mesh.service_map[s], self.tcp_destinations(s)) for s, _ in self.keys), default=0)
+
+    # ---- per workload -------------------------------------------------------
+    def workload(self, service: str, version: str | None) -> dict:
+        mesh = self.mesh
+        svc = mesh.service_map[service]
+        ver = svc.version(version) if version else None
+        ports = self.ports(service, version)
+        listen, app_address = self.settings["listen_address"], self.settings["app_address"]
+        dests = []
+        for d in self.callable(service):
+            entry = self.destination(d)
+            tcp = ports.tcp.get(d)
+            dests.append({**entry, "tcp_listener": {"address": listen, "port": tcp} if tcp else None})
+        return {
+            "version": FORMAT_VERSION,
+            "mesh": mesh.settings.name,
+            "workload": {"service": svc.name, "version": version, "namespace": svc.namespace,
+                         "account": svc.account, "labels": dict(ver.labels) if ver else {}},
+            "identity": {
+                "spiffe_id": mesh.spiffe_id(svc),
+                "trust_domain": mesh.settings.trust_domain,
+                "cert_file": f"{self.certs_dir}/{svc.namespace}/{svc.account}/cert.pem",
+                "key_file": f"{self.certs_dir}/{svc.namespace}/{svc.account}/key.pem",
+                "ca_file": f"{self.certs_dir}/ca.pem",
+            },
+            "listeners": {
+                "admin": {"address": listen, "port": ports.admin},
+                "outbound": {"address": listen, "port": ports.outbound},
+                "inbound": [
+                    {"service_port": p.number, "address": listen, "port": inb,
+                     "app": {"address": app_address, "port": app, "protocol": p.protocol}}
+                    for p, inb, app in ports.inbound
+                ],
+            },
+            "inbound": self.inbound(svc),
+            "outbound": {"destinations": dests},
+            "tracing": {"enabled": mesh.settings.tracing.enabled,
+                        "formats": list(mesh.settings.tracing.formats) if mesh.settings.tracing.enabled else [],
+                        "sample_percent": mesh.settings.tracing.sample_percent
+                        if mesh.settings.tracing.enabled else 0.0},
+            "metrics": {"enabled": mesh.settings.metrics, "path": "/metrics"},
+        }
+
+    # ---- the callee side ----------------------------------------------------
+    def inbound(self, svc: m.Service) -> dict:
+        if svc.name not in self._inbound_cache:
+            mesh = self.mesh
+            rules = mesh.rules_by_target.get(svc.name, [])
+            entries = {"deny": [], "allow": []}
+            for r in rules:
+                entries[r.effect].append({
+                    "rule": r.index,
+                    "principals": principals(mesh, r.sources),
+                    "methods": list(dict.fromkeys(r.methods)),
+                    "paths": [path_matcher(p) for p in r.paths],
+                })
+            limits = []
+            for lim in mesh.rate_limits:
+                if lim.target.name != svc.name:
+                    continue
+                limits.append({
+                    "principals": principals(mesh, lim.sources),
+                    "requests": lim.requests,
+                    "per_seconds": lim.per_seconds,
+                    "max_tokens": lim.burst or lim.requests,
+                    "tokens_per_fill": lim.requests,
+                    "fill_interval_ms": lim.per_seconds * 1000,
+                })
+            self._inbound_cache[svc.name] = {
+                "mtls": mesh.mtls_of(svc),
+                "authorization": {**entries, "default": mesh.settings.default},
+                "rate_limits": limits,
+            }
+        return self._inbound_cache[svc.name]
+
+    # ---- the caller side ----------------------------------------------------
+    def destination(self, name: str) -> dict:
+        if name not in self._dest_cache:
+            self._dest_cache[name] = self._destination(self.mesh.service_map[name])
+        return self._dest_cache[name]
+
+    def _destination(self, svc: m.Service) -> dict:
+        mesh = self.mesh
+        upstreams = []
+        for v in ([svc.version(n) for n in sorted({x.name for x in svc.versions})] or [None]):
+            ports = self.ports(svc.name, v.name if v else None)
+            upstreams.append({
+                "version": v.name if v else None,
+                "address": self.settings["listen_address"],
+                "ports": [{"service_port": p.number, "port": inb} for p, inb, _ in ports.inbound],
+                "circuit_breaker": circuit((v.circuit if v else None) or svc.circuit),
+                "outlier_detection": outlier((v.outlier if v else None) or svc.outlier),
+                "load_balancer": balancer((v.balance if v else None) or svc.balance),
+            })
+        route = mesh.route_map.get(svc.name)
+        if route is None:
+            versions = [u["version"] for u in upstreams]
+            share = 100.0 / len(versions)
+            routes = [{
+                "rule": None,
+                "match": {"methods": [], "paths": [], "headers": [], "sources": []},
+                "action": {"kind": "forward", "mirror": None,
+                           "destinations": [{"version": v, "weight": share} for v in versions]},
+                "timeout_ms": svc.timeout_ms, "retry": retry(svc.retry), "fault": fault(svc.fault),
+            }]
+        else:
+            routes = [self.route_rule(svc, r) for r in route.rules]
+        return {
+            "service": svc.name,
+            "namespace": svc.namespace,
+            "hosts": [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc"],
+            "spiffe_id": mesh.spiffe_id(svc),
+            "mtls": mesh.mtls_of(svc) != "off",
+            "upstreams": upstreams,
+            "routes": routes,
+        }
+
+    def route_rule(self, svc: m.Service, r: m.RouteRule) -> dict:
+        a = r.action
+        if a.kind == "forward":
+            dests = a.destinations
+            if len(dests) == 1 and dests[0].weight is None:
+                weights = {dests[0].version.name: 100.0}
+            else:
+                weights = {}
+                for d in dests:
+                    weights[d.version.name] = weights.get(d.version.name, 0.0) + (d.weight or 0.0)
+            action = {"kind": "forward",
+                      "destinations": [{"version": v, "weight": w} for v, w in weights.items()],
+                      "mirror": {"version": a.mirror.version.name, "percent": a.mirror.percent}
+                      if a.mirror else None}
+        elif a.kind == "redirect":
+            action = {"kind": "redirect", "uri": a.uri, "status": a.status}
+        else:
+            action = {"kind": "respond", "status": a.status, "body": a.body}
+        mt = r.match
+        return {
+            "rule": r.index,
+            "match": {"methods": list(dict.fromkeys(mt.methods)),
+                      "paths": [path_matcher(p) for p in mt.paths],
+                      "headers": [header_test(h) for h in mt.headers],
+                      "sources": list(dict.fromkeys(s.name for s in mt.sources))},
+            "action": action,
+            "timeout_ms": r.timeout_ms if r.timeout_ms is not None else svc.timeout_ms,
+            "retry": retry(r.retry if r.retry is not None else svc.retry),
+            "fault": fault(r.fault if r.fault is not None else svc.fault),
+        }

@@ -1,0 +1,111 @@
+"""TARGET.validate: every file must parse against the strict format models
+and obey the rules a schema cannot say (MP702 otherwise)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import re2
+from pydantic import ValidationError
+
+from ...codes import diag
+from ...compile import Output
+from ...diagnostics import Diagnostic
+from .config import WorkloadConfig
+
+
+def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    owners: dict[tuple[str, int], str] = {}  # (address, port) -> file that listens there
+    for o in outputs:
+        problems = []
+        try:
+            cfg = WorkloadConfig.model_validate(json.loads(o.content), strict=True)
+        except (ValueError, ValidationError) as exc:
+            diags.append(diag("MP702", f"meshproxy output `{o.path}` does not match the format: {exc}"))
+            continue
+        problems.extend(file_rules(cfg))
+        for ep in listening(cfg):
+            if ep in owners:
+                problems.append(f"port {ep[1]} on {ep[0]} is also used by `{owners[ep]}`")
+            owners.setdefault(ep, o.path)
+        diags.extend(diag("MP702", f"meshproxy output `{o.path}`: {p}") for p in problems)
+    return diags
+
+
+def listening(cfg: WorkloadConfig) -> list[tuple[str, int]]:
+    ls = cfg.listeners
+    out = [(ls.admin.address, ls.admin.port), (ls.outbound.address, ls.outbound.port)]
+    out += [(i.address, i.port) for i in ls.inbound]
+    out += [(d.tcp_listener.address, d.tcp_listener.port) for d in cfg.outbound.destinations if d.tcp_listener]
+    return out
+
+
+def _regex_problem(rx: str | None, where: str) -> str | None:
+    if rx is None:
+        return f"{where}: missing regex"
+    p = _regex_fault(rx)
+    return f"{where}: {p}" if p else None
+
+
+@lru_cache(maxsize=65536)
+def _regex_fault(rx: str) -> str | None:
+    if not (rx.startswith("^") and rx.endswith("$")):
+        return f"regex {rx!r} is not anchored"
+    try:
+        re2.compile(rx)
+    except re2.error as exc:
+        return f"regex {rx!r} is not RE2: {exc}"
+    return None
+
+
+def file_rules(cfg: WorkloadConfig) -> list[str]:
+    out: list[str] = []
+    local = [(i.address, i.port) for i in cfg.listeners.inbound]
+    if len(set(local)) != len(local) or len({i.service_port for i in cfg.listeners.inbound}) != len(local):
+        out.append("inbound listeners repeat a port")
+    regexes: list[tuple[str | None, str]] = []
+    auth = cfg.inbound.authorization
+    for kind, entries in (("deny", auth.deny), ("allow", auth.allow)):
+        for e in entries:
+            regexes += [(p.regex, f"{kind} rule {e.rule} path") for p in e.paths]
+            regexes += [(p.regex, f"{kind} rule {e.rule} principal") for p in e.principals if p.kind == "namespace"]
+    for lim in cfg.inbound.rate_limits:
+        regexes += [(p.regex, "rate limit principal") for p in lim.principals if p.kind == "namespace"]
+    hosts: dict[str, str] = {}
+    for d in cfg.outbound.destinations:
+        if d.service == cfg.workload.service:
+            out.append(f"destination `{d.service}` is the workload itself")
+        for h in d.hosts:
+            if h in hosts:
+                out.append(f"host `{h}` names both `{hosts[h]}` and `{d.service}`")
+            hosts.setdefault(h, d.service)
+        versions = [u.version for u in d.upstreams]
+        if len(set(versions)) != len(versions) or (None in versions and len(versions) > 1):
+            out.append(f"destination `{d.service}` repeats an upstream or mixes versioned and unversioned ones")
+        for r in d.routes:
+            where = f"`{d.service}` route rule {r.rule}"
+            regexes += [(p.regex, f"{where} path") for p in r.match.paths]
+            for h in r.match.headers:
+                if h.kind == "regex":
+                    regexes.append((h.regex, f"{where} header `{h.name}`"))
+                elif h.regex is not None:
+                    out.append(f"{where}: header `{h.name}` has a regex but is not a regex test")
+                if (h.value is None) != (h.kind in ("present", "absent")):
+                    out.append(f"{where}: header `{h.name}` value does not fit its kind")
+            a = r.action
+            if a.kind == "forward":
+                named = [x.version for x in a.destinations] + ([a.mirror.version] if a.mirror else [])
+                missing = [v for v in named if v not in versions]
+                if missing:
+                    out.append(f"{where} sends traffic to unknown upstream {missing[0]!r}")
+                if len({x.version for x in a.destinations}) != len(a.destinations):
+                    out.append(f"{where} names an upstream twice")
+                if abs(sum(x.weight for x in a.destinations) - 100.0) > 1e-6:
+                    out.append(f"{where}: weights total {sum(x.weight for x in a.destinations)}, not 100")
+    for rx, where in regexes:
+        p = _regex_problem(rx, where)
+        if p:
+            out.append(p)
+    return out
