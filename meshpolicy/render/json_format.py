@@ -1,12 +1,21 @@
-"""Machine-readable JSON: a stable list of diagnostics (`meshc ... --format json`)."""
+"""Machine-readable JSON (`--format json`): one document, schema `version` 1.
+
+The schema is documented in docs/language.md ("Output formats"). Fields are
+only ever added within a version; renaming or removing one bumps `version`.
+Lines and columns are 1-based code points, end columns exclusive.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..diagnostics import Diagnostic
+from .. import __version__
+from ..codes import catalogue
+from ..diagnostics import Diagnostic, Severity
 from ..span import SourceFile, Span
+
+SCHEMA_VERSION = 1
 
 
 def span_json(s: Span | None) -> dict | None:
@@ -15,28 +24,37 @@ def span_json(s: Span | None) -> dict | None:
     return {"file": s.file, "line": s.line, "column": s.col, "end_line": s.end_line, "end_column": s.end_col}
 
 
-def diagnostic_json(d: Diagnostic) -> dict:
+def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
+    meta = catalogue().get(d.code)
     return {
         "code": d.code,
+        "name": meta.name if meta else None,
         "severity": d.severity.value,
         "message": d.message,
         "span": span_json(d.span),
         "labels": [{"span": span_json(lb.span), "message": lb.message} for lb in d.labels],
         "help": d.help,
-        "notes": d.notes,
+        "notes": list(d.notes),
         "fixes": [{"title": f.title, "span": span_json(f.span), "replacement": f.replacement} for f in d.fixes],
         "witness": d.witness,
     }
 
 
-def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, **_: object) -> None:
-    doc = {
-        "version": 1,
+def document(diags: list[Diagnostic], command: str = "check") -> dict[str, Any]:
+    return {
+        "version": SCHEMA_VERSION,
+        "tool": {"name": "meshc", "version": __version__, "command": command},
         "diagnostics": [diagnostic_json(d) for d in diags],
         "summary": {
-            "errors": sum(d.severity.value == "error" for d in diags),
-            "warnings": sum(d.severity.value == "warning" for d in diags),
+            "errors": sum(d.severity is Severity.ERROR for d in diags),
+            "warnings": sum(d.severity is Severity.WARNING for d in diags),
+            "infos": sum(d.severity is Severity.INFO for d in diags),
         },
     }
-    json.dump(doc, out, indent=2, sort_keys=False)
+
+
+def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, quiet: bool = False,
+           command: str = "check", **_: object) -> None:
+    shown = [d for d in diags if not quiet or d.severity is Severity.ERROR]
+    json.dump(document(shown, command), out, indent=2, ensure_ascii=False, default=str)
     out.write("\n")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 
 from ..diagnostics import Diagnostic, Severity
 from ..span import SourceFile, Span
 
+TAB = "    "
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 
 
@@ -24,17 +26,26 @@ def make_console(out: TextIO, color: bool | None = None) -> Console:
                    soft_wrap=True, emoji=False, width=10_000 if no_color else None)
 
 
+def _cells(text: str) -> int:
+    """Terminal columns text takes (wide CJK and emoji count two)."""
+    return cell_len(text)
+
+
 def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -> list[str]:
+    """The spanned lines, each with carets under the spanned characters. Tabs
+    are shown as four spaces and wide characters take two cells, so carets are
+    placed by display width, not by character count."""
     lines = []
     pad = " " * gutter
     last = min(span.end_line, span.line + 3)
     for ln in range(span.line, last + 1):
-        text = src.line_text(ln).replace("\t", "    ")
-        lines.append(f"[bold blue]{ln:>{gutter}} |[/] {escape(text)}")
+        raw = src.line_text(ln)
         start = span.col if ln == span.line else 1
-        end = span.end_col if ln == span.end_line else len(text) + 1
-        width = max(1, end - start)
-        marks = " " * (start - 1) + "^" * width
+        end = span.end_col if ln == span.end_line else len(raw) + 1
+        before = raw[: start - 1].replace("\t", TAB)
+        marked = raw[start - 1 : max(start, end) - 1].replace("\t", TAB)
+        lines.append(f"[bold blue]{ln:>{gutter}} |[/] {escape(raw.replace(chr(9), TAB))}")
+        marks = " " * _cells(before) + "^" * max(1, _cells(marked))
         note = f" {escape(label)}" if label and ln == last else ""
         lines.append(f"[bold blue]{pad} |[/] [{style}]{marks}{note}[/]")
     return lines
