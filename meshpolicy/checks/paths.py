@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from ..codes import diag
 from ..model.types import Mesh, PathPattern
 from . import rule
 from ._walk import paths
+
+
+# The common case, checked in one step: a plain path, or globs made only of whole segments.
+_PLAIN = re.compile(r"(/([^/?#*\s]*|\*|\*\*))+")
+_SPACE = re.compile(r"\s")
 
 
 def path_problem(p: PathPattern) -> str | None:
@@ -13,13 +20,15 @@ def path_problem(p: PathPattern) -> str | None:
     if p.kind == "regex":
         return None
     v = p.value
+    if _PLAIN.fullmatch(v) and (p.kind == "glob" or "*" not in v):
+        return None
     if not v.startswith("/"):
         return "does not start with `/`"
     for ch, why in (("?", "the query string is not part of the path"),
                     ("#", "the fragment is never sent to the server")):
         if ch in v:
             return f"contains `{ch}`: {why}"
-    if any(ch.isspace() for ch in v):
+    if _SPACE.search(v):
         return "contains white space"
     if p.kind == "glob":
         for seg in v.split("/"):

@@ -8,22 +8,28 @@ from ..codes import diag
 from ..diagnostics import Label
 from ..model.types import NON_IDEMPOTENT_METHODS, Mesh, Retry
 from . import rule
-from ._walk import effective
+from ._walk import Effective, effective
 
 # Conditions under which the request provably never reached the application.
 SAFE_TO_REPEAT = frozenset({"connect-failure", "refused-stream"})
 
 
-@rule("MP301")
-def retry_exceeds_timeout(mesh: Mesh):
-    seen = set()
+@rule("MP301", "MP302", "MP303")
+def resilience(mesh: Mesh):
+    """One pass over the effective settings feeds all three checks."""
+    seen: set = set()  # a service's settings inherited by several rules: report once
     for e in effective(mesh):
-        r = e.retry
-        if not e.retries_on or r.per_try_ms is None or e.timeout_ms is None:
-            continue
-        key = (id(r), e.timeout_span)
-        if key in seen:  # a service's settings inherited by several rules: report once
-            continue
+        yield from retry_exceeds_timeout(e, seen)
+        yield from non_idempotent_retry(mesh, e)
+        yield from fault_disables_retry(e, seen)
+
+
+def retry_exceeds_timeout(e: Effective, seen: set):
+    r = e.retry
+    if e.retries_on and r.per_try_ms is not None and e.timeout_ms is not None:
+        key = ("MP301", id(r), e.timeout_span)
+        if key in seen:
+            return
         seen.add(key)
         need = (r.attempts + 1) * r.per_try_ms
         if need > e.timeout_ms:
@@ -48,44 +54,40 @@ def _admits_unsafe(methods: list[str]) -> bool:
     return not methods or any(m in NON_IDEMPOTENT_METHODS for m in methods)
 
 
-@rule("MP302")
-def non_idempotent_retry(mesh: Mesh):
-    for e in effective(mesh):
-        r = e.retry
-        if r is None or not _repeats_non_idempotent(r):
-            continue
-        if e.rule is not None:
-            if not _admits_unsafe(e.rule.match.methods):
-                continue
-            own = e.rule.retry is r
-            span = r.span if own else e.rule.span
-            labels = [Label(e.rule.span, "this rule's match admits POST and PATCH")] if own else \
-                [Label(r.span, f"retries inherited from service `{e.service.name}`")]
-            yield diag("MP302", f"{e.where} retries requests that may be POST or PATCH", span, labels=labels)
-            continue
-        # A route-less service: its callers' allowed methods decide.
-        admitting = next((ar for ar in mesh.rules_by_target.get(e.service.name, ())
-                          if ar.effect == "allow" and _admits_unsafe(ar.methods)), None)
-        if admitting is not None:
-            labels = [Label(admitting.span, "this rule allows POST or PATCH")]
-        elif mesh.settings.default == "allow":
-            labels = []
-        else:
-            continue
-        yield diag("MP302", f"service `{e.service.name}` retries requests that may be POST or PATCH",
-                   r.span, labels=labels)
+def non_idempotent_retry(mesh: Mesh, e: Effective):
+    r = e.retry
+    if r is None or not _repeats_non_idempotent(r):
+        return
+    if e.rule is not None:
+        if not _admits_unsafe(e.rule.match.methods):
+            return
+        own = e.rule.retry is r
+        span = r.span if own else e.rule.span
+        labels = [Label(e.rule.span, "this rule's match admits POST and PATCH")] if own else \
+            [Label(r.span, f"retries inherited from service `{e.service.name}`")]
+        yield diag("MP302", f"{e.where} retries requests that may be POST or PATCH", span, labels=labels)
+        return
+    # A route-less service: its callers' allowed methods decide.
+    admitting = next((ar for ar in mesh.rules_by_target.get(e.service.name, ())
+                      if ar.effect == "allow" and _admits_unsafe(ar.methods)), None)
+    if admitting is not None:
+        labels = [Label(admitting.span, "this rule allows POST or PATCH")]
+    elif mesh.settings.default == "allow":
+        labels = []
+    else:
+        return
+    yield diag("MP302", f"service `{e.service.name}` retries requests that may be POST or PATCH",
+               r.span, labels=labels)
 
 
-@rule("MP303")
-def fault_disables_retry(mesh: Mesh):
-    seen = set()
-    for e in effective(mesh):
-        if e.fault is None or not e.retries_on:
-            continue
-        key = (id(e.fault), id(e.retry))
+def fault_disables_retry(e: Effective, seen: set):
+    if e.fault is not None and e.retries_on:
+        key = ("MP303", id(e.fault), id(e.retry))
         if key in seen:
-            continue
+            return
         seen.add(key)
-        yield diag("MP303", f"{e.where} injects a fault and also retries; Istio does not retry where a "
+        inherited = e.rule is not None and e.rule.fault is None and e.rule.retry is None
+        where = f"service `{e.service.name}`" if inherited else e.where
+        yield diag("MP303", f"{where} injects a fault and also retries; Istio does not retry where a "
                             "fault is injected", e.fault.span,
                    labels=[Label(e.retry.span, "these retries will not happen")])
