@@ -280,7 +280,7 @@ class TrafficPolicy(SubsetPolicy):
 
 class Subset(Strict):
     name: DnsLabel
-    labels: Labels = Field(min_length=1)
+    labels: Labels | None = None
     trafficPolicy: SubsetPolicy | None = None
 
 

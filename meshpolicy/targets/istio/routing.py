@@ -122,13 +122,14 @@ def action(lw: Lowering, svc: Service, rule: RouteRule, http: dict) -> None:
             http["mirror"] = {"host": host, "subset": a.mirror.version.name}
             http["mirrorPercentage"] = {"value": percent(a.mirror.percent)}
     elif a.kind == "redirect":
-        parts = urlsplit(a.uri)
         redirect: dict = {}
-        if parts.scheme:
+        uri = a.uri
+        parts = urlsplit(a.uri)
+        if not a.uri.startswith("/") and parts.scheme and parts.netloc:
+            # An absolute URL: Istio sets scheme and authority apart from the path.
             redirect["scheme"] = parts.scheme
-        if parts.netloc:
             redirect["authority"] = parts.netloc
-        uri = parts.path + (f"?{parts.query}" if parts.query else "")
+            uri = a.uri[len(f"{parts.scheme}://{parts.netloc}"):]
         if uri:
             redirect["uri"] = uri
         redirect["redirectCode"] = a.status

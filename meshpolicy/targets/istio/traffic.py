@@ -116,7 +116,9 @@ def destination_rule(lw: Lowering, svc: Service) -> dict:
     spec: dict = {"host": fqdn(svc), "trafficPolicy": tp}
     subsets = []
     for v in svc.versions:
-        sub: dict = {"name": v.name, "labels": dict(sorted(v.labels.items()))}
+        sub: dict = {"name": v.name}
+        if v.labels:  # a version without labels is every pod of the service
+            sub["labels"] = dict(sorted(v.labels.items()))
         vp = policy(lw, svc, v)
         if vp:
             sub["trafficPolicy"] = vp
