@@ -8,9 +8,9 @@ headers make its behaviour observable through the mesh:
 - `x-echo-fail: N` with `x-echo-id: ID`  fail (503) the first N attempts
   carrying that id, then succeed (retries become countable);
 - `x-echo-delay: 250ms`  wait before answering (timeouts, fault tests);
-- `x-echo-call: svc-a,svc-b`  call the first service through the outbound
-  sidecar, passing the rest of the chain and the trace headers on, and embed
-  its answer (trace propagation along a chain).
+- `x-echo-call: svc-a:/path,svc-b:/path`  call the first service (at that
+  path, `/` if none) through the outbound sidecar, passing the rest of the
+  chain and the trace headers on, and embed its answer (trace propagation).
 
 `GET /__echo/attempts?id=ID` reports how many attempts with that id arrived.
 """
@@ -90,14 +90,14 @@ class EchoApp:
         return web.json_response(body, status=status)
 
     async def call(self, chain: list[str], incoming) -> dict:
-        target, rest = chain[0], chain[1:]
+        (target, _, path), rest = chain[0].partition(":"), chain[1:]
         headers = {k: v for k, v in incoming.items() if k.lower() in TRACE_HEADERS}
         headers["host"] = target
         if rest:
             headers["x-echo-call"] = ",".join(rest)
         try:
             async with ClientSession(timeout=ClientTimeout(total=10)) as s:
-                async with s.get(f"{self.outbound}/chain", headers=headers) as resp:
+                async with s.get(f"{self.outbound}{path or '/'}", headers=headers) as resp:
                     text = await resp.text()
                     try:
                         return {"status": resp.status, "body": json.loads(text)}

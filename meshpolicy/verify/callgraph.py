@@ -172,7 +172,10 @@ def hop_latency(mesh: Mesh, dest: str) -> tuple[float, RouteRule | None]:
 class WorstPath:
     value: float  # product of attempts, or total ms; math.inf if unbounded
     path: list[str]
-    cycle: list[str] | None = None  # set when a cycle makes the value unbounded
+    complete: bool = True  # False: too many simple paths to look at them all
+
+
+MAX_SIMPLE_PATHS = 100_000
 
 
 def _between(g: nx.DiGraph, a: str, b: str) -> nx.DiGraph | None:
@@ -184,48 +187,38 @@ def _between(g: nx.DiGraph, a: str, b: str) -> nx.DiGraph | None:
 
 
 def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], float], combine: str) -> WorstPath | None:
-    """The path a ~> b maximising the product ('mul') or sum ('add') of hop values."""
+    """The simple path a ~> b maximising the product ('mul') or sum ('add') of
+    hop values. A request is taken to visit each service at most once; loops
+    are reported on their own (MP551)."""
     sub = _between(g, a, b)
     if sub is None:
         return None
-    try:
-        cycle = nx.find_cycle(sub, a)
-        nodes = [u for u, _v in cycle]
-        # A cycle between a and b lets a request loop: unbounded if any hop on it costs anything.
-        grows = any(hop_value(u, v) > (1 if combine == "mul" else 0) for u, v in cycle)
-        if grows:
-            return WorstPath(math.inf, nx.shortest_path(sub, a, b), nodes + [nodes[0]])
-    except nx.NetworkXNoCycle:
-        pass
-    best: dict[str, tuple[float, str | None]] = {a: (1.0 if combine == "mul" else 0.0, None)}
-    order = list(nx.topological_sort(sub)) if nx.is_directed_acyclic_graph(sub) else None
-    if order is None:  # cycles that cost nothing: fall back to simple paths, bounded
-        return _worst_simple(sub, a, b, hop_value, combine)
-    for u in order:
-        if u not in best:
-            continue
-        for v in sub.successors(u):
-            h = hop_value(u, v)
-            val = best[u][0] * h if combine == "mul" else best[u][0] + h
-            if v not in best or val > best[v][0]:
-                best[v] = (val, u)
-    path = [b]
-    while path[-1] != a:
-        path.append(best[path[-1]][1])
-    return WorstPath(best[b][0], path[::-1])
-
-
-def _worst_simple(sub, a, b, hop_value, combine, limit: int = 10_000) -> WorstPath:
-    best = None
+    start = 1.0 if combine == "mul" else 0.0
+    if nx.is_directed_acyclic_graph(sub):
+        best: dict[str, tuple[float, str | None]] = {a: (start, None)}
+        for u in nx.topological_sort(sub):
+            if u not in best:
+                continue
+            for v in sub.successors(u):
+                h = hop_value(u, v)
+                val = best[u][0] * h if combine == "mul" else best[u][0] + h
+                if v not in best or val > best[v][0]:
+                    best[v] = (val, u)
+        path = [b]
+        while path[-1] != a:
+            path.append(best[path[-1]][1])
+        return WorstPath(best[b][0], path[::-1])
+    found = None
     for i, p in enumerate(nx.all_simple_paths(sub, a, b)):
-        if i >= limit:
+        if i >= MAX_SIMPLE_PATHS:
+            found.complete = False
             break
-        val = 1.0 if combine == "mul" else 0.0
+        val = start
         for u, v in zip(p, p[1:]):
             val = val * hop_value(u, v) if combine == "mul" else val + hop_value(u, v)
-        if best is None or val > best.value:
-            best = WorstPath(val, p)
-    return best
+        if found is None or val > found.value:
+            found = WorstPath(val, p)
+    return found
 
 
 def amplification_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str) -> WorstPath | None:
@@ -391,7 +384,9 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
         wp = amplification_path(mesh, g, src, dst) if a.transitive else _direct(mesh, g, src, dst, "mul", cfg)
         if wp is None or wp.value <= a.bound:
             return None
-        what = "unbounded (a cycle: " + " -> ".join(wp.cycle) + ")" if wp.cycle else f"{wp.value:g}"
+        if not wp.complete:
+            return _unknown(a, wp)
+        what = f"{wp.value:g}"
         return diag("MP601", f"assertion fails: one request from `{src}` can reach `{dst}` {what} times "
                              f"along {' -> '.join(wp.path)} (bound {a.bound})", a.span,
                     labels=[Label(a.at("bound"), "the bound")] if "bound" in a.spans else [],
@@ -400,10 +395,10 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
         wp = latency_path(mesh, g, src, dst, cfg) if a.transitive else _direct(mesh, g, src, dst, "add", cfg)
         if wp is None or wp.value <= a.bound:
             return None
+        if not wp.complete:
+            return _unknown(a, wp)
         notes = [f"each hop counts its timeout (or attempts x per-try timeout + backoff) plus "
                  f"{cfg.sidecars_per_hop} sidecars x {cfg.sidecar_ms:g}ms"]
-        if wp.cycle:
-            notes.append("a cycle makes it unbounded: " + " -> ".join(wp.cycle))
         unbounded = [v for v in wp.path[1:] if math.isinf(hop_latency(mesh, v)[0])]
         if unbounded:
             notes.append("no timeout bounds calls to " + ", ".join(f"`{v}`" for v in unbounded))
@@ -412,6 +407,12 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
                     labels=[Label(a.at("bound"), "the bound")] if "bound" in a.spans else [],
                     notes=notes, witness=_path_witness(g, wp.path))
     raise ValueError(f"callgraph does not check `{a.kind}` assertions")
+
+
+def _unknown(a: Assertion, wp: WorstPath) -> Diagnostic:
+    return diag("MP602", f"assertion not proved: more than {MAX_SIMPLE_PATHS} call paths lead from "
+                         f"`{a.source.name}` to `{a.target.name}`; the worst seen is {wp.value:g} along "
+                         + " -> ".join(wp.path), a.span)
 
 
 def _direct(mesh: Mesh, g: nx.DiGraph, src: str, dst: str, combine: str, cfg: GraphConfig) -> WorstPath | None:

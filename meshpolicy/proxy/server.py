@@ -1,0 +1,456 @@
+"""The meshproxy sidecar: inbound mTLS + authorization + rate limits in front of
+the local app; outbound routing, faults, retries, timeouts, mirroring, outlier
+detection and circuit breaking for the app's calls; metrics on the admin port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import socket
+import time
+from pathlib import Path
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from ..targets.meshproxy import evaluate as ev
+from . import tls
+from .metrics import Metrics
+from .tracing import propagate
+from .upstream import HOP_BY_HOP, Pool, UpstreamError
+
+log = logging.getLogger("meshproxy")
+
+GATEWAY_ERRORS = (502, 503, 504)
+DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
+
+
+def load_config(path: Path) -> dict:
+    from ..targets.meshproxy.config import WorkloadConfig
+
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    WorkloadConfig.model_validate(raw, strict=False)  # refuse a config the format does not allow
+    return raw
+
+
+def retryable(outcome: int | str, retry_on: list[str]) -> bool:
+    """Envoy's retry-on semantics for the conditions meshc emits."""
+    conds = set(retry_on or DEFAULT_RETRY_ON)
+    if isinstance(outcome, int):
+        return ("5xx" in conds and outcome >= 500) or ("gateway-error" in conds and outcome in GATEWAY_ERRORS) \
+            or ("retriable-4xx" in conds and outcome == 409) \
+            or ("retriable-status-codes" in conds and outcome == 503) or (str(outcome) in conds)
+    if outcome == "connect-failure":
+        return bool(conds & {"connect-failure", "5xx", "gateway-error", "refused-stream"})
+    if outcome in ("reset", "per-try-timeout"):
+        return bool(conds & {"reset", "5xx"}) or (outcome == "per-try-timeout" and "gateway-error" in conds)
+    return False
+
+
+class Upstreams:
+    """Per-destination-version state: active requests, retries, outlier ejection."""
+
+    def __init__(self):
+        self.active: dict[tuple[str, str | None], int] = {}
+        self.retries: dict[str, int] = {}
+        self.consecutive: dict[tuple[str, str | None], tuple[int, int]] = {}  # (5xx, gateway)
+        self.ejected_until: dict[tuple[str, str | None], float] = {}
+        self.times_ejected: dict[tuple[str, str | None], int] = {}
+
+    def healthy(self, key, now: float) -> bool:
+        return self.ejected_until.get(key, 0.0) <= now
+
+    def record(self, dest: dict, version: str | None, outcome: int | str, now: float, metrics: Metrics) -> None:
+        u = next((u for u in dest["upstreams"] if u["version"] == version), None)
+        od = u and u["outlier_detection"]
+        key = (dest["service"], version)
+        c5, cg = self.consecutive.get(key, (0, 0))
+        failed_5xx = (isinstance(outcome, int) and outcome >= 500) or isinstance(outcome, str)
+        failed_gw = (isinstance(outcome, int) and outcome in GATEWAY_ERRORS) or isinstance(outcome, str)
+        c5 = c5 + 1 if failed_5xx else 0
+        cg = cg + 1 if failed_gw else 0
+        self.consecutive[key] = (c5, cg)
+        if not od:
+            return
+        trip = (od["consecutive_5xx"] and c5 >= od["consecutive_5xx"]) or \
+               (od["consecutive_gateway"] and cg >= od["consecutive_gateway"])
+        if not trip or not self.healthy(key, now):
+            return
+        versions = [x["version"] for x in dest["upstreams"]]
+        ejected = sum(not self.healthy((dest["service"], v), now) for v in versions)
+        cap = od["max_ejection_percent"] if od["max_ejection_percent"] is not None else 10.0
+        if (ejected + 1) * 100.0 / len(versions) > cap and ejected + 1 > 1:
+            return
+        n = self.times_ejected.get(key, 0) + 1
+        self.times_ejected[key] = n
+        self.ejected_until[key] = now + (od["base_ejection_ms"] or 30_000) * n / 1000.0
+        self.consecutive[key] = (0, 0)
+        metrics.ejections.labels(dest["service"], str(version)).inc()
+
+
+class Proxy:
+    def __init__(self, cfg: dict, config_path: Path | None = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = Metrics(cfg)
+        self.state = Upstreams()
+        ident = cfg["identity"]
+        self.watcher = tls.CertWatcher(ident)
+        self._load_tls()
+        self.buckets = ev.TokenBuckets(cfg)
+        self._servers: list = []
+        self._tasks: list[asyncio.Task] = []
+        self.app_session: ClientSession | None = None
+
+    # ---- lifecycle
+    def _load_tls(self) -> None:
+        ident = self.cfg["identity"]
+        self.server_ssl = tls.server_context(ident, require_client_cert=self.cfg["inbound"]["mtls"] == "strict")
+        client = tls.client_context(ident)
+        if hasattr(self, "pool"):
+            self.pool.set_ssl(client)
+        else:
+            self.pool = Pool(client)
+
+    async def start(self) -> None:
+        self.app_session = ClientSession(timeout=ClientTimeout(total=None), auto_decompress=False)
+        lst = self.cfg["listeners"]
+        for listener in lst["inbound"]:
+            sock = _listen(listener["address"], listener["port"])
+            server = web.Server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
+            self._tasks.append(asyncio.create_task(self._accept(sock, listener, server)))
+            self._servers.append(sock)
+        out = web.Server(self.handle_outbound)
+        loop = asyncio.get_running_loop()
+        self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
+        for d in self.cfg["outbound"]["destinations"]:
+            if d["tcp_listener"]:
+                ep = d["tcp_listener"]
+                self._servers.append(await asyncio.start_server(
+                    lambda r, w, d=d: self._tcp_outbound(r, w, d), ep["address"], ep["port"]))
+        admin = web.Application()
+        admin.router.add_get("/metrics", self.metrics.handler)
+        admin.router.add_get("/ready", lambda r: web.Response(text="ready\n"))
+        admin.router.add_get("/config", lambda r: web.json_response(self.cfg))
+        runner = web.AppRunner(admin, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, lst["admin"]["address"], lst["admin"]["port"])
+        await site.start()
+        self._servers.append(runner)
+        self._tasks.append(asyncio.create_task(self._watch_certs()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for s in self._servers:
+            if isinstance(s, socket.socket):
+                s.close()
+            elif isinstance(s, web.AppRunner):
+                await s.cleanup()
+            else:
+                s.close()
+        if self.app_session:
+            await self.app_session.close()
+
+    def reload(self) -> bool:
+        """SIGHUP: take a new config file if it is valid; in-flight requests finish on the old one."""
+        if not self.config_path:
+            return False
+        try:
+            cfg = load_config(self.config_path)
+        except Exception as exc:  # keep serving the old policy
+            log.error("config reload refused: %s", exc)
+            return False
+        self.cfg = cfg
+        self.buckets = ev.TokenBuckets(cfg)
+        self._load_tls()
+        log.info("config reloaded")
+        return True
+
+    async def _watch_certs(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.watcher.changed():
+                try:
+                    self._load_tls()
+                    log.info("certificates reloaded")
+                except Exception as exc:
+                    log.error("certificate reload failed: %s", exc)
+
+    # ---- inbound
+    async def _accept(self, sock: socket.socket, listener: dict, server) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _addr = await loop.sock_accept(sock)
+            asyncio.create_task(self._sniff(conn, listener, server))
+
+    async def _sniff(self, conn: socket.socket, listener: dict, server) -> None:
+        """strict: TLS only; off: plaintext only; permissive: either, told apart by the first byte."""
+        loop = asyncio.get_running_loop()
+        mode = self.cfg["inbound"]["mtls"]
+        try:
+            ready = loop.create_future()
+            loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+            try:
+                await asyncio.wait_for(ready, 10)
+            finally:
+                loop.remove_reader(conn.fileno())
+            first = conn.recv(1, socket.MSG_PEEK)
+        except (OSError, asyncio.TimeoutError):
+            conn.close()
+            return
+        is_tls = first == b"\x16"
+        if not first or (is_tls and mode == "off") or (not is_tls and mode == "strict"):
+            self.metrics.refused.labels("tls" if not is_tls else "plaintext").inc()
+            conn.close()
+            return
+        ctx = self.server_ssl if is_tls else None
+        try:
+            if server is not None:
+                await loop.connect_accepted_socket(server, sock=conn, ssl=ctx, ssl_handshake_timeout=10 if ctx else None)
+            else:
+                reader, writer = await _accepted_streams(conn, ctx)
+                await self._tcp_inbound(reader, writer, listener)
+        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.debug("inbound connection failed: %s", exc)
+            conn.close()
+
+    def _inbound_handler(self, listener: dict):
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            return await self.handle_inbound(request, listener)
+
+        return handle
+
+    async def handle_inbound(self, request: web.BaseRequest, listener: dict) -> web.StreamResponse:
+        started = time.monotonic()
+        cfg = self.cfg
+        sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        peer_id = tls.peer_spiffe_id(sslobj.getpeercert()) if sslobj is not None else None
+        peer_addr = (request.transport.get_extra_info("peername") or ("?",))[0] if request.transport else "?"
+        source = peer_id or "unknown"
+        dest = cfg["workload"]["service"]
+
+        def done(resp: web.StreamResponse) -> web.StreamResponse:
+            self.metrics.observe("inbound", source, dest, resp.status, time.monotonic() - started)
+            return resp
+
+        if not self.buckets.admit(peer_id, peer_addr, time.monotonic()):
+            self.metrics.ratelimited.labels(source).inc()
+            return done(web.Response(status=429, text="local_rate_limited\n"))
+        decision = ev.inbound_decision(cfg, peer_id, request.method, request.path)
+        if not decision.allowed:
+            return done(web.Response(status=403, text="RBAC: access denied\n",
+                                     headers={"x-meshproxy-rule": str(decision.rule)}))
+        body = await request.read()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        if peer_id:
+            headers.append(("x-meshproxy-peer", peer_id))
+        app = listener["app"]
+        try:
+            async with self.app_session.request(request.method, f"http://{app['address']}:{app['port']}{request.path_qs}",
+                                                headers=headers, data=body, allow_redirects=False) as r:
+                data = await r.read()
+                out_headers = [(k, v) for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP]
+                return done(web.Response(status=r.status, body=data, headers=out_headers))
+        except Exception as exc:  # the app is down or broke the connection
+            log.debug("app call failed: %s", exc)
+            return done(web.Response(status=503, text="upstream connect error (local app)\n"))
+
+    async def _tcp_inbound(self, reader, writer, listener: dict) -> None:
+        sslobj = writer.get_extra_info("ssl_object")
+        peer_id = tls.peer_spiffe_id(sslobj.getpeercert()) if sslobj is not None else None
+        if not ev.inbound_decision(self.cfg, peer_id, "", "").allowed:
+            writer.close()
+            return
+        app = listener["app"]
+        try:
+            ar, aw = await asyncio.open_connection(app["address"], app["port"])
+        except OSError:
+            writer.close()
+            return
+        await _pipe_both(reader, writer, ar, aw)
+
+    async def _tcp_outbound(self, reader, writer, dest: dict) -> None:
+        up = dest["upstreams"][0]
+        addr, port = up["address"], up["ports"][0]["port"]
+        try:
+            ur, uw = await asyncio.open_connection(addr, port, ssl=self.pool.ssl if dest["mtls"] else None,
+                                                   server_hostname="" if dest["mtls"] else None)
+            if dest["mtls"] and tls.peer_spiffe_id(uw.get_extra_info("peercert")) != dest["spiffe_id"]:
+                uw.close()
+                writer.close()
+                return
+        except OSError:
+            writer.close()
+            return
+        await _pipe_both(reader, writer, ur, uw)
+
+    # ---- outbound
+    async def handle_outbound(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.monotonic()
+        cfg = self.cfg
+        me = cfg["workload"]["service"]
+        host = request.headers.get("Host", "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        choice = ev.route(cfg, host, request.method, request.path, headers)
+        dest_name = choice.destination or host
+
+        def done(resp: web.StreamResponse) -> web.StreamResponse:
+            self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
+            return resp
+
+        if choice.kind == "unknown_destination":
+            return done(web.Response(status=403, text=f"meshproxy: `{me}` may not call `{host}`\n"))
+        if choice.kind == "no_route":
+            return done(web.Response(status=404, text="meshproxy: no route rule matches\n"))
+        if choice.kind == "redirect":
+            return done(web.Response(status=choice.status, headers={"location": choice.route["action"]["uri"]}))
+        if choice.kind == "respond":
+            return done(web.Response(status=choice.status, text=choice.route["action"]["body"] or ""))
+        dest = ev.find_destination(cfg, host)
+        rule = choice.route
+        body = await request.read()
+        fwd = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        fwd = propagate(fwd, cfg["tracing"])
+        fault = rule["fault"]
+        if fault:
+            if fault["delay_ms"] and random.random() * 100 < (fault["delay_percent"] or 0):
+                await asyncio.sleep(fault["delay_ms"] / 1000)
+            if fault["abort_status"] and random.random() * 100 < (fault["abort_percent"] or 0):
+                return done(web.Response(status=fault["abort_status"], text="fault filter abort\n"))
+        mirror = choice.mirror
+        if mirror and random.random() * 100 < mirror[1]:
+            asyncio.create_task(self._mirror(dest, mirror[0], request, fwd, body))
+        timeout = rule["timeout_ms"] / 1000 if rule["timeout_ms"] else None
+        try:
+            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, fwd, body), timeout)
+        except asyncio.TimeoutError:
+            return done(web.Response(status=504, text="upstream request timeout\n"))
+        return done(resp)
+
+    async def _attempts(self, dest, choice, rule, request, fwd, body) -> web.Response:
+        retry = rule["retry"] or {}
+        retries = retry.get("retries", 0) or 0
+        per_try = retry.get("per_try_timeout_ms")
+        base = retry.get("backoff_base_ms") or 25
+        cap = retry.get("backoff_max_ms") or 10 * base
+        svc = dest["service"]
+        last: web.Response | None = None
+        for attempt in range(retries + 1):
+            now = time.monotonic()
+            version = self._pick(dest, choice.weights, now)
+            up = next(u for u in dest["upstreams"] if u["version"] == version)
+            key = (svc, version)
+            overflow = self._overflow(dest, up, key, attempt > 0)
+            if overflow:
+                self.metrics.overflow.labels(svc).inc()
+                return web.Response(status=503, text=f"upstream overflow ({overflow})\n",
+                                    headers={"x-meshproxy-overflow": overflow})
+            self.state.active[key] = self.state.active.get(key, 0) + 1
+            if attempt:
+                self.state.retries[svc] = self.state.retries.get(svc, 0) + 1
+                self.metrics.retries.labels(svc).inc()
+            addr, port = ev.upstream_address(dest, version)
+            try:
+                call = self.pool.request(addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"],
+                                         method=request.method, target=request.path_qs, host=request.host,
+                                         headers=fwd, body=body)
+                r = await (asyncio.wait_for(call, per_try / 1000) if per_try else call)
+                outcome: int | str = r.status
+                last = web.Response(status=r.status, body=r.body,
+                                    headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP])
+            except UpstreamError as exc:
+                outcome = exc.kind
+                last = web.Response(status=503, text=f"upstream connect error or disconnect/reset: {exc}\n")
+            except asyncio.TimeoutError:
+                outcome = "per-try-timeout"
+                last = web.Response(status=504, text="upstream per-try timeout\n")
+            finally:
+                self.state.active[key] -= 1
+                if attempt:
+                    self.state.retries[svc] -= 1
+            self.state.record(dest, version, outcome, time.monotonic(), self.metrics)
+            if attempt == retries or not retryable(outcome, retry.get("retry_on") or []):
+                return last
+            if not self._budget_allows(retry, svc):
+                return last
+            await asyncio.sleep(random.uniform(0, min(base * 2 ** attempt, cap)) / 1000)
+        return last
+
+    def _pick(self, dest: dict, weights: dict, now: float):
+        """Weighted choice over versions, leaving out ejected ones (all ejected: panic, use all)."""
+        items = [(v, w) for v, w in weights.items() if w > 0]
+        healthy = [(v, w) for v, w in items if self.state.healthy((dest["service"], v), now)]
+        pool = healthy or items
+        r = random.random() * sum(w for _, w in pool)
+        for v, w in pool:
+            r -= w
+            if r < 0:
+                return v
+        return pool[-1][0]
+
+    def _overflow(self, dest: dict, up: dict, key, is_retry: bool) -> str | None:
+        cb = up["circuit_breaker"]
+        if not cb:
+            return None
+        if cb["max_requests"] is not None and self.state.active.get(key, 0) >= cb["max_requests"]:
+            return "max_requests"
+        if cb["max_pending"] is not None and self.state.active.get(key, 0) >= cb["max_pending"] + (
+                cb["max_connections"] or math.inf):
+            return "max_pending"
+        if is_retry and cb["max_retries"] is not None and self.state.retries.get(dest["service"], 0) >= cb["max_retries"]:
+            return "max_retries"
+        return None
+
+    def _budget_allows(self, retry: dict, svc: str) -> bool:
+        pct = retry.get("budget_percent")
+        if pct is None:
+            return True
+        active = sum(n for (s, _v), n in self.state.active.items() if s == svc)
+        allowed = max(retry.get("budget_min_retries") or 3, math.floor(active * pct / 100))
+        return self.state.retries.get(svc, 0) < allowed
+
+    async def _mirror(self, dest, version, request, fwd, body) -> None:
+        try:
+            addr, port = ev.upstream_address(dest, version)
+            await asyncio.wait_for(self.pool.request(
+                addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"], method=request.method,
+                target=request.path_qs, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
+        except Exception as exc:  # a mirror's failure never reaches the caller
+            log.debug("mirror failed: %s", exc)
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+async def _accepted_streams(conn: socket.socket, ctx):
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=ctx)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _pipe_both(r1, w1, r2, w2) -> None:
+    await asyncio.gather(_pipe(r1, w2), _pipe(r2, w1))

@@ -1,0 +1,251 @@
+"""`meshc up`: the whole mesh on loopback, one sidecar and one app per workload.
+
+Compiles the policy (Envoy or meshproxy target) into a work directory with
+certificates from the mesh CA, starts an app per workload (the built-in
+echo app, or a command from meshc.toml `[up.apps.<service>]`) and its
+sidecar, and supervises them. See docs/up.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..compile import CompileOptions, compile_mesh, write_atomic
+from ..diagnostics import Diagnostic, has_errors
+from ..model.types import Mesh
+from .supervisor import Supervisor
+
+
+@dataclass
+class Workload:
+    service: str
+    version: str | None
+    namespace: str
+    config: Path  # the sidecar's config file
+    admin_port: int
+    outbound_port: int
+    inbound_port: int
+    app_port: int
+    address: str = "127.0.0.1"
+    index: int = 0
+    epoch: int = 0  # Envoy hot-restart epoch
+
+    @property
+    def key(self) -> str:
+        return self.service if self.version is None else f"{self.service}/{self.version}"
+
+
+@dataclass
+class Plan:
+    proxy: str  # "envoy" or "meshproxy"
+    workdir: Path
+    workloads: list[Workload] = field(default_factory=list)
+
+
+def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
+    out = []
+    for f in sorted(config_dir.rglob("*.json")):
+        c = json.loads(f.read_text())
+        lst = c["listeners"]
+        inbound = lst["inbound"][0]
+        w = c["workload"]
+        out.append(Workload(w["service"], w["version"], w["namespace"], f, lst["admin"]["port"],
+                            lst["outbound"]["port"], inbound["port"], inbound["app"]["port"],
+                            inbound["app"]["address"]))
+    return out
+
+
+def _envoy_workloads(config_dir: Path, mesh: Mesh) -> list[Workload]:
+    out = []
+    for f in sorted(config_dir.rglob("*.yaml")):
+        c = yaml.safe_load(f.read_text())
+        node = c["node"]["id"]  # <ns>/<svc>[/<version>]
+        parts = node.split("/")
+        ns, svc, version = parts[0], parts[1], parts[2] if len(parts) > 2 else None
+        listeners = {lst["name"]: lst["address"]["socket_address"] for lst in c["static_resources"]["listeners"]}
+        app = next(cl for cl in c["static_resources"]["clusters"] if cl["name"] == "inbound|app")
+        ep = app["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        out.append(Workload(svc, version, ns, f, c["admin"]["address"]["socket_address"]["port_value"],
+                            listeners["outbound"]["port_value"], listeners["inbound"]["port_value"],
+                            ep["port_value"], ep["address"]))
+    for i, w in enumerate(out):
+        w.index = i
+    return out
+
+
+def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan | None, list[Diagnostic]]:
+    """Certificates and sidecar configs under workdir; nothing is started."""
+    from ..certs import issue
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    certs = workdir / "certs"
+    issue(mesh, certs)
+    settings = config.get("compile", {}).get(proxy, {})
+    outputs, diags = compile_mesh(mesh, proxy, CompileOptions(certs_dir=str(certs.resolve()), settings=settings))
+    if has_errors(diags):
+        return None, diags
+    diags += write_atomic(workdir / "config", outputs)
+    if has_errors(diags):
+        return None, diags
+    plan = Plan(proxy, workdir)
+    cfg_dir = workdir / "config"
+    plan.workloads = _meshproxy_workloads(cfg_dir) if proxy == "meshproxy" else _envoy_workloads(cfg_dir, mesh)
+    return plan, diags
+
+
+def app_argv(w: Workload, apps: dict) -> list[str]:
+    """The app for a workload: meshc.toml `[up.apps.<service>] command = "..."`
+    with {port}, {service}, {version}, {outbound} filled in, else the echo app."""
+    spec = apps.get(w.service)
+    outbound = f"http://127.0.0.1:{w.outbound_port}"
+    if spec and spec.get("command"):
+        cmd = spec["command"]
+        fill = {"port": w.app_port, "service": w.service, "version": w.version or "", "outbound": outbound}
+        parts = cmd if isinstance(cmd, list) else shlex.split(cmd)
+        return [str(p).format(**fill) for p in parts]
+    return [sys.executable, "-m", "meshpolicy.run.echo", "--service", w.service, "--version", w.version or "",
+            "--host", w.address, "--port", str(w.app_port), "--outbound", outbound]
+
+
+def envoy_binary() -> str | None:
+    return shutil.which("envoy")
+
+
+def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
+    if plan.proxy == "meshproxy":
+        return [sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(w.config)]
+    return [envoy_binary() or "envoy", "-c", str(w.config), "--base-id", str(40000 + w.index),
+            "--restart-epoch", str(w.epoch), "--log-level", "warn", "--drain-time-s", "2",
+            "--parent-shutdown-time-s", "4"]
+
+
+def ready_url(w: Workload) -> str:
+    return f"http://127.0.0.1:{w.admin_port}/ready"
+
+
+def metrics_url(plan: Plan, w: Workload) -> str:
+    path = "/metrics" if plan.proxy == "meshproxy" else "/stats/prometheus"
+    return f"http://127.0.0.1:{w.admin_port}{path}"
+
+
+def start(plan: Plan, sup: Supervisor, apps: dict) -> None:
+    for w in plan.workloads:
+        sup.start(f"app:{w.key}", app_argv(w, apps))
+        sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
+
+
+def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0) -> list[str]:
+    """Workloads whose sidecar did not report ready (empty: all ready)."""
+    deadline = time.monotonic() + timeout
+    pending = list(plan.workloads)
+    while pending and time.monotonic() < deadline:
+        if sup.crashed():
+            break
+        still = []
+        for w in pending:
+            try:
+                with urllib.request.urlopen(ready_url(w), timeout=1) as r:
+                    if r.status != 200:
+                        still.append(w)
+            except OSError:
+                still.append(w)
+        pending = still
+        if pending:
+            time.sleep(0.1)
+    return [w.key for w in pending]
+
+
+def hot_reload(plan: Plan, new: Plan, sup: Supervisor) -> None:
+    """Make running sidecars take new configs without dropping requests:
+    meshproxy re-reads its file on SIGHUP; Envoy hot-restarts (a new process
+    with the next restart epoch takes over the listeners, the old one drains)."""
+    import signal
+
+    for old_w, new_w in zip(plan.workloads, new.workloads):
+        if plan.proxy == "meshproxy":
+            proc = sup.procs.get(f"sidecar:{old_w.key}")
+            if proc and proc.alive():
+                proc.popen.send_signal(signal.SIGHUP)
+        else:
+            new_w.epoch = old_w.epoch + 1
+            old = sup.procs.get(f"sidecar:{old_w.key}")
+            if old:
+                old.expected_exit = True  # the new epoch shuts the old one down
+                sup.procs[f"sidecar:{old_w.key}@{old_w.epoch}"] = sup.procs.pop(f"sidecar:{old_w.key}")
+            sup.start(f"sidecar:{new_w.key}", sidecar_argv(new, new_w))
+
+
+@dataclass
+class Probe:
+    request: object  # semantics.Request
+    expect_status: int
+    expect_service: str | None  # the echo app that must answer (forwarded requests)
+    expect_versions: tuple[str, ...] = ()
+    observed: int | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.observed == self.expect_status and not self.detail
+
+
+def smoke_probes(mesh: Mesh, graph) -> list[Probe]:
+    """For every allowed call (graph edge) its witness request, plus a request on
+    the same edge that the policy denies when one is easy to find; each with the
+    status the reference evaluator predicts."""
+    from ..semantics import Request, evaluate
+    from ..verify.callgraph import OUTSIDE
+
+    probes = []
+    for u, v in sorted(graph.edges):
+        if u == OUTSIDE:
+            continue
+        w = graph.edges[u, v]["witness"]
+        candidates = [w, Request(u, v, "DELETE", "/__meshc_up_check/denied")]
+        for req in candidates:
+            out = evaluate(mesh, req)
+            r = out.route
+            if r.kind in ("redirect", "respond", "no_route"):
+                probes.append(Probe(req, r.status, None))
+            elif not out.decision.allowed:
+                probes.append(Probe(req, 403, None))
+            else:
+                probes.append(Probe(req, 200, v, tuple(k for k, x in r.weights.items() if x > 0)))
+    return probes
+
+
+def run_probe(plan: Plan, probe: Probe) -> None:
+    req = probe.request
+    caller = next((w for w in plan.workloads if w.service == req.source), None)
+    if caller is None:
+        probe.detail = "caller has no workload"
+        return
+    headers = {"Host": req.destination, **dict(req.headers)}
+    http = urllib.request.Request(f"http://127.0.0.1:{caller.outbound_port}{req.path}", method=req.method,
+                                  headers=headers)
+    try:
+        with urllib.request.urlopen(http, timeout=10) as r:
+            probe.observed, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        probe.observed, body = e.code, e.read()
+    except OSError as exc:
+        probe.detail = f"no answer: {exc}"
+        return
+    if probe.expect_service and probe.observed == 200:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = {}
+        if doc.get("service") and doc["service"] != probe.expect_service:
+            probe.detail = f"answered by {doc['service']}"
+        elif doc.get("version") and probe.expect_versions and doc["version"] not in probe.expect_versions:
+            probe.detail = f"answered by version {doc['version']}"
