@@ -463,3 +463,10 @@ def test_broken_example_reports_its_codes(name):
     import json
     reported = {d["code"] for d in json.loads(proc.stdout)["diagnostics"]}
     assert BROKEN_EXPECTED[name] <= reported, BROKEN_EXPECTED[name] - reported
+
+
+def test_unused_version_is_not_reported_next_to_a_version_typo():
+    text = HEAD + "service a { port 80 http\n version stable\n version canary }\n" \
+        "route a {\n GET -> canry\n * -> stable }\nallow * -> a\n"
+    found = codes(check_text(text).diagnostics)
+    assert "MP102" in found and "MP401" not in found

@@ -21,6 +21,8 @@ def unused_versions(mesh: Mesh):
         used = targeted.get(svc.name)
         if used is None:
             continue  # no route block: every version shares the traffic
+        if used - {v.name for v in svc.versions}:
+            continue  # a rule names an undeclared version (MP102), most likely a typo of an unused one
         for v in svc.versions:
             if v.name not in used:
                 yield diag("MP401", f"no rule of route `{svc.name}` sends traffic to version `{v.name}`",
