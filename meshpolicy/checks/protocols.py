@@ -12,9 +12,11 @@ def _tcp_only(svc: Service | None) -> bool:
     return svc is not None and bool(svc.ports) and all(p.protocol == "tcp" for p in svc.ports)
 
 
-def _uses(mesh: Mesh):
-    """(service name, what, span) for every HTTP-only feature aimed at a service."""
+def _uses(mesh: Mesh, tcp: set[str]):
+    """(service name, what, span) for every HTTP-only feature aimed at a tcp-only service."""
     for svc in mesh.services:
+        if svc.name not in tcp:
+            continue
         if svc.timeout_ms is not None:
             yield svc.name, "a request timeout", svc.at("timeout")
         if svc.retry is not None and svc.retry.attempts > 0:
@@ -25,22 +27,26 @@ def _uses(mesh: Mesh):
             if holder.balance is not None and holder.balance.header is not None:
                 yield svc.name, "hashing on a header", holder.balance.span
     for route in mesh.routes:
-        yield route.service.name, "a route block", route.service.span
+        if route.service.name in tcp:
+            yield route.service.name, "a route block", route.service.span
     for ar in mesh.auth_rules:
-        if ar.methods or ar.paths:
+        if ar.target.name in tcp and (ar.methods or ar.paths):
             yield ar.target.name, "an auth rule with methods or paths", ar.span
     for lim in mesh.rate_limits:
-        yield lim.target.name, "a rate limit", lim.span
+        if lim.target.name in tcp:
+            yield lim.target.name, "a rate limit", lim.span
     for a in mesh.assertions:
-        if a.methods or a.paths:
+        if a.target.name in tcp and (a.methods or a.paths):
             yield a.target.name, "an assertion about HTTP methods or paths", a.span
 
 
 @rule("MP304")
 def http_on_tcp(mesh: Mesh):
     known = mesh.service_map
-    for name, what, span in _uses(mesh):
-        svc = known.get(name)
-        if _tcp_only(svc):
-            yield diag("MP304", f"{what} needs HTTP, but service `{name}` has only tcp ports", span,
-                       labels=[Label(svc.ports[0].span, "declared tcp here")])
+    tcp = {name for name, svc in known.items() if _tcp_only(svc)}
+    if not tcp:
+        return
+    for name, what, span in _uses(mesh, tcp):
+        svc = known[name]
+        yield diag("MP304", f"{what} needs HTTP, but service `{name}` has only tcp ports", span,
+                   labels=[Label(svc.ports[0].span, "declared tcp here")])
