@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,27 +40,41 @@ class Checked:
         return not has_errors(self.diagnostics)
 
 
-def parse_project(project: Project) -> tuple[dict[str, SyntaxFile], list[Diagnostic]]:
+# progress(step, done, total): called as work advances, for a progress bar.
+Progress = Callable[[str, int, int], None]
+
+
+def parse_project(project: Project, progress: Progress | None = None) -> tuple[dict[str, SyntaxFile], list[Diagnostic]]:
     trees: dict[str, SyntaxFile] = {}
     diags: list[Diagnostic] = []
-    for path, src in project.files.items():
+    total = len(project.files) + 2  # every file, then build and checks
+    for i, (path, src) in enumerate(project.files.items()):
+        if progress:
+            progress(f"parsing {path}", i, total)
         tree, d = parse_text(src.text, path)
         trees[path] = tree
         diags.extend(d)
     return trees, diags
 
 
-def check_project(project: Project, run_checks: bool = True) -> Checked:
+def check_project(project: Project, run_checks: bool = True, progress: Progress | None = None) -> Checked:
     """Parse, build and check a project. Checks still run after syntax errors
     (on what could be read), so one run reports as much as possible."""
     from .checks import run_checks as _run
 
+    n = len(project.files)
     with gc_paused():
-        trees, diags = parse_project(project)
+        trees, diags = parse_project(project, progress)
+        if progress:
+            progress("building the model", n, n + 2)
         mesh, bdiags = build(list(trees.values()))
         diags = list(project.diagnostics) + diags + bdiags
         if run_checks:
+            if progress:
+                progress("checking", n + 1, n + 2)
             diags.extend(_run(mesh))
+        if progress:
+            progress("done", n + 2, n + 2)
     return Checked(project, trees, mesh, sorted_diagnostics(_dedupe(diags)))
 
 

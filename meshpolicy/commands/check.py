@@ -8,7 +8,7 @@ import click
 
 from ..pipeline import check_project
 from ..project import load
-from .common import emit, exit_code, report_options
+from .common import emit, exit_code, progress_bar, report_options
 
 
 @click.command("check")
@@ -26,6 +26,8 @@ def command(paths, fmt, color, quiet):
       meshc check examples/shop
       meshc check services/orders.mesh --format sarif > meshc.sarif
     """
-    checked = check_project(load(list(paths)))
+    project = load(list(paths))
+    with progress_bar(project, quiet) as progress:
+        checked = check_project(project, progress=progress)
     emit(checked.diagnostics, checked.project.files, fmt, color=color, quiet=quiet)
     sys.exit(exit_code(checked.diagnostics))

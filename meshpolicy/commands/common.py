@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from typing import TextIO
 
 import click
@@ -38,3 +40,33 @@ def exit_code(diags: list[Diagnostic]) -> int:
 
 def count(diags: list[Diagnostic], sev: Severity) -> int:
     return sum(d.severity is sev for d in diags)
+
+
+# A mesh this big gets a progress bar (when stderr is a terminal).
+PROGRESS_MIN_FILES = 20
+PROGRESS_MIN_CHARS = 256 * 1024
+
+
+@contextmanager
+def progress_bar(project, quiet: bool = False, stream: TextIO | None = None):
+    """Yield a pipeline progress callback drawing a rich bar on stderr, or
+    None: only for large meshes, never with --quiet or when stderr is not a
+    terminal (so pipes, CI logs and editors never see it)."""
+    stream = stream or sys.stderr
+    size = sum(len(s.text) for s in project.files.values())
+    big = len(project.files) >= PROGRESS_MIN_FILES or size >= PROGRESS_MIN_CHARS
+    if quiet or not big or not (hasattr(stream, "isatty") and stream.isatty()):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("reading", total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,203 @@
+"""The command line as people meet it: --version, help with examples, shell
+completion, colour rules, the progress bar, --quiet and `meshc init`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from meshpolicy import __version__
+from meshpolicy.cli import cli
+from tests.conftest import ROOT, run_meshc
+
+ANSI = re.compile(r"\x1b\[")
+BROKEN = "service a { port 80 http }\nallow a -> nosuch\n"
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    env["TERM"] = "xterm-256color"
+    env.update(extra)
+    return env
+
+
+def _run_in_pty(args: list[str], env: dict, pty_for: str, cwd: Path = ROOT, timeout: float = 60) -> tuple[int, str, str]:
+    """Run meshc with stdout or stderr (pty_for) on a pseudo-terminal; returns
+    (exit code, what the terminal got, what the other stream got)."""
+    master, slave = pty.openpty()
+    kwargs = {"stdout": slave, "stderr": subprocess.PIPE} if pty_for == "stdout" else \
+        {"stdout": subprocess.PIPE, "stderr": slave}
+    proc = subprocess.Popen([sys.executable, "-m", "meshpolicy.cli", *args], cwd=cwd, env=env, **kwargs)
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], timeout)
+        if not ready:
+            proc.kill()
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    other = (proc.stderr if pty_for == "stdout" else proc.stdout).read()
+    code = proc.wait(timeout)
+    os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace"), other.decode("utf-8", "replace")
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    (tmp_path / "a.mesh").write_text(BROKEN)
+    return tmp_path
+
+
+def test_version():
+    r = run_meshc("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"meshc, version {__version__}"
+
+
+def test_every_command_help_has_examples():
+    runner = CliRunner()
+    names = cli.list_commands(None)
+    assert {"check", "lsp", "init"} <= set(names)
+    missing = []
+    for name in [None, *names]:
+        args = [name, "--help"] if name else ["--help"]
+        r = runner.invoke(cli, args, prog_name="meshc")
+        assert r.exit_code == 0, (name, r.output)
+        if not re.search(r"^\s*Examples?:\s*$\n\s+meshc ", r.output, re.M):
+            missing.append(name or "meshc")
+    assert not missing, f"--help without an Examples section: {missing}"
+
+
+def test_completion_script_and_answers():
+    r = run_meshc(env={"_MESHC_COMPLETE": "bash_source"})
+    assert r.returncode == 0 and "_meshc_completion" in r.stdout and "complete -o nosort -F" in r.stdout
+    r = run_meshc(env={"_MESHC_COMPLETE": "bash_complete", "COMP_WORDS": "meshc ch", "COMP_CWORD": "1"})
+    assert "plain,check" in r.stdout.split()
+    r = run_meshc(env={"_MESHC_COMPLETE": "bash_complete", "COMP_WORDS": "meshc check --fo", "COMP_CWORD": "2"})
+    assert "plain,--format" in r.stdout.split()
+    r = run_meshc(env={"_MESHC_COMPLETE": "zsh_source"})
+    assert r.returncode == 0 and "compdef _meshc_completion meshc" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("meshc") is None, reason="needs bash and meshc on PATH")
+def test_completion_in_real_bash():
+    script = ('eval "$(_MESHC_COMPLETE=bash_source meshc)"; COMP_WORDS=(meshc ver); COMP_CWORD=1; '
+              '_meshc_completion meshc ver meshc; printf "%s\\n" "${COMPREPLY[@]}"')
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert "verify" in r.stdout.split() and "check" not in r.stdout.split()
+
+
+def test_no_colour_when_piped_or_no_color(broken: Path):
+    r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "check", str(broken)], capture_output=True,
+                       text=True, env=_env(), cwd=ROOT, timeout=60)
+    assert r.returncode == 1 and "MP101" in r.stdout and not ANSI.search(r.stdout)
+    r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "check", str(broken), "--color"],
+                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
+    assert ANSI.search(r.stdout)  # --color forces it even into a pipe
+    code, tty, _ = _run_in_pty(["check", str(broken)], _env(), "stdout")
+    assert code == 1 and "MP101" in tty and ANSI.search(tty)  # a terminal gets colour
+    code, tty, _ = _run_in_pty(["check", str(broken)], _env(NO_COLOR="1"), "stdout")
+    assert code == 1 and "MP101" in tty and not ANSI.search(tty)  # ... unless NO_COLOR is set
+
+
+def _big_mesh(d: Path, files: int = 25) -> Path:
+    (d / "meshc.toml").write_text("")
+    (d / "mesh.mesh").write_text('mesh big { trust_domain "example.org" }\n')
+    for i in range(files):
+        (d / f"s{i:02}.mesh").write_text(f"service s{i} {{\n  port 8080 http\n}}\nallow s{(i + 1) % files} -> s{i}\n")
+    return d
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path):
+    mesh = _big_mesh(tmp_path)
+    code, tty, out = _run_in_pty(["check", str(mesh)], _env(), "stderr")
+    # 26 files + build + checks = 28 steps; the bar shows them done before it clears
+    assert code == 0 and "━" in tty and "28/28" in tty
+    assert "no problems" in out and "━" not in out
+    code, tty, _ = _run_in_pty(["check", str(mesh), "--quiet"], _env(), "stderr")
+    assert code == 0 and tty.strip() == ""
+    r = run_meshc("check", str(mesh))  # stderr a pipe: no bar
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_quiet_prints_errors_only(tmp_path: Path):
+    (tmp_path / "a.mesh").write_text("service a { port 80 http }\nservice b { port 80 http }\nallow a -> b\n")
+    r = run_meshc("check", str(tmp_path))
+    assert r.returncode == 0 and "warning[" in r.stdout  # `a` is callable by no one
+    r = run_meshc("check", str(tmp_path), "--quiet")
+    assert r.returncode == 0 and r.stdout == ""
+    (tmp_path / "b.mesh").write_text("allow a -> nosuch\n")
+    r = run_meshc("check", str(tmp_path), "-q")
+    assert r.returncode == 1 and "error[MP101]" in r.stdout and "warning[" not in r.stdout
+
+
+def test_bad_input_is_a_diagnostic_not_a_traceback(tmp_path: Path):
+    r = run_meshc("check", str(tmp_path / "missing.mesh"))
+    assert r.returncode == 2 and "MP001" in r.stdout and "Traceback" not in r.stderr
+    r = run_meshc("init", str(tmp_path / "a.mesh"), env={})
+    (tmp_path / "file").write_text("x")
+    r = run_meshc("init", str(tmp_path / "file"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_init_writes_a_clean_starter(tmp_path: Path):
+    target = tmp_path / "policy"
+    r = run_meshc("init", str(target))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in target.iterdir()) == [".pre-commit-config.yaml", "mesh.mesh", "meshc.toml"]
+    r = run_meshc("check", str(target))
+    assert r.returncode == 0 and "warning" not in r.stdout and "error" not in r.stdout, r.stdout
+    config = yaml.safe_load((target / ".pre-commit-config.yaml").read_text())
+    hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+    assert set(hooks) == {"meshc-verify", "meshc-fmt"}
+    assert hooks["meshc-verify"]["entry"] == "meshc verify" and hooks["meshc-fmt"]["entry"] == "meshc fmt --check"
+    # the config is one pre-commit accepts
+    v = subprocess.run([sys.executable, "-m", "pre_commit", "validate-config", str(target / ".pre-commit-config.yaml")],
+                       capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr
+    if "fmt" in cli.list_commands(None):
+        assert run_meshc("fmt", "--check", str(target)).returncode == 0
+    if "verify" in cli.list_commands(None):
+        r = run_meshc("verify", str(target))
+        assert r.returncode == 0 and "warning[" not in r.stdout and "error[" not in r.stdout, r.stdout
+
+
+def test_init_with_hooks_repo(tmp_path: Path):
+    r = run_meshc("init", str(tmp_path), "--hooks-repo", "https://example.org/meshpolicy.git", "--hooks-rev", "v1")
+    assert r.returncode == 0
+    config = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text())
+    assert config["repos"] == [{"repo": "https://example.org/meshpolicy.git", "rev": "v1",
+                                "hooks": [{"id": "meshc-verify"}, {"id": "meshc-fmt"}]}]
+    # the hook ids exist in this repository's manifest
+    manifest = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert {"meshc-verify", "meshc-fmt"} <= {h["id"] for h in manifest}
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path):
+    (tmp_path / "meshc.toml").write_text("# mine\n")
+    r = run_meshc("init", str(tmp_path))
+    assert r.returncode == 2 and "meshc.toml" in r.stderr
+    assert (tmp_path / "meshc.toml").read_text() == "# mine\n"
+    assert not (tmp_path / "mesh.mesh").exists() and not (tmp_path / ".pre-commit-config.yaml").exists()
+    # a second init over a complete one changes nothing
+    d = tmp_path / "again"
+    assert run_meshc("init", str(d)).returncode == 0
+    before = {p.name: p.read_text() for p in d.iterdir()}
+    assert run_meshc("init", str(d)).returncode == 2
+    assert {p.name: p.read_text() for p in d.iterdir()} == before

@@ -1,0 +1,107 @@
+"""The pre-commit hooks, run by the real pre-commit framework.
+
+`pre-commit try-repo` installs this repository (HEAD plus tracked,
+uncommitted changes) into a fresh virtualenv, as a user's pre-commit would,
+and runs the `meshc-verify` hook in a temporary git repository holding two
+meshes: a clean one and a broken one. The three runs go in parallel, once
+per session. try-repo always builds its environment in a throwaway store,
+so to keep the test near a minute the virtualenvs see this interpreter's
+site-packages (VIRTUALENV_SYSTEM_SITE_PACKAGES): pip then only builds and
+installs meshpolicy itself instead of downloading every dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+
+BROKEN_FROM = "allow reviews -> ratings GET /ratings/*"
+BROKEN_TO = "allow reviews -> ratngs GET /ratings/*"
+
+
+def _git(*args: str, cwd: Path, env: dict) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+def _tracked(path: str) -> bool:
+    out = subprocess.run(["git", "ls-files", "--error-unmatch", path], cwd=ROOT, capture_output=True)
+    return out.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def hook_runs(tmp_path_factory):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    if not _tracked("meshpolicy/commands/verify.py"):
+        pytest.skip("`meshc verify` is not in git yet, so try-repo cannot install it")
+    base = tmp_path_factory.mktemp("precommit")
+    repo = base / "repo"
+    (repo / "clean").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "bookinfo" / "bookinfo.mesh", repo / "clean" / "bookinfo.mesh")
+    shutil.copy(EXAMPLES / "bookinfo" / "meshc.toml", repo / "clean" / "meshc.toml")
+    shutil.copytree(repo / "clean", repo / "broken")
+    broken = repo / "broken" / "bookinfo.mesh"
+    text = broken.read_text()
+    assert BROKEN_FROM in text
+    broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
+    line = text[: text.index(BROKEN_FROM)].count("\n") + 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(NO_COLOR="1", PRE_COMMIT_HOME=str(base / "cache"), VIRTUALENV_SYSTEM_SITE_PACKAGES="true",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org", PRE_COMMIT_COLOR="never")
+    _git("init", "-q", ".", cwd=repo, env=env)
+    _git("add", ".", cwd=repo, env=env)
+    _git("commit", "-q", "-m", "two meshes", cwd=repo, env=env)
+    runs = {
+        "clean": ["--files", "clean/bookinfo.mesh"],
+        "broken": ["--files", "broken/bookinfo.mesh"],
+        "all": ["--all-files"],
+    }
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "pre_commit", "try-repo", str(ROOT), "meshc-verify", *args],
+                               cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, args in runs.items()
+    }
+    out = {}
+    for name, p in procs.items():
+        try:
+            stdout, _ = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, _ = p.communicate()
+        out[name] = (p.returncode, stdout)
+    return out, line
+
+
+def test_clean_mesh_passes(hook_runs):
+    runs, _ = hook_runs
+    code, out = runs["clean"]
+    assert code == 0, out
+    assert re.search(r"meshc verify\.+Passed", out), out
+
+
+def test_broken_mesh_fails_with_location(hook_runs):
+    runs, line = hook_runs
+    code, out = runs["broken"]
+    assert code == 1, out
+    assert re.search(r"meshc verify\.+Failed", out), out
+    assert f"broken/bookinfo.mesh:{line}:" in out and "MP101" in out, out
+    assert "Traceback" not in out
+
+
+def test_all_files_reports_the_broken_mesh(hook_runs):
+    runs, line = hook_runs
+    code, out = runs["all"]
+    assert code == 1, out
+    if "belong to different meshes" in out:
+        pytest.xfail("meshc verify does not yet accept files of several meshes in one call")
+    assert f"broken/bookinfo.mesh:{line}:" in out, out
+    assert f"clean/bookinfo.mesh:{line}:" not in out, out
