@@ -57,6 +57,11 @@ def test_bad_fixture_reports_code_on_marked_line(code):
 
 
 @pytest.mark.parametrize("code", OUR_CODES)
+def test_fixture_has_a_readme(code):
+    assert (FIXTURES / code / "README.md").read_text().strip()
+
+
+@pytest.mark.parametrize("code", OUR_CODES)
 def test_good_fixture_is_clean(code):
     good = FIXTURES / code / "good.mesh"
     diags = _check_file(good)
@@ -461,8 +466,11 @@ def test_broken_example_reports_its_codes(name):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     import json
-    reported = {d["code"] for d in json.loads(proc.stdout)["diagnostics"]}
+    diags = json.loads(proc.stdout)["diagnostics"]
+    reported = {d["code"] for d in diags}
     assert BROKEN_EXPECTED[name] <= reported, BROKEN_EXPECTED[name] - reported
+    if name == "typos":  # every typo comes with a "did you mean" fix
+        assert all(d["fixes"] for d in diags if d["code"] in BROKEN_EXPECTED["typos"])
 
 
 def test_unused_version_is_not_reported_next_to_a_version_typo():
