@@ -5,15 +5,13 @@ from . import define
 
 CODES = define(
     "compile-envoy",
-    ("MP720", "envoy-port-range", "error",
-     "the Envoy port convention puts a listener port outside 1-65535, or needs more ports than a workload's block",
-     "lower `port_base` or raise `ports_per_workload` under [compile.envoy] in meshc.toml"),
-    ("MP721", "envoy-setting", "error", "a [compile.envoy] setting in meshc.toml is unknown or has a bad value",
-     "see docs/targets/envoy.md for the settings and their types"),
-    ("MP722", "envoy-retry-budget-overrides-circuit", "warning",
+    ("MP720", "envoy-conventions", "error",
+     "the Envoy port convention cannot place every listener, or a [compile.envoy] setting is unknown or invalid",
+     "raise `ports_per_workload` or lower `port_base` under [compile.envoy] in meshc.toml (docs/targets/envoy.md)"),
+    ("MP721", "envoy-retry-budget-overrides-circuit", "warning",
      "a retry budget and `circuit max_retries` on one destination: Envoy enforces the budget and ignores max_retries",
      "keep only one of the two limits on concurrent retries"),
-    ("MP723", "envoy-shared-identity", "error",
+    ("MP722", "envoy-shared-identity", "error",
      "a rule names a service whose SPIFFE identity another service shares, so a sidecar cannot tell them apart",
      "give each service its own `account` (or namespace)"),
 )

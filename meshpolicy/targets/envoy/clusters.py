@@ -45,7 +45,7 @@ def _thresholds(ctx: Ctx, dest: Service, cb: CircuitBreaker | None) -> dict | No
             budget["min_retry_concurrency"] = r.budget_min
         t["retry_budget"] = budget
         if "max_retries" in t:
-            ctx.report("MP722", f"`{dest.name}` has a retry budget and `circuit max_retries`;"
+            ctx.report("MP721", f"`{dest.name}` has a retry budget and `circuit max_retries`;"
                                 " Envoy enforces only the budget", cb.at("max_retries") if cb else r.span)
     return t or None
 

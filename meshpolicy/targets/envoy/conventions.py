@@ -46,27 +46,27 @@ def _host_port(value: Any) -> tuple[str, int] | None:
 
 
 def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
-    """Merge meshc.toml's [compile.envoy] over the defaults, reporting MP721."""
+    """Merge meshc.toml's [compile.envoy] over the defaults, reporting MP720."""
     merged = dict(defaults())
     diags: list[Diagnostic] = []
     for key, value in sorted(raw.items()):
         if key not in merged:
-            diags.append(diag("MP721", f"unknown setting `{key}` in [compile.envoy]"))
+            diags.append(diag("MP720", f"unknown setting `{key}` in [compile.envoy]"))
             continue
         merged[key] = value
     for key in ("port_base", "ports_per_workload", "connect_timeout_ms"):
         v = merged[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be a positive integer, not {v!r}"))
+            diags.append(diag("MP720", f"[compile.envoy] `{key}` must be a positive integer, not {v!r}"))
             merged[key] = defaults()[key]
     for key in ("listen_address", "app_address"):
         if not isinstance(merged[key], str) or not merged[key]:
-            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be an address string"))
+            diags.append(diag("MP720", f"[compile.envoy] `{key}` must be an address string"))
             merged[key] = defaults()[key]
     for key in ("zipkin_collector", "otlp_collector"):
         hp = _host_port(merged[key])
         if hp is None:
-            diags.append(diag("MP721", f"[compile.envoy] `{key}` must be \"host:port\", not {merged[key]!r}"))
+            diags.append(diag("MP720", f"[compile.envoy] `{key}` must be \"host:port\", not {merged[key]!r}"))
             hp = _host_port(defaults()[key])
         merged[key] = hp
     return Settings(**merged), diags

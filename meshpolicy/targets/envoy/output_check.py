@@ -21,6 +21,7 @@ from ...compile import Output
 from ...diagnostics import Diagnostic
 
 ROUTER = "envoy.filters.http.router"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @lru_cache(maxsize=None)
@@ -148,7 +149,7 @@ def check_bootstrap(text: str) -> list[str]:
     from envoy.config.bootstrap.v3.bootstrap_pb2 import Bootstrap
 
     try:
-        cfg = yaml.safe_load(text)
+        cfg = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         return [f"not YAML: {exc}"]
     if not isinstance(cfg, dict):
