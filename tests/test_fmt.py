@@ -17,7 +17,7 @@ from .strategies import mesh_programs, small_policies
 
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.mesh"))
 CLEAN_EXAMPLES = [p for p in EXAMPLE_FILES if "broken" not in p.parts]
-GEN = settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+GEN = settings(max_examples=40, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
 
 
 def fmt(text: str) -> str:
@@ -75,14 +75,14 @@ def test_messy_programs_format_well(text):
     assert fmt(text.replace("\r\n", "\n")) == out
 
 
-@settings(max_examples=60, deadline=2000)
+@settings(max_examples=60, deadline=10_000)
 @given(small_policies())
 def test_small_policies_are_valid(text):
     assert not [(d.code, d.message) for d in check_text(text).diagnostics if d.is_error]
     assert_formats_well(text)
 
 
-@settings(max_examples=30, deadline=2000)
+@settings(max_examples=30, deadline=10_000)
 @given(small_policies(path_kinds=("exact",), header_kinds=(), actions=("forward",), source_kinds=("service",),
                       mtls_modes=("strict",), assertions=False))
 def test_small_policies_respect_restrictions(text):
