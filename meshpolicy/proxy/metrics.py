@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -19,6 +19,9 @@ class Metrics:
         self.retries = Counter("meshproxy_upstream_retries_total", "Retries sent", ("destination",), registry=r)
         self.ejections = Counter("meshproxy_outlier_ejections_total", "Outlier ejections",
                                  ("destination", "version"), registry=r)
+        self.ejected = Gauge("meshproxy_outlier_ejections_active", "Upstreams ejected right now",
+                             ("destination", "version"), registry=r)
+        self.before_scrape = lambda: None  # the proxy refreshes gauges here
         self.overflow = Counter("meshproxy_circuit_overflow_total", "Requests refused by a circuit breaker",
                                 ("destination",), registry=r)
         self.ratelimited = Counter("meshproxy_rate_limited_total", "Requests refused by a rate limit",
@@ -35,4 +38,5 @@ class Metrics:
     async def handler(self, request: web.Request) -> web.Response:
         if not self.enabled:
             return web.Response(status=404, text="metrics are off for this mesh\n")
+        self.before_scrape()
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -97,6 +97,7 @@ class Proxy:
         self.config_path = config_path
         self.metrics = Metrics(cfg)
         self.state = Upstreams()
+        self.metrics.before_scrape = self._refresh_gauges
         ident = cfg["identity"]
         self.watcher = tls.CertWatcher(ident)
         self._load_tls()
@@ -104,6 +105,11 @@ class Proxy:
         self._servers: list = []
         self._tasks: list[asyncio.Task] = []
         self.app_session: ClientSession | None = None
+
+    def _refresh_gauges(self) -> None:
+        now = time.monotonic()
+        for (svc, version), _until in self.state.ejected_until.items():
+            self.metrics.ejected.labels(svc, str(version)).set(0 if self.state.healthy((svc, version), now) else 1)
 
     # ---- lifecycle
     def _load_tls(self) -> None:
@@ -380,11 +386,12 @@ class Proxy:
             await asyncio.sleep(random.uniform(0, min(base * 2 ** attempt, cap)) / 1000)
         return last
 
-    def _pick(self, dest: dict, weights: dict, now: float):
-        """Weighted choice over versions, leaving out ejected ones (all ejected: panic, use all)."""
-        items = [(v, w) for v, w in weights.items() if w > 0]
-        healthy = [(v, w) for v, w in items if self.state.healthy((dest["service"], v), now)]
-        pool = healthy or items
+    @staticmethod
+    def _pick(dest: dict, weights: dict, now: float):
+        """Weighted choice over versions. As in Envoy, the split is decided before
+        hosts are: ejecting a version's only instance does not move its share
+        (that is Envoy's panic routing), it only shows in the ejection metrics."""
+        pool = [(v, w) for v, w in weights.items() if w > 0]
         r = random.random() * sum(w for _, w in pool)
         for v, w in pool:
             r -= w

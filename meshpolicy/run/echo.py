@@ -12,7 +12,10 @@ headers make its behaviour observable through the mesh:
   path, `/` if none) through the outbound sidecar, passing the rest of the
   chain and the trace headers on, and embed its answer (trace propagation).
 
-`GET /__echo/attempts?id=ID` reports how many attempts with that id arrived.
+`GET /__echo/attempts?id=ID` reports how many attempts with that id arrived;
+`POST /__echo/mode?status=503` makes this instance answer every request with
+that status until `POST /__echo/mode?status=0` (a failing instance for
+outlier-detection tests).
 """
 
 from __future__ import annotations
@@ -59,11 +62,15 @@ class EchoApp:
         self.outbound = outbound
         self.attempts: dict[str, int] = {}
         self.total = 0
+        self.forced_status = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/__echo/attempts":
             rid = request.query.get("id", "")
             return web.json_response({"id": rid, "attempts": self.attempts.get(rid, 0), "total": self.total})
+        if request.path == "/__echo/mode" and request.method == "POST":
+            self.forced_status = int(request.query.get("status", "0") or 0)
+            return web.json_response({"forced_status": self.forced_status})
         self.total += 1
         h = request.headers
         rid = h.get("x-echo-id")
@@ -87,6 +94,8 @@ class EchoApp:
             chain = [s.strip() for s in h["x-echo-call"].split(",") if s.strip()]
             body["downstream"] = await self.call(chain, h)
         status = int(h["x-echo-status"]) if h.get("x-echo-status", "").isdigit() else 200
+        if self.forced_status:
+            status = self.forced_status
         return web.json_response(body, status=status)
 
     async def call(self, chain: list[str], incoming) -> dict:

@@ -143,8 +143,18 @@ def start(plan: Plan, sup: Supervisor, apps: dict) -> None:
         sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
 
 
+def _app_listening(w: Workload) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((w.address, w.app_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0) -> list[str]:
-    """Workloads whose sidecar did not report ready (empty: all ready)."""
+    """Workloads whose app is not listening or whose sidecar is not ready (empty: all ready)."""
     deadline = time.monotonic() + timeout
     pending = list(plan.workloads)
     while pending and time.monotonic() < deadline:
@@ -152,6 +162,9 @@ def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0) -> list[str]:
             break
         still = []
         for w in pending:
+            if not _app_listening(w):
+                still.append(w)
+                continue
             try:
                 with urllib.request.urlopen(ready_url(w), timeout=1) as r:
                     if r.status != 200:
