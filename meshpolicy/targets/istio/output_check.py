@@ -11,6 +11,9 @@ from ...compile import Output
 from ...diagnostics import Diagnostic
 from .crd_models import MODELS
 
+# libyaml's safe loader when PyYAML was built with it (same documents, ~20x faster).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def _where(err: dict) -> str:
     return ".".join(str(p) for p in err["loc"])
@@ -35,7 +38,7 @@ def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
     diags = []
     for o in outputs:
         try:
-            docs = [d for d in yaml.safe_load_all(o.content) if d is not None]
+            docs = [d for d in yaml.load_all(o.content, Loader=_LOADER) if d is not None]
         except yaml.YAMLError as exc:
             diags.append(diag("MP702", f"`{o.path}` is not valid YAML: {exc}"))
             continue

@@ -14,32 +14,51 @@ from .context import Lowering
 from .names import ROOT_NAMESPACE, fqdn, selector
 
 
-def _could_match(lw: Lowering, s: Source, caller: Service) -> bool:
-    if s.kind == "any":
+class _Everyone:
+    """Sources that match any caller (`*`, `authenticated`)."""
+
+    def __contains__(self, name) -> bool:
         return True
-    if s.kind == "authenticated":
-        return True
-    if s.kind == "namespace":
-        return caller.namespace == s.name
-    return caller.name == s.name
 
 
-def _denies_everything(lw: Lowering, r: AuthRule, caller: Service) -> bool:
-    return r.effect == "deny" and not r.methods and not r.paths and any(
-        _could_match(lw, s, caller) for s in r.sources)
+def _matching(sources: list[Source], by_namespace: dict[str, set[str]]):
+    """The names of the callers some source could match (conservatively)."""
+    out: set[str] = set()
+    for s in sources:
+        if s.kind in ("any", "authenticated"):
+            return _Everyone()
+        if s.kind == "namespace":
+            out |= by_namespace.get(s.name or "", set())
+        else:
+            out.add(s.name or "")
+    return out
 
 
-def callees(lw: Lowering, caller: Service) -> list[Service]:
+def callee_map(lw: Lowering) -> dict[str, list[Service]]:
+    """caller name -> the services it may call, in declaration order."""
     mesh = lw.mesh
-    out = []
-    for dest in mesh.services:
-        if dest is caller or mesh.service(dest.name) is not dest:
+    services = [s for s in mesh.services if mesh.service(s.name) is s]
+    by_namespace: dict[str, set[str]] = {}
+    for s in services:
+        by_namespace.setdefault(s.namespace, set()).add(s.name)
+    out: dict[str, list[Service]] = {s.name: [] for s in services}
+    for dest in services:
+        rules: list[AuthRule] = mesh.rules_by_target.get(dest.name, [])
+        allowed = [_matching(r.sources, by_namespace) for r in rules if r.effect == "allow"]
+        # A deny for every method and path shuts a caller out whatever it asks.
+        # Without mTLS only `*` can match, since no caller identity is visible.
+        visible = mesh.mtls_of(dest) != "off"
+        denied = [_matching([s for s in r.sources if visible or s.kind == "any"], by_namespace) for r in rules
+                  if r.effect == "deny" and not r.methods and not r.paths]
+        if not allowed:
             continue
-        rules = mesh.rules_by_target.get(dest.name, [])
-        if any(_denies_everything(lw, r, caller) for r in rules):
-            continue
-        if any(r.effect == "allow" and any(_could_match(lw, s, caller) for s in r.sources) for r in rules):
-            out.append(dest)
+        if any(isinstance(a, _Everyone) for a in allowed):
+            candidates = [c.name for c in services]
+        else:
+            candidates = sorted(set().union(*allowed))
+        for name in candidates:
+            if name != dest.name and name in out and not any(name in d for d in denied):
+                out[name].append(dest)
     return out
 
 
@@ -48,11 +67,12 @@ def sidecars(lw: Lowering) -> list[dict]:
     if mesh.settings.default != "deny":
         return []
     out = []
+    callees = callee_map(lw)
     for svc in mesh.services:
         if mesh.service(svc.name) is not svc:
             continue
         # The root namespace holds the control plane's own services.
-        hosts = sorted({f"{d.namespace}/{fqdn(d)}" for d in callees(lw, svc)}) + [f"{ROOT_NAMESPACE}/*"]
+        hosts = sorted({f"{d.namespace}/{fqdn(d)}" for d in callees[svc.name]}) + [f"{ROOT_NAMESPACE}/*"]
         out.append({
             "apiVersion": "networking.istio.io/v1",
             "kind": "Sidecar",

@@ -77,8 +77,7 @@ def _sources(lw: Lowering, rule: AuthRule) -> list[dict] | None:
             svc = mesh.service(s.name or "")
             if svc is None:
                 continue
-            shared = [o.name for o in mesh.services if o is not svc and (o.namespace, o.account) ==
-                      (svc.namespace, svc.account)]
+            shared = [n for n in lw.identities().get((svc.namespace, svc.account), []) if n != svc.name]
             if shared:
                 lw.unsupported(f"the source `{svc.name}`", s.span,
                                f"Istio authorizes identities, and `{svc.name}` shares its service account "
