@@ -300,3 +300,66 @@ def test_cli_writes_atomically_and_keeps_old_output_on_failure(tmp_path, shop_di
     assert r.returncode == 1 and "MP701" in r.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary directories left behind
+
+
+# ---- Sidecar scoping and rate limits ------------------------------------------------
+
+def _sidecar_hosts(outputs, name):
+    sc = next(d for d in documents(outputs) if d["kind"] == "Sidecar" and d["metadata"]["name"] == name)
+    return sc["spec"]["egress"][0]["hosts"]
+
+
+def test_sidecar_egress_is_what_allow_rules_permit():
+    text = BASE + """service c { namespace other; port 8080 http; mtls off }
+service d { namespace other; port 8080 http }
+allow namespace ns -> c
+deny b -> c
+allow authenticated -> d
+deny b -> d
+"""
+    outputs, diags = compile_text(text)
+    assert not any(d.is_error for d in diags)
+    # c has mTLS off: `deny b` can never match there, so b may still call c.
+    assert _sidecar_hosts(outputs, "b") == ["other/c.other.svc.cluster.local", "istio-system/*"]
+    assert _sidecar_hosts(outputs, "a") == ["other/c.other.svc.cluster.local", "other/d.other.svc.cluster.local",
+                                            "istio-system/*"]
+    assert _sidecar_hosts(outputs, "c") == ["other/d.other.svc.cluster.local", "istio-system/*"]
+    assert _sidecar_hosts(outputs, "d") == ["istio-system/*"]  # nothing lets d call anyone
+
+
+@pytest.mark.parametrize("limit, bucket", [
+    ("500/s burst 100", {"max_tokens": 100, "tokens_per_fill": 25, "fill_interval": "0.05s"}),
+    ("6000/m", {"max_tokens": 6000, "tokens_per_fill": 5, "fill_interval": "0.05s"}),
+    # 1/7 s is not a whole number of nanoseconds: 7 tokens every second instead.
+    ("7/s", {"max_tokens": 7, "tokens_per_fill": 7, "fill_interval": "1s"}),
+    ("3/h", {"max_tokens": 3, "tokens_per_fill": 1, "fill_interval": "1200s"}),
+])
+def test_rate_limit_token_buckets_keep_the_rate(limit, bucket):
+    outputs, diags = compile_text(BASE + f"limit b -> a {limit}\n")
+    assert codes(diags) == []
+    ef = next(d for d in documents(outputs) if d["kind"] == "EnvoyFilter")
+    assert ef["metadata"] == {"name": "b-ratelimit", "namespace": "ns"}
+    assert ef["spec"]["workloadSelector"] == {"labels": {"app": "b"}}
+    vhost = ef["spec"]["configPatches"][1]
+    assert vhost["match"]["routeConfiguration"]["vhost"]["name"] == "a.ns.svc.cluster.local:8080"
+    cfg = vhost["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["value"]
+    assert cfg["token_bucket"] == bucket
+    from meshpolicy.targets.istio.crd_models import duration_ns
+
+    tb = cfg["token_bucket"]
+    n, per = limit.split()[0].split("/")
+    period = {"s": 1, "m": 60, "h": 3600}[per] * 10**9
+    assert tb["tokens_per_fill"] * period == int(n) * duration_ns(tb["fill_interval"])  # the exact rate
+
+
+def test_runtime_validation_parses_the_envoy_config():
+    outputs, _ = compile_text(BASE + "limit b -> a 10/s\n")
+    ef = next(d for d in documents(outputs) if d["kind"] == "EnvoyFilter")
+    assert check_document(ef) == []
+    cfg = ef["spec"]["configPatches"][1]["patch"]["value"]["typed_per_filter_config"][
+        "envoy.filters.http.local_ratelimit"]["value"]
+    cfg["token_bucket"]["fill_interval"] = "0.01s"  # under Envoy's 50ms minimum
+    assert check_document(ef)
+    cfg["token_bucket"]["fill_interval"] = "1s"
+    cfg["token_buckets"] = {}  # not a LocalRateLimit field
+    assert check_document(ef)
