@@ -87,6 +87,27 @@ class Mesh:
         return out
 
 
+def free_port_base(count: int, step: int = 10) -> int:
+    """A run of `count` free loopback ports, so parallel runs do not collide."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(22000, 32000 - count, step)  # below the ephemeral range
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
 @pytest.fixture(scope="module", params=PROXIES)
 def mesh(request, tmp_path_factory):
     proxy = request.param
@@ -95,7 +116,8 @@ def mesh(request, tmp_path_factory):
     checked = check_project(load([MESH_DIR]))
     assert checked.ok, [d.message for d in checked.diagnostics if d.is_error]
     workdir = tmp_path_factory.mktemp(f"conformance-{proxy}")
-    plan, diags = up.prepare(checked.mesh, checked.project.config, proxy, workdir)
+    config = {"compile": {proxy: {"port_base": free_port_base(10 * 8)}}}
+    plan, diags = up.prepare(checked.mesh, config, proxy, workdir)
     assert plan is not None, [d.message for d in diags]
     with Supervisor(workdir / "logs") as sup:
         up.start(plan, sup, {})
