@@ -3,8 +3,9 @@
 `run(mesh, config)` is the one entry point (`meshc verify`, the language
 server and CI). `config` is the project's meshc.toml as a dict; its
 `[verify]` table (with command-line overrides) holds `timeout_ms` (per solver
-query), `verbose` (report proved assertions too) and the call-graph settings
-callgraph.py reads. Z3 is imported only inside this package.
+query), `verbose` (report proved assertions too), `box_limit` (how large a box
+difference may grow before a question goes to Z3; 0 sends every question to
+Z3) and the call-graph settings callgraph.py reads. Z3 is imported only inside this package.
 """
 
 from __future__ import annotations
@@ -31,24 +32,29 @@ def _optional(name: str):
 
 def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> list[Diagnostic]:
     from . import assertions, auth, routes
+    from .atoms import Undecided
     from .partition import DEFAULT_TIMEOUT_MS, partitions
 
     config = dict(config or {})
-    timeout = timeout_ms(config)
+    timeout, limit = timeout_ms(config), box_limit(config)
     t0 = time.perf_counter()
     out: list[Diagnostic] = []
-    parts = partitions(mesh, timeout)
+    parts = partitions(mesh, timeout, limit)
     for p in parts:
         if p.error:
             svc = mesh.service(p.dest)
             out.append(diag("MP520", f"findings for `{p.dest}` were not proved: {p.error}", svc.span if svc else None))
             continue
-        out.extend(auth.findings(mesh, p))
-        out.extend(routes.findings(mesh, p))
+        try:
+            found = auth.findings(mesh, p) + routes.findings(mesh, p)
+        except Undecided as exc:
+            svc = mesh.service(p.dest)
+            found = [diag("MP520", f"findings for `{p.dest}` were not proved: {exc}", svc.span if svc else None)]
+        out.extend(found)
     callgraph, mtls = _optional("callgraph"), _optional("mtls")
     graph = None
     if callgraph is not None:
-        graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout))
+        graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout, limit))
         out.extend(callgraph.findings(mesh, config, graph=graph))
     if mtls is not None:
         out.extend(mtls.findings(mesh))
@@ -65,6 +71,7 @@ def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> li
     if stats is not None:
         times = sorted(p.z3_seconds for p in parts)
         stats.update(partitions=len(parts), z3_seconds=times, queries=sum(p.queries for p in parts),
+                     box_questions=sum(p.box_questions for p in parts),
                      string_queries=sum(p.stats.get("string_queries", 0) for p in parts),
                      total_seconds=time.perf_counter() - t0)
     return sorted_diagnostics(out)
@@ -74,6 +81,12 @@ def timeout_ms(config: dict | None) -> int:
     from .partition import DEFAULT_TIMEOUT_MS
 
     return int(((config or {}).get("verify") or {}).get("timeout_ms", DEFAULT_TIMEOUT_MS))
+
+
+def box_limit(config: dict | None) -> int:
+    from .partition import BOX_LIMIT
+
+    return int(((config or {}).get("verify") or {}).get("box_limit", BOX_LIMIT))
 
 
 def verbose(config: dict | None) -> bool:

@@ -37,13 +37,13 @@ def proved(a: Assertion, config: dict | None) -> list[Diagnostic]:
 
 
 def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> list[Diagnostic]:
-    from . import timeout_ms, verbose as _verbose
+    from . import box_limit, timeout_ms, verbose as _verbose
 
-    timeout = timeout_ms(config)
+    timeout, limit = timeout_ms(config), box_limit(config)
     verbose = _verbose(config)
     if a.kind == "never" and a.transitive:
-        return _never_through(mesh, a, graph, timeout, verbose)
-    p = partition(mesh, a.target.name, timeout)
+        return _never_through(mesh, a, graph, timeout, limit, verbose)
+    p = partition(mesh, a.target.name, timeout, limit)
     text = describe(a)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
@@ -85,13 +85,13 @@ def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> l
                  labels=_deciding(mesh, req), witness=wit)]
 
 
-def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, verbose: bool) -> list[Diagnostic]:
+def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, limit: int, verbose: bool) -> list[Diagnostic]:
     """`never A ~> B METHODS PATHS`: no service A reaches (A included) may send
     B a request in scope. Reachability comes from the call graph."""
     import networkx as nx
 
     text = describe(a)
-    p = partition(mesh, a.target.name, timeout)
+    p = partition(mesh, a.target.name, timeout, limit)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
     src = a.source.name

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..model.types import PathPattern
-from ..semantics.patterns import path_matches
+from ..semantics.patterns import pattern_regex
 
 # Z3's string alphabet ends here; patterns that mention characters at or above
 # it cannot be encoded exactly (all characters above it behave alike otherwise).
@@ -51,17 +51,20 @@ def key_of(p: PathPattern) -> Key:
 
 
 def matches(key: Key, s: str) -> bool:
+    """The reference meaning (semantics/patterns.py), with the regex compiled once."""
     kind, value = key
     if kind == "exact":
         return s == value
     if kind == "prefix":
         return s.startswith(value)
-    return path_matches(_pattern(key), s)
+    return _compiled(key).fullmatch(s) is not None
 
 
 @lru_cache(maxsize=16384)
-def _pattern(key: Key) -> PathPattern:
-    return PathPattern(kind=key[0], value=key[1])
+def _compiled(key: Key):
+    import re2
+
+    return re2.compile(pattern_regex(PathPattern(kind=key[0], value=key[1])))
 
 
 # ---- translation to Z3 regexes -------------------------------------------------
@@ -109,7 +112,7 @@ def _glob(glob: str):
     i = 0
     while i < len(glob):
         if glob.startswith("**", i):
-            parts.append(z3.Star(_any_char()))
+            parts.append(z3.Star(_char_not("\n")))  # RE2's `.*`: no newline
             i += 2
         elif glob[i] == "*":
             parts.append(z3.Plus(_char_not("/")))
@@ -266,23 +269,31 @@ def _candidates(key: Key) -> list[str]:
     return []
 
 
+# The strings a request can carry. A path is `/` then visible ASCII (RFC 3986:
+# anything else must be percent-encoded, and proxies reject raw control
+# characters); a header value is visible ASCII, space, tab and obs-text
+# (RFC 9110). Neither holds a newline, so RE2's `.` is "any character" here.
+UNIVERSES: dict[str, Key] = {
+    "path": ("regex", "/[!-~]*"),
+    "value": ("regex", "[\t -~\x80-\xff]*"),
+}
+
+
 class Splitter:
-    """Splits one universe of strings into atoms. `universe` is "path" (strings
-    that start with `/`, as HTTP request paths do) or "value" (any string)."""
+    """Splits one universe of strings (see UNIVERSES) into atoms."""
 
     def __init__(self, universe: str, timeout_ms: int, stats: dict | None = None):
         self.universe = universe
+        self.universe_key = UNIVERSES[universe]
         self.timeout_ms = timeout_ms
         self.stats = stats if stats is not None else {}
         self.pool: list[str] = ["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]
 
     def in_universe(self, s: str) -> bool:
-        return s.startswith("/") if self.universe == "path" else True
+        return matches(self.universe_key, s)
 
     def split(self, keys: list[Key]) -> list[Atom]:
         for k in keys:
-            if k[0] != "regex":
-                _check_chars(k[1])
             self.pool.extend(c for c in _candidates(k) if self.in_universe(c))
         regions = [_Region((), (), self.pool[0])]
         for k in dict.fromkeys(keys):
@@ -326,11 +337,22 @@ class Splitter:
         return w
 
     def _solve(self, r: _Region) -> str | None:
+        from . import automata
+
+        try:
+            self.stats["automaton_queries"] = self.stats.get("automaton_queries", 0) + 1
+            w = automata.witness(tuple(sorted(set(r.pos) | {self.universe_key})), tuple(sorted(set(r.neg))))
+            return None if w is None else self._decode(w, r)
+        except automata.NotRegular as exc:
+            raise Unsupported(str(exc)) from None
+        except automata.TooLarge:
+            return self._solve_z3(r)
+
+    def _solve_z3(self, r: _Region) -> str | None:
         z3 = _z3()
         s = z3.String("s")
         base = [z3.InRe(s, z3_regex(k)) for k in r.pos] + [z3.Not(z3.InRe(s, z3_regex(k))) for k in r.neg]
-        if self.universe == "path":
-            base.append(z3.PrefixOf(z3.StringVal("/"), s))
+        base.append(z3.InRe(s, z3_regex(self.universe_key)))
         # Prefer a readable witness (printable ASCII); fall back to any string.
         nice = z3.InRe(s, z3.Star(z3.Range(z3.StringVal("!"), z3.StringVal("~"))))
         solver = z3.Solver()

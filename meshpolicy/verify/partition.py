@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern, RouteRule, Source
-from ..semantics.evaluate import Request, match_holds, source_matches
+from ..semantics.evaluate import Request, evaluate, match_holds, source_matches
 from ..semantics.patterns import header_matches
 from .atoms import Atom, Key, Undecided, Unsupported, key_of, matches, split
 
 DEFAULT_TIMEOUT_MS = 2000
+# Box differences larger than this go to the solver instead (0: always the solver).
+BOX_LIMIT = 256
 
 
 @dataclass
@@ -49,18 +51,19 @@ class Answer:
 @dataclass
 class SourceClass:
     rep: str | None  # representative service name; None: no identity
-    label: str  # how a report names the class, e.g. "frontend" or "namespace shop (other)"
-    members: list[str] = field(default_factory=list)
+    label: str  # how a report names the class, e.g. "frontend" or "other services of namespace shop"
 
 
 class Partition:
-    def __init__(self, mesh: Mesh, dest: str, timeout_ms: int = DEFAULT_TIMEOUT_MS):
+    def __init__(self, mesh: Mesh, dest: str, timeout_ms: int = DEFAULT_TIMEOUT_MS, box_limit: int = BOX_LIMIT):
         self.mesh = mesh
+        self.box_limit = box_limit
         self.dest = dest
         self.timeout_ms = timeout_ms
         self.error: str | None = None  # set when the space cannot be encoded exactly
         self.z3_seconds = 0.0
         self.queries = 0
+        self.box_questions = 0
         self.stats: dict = {}
         self.auth_rules: list[AuthRule] = mesh.rules_by_target.get(dest, [])
         route = mesh.route_map.get(dest)
@@ -79,9 +82,6 @@ class Partition:
         return [a for a in self.mesh.assertions if a.target.name == self.dest and a.kind in ("never", "only", "can")]
 
     def _build(self) -> None:
-        import z3
-
-        mesh, dest = self.mesh, self.dest
         keys: list[Key] = []
         for r in self.auth_rules:
             keys.extend(key_of(p) for p in r.paths)
@@ -102,32 +102,156 @@ class Partition:
         }
         self.methods = list(HTTP_METHODS)
         self.sources = self._source_classes()
+        self.sizes = [len(self.sources), len(self.methods), len(self.paths)] + [
+            len(self.header_atoms[n]) for n in self.header_names]
+        # Every rule's match is a box: a product of one value set per variable.
+        self.auth_box = {r.index: self.auth_rule_box(r) for r in self.auth_rules}
+        self.route_box = [self.route_rule_box(rr) for rr in self.route_rules]
+        self._solver = None
+
+    # ---- boxes: exact shortcuts that need no solver ---------------------------------
+
+    def full(self) -> list[frozenset[int]]:
+        return [frozenset(range(n)) for n in self.sizes]
+
+    def box(self, sources=None, methods=(), paths=(), from_names=(), headers=()) -> tuple[frozenset[int], ...]:
+        b = self.full()
+        if sources is not None:
+            b[0] = frozenset(i for i in range(len(self.sources)) if any(
+                source_matches(self.mesh, s, self.req(i)) for s in sources))
+        if from_names:
+            b[0] = b[0] & frozenset(i for i, c in enumerate(self.sources) if c.rep in from_names)
+        if methods:
+            b[1] = frozenset(i for i, m in enumerate(self.methods) if m in methods)
+        if paths:
+            keys = [key_of(p) for p in paths]
+            b[2] = frozenset(i for i, a in enumerate(self.paths) if any(matches(k, a.witness) for k in keys))
+        for h in headers:
+            j = 3 + self.header_names.index(h.name)
+            atoms = self.header_atoms[h.name]
+            b[j] = b[j] & frozenset(i for i, a in enumerate(atoms)
+                                    if header_matches(h, {} if a is None else {h.name: a.witness}))
+        return tuple(b)
+
+    def auth_rule_box(self, r: AuthRule):
+        return self.box(r.sources, r.methods, r.paths)
+
+    def route_rule_box(self, rr: RouteRule):
+        m = rr.match
+        return self.box(None, m.methods, m.paths, {ref.name for ref in m.sources}, m.headers)
+
+    @staticmethod
+    def meet(a, b):
+        """The intersection of two boxes, or None when it is empty."""
+        out = tuple(x & y for x, y in zip(a, b))
+        return None if any(not x for x in out) else out
+
+    @staticmethod
+    def within(a, b) -> bool:
+        return all(x <= y for x, y in zip(a, b))
+
+    def minus(self, pieces, boxes):
+        """The requests in `pieces` (boxes) outside every box of `boxes`, as
+        disjoint boxes; None when that takes more than box_limit boxes."""
+        out = list(pieces)
+        for b in boxes:
+            nxt = []
+            for a in out:
+                if self.meet(a, b) is None:
+                    nxt.append(a)
+                    continue
+                cur = list(a)
+                for k in range(len(cur)):
+                    rest = cur[k] - b[k]
+                    if rest:
+                        nxt.append(tuple(cur[:k] + [rest] + cur[k + 1:]))
+                    cur[k] = cur[k] & b[k]
+            out = nxt
+            if len(out) > self.box_limit:
+                return None
+        self.box_questions += 1
+        return out
+
+    def allowed_in(self, pieces):
+        """The allowed requests within `pieces`, as boxes (None: too many)."""
+        pieces = [b for b in pieces if not any(not x for x in b)]
+        if self.mesh.settings.default == "allow":
+            starts = pieces
+        else:
+            allows = [self.auth_box[r.index] for r in self.auth_rules if r.effect == "allow"]
+            starts = [m for b in pieces for a in allows if (m := self.meet(b, a)) is not None]
+        if len(starts) > self.box_limit:
+            return None
+        return self.minus(starts, [self.auth_box[r.index] for r in self.auth_rules if r.effect == "deny"])
+
+    def pick(self, box) -> Request:
+        """A request in a non-empty box (the smallest index of each variable)."""
+        idx = [min(x) for x in box]
+        headers = []
+        for j, n in enumerate(self.header_names):
+            a = self.header_atoms[n][idx[3 + j]]
+            if a is not None:
+                headers.append((n, a.witness))
+        return self.req(idx[0], idx[1], idx[2], tuple(headers))
+
+    # ---- the solver, built on first use ------------------------------------------------
+
+    @property
+    def solver(self):
+        if self._solver is None:
+            t0 = time.perf_counter()
+            self._build_solver()
+            self.z3_seconds += time.perf_counter() - t0
+        return self._solver
+
+    def _build_solver(self) -> None:
+        import z3
 
         self.z3 = z3
-        self.solver = z3.Solver()
-        self.solver.set("timeout", self.timeout_ms)
+        self._solver = z3.Solver()
+        self._solver.set("timeout", self.timeout_ms)
         self.S, self.M, self.P = z3.Int("S"), z3.Int("M"), z3.Int("P")
         self.H = {n: z3.Int(f"H{i}") for i, n in enumerate(self.header_names)}
-        dom = [(self.S, len(self.sources)), (self.M, len(self.methods)), (self.P, len(self.paths))]
-        dom += [(self.H[n], len(self.header_atoms[n])) for n in self.header_names]
-        for v, n in dom:
-            self.solver.add(v >= 0, v < n)
+        self.vars = [self.S, self.M, self.P] + [self.H[n] for n in self.header_names]
+        for v, n in zip(self.vars, self.sizes):
+            self._solver.add(v >= 0, v < n)
         self._fresh = 0
-
         self.auth_ind: dict[int, object] = {}
         for r in self.auth_rules:
-            self.auth_ind[r.index] = self.define(f"a{r.index}", self.auth_formula(r))
+            self.auth_ind[r.index] = self.define(f"a{r.index}", self.box_formula(self.auth_box[r.index]))
         denies = [self.auth_ind[r.index] for r in self.auth_rules if r.effect == "deny"]
         allows = [self.auth_ind[r.index] for r in self.auth_rules if r.effect == "allow"]
         self.deny_any = self.define("deny_any", z3.Or(*denies) if denies else z3.BoolVal(False))
         allow_any = z3.Or(*allows) if allows else z3.BoolVal(False)
-        default_allow = mesh.settings.default == "allow"
+        default_allow = self.mesh.settings.default == "allow"
         self.allowed = self.define("allowed", z3.And(z3.Not(self.deny_any), z3.BoolVal(True) if default_allow else allow_any))
-        self.route_ind = [self.define(f"t{rr.index}", self.route_formula(rr)) for rr in self.route_rules]
+        self.route_ind = [self.define(f"t{rr.index}", self.box_formula(b)) for rr, b in zip(self.route_rules, self.route_box)]
         # taken[i]: rule i is the first whose match holds
         self.taken = []
         for i, t in enumerate(self.route_ind):
             self.taken.append(self.define(f"first{i}", z3.And(t, *[z3.Not(u) for u in self.route_ind[:i]])))
+
+    def box_formula(self, box):
+        return self.z3.And(*[self._in(v, x, n) for v, x, n in zip(self.vars, box, self.sizes)])
+
+    def taken_rest(self, i: int):
+        """The requests route rule i takes (it matches, no earlier rule does), as boxes."""
+        b = self.route_box[i]
+        return self.minus([b], [e for e in self.route_box[:i] if self.meet(b, e) is not None])
+
+    _LAZY = frozenset({"z3", "auth_ind", "deny_any", "allowed", "route_ind", "taken", "S", "M", "P", "H", "vars"})
+
+    def __getattr__(self, name: str):
+        # the solver's indicators exist once the solver is built; build it on first use
+        if name in Partition._LAZY and self.__dict__.get("_solver", False) is None:
+            self.ensure()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def ensure(self) -> "Partition":
+        """Build the solver now (its indicators are then available)."""
+        self.solver  # noqa: B018
+        return self
 
     def _source_classes(self) -> list[SourceClass]:
         named: set[str] = set()
@@ -148,20 +272,35 @@ class Partition:
             note(a.sources)
             if a.source:
                 named.add(a.source.name)
-        groups: dict[object, SourceClass] = {}
-        for svc in self.mesh.services:
-            if svc.name in named:
-                key, label = ("svc", svc.name), svc.name
-            elif svc.namespace in namespaces:
-                key, label = ("ns", svc.namespace), f"other services of namespace {svc.namespace}"
-            else:
-                key, label = ("other",), "other services"
-            cls = groups.get(key)
-            if cls is None:
-                groups[key] = SourceClass(svc.name, label, [svc.name])
-            elif svc.name not in cls.members:
-                cls.members.append(svc.name)
-        return list(groups.values()) + [SourceClass(None, "callers without mesh identity")]
+        self._named, self._namespaces = named, namespaces
+        idx = _index(self.mesh)
+        out: list[SourceClass] = []
+        self._class_of: dict[tuple, int] = {}
+        for name in sorted(named):
+            if name in idx.names:
+                self._class_of[("svc", name)] = len(out)
+                out.append(SourceClass(name, name))
+        for ns in sorted(namespaces):
+            rest = next((n for n in idx.by_ns.get(ns, ()) if n not in named), None)
+            if rest is not None:
+                self._class_of[("ns", ns)] = len(out)
+                out.append(SourceClass(rest, f"other services of namespace {ns}"))
+        rest = next((s.name for s in self.mesh.services if s.name not in named and s.namespace not in namespaces), None)
+        if rest is not None:
+            self._class_of[("other",)] = len(out)
+            out.append(SourceClass(rest, "other services"))
+        self._class_of[("none",)] = len(out)
+        return out + [SourceClass(None, "callers without mesh identity")]
+
+    def class_key(self, name: str | None) -> tuple:
+        svc = self.mesh.service(name) if name is not None else None
+        if svc is None:
+            return ("none",)
+        if name in self._named:
+            return ("svc", name)
+        if svc.namespace in self._namespaces:
+            return ("ns", svc.namespace)
+        return ("other",)
 
     # ---- formulas ---------------------------------------------------------------
 
@@ -169,7 +308,7 @@ class Partition:
         """A fresh indicator Bool equal to formula (usable as an assumption)."""
         self._fresh += 1
         b = self.z3.Bool(f"{name}_{self._fresh}")
-        self.solver.add(b == formula)
+        self._solver.add(b == formula)
         return b
 
     def _in(self, var, idxs, n: int):
@@ -185,47 +324,28 @@ class Partition:
         return Request(self.sources[s].rep, self.dest, self.methods[m], self.paths[p].witness, headers)
 
     def sources_formula(self, srcs: list[Source]):
-        idx = [i for i, c in enumerate(self.sources) if any(source_matches(self.mesh, s, self.req(i)) for s in srcs)]
-        return self._in(self.S, idx, len(self.sources))
+        return self._in(self.S, self.box(srcs)[0], len(self.sources))
 
     def methods_formula(self, methods: list[str]):
-        if not methods:
-            return self.z3.BoolVal(True)
-        return self._in(self.M, [i for i, m in enumerate(self.methods) if m in methods], len(self.methods))
+        return self._in(self.M, self.box(None, methods)[1], len(self.methods))
 
     def paths_formula(self, paths: list[PathPattern]):
-        if not paths:
-            return self.z3.BoolVal(True)
-        keys = [key_of(p) for p in paths]
-        idx = [i for i, a in enumerate(self.paths) if any(matches(k, a.witness) for k in keys)]
-        return self._in(self.P, idx, len(self.paths))
+        return self._in(self.P, self.box(None, (), paths)[2], len(self.paths))
 
-    def auth_formula(self, r: AuthRule):
-        return self.z3.And(self.sources_formula(r.sources), self.methods_formula(r.methods), self.paths_formula(r.paths))
-
-    def route_formula(self, rr: RouteRule):
-        z3 = self.z3
-        m = rr.match
-        parts = [self.methods_formula(m.methods), self.paths_formula(m.paths)]
-        names = {ref.name for ref in m.sources}
-        if names:
-            parts.append(self._in(self.S, [i for i, c in enumerate(self.sources) if c.rep in names], len(self.sources)))
-        for h in m.headers:
-            atoms = self.header_atoms[h.name]
-            ok = [i for i, a in enumerate(atoms) if header_matches(h, {} if a is None else {h.name: a.witness})]
-            parts.append(self._in(self.H[h.name], ok, len(atoms)))
-        return z3.And(*parts)
+    def source_index(self, name: str | None) -> frozenset[int]:
+        """The class of a caller (a service name; None or an unknown name: no identity)."""
+        return frozenset({self._class_of[self.class_key(name)]})
 
     def source_is(self, name: str | None):
-        idx = [i for i, c in enumerate(self.sources) if (name in c.members if name else c.rep is None)]
-        return self._in(self.S, idx, len(self.sources))
+        return self._in(self.S, self.source_index(name), len(self.sources))
 
     # ---- questions -----------------------------------------------------------------
 
     def check(self, *assumptions) -> Answer:
+        solver = self.solver
         z3 = self.z3
         t0 = time.perf_counter()
-        res = self.solver.check(*assumptions)
+        res = solver.check(*assumptions)
         self.z3_seconds += time.perf_counter() - t0
         self.queries += 1
         if res == z3.unsat:
@@ -248,13 +368,37 @@ class Partition:
         return Request(source, req.destination, req.method, req.path, req.headers)
 
 
+@dataclass
+class _MeshIndex:
+    names: set[str]
+    by_ns: dict[str, list[str]]
+
+
+_INDEX: OrderedDict[int, tuple[Mesh, _MeshIndex]] = OrderedDict()
+
+
+def _index(mesh: Mesh) -> _MeshIndex:
+    """Per-mesh lookups every partition needs (built once, not once per partition)."""
+    got = _INDEX.get(id(mesh))
+    if got is not None and got[0] is mesh:
+        return got[1]
+    by_ns: dict[str, list[str]] = {}
+    for s in mesh.services:
+        by_ns.setdefault(s.namespace, []).append(s.name)
+    ix = _MeshIndex({s.name for s in mesh.services}, by_ns)
+    _INDEX[id(mesh)] = (mesh, ix)
+    while len(_INDEX) > 4:
+        _INDEX.popitem(last=False)
+    return ix
+
+
 # One mesh is usually asked many questions (findings, may_call for every pair,
 # assertions), so its partitions are kept for the few most recent meshes.
-_CACHE: OrderedDict[tuple[int, int], tuple[Mesh, dict[str, Partition]]] = OrderedDict()
+_CACHE: OrderedDict[tuple[int, int, int], tuple[Mesh, dict[str, Partition]]] = OrderedDict()
 
 
-def partition(mesh: Mesh, dest: str, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Partition:
-    key = (id(mesh), timeout_ms)
+def partition(mesh: Mesh, dest: str, timeout_ms: int = DEFAULT_TIMEOUT_MS, box_limit: int = BOX_LIMIT) -> Partition:
+    key = (id(mesh), timeout_ms, box_limit)
     entry = _CACHE.get(key)
     if entry is None or entry[0] is not mesh:
         entry = (mesh, {})
@@ -264,14 +408,14 @@ def partition(mesh: Mesh, dest: str, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Pa
     parts = entry[1]
     p = parts.get(dest)
     if p is None:
-        p = parts[dest] = Partition(mesh, dest, timeout_ms)
+        p = parts[dest] = Partition(mesh, dest, timeout_ms, box_limit)
     return p
 
 
-def partitions(mesh: Mesh, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[Partition]:
+def partitions(mesh: Mesh, timeout_ms: int = DEFAULT_TIMEOUT_MS, box_limit: int = BOX_LIMIT) -> list[Partition]:
     """Every declared service's partition, in declaration order."""
     seen = dict.fromkeys(s.name for s in mesh.services)
-    return [partition(mesh, d, timeout_ms) for d in seen]
+    return [partition(mesh, d, timeout_ms, box_limit) for d in seen]
 
 
 def route_match_holds(rr: RouteRule, req: Request) -> bool:

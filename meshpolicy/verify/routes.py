@@ -1,6 +1,7 @@
 """Routing findings: unreachable route rules (Istio's IST0130/IST0131 class,
-for every match kind), versions no request reaches, and route rules whose
-traffic authorization always denies."""
+for every match kind: exact, prefix, glob, regex, headers, methods, source),
+versions no request reaches, and route rules whose traffic authorization
+always denies. Boxes decide what they can exactly; Z3 decides the rest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ..codes import diag
 from ..diagnostics import Diagnostic, Label
 from ..model.types import Mesh, RouteRule
 from ..semantics.evaluate import forward_weights, match_holds
+from .atoms import Undecided
 from .partition import Partition
 from .witness import confirmed
 
@@ -16,10 +18,25 @@ def _what(rr: RouteRule, dest: str) -> str:
     return f"route rule {rr.index + 1} of `{dest}`"
 
 
+def _ask(p: Partition, *assumptions):
+    p.ensure()
+    ans = p.check(*assumptions)
+    if ans.status == "unknown":
+        raise Undecided(f"the solver gave up on a route question ({ans.reason})")
+    return ans
+
+
 def live_rules(p: Partition) -> list[bool]:
     """live[i]: some request is routed by rule i (it is the first that matches)."""
-    if not hasattr(p, "_live"):
-        p._live = [not p.check(t).unsat for t in p.taken]
+    if getattr(p, "_live", None) is None:
+        live = []
+        for i, b in enumerate(p.route_box):
+            if any(not x for x in b):
+                live.append(False)
+                continue
+            rest = p.taken_rest(i)
+            live.append(bool(rest) if rest is not None else _ask(p, p.taken[i]).sat)
+        p._live = live
     return p._live
 
 
@@ -31,18 +48,19 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     for i, rr in enumerate(p.route_rules):
         if live[i]:
             continue
-        earlier = [j for j in range(i) if p.check(p.route_ind[i], p.route_ind[j]).sat]
-        labels = [Label(p.route_rules[j].span, "takes its requests first") for j in earlier]
-        ans = p.check(p.route_ind[i])
-        if not ans.sat:
+        b = p.route_box[i]
+        earlier = [j for j in range(i) if p.meet(b, p.route_box[j]) is not None]
+        if any(not x for x in b):
             out.append(diag("MP510", f"{_what(rr, p.dest)} matches no request", rr.span))
             continue
-        wit = confirmed(mesh, ans.request,
+        req = p.pick(p.meet(b, p.route_box[earlier[0]]))
+        wit = confirmed(mesh, req,
                         lambda o, rr=rr: match_holds(rr.match, o.request) and o.route.rule is not None
                         and o.route.rule.index < rr.index,
                         "an earlier rule takes a request the rule matches")
+        labels = [Label(p.route_rules[j].span, "takes its requests first") for j in earlier]
         out.append(diag("MP510", f"{_what(rr, p.dest)} is unreachable: earlier rules take every request it matches, "
-                        f"e.g. {ans.request}", rr.span, labels=labels, witness=wit))
+                        f"e.g. {req}", rr.span, labels=labels, witness=wit))
     out.extend(_versions(mesh, p, live))
     out.extend(_out_of_step(mesh, p, live))
     return out
@@ -79,19 +97,26 @@ def _versions(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
 
 
 def _out_of_step(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
-    if p.check(p.allowed).unsat:
+    anything = p.allowed_in([tuple(p.full())])
+    if anything == [] or (anything is None and _ask(p, p.allowed).unsat):
         return []  # nothing is allowed at all: MP402 / dead-allow findings say so
     out = []
     for i, rr in enumerate(p.route_rules):
         if not live[i] or rr.action.kind != "forward":
             continue
-        if not p.check(p.taken[i], p.allowed).unsat:
-            continue
-        ans = p.check(p.taken[i])
-        wit = confirmed(mesh, ans.request,
-                        lambda o, rr=rr: o.route.rule is not None and o.route.rule.index == rr.index
-                        and not o.decision.allowed,
+        routed_here = lambda o, rr=rr: o.route.rule is not None and o.route.rule.index == rr.index  # noqa: E731
+        taken = p.taken_rest(i)
+        allowed = p.allowed_in(taken) if taken is not None else None
+        if allowed is not None:
+            if allowed:
+                continue
+            req = p.pick(taken[0])
+        else:
+            if not _ask(p, p.taken[i], p.allowed).unsat:
+                continue
+            req = _ask(p, p.taken[i]).request
+        wit = confirmed(mesh, req, lambda o: routed_here(o) and not o.decision.allowed,
                         "the rule routes a request that authorization denies")
         out.append(diag("MP512", f"{_what(rr, p.dest)} only routes requests that authorization denies for "
-                        f"every caller, e.g. {ans.request}", rr.span, witness=wit))
+                        f"every caller, e.g. {req}", rr.span, witness=wit))
     return out
