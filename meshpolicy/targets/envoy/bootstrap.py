@@ -8,7 +8,6 @@ from .context import Ctx
 from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, port
 from .inbound import HCM, TCP_PROXY, inbound_listener, router, socket
 from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
-from .scope import callable_services
 from .tracing import collector, hcm_tracing
 
 
@@ -45,7 +44,7 @@ def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: i
 
 
 def tcp_destinations(ctx: Ctx, svc: Service) -> list[Service]:
-    return [d for d in callable_services(ctx.mesh, svc) if not d.http]
+    return [d for d in ctx.callable_from(svc) if not d.http]
 
 
 def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = True) -> dict:
@@ -53,7 +52,7 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = 
     route and clusters (only for measuring what scoping saves)."""
     svc = w.service
     st = ctx.settings
-    dests = callable_services(ctx.mesh, svc) if scoped else sorted(ctx.mesh.service_map.values(),
+    dests = ctx.callable_from(svc) if scoped else sorted(ctx.mesh.service_map.values(),
                                                                    key=lambda s: s.name)
     http_dests = [d for d in dests if d.http]
     tcp_dests = [d for d in dests if not d.http]

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from ...codes import diag
 from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
-from ...model.types import Mesh
+from ...model.types import Mesh, Service
 from ...span import Span
 from .conventions import Settings
+from .scope import Scope
 
 
 @dataclass
@@ -20,6 +21,12 @@ class Ctx:
     settings: Settings
     diags: list[Diagnostic] = field(default_factory=list)
     _seen: set = field(default_factory=set)
+    _scope: Scope | None = None
+
+    def callable_from(self, caller: Service) -> list[Service]:
+        if self._scope is None:
+            self._scope = Scope.of(self.mesh)
+        return self._scope.callable_from(caller)
 
     def report(self, code: str, message: str, span: Span | None) -> None:
         key = (code, message, span)
