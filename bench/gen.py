@@ -79,6 +79,10 @@ class Svc:
         return "GET", f"/v1/{self.noun}/42"
 
 
+def _round_up(ms: int, step: int) -> int:
+    return -(-ms // step) * step
+
+
 def _dur(ms: int) -> str:
     if ms % 3_600_000 == 0:
         return f"{ms // 3_600_000}h"
@@ -100,6 +104,7 @@ class _Gen:
         self.layer: dict[str, list[Svc]] = {k: [] for k in LAYERS}
         self.edges: list[tuple[str, str]] = []
         self.edge_set: set[tuple[str, str]] = set()
+        self.callbacks: set[tuple[str, str]] = set()
         n_teams = max(2, n // 20)
         self.teams = [f"team-{NOUNS[i % len(NOUNS)]}{i // len(NOUNS) or ''}" for i in range(n_teams)]
         self.rules: dict[str, list[str]] = {}  # target name -> auth rule lines
@@ -176,7 +181,8 @@ class _Gen:
         for _ in range(self.n // 250):
             caller = rng.choice(self.layer["domain"])
             callee = rng.choice(self.layer["api"])
-            self._add_edge(caller, callee)
+            if self._add_edge(caller, callee):
+                self.callbacks.add((caller.name, callee.name))
 
     def _add_edge(self, a: Svc, b: Svc) -> bool:
         if a is b or (a.name, b.name) in self.edge_set:
@@ -209,16 +215,25 @@ class _Gen:
         out.append('version v1 { version: "v1" }')
         if s.canary:
             out.append('version v2 { version: "v2", track: "canary" }')
-        if rng.random() < 0.9:
-            s.timeout_ms = {"edge": 15_000, "api": 5_000, "domain": 2_000, "data": 1_000}[s.layer]
-            s.timeout_ms = int(s.timeout_ms * rng.choice([0.5, 1, 1, 2]))
-            out.append(f"timeout {_dur(s.timeout_ms)}")
+        # Callees are settled first (see files()), so a caller can wait longer
+        # than any callee does: no timeout inversions except on callbacks.
+        callee_ms = max((self.by_name[c].timeout_ms or 0 for c in s.callees if (s.name, c) not in self.callbacks),
+                        default=0)
+        base = {"edge": 15_000, "api": 5_000, "domain": 2_000, "data": 1_000}[s.layer] * rng.choice([0.5, 1, 1, 2])
+        s.timeout_ms = _round_up(max(int(base), callee_ms + 500), 100)
+        out.append(f"timeout {_dur(s.timeout_ms)}")
         r = rng.random()
-        if s.timeout_ms and r < 0.75:
+        if r < 0.75:
             s.retries = rng.choice([1, 2, 2, 3])
-            s.per_try_ms = s.timeout_ms // (s.retries + 1) // 50 * 50
             conds = "unavailable, cancelled, resource-exhausted" if s.grpc else "5xx, reset, connect-failure"
-            line = f"retry {s.retries} per_try {_dur(s.per_try_ms)} on {conds}"
+            line = f"retry {s.retries}"
+            # each attempt must outlast the callees' timeouts and all attempts fit in ours;
+            # where they cannot, attempts are bounded by the whole timeout only
+            per_try = _round_up(callee_ms + 100, 50) if callee_ms else s.timeout_ms // (s.retries + 1) // 50 * 50
+            if (s.retries + 1) * per_try <= s.timeout_ms:
+                s.per_try_ms = per_try
+                line += f" per_try {_dur(per_try)}"
+            line += f" on {conds}"
             if rng.random() < 0.5:
                 line += " backoff 25ms max 250ms"
             if rng.random() < 0.3:
@@ -260,15 +275,14 @@ class _Gen:
         rules.append('header "x-canary" = "always" -> v2')
         if rng.random() < 0.3:
             rules.append('header "x-user-id" ~ "^[0-9]*7$" -> v2')
-        if s.callers and rng.random() < 0.5:
+        if not s.grpc and rng.random() < 0.2:
+            rules.append(f'GET prefix "/v1/{s.noun}/beta/" -> v2')
+        if len(s.callers) > 2 and rng.random() < 0.5:  # some callers try the canary first
             who = ", ".join(s.callers[:2])
             method, _ = s.sample_path()
             rules.append(f"from {who} {method} {s.read_paths().split(', ')[-1]} -> {split}")
-        if not s.grpc and rng.random() < 0.6:
-            t = s.timeout_ms or 2000
-            rules.append(f"POST, PUT, PATCH /v1/{s.noun}/** -> v1 timeout {_dur(t)} retry off")
-        if not s.grpc and rng.random() < 0.2:
-            rules.append(f'GET prefix "/v2/{s.noun}/" -> v2')
+        if s.name in self.write_sources and rng.random() < 0.6:  # writes stay on stable, never retried
+            rules.append(f"POST, PUT, PATCH /v1/{s.noun}/* -> v1 timeout {_dur(s.timeout_ms)} retry off")
         if rng.random() < 0.2:  # a dark launch: v2 sees a copy of the traffic only
             rules.append("* -> v1 mirror v2 5%")
         else:
@@ -279,7 +293,9 @@ class _Gen:
         rng = self.rng
         for s in self.layer["edge"]:
             self.rules.setdefault(s.name, []).extend(
-                [f"allow * -> {s.name}", f"deny * -> {s.name} /admin/**, /internal/**"])
+                # open to outside callers (no mesh identity), not to the mesh's own services
+                [f"allow * -> {s.name}", f"deny authenticated -> {s.name}",
+                 f"deny * -> {s.name} /admin/**, /internal/**"])
             self.allow_sources.setdefault(s.name, []).append("*")
             self.limits.setdefault(s.name, []).append(f"limit * -> {s.name} {rng.choice([500, 1000, 5000])}/s burst 200")
         edge_ns = "edge"
@@ -394,7 +410,8 @@ class _Gen:
         self.make_services()
         self.make_graph()
         self.authorize()  # before settle: retries on services that take writes say non_idempotent
-        for s in self.svcs:
+        rank = {k: i for i, k in enumerate(LAYERS)}
+        for s in sorted(self.svcs, key=lambda s: (-rank[s.layer], s.index)):  # callees before callers
             self.settle(s)
         files: dict[str, str] = {
             "meshc.toml": (
