@@ -109,6 +109,18 @@ class Cluster:
             return ("forward", index, weights, mirror, None)
         return ("no_route", None, {}, None, 404)
 
+    def can_reach(self, caller: str, dest: str) -> bool:
+        """Whether the caller's Sidecar (if any) imports the destination's host."""
+        labels, ns, _ = self.pod(caller)
+        svc = self.mesh.service(dest)
+        host = f"{svc.namespace}/{svc.name}.{svc.namespace}.svc.cluster.local"
+        for d in self.docs:
+            if d["kind"] == "Sidecar" and d["metadata"]["namespace"] == ns and all(
+                    labels.get(k) == v for k, v in d["spec"]["workloadSelector"]["labels"].items()):
+                hosts = [h for e in d["spec"]["egress"] for h in e["hosts"]]
+                return host in hosts or f"{svc.namespace}/*" in hosts or "*/*" in hosts
+        return True
+
     # ---- authorization ------------------------------------------------------------
     def mtls_mode(self, dest: str) -> str:
         labels, ns, _ = self.pod(dest)
@@ -225,6 +237,9 @@ def assert_same_meaning(text):
         want = evaluate(mesh, req)
         got_allowed = cluster.allowed(req)
         assert got_allowed == want.decision.allowed, f"authorization differs for {req}: istio {got_allowed}"
+        if want.decision.allowed and req.source is not None and req.source != req.destination:
+            # Sidecar scoping must never hide a destination a caller may call.
+            assert cluster.can_reach(req.source, req.destination), f"Sidecar of {req.source} hides {req}"
         if mesh.service(req.destination).http:
             got = cluster.route(req)
             got = (got[0], got[1], {k: round(v, 6) for k, v in got[2].items()}, got[3], got[4])
