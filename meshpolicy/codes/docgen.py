@@ -70,7 +70,8 @@ def grouped() -> list[tuple[str, list[CodeInfo]]]:
 
 def section(info: CodeInfo, fixtures: Path = FIXTURES) -> list[str]:
     d = fixtures / info.code
-    out = [f"### {info.code} {info.name}", "", f"**{info.severity.value}**: {info.summary}.", "",
+    summary = info.summary if info.summary.endswith((".", "!", "?")) else info.summary + "."
+    out = [f"### {info.code} {info.name}", "", f"**{info.severity.value}**: {summary}", "",
            f"*Help:* {info.help}", ""]
     readme = _read(d / "README.md")
     if readme:
