@@ -350,15 +350,15 @@ class _Gen:
                 method, path = callee.sample_path()
                 out.append(f"assert can {a} -> {b} {method} {path}")
         for e in rng.sample(edge, min(k, len(edge))):
-            for d in sorted(data, key=lambda s: -len(s.callers)):
-                worst = self.worst_path(e.name, d.name)
-                if worst is None:
-                    continue
-                amp, lat = worst
-                out.append(f"assert amplification {e.name} ~> {d.name} <= {amp}")
-                if lat is not None:
-                    out.append(f"assert latency {e.name} ~> {d.name} <= {math.ceil(lat / 1000)}s")
-                break
+            by_callers = sorted(data, key=lambda s: -len(s.callers))
+            amp = next(((d, w) for d in by_callers if (w := self.worst_path(e.name, d.name))), None)
+            if amp is not None:
+                out.append(f"assert amplification {e.name} ~> {amp[0].name} <= {amp[1][0]}")
+            # latency needs a timeout on every hop, so not to a tcp store
+            lat = next(((d, w) for d in by_callers if not d.tcp and (w := self.worst_path(e.name, d.name))
+                        and w[1] is not None), None)
+            if lat is not None:
+                out.append(f"assert latency {e.name} ~> {lat[0].name} <= {math.ceil(lat[1][1] / 1000)}s")
         return out
 
     def worst_path(self, src: str, dst: str) -> tuple[int, int | None] | None:

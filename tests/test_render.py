@@ -371,3 +371,15 @@ def test_generated_meshes_check_without_errors(gen, n, tmp_path):
         assert counts[0] >= 4 * counts[len(counts) // 2]  # a few hubs take many callers
         assert {a.kind for a in mesh.assertions} >= {"never", "only", "can"}
         assert any(len(r.rules) > 1 for r in mesh.routes) and mesh.rate_limits
+
+
+def test_generated_assertions_hold(gen, tmp_path):
+    """The generator writes assertions from its own graph; the verifier must
+    prove every one (a refutation means gen.py's bookkeeping is wrong)."""
+    verify = pytest.importorskip("meshpolicy.verify")
+    root = gen.write(gen.generate(60, seed=3), tmp_path / "g")
+    checked = _checked(root)
+    config = {**checked.project.config, "verify": {**checked.project.config.get("verify", {}), "verbose": True}}
+    results = [d for d in verify.run(checked.mesh, config) if d.code.startswith("MP6")]
+    assert len(checked.mesh.assertions) >= 5
+    assert sorted(d.code for d in results) == ["MP603"] * len(checked.mesh.assertions)
