@@ -241,12 +241,19 @@ def test_json_from_the_cli(tmp_path):
     assert clean["summary"]["errors"] == 0
 
 
-def test_json_quiet_keeps_errors_only():
+@pytest.mark.parametrize("fmt", ["json", "sarif", "github", "text"])
+def test_quiet_keeps_errors_only(fmt):
     span = Span("a.mesh", 1, 1, 1, 2, 0, 1)
     diags = [Diagnostic("MP101", Severity.ERROR, "e", span), Diagnostic("MP104", Severity.WARNING, "w", span)]
     out = io.StringIO()
-    render("json", diags, {}, out, quiet=True)
-    assert [d["code"] for d in json.loads(out.getvalue())["diagnostics"]] == ["MP101"]
+    render(fmt, diags, {}, out, quiet=True)
+    text = out.getvalue()
+    if fmt == "json":
+        assert [d["code"] for d in json.loads(text)["diagnostics"]] == ["MP101"]
+    elif fmt == "sarif":
+        assert [r["ruleId"] for r in json.loads(text)["runs"][0]["results"]] == ["MP101"]
+    else:
+        assert "MP101" in text and "MP104" not in text
 
 
 # ---- text --------------------------------------------------------------------------

@@ -193,6 +193,8 @@ def sarif_log(diags: list[Diagnostic], sources: dict[str, SourceFile], command: 
 
 
 def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, command: str = "check",
-           **_: object) -> None:
+           quiet: bool = False, **_: object) -> None:
+    if quiet:
+        diags = [d for d in diags if d.severity is Severity.ERROR]
     json.dump(sarif_log(diags, sources, command), out, indent=2, ensure_ascii=False, default=str)
     out.write("\n")
