@@ -6,7 +6,9 @@ these tests pin the graph algorithms independently of the Z3 encoding.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +200,52 @@ def test_exact_edges_agree_with_brute_force(example):
     assert set(exact.edges) == set(brute.edges)
     for u, v in exact.edges:
         assert authorize(mesh, exact.edges[u, v]["witness"]).allowed
+
+
+# ---- fixtures of the graph, mTLS and shared compile codes -------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "codes"
+GRAPH_FIXTURES = sorted(p for p in FIXTURES.glob("MP5[5-6]*"))
+
+
+def _marked(text: str, code: str) -> list[int]:
+    return [i + 1 for i, line in enumerate(text.splitlines()) if f"# <- {code}" in line]
+
+
+@pytest.mark.parametrize("fixture", GRAPH_FIXTURES, ids=[p.name for p in GRAPH_FIXTURES])
+def test_graph_code_fixture(fixture):
+    from meshpolicy.verify import run
+
+    code = fixture.name
+    assert (fixture / "command").read_text().split() == ["verify"]
+    bad = (fixture / "bad.mesh").read_text()
+    result = check_text(bad)
+    found = [d for d in run(result.mesh, {}) if d.code == code]
+    assert sorted(d.span.line for d in found) == _marked(bad, code)
+    good = check_text((fixture / "good.mesh").read_text())
+    found = run(good.mesh, {})
+    assert code not in codes(found) and not any(d.is_error for d in found + good.diagnostics)
+
+
+def test_every_graph_code_has_a_fixture():
+    from meshpolicy.codes import catalogue
+
+    mine = {c for c, info in catalogue().items() if c.startswith(("MP55", "MP56"))}
+    assert mine == {p.name for p in GRAPH_FIXTURES}
+
+
+@pytest.mark.parametrize("code", ["MP701", "MP703"])
+def test_compile_code_fixture(code, tmp_path):
+    from .conftest import run_meshc
+
+    fixture = FIXTURES / code
+    args = (fixture / "command").read_text().split()
+    for name, expect in (("bad", True), ("good", code == "MP703")):
+        mesh_dir = tmp_path / name
+        mesh_dir.mkdir()
+        (mesh_dir / "x.mesh").write_text((fixture / f"{name}.mesh").read_text())
+        r = run_meshc(*args, str(mesh_dir), "--format", "json")
+        stream = r.stderr if "--stdout" in args else r.stdout
+        got = [d for d in json.loads(stream)["diagnostics"] if d["code"] == code] if stream.strip() else []
+        assert bool(got) == expect, (name, r.stdout, r.stderr)
+        assert r.returncode == (1 if expect else 0)
