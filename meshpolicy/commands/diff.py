@@ -1,0 +1,105 @@
+"""`meshc diff`: which requests a policy change decides or routes differently."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..diagnostics import has_errors
+from ..pipeline import check_project
+from ..project import find_root, load
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
+
+EXIT_CHANGED = 1
+
+
+@click.command("diff")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--git", "rev", metavar="REV", help="Compare the mesh at git revision REV with the working tree.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for a terminal, json for tools, markdown for a pull-request comment.")
+def command(paths, rev, fmt):
+    """Show the requests whose authorization decision or route differs between
+    two meshes, grouped into request classes with a witness request each, and
+    the calls that became possible or impossible.
+
+    Give OLD and NEW (files or directories), or `--git REV [NEW]` to compare
+    the mesh as committed at REV with the working tree (NEW defaults to `.`).
+
+    Exit 0 when nothing changed, 1 when something did, 2 when a mesh could not
+    be read or has errors (like `diff`, so CI can tell "changed" from "broken").
+
+    \b
+    Examples:
+      meshc diff old/ new/
+      meshc diff --git origin/main examples/shop --format markdown > comment.md
+    """
+    with tempfile.TemporaryDirectory(prefix="meshc-diff-") as tmp:
+        if rev:
+            if len(paths) > 1:
+                raise click.UsageError("with --git give at most one path (the new mesh)")
+            new_path = Path(paths[0] if paths else ".")
+            try:
+                old_path = _checkout(rev, new_path, Path(tmp))
+            except RuntimeError as exc:
+                click.echo(f"meshc diff: {exc}", err=True)
+                sys.exit(EXIT_USAGE)
+        else:
+            if len(paths) != 2:
+                raise click.UsageError("give OLD and NEW, or --git REV [NEW]")
+            old_path, new_path = Path(paths[0]), Path(paths[1])
+        old, new = check_project(load([old_path])), check_project(load([new_path]))
+        for side in (old, new):
+            if has_errors(side.diagnostics):
+                emit([d for d in side.diagnostics if d.is_error], side.project.files, "text", out=sys.stderr)
+                sys.exit(EXIT_USAGE)
+        from ..verify import diff as mdiff
+        from ..verify.atoms import Undecided, Unsupported
+
+        try:
+            result = mdiff.diff(old.mesh, new.mesh)
+        except (Unsupported, Undecided) as exc:
+            click.echo(f"meshc diff: cannot compare exactly: {exc}", err=True)
+            sys.exit(EXIT_ERRORS + 1)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.as_json(), indent=2) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(mdiff.markdown(result))
+    else:
+        sys.stdout.write(mdiff.text(result))
+    sys.exit(EXIT_CHANGED if result.changed else EXIT_OK)
+
+
+def _checkout(rev: str, new_path: Path, tmp: Path) -> Path:
+    """The mesh NEW belongs to, as committed at REV, extracted under tmp."""
+    root = find_root(new_path)
+    top = _git(["rev-parse", "--show-toplevel"], root).decode().strip()
+    rel = root.resolve().relative_to(Path(top).resolve())
+    spec = f"{rev}:{rel.as_posix()}" if rel.parts else f"{rev}:"
+    data = _git(["archive", "--format=tar", spec], Path(top))
+    dest = tmp / "old"
+    dest.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+    if new_path.resolve() != root.resolve():
+        sub = new_path.resolve().relative_to(root.resolve())
+        if (dest / sub).exists():
+            return dest / sub
+    return dest
+
+
+def _git(args: list[str], cwd: Path) -> bytes:
+    try:
+        res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("git is not installed") from None
+    if res.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {res.stderr.decode(errors='replace').strip()}")
+    return res.stdout

@@ -1,0 +1,333 @@
+"""What a policy change does: the requests whose decision or route changed.
+
+For each destination whose meaning may have changed, the request space is
+split into classes both meshes agree on (callers that every rule of either
+mesh treats alike; the joint path and header atoms of both meshes' patterns;
+every method), and one request per class is evaluated with the reference
+evaluator under the old and the new mesh. Since the classes are exact, this
+enumeration covers every request: nothing is sampled. Changes are then
+grouped into short request classes for a reviewer, each with a witness.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from ..model.types import HTTP_METHODS, Mesh
+from ..semantics.evaluate import Outcome, Request, evaluate, source_matches
+from .atoms import Atom, key_of, split
+from .witness import as_dict
+
+
+@dataclass
+class Change:
+    kind: str  # "decision" or "route"
+    source: str  # the caller class, as a reviewer reads it
+    destination: str
+    methods: list[str]
+    paths: str  # the path class, e.g. "/orders/**"
+    old: str
+    new: str
+    witness: dict
+
+    def line(self) -> str:
+        ms = ",".join(self.methods) if len(self.methods) < len(HTTP_METHODS) else "*"
+        return f"{self.source} -> {self.destination} {ms} {self.paths} : {self.old} → {self.new}"
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "source": self.source, "destination": self.destination, "methods": self.methods,
+                "paths": self.paths, "old": self.old, "new": self.new, "summary": self.line(),
+                "witness": self.witness}
+
+
+@dataclass
+class MeshDiff:
+    decisions: list[Change] = field(default_factory=list)
+    routes: list[Change] = field(default_factory=list)
+    edges_added: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    edges_removed: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    services_added: list[str] = field(default_factory=list)
+    services_removed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.decisions or self.routes or self.edges_added or self.edges_removed
+                    or self.services_added or self.services_removed)
+
+    def as_json(self) -> dict:
+        edge = lambda e: {"source": e[0], "destination": e[1], "witness": e[2]}  # noqa: E731
+        return {"changed": self.changed, "decisions": [c.as_json() for c in self.decisions],
+                "routes": [c.as_json() for c in self.routes],
+                "edges_added": [edge(e) for e in self.edges_added],
+                "edges_removed": [edge(e) for e in self.edges_removed],
+                "services_added": self.services_added, "services_removed": self.services_removed}
+
+
+# ---- what a destination's meaning depends on ----------------------------------------------
+
+def _canon(x):
+    """A model value without spans, for comparing meaning across edits."""
+    if hasattr(x, "model_dump"):
+        return _canon(x.model_dump(exclude={"span", "spans"}))
+    if isinstance(x, dict):
+        return tuple(sorted((k, _canon(v)) for k, v in x.items() if k not in ("span", "spans", "index")))
+    if isinstance(x, (list, tuple)):
+        return tuple(_canon(v) for v in x)
+    return x
+
+
+def _meaning(mesh: Mesh, dest: str):
+    svc = mesh.service(dest)
+    route = mesh.route_map.get(dest)
+    return (
+        _canon(mesh.rules_by_target.get(dest, [])),
+        _canon(route.rules) if route else None,
+        mesh.mtls_of(svc) if svc else None,
+        tuple(v.name for v in svc.versions) if svc else None,
+        mesh.settings.default,
+    )
+
+
+def _callers(mesh: Mesh) -> dict[str, str]:
+    return {s.name: s.namespace for s in mesh.services}
+
+
+# ---- the joint request space of one destination -------------------------------------------
+
+def _source_classes(old: Mesh, new: Mesh, dest: str) -> list[tuple[str | None, str]]:
+    """(representative, label) per class of callers both meshes treat alike."""
+    names = list(dict.fromkeys([s.name for s in old.services] + [s.name for s in new.services]))
+
+    def sig(mesh: Mesh, name: str | None):
+        req = Request(name, dest)
+        auth = tuple(source_matches(mesh, s, req) for r in mesh.rules_by_target.get(dest, []) for s in r.sources)
+        route = mesh.route_map.get(dest)
+        frm = tuple(name in {ref.name for ref in rr.match.sources} for rr in route.rules) if route else ()
+        return auth, frm
+
+    groups: dict[tuple, list[str]] = {}
+    for n in names:
+        groups.setdefault((sig(old, n), sig(new, n)), []).append(n)
+    out = []
+    for members in groups.values():
+        label = members[0] if len(members) == 1 else f"{members[0]} (and {len(members) - 1} more alike)"
+        out.append((members[0], label))
+    out.append((None, "(no identity)"))
+    return out
+
+
+def _keys(mesh: Mesh, dest: str):
+    paths, headers = [], {}
+    for r in mesh.rules_by_target.get(dest, []):
+        paths.extend(key_of(p) for p in r.paths)
+    route = mesh.route_map.get(dest)
+    for rr in route.rules if route else []:
+        paths.extend(key_of(p) for p in rr.match.paths)
+        for h in rr.match.headers:
+            ks = headers.setdefault(h.name, [])
+            if h.kind in ("exact", "prefix", "regex"):
+                ks.append((h.kind, h.value or ""))
+    return paths, headers
+
+
+def _route_text(o: Outcome) -> str:
+    r = o.route
+    if r.kind == "forward":
+        ws = ", ".join(f"{v} {w:g}%" for v, w in sorted(r.weights.items()) if w > 0) or "no version"
+        return ws + (f" mirror {r.mirror[0]} {r.mirror[1]:g}%" if r.mirror else "")
+    if r.kind == "redirect":
+        return f"redirect {r.status}"
+    if r.kind == "respond":
+        return f"respond {r.status}"
+    if r.kind == "no_route":
+        return "404 (no rule matches)"
+    return "all versions" if r.weights else "the service"
+
+
+def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], list[Change]]:
+    opaths, oheaders = _keys(old, dest)
+    npaths, nheaders = _keys(new, dest)
+    path_atoms = split(opaths + npaths, "path")
+    hnames = sorted(set(oheaders) | set(nheaders))
+    hatoms = {n: [None] + split(oheaders.get(n, []) + nheaders.get(n, []), "value") for n in hnames}
+    sources = _source_classes(old, new, dest)
+    # per (change, path atom, header combination): the methods it happens for, and a witness
+    per_atom: dict[tuple, dict] = {}
+    hranges = [range(len(hatoms[n])) for n in hnames]
+    for (src, label), method, ai in itertools.product(sources, HTTP_METHODS, range(len(path_atoms))):
+        atom = path_atoms[ai]
+        for hc in itertools.product(*hranges):
+            hs = tuple((n, hatoms[n][i].witness) for n, i in zip(hnames, hc) if i)
+            req = Request(src, dest, method, atom.witness, hs)
+            a, b = evaluate(old, req), evaluate(new, req)
+            for kind, x, y in (("decision", a.decision.effect, b.decision.effect),
+                               ("route", _route_text(a), _route_text(b))):
+                if x != y:
+                    g = per_atom.setdefault((kind, label, x, y, ai, hc), {"methods": [], "witness": req})
+                    if method not in g["methods"]:
+                        g["methods"].append(method)
+    # Merge into request classes that are whole products (callers x methods x
+    # paths x headers), so every request a summary line names really changed.
+    step1: dict[tuple, list] = {}
+    for (kind, label, x, y, ai, hc), g in per_atom.items():
+        step1.setdefault((kind, label, x, y, hc, tuple(g["methods"])), []).append((ai, g["witness"]))
+    step2: dict[tuple, list] = {}
+    for (kind, label, x, y, hc, ms), items in step1.items():
+        paths = frozenset(ai for ai, _ in items)
+        step2.setdefault((kind, label, x, y, ms, paths), []).append((hc, items[0][1]))
+    step3: dict[tuple, list] = {}
+    for (kind, label, x, y, ms, paths), items in step2.items():
+        hcs = frozenset(hc for hc, _ in items)
+        step3.setdefault((kind, x, y, ms, paths, hcs), []).append((label, items[0][1]))
+    out: dict[str, list[Change]] = {"decision": [], "route": []}
+    for (kind, x, y, methods, paths, hcs), items in step3.items():
+        req = items[0][1]
+        a, b = evaluate(old, req), evaluate(new, req)
+        shown = (a.decision.effect, b.decision.effect) if kind == "decision" else (_route_text(a), _route_text(b))
+        assert shown == (x, y), f"diff witness {req} does not show {x} → {y}"
+        labels = [lab for lab, _ in items]
+        who = "any caller" if len(labels) == len(sources) else ", ".join(labels)
+        text = _describe_atoms(path_atoms, sorted(paths)) + _describe_headers(hnames, hatoms, hcs)
+        out[kind].append(Change(kind, who, dest, list(methods), text, x, y, as_dict(req)))
+    return out["decision"], out["route"]
+
+
+def _describe_headers(hnames: list[str], hatoms: dict, hcs: frozenset) -> str:
+    parts = []
+    for j, n in enumerate(hnames):
+        used = sorted({hc[j] for hc in hcs})
+        if len(used) == len(hatoms[n]):
+            continue
+        vals = []
+        for i in used:
+            a = hatoms[n][i]
+            vals.append("absent" if a is None else (f'"{a.witness}"' if a.members else "other values"))
+        parts.append(f"{n}: {' or '.join(vals)}")
+    return (" with " + "; ".join(parts)) if parts else ""
+
+
+def _describe_atoms(atoms: list[Atom], chosen: list[int]) -> str:
+    """Name a set of path atoms by the patterns that span them: for each atom
+    its broadest pattern within the set; "(part of)" when the set does not
+    hold everything that pattern matches. The witness shows a concrete path."""
+    inside = set(chosen)
+    count: dict = {}
+    for i in chosen:
+        for k in atoms[i].members:
+            count[k] = count.get(k, 0) + 1
+    names = []
+    for i in chosen:
+        if not atoms[i].members:
+            names.append("(paths no pattern names)")
+            continue
+        k = max(atoms[i].members, key=lambda k: (count[k], k))
+        whole = all(j in inside for j, a in enumerate(atoms) if k in a.members)
+        shown = k[1] if k[0] == "glob" or (k[0] == "exact" and k[1].startswith("/")) else f'{k[0]} "{k[1]}"'
+        names.append(shown if whole else f"(part of) {shown}")
+    return ", ".join(sorted(set(names)))
+
+
+def _edges(mesh: Mesh) -> dict[tuple[str, str], dict | None]:
+    from . import _optional
+    from .auth import may_call
+
+    callgraph = _optional("callgraph")
+    if callgraph is not None:
+        g = callgraph.build_graph(mesh, may_call)
+        return {(u, v): (as_dict(d["witness"]) if d.get("witness") else None) for u, v, d in g.edges(data=True)}
+    out = {}
+    for d in mesh.service_map:
+        for s in [*mesh.service_map, None]:
+            if s != d and (req := may_call(mesh, s, d)) is not None:
+                out[(s or "(outside)", d)] = as_dict(req)
+    return out
+
+
+def diff(old: Mesh, new: Mesh) -> MeshDiff:
+    out = MeshDiff()
+    olds, news = set(old.service_map), set(new.service_map)
+    out.services_added = sorted(news - olds)
+    out.services_removed = sorted(olds - news)
+    callers_same = _callers(old) == _callers(new)
+    for dest in sorted(olds & news):
+        if callers_same and _meaning(old, dest) == _meaning(new, dest):
+            continue
+        dec, rt = destination_changes(old, new, dest)
+        out.decisions.extend(dec)
+        out.routes.extend(rt)
+    eo, en = _edges(old), _edges(new)
+    out.edges_added = [(u, v, en[(u, v)]) for u, v in sorted(en.keys() - eo.keys())]
+    out.edges_removed = [(u, v, eo[(u, v)]) for u, v in sorted(eo.keys() - en.keys())]
+    key = lambda c: (c.destination, c.source, c.paths, c.old, c.new)  # noqa: E731
+    out.decisions.sort(key=key)
+    out.routes.sort(key=key)
+    return out
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def text(d: MeshDiff) -> str:
+    if not d.changed:
+        return "no change: every request is decided and routed as before\n"
+    lines = []
+    for title, items in (("services added", d.services_added), ("services removed", d.services_removed)):
+        if items:
+            lines.append(f"{title}: " + ", ".join(items))
+    for title, changes in (("Decision changes", d.decisions), ("Route changes", d.routes)):
+        if changes:
+            lines.append(f"{title} ({len(changes)}):")
+            for c in changes:
+                lines.append(f"  {c.line()}")
+                lines.append(f"      e.g. {c.witness['request']}")
+    for title, edges, sign in (("Calls now possible", d.edges_added, "+"), ("Calls no longer possible", d.edges_removed, "-")):
+        if edges:
+            lines.append(f"{title} ({len(edges)}):")
+            for u, v, w in edges:
+                lines.append(f"  {sign} {u} -> {v}" + (f"   e.g. {w['request']}" if w else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _md(s: str) -> str:
+    return s.replace("|", "\\|").replace("`", "'")
+
+
+def markdown(d: MeshDiff) -> str:
+    out = ["## meshc diff", ""]
+    if not d.changed:
+        return "\n".join(out + ["No change: every request is decided and routed as before.", ""])
+    if d.services_added or d.services_removed:
+        out += [f"Services added: {', '.join(d.services_added) or 'none'}; "
+                f"removed: {', '.join(d.services_removed) or 'none'}.", ""]
+    for title, changes in (("Decision changes", d.decisions), ("Route changes", d.routes)):
+        if not changes:
+            continue
+        out += [f"### {title} ({len(changes)})", "", "| caller | destination | methods | paths | before | after | witness |",
+                "|---|---|---|---|---|---|---|"]
+        for c in changes:
+            ms = ",".join(c.methods) if len(c.methods) < len(HTTP_METHODS) else "any"
+            out.append(f"| {_md(c.source)} | {_md(c.destination)} | {ms} | `{_md(c.paths)}` | {_md(c.old)} | "
+                       f"**{_md(c.new)}** | `{_md(c.witness['request'])}` |")
+        out.append("")
+    if d.edges_added or d.edges_removed:
+        out += ["### Reachability changes", "", "| change | call | witness |", "|---|---|---|"]
+        for sign, edges in (("added", d.edges_added), ("removed", d.edges_removed)):
+            for u, v, w in edges:
+                out.append(f"| {sign} | {_md(u)} → {_md(v)} | `{_md(w['request']) if w else ''}` |")
+        out += ["", "```mermaid", "graph LR"]
+        ids: dict[str, str] = {}
+
+        def node(n: str) -> str:
+            if n not in ids:
+                ids[n] = f"n{len(ids)}"
+                out.append(f'  {ids[n]}["{n}"]')
+            return ids[n]
+
+        for u, v, _ in d.edges_added:
+            a, b = node(u), node(v)
+            out.append(f"  {a} -->|added| {b}")
+        for u, v, _ in d.edges_removed:
+            a, b = node(u), node(v)
+            out.append(f"  {a} -. removed .-> {b}")
+        out += ["```", ""]
+    return "\n".join(out)

@@ -1,0 +1,141 @@
+"""`meshc diff`: known changes between meshes, exact against brute force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from meshpolicy.pipeline import check_project
+from meshpolicy.project import load
+from meshpolicy.semantics import evaluate
+from meshpolicy.verify.diff import _route_text, diff
+
+from .conftest import EXAMPLES, check_text, run_meshc
+from .test_verify_brute import PROBE_PATHS, SERVICES, small_policies
+
+ORDERS_ALLOW = "allow frontend -> orders GET, POST /orders, /orders/**"
+
+
+def _shop_copy(tmp_path, name, edit=None):
+    dst = tmp_path / name
+    shutil.copytree(EXAMPLES / "shop", dst)
+    if edit:
+        f = dst / "orders.mesh"
+        text = f.read_text()
+        for old, new in edit:
+            assert old in text
+            text = text.replace(old, new)
+        f.write_text(text)
+    return dst
+
+
+def _mesh(path):
+    return check_project(load([path])).mesh
+
+
+def test_one_rule_changed_in_shop(tmp_path):
+    old = _shop_copy(tmp_path, "old")
+    new = _shop_copy(tmp_path, "new", [(ORDERS_ALLOW, "allow frontend -> orders GET /orders, /orders/**")])
+    d = diff(_mesh(old), _mesh(new))
+    assert not d.routes and not d.edges_added and not d.edges_removed
+    [c] = d.decisions
+    assert (c.source, c.destination, c.methods, c.old, c.new) == ("frontend", "orders", ["POST"], "allow", "deny")
+    assert "/orders/**" in c.paths and "/orders" in c.paths
+    w = c.witness
+    from meshpolicy.semantics import Request
+
+    req = Request(w["source"], w["destination"], w["method"], w["path"], tuple(w["headers"].items()))
+    assert evaluate(_mesh(old), req).decision.allowed and not evaluate(_mesh(new), req).decision.allowed
+
+
+def test_weight_change_is_a_route_change_outside_the_canary_header(tmp_path):
+    old = _shop_copy(tmp_path, "old")
+    new = _shop_copy(tmp_path, "new", [("v1 90%, v2 10%", "v1 50%, v2 50%")])
+    d = diff(_mesh(old), _mesh(new))
+    assert not d.decisions
+    [c] = d.routes
+    assert c.source == "any caller" and c.methods == ["GET"] and "x-canary" in c.paths
+    assert c.witness["headers"].get("x-canary") != "always"
+
+
+def test_new_allow_rule_adds_a_call_edge(tmp_path):
+    old = _shop_copy(tmp_path, "old")
+    new = _shop_copy(tmp_path, "new", [(ORDERS_ALLOW, ORDERS_ALLOW + "\nallow inventory -> orders GET /orders")])
+    d = diff(_mesh(old), _mesh(new))
+    assert [(u, v) for u, v, _ in d.edges_added] == [("inventory", "orders")]
+    assert any(c.source == "inventory" and c.old == "deny" and c.new == "allow" for c in d.decisions)
+
+
+def test_cli_exit_codes_and_formats(tmp_path):
+    old = _shop_copy(tmp_path, "old")
+    same = _shop_copy(tmp_path, "same")
+    new = _shop_copy(tmp_path, "new", [(ORDERS_ALLOW, "allow frontend -> orders GET /orders, /orders/**")])
+    r = run_meshc("diff", str(old), str(same))
+    assert r.returncode == 0, r.stderr
+    r = run_meshc("diff", str(old), str(new), "--format", "json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["changed"] and out["decisions"][0]["witness"]["method"] == "POST"
+    r = run_meshc("diff", str(old), str(new), "--format", "markdown")
+    assert r.returncode == 1 and "| caller |" in r.stdout and "**deny**" in r.stdout
+    edge = _shop_copy(tmp_path, "edge", [(ORDERS_ALLOW, ORDERS_ALLOW + "\nallow inventory -> orders")])
+    r = run_meshc("diff", str(old), str(edge), "--format", "markdown")
+    assert "```mermaid" in r.stdout and "inventory" in r.stdout
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.mesh").write_text("service {\n")
+    assert run_meshc("diff", str(old), str(tmp_path / "bad")).returncode == 2
+
+
+def test_cli_diff_against_git_revision(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "shop", repo)
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@example.org", "-c", "user.name=t", "add", ".")
+    git("-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-q", "-m", "base")
+    assert run_meshc("diff", "--git", "HEAD", str(repo)).returncode == 0
+    f = repo / "orders.mesh"
+    f.write_text(f.read_text().replace(ORDERS_ALLOW, "allow frontend -> orders GET /orders, /orders/**"))
+    r = run_meshc("diff", "--git", "HEAD", ".", cwd=repo)
+    assert r.returncode == 1 and "allow → deny" in r.stdout, r.stdout + r.stderr
+    assert run_meshc("diff", "--git", "no-such-rev", str(repo)).returncode == 2
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=small_policies(), data=st.data())
+def test_diff_agrees_with_brute_force(text, data):
+    """Drop one rule or assertion line: diff reports a change exactly when some
+    request in a space covering both meshes' atoms is decided or routed
+    differently (every witness is re-checked inside diff itself)."""
+    lines = text.splitlines()
+    droppable = [i for i, line in enumerate(lines) if line.startswith(("allow", "deny", "  "))
+                 and "->" in line and not line.startswith("  version")]
+    assume(droppable)
+    i = data.draw(st.sampled_from(droppable))
+    new_text = "\n".join(lines[:i] + lines[i + 1:]) + "\n"
+    old, new = check_text(text), check_text(new_text)
+    assume(old.ok and new.ok)
+    d = diff(old.mesh, new.mesh)
+    from meshpolicy.semantics import Request
+
+    from meshpolicy.verify.diff import _keys
+    from meshpolicy.verify.atoms import split
+
+    changed = False
+    for dest in SERVICES:
+        paths = set(PROBE_PATHS)
+        for m in (old.mesh, new.mesh):
+            paths |= {a.witness for a in split(_keys(m, dest)[0])}
+        for src in [*SERVICES, None]:
+            for method in ("GET", "POST", "DELETE"):
+                for path in sorted(paths):
+                    for hs in ((), (("x-h", "1"),), (("x-h", "12"),), (("x-h", "y"),), (("x-h", ""),)):
+                        req = Request(src, dest, method, path, hs)
+                        a, b = evaluate(old.mesh, req), evaluate(new.mesh, req)
+                        if a.decision.effect != b.decision.effect or _route_text(a) != _route_text(b):
+                            changed = True
+    assert bool(d.decisions or d.routes) == changed, (text, new_text, d.as_json())
