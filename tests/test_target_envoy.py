@@ -217,7 +217,6 @@ def test_hostile_strings_are_escaped_not_structure():
 
 UNSUPPORTED = {
     "several_ports": "service c { namespace ns; port 8080 http; port 9090 http }\nallow a -> c\n",
-    "limit_any_source": "limit * -> a 10/s\n",
     "retry_on_status_codes": "route b { * -> v1 retry 2 on retriable-status-codes }\n",
     "fractional_outlier_max": ("service c { namespace ns; port 8080 http; outlier consecutive_5xx 3 max 12.5% }\n"
                                "allow a -> c\n"),
@@ -240,6 +239,23 @@ def test_unsupported_constructs_are_mp701(case):
     d = found[0]
     assert d.is_error and d.span is not None and d.span.line > BASE.count("\n")
     assert "envoy" in d.message
+
+
+def test_rate_limit_buckets_per_identity_and_per_anonymous_address():
+    outputs, diags = compile_text(BASE + "limit * -> a 10/s burst 20\nlimit b -> a 5/m\n")
+    assert codes(diags) == []
+    cfg = yaml.safe_load(next(o.content for o in outputs if o.path == "ns/a/v1.yaml"))
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    rl = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit")["typed_config"]
+    entries = [tuple((e["key"], e["value"]) for e in d["entries"]) for d in rl["descriptors"]]
+    sid = "spiffe://example.org/ns/ns/sa/"
+    # limit-0 (`*`): anonymous callers by address, and every identity; limit-1: b only.
+    assert entries == [(("limit-0", "anonymous"), ("remote_address", "")),
+                       (("limit-0", sid + "a"),), (("limit-0", sid + "b"),), (("limit-0", sid + "t"),),
+                       (("limit-1", sid + "b"),)]
+    assert rl["descriptors"][0]["token_bucket"] == {"max_tokens": 20, "tokens_per_fill": 10, "fill_interval": "1s"}
+    assert rl["descriptors"][-1]["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}
+    assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
 
 
 def test_base_policy_compiles_clean():
@@ -314,3 +330,44 @@ def test_cli_writes_one_file_per_workload(tmp_path):
     assert written == sorted(w.path for w in workloads(mesh))
     assert {"bookinfo/reviews/v1.yaml", "bookinfo/reviews/v2.yaml", "bookinfo/reviews/v3.yaml"} <= set(written)
     assert os.access(tmp_path / "o" / "bookinfo" / "details" / "v1.yaml", os.R_OK)
+
+
+RICH = """mesh m { trust_domain "example.org"; default deny; tracing w3c sample 12.5%; metrics off; mtls permissive }
+service a { namespace ns; port 8080 http; version v1 { balance hash header "x-user" }; version v2 { balance hash header "x-user" }
+  retry 2 on 5xx, unavailable backoff 10ms max 100ms budget 25% min 2; outlier consecutive_gateway 3 interval 5s eject 30s max 20%
+  circuit max_connections 10 max_pending 5 max_requests 50 }
+service b { namespace ns; port 8080 http2; mtls strict; version v1; fault delay 5ms 0.5% }
+service c { namespace other; port 9000 grpc; mtls off; version v1; version v2; version v3 }
+service t { namespace ns; port 5432 tcp; version x; version y }
+route a {
+  header "x-user" absent GET, HEAD /a/* regex "/r/[0-9]+" -> v1 12.5%, v2 87.5% mirror v2 0.5% timeout 2s
+  header "x-canary" prefix "y" POST prefix "/p" -> v2 retry off
+  DELETE /a/**/b -> respond 451 "no"
+  from b exact "/old" -> redirect "http://new.example:8080/x?y=1" 308
+  * -> v1 fault abort 503 1.5%
+}
+allow b, namespace other -> a GET, HEAD, POST /a/**, prefix "/p"
+deny authenticated -> a DELETE
+allow * -> c
+allow a -> b
+allow a, b -> t
+limit * -> a 100/s burst 10
+limit namespace ns -> c 6000/m
+"""
+
+
+def test_every_construct_passes_envoy_validate(tmp_path):
+    from meshpolicy.certs import issue
+
+    checked = check_text(RICH)
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    issue(checked.mesh, tmp_path / "certs")
+    outputs, diags = compile_mesh(checked.mesh, "envoy", CompileOptions(certs_dir=str(tmp_path / "certs")))
+    assert not [d for d in diags if d.is_error], [(d.code, d.message) for d in diags]
+    assert len(outputs) == 8
+    for o in outputs:
+        p = tmp_path / "out" / o.path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(o.content)
+        r = envoy_validate(p)
+        assert r.returncode == 0, f"{o.path}: {r.stdout}{r.stderr}"

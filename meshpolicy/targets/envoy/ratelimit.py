@@ -5,8 +5,12 @@ identity. The descriptor comes from the x-forwarded-client-cert header, which
 the inbound connection manager rewrites (SANITIZE_SET) from the verified peer
 certificate, so a caller cannot forge it. Requests matching no descriptor
 use the filter's default bucket, which is effectively unlimited.
-A `*` source would need a bucket per anonymous caller, which a sidecar cannot
-tell apart: reported as unsupported.
+
+A `*` source also covers callers without an identity. A sidecar can tell
+those apart only by address, so each client IP without a verified
+certificate gets its own bucket (a dynamic descriptor on the remote
+address, up to MAX_ANONYMOUS addresses remembered). On one machine every
+anonymous caller shares 127.0.0.1 and so one bucket.
 """
 
 from __future__ import annotations
@@ -17,22 +21,18 @@ from .context import Ctx
 LOCAL_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 XFCC = "x-forwarded-client-cert"
 UNLIMITED = 4294967295
+MAX_ANONYMOUS = 10000
 
 
-def _callers(ctx: Ctx, lim: RateLimit, dest: Service) -> list[Service] | None:
-    """The services that get a bucket (None: not expressible)."""
+def _callers(ctx: Ctx, lim: RateLimit, dest: Service) -> list[Service]:
+    """The services whose identity gets a bucket."""
     mesh = ctx.mesh
     if mesh.mtls_of(dest) == "off":
-        # No caller identity is visible, so only `*` could match anyone.
-        if any(s.kind == "any" for s in lim.sources):
-            return None
-        return []
+        return []  # no caller identity is visible; only `*` matches, by address
     out: dict[str, Service] = {}
     for s in lim.sources:
-        if s.kind == "any":
-            return None
         for svc in mesh.service_map.values():
-            if (s.kind == "authenticated" or (s.kind == "service" and svc.name == s.name)
+            if (s.kind in ("authenticated", "any") or (s.kind == "service" and svc.name == s.name)
                     or (s.kind == "namespace" and svc.namespace == s.name)):
                 out[svc.name] = svc
     return [out[k] for k in sorted(out)]
@@ -48,13 +48,22 @@ def ratelimit_filter(ctx: Ctx, dest: Service) -> dict | None:
     if not limits:
         return None
     descriptors, rate_limits = [], []
+    anonymous = False
     for i, lim in enumerate(limits):
         callers = _callers(ctx, lim, dest)
-        if callers is None:
-            ctx.unsupported("a rate limit with source `*`", lim.span,
-                            "a sidecar cannot give each caller without an identity its own bucket")
-            continue
         key = f"limit-{i}"
+        if any(s.kind == "any" for s in lim.sources):
+            anonymous = True
+            # Only requests without a verified certificate (no XFCC after
+            # sanitizing) produce this descriptor; the address keys the bucket.
+            rate_limits.append({"actions": [
+                {"header_value_match": {"descriptor_key": key, "descriptor_value": "anonymous",
+                                        "expect_match": False,
+                                        "headers": [{"name": XFCC, "present_match": True}]}},
+                {"remote_address": {}}]})
+            descriptors.append({"entries": [{"key": key, "value": "anonymous"},
+                                            {"key": "remote_address", "value": ""}],
+                                "token_bucket": _bucket(lim)})
         for svc in callers:
             sid = ctx.mesh.spiffe_id(svc)
             rate_limits.append({"actions": [{"header_value_match": {
@@ -75,4 +84,5 @@ def ratelimit_filter(ctx: Ctx, dest: Service) -> dict | None:
         "always_consume_default_token_bucket": False,
         "rate_limits": rate_limits,
         "descriptors": descriptors,
+        **({"max_dynamic_descriptors": MAX_ANONYMOUS} if anonymous else {}),
     }}
