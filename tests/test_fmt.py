@@ -228,9 +228,20 @@ def test_cli_check_and_diff_write_nothing(tmp_path):
     assert (r.exit_code, r.output) == (0, "")
 
 
+def test_cli_keeps_symlinks(tmp_path):
+    real = tmp_path / "real.mesh"
+    real.write_text(UGLY)
+    link = tmp_path / "link.mesh"
+    link.symlink_to(real)
+    assert _invoke(str(link)).exit_code == 0
+    assert link.is_symlink() and real.read_text() == PRETTY
+
+
 def test_cli_stdin_to_stdout():
     r = _invoke("-", input=UGLY)
     assert (r.exit_code, r.output) == (0, PRETTY)
+    r = CliRunner().invoke(fmt_command, ["-"], input="allow a ->\n")
+    assert r.exit_code == 1 and "allow" not in r.stdout
     assert _invoke("--check", "-", input=UGLY).exit_code == 1
     assert _invoke("--check", "-", input=PRETTY).exit_code == 0
 

@@ -44,7 +44,9 @@ def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace path's content in one step: a reader sees the old file or the
-    new one, never a half-written one. Keeps the file's permission bits."""
+    new one, never a half-written one. Keeps the file's permission bits, and
+    a symlink stays a link: the file it points to is the one replaced."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
