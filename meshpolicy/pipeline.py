@@ -44,27 +44,32 @@ class Checked:
 Progress = Callable[[str, int, int], None]
 
 
-def parse_project(project: Project, progress: Progress | None = None) -> tuple[dict[str, SyntaxFile], list[Diagnostic]]:
+def parse_project(project: Project, progress: Progress | None = None,
+                  parser: Callable[[str, str], tuple[SyntaxFile, list[Diagnostic]]] | None = None,
+                  ) -> tuple[dict[str, SyntaxFile], list[Diagnostic]]:
+    """`parser(text, path)` replaces parse_text (the language server's re-parses only what changed)."""
+    parse = parser or parse_text
     trees: dict[str, SyntaxFile] = {}
     diags: list[Diagnostic] = []
     total = len(project.files) + 2  # every file, then build and checks
     for i, (path, src) in enumerate(project.files.items()):
         if progress:
             progress(f"parsing {path}", i, total)
-        tree, d = parse_text(src.text, path)
+        tree, d = parse(src.text, path)
         trees[path] = tree
         diags.extend(d)
     return trees, diags
 
 
-def check_project(project: Project, run_checks: bool = True, progress: Progress | None = None) -> Checked:
+def check_project(project: Project, run_checks: bool = True, progress: Progress | None = None,
+                  parser: Callable[[str, str], tuple[SyntaxFile, list[Diagnostic]]] | None = None) -> Checked:
     """Parse, build and check a project. Checks still run after syntax errors
     (on what could be read), so one run reports as much as possible."""
     from .checks import run_checks as _run
 
     n = len(project.files)
     with gc_paused():
-        trees, diags = parse_project(project, progress)
+        trees, diags = parse_project(project, progress, parser)
         if progress:
             progress("building the model", n, n + 2)
         mesh, bdiags = build(list(trees.values()))

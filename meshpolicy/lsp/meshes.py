@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, has_errors
-from ..pipeline import Checked, check_project
+from ..pipeline import Checked, check_project, gc_paused
 from ..project import Project, find_root, load_config, mesh_files, read_source
 from ..span import SourceFile
+from .incremental import IncrementalParser
 from .index import SymbolIndex
 
 log = logging.getLogger("meshc.lsp")
@@ -61,11 +63,16 @@ class Analysis:
     root: str
     generation: int
     checked: Checked
-    index: SymbolIndex
     seconds: float
     verified: list[Diagnostic] | None = None
     verify_error: str | None = None
     files: list[str] = field(default_factory=list)
+
+    @cached_property
+    def index(self) -> SymbolIndex:
+        """Built on the first request that needs it, not on every edit."""
+        with gc_paused():
+            return SymbolIndex(self.checked.mesh)
 
     @property
     def sources(self) -> dict[str, SourceFile]:
@@ -76,12 +83,25 @@ class Analysis:
         return self.checked.diagnostics + (self.verified or [])
 
 
-def analyse(root: str, buffers: dict[str, str], generation: int) -> Analysis:
+class ParseCache:
+    """One IncrementalParser per file; use from one thread at a time."""
+
+    def __init__(self) -> None:
+        self.parsers: dict[str, IncrementalParser] = {}
+
+    def __call__(self, text: str, path: str):
+        parser = self.parsers.get(path)
+        if parser is None:
+            parser = self.parsers[path] = IncrementalParser(path)
+        return parser.parse(text)
+
+
+def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCache | None = None) -> Analysis:
     t0 = time.perf_counter()
-    project = build_project(root, buffers)
-    checked = check_project(project)
-    return Analysis(root, generation, checked, SymbolIndex(checked.mesh), time.perf_counter() - t0,
-                    files=list(project.files))
+    with gc_paused():  # a full collection over every tree would cost more than the analysis
+        project = build_project(root, buffers)
+        checked = check_project(project, parser=cache)
+    return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 
 def verifier():

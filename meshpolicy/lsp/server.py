@@ -25,7 +25,7 @@ from ..diagnostics import has_errors
 from ..span import SourceFile
 from . import complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
-from .meshes import Analysis, analyse, root_of, verifier, verify
+from .meshes import Analysis, ParseCache, analyse, root_of, verifier, verify
 from .symbols import document_symbols
 
 log = logging.getLogger("meshc.lsp")
@@ -58,11 +58,12 @@ def formatter():
 
 
 class MeshLanguageServer(LanguageServer):
-    def __init__(self, debounce_ms: int = 40, run_verifier: bool = True):
+    def __init__(self, debounce_ms: int = 25, run_verifier: bool = True):
         super().__init__("meshc", __version__)
         self.debounce = debounce_ms / 1000
         self.run_verifier = run_verifier
         self.meshes: dict[str, MeshState] = {}
+        self.parse_cache = ParseCache()  # only touched on the check thread
         self.check_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-check")
         self.verify_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-verify")
         docs = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.md"
@@ -103,7 +104,7 @@ class MeshLanguageServer(LanguageServer):
         """Analyse the mesh's current texts; None when a newer edit made the result stale."""
         buffers = self.buffers()
         loop = asyncio.get_running_loop()
-        a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation)
+        a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation, self.parse_cache)
         st = self.state(root)
         if st.generation != generation:
             log.debug("dropped a stale analysis of %s", root)
@@ -174,7 +175,7 @@ def _source(a: Analysis, path: str) -> SourceFile | None:
     return a.sources.get(path)
 
 
-def make_server(debounce_ms: int = 40, run_verifier: bool = True) -> MeshLanguageServer:
+def make_server(debounce_ms: int = 25, run_verifier: bool = True) -> MeshLanguageServer:
     server = MeshLanguageServer(debounce_ms, run_verifier)
 
     @server.feature(lsp.INITIALIZE)
@@ -320,5 +321,5 @@ def make_server(debounce_ms: int = 40, run_verifier: bool = True) -> MeshLanguag
     return server
 
 
-def serve(debounce_ms: int = 40, run_verifier: bool = True) -> None:
+def serve(debounce_ms: int = 25, run_verifier: bool = True) -> None:
     make_server(debounce_ms, run_verifier).start_io()

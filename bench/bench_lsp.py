@@ -1,0 +1,151 @@
+"""Language-server latency: `python bench/bench_lsp.py [--edits 50] [--lines 2000]`.
+
+Starts the real server (`meshc lsp`) over stdio, opens one generated file of
+about `--lines` lines (the bench/gen.py mesh, concatenated into one file)
+and makes `--edits` edits, one at a time: each renames the callee of some
+allow rule (so the file gains an MP101 error) or renames it back. For each
+edit it measures the wall time from sending didChange to receiving the
+publishDiagnostics for that document version: debounce + parse + check +
+publish. It also reads the server's CPU time per edit (all its threads,
+from /proc), which the machine's other load does not inflate. Runs once with the verifier on (the default; its findings come in
+a later publication and are not waited for, but it competes for the CPU)
+and once with `--no-verify`. Prints a Markdown table for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lsprotocol import types as lsp  # noqa: E402
+from pygls.lsp.client import LanguageClient  # noqa: E402
+from pygls.uris import from_fs_path  # noqa: E402
+
+from bench.gen import generate  # noqa: E402
+
+TARGET_P95_MS = 100
+DEBOUNCE_MS = 25  # the server's default (meshc lsp --debounce-ms)
+
+
+def one_file(lines: int) -> str:
+    """The generated mesh's files, concatenated: the smallest such mesh of at least `lines` lines."""
+    n = 20
+    while True:
+        files = generate(n)
+        text = "".join(v if v.endswith("\n") else v + "\n" for k, v in files.items() if k.endswith(".mesh"))
+        if text.count("\n") >= lines:
+            return text
+        n += max(1, n // 20)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time so far of every thread of process pid (Linux schedstat, in ns)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+async def run(text: str, edits: int, extra: list[str], seed: int) -> tuple[list[float], list[float], int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.mesh"
+        (Path(tmp) / "meshc.toml").write_text("")
+        path.write_text(text)
+        uri = from_fs_path(str(path))
+        client = LanguageClient("bench", "1")
+        published: dict[int, float] = {}
+        got = asyncio.Event()
+
+        @client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def on_diags(params: lsp.PublishDiagnosticsParams):
+            if params.uri == uri and params.version is not None and params.version not in published:
+                published[params.version] = time.perf_counter()
+                got.set()
+
+        await client.start_io(sys.executable, "-m", "meshpolicy.cli", "lsp", *extra)
+        await client.initialize_async(lsp.InitializeParams(capabilities=lsp.ClientCapabilities(),
+                                                           root_uri=from_fs_path(tmp)))
+        client.initialized(lsp.InitializedParams())
+        client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+            lsp.TextDocumentItem(uri=uri, language_id="mesh", version=1, text=text)))
+        await asyncio.wait_for(got.wait(), 60)
+        lines = text.splitlines()
+        allow = [i for i, ln in enumerate(lines) if ln.startswith("allow ") and " -> " in ln]
+        rng = random.Random(seed)
+        times, cpu = [], []
+        pid = client._server.pid
+        broken: dict[int, tuple[int, int]] = {}
+        for k in range(edits):
+            version = k + 2
+            if broken and (k % 2 == 1):  # rename back
+                i, (start, end) = broken.popitem()
+                new, rng_end = lines[i][start:end], end + 1
+            else:
+                i = rng.choice(allow)
+                start = lines[i].index(" -> ") + 4
+                end = start + len(lines[i][start:].split()[0])
+                broken[i] = (start, end)
+                new, rng_end = lines[i][start:end] + "x", end
+            got.clear()
+            c0 = cpu_ns(pid)
+            t0 = time.perf_counter()
+            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[lsp.TextDocumentContentChangePartial(
+                    range=lsp.Range(lsp.Position(i, start), lsp.Position(i, rng_end)), text=new)]))
+            while version not in published:
+                await asyncio.wait_for(got.wait(), 60)
+                got.clear()
+            times.append((published[version] - t0) * 1000)
+            cpu.append((cpu_ns(pid) - c0) / 1e6)
+            await asyncio.sleep(0.1)  # a typing pause, so each edit is measured on its own
+        await client.shutdown_async(None)
+        client.exit(None)
+        await client.stop()
+        return times, cpu, len(lines)
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs) + 0.5) - 1))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--edits", type=int, default=50)
+    ap.add_argument("--lines", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    text = one_file(args.lines)
+    load = os.getloadavg()[0]
+    print(f"Language server, {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} cores, load average {load:.1f} at start: didChange -> publishDiagnostics "
+          f"(debounce {DEBOUNCE_MS} ms + parse + check + publish), {args.edits} edits\n")
+    print("| file | verifier | wall p50 | wall p95 | wall max | server CPU p50 | server CPU p95 | target: p95 |")
+    print("|---|---|---|---|---|---|---|---|")
+    ok = True
+    for label, extra in (("on", []), ("off", ["--no-verify"])):
+        times, cpu, n = asyncio.run(run(text, args.edits, extra, args.seed))
+        p95 = pct(times, 95)
+        ok &= p95 < TARGET_P95_MS
+        print(f"| {n} lines | {label} | {statistics.median(times):.0f} ms | {p95:.0f} ms | {max(times):.0f} ms "
+              f"| {statistics.median(cpu):.0f} ms | {pct(cpu, 95):.0f} ms "
+              f"| < {TARGET_P95_MS} ms {'✓' if p95 < TARGET_P95_MS else '✗'} |")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
