@@ -151,6 +151,7 @@ class Lowering:
         self.keys = workload_keys(mesh)
         self.index = {k: i for i, k in enumerate(self.keys)}
         self._callable: dict[str, list[str]] = {}
+        self._tcp: dict[str, list[str]] = {}
         self._dest_cache: dict[str, dict] = {}
         self._inbound_cache: dict[str, dict] = {}
 
@@ -160,7 +161,9 @@ class Lowering:
         return self._callable[name]
 
     def tcp_destinations(self, name: str) -> list[str]:
-        return [d for d in self.callable(name) if not self.mesh.service_map[d].http]
+        if name not in self._tcp:
+            self._tcp[name] = [d for d in self.callable(name) if not self.mesh.service_map[d].http]
+        return self._tcp[name]
 
     def ports(self, service: str, version: str | None) -> WorkloadPorts:
         svc = self.mesh.service_map[service]

@@ -3,7 +3,6 @@ and obey the rules a schema cannot say (MP702 otherwise)."""
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 import re2
@@ -21,7 +20,7 @@ def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
     for o in outputs:
         problems = []
         try:
-            cfg = WorkloadConfig.model_validate(json.loads(o.content), strict=True)
+            cfg = WorkloadConfig.model_validate_json(o.content, strict=True)
         except (ValueError, ValidationError) as exc:
             diags.append(diag("MP702", f"meshproxy output `{o.path}` does not match the format: {exc}"))
             continue
