@@ -31,10 +31,19 @@ def unused_versions(mesh: Mesh):
 
 @rule("MP402")
 def uncallable_services(mesh: Mesh):
+    """An entry point (an ingress gateway, a job) is called from outside the
+    mesh and calls into it: no warning for a service an allow rule names as
+    a caller, by name or namespace."""
     if mesh.settings.default != "deny":
         return
     allowed = {ar.target.name for ar in mesh.auth_rules if ar.effect == "allow"}
+    callers: set[str] = set()
+    caller_namespaces: set[str] = set()
+    for ar in mesh.auth_rules:
+        if ar.effect == "allow":
+            callers.update(s.name for s in ar.sources if s.kind == "service")
+            caller_namespaces.update(s.name for s in ar.sources if s.kind == "namespace")
     for svc in mesh.services:
-        if svc.name not in allowed:
+        if svc.name not in allowed and svc.name not in callers and svc.namespace not in caller_namespaces:
             yield diag("MP402", f"no allow rule targets service `{svc.name}`, and the mesh denies by default",
                        svc.at("name"))

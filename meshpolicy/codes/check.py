@@ -64,6 +64,6 @@ CODES = define(
     # ---- unused
     ("MP401", "unused-version", "warning", "a service has a route, but no rule of it forwards or mirrors to this version",
      "route some traffic to it, or remove it"),
-    ("MP402", "uncallable-service", "warning", "no allow rule lets anyone call this service, and the mesh denies by default",
+    ("MP402", "uncallable-service", "warning", "under default deny no allow rule lets anyone call this service, and it calls no one",
      "add `allow CALLER -> SERVICE`, or remove the service"),
 )
