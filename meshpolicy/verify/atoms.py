@@ -242,8 +242,9 @@ class _Region:
     neg: tuple[Key, ...]
     witness: str
 
-    def admits(self, s: str) -> bool:
-        return all(matches(k, s) for k in self.pos) and not any(matches(k, s) for k in self.neg)
+    def admits(self, s: str, match=None) -> bool:
+        m = match or matches
+        return all(m(k, s) for k in self.pos) and not any(m(k, s) for k in self.neg)
 
 
 def _literal_prefix(key: Key) -> str | None:
@@ -285,12 +286,22 @@ class Splitter:
     def __init__(self, universe: str, timeout_ms: int, stats: dict | None = None):
         self.universe = universe
         self.universe_key = UNIVERSES[universe]
+        self._memo: dict[tuple[Key, str], bool] = {}
         self.timeout_ms = timeout_ms
         self.stats = stats if stats is not None else {}
         self.pool: list[str] = ["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]
 
     def in_universe(self, s: str) -> bool:
-        return matches(self.universe_key, s)
+        if self.universe == "path":  # "/[!-~]*", spelled out: it is asked very often
+            return s.startswith("/") and all("!" <= ch <= "~" for ch in s)
+        return all(ch == "\t" or " " <= ch <= "~" or "\x80" <= ch <= "\xff" for ch in s)
+
+    def match(self, k: Key, s: str) -> bool:
+        """matches(), remembered: candidate strings are tried against many regions."""
+        got = self._memo.get((k, s))
+        if got is None:
+            got = self._memo[(k, s)] = matches(k, s)
+        return got
 
     def split(self, keys: list[Key]) -> list[Atom]:
         for k in keys:
@@ -299,7 +310,7 @@ class Splitter:
         for k in dict.fromkeys(keys):
             nxt: list[_Region] = []
             for r in regions:
-                inside = matches(k, r.witness)
+                inside = self.match(k, r.witness)
                 nxt.append(_Region(r.pos + (k,), r.neg, r.witness) if inside else _Region(r.pos, r.neg + (k,), r.witness))
                 other = _Region(r.pos, r.neg + (k,), "") if inside else _Region(r.pos + (k,), r.neg, "")
                 w = self._witness(other)
@@ -319,7 +330,7 @@ class Splitter:
         # a positive exact pattern makes the region a single string
         exact = next((k for k in r.pos if k[0] == "exact"), None)
         if exact is not None:
-            return exact[1] if r.admits(exact[1]) and self.in_universe(exact[1]) else None
+            return exact[1] if r.admits(exact[1], self.match) and self.in_universe(exact[1]) else None
         # patterns with incompatible literal prefixes share no string
         lits = [p for p in (_literal_prefix(k) for k in r.pos) if p]
         if self.universe == "path":
@@ -328,8 +339,21 @@ class Splitter:
             for b in lits:
                 if not (a.startswith(b) or b.startswith(a)):
                     return None
+        # a glob without `**` (or an exact path) fixes how many `/` a string has;
+        # other globs need at least as many as their literal parts hold
+        fixed = {k[1].count("/") for k in r.pos if k[0] in ("exact", "glob") and "**" not in k[1]}
+        least = max((k[1].replace("**", "").count("/") for k in r.pos if k[0] in ("glob", "prefix")), default=0)
+        if len(fixed) > 1 or (fixed and least > min(fixed)):
+            return None
+        # a negative prefix-like pattern (prefix L, or glob L** with no other
+        # wildcard) holds every string of the universe that starts with L
+        for k in r.neg:
+            cover = k[1] if k[0] == "prefix" else (k[1][:-2] if k[0] == "glob" and k[1].endswith("**")
+                                                   and "*" not in k[1][:-2] else None)
+            if cover is not None and any(p.startswith(cover) for p in lits):
+                return None
         for c in self.pool:
-            if r.admits(c) and self.in_universe(c):
+            if self.in_universe(c) and r.admits(c, self.match):
                 return c
         w = self._solve(r)
         if w is not None:
@@ -377,4 +401,17 @@ class Splitter:
 
 
 def split(keys: list[Key], universe: str = "path", timeout_ms: int = 2000, stats: dict | None = None) -> list[Atom]:
-    return Splitter(universe, timeout_ms, stats).split(keys)
+    """The atoms of `keys` (in first-seen order of the keys; repeated calls with
+    the same patterns, common across services, are answered from a cache)."""
+    return list(_split(tuple(dict.fromkeys(keys)), universe, timeout_ms, stats))
+
+
+@lru_cache(maxsize=4096)
+def _split_cached(keys: tuple[Key, ...], universe: str, timeout_ms: int) -> tuple[Atom, ...]:
+    return tuple(Splitter(universe, timeout_ms).split(list(keys)))
+
+
+def _split(keys, universe, timeout_ms, stats):
+    if stats is not None:
+        stats["splits"] = stats.get("splits", 0) + 1
+    return _split_cached(keys, universe, timeout_ms)

@@ -31,11 +31,12 @@ def may_call(mesh: Mesh, source: str | None, destination: str, timeout_ms: int =
         return _probe(mesh, p, source, destination)
     known = source is None or mesh.service(source) is not None
     cls = p.source_index(source if known else None)
-    rest = p.allowed_in([(cls,) + tuple(p.full()[1:])])
-    if rest is not None:
-        if not rest:
+    everything = p.allowed_everywhere()
+    if everything is not None:
+        box = next((b for b in everything if b[0] & cls), None)
+        if box is None:
             return None
-        req = p.request_for(source, p.pick(rest[0]))
+        req = p.request_for(source, p.pick((box[0] & cls,) + tuple(box[1:])))
     else:
         ans = p.check(p.allowed, p.source_is(source if known else None))
         if ans.status == "unknown":

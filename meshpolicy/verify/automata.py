@@ -267,6 +267,16 @@ def witness(pos: tuple[tuple[str, str], ...], neg: tuple[tuple[str, str], ...]) 
     for a in autos:
         charsets |= a.charsets()
     pieces, reps = _intervals(charsets)
+    # a character no positive automaton can read never occurs in an answer
+    readable = [set().union(*a.charsets()) if a.charsets() else set() for a in autos[:npos]]
+    keep = [i for i, c in enumerate(reps) if all(any(a <= c <= b for a, b in r) for r in readable)]
+    # characters that every charset treats alike are one letter of the search alphabet
+    classes: dict[tuple, int] = {}
+    for i in keep:
+        sig = tuple(_member(cs, reps[i]) for cs in sorted(charsets))
+        classes.setdefault(sig, i)
+    keep = sorted(classes.values())
+    pieces, reps = [pieces[i] for i in keep], [reps[i] for i in keep]
     # order pieces so that readable characters are tried first
     order = sorted(range(len(pieces)), key=lambda i: (_NICE.find(chr(reps[i])) if chr(reps[i]) in _NICE else 999, i))
     # per automaton, per state: piece -> targets (through the piece's representative)

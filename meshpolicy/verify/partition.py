@@ -124,13 +124,18 @@ class Partition:
         if methods:
             b[1] = frozenset(i for i, m in enumerate(self.methods) if m in methods)
         if paths:
-            keys = [key_of(p) for p in paths]
-            b[2] = frozenset(i for i, a in enumerate(self.paths) if any(matches(k, a.witness) for k in keys))
+            # an atom's members are exactly the patterns its strings match
+            keys = {key_of(p) for p in paths}
+            b[2] = frozenset(i for i, a in enumerate(self.paths) if a.members & keys)
         for h in headers:
             j = 3 + self.header_names.index(h.name)
             atoms = self.header_atoms[h.name]
-            b[j] = b[j] & frozenset(i for i, a in enumerate(atoms)
-                                    if header_matches(h, {} if a is None else {h.name: a.witness}))
+            if h.kind in ("exact", "prefix", "regex"):
+                k = (h.kind, h.value or "")
+                ok = frozenset(i for i, a in enumerate(atoms) if a is not None and k in a.members)
+            else:
+                ok = frozenset(i for i, a in enumerate(atoms) if (a is None) == (h.kind == "absent"))
+            b[j] = b[j] & ok
         return tuple(b)
 
     def auth_rule_box(self, r: AuthRule):
@@ -183,6 +188,12 @@ class Partition:
         if len(starts) > self.box_limit:
             return None
         return self.minus(starts, [self.auth_box[r.index] for r in self.auth_rules if r.effect == "deny"])
+
+    def allowed_everywhere(self):
+        """Every allowed request to this destination, as boxes (computed once)."""
+        if not hasattr(self, "_allowed_all"):
+            self._allowed_all = self.allowed_in([tuple(self.full())])
+        return self._allowed_all
 
     def pick(self, box) -> Request:
         """A request in a non-empty box (the smallest index of each variable)."""
