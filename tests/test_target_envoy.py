@@ -249,10 +249,11 @@ def test_rate_limit_buckets_per_identity_and_per_anonymous_address():
     rl = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit")["typed_config"]
     entries = [tuple((e["key"], e["value"]) for e in d["entries"]) for d in rl["descriptors"]]
     sid = "spiffe://example.org/ns/ns/sa/"
-    # limit-0 (`*`): anonymous callers by address, and every identity; limit-1: b only.
+    # limit-0 (`*`): anonymous callers by address, identified ones by certificate; limit-1: b only.
     assert entries == [(("limit-0", "anonymous"), ("remote_address", "")),
-                       (("limit-0", sid + "a"),), (("limit-0", sid + "b"),), (("limit-0", sid + "t"),),
+                       (("limit-0", "identified"), ("peer", "")),
                        (("limit-1", sid + "b"),)]
+    assert rl["max_dynamic_descriptors"] > 0
     assert rl["descriptors"][0]["token_bucket"] == {"max_tokens": 20, "tokens_per_fill": 10, "fill_interval": "1s"}
     assert rl["descriptors"][-1]["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}
     assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
