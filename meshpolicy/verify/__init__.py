@@ -69,8 +69,8 @@ def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> li
         else:
             out.extend(assertions.check(mesh, a, config, graph))
     if stats is not None:
-        times = sorted(p.z3_seconds for p in parts)
-        stats.update(partitions=len(parts), z3_seconds=times, queries=sum(p.queries for p in parts),
+        times = sorted(p.seconds for p in parts)
+        stats.update(partitions=len(parts), partition_seconds=times, queries=sum(p.queries for p in parts),
                      box_questions=sum(p.box_questions for p in parts),
                      string_queries=sum(p.stats.get("string_queries", 0) for p in parts),
                      total_seconds=time.perf_counter() - t0)

@@ -66,7 +66,11 @@ def _probe(mesh: Mesh, p: Partition, source: str | None, destination: str) -> Re
 
 
 def _what(r: AuthRule) -> str:
-    return f"`{r.effect} ... -> {r.target.name}` (rule {r.index + 1})"
+    return f"this {r.effect} rule for `{r.target.name}`"
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
 
 
 def _empty(box) -> bool:
@@ -82,7 +86,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     dead: set[int] = set()
     for r in p.auth_rules:
         if r.index in empty:
-            out.append(diag("MP504", f"{_what(r)} matches no request", r.span))
+            out.append(diag("MP504", f"{_cap(_what(r))} matches no request", r.span))
             continue
         if r.effect != "allow":
             continue
@@ -96,7 +100,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
         labels = [Label(d.span, "this deny rule wins") for d in overlapping]
         if _covered(p, r, overlapping, lambda: p.check(p.auth_ind[r.index], p.z3.Not(p.deny_any))):
             dead.add(r.index)
-            out.append(diag("MP501", f"{_what(r)} is dead: deny rules deny every request it matches, "
+            out.append(diag("MP501", f"{_cap(_what(r))} is dead: deny rules deny every request it matches, "
                             f"e.g. {req}", r.span, labels=labels, witness=wit))
         else:
             out.append(diag("MP503", f"deny rules win over part of {_what(r)}, e.g. {req}",
@@ -119,7 +123,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
                         and auth_rule_matches(mesh, covering[0], o.request),
                         "the rule's request is also matched by a covering rule")
         redundant.add(r.index)
-        out.append(diag("MP502", f"{_what(r)} is redundant: the {r.effect} rules in the labels already match "
+        out.append(diag("MP502", f"{_cap(_what(r))} is redundant: the {r.effect} rules in the labels already match "
                         f"every request it matches", r.span,
                         labels=[Label(o.span, "covers part of it") for o in covering], witness=wit))
     return out

@@ -61,7 +61,7 @@ class Partition:
         self.dest = dest
         self.timeout_ms = timeout_ms
         self.error: str | None = None  # set when the space cannot be encoded exactly
-        self.z3_seconds = 0.0
+        self.seconds = 0.0
         self.queries = 0
         self.box_questions = 0
         self.stats: dict = {}
@@ -74,7 +74,7 @@ class Partition:
             self._build()
         except (Unsupported, Undecided) as exc:
             self.error = str(exc)
-        self.z3_seconds += time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0
 
     # ---- the finite space ----------------------------------------------------------
 
@@ -212,7 +212,7 @@ class Partition:
         if self._solver is None:
             t0 = time.perf_counter()
             self._build_solver()
-            self.z3_seconds += time.perf_counter() - t0
+            self.seconds += time.perf_counter() - t0
         return self._solver
 
     def _build_solver(self) -> None:
@@ -357,7 +357,7 @@ class Partition:
         z3 = self.z3
         t0 = time.perf_counter()
         res = solver.check(*assumptions)
-        self.z3_seconds += time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0
         self.queries += 1
         if res == z3.unsat:
             return Answer("unsat")
