@@ -321,3 +321,24 @@ async def test_formatting(client: LanguageClient, workspace: Path):
     edits = await client.text_document_formatting_async(lsp.DocumentFormattingParams(
         text_document=lsp.TextDocumentIdentifier(uri=uri), options=lsp.FormattingOptions(tab_size=2, insert_spaces=True)))
     assert not edits
+
+
+async def test_verifier_findings_follow_and_show_in_rule_hover(client: LanguageClient, workspace: Path):
+    from meshpolicy.lsp.meshes import verifier
+
+    if verifier() is None:
+        pytest.skip("this build has no verifier (meshpolicy.verify)")
+    text = BASE + "deny web -> orders\n"  # wins over every request the allow rule matches
+    uri = make_mesh(workspace, "verify", {"a.mesh": text})["a.mesh"]
+    open_doc(client, uri, text)
+    line = BASE.count("\n") - 1
+    diags = await wait_diags(client, uri, lambda d: "MP501" in codes(d), timeout=60)
+    dead = next(d for d in diags if d.code == "MP501")
+    assert dead.range.start.line == line and "witness:" in dead.message
+    assert dead.related_information and dead.related_information[0].location.range.start.line == line + 1
+    h = await client.text_document_hover_async(lsp.HoverParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line, 1)))
+    assert "MP501" in h.contents.value
+    # fixing the policy clears the finding
+    change(client, uri, 2, (line + 1, 0), (line + 2, 0), "")
+    await wait_diags(client, uri, lambda d: "MP501" not in codes(d), timeout=60)

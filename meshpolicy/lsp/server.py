@@ -58,9 +58,12 @@ def formatter():
 
 
 class MeshLanguageServer(LanguageServer):
-    def __init__(self, debounce_ms: int = 25, run_verifier: bool = True):
+    def __init__(self, debounce_ms: int = 25, run_verifier: bool = True, verify_delay_ms: int = 400):
         super().__init__("meshc", __version__)
         self.debounce = debounce_ms / 1000
+        # The verifier is slow and cannot be interrupted: it starts only once
+        # typing has paused this long, so it never delays the next check.
+        self.verify_delay = verify_delay_ms / 1000
         self.run_verifier = run_verifier
         self.meshes: dict[str, MeshState] = {}
         self.parse_cache = ParseCache()  # only touched on the check thread
@@ -143,9 +146,10 @@ class MeshLanguageServer(LanguageServer):
         st.published = uris
 
     def _queue_verify(self, root: str, a: Analysis) -> None:
-        if not self.run_verifier or verifier() is None or has_errors(a.checked.diagnostics):
-            return
         st = self.state(root)
+        if not self.run_verifier or verifier() is None or has_errors(a.checked.diagnostics):
+            st.verify_next = None  # nothing to verify until the mesh checks clean
+            return
         st.verify_next = a
         if not st.verifying:
             st.verifying = True
@@ -156,16 +160,18 @@ class MeshLanguageServer(LanguageServer):
         loop = asyncio.get_running_loop()
         try:
             while st.verify_next is not None:
-                a, st.verify_next = st.verify_next, None
-                if a is not st.analysis:
-                    continue  # superseded before it started
+                a = st.verify_next
+                await asyncio.sleep(self.verify_delay)
+                if st.verify_next is not a or st.generation != a.generation:
+                    continue  # typing went on: wait for the newest analysis
+                st.verify_next = None
                 try:
                     a.verified = await loop.run_in_executor(self.verify_pool, verify, a)
                 except Exception as exc:  # a verifier bug must not take the editor down
                     log.exception("verifier failed on %s", root)
                     a.verify_error = f"{type(exc).__name__}: {exc}"
                     continue
-                if a is st.analysis and a.verified is not None:
+                if a is st.analysis and st.generation == a.generation and a.verified is not None:
                     self.publish(a)
         finally:
             st.verifying = False
@@ -187,6 +193,8 @@ def make_server(debounce_ms: int = 25, run_verifier: bool = True) -> MeshLanguag
             ls.debounce = opts["debounceMs"] / 1000
         if isinstance(opts.get("verify"), bool):
             ls.run_verifier = opts["verify"]
+        if isinstance(opts.get("verifyDelayMs"), int):
+            ls.verify_delay = opts["verifyDelayMs"] / 1000
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     async def did_open(ls: MeshLanguageServer, params: lsp.DidOpenTextDocumentParams):
