@@ -304,7 +304,10 @@ class ToNodes(Transformer):
 
     def header_match(self, c):
         kind, value = c[1]
-        return Node("header", span_of(c), {"name": string(c[0]), "test": kind, "value": value})
+        name = string(c[0])
+        # `present`/`absent` leave no token behind, so the span ends at the name for them
+        span = name.span.to(value.span) if value is not None else name.span
+        return Node("header", span, {"name": name, "test": kind, "value": value})
 
     def header_exact(self, c):
         return ("exact", string(c[0]))
