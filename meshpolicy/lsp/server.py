@@ -39,6 +39,7 @@ class MeshState:
     published: set[str] = field(default_factory=set)  # URIs that got diagnostics last time
     published_generation: int = -1
     verifying: bool = False
+    error_generation: int = -1
     verify_next: Analysis | None = None
 
 
@@ -107,8 +108,17 @@ class MeshLanguageServer(LanguageServer):
         """Analyse the mesh's current texts; None when a newer edit made the result stale."""
         buffers = self.buffers()
         loop = asyncio.get_running_loop()
-        a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation, self.parse_cache)
         st = self.state(root)
+        try:
+            a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation, self.parse_cache)
+        except Exception as exc:  # a bug in a check: say so once, keep serving
+            log.exception("analysis of %s failed", root)
+            if st.error_generation != generation:  # once per edit, not per retry
+                st.error_generation = generation
+                self.window_show_message(lsp.ShowMessageParams(
+                    type=lsp.MessageType.Error,
+                    message=f"meshc: internal error while checking {root}: {type(exc).__name__}: {exc}"))
+            return None
         if st.generation != generation:
             log.debug("dropped a stale analysis of %s", root)
             return None
@@ -120,8 +130,12 @@ class MeshLanguageServer(LanguageServer):
         """The analysis of uri's mesh that matches what the client sees now."""
         root = root_of(path_of(uri))
         st = self.state(root)
-        while st.analysis is None or st.analysis.generation != st.generation:
+        for _ in range(5):  # edits arriving meanwhile make a result stale; don't chase them forever
+            if st.analysis is not None and st.analysis.generation == st.generation:
+                break
             await self._analyse(root, st.generation)
+        if st.analysis is None:
+            raise RuntimeError(f"meshc could not analyse {root}")
         return st.analysis
 
     def publish(self, a: Analysis) -> None:
