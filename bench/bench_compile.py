@@ -115,7 +115,7 @@ def table(sizes, runs: int, seed: int, targets: list[str]) -> int:
             else:
                 cells = (f"{len(outputs)} | {kib(sum(sizes_b))} | {kib(statistics.median(sizes_b))} "
                          f"| {kib(p95(sizes_b))}")
-            print(f"| {n} | {target} | {workloads} | {secs:.2f} | {cells} |", flush=True)
+            print(f"| {n} | {target} | {workloads} | {secs:.3f} | {cells} |", flush=True)
     print()
     for note in notes:
         print(f"note: {note}")

@@ -9,6 +9,8 @@ import tomllib
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from meshpolicy.compile import CompileOptions, Output, compile_mesh, get_target
@@ -354,3 +356,18 @@ def test_cli_bad_settings_no_traceback(tmp_path):
                   "--format", "json")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "MP730" in r.stdout and not (tmp_path / "out").exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=20), other=st.text(max_size=20))
+def test_literal_regex_matches_exactly_that_text(text, other):
+    import re
+
+    import re2
+
+    from meshpolicy.targets.meshproxy.lower import literal
+
+    rx = "^" + literal(text) + "$"
+    assert re2.search(rx, text) and re.fullmatch(rx, text)
+    # RE2's `$` is the end of the text (Python re's also matches before a final newline).
+    assert bool(re2.search(rx, other)) == bool(re.fullmatch(rx, other)) == (other == text)

@@ -8,12 +8,44 @@ at all (see `may_call`), so the proxy only does string and regex tests.
 
 from __future__ import annotations
 
-import re2
-
 from ...model import types as m
-from ...semantics.patterns import glob_regex
 from .config import FORMAT_VERSION
 from .ports import WorkloadPorts, needed, workload_keys, workload_ports
+
+
+_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def literal(text: str) -> str:
+    """text as an RE2 regex matching exactly it: metacharacters backslashed,
+    control characters as \\xHH, everything else as is (readable, and the
+    same meaning to RE2 and to Python's re)."""
+    out = []
+    for c in text:
+        if c in _META:
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def glob_to_regex(glob: str) -> str:
+    """The semantics' glob: `*` one non-empty segment, `**` any run of characters."""
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]+")
+            i += 1
+        else:
+            out.append(literal(glob[i]))
+            i += 1
+    return "".join(out)
 
 
 def anchored(regex: str) -> str:
@@ -23,11 +55,11 @@ def anchored(regex: str) -> str:
 
 def path_matcher(p: m.PathPattern) -> dict:
     if p.kind == "exact":
-        rx = "^" + re2.escape(p.value) + "$"
+        rx = "^" + literal(p.value) + "$"
     elif p.kind == "prefix":
-        rx = "^" + re2.escape(p.value) + "(?s:.*)$"  # startswith: any tail, newlines too
+        rx = "^" + literal(p.value) + "(?s:.*)$"  # startswith: any tail, newlines too
     elif p.kind == "glob":
-        rx = anchored(glob_regex(p.value))
+        rx = anchored(glob_to_regex(p.value))
     else:
         rx = anchored(p.value)
     return {"kind": p.kind, "value": p.value, "regex": rx}
@@ -43,7 +75,7 @@ def header_test(h: m.HeaderMatch) -> dict:
 
 
 def namespace_regex(trust_domain: str, namespace: str) -> str:
-    return "^" + re2.escape(f"spiffe://{trust_domain}/ns/{namespace}/sa/") + "[^/]+$"
+    return "^" + literal(f"spiffe://{trust_domain}/ns/{namespace}/sa/") + "[^/]+$"
 
 
 def principal(mesh: m.Mesh, s: m.Source) -> dict:
@@ -282,7 +314,8 @@ class Lowering:
         return {
             "service": svc.name,
             "namespace": svc.namespace,
-            "hosts": [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc"],
+            "hosts": [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc",
+                      f"{svc.name}.{svc.namespace}.svc.cluster.local"],
             "spiffe_id": mesh.spiffe_id(svc),
             "mtls": mesh.mtls_of(svc) != "off",
             "upstreams": upstreams,
