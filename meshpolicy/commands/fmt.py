@@ -96,7 +96,7 @@ def command(paths, check, show_diff, fmt, color, quiet):
     def one(text: str, shown: str) -> str | None:
         result = format_text(text, shown)
         if not result.ok:
-            sources[shown] = SourceFile(shown, text)
+            sources[shown] = SourceFile(shown, text.removeprefix("\ufeff"))  # as parsed
             diags.extend(result.diagnostics)
             return None
         return result.text
