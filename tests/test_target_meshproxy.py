@@ -18,7 +18,8 @@ from meshpolicy.project import load
 from meshpolicy.pipeline import check_project
 from meshpolicy.resources import target_dir
 from meshpolicy.targets.meshproxy import evaluate as ev
-from meshpolicy.targets.meshproxy.config import WorkloadConfig, schema_text
+from meshpolicy.targets.meshproxy.config import WorkloadConfig
+from meshpolicy.targets.meshproxy.schema import schema_text
 
 from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
 
@@ -54,7 +55,7 @@ def bookinfo():
 
 def test_schema_file_is_the_models_schema():
     assert (target_dir("meshproxy") / "schema.json").read_text() == schema_text(), \
-        "regenerate: python -m meshpolicy.targets.meshproxy.config > targets/meshproxy/schema.json"
+        "regenerate: python -m meshpolicy.targets.meshproxy.schema > targets/meshproxy/schema.json"
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 

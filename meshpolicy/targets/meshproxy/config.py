@@ -2,20 +2,18 @@
 
 One JSON document per workload. These models are the runtime check of every
 compiled file (TARGET.validate) and the source of the published JSON Schema
-`targets/meshproxy/schema.json` (`python -m meshpolicy.targets.meshproxy.config`
+`targets/meshproxy/schema.json` (`python -m meshpolicy.targets.meshproxy.schema`
 regenerates it; a test keeps the two equal). Every field is required, with
 `null` for "not set", so a proxy never has to know a default.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT_VERSION = 1
-SCHEMA_ID = "https://meshpolicy.dev/schemas/meshproxy/v1/workload.json"
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -304,24 +302,3 @@ class WorkloadConfig(Strict):
     outbound: Outbound
     tracing: Tracing
     metrics: Metrics
-
-
-def json_schema() -> dict:
-    """The published JSON Schema (draft 2020-12) of a workload file."""
-    schema = WorkloadConfig.model_json_schema(mode="validation")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        **schema,
-        "title": "meshproxy workload config, version 1",
-    }
-
-
-def schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.stdout.write(schema_text())
