@@ -24,9 +24,9 @@ from .strategies import mesh_programs
 
 pytestmark = pytest.mark.skipif(not istio_schema.CRDS.is_file(), reason="needs ../shared Istio CRDs")
 
-# catalog.mesh sets both a retry budget and circuit max_retries, which Envoy
-# cannot honour together (a budget replaces max_retries): MP701 for Istio.
-SHOP_FIX = ("catalog.mesh", " max_retries 10", "")
+# A retry budget and circuit max_retries together cannot be honoured by Envoy
+# (a budget replaces max_retries): MP701 for Istio. catalog.mesh has a budget.
+SHOP_BREAK = ("catalog.mesh", "max_requests 1000", "max_requests 1000 max_retries 10")
 
 
 def documents(outputs) -> list[dict]:
@@ -49,8 +49,17 @@ def compile_dir(path):
 def shop_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("shop") / "shop"
     shutil.copytree(EXAMPLES / "shop", d)
-    f = d / SHOP_FIX[0]
-    f.write_text(f.read_text().replace(SHOP_FIX[1], SHOP_FIX[2]))
+    return d
+
+
+@pytest.fixture(scope="module")
+def broken_shop_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("broken-shop") / "shop"
+    shutil.copytree(EXAMPLES / "shop", d)
+    f = d / SHOP_BREAK[0]
+    text = f.read_text()
+    assert SHOP_BREAK[1] in text
+    f.write_text(text.replace(SHOP_BREAK[1], SHOP_BREAK[2]))
     return d
 
 
@@ -64,8 +73,8 @@ def assert_crd_valid(docs):
 
 # ---- examples -------------------------------------------------------------------
 
-def test_shop_as_written_reports_budget_with_max_retries():
-    outputs, diags = compile_dir(EXAMPLES / "shop")
+def test_budget_with_max_retries_is_unsupported(broken_shop_dir):
+    outputs, diags = compile_dir(broken_shop_dir)
     errs = [d for d in diags if d.is_error]
     assert codes(errs) == ["MP701"]
     assert errs[0].span.file.endswith("catalog.mesh") and "istio" in errs[0].message
@@ -290,13 +299,13 @@ def test_yaml_words_as_label_keys_stay_strings():
     assert dr["spec"]["subsets"][1]["labels"] == {"null": "true", "on": "yes"}
 
 
-def test_cli_writes_atomically_and_keeps_old_output_on_failure(tmp_path, shop_dir):
+def test_cli_writes_atomically_and_keeps_old_output_on_failure(tmp_path, shop_dir, broken_shop_dir):
     out = tmp_path / "out"
     r = run_meshc("compile", str(shop_dir), "--target", "istio", "-o", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "kustomization.yaml" in before and "shop.yaml" in before
-    r = run_meshc("compile", str(EXAMPLES / "shop"), "--target", "istio", "-o", str(out), "--format", "json")
+    r = run_meshc("compile", str(broken_shop_dir), "--target", "istio", "-o", str(out), "--format", "json")
     assert r.returncode == 1 and "MP701" in r.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary directories left behind
