@@ -8,7 +8,9 @@ for how a proxy evaluates it.
 
 from __future__ import annotations
 
+import gc
 import json
+from contextlib import contextmanager
 
 from ...codes import diag
 from ...compile import CompileOptions, Output
@@ -30,10 +32,27 @@ def dump(cfg: dict) -> str:
     return json.dumps(cfg, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+@contextmanager
+def gc_paused():
+    """Lowering allocates millions of small acyclic dicts; the cyclic GC would
+    rescan everything alive (other targets' outputs too) over and over."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class MeshproxyTarget:
     name = "meshproxy"
 
     def lower(self, mesh: Mesh, options: CompileOptions) -> tuple[list[Output], list[Diagnostic]]:
+        with gc_paused():
+            return self._lower(mesh, options)
+
+    def _lower(self, mesh: Mesh, options: CompileOptions) -> tuple[list[Output], list[Diagnostic]]:
         try:
             settings = read_settings(options.settings)
         except SettingsError as exc:
@@ -58,7 +77,8 @@ class MeshproxyTarget:
     def validate(self, outputs: list[Output]) -> list[Diagnostic]:
         from .output_rules import check_outputs
 
-        return check_outputs(outputs)
+        with gc_paused():
+            return check_outputs(outputs)
 
 
 def unsupported(mesh: Mesh) -> list[Diagnostic]:
