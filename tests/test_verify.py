@@ -318,3 +318,23 @@ def test_cli_verify_example_sarif(tmp_path):
     r = run_meshc("verify", str(tmp_path / "bookinfo"), "--format", "sarif")
     sarif = json.loads(r.stdout)
     assert sarif["version"] == "2.1.0" and r.returncode in (0, 1)
+
+
+# ---- robustness: every construct, and meshes with check errors (the language server runs verify on those) ----
+
+@settings(max_examples=25, deadline=None)
+@given(text=__import__("tests.strategies", fromlist=["mesh_programs"]).mesh_programs())
+def test_run_never_crashes_and_every_witness_rechecks(text):
+    result = check_text(text)
+    for d in run(result.mesh, {"verify": {"timeout_ms": 2000}}):
+        assert d.code in __import__("meshpolicy.codes", fromlist=["catalogue"]).catalogue()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (EXAMPLES / "broken").iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_run_on_broken_examples(path):
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+
+    result = check_project(load([path]))
+    assert not result.ok
+    run(result.mesh, {})

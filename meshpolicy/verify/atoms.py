@@ -64,7 +64,11 @@ def matches(key: Key, s: str) -> bool:
 def _compiled(key: Key):
     import re2
 
-    return re2.compile(pattern_regex(PathPattern(kind=key[0], value=key[1])))
+    try:
+        return re2.compile(pattern_regex(PathPattern(kind=key[0], value=key[1])))
+    except re2.error:
+        # MP204 reports it; the verifier only declines to reason about it
+        raise Unsupported(f"regex {key[1]!r} is not valid RE2") from None
 
 
 # ---- translation to Z3 regexes -------------------------------------------------
