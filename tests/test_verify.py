@@ -157,7 +157,10 @@ def test_allow_nothing_policy_denies_everything():
     text = BASE.replace("port 8080 http\n  version v1", "port 8080 http\n  mtls off\n  version v1") + \
         "allow web -> api\nassert can web -> api GET /\n"
     _, diags = verify(text)
-    assert "MP504" in codes(diags) and "MP601" in codes(diags)
+    # mtls.py says why the rule cannot match (MP562); the verifier proves the consequence
+    assert "MP562" in codes(diags) and "MP601" in codes(diags) and "MP504" not in codes(diags)
+    _, diags = verify(BASE + 'allow web -> api regex "orders/.*"\ndeny web -> api DELETE\n')
+    assert [d.span.line for d in by_code(diags, "MP504")] == [BASE.count("\n") + 1]
 
 
 def test_partial_overlap_is_info_with_a_deny_witness():

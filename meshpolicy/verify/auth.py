@@ -69,6 +69,14 @@ def _what(r: AuthRule) -> str:
     return f"this {r.effect} rule for `{r.target.name}`"
 
 
+def _identity_blind(mesh: Mesh, r: AuthRule) -> bool:
+    """An allow rule naming callers by identity on a service with mTLS off: the
+    mTLS findings (MP562) already say why it cannot match; one report is enough."""
+    svc = mesh.service(r.target.name)
+    return (r.effect == "allow" and svc is not None and mesh.mtls_of(svc) == "off"
+            and all(s.kind != "any" for s in r.sources))
+
+
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -86,7 +94,8 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     dead: set[int] = set()
     for r in p.auth_rules:
         if r.index in empty:
-            out.append(diag("MP504", f"{_cap(_what(r))} matches no request", r.span))
+            if not _identity_blind(mesh, r):
+                out.append(diag("MP504", f"{_cap(_what(r))} matches no request", r.span))
             continue
         if r.effect != "allow":
             continue
