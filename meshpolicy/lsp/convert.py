@@ -68,6 +68,14 @@ def offset_at(src: SourceFile, pos: lsp.Position, encoding: str) -> int:
     return src.offset(line, col)
 
 
+def anchor(code: str) -> str:
+    """The heading anchor of a code in docs/diagnostics.md: `### MP101 unknown-service`."""
+    from ..codes import catalogue
+
+    meta = catalogue().get(code)
+    return f"{code.lower()}-{meta.name}" if meta else code.lower()
+
+
 def to_lsp(d: Diagnostic, sources: dict[str, SourceFile], encoding: str, docs_url: str | None = None,
            fallback: SourceFile | None = None) -> lsp.Diagnostic:
     """One meshc Diagnostic as LSP: code, related information from labels,
@@ -94,7 +102,7 @@ def to_lsp(d: Diagnostic, sources: dict[str, SourceFile], encoding: str, docs_ur
         message=message,
         severity=_SEVERITY[d.severity],
         code=d.code,
-        code_description=lsp.CodeDescription(href=docs_url + d.code.lower()) if docs_url else None,
+        code_description=lsp.CodeDescription(href=docs_url + anchor(d.code)) if docs_url else None,
         source="meshc",
         related_information=related or None,
     )
