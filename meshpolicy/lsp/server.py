@@ -12,6 +12,7 @@ use the newest analysis, computing it first if edits are pending.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -344,4 +345,9 @@ def make_server(debounce_ms: int = 25, run_verifier: bool = True) -> MeshLanguag
 
 
 def serve(debounce_ms: int = 25, run_verifier: bool = True) -> None:
-    make_server(debounce_ms, run_verifier).start_io()
+    server = make_server(debounce_ms, run_verifier)
+    # Modules, grammar tables and classes live as long as the server: keep
+    # the cyclic GC from re-scanning them on every collection.
+    gc.collect()
+    gc.freeze()
+    server.start_io()
