@@ -40,6 +40,8 @@ def find_root(path: Path) -> Path:
 
 
 def mesh_files(root: Path) -> list[Path]:
+    """Every `.mesh` file under root (hidden directories skipped; directory
+    symlinks not followed, so a link loop cannot trap the walk)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -51,28 +53,42 @@ def display_path(p: Path, base: Path | None = None) -> str:
     """A path as users see it: relative to the working directory when inside it."""
     base = base or Path.cwd()
     try:
-        return p.resolve().relative_to(base.resolve()).as_posix()
+        full = Path(os.path.abspath(p))
+    except OSError:
+        return str(p)
+    try:
+        return full.relative_to(Path(os.path.abspath(base))).as_posix()
     except ValueError:
-        return p.resolve().as_posix()
+        return full.as_posix()
 
 
 def load_config(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """meshc.toml, checked (bad settings reported and dropped)."""
+    from .config import check_config
+
     marker = root / MARKER
     if not marker.is_file():
         return {}, []
     try:
-        return tomllib.loads(marker.read_text(encoding="utf-8")), []
+        text = marker.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         return {}, [diag("MP001", f"cannot read `{display_path(marker)}`: {exc}")]
+    return check_config(raw, SourceFile(display_path(marker), text))
 
 
 def read_source(path: Path, shown: str) -> tuple[SourceFile | None, Diagnostic | None]:
+    import stat
+
     try:
+        st = os.stat(path)  # follows links; a link loop raises here
+        if not stat.S_ISREG(st.st_mode):
+            return None, diag("MP001", f"`{shown}` is not a regular file")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, diag("MP001", f"`{shown}` is not UTF-8 text (byte {exc.start})")
-    except OSError as exc:
-        return None, diag("MP001", f"cannot read `{shown}`: {exc.strerror or exc}")
+    except (OSError, RuntimeError) as exc:
+        return None, diag("MP001", f"cannot read `{shown}`: {getattr(exc, 'strerror', None) or exc}")
     if text.startswith("\ufeff"):
         text = text[1:]
     return SourceFile(shown, text), None
@@ -90,7 +106,11 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
     explicit: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except OSError:
+            exists = False
+        if not exists and not p.is_symlink():
             diags.append(diag("MP001", f"`{raw}` does not exist"))
             continue
         if p.is_file() and p.suffix != ".mesh":
@@ -108,6 +128,9 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
     diags.extend(cdiags)
     if whole_mesh:
         files = mesh_files(root) if roots else []
+        # A file named on the command line is read even where the walk skips it (hidden folders).
+        seen = {os.path.abspath(f) for f in files}
+        files += [p for p in explicit if not p.is_dir() and os.path.abspath(p) not in seen]
     else:
         files = []
         for p in explicit:

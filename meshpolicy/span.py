@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class Span(NamedTuple):
@@ -42,11 +46,15 @@ class SourceFile:
 
     def __post_init__(self) -> None:
         starts = [0]
-        find = self.text.find
-        i = find("\n")
-        while i != -1:
-            starts.append(i + 1)
-            i = find("\n", i + 1)
+        text = self.text
+        if "\r" in text:  # lone CR ends a line too, as in the tokenizer
+            starts += [m.end() for m in _LINE_BREAK.finditer(text)]
+        else:
+            find = text.find
+            i = find("\n")
+            while i != -1:
+                starts.append(i + 1)
+                i = find("\n", i + 1)
         self._line_starts = starts
 
     @property
@@ -58,8 +66,8 @@ class SourceFile:
         if line < 1 or line > len(self._line_starts):
             return ""
         start = self._line_starts[line - 1]
-        end = self._line_starts[line] - 1 if line < len(self._line_starts) else len(self.text)
-        return self.text[start:end].rstrip("\r")
+        end = self._line_starts[line] if line < len(self._line_starts) else len(self.text)
+        return self.text[start:end].rstrip("\r\n")
 
     def position(self, offset: int) -> tuple[int, int]:
         """1-based (line, column) of a 0-based character offset."""

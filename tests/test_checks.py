@@ -27,6 +27,21 @@ HEAD = 'mesh m { trust_domain "example.org" }\n'
 
 
 def _check_file(path: Path):
+    """Check one fixture file; a fixture about meshc.toml (bad.toml/good.toml
+    beside it) is checked in a folder of its own with that config."""
+    toml = path.with_suffix(".toml")
+    if toml.is_file():
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(path, Path(tmp) / path.name)
+            shutil.copy(toml, Path(tmp) / "meshc.toml")
+            diags = check_project(load([Path(tmp) / path.name], whole_mesh=False)).diagnostics
+            for d in diags:  # report against the fixture's own files
+                if d.span is not None and d.span.file.endswith("meshc.toml"):
+                    d.span = d.span._replace(file=str(toml))
+            return diags
     return check_project(load([path], whole_mesh=False)).diagnostics
 
 
@@ -49,7 +64,8 @@ def test_bad_fixture_reports_code_on_marked_line(code):
     assert bad.is_file(), f"missing fixture {bad}"
     found = with_code(_check_file(bad), code)
     assert found, f"{bad} does not report {code}"
-    line = _marker_line(bad, code)
+    marked = bad.with_suffix(".toml") if bad.with_suffix(".toml").is_file() else bad
+    line = _marker_line(marked, code)
     if line is None:  # project-wide findings (unreadable file, no mesh block) have no span
         assert all(d.span is None for d in found), f"{bad}: mark the line with `# <- {code}`"
     else:

@@ -1,4 +1,4 @@
-"""MP201: a split must weigh every destination and total exactly 100%."""
+"""MP201: a split must weigh every destination once and total exactly 100%."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def split_weights(mesh: Mesh):
             if a.kind != "forward" or not a.destinations:
                 continue
             dests = a.destinations
+            first: dict[str, object] = {}
+            for d in dests:
+                if d.version.name in first:
+                    yield diag("MP201", f"`{d.version.name}` appears twice in one split", d.span,
+                               labels=[Label(first[d.version.name].span, "first here")],
+                               help="list each version once, with its whole share")
+                first.setdefault(d.version.name, d)
             if len(dests) == 1 and dests[0].weight is None:
                 continue  # a single destination takes everything
             missing = [d for d in dests if d.weight is None]

@@ -37,7 +37,7 @@ CODES = define(
     ("MP207", "invalid-status", "error", "an HTTP status code is not valid where it is used",
      "aborts and responses use 200-599; redirects use 301, 302, 303, 307 or 308"),
     ("MP208", "invalid-count", "error", "a count is out of range (zero retries, zero limits or bounds, or too large)",
-     "use `retry off` for no retries; counts must be between 1 and 4294967295"),
+     "counts must be between 1 and 4294967295 (for no retries, write `retry off`)"),
     ("MP209", "invalid-path", "error", "a path pattern is malformed",
      "paths start with `/` and hold no `?` or `#`; `*` must be a whole segment and `**` may only end a "
      "pattern or stand between slashes"),
@@ -48,6 +48,8 @@ CODES = define(
      "alphanumeric; a key may have a DNS prefix such as `app.kubernetes.io/`"),
     ("MP212", "empty-service", "error", "a service declares no port",
      "add `port 8080 http` (or the port your service listens on)"),
+    ("MP213", "invalid-http-value", "error", "a header value or redirect target cannot be sent in HTTP",
+     "header values hold no control characters; redirect to a path (`/new`) or an absolute http(s) URL"),
     # ---- meaning
     ("MP301", "retry-exceeds-timeout", "error", "retries cannot fit in the timeout: (retries + 1) x per-try timeout exceeds it",
      "lower the attempts or the per-try timeout, or raise the timeout"),

@@ -83,6 +83,12 @@ def section(info: CodeInfo, fixtures: Path = FIXTURES) -> list[str]:
         out += [f"Reported by `{shown_by}` on:", ""] + _fence(bad) + [""]
     if good is not None:
         out += ["Fixed:", ""] + _fence(good) + [""]
+    # Codes about meshc.toml show the config that the mesh files sit next to.
+    bad_toml, good_toml = _read(d / "bad.toml"), _read(d / "good.toml")
+    if bad_toml is not None:
+        out += ["With this `meshc.toml`:", ""] + _fence(bad_toml, "toml") + [""]
+    if good_toml is not None:
+        out += ["Fixed `meshc.toml`:", ""] + _fence(good_toml, "toml") + [""]
     if bad is None and good is None:
         out += ["*(No example yet.)*", ""]
     return out

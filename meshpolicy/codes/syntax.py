@@ -35,3 +35,11 @@ CODES.update(define(
     ("MP011", "repeated-setting", "error", "a setting that a block takes once is written twice",
      "keep one; the later one would silently win in hand-written YAML, so meshc refuses"),
 ))
+
+CODES.update(define(
+    "syntax",
+    ("MP012", "bad-config", "error", "a meshc.toml setting has the wrong type or an impossible value",
+     "see docs/language.md, \"meshc.toml\", for each setting's type and range"),
+    ("MP013", "unknown-config-key", "warning", "meshc.toml has a table or key meshc does not know",
+     "check the spelling; unknown settings are ignored"),
+))

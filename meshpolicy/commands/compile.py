@@ -14,6 +14,20 @@ from ..project import load
 from .common import EXIT_ERRORS, EXIT_OK, emit, exit_code, report_options
 
 
+def unsafe_output(outdir: Path, root: Path) -> str | None:
+    """The output directory is replaced as a whole: never let that be the
+    sources (the mesh root, a folder above it, or one holding .mesh files)."""
+    out = outdir.resolve()
+    root = root.resolve()
+    if out == root or out in root.parents:
+        return f"--output {outdir} would replace the mesh's own folder; write to a folder of its own"
+    if out.is_dir():
+        for p in out.rglob("*"):
+            if p.name == "meshc.toml" or p.suffix == ".mesh":
+                return f"--output {outdir} holds mesh sources ({p.relative_to(out)}); it would be replaced as a whole"
+    return None
+
+
 @click.command("compile")
 @click.argument("paths", nargs=-1, type=click.Path(), required=True)
 @click.option("--target", "-t", type=click.Choice(TARGETS), required=True, help="What to generate.")
@@ -36,6 +50,10 @@ def command(paths, target, outdir, to_stdout, certs_dir, fmt, color, quiet):
     if bool(outdir) == bool(to_stdout):
         raise click.UsageError("give exactly one of --output DIR and --stdout")
     checked = check_project(load(list(paths)))
+    if outdir:
+        refusal = unsafe_output(Path(outdir), checked.project.root)
+        if refusal:
+            raise click.UsageError(refusal)
     diags = list(checked.diagnostics)
     outputs = []
     if checked.ok:

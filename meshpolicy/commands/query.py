@@ -16,11 +16,12 @@ from ..semantics import Request, evaluate
 from ..span import SourceFile, Span
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
-NO_IDENTITY = ("-", "*", "anonymous")
+NO_IDENTITY = ("-", "*", "anonymous", "outside")
 
 
 def parse_request(text: str, mesh: Mesh) -> Request:
-    """`SRC -> DST [METHOD] [PATH] [header=value ...]`; SRC `-` means no identity."""
+    """`SRC -> DST [METHOD] [PATH] [header=value ...]`; SRC `anonymous` means no identity.
+    A query string is not part of the path (docs/semantics.md), so it is dropped."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -29,17 +30,20 @@ def parse_request(text: str, mesh: Mesh) -> Request:
         raise click.BadParameter("write the request as `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`")
     src, dst, rest = words[0], words[2], words[3:]
     method, path = "GET", "/"
-    if rest and rest[0].upper() in HTTP_METHODS:
-        method = rest.pop(0).upper()
+    if rest and rest[0].isupper() and "=" not in rest[0] and ":" not in rest[0]:
+        if rest[0] not in HTTP_METHODS:
+            raise click.BadParameter(f"`{rest[0]}` is not an HTTP method ({', '.join(HTTP_METHODS)})")
+        method = rest.pop(0)
     if rest and rest[0].startswith("/"):
-        path = rest.pop(0)
+        path = rest.pop(0).split("?", 1)[0].split("#", 1)[0]
     headers = []
     for h in rest:
         name, sep, value = h.partition("=")
         if not sep:
             name, sep, value = h.partition(":")
         if not sep or not name:
-            raise click.BadParameter(f"`{h}` is not a header; write `name=value`")
+            hint = "paths start with `/`" if "=" not in h and ":" not in h else "write `name=value`"
+            raise click.BadParameter(f"`{h}` is neither a method, a path nor a header; {hint}")
         headers.append((name.strip().lower(), value.strip()))
     source = None if src in NO_IDENTITY else src
     for name in (source, dst):
@@ -87,7 +91,7 @@ def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
         route["timeout"] = _ms(timeout)
         route["retry"] = (
             "none" if retry is None or retry.attempts == 0
-            else f"{retry.attempts} retries" + (f", {_ms(retry.per_try_ms)} per try" if retry.per_try_ms else "")
+            else f"{retry.attempts} retr{'y' if retry.attempts == 1 else 'ies'}" + (f", {_ms(retry.per_try_ms)} per try" if retry.per_try_ms else "")
             + (f", on {', '.join(retry.on)}" if retry.on else "")
         )
         route["fault"] = (
@@ -139,7 +143,8 @@ def command(paths, requests, fmt):
     """Show the decision and route for a request: the last PATHS argument is
     the request, `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`.
 
-    SOURCE `-` is a caller without a mesh identity.
+    SOURCE `anonymous` is a caller without a mesh identity. A query string
+    (`?x=1`) is dropped: matching is on the path alone.
 
     \b
     Examples:
@@ -153,7 +158,10 @@ def command(paths, requests, fmt):
         raise click.UsageError("give the mesh PATHS and a request like \"frontend -> orders GET /orders/7\"")
     checked = check_project(load(paths))
     if has_errors(checked.diagnostics):
-        emit(checked.diagnostics, checked.project.files, "text", out=sys.stderr)
+        if fmt == "json":
+            emit(checked.diagnostics, checked.project.files, "json")
+        else:
+            emit(checked.diagnostics, checked.project.files, "text", out=sys.stderr)
         sys.exit(EXIT_ERRORS if not any(d.code == "MP001" for d in checked.diagnostics) else EXIT_USAGE)
     results = []
     for text in requests:

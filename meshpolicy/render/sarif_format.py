@@ -10,6 +10,8 @@ what GitHub expects, converted from the code-point columns of spans.
 
 from __future__ import annotations
 
+import urllib.parse
+
 import hashlib
 import json
 from pathlib import Path
@@ -62,7 +64,9 @@ class _Locator:
         path = Path(file).resolve()
         if self.base is not None:
             try:
-                return {"uri": path.relative_to(self.base).as_posix(), "uriBaseId": SRCROOT}
+                # a URI reference: `%`, `#`, spaces and the like must be percent-encoded
+                rel = urllib.parse.quote(path.relative_to(self.base).as_posix(), safe="/")
+                return {"uri": rel, "uriBaseId": SRCROOT}
             except ValueError:
                 pass
         return {"uri": path.as_uri()}

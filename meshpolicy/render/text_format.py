@@ -31,6 +31,13 @@ def _cells(text: str) -> int:
     return cell_len(text)
 
 
+def _visible(text: str) -> str:
+    """Control characters as their Unicode pictures (NUL -> U+2400), so a
+    stray byte in a file cannot corrupt the terminal."""
+    return "".join(chr(0x2400 + ord(c)) if ord(c) < 32 and c != "\t" else "\u2421" if ord(c) == 127 else c
+                   for c in text)
+
+
 def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -> list[str]:
     """The spanned lines, each with carets under the spanned characters. Tabs
     are shown as four spaces and wide characters take two cells, so carets are
@@ -39,7 +46,7 @@ def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -
     pad = " " * gutter
     last = min(span.end_line, span.line + 3)
     for ln in range(span.line, last + 1):
-        raw = src.line_text(ln)
+        raw = _visible(src.line_text(ln))  # one character each: columns stay right
         start = span.col if ln == span.line else 1
         end = span.end_col if ln == span.end_line else len(raw) + 1
         before = raw[: start - 1].replace("\t", TAB)
@@ -53,7 +60,7 @@ def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -
 
 def format_one(d: Diagnostic, sources: dict[str, SourceFile]) -> str:
     style = _STYLE[d.severity]
-    out = [f"[{style}]{d.severity.value}[{d.code}][/]: [bold]{escape(d.message)}[/]"]
+    out = [f"[{style}]{d.severity.value}[{d.code}][/]: [bold]{escape(_visible(d.message))}[/]"]
     spans = [s for s in [d.span, *(lb.span for lb in d.labels)] if s is not None and s.line > 0]
     gutter = max((len(str(s.end_line)) for s in spans), default=1)
     pad = " " * gutter

@@ -42,8 +42,8 @@ _END = r"(?![A-Za-z0-9_])"
 _TOKEN_RE = re.compile(
     "|".join(
         [
-            r"(?P<NL>\r?\n)",
-            r"(?P<WS>[ \t\f\r]+)",
+            r"(?P<NL>\r\n|\r|\n)",
+            r"(?P<WS>[ \t\f]+)",
             r"(?P<COMMENT>\#[^\n]*)",
             r'(?P<STRING>"(?:\\.|[^"\\\n])*")',
             r'(?P<BADSTRING>"(?:\\.|[^"\\\n])*)',

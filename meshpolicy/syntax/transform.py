@@ -71,12 +71,20 @@ def _bad(t: Tok, message: str) -> None:
     CURRENT.get().diagnostics.append(diag("MP008", message, tspan(t)))
 
 
+MAX_DURATION_MS = 10**12  # about 31 years; every target's duration type holds it
+
+
 def duration(t: Tok) -> Lit:
+    """Exact integer milliseconds (no float rounding of long inputs)."""
+    from fractions import Fraction
+
     text = str(t)
     unit = "ms" if text.endswith("ms") else text[-1]
-    number = float(text[: -len(unit)])
-    ms = number * _UNIT_MS[unit]
-    if ms != int(ms):
+    ms = Fraction(text[: -len(unit)]) * _UNIT_MS[unit]
+    if ms > MAX_DURATION_MS:
+        _bad(t, f"duration `{text[:24]}{'...' if len(text) > 24 else ''}` is too large (at most 31 years)")
+        return Lit(MAX_DURATION_MS, text, tspan(t))
+    if ms.denominator != 1:
         _bad(t, f"duration `{text}` is not a whole number of milliseconds")
     return Lit(int(ms), text, tspan(t))
 

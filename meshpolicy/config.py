@@ -1,0 +1,140 @@
+"""meshc.toml: the settings meshc knows, checked before anything reads them.
+
+Bad values are reported (MP012) and dropped, unknown keys reported (MP013),
+so every later reader sees only well-typed settings. Target tables under
+[compile.<target>] are checked by their targets, which know their keys.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from .codes import diag
+from .diagnostics import Diagnostic
+from .span import SourceFile
+
+Check = Callable[[Any], str | None]  # returns a problem, or None when fine
+
+
+def _number(lo: float, hi: float | None = None, integer: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type:
+            return f"must be {'a whole number' if integer else 'a number'}, not {v!r}"
+        if v < lo or (hi is not None and v > hi):
+            return f"must be between {lo:g} and {hi:g}" if hi is not None else f"must be at least {lo:g}"
+        return None
+
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"must be true or false, not {v!r}"
+
+
+VERIFY: dict[str, Check] = {
+    "sidecar_ms": _number(0, 60_000),
+    "sidecars_per_hop": _number(0, 16, integer=True),
+    "max_amplification": _number(1),
+    "timeout_ms": _number(1, 3_600_000, integer=True),
+    "box_limit": _number(1, integer=True),
+    "verbose": _bool,
+}
+TARGETS = ("istio", "envoy", "meshproxy")
+
+
+def _command(v: Any) -> str | None:
+    if isinstance(v, str) and v.strip():
+        return None
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return None
+    return f"must be a command line (a string, or a list of strings), not {v!r}"
+
+
+def _span_of_key(src: SourceFile | None, table: str | None, key: str | None):
+    """Where a table header or key is written (tomllib keeps no positions)."""
+    if src is None:
+        return None
+    pattern = rf"^\s*\[\s*{re.escape(table)}\s*\]" if key is None else rf"^\s*{re.escape(key)}\s*="
+    in_table = table is None or key is None
+    for i, line in enumerate(src.text.splitlines(), 1):
+        if key is not None and table is not None and re.match(rf"^\s*\[\s*{re.escape(table)}\s*\]", line):
+            in_table = True
+            continue
+        if key is not None and table is not None and in_table and re.match(r"^\s*\[", line):
+            in_table = False
+        if in_table and re.match(pattern, line):
+            start = src.offset(i, 1)
+            return src.span(start, start + len(line))
+    return None
+
+
+def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str, Any], list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    out: dict[str, Any] = {}
+    where = src.path if src else "meshc.toml"
+
+    def bad(table, key, problem):
+        diags.append(diag("MP012", f"`{table}.{key}` in {where} {problem}" if key else f"[{table}] in {where} {problem}",
+                          _span_of_key(src, table, key)))
+
+    def unknown(table, key):
+        name = f"`{key}` in [{table}]" if table else f"[{key}]"
+        diags.append(diag("MP013", f"{where} has an unknown setting {name}; it is ignored",
+                          _span_of_key(src, table if table else key, key if table else None)))
+
+    for top, value in raw.items():
+        if top == "verify":
+            if not isinstance(value, dict):
+                bad("verify", None, "must be a table")
+                continue
+            kept = {}
+            for k, v in value.items():
+                if k not in VERIFY:
+                    unknown("verify", k)
+                elif (problem := VERIFY[k](v)) is not None:
+                    bad("verify", k, problem)
+                else:
+                    kept[k] = v
+            out["verify"] = kept
+        elif top == "compile":
+            if not isinstance(value, dict):
+                bad("compile", None, "must be a table")
+                continue
+            kept = {}
+            for k, v in value.items():
+                if k not in TARGETS:
+                    unknown("compile", k)
+                elif not isinstance(v, dict):
+                    bad(f"compile.{k}", None, "must be a table")
+                else:
+                    kept[k] = v
+            out["compile"] = kept
+        elif top == "up":
+            if not isinstance(value, dict):
+                bad("up", None, "must be a table")
+                continue
+            apps = {}
+            for k, v in value.items():
+                if k != "apps":
+                    unknown("up", k)
+                elif not isinstance(v, dict):
+                    bad("up.apps", None, "must be a table of `[up.apps.<service>]` tables")
+                else:
+                    for svc, spec in v.items():
+                        if not isinstance(spec, dict):
+                            bad(f"up.apps.{svc}", None, "must be a table with a `command`")
+                            continue
+                        for key in spec:
+                            if key != "command":
+                                unknown(f"up.apps.{svc}", key)
+                        problem = _command(spec.get("command"))
+                        if problem:
+                            bad(f"up.apps.{svc}", "command", problem)
+                        else:
+                            apps[svc] = {"command": spec["command"]}
+            out["up"] = {"apps": apps}
+        else:
+            unknown(None, top)
+    return out, diags
