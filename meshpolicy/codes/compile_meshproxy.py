@@ -7,6 +7,6 @@ CODES = define(
     ("MP730", "invalid-meshproxy-settings", "error",
      "the [compile.meshproxy] table in meshc.toml has an unknown key or a bad value, "
      "or its port range cannot hold every workload",
-     "use the keys address, port_base and app_ports (docs/targets/meshproxy.md); "
-     "lower port_base so every workload's ports stay within 65535"),
+     "use listen_address, app_address, port_base and ports_per_workload (docs/targets/meshproxy.md), "
+     "with room for every workload's ports below 65536"),
 )
