@@ -153,6 +153,20 @@ def test_authorization_matches_the_policy(mesh, method, path):
         assert mesh.app_attempts("api/v1", rid) == 0 and mesh.app_attempts("api/v2", rid) == 0
 
 
+@pytest.mark.parametrize("raw", ["/%61dmin/x", "/./admin/x", "/x/../admin/x", "/%2e/admin/x", "//admin/x",
+                                 "/admin%2Fx", "/admin/x?y=1"])
+def test_paths_are_normalized_before_authorization(mesh, raw):
+    """A deny on /admin/** cannot be dodged by spelling the path differently."""
+    from meshpolicy.semantics.patterns import normalize_path
+
+    rid = uuid.uuid4().hex
+    path = normalize_path(raw)
+    status, _b, _ = mesh.call("api", raw, headers={"x-echo-id": rid})
+    assert status == (400 if path is None else predicted_status(mesh, "client", "api", "GET", path)), raw
+    assert status in (400, 403)
+    assert mesh.app_attempts("api/v1", rid) == 0 and mesh.app_attempts("api/v2", rid) == 0
+
+
 def test_calls_the_policy_does_not_allow_never_reach_the_app(mesh):
     rid = uuid.uuid4().hex
     # limited may not call api at all; its sidecar refuses or api's RBAC denies

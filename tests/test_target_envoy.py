@@ -184,7 +184,7 @@ def test_deterministic_across_hash_seeds():
 
 HOSTILE = BASE + r'''
 route b {
-  header "x-evil" = "a\"b: c\n- d: {e}" -> respond 418 "line1\nline2: \"quoted\" # not a comment"
+  header "x-evil" = "a\"b: c - d: {e} # &x *y" -> respond 418 "line1\nline2: \"quoted\" # not a comment"
   header "x-u" ~ "^[a-z]+\\\"$"  /a/*/b  -> redirect "https://evil.example/x?y=1&z='q'" 307
   exact "/it's:%here{x}&[y]"       -> v1
 }

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from ..semantics.patterns import normalize_path
 from ..targets.meshproxy import evaluate as ev
 from . import tls
 from .metrics import Metrics
@@ -243,10 +244,13 @@ class Proxy:
             self.metrics.observe("inbound", source, dest, resp.status, time.monotonic() - started)
             return resp
 
+        path = normalize_path(request.raw_path)
+        if path is None:
+            return done(web.Response(status=400, text="meshproxy: path refused (escaped slash or backslash)\n"))
         if not self.buckets.admit(peer_id, peer_addr, time.monotonic()):
             self.metrics.ratelimited.labels(source).inc()
             return done(web.Response(status=429, text="local_rate_limited\n"))
-        decision = ev.inbound_decision(cfg, peer_id, request.method, request.path)
+        decision = ev.inbound_decision(cfg, peer_id, request.method, path)
         if not decision.allowed:
             return done(web.Response(status=403, text="RBAC: access denied\n",
                                      headers={"x-meshproxy-rule": str(decision.rule)}))
@@ -256,7 +260,8 @@ class Proxy:
             headers.append(("x-meshproxy-peer", peer_id))
         app = listener["app"]
         try:
-            async with self.app_session.request(request.method, f"http://{app['address']}:{app['port']}{request.path_qs}",
+            target = path + (f"?{request.query_string}" if request.query_string else "")
+            async with self.app_session.request(request.method, f"http://{app['address']}:{app['port']}{target}",
                                                 headers=headers, data=body, allow_redirects=False) as r:
                 data = await r.read()
                 out_headers = [(k, v) for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP]
@@ -301,13 +306,17 @@ class Proxy:
         me = cfg["workload"]["service"]
         host = request.headers.get("Host", "")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        choice = ev.route(cfg, host, request.method, request.path, headers)
+        path = normalize_path(request.raw_path)
+        choice = ev.route(cfg, host, request.method, path or "/", headers)
         dest_name = choice.destination or host
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
             self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
             return resp
 
+        if path is None:
+            return done(web.Response(status=400, text="meshproxy: path refused (escaped slash or backslash)\n"))
+        target = path + (f"?{request.query_string}" if request.query_string else "")
         if choice.kind == "unknown_destination":
             return done(web.Response(status=403, text=f"meshproxy: `{me}` may not call `{host}`\n"))
         if choice.kind == "no_route":
@@ -329,15 +338,15 @@ class Proxy:
                 return done(web.Response(status=fault["abort_status"], text="fault filter abort\n"))
         mirror = choice.mirror
         if mirror and random.random() * 100 < mirror[1]:
-            asyncio.create_task(self._mirror(dest, mirror[0], request, fwd, body))
+            asyncio.create_task(self._mirror(dest, mirror[0], request, target, fwd, body))
         timeout = rule["timeout_ms"] / 1000 if rule["timeout_ms"] else None
         try:
-            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, fwd, body), timeout)
+            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, target, fwd, body), timeout)
         except asyncio.TimeoutError:
             return done(web.Response(status=504, text="upstream request timeout\n"))
         return done(resp)
 
-    async def _attempts(self, dest, choice, rule, request, fwd, body) -> web.Response:
+    async def _attempts(self, dest, choice, rule, request, target, fwd, body) -> web.Response:
         retry = rule["retry"] or {}
         retries = retry.get("retries", 0) or 0
         per_try = retry.get("per_try_timeout_ms")
@@ -362,7 +371,7 @@ class Proxy:
             addr, port = ev.upstream_address(dest, version)
             try:
                 call = self.pool.request(addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"],
-                                         method=request.method, target=request.path_qs, host=request.host,
+                                         method=request.method, target=target, host=request.host,
                                          headers=fwd, body=body)
                 r = await (asyncio.wait_for(call, per_try / 1000) if per_try else call)
                 outcome: int | str = r.status
@@ -420,12 +429,12 @@ class Proxy:
         allowed = max(retry.get("budget_min_retries") or 3, math.floor(active * pct / 100))
         return self.state.retries.get(svc, 0) < allowed
 
-    async def _mirror(self, dest, version, request, fwd, body) -> None:
+    async def _mirror(self, dest, version, request, target, fwd, body) -> None:
         try:
             addr, port = ev.upstream_address(dest, version)
             await asyncio.wait_for(self.pool.request(
                 addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"], method=request.method,
-                target=request.path_qs, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
+                target=target, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
         except Exception as exc:  # a mirror's failure never reaches the caller
             log.debug("mirror failed: %s", exc)
 

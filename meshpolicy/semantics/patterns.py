@@ -64,3 +64,47 @@ def header_matches(h: HeaderMatch, headers: dict[str, str]) -> bool:
     if h.kind == "prefix":
         return value.startswith(h.value or "")
     return _compiled(h.value or "").fullmatch(value) is not None
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def normalize_path(raw: str) -> str | None:
+    """The path every matcher sees (docs/semantics.md, "Paths"), or None when
+    the request must be refused: the query is dropped, escapes of unreserved
+    characters are decoded (`%61` -> `a`) and other escapes upper-cased, runs
+    of `/` merged and `.`/`..` segments removed (RFC 3986, 5.2.4). An escaped
+    slash or backslash (`%2F`, `%5C`) or a raw backslash is refused, since
+    proxies disagree on what it means."""
+    path = raw.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/") or "\\" in path:
+        return None
+    out = []
+    i = 0
+    while i < len(path):
+        ch = path[i]
+        if ch == "%":
+            hexd = path[i + 1:i + 3]
+            if len(hexd) < 2 or any(c not in "0123456789abcdefABCDEF" for c in hexd):
+                return None
+            char = chr(int(hexd, 16))
+            if char in "/\\":
+                return None
+            out.append(char if char in _UNRESERVED else "%" + hexd.upper())
+            i += 3
+        else:
+            out.append(ch)
+            i += 1
+    segments: list[str] = []
+    parts = "".join(out).split("/")
+    for seg in parts[1:]:
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(seg)
+    trailing = parts[-1] in ("", ".", "..") and len(parts) > 2
+    result = "/" + "/".join(segments)
+    return result + "/" if trailing and segments else result

@@ -6,7 +6,7 @@ from ...model.types import Service
 from .clusters import app_cluster, collector_cluster, destination_cluster
 from .context import Ctx
 from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, port
-from .inbound import HCM, TCP_PROXY, inbound_listener, router, socket
+from .inbound import PATH_NORMALIZATION, HCM, TCP_PROXY, inbound_listener, router, socket
 from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
 from .tracing import collector, hcm_tracing
 
@@ -32,7 +32,7 @@ def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: i
         # No fault of its own: each route's typed_per_filter_config replaces it.
         filters.append({"name": FAULT_FILTER, "typed_config": {"@type": FAULT}})
     filters.append(router())
-    hcm: dict = {"@type": HCM, "stat_prefix": "outbound", "codec_type": "AUTO",
+    hcm: dict = {"@type": HCM, "stat_prefix": "outbound", "codec_type": "AUTO", **PATH_NORMALIZATION,
                  "route_config": {"name": "outbound", "virtual_hosts": vhosts},
                  "http_filters": filters}
     tracing = hcm_tracing(ctx, svc.name)

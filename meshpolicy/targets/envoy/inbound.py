@@ -13,6 +13,14 @@ from .rbac import allowed_san_matchers, rbac_filters
 from .tracing import hcm_tracing
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+# docs/semantics.md, "Paths": match and authorize the normalized path (RFC 3986
+# dot segments removed, unreserved escapes decoded, slashes merged); an
+# escaped slash or backslash is refused, so `/%2e/admin` cannot dodge a deny.
+PATH_NORMALIZATION = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
@@ -63,6 +71,7 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
         "@type": HCM,
         "stat_prefix": "inbound",
         "codec_type": "AUTO",
+        **PATH_NORMALIZATION,
         # Replace any client-sent XFCC with the verified peer's identity: the
         # rate limit keys on it and the application may read it.
         "forward_client_cert_details": "SANITIZE_SET",
