@@ -158,3 +158,21 @@ def test_watch_reloads_without_dropping_requests_and_refuses_bad_changes(tmp_pat
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     assert "refused" in err and "MP102" in err
+
+
+@pytest.mark.parametrize("proxy", ["meshproxy", "envoy"])
+def test_check_on_the_shop_example(tmp_path, proxy):
+    """http, http2, grpc and tcp services, redirects, direct responses: every probe as predicted."""
+    import shutil
+
+    from .conftest import EXAMPLES
+
+    root = tmp_path / "shop"
+    shutil.copytree(EXAMPLES / "shop", root)
+    with open(root / "meshc.toml", "a") as fh:
+        fh.write(f"\n[compile.{proxy}]\nport_base = {free_port_base(120)}\n")
+    proc = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", proxy, "--check",
+                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^(\d+) passed, 0 failed$", proc.stdout, re.M)

@@ -36,6 +36,7 @@ class Workload:
     inbound_port: int
     app_port: int
     address: str = "127.0.0.1"
+    tcp_ports: dict[str, int] = field(default_factory=dict)  # tcp destination -> local listener
     index: int = 0
     epoch: int = 0  # Envoy hot-restart epoch
 
@@ -58,9 +59,10 @@ def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
         lst = c["listeners"]
         inbound = lst["inbound"][0]
         w = c["workload"]
+        tcp = {d["service"]: d["tcp_listener"]["port"] for d in c["outbound"]["destinations"] if d["tcp_listener"]}
         out.append(Workload(w["service"], w["version"], w["namespace"], f, lst["admin"]["port"],
                             lst["outbound"]["port"], inbound["port"], inbound["app"]["port"],
-                            inbound["app"]["address"]))
+                            inbound["app"]["address"], tcp))
     return out
 
 
@@ -72,11 +74,13 @@ def _envoy_workloads(config_dir: Path, mesh: Mesh) -> list[Workload]:
         parts = node.split("/")
         ns, svc, version = parts[0], parts[1], parts[2] if len(parts) > 2 else None
         listeners = {lst["name"]: lst["address"]["socket_address"] for lst in c["static_resources"]["listeners"]}
+        tcp = {name.split("|", 2)[2]: a["port_value"] for name, a in listeners.items()
+               if name.startswith("outbound|tcp|")}
         app = next(cl for cl in c["static_resources"]["clusters"] if cl["name"] == "inbound|app")
         ep = app["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         out.append(Workload(svc, version, ns, f, c["admin"]["address"]["socket_address"]["port_value"],
                             listeners["outbound"]["port_value"], listeners["inbound"]["port_value"],
-                            ep["port_value"], ep["address"]))
+                            ep["port_value"], ep["address"], tcp))
     for i, w in enumerate(out):
         w.index = i
     return out
@@ -89,7 +93,11 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     workdir.mkdir(parents=True, exist_ok=True)
     certs = workdir / "certs"
     issue(mesh, certs)
-    settings = config.get("compile", {}).get(proxy, {})
+    settings = dict(config.get("compile", {}).get(proxy, {}))
+    if proxy == "envoy":
+        # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
+        apps = config.get("up", {}).get("apps", {})
+        settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
     outputs, diags = compile_mesh(mesh, proxy, CompileOptions(certs_dir=str(certs.resolve()), settings=settings))
     if has_errors(diags):
         return None, diags
@@ -243,8 +251,10 @@ def run_probe(plan: Plan, probe: Probe) -> None:
         probe.detail = "caller has no workload"
         return
     headers = {"Host": req.destination, **dict(req.headers)}
-    http = urllib.request.Request(f"http://127.0.0.1:{caller.outbound_port}{req.path}", method=req.method,
-                                  headers=headers)
+    # A tcp destination has a listener of its own; the echo app behind the
+    # tunnel still answers HTTP, which shows the connection went through.
+    port = caller.tcp_ports.get(req.destination, caller.outbound_port)
+    http = urllib.request.Request(f"http://127.0.0.1:{port}{req.path}", method=req.method, headers=headers)
     try:
         with urllib.request.urlopen(http, timeout=10) as r:
             probe.observed, body = r.status, r.read()

@@ -124,7 +124,7 @@ def app_cluster(ctx: Ctx, svc: Service, app_port: int) -> dict:
         "connect_timeout": duration(ctx.settings.connect_timeout_ms),
         "load_assignment": endpoint(APP_CLUSTER, ctx.settings.app_address, app_port),
     }
-    if speaks_http2(svc):
+    if speaks_http2(svc) and svc.name not in ctx.settings.http1_apps:
         c["typed_extension_protocol_options"] = _http2_options()
     return c
 

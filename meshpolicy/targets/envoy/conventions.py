@@ -34,6 +34,7 @@ class Settings:
     zipkin_collector: tuple[str, int]
     otlp_collector: tuple[str, int]
     connect_timeout_ms: int
+    http1_apps: tuple[str, ...] = ()
 
 
 def _host_port(value: Any) -> tuple[str, int] | None:
@@ -63,6 +64,11 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
         if not isinstance(merged[key], str) or not merged[key]:
             diags.append(diag("MP720", f"[compile.envoy] `{key}` must be an address string"))
             merged[key] = defaults()[key]
+    apps = merged.get("http1_apps", [])
+    if not isinstance(apps, list) or not all(isinstance(x, str) for x in apps):
+        diags.append(diag("MP720", f"[compile.envoy] `http1_apps` must be a list of service names, not {apps!r}"))
+        apps = []
+    merged["http1_apps"] = tuple(apps)
     for key in ("zipkin_collector", "otlp_collector"):
         hp = _host_port(merged[key])
         if hp is None:
