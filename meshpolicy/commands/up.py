@@ -93,7 +93,11 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
         signal.signal(sig, lambda *_: stop.set())
     code = EXIT_OK
     with Supervisor(workdir / "logs") as sup:
-        up.start(plan, sup, apps)
+        try:
+            up.start(plan, sup, apps)
+        except up.UpError as exc:
+            click.echo(f"meshc up: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         not_ready = up.wait_ready(plan, sup)
         if sup.crashed() or not_ready:
             for p in sup.crashed():

@@ -25,6 +25,10 @@ from ..model.types import Mesh
 from .supervisor import Supervisor
 
 
+class UpError(Exception):
+    """A problem starting the mesh that the user can fix (a bad app command)."""
+
+
 @dataclass
 class Workload:
     service: str
@@ -118,8 +122,12 @@ def app_argv(w: Workload, apps: dict) -> list[str]:
     if spec and spec.get("command"):
         cmd = spec["command"]
         fill = {"port": w.app_port, "service": w.service, "version": w.version or "", "outbound": outbound}
-        parts = cmd if isinstance(cmd, list) else shlex.split(cmd)
-        return [str(p).format(**fill) for p in parts]
+        try:
+            parts = cmd if isinstance(cmd, list) else shlex.split(cmd)
+            return [str(p).format(**fill) for p in parts]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UpError(f"[up.apps.{w.service}] command `{cmd}`: cannot fill in {exc}; "
+                          "the placeholders are {port}, {service}, {version} and {outbound}") from None
     return [sys.executable, "-m", "meshpolicy.run.echo", "--service", w.service, "--version", w.version or "",
             "--host", w.address, "--port", str(w.app_port), "--outbound", outbound]
 
@@ -147,7 +155,11 @@ def metrics_url(plan: Plan, w: Workload) -> str:
 
 def start(plan: Plan, sup: Supervisor, apps: dict) -> None:
     for w in plan.workloads:
-        sup.start(f"app:{w.key}", app_argv(w, apps))
+        argv = app_argv(w, apps)
+        try:
+            sup.start(f"app:{w.key}", argv)
+        except OSError as exc:
+            raise UpError(f"cannot start the app for {w.key} (`{' '.join(argv)}`): {exc.strerror or exc}") from None
         sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
 
 
