@@ -38,7 +38,7 @@ VERIFY: dict[str, Check] = {
     "sidecars_per_hop": _number(0, 16, integer=True),
     "max_amplification": _number(1),
     "timeout_ms": _number(1, 3_600_000, integer=True),
-    "box_limit": _number(1, integer=True),
+    "box_limit": _number(0, integer=True),
     "verbose": _bool,
 }
 TARGETS = ("istio", "envoy", "meshproxy")
