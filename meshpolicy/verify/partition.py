@@ -24,8 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern, RouteRule, Source
-from ..semantics.evaluate import Request, evaluate, match_holds, source_matches
-from ..semantics.patterns import header_matches
+from ..semantics.evaluate import Request, source_matches
 from .atoms import Atom, Key, Undecided, Unsupported, key_of, matches, split
 
 DEFAULT_TIMEOUT_MS = 2000
@@ -428,6 +427,3 @@ def partitions(mesh: Mesh, timeout_ms: int = DEFAULT_TIMEOUT_MS, box_limit: int 
     seen = dict.fromkeys(s.name for s in mesh.services)
     return [partition(mesh, d, timeout_ms, box_limit) for d in seen]
 
-
-def route_match_holds(rr: RouteRule, req: Request) -> bool:
-    return match_holds(rr.match, req)
