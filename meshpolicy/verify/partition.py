@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern, RouteRule, Source
 from ..semantics.evaluate import Request, source_matches
-from .atoms import Atom, Key, Undecided, Unsupported, key_of, matches, split
+from .atoms import Atom, Key, Undecided, Unsupported, key_of, split
 
 DEFAULT_TIMEOUT_MS = 2000
 # Box differences larger than this go to the solver instead (0: always the solver).
