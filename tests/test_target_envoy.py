@@ -17,6 +17,7 @@ from meshpolicy.pipeline import check_project
 from meshpolicy.project import from_texts, load
 from meshpolicy.targets.envoy import TARGET
 from meshpolicy.targets.envoy.conventions import workloads
+from meshpolicy.targets.envoy.json_lines import dump
 from meshpolicy.targets.envoy.output_check import check_bootstrap
 
 from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
@@ -79,14 +80,14 @@ def test_broken_bootstrap_is_rejected_by_validator_and_envoy(example_out, tmp_pa
     hcm = bad["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] = "nowhere|v9"
     p1 = tmp_path / "unknown-cluster.yaml"
-    p1.write_text(yaml.safe_dump(bad))
+    p1.write_text(dump(bad))
     assert any("unknown cluster" in m for m in check_bootstrap(p1.read_text()))
     assert envoy_validate(p1).returncode != 0
     # A field Envoy does not know.
     bad = copy.deepcopy(cfg)
     bad["static_resources"]["clusters"][0]["lb_polcy"] = "ROUND_ROBIN"
     p2 = tmp_path / "unknown-field.yaml"
-    p2.write_text(yaml.safe_dump(bad))
+    p2.write_text(dump(bad))
     assert check_bootstrap(p2.read_text())
     assert envoy_validate(p2).returncode != 0
     # The unchanged file passes both.
@@ -119,7 +120,7 @@ def _outbound_hcm(cfg):
 
 
 def test_validator_accepts_the_real_thing(shop_boot):
-    assert check_bootstrap(yaml.safe_dump(shop_boot)) == []
+    assert check_bootstrap(dump(shop_boot)) == []
 
 
 @pytest.mark.parametrize("breakage, expect", [
@@ -159,7 +160,7 @@ def test_validator_rejects(shop_boot, breakage, expect):
         hcm["http_filters"][-1]["typed_config"]["@type"] = "type.googleapis.com/envoy.nope.v3.Router"
     elif breakage == "bad_enum":
         res["clusters"][1]["lb_policy"] = "FASTEST"
-    problems = check_bootstrap(yaml.safe_dump(cfg))
+    problems = check_bootstrap(dump(cfg))
     assert any(expect in p for p in problems), problems
 
 

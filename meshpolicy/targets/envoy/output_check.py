@@ -2,7 +2,10 @@
 
 Each file is parsed back from its text, then strictly into Envoy's own
 Bootstrap message (xds-protos): unknown fields and unknown `@type`s are
-rejected. Then the rules Envoy enforces when it loads a config that the
+rejected. Clusters and virtual hosts repeat across the workloads of a mesh,
+so each distinct one is parsed (as its own message type) once, and the rest
+of the bootstrap around them on its own: the same strictness, a fraction of
+the time. Then the rules Envoy enforces when it loads a config that the
 message types alone do not: unique listener, cluster and filter chain names,
 every route naming a defined cluster, unique domains in a route config, the
 router last among HTTP filters, and weighted clusters with a positive total.
@@ -11,17 +14,16 @@ router last among HTTP filters, and weighted clusters with a positive total.
 from __future__ import annotations
 
 import importlib
+import re
 import pkgutil
 from functools import lru_cache
-
-import yaml
 
 from ...codes import diag
 from ...compile import Output
 from ...diagnostics import Diagnostic
 
 ROUTER = "envoy.filters.http.router"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PIECES: dict[tuple[str, str], str | None] = {}  # (message, canonical JSON) -> problem
 
 
 @lru_cache(maxsize=None)
@@ -44,19 +46,6 @@ def _load_type(type_url: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _type_urls(node, out: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        t = node.get("@type")
-        if isinstance(t, str):
-            out.add(t)
-        for v in node.values():
-            _type_urls(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _type_urls(v, out)
-    return out
 
 
 def _walk_hcms(cfg: dict):
@@ -142,31 +131,132 @@ def semantic_problems(cfg: dict) -> list[str]:
     return problems
 
 
-def check_bootstrap(text: str) -> list[str]:
-    """Every problem with one bootstrap's text, as messages."""
+# The caller's own certificate paths (DataSource `filename`) are the only thing
+# that differs between its copy of a cluster and another caller's, and any
+# string parses there: the cache key makes them all the same.
+_FILENAME = re.compile(r'"filename":"(?:[^"\\]|\\.)*"')
+# Every `@type` in our JSON text (a `"@type": "` inside a string value would be escaped).
+_TYPE_URL = re.compile(r'"@type": "([^"\\]+)"')
+
+
+def _piece_problem(piece: dict, message_type, what: str) -> str | None:
+    import json
+
+    from google.protobuf import json_format
+
+    text = json.dumps(piece, sort_keys=True, separators=(",", ":"))
+    key = (message_type.DESCRIPTOR.full_name, _FILENAME.sub('"filename":"<file>"', text))
+    if key not in _PIECES:
+        try:
+            json_format.ParseDict(piece, message_type(), ignore_unknown_fields=False)
+            _PIECES[key] = None
+        except json_format.ParseError as exc:
+            _PIECES[key] = f"not a valid Envoy Bootstrap: {what}: {exc}"
+    return _PIECES[key]
+
+
+def _strict_problems(cfg: dict) -> list[str]:
+    """ParseDict of the whole bootstrap, done as: each cluster, each virtual
+    host, then the bootstrap with those lists emptied."""
     from google.protobuf import json_format
 
     from envoy.config.bootstrap.v3.bootstrap_pb2 import Bootstrap
+    from envoy.config.cluster.v3.cluster_pb2 import Cluster
+    from envoy.config.route.v3.route_components_pb2 import VirtualHost
+
+    problems = []
+    sr = cfg.get("static_resources")
+    skeleton = dict(cfg)
+    if isinstance(sr, dict):
+        sr = dict(sr)
+        skeleton["static_resources"] = sr
+        clusters = sr.get("clusters")
+        if isinstance(clusters, list) and all(isinstance(c, dict) for c in clusters):
+            for c in clusters:
+                p = _piece_problem(c, Cluster, f"cluster `{c.get('name')}`")
+                if p:
+                    problems.append(p)
+            sr["clusters"] = []
+        listeners = sr.get("listeners")
+        if isinstance(listeners, list):
+            sr["listeners"] = [_without_vhosts(li, problems, VirtualHost) for li in listeners]
+    try:
+        json_format.ParseDict(skeleton, Bootstrap(), ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        problems.append(f"not a valid Envoy Bootstrap: {exc}")
+    return problems
+
+
+def _without_vhosts(listener, problems: list[str], vhost_type):
+    """A copy of the listener whose HTTP route configs have their virtual hosts
+    checked (into problems) and removed; anything unexpected is left as is
+    for the whole-message parse to judge."""
+    if not isinstance(listener, dict) or not isinstance(listener.get("filter_chains"), list):
+        return listener
+    chains = []
+    for chain in listener["filter_chains"]:
+        if not isinstance(chain, dict) or not isinstance(chain.get("filters"), list):
+            chains.append(chain)
+            continue
+        filters = []
+        for f in chain["filters"]:
+            tc = f.get("typed_config") if isinstance(f, dict) else None
+            rc = tc.get("route_config") if isinstance(tc, dict) else None
+            vhs = rc.get("virtual_hosts") if isinstance(rc, dict) else None
+            if isinstance(vhs, list) and all(isinstance(v, dict) for v in vhs):
+                for v in vhs:
+                    p = _piece_problem(v, vhost_type, f"listener `{listener.get('name')}`, virtual host `{v.get('name')}`")
+                    if p:
+                        problems.append(p)
+                f = {**f, "typed_config": {**tc, "route_config": {**rc, "virtual_hosts": []}}}
+            filters.append(f)
+        chains.append({**chain, "filters": filters})
+    return {**listener, "filter_chains": chains}
+
+
+def check_bootstrap(text: str) -> list[str]:
+    """Every problem with one bootstrap's text, as messages."""
+    from .json_lines import load
 
     try:
-        cfg = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        return [f"not YAML: {exc}"]
+        cfg = load(text)
+    except ValueError as exc:
+        return [f"not JSON (the Envoy target writes JSON, which Envoy reads as YAML): {exc}"]
     if not isinstance(cfg, dict):
         return ["not a mapping"]
-    problems = [f"unknown @type `{t}`" for t in sorted(_type_urls(cfg, set())) if not _load_type(t)]
+    problems = [f"unknown @type `{t}`" for t in sorted(set(_TYPE_URL.findall(text))) if not _load_type(t)]
     if problems:
         return problems
-    try:
-        json_format.ParseDict(cfg, Bootstrap(), ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
-        return [f"not a valid Envoy Bootstrap: {exc}"]
+    problems = _strict_problems(cfg)
+    if problems:
+        return problems
     return semantic_problems(cfg)
 
 
+def _check_slice(texts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(path, p) for path, text in texts for p in check_bootstrap(text)]
+
+
+# Below this many files the pool costs more than it saves.
+_PARALLEL_FROM = 200
+
+
 def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
-    diags = []
-    for o in outputs:
-        for p in check_bootstrap(o.content):
-            diags.append(diag("MP702", f"`{o.path}`: {p}"))
-    return diags
+    """Check every bootstrap; a large mesh is checked on every core (forked
+    workers share the warmed-up protobuf descriptors)."""
+    import multiprocessing
+    import os
+
+    texts = [(o.path, o.content) for o in outputs]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(texts) < _PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        found = _check_slice(texts)
+    else:
+        found = _check_slice(texts[:1])  # imports the message types once, before forking
+        chunks = [texts[1 + i::workers] for i in range(workers)]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for part in pool.map(_check_slice, chunks):
+                found += part
+    order = {path: i for i, (path, _t) in enumerate(texts)}
+    found.sort(key=lambda x: order[x[0]])
+    return [diag("MP702", f"`{path}`: {p}") for path, p in found]
