@@ -297,7 +297,7 @@ class _Gen:
                 [f"allow * -> {s.name}", f"deny authenticated -> {s.name}",
                  f"deny * -> {s.name} /admin/**, /internal/**"])
             self.allow_sources.setdefault(s.name, []).append("*")
-            self.limits.setdefault(s.name, []).append(f"limit * -> {s.name} {rng.choice([500, 1000, 5000])}/s burst 200")
+            self.limits.setdefault(s.name, []).append(f"limit authenticated -> {s.name} {rng.choice([500, 1000, 5000])}/s burst 500")
         edge_ns = "edge"
         for a_name, b_name in self.edges:
             b = self.by_name[b_name]
@@ -316,7 +316,7 @@ class _Gen:
                 out.append(f"allow {a_name} -> {b_name} POST, PUT, PATCH /v1/{b.noun}/*")
                 self.write_sources.setdefault(b_name, []).append(a_name)
             if rng.random() < 0.4:
-                out.append(f"deny {a_name} -> {b_name} GET /v1/{b.noun}/*/internal/**")
+                out.append(f"deny {a_name} -> {b_name} GET /v1/{b.noun}/*/internal")
             if rng.random() < 0.1:
                 self.limits.setdefault(b_name, []).append(
                     f"limit {a_name} -> {b_name} {rng.choice([50, 100, 200])}/s burst {rng.choice([10, 20, 50])}")
