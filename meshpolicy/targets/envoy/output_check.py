@@ -233,30 +233,13 @@ def check_bootstrap(text: str) -> list[str]:
     return semantic_problems(cfg)
 
 
-def _check_slice(texts: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(path, p) for path, text in texts for p in check_bootstrap(text)]
-
-
-# Below this many files the pool costs more than it saves.
-_PARALLEL_FROM = 200
+def _check_file(item: tuple[str, str]) -> list[tuple[str, str]]:
+    path, text = item
+    return [(path, p) for p in check_bootstrap(text)]
 
 
 def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
-    """Check every bootstrap; a large mesh is checked on every core (forked
-    workers share the warmed-up protobuf descriptors)."""
-    import multiprocessing
-    import os
+    from ...compile.parallel import map_files
 
-    texts = [(o.path, o.content) for o in outputs]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(texts) < _PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        found = _check_slice(texts)
-    else:
-        found = _check_slice(texts[:1])  # imports the message types once, before forking
-        chunks = [texts[1 + i::workers] for i in range(workers)]
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for part in pool.map(_check_slice, chunks):
-                found += part
-    order = {path: i for i, (path, _t) in enumerate(texts)}
-    found.sort(key=lambda x: order[x[0]])
+    found = map_files(_check_file, [(o.path, o.content) for o in outputs], lambda x: len(x[1]))
     return [diag("MP702", f"`{path}`: {p}") for path, p in found]

@@ -34,23 +34,41 @@ def check_document(doc) -> list[str]:
     return []
 
 
+def _check_file(item: tuple[str, str]) -> list[str]:
+    """Problems of one namespace file (everything but the kustomization)."""
+    path, content = item
+    try:
+        docs = [d for d in yaml.load_all(content, Loader=_LOADER) if d is not None]
+    except yaml.YAMLError as exc:
+        return [f"`{path}` is not valid YAML: {exc}"]
+    out = []
+    for d in docs:
+        out += [f"`{path}`: {problem}" for problem in check_document(d)]
+        ns = d.get("metadata", {}).get("namespace") if isinstance(d, dict) else None
+        if ns is not None and path != f"{ns}.yaml":
+            out.append(f"`{path}` holds a resource of namespace `{ns}`")
+    return out
+
+
 def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
+    from ...compile.parallel import map_files
+
     diags = []
     for o in outputs:
+        if o.path != "kustomization.yaml":
+            continue
         try:
             docs = [d for d in yaml.load_all(o.content, Loader=_LOADER) if d is not None]
         except yaml.YAMLError as exc:
             diags.append(diag("MP702", f"`{o.path}` is not valid YAML: {exc}"))
             continue
-        if o.path == "kustomization.yaml":
-            files = {x.path for x in outputs} - {o.path}
-            if len(docs) != 1 or sorted(docs[0].get("resources", [])) != sorted(files):
-                diags.append(diag("MP702", "kustomization.yaml does not list exactly the generated files"))
-            continue
-        for d in docs:
-            for problem in check_document(d):
-                diags.append(diag("MP702", f"`{o.path}`: {problem}"))
-            ns = d.get("metadata", {}).get("namespace") if isinstance(d, dict) else None
-            if ns is not None and o.path != f"{ns}.yaml":
-                diags.append(diag("MP702", f"`{o.path}` holds a resource of namespace `{ns}`"))
-    return diags
+        files = {x.path for x in outputs} - {o.path}
+        if len(docs) != 1 or sorted(docs[0].get("resources", [])) != sorted(files):
+            diags.append(diag("MP702", "kustomization.yaml does not list exactly the generated files"))
+    items = [(o.path, o.content) for o in outputs if o.path != "kustomization.yaml"]
+    # Largest first, so the pool's workers finish together.
+    items.sort(key=lambda x: -len(x[1]))
+    problems = map_files(_check_file, items, lambda x: len(x[1]))
+    order = {o.path: i for i, o in enumerate(outputs)}
+    problems.sort(key=lambda m: order.get(m[1:].split("`", 1)[0], 0))
+    return diags + [diag("MP702", m) for m in problems]
