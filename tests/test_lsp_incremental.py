@@ -19,7 +19,7 @@ from tests.strategies import mesh_programs
 
 # Pieces that move the chunk boundaries: braces, strings, comments,
 # continuation tokens, newlines, paths holding braces, stray characters.
-PIECES = ["{", "}", '"', "#", ",", "->", "=", "\n", "\r\n", " ", ";", "/a{b}", "x", "service s {", "route s {",
+PIECES = ["{", "}", "\r", '"', "#", ",", "->", "=", "\n", "\r\n", " ", ";", "/a{b}", "x", "service s {", "route s {",
           "version v {", "allow a -> b", '"{"', "# }", "100/s}", "é😀", "\t", "~>", "<=", "*"]
 
 
@@ -68,7 +68,7 @@ def test_examples_and_edits_match_full_parse():
             _same(parser, text)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=mesh_programs(messy=True), seed=st.integers(0, 2**32 - 1))
 def test_generated_programs_and_edits_match_full_parse(program: str, seed: int):
     rng = random.Random(seed)

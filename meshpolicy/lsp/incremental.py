@@ -22,10 +22,15 @@ from ..syntax.nodes import Ident, Lit, Node, SyntaxFile
 from ..syntax.parser import parse_text
 
 _CONTINUES = {",", "->", "~>", "<=", "="}
-# Lines that need the tokenizer: braces, strings, comments, or a possible
-# continuation token at the end. Other lines just end their statement.
-_CAREFUL = re.compile(r'[{}"#]|[,>=]\s*$')
+# A plain line (no braces, strings or comments; starts with a word, so it
+# has a token; ends in a word, `*` or a path, so its last token continues
+# nothing) ends its statement. Any other line goes through the tokenizer:
+# stray characters are no tokens and may hide a trailing `,`.
+_PLAIN = re.compile(r'[ \t\f]*[A-Za-z0-9_](?:[^{}"#\n]*[A-Za-z0-9_*/])?[ \t\f\r]*\n?\Z')
 _new = tuple.__new__
+# A lone CR ends a line for the tokenizer, except inside a comment or a
+# string; such (rare) texts are parsed whole rather than mirroring that.
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
 Chunk = tuple[int, int, str]  # (start offset, 0-based start line, text)
@@ -43,7 +48,9 @@ def _scan(text: str, pos: int, line_no: int, stop: int) -> tuple[list[Chunk], in
         nl = text.find("\n", pos)
         end = n if nl == -1 else nl + 1
         line = text[pos:end]
-        if _CAREFUL.search(line):
+        if _PLAIN.match(line):
+            cont = False
+        elif line.strip():
             for m in _TOKEN_RE.finditer(line):
                 kind = m.lastgroup
                 if kind in ("WS", "NL", "COMMENT", "BAD", "BADSTRING"):
@@ -55,9 +62,8 @@ def _scan(text: str, pos: int, line_no: int, stop: int) -> tuple[list[Chunk], in
                     elif v == "}":
                         depth = max(depth - 1, 0)
                 cont = v in _CONTINUES
-        elif line.strip():
-            cont = False
-        # (a blank or comment-only line leaves a continued statement open)
+        # (a line without tokens, blank or only comments or stray characters,
+        # leaves a continued statement open)
         line_no += 1
         pos = end
         if depth == 0 and not cont:
@@ -72,13 +78,15 @@ def _scan(text: str, pos: int, line_no: int, stop: int) -> tuple[list[Chunk], in
 
 def chunks(text: str) -> list[Chunk]:
     """The top-level chunks of text, in order."""
+    if _LONE_CR.search(text):
+        return [(0, 0, text)]
     return _scan(text, 0, 0, len(text) + 1)[0]
 
 
 def rechunk(old: list[Chunk], old_len: int, old_lines: int, text: str) -> list[Chunk]:
     """chunks(text), given the chunks of the previous text: the unchanged
     chunks before and after the edit are kept, only the middle is scanned."""
-    if not old:
+    if not old or _LONE_CR.search(text) or len(old) == 1:
         return chunks(text)
     # The last chunk may be a remainder (an open block, an unended line), so
     # it is never kept as part of the prefix; it may be kept as the suffix.
