@@ -60,12 +60,23 @@ def available(target: str) -> str | None:
     return None if hasattr(mod, "TARGET") else "no TARGET yet"
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the targets
+    check large outputs in a forked pool)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+WALL: dict[str, float] = {}  # wall seconds of the last compile per target
+
+
 def compile_once(mesh, target: str, settings: dict) -> tuple[float, list, str]:
     """(CPU seconds, outputs, a note on errors: a target may refuse constructs it cannot express)."""
     options = CompileOptions(settings=settings.get(target, {}))
-    t0 = time.process_time()
+    t0, w0 = _cpu(), time.perf_counter()
     outputs, diags = compile_mesh(mesh, target, options)
-    elapsed = time.process_time() - t0
+    elapsed = _cpu() - t0
+    WALL[target] = time.perf_counter() - w0
     note = ""
     if has_errors(diags):
         counts: dict[str, int] = {}
@@ -87,13 +98,15 @@ def kib(b: float) -> str:
 
 
 def table(sizes, runs: int, seed: int, targets: list[str]) -> int:
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; CPU seconds, median of {runs} "
-          f"run(s) after a warm-up on another mesh; sizes in KiB per output file")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; CPU seconds (this process and its "
+          f"workers) and wall seconds, median of {runs} run(s) after a warm-up on another mesh; sizes in KiB "
+          "per output file")
     print()
-    print("| services | target | workloads | compile (s) | files | total size (KiB) | median file (KiB) "
+    print("| services | target | workloads | CPU (s) | wall (s) | files | total size (KiB) | median file (KiB) "
           "| p95 file (KiB) |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     totals: dict[int, float] = {}
+    walls: dict[int, float] = {}
     notes: list[str] = []
     warm, wsettings = checked_mesh(10, seed + 1000)
     for target in targets:  # imports, templates, schemas: on another mesh, so its caches stay cold
@@ -102,29 +115,32 @@ def table(sizes, runs: int, seed: int, targets: list[str]) -> int:
         mesh, settings = checked_mesh(n, seed)
         workloads = sum(max(1, len({v.name for v in s.versions})) for s in mesh.service_map.values())
         for target in targets:
-            times, outputs, note = [], [], ""
+            times, wall_times, outputs, note = [], [], [], ""
             for _ in range(runs):
                 t, outputs, note = compile_once(mesh, target, settings)
                 times.append(t)
+                wall_times.append(WALL[target])
             sizes_b = [len(o.content.encode("utf-8")) for o in outputs]
             secs = statistics.median(times)
+            wall = statistics.median(wall_times)
             totals[n] = totals.get(n, 0.0) + secs
+            walls[n] = walls.get(n, 0.0) + wall
             if note:
                 notes.append(f"{target}, {n} services: {note} (time is lowering up to the refusal)")
                 cells = "— | — | — | —"
             else:
                 cells = (f"{len(outputs)} | {kib(sum(sizes_b))} | {kib(statistics.median(sizes_b))} "
                          f"| {kib(p95(sizes_b))}")
-            print(f"| {n} | {target} | {workloads} | {secs:.3f} | {cells} |", flush=True)
+            print(f"| {n} | {target} | {workloads} | {secs:.3f} | {wall:.3f} | {cells} |", flush=True)
     print()
     for note in notes:
         print(f"note: {note}")
     for n, total in totals.items():
-        print(f"all targets, {n} services: {total:.2f} s")
-    if TARGET_N in totals:
-        ok = totals[TARGET_N] < TARGET_S
-        print(f"target: {TARGET_N} services to every target in under {TARGET_S:g} s: "
-              f"{'met' if ok else 'MISSED'} ({totals[TARGET_N]:.2f} s)")
+        print(f"all targets, {n} services: {total:.2f} s CPU, {walls[n]:.2f} s wall")
+    if TARGET_N in walls:
+        ok = walls[TARGET_N] < TARGET_S
+        print(f"target: {TARGET_N} services to every target in under {TARGET_S:g} s (wall): "
+              f"{'met' if ok else 'MISSED'} ({walls[TARGET_N]:.2f} s)")
     return 0
 
 
