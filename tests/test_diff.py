@@ -139,3 +139,20 @@ def test_diff_agrees_with_brute_force(text, data):
                         if a.decision.effect != b.decision.effect or _route_text(a) != _route_text(b):
                             changed = True
     assert bool(d.decisions or d.routes) == changed, (text, new_text, d.as_json())
+
+
+def test_settings_changes_are_reported(tmp_path):
+    """Adding retries or a timeout changes no decision or route, but a reviewer must see it."""
+    from .conftest import run_meshc
+
+    base = ('mesh m { trust_domain "t.example"; default deny }\nservice c { port 80 http }\n'
+            'service s { port 80 http; version v1 }\nallow c -> s GET\n')
+    (tmp_path / "o").mkdir()
+    (tmp_path / "n").mkdir()
+    (tmp_path / "o" / "a.mesh").write_text(base)
+    (tmp_path / "n" / "a.mesh").write_text(base.replace("version v1 }", "version v1; timeout 1s; retry 2 per_try 100ms }"))
+    r = run_meshc("diff", str(tmp_path / "o"), str(tmp_path / "n"), "--format", "json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert {(x["service"], x["setting"]) for x in doc["settings"]} == {("s", "timeout"), ("s", "retry")}
+    assert doc["decisions"] == [] and doc["routes"] == []

@@ -49,11 +49,15 @@ class MeshDiff:
     edges_removed: list[tuple[str, str, dict | None]] = field(default_factory=list)
     services_added: list[str] = field(default_factory=list)
     services_removed: list[str] = field(default_factory=list)
+    # (service, setting, before, after): timeouts, retries, faults, circuit
+    # breaking, outlier detection, load balancing, mTLS and rate limits, which
+    # change how requests are carried, not which are allowed or where they go.
+    settings: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.decisions or self.routes or self.edges_added or self.edges_removed
-                    or self.services_added or self.services_removed)
+                    or self.services_added or self.services_removed or self.settings)
 
     def as_json(self) -> dict:
         edge = lambda e: {"source": e[0], "destination": e[1], "witness": e[2]}  # noqa: E731
@@ -61,7 +65,8 @@ class MeshDiff:
                 "routes": [c.as_json() for c in self.routes],
                 "edges_added": [edge(e) for e in self.edges_added],
                 "edges_removed": [edge(e) for e in self.edges_removed],
-                "services_added": self.services_added, "services_removed": self.services_removed}
+                "services_added": self.services_added, "services_removed": self.services_removed,
+                "settings": [{"service": a, "setting": b, "old": c, "new": d} for a, b, c, d in self.settings]}
 
 
 # ---- what a destination's meaning depends on ----------------------------------------------
@@ -244,6 +249,61 @@ def _edges(mesh: Mesh) -> dict[tuple[str, str], dict | None]:
     return out
 
 
+def _show(value) -> str:
+    """A setting as a reviewer reads it: `none`, or its non-empty fields."""
+    if value is None:
+        return "none"
+    if hasattr(value, "model_dump"):
+        fields = value.model_dump(exclude={"span", "spans", "index"}, exclude_none=True)
+        return ", ".join(f"{k} {v}" for k, v in fields.items() if v not in ([], {}, False)) or "on"
+    if isinstance(value, list):
+        return "; ".join(_show(v) for v in value) or "none"
+    return str(value)
+
+
+def _limits(mesh: Mesh, dest: str) -> list:
+    return sorted((lim for lim in mesh.rate_limits if lim.target.name == dest), key=lambda x: repr(_canon(x)))
+
+
+def _rule_overrides(mesh: Mesh, dest: str) -> list:
+    route = mesh.route_map.get(dest)
+    if route is None:
+        return []
+    return [(_canon(r.match), r.timeout_ms, _canon(r.retry), _canon(r.fault)) for r in route.rules]
+
+
+def settings_changes(old: Mesh, new: Mesh, dest: str) -> list[tuple[str, str, str, str]]:
+    a, b = old.service(dest), new.service(dest)
+    out = []
+    for name in ("timeout_ms", "retry", "fault", "circuit", "outlier", "balance"):
+        va, vb = getattr(a, name), getattr(b, name)
+        if _canon(va) != _canon(vb):
+            if name == "timeout_ms":
+                va, vb = (f"{v}ms" if v is not None else None for v in (va, vb))
+            out.append((dest, name.replace("_ms", ""), _show(va), _show(vb)))
+    if old.mtls_of(a) != new.mtls_of(b):
+        out.append((dest, "mtls", old.mtls_of(a), new.mtls_of(b)))
+    va, vb = {v.name: v for v in a.versions}, {v.name: v for v in b.versions}
+    for v in sorted(va.keys() & vb.keys()):
+        for name in ("circuit", "outlier", "balance"):
+            if _canon(getattr(va[v], name)) != _canon(getattr(vb[v], name)):
+                out.append((dest, f"version {v} {name}", _show(getattr(va[v], name)), _show(getattr(vb[v], name))))
+    la, lb = _limits(old, dest), _limits(new, dest)
+    if _canon(la) != _canon(lb):
+        out.append((dest, "rate limits", _show(la), _show(lb)))
+    oa, ob = _rule_overrides(old, dest), _rule_overrides(new, dest)
+    if oa != ob and [x[0] for x in oa] == [x[0] for x in ob]:
+        for i, (x, y) in enumerate(zip(oa, ob)):
+            for j, name in ((1, "timeout"), (2, "retry"), (3, "fault")):
+                if x[j] != y[j]:
+                    rule = new.route_map[dest].rules[i]
+                    old_rule = old.route_map[dest].rules[i]
+                    value = {1: "timeout_ms", 2: "retry", 3: "fault"}[j]
+                    out.append((dest, f"rule {i + 1} {name}", _show(getattr(old_rule, value)),
+                                _show(getattr(rule, value))))
+    return out
+
+
 def diff(old: Mesh, new: Mesh) -> MeshDiff:
     out = MeshDiff()
     olds, news = set(old.service_map), set(new.service_map)
@@ -256,6 +316,8 @@ def diff(old: Mesh, new: Mesh) -> MeshDiff:
         dec, rt = destination_changes(old, new, dest)
         out.decisions.extend(dec)
         out.routes.extend(rt)
+    for dest in sorted(olds & news):
+        out.settings.extend(settings_changes(old, new, dest))
     eo, en = _edges(old), _edges(new)
     out.edges_added = [(u, v, en[(u, v)]) for u, v in sorted(en.keys() - eo.keys())]
     out.edges_removed = [(u, v, eo[(u, v)]) for u, v in sorted(eo.keys() - en.keys())]
@@ -280,6 +342,10 @@ def text(d: MeshDiff) -> str:
             for c in changes:
                 lines.append(f"  {c.line()}")
                 lines.append(f"      e.g. {c.witness['request']}")
+    if d.settings:
+        lines.append(f"Settings changes ({len(d.settings)}):")
+        for svc, name, a, b in d.settings:
+            lines.append(f"  {svc}: {name}: {a} → {b}")
     for title, edges, sign in (("Calls now possible", d.edges_added, "+"), ("Calls no longer possible", d.edges_removed, "-")):
         if edges:
             lines.append(f"{title} ({len(edges)}):")
@@ -308,6 +374,11 @@ def markdown(d: MeshDiff) -> str:
             ms = ",".join(c.methods) if len(c.methods) < len(HTTP_METHODS) else "any"
             out.append(f"| {_md(c.source)} | {_md(c.destination)} | {ms} | `{_md(c.paths)}` | {_md(c.old)} | "
                        f"**{_md(c.new)}** | `{_md(c.witness['request'])}` |")
+        out.append("")
+    if d.settings:
+        out += [f"### Settings changes ({len(d.settings)})", "", "| service | setting | before | after |",
+                "|---|---|---|---|"]
+        out += [f"| {_md(a)} | {_md(b)} | {_md(c)} | **{_md(e)}** |" for a, b, c, e in d.settings]
         out.append("")
     if d.edges_added or d.edges_removed:
         out += ["### Reachability changes", "", "| change | call | witness |", "|---|---|---|"]
