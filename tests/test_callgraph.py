@@ -249,3 +249,27 @@ def test_compile_code_fixture(code, tmp_path):
         got = [d for d in json.loads(stream)["diagnostics"] if d["code"] == code] if stream.strip() else []
         assert bool(got) == expect, (name, r.stdout, r.stderr)
         assert r.returncode == (1 if expect else 0)
+
+
+def test_never_reaching_itself_means_no_cycle_back():
+    mesh = mesh_of("""
+service a { port 80 http }
+service b { port 80 http }
+service c { port 80 http }
+allow a -> b
+allow c -> a
+assert never a ~> a
+assert never c ~> c
+""")
+    g = callgraph.build_graph(mesh, brute_may_call)
+    assert callgraph.check_assertion(mesh, mesh.assertions[0], {}, g) is None
+    mesh2 = mesh_of("""
+service a { port 80 http }
+service b { port 80 http }
+allow a -> b
+allow b -> a
+assert never a ~> a
+""")
+    g2 = callgraph.build_graph(mesh2, brute_may_call)
+    d = callgraph.check_assertion(mesh2, mesh2.assertions[0], {}, g2)
+    assert d.code == "MP601" and d.witness["path"] == ["a", "b", "a"]

@@ -56,16 +56,15 @@ def _default_may_call() -> MayCall:
 
 # ---- building the graph ------------------------------------------------------
 
-def candidate_callers(mesh: Mesh, dest: str) -> list[str | None]:
+def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None = None) -> list[str | None]:
     """Callers that some allow rule (or the default stance) might admit to dest;
     may_call decides each exactly. None stands for a caller without identity."""
     names = [s.name for s in mesh.services]
     if mesh.settings.default == "allow":
         return [None, *names]
+    if by_ns is None:
+        by_ns = services_by_namespace(mesh)
     out: dict[str | None, None] = {}
-    by_ns: dict[str, list[str]] = {}
-    for s in mesh.services:
-        by_ns.setdefault(s.namespace, []).append(s.name)
     for rule in mesh.rules_by_target.get(dest, []):
         if rule.effect != "allow":
             continue
@@ -81,6 +80,13 @@ def candidate_callers(mesh: Mesh, dest: str) -> list[str | None]:
     return list(out)
 
 
+def services_by_namespace(mesh: Mesh) -> dict[str, list[str]]:
+    by_ns: dict[str, list[str]] = {}
+    for s in mesh.services:
+        by_ns.setdefault(s.namespace, []).append(s.name)
+    return by_ns
+
+
 def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> nx.DiGraph:
     """Nodes: every service plus OUTSIDE; edge attribute `witness`: an allowed Request."""
     may_call = may_call or _default_may_call()
@@ -89,8 +95,9 @@ def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> nx.DiGraph:
     for s in mesh.services:
         g.add_node(s.name)
     known = mesh.service_map
+    by_ns = services_by_namespace(mesh)
     for dest in known:
-        for caller in candidate_callers(mesh, dest):
+        for caller in candidate_callers(mesh, dest, by_ns):
             if caller == dest or (caller is not None and caller not in known):
                 continue
             req = may_call(mesh, caller, dest)
@@ -375,9 +382,15 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
     if a.kind == "never":
         if a.methods or a.paths:
             raise ValueError("transitive `never` with methods or paths is checked by verify.assertions")
-        if not nx.has_path(g, src, dst):
+        if src == dst:  # "never A ~> A": no cycle leads back to A
+            back = [nx.shortest_path(g, s, src) for s in g.successors(src) if nx.has_path(g, s, src)]
+            if not back:
+                return None
+            path = [src] + min(back, key=len)
+        elif not nx.has_path(g, src, dst):
             return None
-        path = nx.shortest_path(g, src, dst)
+        else:
+            path = nx.shortest_path(g, src, dst)
         return diag("MP601", f"assertion fails: `{src}` can reach `{dst}` through " + " -> ".join(path), a.span,
                     witness=_path_witness(g, path))
     if a.kind == "amplification":
