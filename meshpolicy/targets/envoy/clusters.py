@@ -80,6 +80,30 @@ def balance_of(dest: Service, version: str | None) -> LoadBalancer | None:
 
 
 def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str | None, dest_index: dict) -> dict:
+    """The cluster for one destination version, as `caller` dials it: the same
+    for every caller but for the caller's own certificate files."""
+    key = ("cluster", dest.name, version)
+    base = ctx.cache.get(key)
+    if base is None:
+        base = ctx.cache[key] = _shared_cluster(ctx, dest, version, dest_index)
+    if ctx.mesh.mtls_of(dest) == "off":
+        return base
+    cert, key_file = cert_files(ctx.options.certs_dir, caller)
+    tls: dict = {
+        "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key_file}}],
+        "validation_context": {
+            "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
+            "match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": ctx.mesh.spiffe_id(dest)}}],
+        },
+    }
+    if speaks_http2(dest):
+        tls["alpn_protocols"] = ["h2"]
+    return {**base, "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": UPSTREAM_TLS, "common_tls_context": tls}}}
+
+
+def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: dict) -> dict:
     name = cluster_name(dest.name, version)
     v = dest.version(version) if version else None
     circuit = (v.circuit if v and v.circuit else None) or dest.circuit
@@ -100,20 +124,6 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
         c["outlier_detection"] = _outlier(ctx, outlier)
     if speaks_http2(dest):
         c["typed_extension_protocol_options"] = _http2_options()
-    if ctx.mesh.mtls_of(dest) != "off":
-        cert, key = cert_files(ctx.options.certs_dir, caller)
-        tls: dict = {
-            "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
-            "validation_context": {
-                "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
-                "match_typed_subject_alt_names": [
-                    {"san_type": "URI", "matcher": {"exact": ctx.mesh.spiffe_id(dest)}}],
-            },
-        }
-        if speaks_http2(dest):
-            tls["alpn_protocols"] = ["h2"]
-        c["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": UPSTREAM_TLS, "common_tls_context": tls}}
     return c
 
 

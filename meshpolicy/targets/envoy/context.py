@@ -22,6 +22,8 @@ class Ctx:
     diags: list[Diagnostic] = field(default_factory=list)
     _seen: set = field(default_factory=set)
     _scope: Scope | None = None
+    # Per-destination pieces every caller shares (clusters.destination_cluster).
+    cache: dict = field(default_factory=dict)
 
     def callable_from(self, caller: Service) -> list[Service]:
         if self._scope is None:
