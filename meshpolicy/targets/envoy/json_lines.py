@@ -45,3 +45,20 @@ def load(text: str) -> dict:
         nl = text.find("\n", start)
         start = len(text) if nl == -1 else nl + 1
     return json.loads(text[start:])
+
+
+def element_lines(text: str, key: str) -> list[str] | None:
+    """The JSON text of each element of static_resources[key], as dump wrote
+    them (one per line); None when the text is not laid out that way."""
+    start = text.find(f'\n    "{key}": [\n')
+    if start == -1:
+        return None
+    out = []
+    for line in text[start:].split("\n")[1:]:
+        if line.startswith("      "):
+            out.append(line[6:].rstrip(","))
+        elif line.startswith("    ]"):
+            return out
+        else:
+            return None
+    return None

@@ -135,17 +135,22 @@ def semantic_problems(cfg: dict) -> list[str]:
 # that differs between its copy of a cluster and another caller's, and any
 # string parses there: the cache key makes them all the same.
 _FILENAME = re.compile(r'"filename":"(?:[^"\\]|\\.)*"')
+_FILENAME_SPACED = re.compile(r'"filename": "(?:[^"\\]|\\.)*"')  # as json_lines writes it
 # Every `@type` in our JSON text (a `"@type": "` inside a string value would be escaped).
 _TYPE_URL = re.compile(r'"@type": "([^"\\]+)"')
 
 
-def _piece_problem(piece: dict, message_type, what: str) -> str | None:
+def _piece_problem(piece: dict, message_type, what: str, text: str | None = None) -> str | None:
+    """ParseDict of one piece, cached by its JSON text (given, or encoded here)."""
     import json
 
     from google.protobuf import json_format
 
-    text = json.dumps(piece, sort_keys=True, separators=(",", ":"))
-    key = (message_type.DESCRIPTOR.full_name, _FILENAME.sub('"filename":"<file>"', text))
+    if text is None:
+        text = json.dumps(piece, sort_keys=True, separators=(",", ":"))
+        key = (message_type.DESCRIPTOR.full_name, _FILENAME.sub('"filename":"<file>"', text))
+    else:
+        key = (message_type.DESCRIPTOR.full_name, _FILENAME_SPACED.sub('"filename": "<file>"', text))
     if key not in _PIECES:
         try:
             json_format.ParseDict(piece, message_type(), ignore_unknown_fields=False)
@@ -155,7 +160,7 @@ def _piece_problem(piece: dict, message_type, what: str) -> str | None:
     return _PIECES[key]
 
 
-def _strict_problems(cfg: dict) -> list[str]:
+def _strict_problems(cfg: dict, text: str = "") -> list[str]:
     """ParseDict of the whole bootstrap, done as: each cluster, each virtual
     host, then the bootstrap with those lists emptied."""
     from google.protobuf import json_format
@@ -172,8 +177,13 @@ def _strict_problems(cfg: dict) -> list[str]:
         skeleton["static_resources"] = sr
         clusters = sr.get("clusters")
         if isinstance(clusters, list) and all(isinstance(c, dict) for c in clusters):
-            for c in clusters:
-                p = _piece_problem(c, Cluster, f"cluster `{c.get('name')}`")
+            from .json_lines import element_lines
+
+            lines = element_lines(text, "clusters") if text else None
+            if lines is None or len(lines) != len(clusters):
+                lines = [None] * len(clusters)
+            for c, line in zip(clusters, lines):
+                p = _piece_problem(c, Cluster, f"cluster `{c.get('name')}`", line)
                 if p:
                     problems.append(p)
             sr["clusters"] = []
@@ -227,7 +237,7 @@ def check_bootstrap(text: str) -> list[str]:
     problems = [f"unknown @type `{t}`" for t in sorted(set(_TYPE_URL.findall(text))) if not _load_type(t)]
     if problems:
         return problems
-    problems = _strict_problems(cfg)
+    problems = _strict_problems(cfg, text)
     if problems:
         return problems
     return semantic_problems(cfg)
