@@ -94,6 +94,24 @@ def read_source(path: Path, shown: str) -> tuple[SourceFile | None, Diagnostic |
     return SourceFile(shown, text), None
 
 
+def group_by_mesh(paths: list[str | Path]) -> list[list[str | Path]]:
+    """The paths, grouped by the mesh they belong to (in first-seen order), so a
+    command given files of several meshes (as pre-commit does) checks each.
+    Paths that do not exist join the first group, whose load reports them."""
+    groups: dict[Path | None, list[str | Path]] = {}
+    for raw in paths:
+        p = Path(raw)
+        try:
+            root = find_root(p) if p.exists() else None
+        except OSError:
+            root = None
+        groups.setdefault(root, []).append(raw)
+    missing = groups.pop(None, [])
+    out = list(groups.values()) or [[]]
+    out[0] = missing + out[0]
+    return out
+
+
 def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
     """Read the mesh that `paths` belong to.
 

@@ -201,3 +201,16 @@ def test_init_refuses_to_overwrite(tmp_path: Path):
     before = {p.name: p.read_text() for p in d.iterdir()}
     assert run_meshc("init", str(d)).returncode == 2
     assert {p.name: p.read_text() for p in d.iterdir()} == before
+
+
+def test_files_of_several_meshes_are_checked_mesh_by_mesh():
+    """pre-commit passes changed files of every mesh in one call."""
+    from .conftest import EXAMPLES, run_meshc
+
+    for command in ("check", "verify"):
+        r = run_meshc(command, str(EXAMPLES / "shop" / "orders.mesh"), str(EXAMPLES / "broken" / "typos"),
+                      "--format", "json")
+        files = {d["span"]["file"] for d in __import__("json").loads(r.stdout)["diagnostics"] if d["span"]}
+        assert r.returncode == 1
+        assert any("broken/typos" in f for f in files)
+        assert not any(d for d in files if "different meshes" in d)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..pipeline import check_project
-from ..project import load
+from ..project import group_by_mesh, load
 from .common import emit, exit_code, progress_bar, report_options
 
 
@@ -26,8 +26,12 @@ def command(paths, fmt, color, quiet):
       meshc check examples/shop
       meshc check services/orders.mesh --format sarif > meshc.sarif
     """
-    project = load(list(paths))
-    with progress_bar(project, quiet) as progress:
-        checked = check_project(project, progress=progress)
-    emit(checked.diagnostics, checked.project.files, fmt, color=color, quiet=quiet)
-    sys.exit(exit_code(checked.diagnostics))
+    diags, sources = [], {}
+    for group in group_by_mesh(list(paths)):  # files of several meshes: each mesh on its own
+        project = load(group)
+        with progress_bar(project, quiet) as progress:
+            checked = check_project(project, progress=progress)
+        diags += checked.diagnostics
+        sources.update(checked.project.files)
+    emit(diags, sources, fmt, color=color, quiet=quiet)
+    sys.exit(exit_code(diags))

@@ -8,7 +8,7 @@ import click
 
 from ..diagnostics import has_errors
 from ..pipeline import check_project
-from ..project import load
+from ..project import group_by_mesh, load
 from .common import emit, exit_code, report_options
 
 
@@ -35,18 +35,22 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet):
       meshc verify . --format sarif > verify.sarif
       meshc verify . --timeout-ms 10000 --verbose
     """
-    checked = check_project(load(list(paths)))
-    diags = list(checked.diagnostics)
-    if not has_errors(diags):
-        from ..verify import run
+    all_diags, sources = [], {}
+    for group in group_by_mesh(list(paths)):  # files of several meshes: each mesh on its own
+        checked = check_project(load(group))
+        diags = list(checked.diagnostics)
+        sources.update(checked.project.files)
+        if not has_errors(diags):
+            from ..verify import run
 
-        config = dict(checked.project.config)
-        vcfg = dict(config.get("verify") or {})
-        if timeout_ms is not None:
-            vcfg["timeout_ms"] = timeout_ms
-        if verbose:
-            vcfg["verbose"] = True
-        config["verify"] = vcfg
-        diags.extend(run(checked.mesh, config))
-    emit(diags, checked.project.files, fmt, color=color, quiet=quiet, tool_command="verify")
-    sys.exit(exit_code(diags))
+            config = dict(checked.project.config)
+            vcfg = dict(config.get("verify") or {})
+            if timeout_ms is not None:
+                vcfg["timeout_ms"] = timeout_ms
+            if verbose:
+                vcfg["verbose"] = True
+            config["verify"] = vcfg
+            diags.extend(run(checked.mesh, config))
+        all_diags += diags
+    emit(all_diags, sources, fmt, color=color, quiet=quiet, tool_command="verify")
+    sys.exit(exit_code(all_diags))
