@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, has_errors, sorted_diagnostics
+from .gc_pause import gc_paused  # noqa: F401  (re-exported for callers of the pipeline)
 from .model.build import build
 from .model.types import Mesh
 from .project import Project
 from .syntax.nodes import SyntaxFile
 from .syntax.parser import parse_text
-
-
-@contextmanager
-def gc_paused():
-    """Parsing allocates many small objects that all stay alive; Python's
-    cyclic GC would rescan them over and over (it doubled parse time)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass

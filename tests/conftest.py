@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,24 @@ def run_meshc(*args: str, cwd: Path | None = None, input: str | None = None, env
 @pytest.fixture
 def shop_mesh():
     return check_project(__import__("meshpolicy.project", fromlist=["load"]).load([EXAMPLES / "shop"])).mesh
+
+
+def free_port_base(count: int, step: int = 10) -> int:
+    """A run of `count` free loopback ports, so parallel runs do not collide."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(22000, 32000 - count, step)  # below the ephemeral range
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")

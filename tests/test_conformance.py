@@ -29,6 +29,8 @@ from meshpolicy.run import up
 from meshpolicy.run.supervisor import Supervisor
 from meshpolicy.semantics import Request, evaluate
 
+from .conftest import free_port_base
+
 MESH_DIR = Path(__file__).parent / "fixtures" / "conformance"
 PROXIES = ["meshproxy", "envoy"]
 
@@ -85,27 +87,6 @@ class Mesh:
         out = conn.getresponse().read().decode()
         conn.close()
         return out
-
-
-def free_port_base(count: int, step: int = 10) -> int:
-    """A run of `count` free loopback ports, so parallel runs do not collide."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(22000, 32000 - count, step)  # below the ephemeral range
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture(scope="module", params=PROXIES)

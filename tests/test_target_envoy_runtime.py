@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 from meshpolicy.certs import issue
 from meshpolicy.compile import CompileOptions, compile_mesh
 
-from .conftest import check_text
+from .conftest import check_text, free_port_base
 
 pytestmark = pytest.mark.skipif(shutil.which("envoy") is None, reason="needs the envoy binary")
 
@@ -36,21 +35,7 @@ STRIDE = 10
 
 def _free_block(n: int) -> int:
     """A base port with n free ports after it."""
-    for attempt in range(50):
-        base = 30000 + ((os.getpid() * 7 + attempt * 131) % 3000) * STRIDE
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    pytest.skip("no free block of ports")
+    return free_port_base(n, STRIDE)
 
 
 def _get(port: int, host: str, path: str = "/") -> int:

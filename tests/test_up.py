@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_conformance import free_port_base
+from .conftest import free_port_base
 
 SMALL = """
 mesh small {{ trust_domain "small.test"; mtls strict; default deny }}

@@ -9,9 +9,10 @@ import re2
 from ..model.types import HeaderMatch, PathPattern
 
 
-def glob_regex(glob: str) -> str:
+def glob_regex(glob: str, escape=re2.escape) -> str:
     """An RE2 regex (without anchors) for a glob: `*` is one non-empty
-    segment (`[^/]+`), `**` any run of characters (`.*`); all else literal."""
+    segment (`[^/]+`), `**` any run of characters (`.*`); all else literal,
+    written by `escape` (targets may prefer a more readable escaping)."""
     out = []
     i = 0
     while i < len(glob):
@@ -22,7 +23,7 @@ def glob_regex(glob: str) -> str:
             out.append("[^/]+")
             i += 1
         else:
-            out.append(re2.escape(glob[i]))
+            out.append(escape(glob[i]))
             i += 1
     return "".join(out)
 

@@ -8,13 +8,12 @@ for how a proxy evaluates it.
 
 from __future__ import annotations
 
-import gc
 import json
-from contextlib import contextmanager
 
 from ...codes import diag
 from ...compile import CompileOptions, Output
 from ...diagnostics import Diagnostic
+from ...gc_pause import gc_paused
 from ...model.types import Mesh, Service
 from .lower import Lowering
 from .ports import SettingsError, read_settings
@@ -30,19 +29,6 @@ def dump(cfg: dict) -> str:
     written by json's C encoder (indenting takes the pure-Python path, which
     was 90% of compile time on 1000 services). `jq .` pretty-prints it."""
     return json.dumps(cfg, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-@contextmanager
-def gc_paused():
-    """Lowering allocates millions of small acyclic dicts; the cyclic GC would
-    rescan everything alive (other targets' outputs too) over and over."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class MeshproxyTarget:

@@ -9,6 +9,7 @@ at all (see `may_call`), so the proxy only does string and regex tests.
 from __future__ import annotations
 
 from ...model import types as m
+from ...semantics.patterns import glob_regex
 from .config import FORMAT_VERSION
 from .ports import WorkloadPorts, needed, workload_keys, workload_ports
 
@@ -32,20 +33,8 @@ def literal(text: str) -> str:
 
 
 def glob_to_regex(glob: str) -> str:
-    """The semantics' glob: `*` one non-empty segment, `**` any run of characters."""
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append("[^/]+")
-            i += 1
-        else:
-            out.append(literal(glob[i]))
-            i += 1
-    return "".join(out)
+    """The semantics' glob, with readable escaping."""
+    return glob_regex(glob, escape=literal)
 
 
 def anchored(regex: str) -> str:
