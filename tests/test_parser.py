@@ -85,3 +85,29 @@ def test_model_values_are_normalised():
     assert svc.retry.per_try_ms == 250 and svc.retry.backoff_max_ms == 60_000
     assert svc.versions[0].labels == {"version": "v1"}
     assert svc.account == "s" and svc.namespace == "default"
+
+
+def test_built_models_pass_validation():
+    """The builder skips validation for its most numerous nodes (model_construct);
+    every node it builds must still be exactly what validation would accept."""
+    from hypothesis import HealthCheck, given, settings
+
+    from meshpolicy.model.types import Mesh
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+
+    from .strategies import mesh_programs
+
+    def roundtrip(mesh):
+        again = Mesh.model_validate(mesh.model_dump())
+        assert again.model_dump() == mesh.model_dump()
+
+    for example in ("shop", "bookinfo"):
+        roundtrip(check_project(load([EXAMPLES / example])).mesh)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(mesh_programs())
+    def generated(text):
+        roundtrip(check_text(text).mesh)
+
+    generated()

@@ -1,4 +1,10 @@
-"""Syntax tree -> typed model. Purely structural: meaning is checked later."""
+"""Syntax tree -> typed model. Purely structural: meaning is checked later.
+
+The most numerous nodes (references, sources, paths, auth rules) are built
+with `model_construct`: the grammar has already fixed their types, and
+validating them again was half of a language-server re-check. The tests
+validate the built models of the examples and of generated programs.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ class _Builder:
 
     @staticmethod
     def ref(i: Ident) -> t.Ref:
-        return t.Ref(name=i.name, span=i.span)
+        return t.Ref.model_construct(name=i.name, span=i.span, spans={})
 
     # ---- resilience pieces, shared by services, versions and route rules
     def retry(self, n: Node) -> t.Retry:
@@ -104,11 +110,11 @@ class _Builder:
         return t.Fault(span=n.span, spans=spans, **kw)
 
     def path(self, n: Node) -> t.PathPattern:
-        return t.PathPattern(kind=n.get("kind"), value=n.get("value").value, span=n.span)
+        return t.PathPattern.model_construct(kind=n.get("kind"), value=n.get("value").value, span=n.span, spans={})
 
     def source(self, n: Node) -> t.Source:
         name = n.get("name")
-        return t.Source(kind=n.get("kind"), name=name.name if name else None, span=n.span)
+        return t.Source.model_construct(kind=n.get("kind"), name=name.name if name else None, span=n.span, spans={})
 
     # ---- blocks
     def mesh_block(self, n: Node) -> None:
@@ -252,7 +258,7 @@ class _Builder:
         return rule
 
     def auth(self, n: Node) -> None:
-        self.mesh.auth_rules.append(t.AuthRule(
+        self.mesh.auth_rules.append(t.AuthRule.model_construct(
             index=len(self.mesh.auth_rules),
             effect=n.get("effect").value,
             sources=[self.source(s) for s in n.get("sources")],
