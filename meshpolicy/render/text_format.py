@@ -104,7 +104,10 @@ def summary(diags: list[Diagnostic]) -> str:
         parts.append(f"{errors} error{'s' * (errors != 1)}")
     if warnings:
         parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
-    return ", ".join(parts) if parts else "no problems"
+    infos = sum(d.severity is Severity.INFO for d in diags)
+    if not parts:
+        return "no problems" + (f" ({infos} note{'s' * (infos != 1)})" if infos else "")
+    return ", ".join(parts) + (f", {infos} note{'s' * (infos != 1)}" if infos else "")
 
 
 def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, color: bool | None = None,
