@@ -20,6 +20,8 @@ same answer on the formatter's own output, which makes formatting idempotent.
 
 from __future__ import annotations
 
+import re
+
 import bisect
 from dataclasses import dataclass, field
 
@@ -46,7 +48,8 @@ class Lines:
     """Which source lines are blank, to keep a blank line where one was."""
 
     def __init__(self, text: str):
-        blank = [not ln.strip() for ln in text.split("\n")]
+        # Line breaks as the tokenizer counts them: CRLF, CR or LF.
+        blank = [not ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
         # prefix[i] = number of blank lines among lines 1..i
         self.prefix = [0]
         for b in blank:
