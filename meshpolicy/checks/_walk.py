@@ -105,13 +105,9 @@ def effective(mesh: Mesh) -> Iterator[Effective]:
         for r in route.rules:
             if r.action.kind != "forward":
                 continue  # redirects and direct responses never reach the service
-            if r.timeout_ms is not None:
-                t_ms, t_span = r.timeout_ms, r.at("timeout")
-            else:
-                t_ms, t_span = svc.timeout_ms, svc.spans.get("timeout")
-            yield Effective(svc, r, t_ms, t_span,
-                            r.retry if r.retry is not None else svc.retry,
-                            r.fault if r.fault is not None else svc.fault)
+            s = svc.settings_for(r)
+            t_span = r.at("timeout") if r.timeout_ms is not None else svc.spans.get("timeout")
+            yield Effective(svc, r, s.timeout_ms, t_span, s.retry, s.fault)
     for svc in mesh.services:
         if svc.name not in routed:
             yield Effective(svc, None, svc.timeout_ms, svc.spans.get("timeout"), svc.retry, svc.fault)

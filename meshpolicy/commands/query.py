@@ -84,9 +84,7 @@ def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
     if rule is not None:
         loc, line = _where(rule.span, sources)
         route.update(rule=rule.index + 1, location=loc, source=line)
-    retry = rule.retry if rule is not None and rule.retry is not None else svc.retry
-    timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
-    fault = rule.fault if rule is not None and rule.fault is not None else svc.fault
+    timeout, retry, fault = svc.settings_for(rule)
     if r.kind in ("forward", "default"):
         route["timeout"] = _ms(timeout)
         route["retry"] = (

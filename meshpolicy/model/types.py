@@ -9,7 +9,7 @@ field name to where that field's value was written. Every later stage
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
@@ -115,6 +115,12 @@ class Version(Node):
     balance: LoadBalancer | None = None
 
 
+class RuleSettings(NamedTuple):
+    timeout_ms: int | None
+    retry: Retry | None
+    fault: Fault | None
+
+
 class Service(Node):
     name: str
     namespace: str = "default"
@@ -128,6 +134,18 @@ class Service(Node):
     outlier: Outlier | None = None
     balance: LoadBalancer | None = None
     fault: Fault | None = None
+
+    def settings_for(self, rule: "RouteRule | None") -> "RuleSettings":
+        """The timeout, retry and fault that apply to requests `rule` forwards
+        (None: a request no route rule decides). A rule's own setting replaces
+        the service's (docs/semantics.md, "Resilience")."""
+        if rule is None:
+            return RuleSettings(self.timeout_ms, self.retry, self.fault)
+        return RuleSettings(
+            rule.timeout_ms if rule.timeout_ms is not None else self.timeout_ms,
+            rule.retry if rule.retry is not None else self.retry,
+            rule.fault if rule.fault is not None else self.fault,
+        )
 
     def version(self, name: str) -> Version | None:
         for v in self.versions:

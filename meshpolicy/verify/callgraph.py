@@ -109,9 +109,8 @@ def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> nx.DiGraph:
 # ---- hop costs -------------------------------------------------------------------
 
 def _effective(rule: RouteRule | None, svc: Service) -> tuple[Retry | None, int | None]:
-    retry = rule.retry if rule is not None and rule.retry is not None else svc.retry
-    timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
-    return retry, timeout
+    s = svc.settings_for(rule)
+    return s.retry, s.timeout_ms
 
 
 def _hop_variants(mesh: Mesh, dest: Service) -> list[tuple[Retry | None, int | None, RouteRule | None]]:

@@ -111,14 +111,12 @@ def _forward(ctx: Ctx, dest: Service, weights: list[tuple[str | None, float]], s
 
 def _resilience(ctx: Ctx, dest: Service, action: dict, rule: RouteRule | None) -> dict | None:
     """Timeout and retries go into the route action; returns the fault config, if any."""
-    timeout = rule.timeout_ms if rule and rule.timeout_ms is not None else dest.timeout_ms
+    timeout, retry, fault = dest.settings_for(rule)
     # Envoy's default route timeout is 15s; no timeout written means none.
     action["timeout"] = duration(timeout) if timeout is not None else "0s"
-    retry = rule.retry if rule and rule.retry is not None else dest.retry
     rp = retry_policy(ctx, dest, retry)
     if rp:
         action["retry_policy"] = rp
-    fault = rule.fault if rule and rule.fault is not None else dest.fault
     return fault_config(ctx, fault) if fault is not None else None
 
 

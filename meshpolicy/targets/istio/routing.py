@@ -150,11 +150,10 @@ def http_rule(lw: Lowering, svc: Service, name: str, m: list[dict] | None, rule:
         http["route"] = [{"destination": {"host": fqdn(svc)}}]
     if "route" in http:
         # Redirects and direct responses never reach the service: no timeout, retries or faults.
-        timeout = rule.timeout_ms if rule is not None and rule.timeout_ms is not None else svc.timeout_ms
+        timeout, retry, f = svc.settings_for(rule)
         if timeout is not None:
             http["timeout"] = duration(timeout)
-        http["retries"] = retries(lw, svc, rule.retry if rule is not None and rule.retry is not None else svc.retry)
-        f = rule.fault if rule is not None and rule.fault is not None else svc.fault
+        http["retries"] = retries(lw, svc, retry)
         if f is not None:
             http["fault"] = fault(f)
     return http

@@ -330,6 +330,7 @@ class Lowering:
         else:
             action = {"kind": "respond", "status": a.status, "body": a.body}
         mt = r.match
+        timeout_ms, rule_retry, rule_fault = svc.settings_for(r)
         return {
             "rule": r.index,
             "match": {"methods": list(dict.fromkeys(mt.methods)),
@@ -337,7 +338,7 @@ class Lowering:
                       "headers": [header_test(h) for h in mt.headers],
                       "sources": list(dict.fromkeys(s.name for s in mt.sources))},
             "action": action,
-            "timeout_ms": r.timeout_ms if r.timeout_ms is not None else svc.timeout_ms,
-            "retry": retry(r.retry if r.retry is not None else svc.retry),
-            "fault": fault(r.fault if r.fault is not None else svc.fault),
+            "timeout_ms": timeout_ms,
+            "retry": retry(rule_retry),
+            "fault": fault(rule_fault),
         }
