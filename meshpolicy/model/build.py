@@ -1,9 +1,10 @@
 """Syntax tree -> typed model. Purely structural: meaning is checked later.
 
-The most numerous nodes (references, sources, paths, auth rules) are built
-with `model_construct`: the grammar has already fixed their types, and
-validating them again was half of a language-server re-check. The tests
-validate the built models of the examples and of generated programs.
+Every node is built with `make` (no validation): the grammar has already
+fixed the types, and validating again cost half of a language-server
+re-check and, through pydantic's schema build, a fifth of a cold `meshc`
+run. The tests validate the built models of the examples and of generated
+programs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _ONCE = {"namespace", "account", "mtls", "timeout", "retry", "circuit", "outlier
 class _Builder:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
-        self.mesh = t.Mesh()
+        self.mesh = t.Mesh.make()
 
     # ---- helpers
     def _once(self, items: list[Node], where: str) -> dict[str, Node]:
@@ -39,12 +40,12 @@ class _Builder:
 
     @staticmethod
     def ref(i: Ident) -> t.Ref:
-        return t.Ref.model_construct(name=i.name, span=i.span, spans={})
+        return t.Ref.make(name=i.name, span=i.span, spans={})
 
     # ---- resilience pieces, shared by services, versions and route rules
     def retry(self, n: Node) -> t.Retry:
         if n.get("off"):
-            return t.Retry(attempts=0, span=n.span)
+            return t.Retry.make(attempts=0, span=n.span)
         f = n.fields
         spans = {"attempts": f["attempts"].span}
         kw = {"attempts": f["attempts"].value, "non_idempotent": f.get("non_idempotent", False)}
@@ -68,7 +69,7 @@ class _Builder:
             if len(f["budget"]) > 1:
                 kw["budget_min"] = f["budget"][1].value
                 spans["budget_min"] = f["budget"][1].span
-        return t.Retry(span=n.span, spans=spans, **kw)
+        return t.Retry.make(span=n.span, spans=spans, **kw)
 
     @staticmethod
     def _fields(n: Node, names: dict[str, str]) -> tuple[dict, dict]:
@@ -83,18 +84,18 @@ class _Builder:
     def circuit(self, n: Node) -> t.CircuitBreaker:
         names = {k: k for k in ("max_connections", "max_pending", "max_requests", "max_retries")}
         kw, spans = self._fields(n, names)
-        return t.CircuitBreaker(span=n.span, spans=spans, **kw)
+        return t.CircuitBreaker.make(span=n.span, spans=spans, **kw)
 
     def outlier(self, n: Node) -> t.Outlier:
         names = {"consecutive_5xx": "consecutive_5xx", "consecutive_gateway": "consecutive_gateway",
                  "interval": "interval_ms", "eject": "eject_ms", "max": "max_percent"}
         kw, spans = self._fields(n, names)
-        return t.Outlier(span=n.span, spans=spans, **kw)
+        return t.Outlier.make(span=n.span, spans=spans, **kw)
 
     def balance(self, n: Node) -> t.LoadBalancer:
         header = n.get("header")
         spans = {"header": header.span} if header else {}
-        return t.LoadBalancer(policy=n.get("policy").value, header=header.value if header else None,
+        return t.LoadBalancer.make(policy=n.get("policy").value, header=header.value if header else None,
                               span=n.span, spans=spans)
 
     def fault(self, n: Node) -> t.Fault:
@@ -107,19 +108,19 @@ class _Builder:
             s, p = n.get("abort")
             kw.update(abort_status=s.value, abort_percent=p.value)
             spans.update(abort=s.span, abort_percent=p.span)
-        return t.Fault(span=n.span, spans=spans, **kw)
+        return t.Fault.make(span=n.span, spans=spans, **kw)
 
     def path(self, n: Node) -> t.PathPattern:
-        return t.PathPattern.model_construct(kind=n.get("kind"), value=n.get("value").value, span=n.span, spans={})
+        return t.PathPattern.make(kind=n.get("kind"), value=n.get("value").value, span=n.span, spans={})
 
     def source(self, n: Node) -> t.Source:
         name = n.get("name")
-        return t.Source.model_construct(kind=n.get("kind"), name=name.name if name else None, span=n.span, spans={})
+        return t.Source.make(kind=n.get("kind"), name=name.name if name else None, span=n.span, spans={})
 
     # ---- blocks
     def mesh_block(self, n: Node) -> None:
         once = self._once(n.children, f"mesh `{n.get('name').name}`")
-        s = t.MeshSettings(name=n.get("name").name, declared=True, span=n.span,
+        s = t.MeshSettings.make(name=n.get("name").name, declared=True, span=n.span,
                            spans={"name": n.get("name").span})
         if "trust_domain" in once:
             s.trust_domain = once["trust_domain"].get("value").value
@@ -132,7 +133,7 @@ class _Builder:
             s.spans["default"] = once["default"].span
         if "tracing" in once:
             tr = once["tracing"]
-            s.tracing = t.Tracing(
+            s.tracing = t.Tracing.make(
                 enabled=not tr.get("off"),
                 formats=[f.value for f in tr.get("formats")],
                 sample_percent=tr.get("sample").value if tr.get("sample") else 100.0,
@@ -147,7 +148,7 @@ class _Builder:
     def service_block(self, n: Node) -> None:
         name = n.get("name")
         once = self._once(n.children, f"service `{name.name}`")
-        svc = t.Service(name=name.name, span=n.span, spans={"name": name.span})
+        svc = t.Service.make(name=name.name, span=n.span, spans={"name": name.span})
         for item in n.children:
             k = item.kind
             if k in _ONCE and once.get(k) is not item:
@@ -159,7 +160,7 @@ class _Builder:
                 svc.account = item.get("name").name
                 svc.spans["account"] = item.get("name").span
             elif k == "port":
-                svc.ports.append(t.Port(number=item.get("number").value, protocol=item.get("protocol").value,
+                svc.ports.append(t.Port.make(number=item.get("number").value, protocol=item.get("protocol").value,
                                         span=item.span, spans={"number": item.get("number").span,
                                                                "protocol": item.get("protocol").span}))
             elif k == "mtls":
@@ -186,7 +187,7 @@ class _Builder:
 
     def version(self, n: Node) -> t.Version:
         name = n.get("name")
-        v = t.Version(name=name.name, span=n.span, spans={"name": name.span})
+        v = t.Version.make(name=name.name, span=n.span, spans={"name": name.span})
         once = self._once(n.children, f"version `{name.name}`")
         for item in n.children:
             if item.kind == "labels":
@@ -206,18 +207,18 @@ class _Builder:
 
     def route_block(self, n: Node) -> None:
         name = n.get("name")
-        route = t.Route(service=self.ref(name), span=n.span)
+        route = t.Route.make(service=self.ref(name), span=n.span)
         for i, item in enumerate(n.children):
             route.rules.append(self.rule(item, i))
         self.mesh.routes.append(route)
 
     def rule(self, n: Node, index: int) -> t.RouteRule:
         m = n.get("match")
-        match = t.Match(
+        match = t.Match.make(
             methods=[x.value for x in m.get("methods")],
             paths=[self.path(p) for p in m.get("paths")],
             headers=[
-                t.HeaderMatch(name=h.get("name").value.lower(), kind=h.get("test"),
+                t.HeaderMatch.make(name=h.get("name").value.lower(), kind=h.get("test"),
                               value=h.get("value").value if h.get("value") else None, span=h.span)
                 for h in m.get("headers")
             ],
@@ -227,7 +228,7 @@ class _Builder:
         )
         a = n.get("action")
         if a.kind == "forward":
-            dests = [t.WeightedVersion(version=self.ref(d.get("version")),
+            dests = [t.WeightedVersion.make(version=self.ref(d.get("version")),
                                        weight=d.get("weight").value if d.get("weight") else None,
                                        span=d.span,
                                        spans={"weight": d.get("weight").span} if d.get("weight") else {})
@@ -236,18 +237,18 @@ class _Builder:
             if a.get("mirror"):
                 mn = a.get("mirror")
                 pct = mn.get("percent")
-                mirror = t.Mirror(version=self.ref(mn.get("version")), percent=pct.value if pct else 100.0,
+                mirror = t.Mirror.make(version=self.ref(mn.get("version")), percent=pct.value if pct else 100.0,
                                   span=mn.span, spans={"percent": pct.span} if pct else {})
-            action = t.Forward(destinations=dests, mirror=mirror, span=a.span)
+            action = t.Forward.make(destinations=dests, mirror=mirror, span=a.span)
         elif a.kind == "redirect":
             code = a.get("code")
-            action = t.Redirect(uri=a.get("uri").value, status=code.value if code else 301, span=a.span,
+            action = t.Redirect.make(uri=a.get("uri").value, status=code.value if code else 301, span=a.span,
                                 spans={"status": code.span} if code else {})
         else:
             body = a.get("body")
-            action = t.DirectResponse(status=a.get("status").value, body=body.value if body else None,
+            action = t.DirectResponse.make(status=a.get("status").value, body=body.value if body else None,
                                       span=a.span, spans={"status": a.get("status").span})
-        rule = t.RouteRule(index=index, match=match, action=action, span=n.span)
+        rule = t.RouteRule.make(index=index, match=match, action=action, span=n.span)
         if "timeout" in n.fields:
             rule.timeout_ms = n.get("timeout").get("duration").value
             rule.spans["timeout"] = n.get("timeout").get("duration").span
@@ -258,7 +259,7 @@ class _Builder:
         return rule
 
     def auth(self, n: Node) -> None:
-        self.mesh.auth_rules.append(t.AuthRule.model_construct(
+        self.mesh.auth_rules.append(t.AuthRule.make(
             index=len(self.mesh.auth_rules),
             effect=n.get("effect").value,
             sources=[self.source(s) for s in n.get("sources")],
@@ -275,14 +276,14 @@ class _Builder:
         spans = {"rate": n.get("rate").span}
         if burst:
             spans["burst"] = burst.span
-        self.mesh.rate_limits.append(t.RateLimit(
+        self.mesh.rate_limits.append(t.RateLimit.make(
             sources=[self.source(s) for s in n.get("sources")], target=self.ref(n.get("target")),
             requests=count, per=per, burst=burst.value if burst else None, span=n.span, spans=spans))
 
     def assertion(self, n: Node) -> None:
         f = n.fields
         bound = f.get("bound")
-        a = t.Assertion(
+        a = t.Assertion.make(
             kind=f["kind"],
             source=self.ref(f["source"]) if f.get("source") else None,
             sources=[self.source(s) for s in f.get("sources", [])],

@@ -30,10 +30,58 @@ RETRY_CONDITIONS = (
 )
 
 
+# Building an instance: the builder's values already have the grammar's types,
+# so `make` fills in defaults and sets the fields without validating them.
+# Validation (and pydantic's schema build, a fifth of a cold `meshc` run) only
+# happens where a model is validated on purpose: the tests validate every
+# built model of the examples and of generated programs.
+_PLANS: dict[type, tuple[dict, tuple, frozenset]] = {}
+
+
+def _plan(cls: type[BaseModel]) -> tuple[dict, tuple, frozenset]:
+    static, factories, required = {}, [], []
+    for name, f in cls.model_fields.items():
+        if f.default_factory is not None:
+            factories.append((name, f.default_factory))
+        elif f.is_required():
+            required.append(name)
+        else:
+            static[name] = f.default
+    plan = _PLANS[cls] = (static, tuple(factories), frozenset(required))
+    return plan
+
+
+def _make(cls, values: dict):
+    static, factories, required = _PLANS.get(cls) or _plan(cls)
+    if not required <= values.keys():
+        raise TypeError(f"{cls.__name__} needs {sorted(required - values.keys())}")
+    unknown = values.keys() - cls.model_fields.keys()
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)}")
+    d = static.copy()
+    for name, factory in factories:
+        if name not in values:
+            d[name] = factory()
+    d.update(values)
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", d)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 class Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,))
+    # defer_build: the schema is built on the first validation, which a plain
+    # `meshc` run never does (see `make`).
+    model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,), defer_build=True)
     span: SpanT = NO_SPAN
     spans: dict[str, SpanT] = Field(default_factory=dict)
+
+    @classmethod
+    def make(cls, **values):
+        """A new instance from already-typed values, without validation."""
+        return _make(cls, values)
 
     def at(self, field: str) -> Span:
         """Where `field` was written, else where this element was."""
@@ -58,7 +106,7 @@ class MeshSettings(Node):
     trust_domain: str = "cluster.local"
     mtls: MtlsMode = "strict"
     default: Effect = "deny"
-    tracing: Tracing = Field(default_factory=Tracing)
+    tracing: Tracing = Field(default_factory=lambda: Tracing.make())
     metrics: bool = True
 
 
@@ -281,8 +329,8 @@ class Mesh(BaseModel):
     """A whole mesh: every file of one project, merged. Lists keep file order
     (and duplicates, which the checks report); lookups use the first."""
 
-    model_config = ConfigDict(ignored_types=(cached_property,))
-    settings: MeshSettings = Field(default_factory=MeshSettings)
+    model_config = ConfigDict(ignored_types=(cached_property,), defer_build=True)
+    settings: MeshSettings = Field(default_factory=lambda: MeshSettings.make())
     mesh_blocks: list[MeshSettings] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -290,6 +338,11 @@ class Mesh(BaseModel):
     rate_limits: list[RateLimit] = Field(default_factory=list)
     assertions: list[Assertion] = Field(default_factory=list)
     files: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def make(cls, **values):
+        """A new instance from already-typed values, without validation."""
+        return _make(cls, values)
 
     @cached_property
     def service_map(self) -> dict[str, Service]:
