@@ -15,12 +15,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import networkx as nx
-
 from ..codes import diag
 from ..diagnostics import Diagnostic, Label
 from ..model.types import Assertion, Mesh, Retry, RouteRule, Service
 from ..semantics import Request
+from . import digraph
+from .digraph import Digraph
 
 OUTSIDE = "(outside)"  # callers with no mesh identity
 DEFAULT_BACKOFF_MS = 25  # Envoy's default base interval when retries are on
@@ -87,10 +87,10 @@ def services_by_namespace(mesh: Mesh) -> dict[str, list[str]]:
     return by_ns
 
 
-def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> nx.DiGraph:
+def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> Digraph:
     """Nodes: every service plus OUTSIDE; edge attribute `witness`: an allowed Request."""
     may_call = may_call or _default_may_call()
-    g = nx.DiGraph()
+    g = Digraph()
     g.add_node(OUTSIDE)
     for s in mesh.services:
         g.add_node(s.name)
@@ -184,15 +184,15 @@ class WorstPath:
 MAX_SIMPLE_PATHS = 100_000
 
 
-def _between(g: nx.DiGraph, a: str, b: str) -> nx.DiGraph | None:
-    if a not in g or b not in g or not nx.has_path(g, a, b):
+def _between(g: Digraph, a: str, b: str) -> Digraph | None:
+    if a not in g or b not in g or not digraph.has_path(g, a, b):
         return None
-    down = nx.descendants(g, a) | {a}
-    up = nx.ancestors(g, b) | {b}
+    down = digraph.descendants(g, a) | {a}
+    up = digraph.ancestors(g, b) | {b}
     return g.subgraph(down & up)
 
 
-def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], float], combine: str) -> WorstPath | None:
+def worst_path(g: Digraph, a: str, b: str, hop_value: Callable[[str, str], float], combine: str) -> WorstPath | None:
     """The simple path a ~> b maximising the product ('mul') or sum ('add') of
     hop values. A request is taken to visit each service at most once; loops
     are reported on their own (MP551)."""
@@ -200,9 +200,9 @@ def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], fl
     if sub is None:
         return None
     start = 1.0 if combine == "mul" else 0.0
-    if nx.is_directed_acyclic_graph(sub):
+    if digraph.is_acyclic(sub):
         best: dict[str, tuple[float, str | None]] = {a: (start, None)}
-        for u in nx.topological_sort(sub):
+        for u in digraph.topological_sort(sub):
             if u not in best:
                 continue
             for v in sub.successors(u):
@@ -215,7 +215,7 @@ def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], fl
             path.append(best[path[-1]][1])
         return WorstPath(best[b][0], path[::-1])
     found = None
-    for i, p in enumerate(nx.all_simple_paths(sub, a, b)):
+    for i, p in enumerate(digraph.all_simple_paths(sub, a, b)):
         if i >= MAX_SIMPLE_PATHS:
             found.complete = False
             break
@@ -227,7 +227,7 @@ def worst_path(g: nx.DiGraph, a: str, b: str, hop_value: Callable[[str, str], fl
     return found
 
 
-def amplification_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str) -> WorstPath | None:
+def amplification_path(mesh: Mesh, g: Digraph, a: str, b: str) -> WorstPath | None:
     cache: dict[str, int] = {}
 
     def hop(_u: str, v: str) -> float:
@@ -238,7 +238,7 @@ def amplification_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str) -> WorstPath |
     return worst_path(g, a, b, hop, "mul")
 
 
-def latency_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str, cfg: GraphConfig) -> WorstPath | None:
+def latency_path(mesh: Mesh, g: Digraph, a: str, b: str, cfg: GraphConfig) -> WorstPath | None:
     cache: dict[str, float] = {}
 
     def hop(_u: str, v: str) -> float:
@@ -251,7 +251,7 @@ def latency_path(mesh: Mesh, g: nx.DiGraph, a: str, b: str, cfg: GraphConfig) ->
 
 # ---- findings -----------------------------------------------------------------------
 
-def _path_witness(g: nx.DiGraph, path: list[str]) -> dict:
+def _path_witness(g: Digraph, path: list[str]) -> dict:
     hops = [str(g.edges[u, v]["witness"]) for u, v in zip(path, path[1:]) if (u, v) in g.edges]
     return {"path": path, "requests": hops}
 
@@ -262,7 +262,7 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms:g}ms"
 
 
-def findings(mesh: Mesh, config: dict | None = None, graph: nx.DiGraph | None = None,
+def findings(mesh: Mesh, config: dict | None = None, graph: Digraph | None = None,
              may_call: MayCall | None = None) -> list[Diagnostic]:
     cfg = GraphConfig.from_config(config or {})
     g = graph if graph is not None else build_graph(mesh, may_call)
@@ -274,14 +274,16 @@ def findings(mesh: Mesh, config: dict | None = None, graph: nx.DiGraph | None = 
     return out
 
 
-def _cycles(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+def _cycles(mesh: Mesh, g: Digraph) -> list[Diagnostic]:
     out = []
-    for comp in sorted(nx.strongly_connected_components(g), key=lambda c: sorted(c)):
+    for comp in sorted(digraph.strongly_connected_components(g), key=lambda c: sorted(c)):
         if len(comp) < 2:
             continue
         start = min(comp)
-        cycle = [u for u, _v in nx.find_cycle(g.subgraph(comp), start)]
-        path = cycle + [cycle[0]]
+        sub = g.subgraph(comp)
+        back = (digraph.shortest_path(sub, s, start) for s in sub.successors(start))
+        path = [start] + min(back, key=len)  # the shortest cycle through start
+        cycle = path[:-1]
         svc = mesh.service(start)
         labels = [Label(mesh.service(n).at("name"), "on the cycle") for n in cycle[1:] if mesh.service(n)]
         out.append(diag("MP551", "services may call each other in a cycle: " + " -> ".join(path),
@@ -289,7 +291,7 @@ def _cycles(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
     return out
 
 
-def _isolated(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+def _isolated(mesh: Mesh, g: Digraph) -> list[Diagnostic]:
     out = []
     for svc in mesh.services:
         if svc.name in g and g.degree(svc.name) == 0 and mesh.service(svc.name) is svc:
@@ -297,16 +299,17 @@ def _isolated(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
     return out
 
 
-def _amplification(mesh: Mesh, g: nx.DiGraph, cfg: GraphConfig) -> list[Diagnostic]:
+def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]:
     """Report, per service, the worst amplification it can receive from any entry point."""
     amp = {n: hop_amplification(mesh, n)[0] for n in g.nodes if n != OUTSIDE}
-    # Longest (by product) path into each service over the condensation DAG;
-    # edges inside a strongly connected component are cycles, reported as MP551.
+    # Longest (by product) path into each service over the DAG of strongly
+    # connected components (taken callers first); edges inside a component
+    # are cycles, reported as MP551.
     best: dict[str, tuple[float, str | None]] = {n: (1.0, None) for n in g.nodes}
-    cond = nx.condensation(g)
-    members = cond.graph["mapping"]
-    for c in nx.topological_sort(cond):
-        for u in sorted(cond.nodes[c]["members"]):
+    comps = digraph.strongly_connected_components(g)[::-1]
+    members = {n: i for i, comp in enumerate(comps) for n in comp}
+    for c, comp in enumerate(comps):
+        for u in sorted(comp):
             for v in g.successors(u):
                 if members[v] != c:
                     val = best[u][0] * amp[v]
@@ -340,7 +343,7 @@ def _chain(best: dict[str, tuple[float, str | None]], v: str) -> list[str]:
     return chain
 
 
-def _timeout_inversions(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
+def _timeout_inversions(mesh: Mesh, g: Digraph) -> list[Diagnostic]:
     """X waits at most T(X->Y) for Y; if Y itself may wait longer than that for Z,
     X gives up while Y still works (wasted work, and Y's retries are futile)."""
     out = []
@@ -369,7 +372,7 @@ def _timeout_inversions(mesh: Mesh, g: nx.DiGraph) -> list[Diagnostic]:
 
 # ---- assertions on paths --------------------------------------------------------------
 
-def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph: nx.DiGraph | None = None,
+def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph: Digraph | None = None,
                     may_call: MayCall | None = None) -> Diagnostic | None:
     """never A ~> B (transitive), amplification A ~> B <= N, latency A ~> B <= D.
     Returns an MP601 diagnostic when refuted, None when proved."""
@@ -382,14 +385,14 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
         if a.methods or a.paths:
             raise ValueError("transitive `never` with methods or paths is checked by verify.assertions")
         if src == dst:  # "never A ~> A": no cycle leads back to A
-            back = [nx.shortest_path(g, s, src) for s in g.successors(src) if nx.has_path(g, s, src)]
+            back = [p for p in (digraph.shortest_path(g, s, src) for s in g.successors(src)) if p]
             if not back:
                 return None
             path = [src] + min(back, key=len)
-        elif not nx.has_path(g, src, dst):
-            return None
         else:
-            path = nx.shortest_path(g, src, dst)
+            path = digraph.shortest_path(g, src, dst)
+            if path is None:
+                return None
         return diag("MP601", f"assertion fails: `{src}` can reach `{dst}` through " + " -> ".join(path), a.span,
                     witness=_path_witness(g, path))
     if a.kind == "amplification":
@@ -427,7 +430,7 @@ def _unknown(a: Assertion, wp: WorstPath) -> Diagnostic:
                          + " -> ".join(wp.path), a.span)
 
 
-def _direct(mesh: Mesh, g: nx.DiGraph, src: str, dst: str, combine: str, cfg: GraphConfig) -> WorstPath | None:
+def _direct(mesh: Mesh, g: Digraph, src: str, dst: str, combine: str, cfg: GraphConfig) -> WorstPath | None:
     if not g.has_edge(src, dst):
         return None
     if combine == "mul":

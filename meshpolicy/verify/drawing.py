@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import networkx as nx
-
 from ..model.types import AuthRule, Mesh
 from ..semantics.evaluate import source_matches
 from ..semantics import Request
 from .callgraph import OUTSIDE
+from .digraph import Digraph
 
 
 def _rule_label(r: AuthRule) -> str:
@@ -16,7 +15,7 @@ def _rule_label(r: AuthRule) -> str:
     return " ".join(x for x in (methods, paths) if x) or "any request"
 
 
-def edge_labels(mesh: Mesh, g: nx.DiGraph) -> dict[tuple[str, str], str]:
+def edge_labels(mesh: Mesh, g: Digraph) -> dict[tuple[str, str], str]:
     """What each edge allows: the allow rules that admit that caller, summarised."""
     out = {}
     for u, v in g.edges:
@@ -27,7 +26,7 @@ def edge_labels(mesh: Mesh, g: nx.DiGraph) -> dict[tuple[str, str], str]:
     return out
 
 
-def routed_but_denied(mesh: Mesh, g: nx.DiGraph) -> list[tuple[str, str]]:
+def routed_but_denied(mesh: Mesh, g: Digraph) -> list[tuple[str, str]]:
     """Route rules written `from A` on B, where A may not call B at all."""
     out = set()
     for route in mesh.routes:
@@ -38,7 +37,7 @@ def routed_but_denied(mesh: Mesh, g: nx.DiGraph) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def _nodes(g: nx.DiGraph, extra: list[tuple[str, str]]) -> list[str]:
+def _nodes(g: Digraph, extra: list[tuple[str, str]]) -> list[str]:
     used = {n for e in list(g.edges) + extra for n in e}
     return sorted(n for n in g.nodes if n in used or n != OUTSIDE)
 
@@ -47,7 +46,7 @@ def _q(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', "#quot;")
 
 
-def mermaid(mesh: Mesh, g: nx.DiGraph) -> str:
+def mermaid(mesh: Mesh, g: Digraph) -> str:
     denied = routed_but_denied(mesh, g)
     ids = {n: f"n{i}" for i, n in enumerate(_nodes(g, denied))}
     lines = ["flowchart LR"]
@@ -70,7 +69,7 @@ def _dq(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def dot(mesh: Mesh, g: nx.DiGraph) -> str:
+def dot(mesh: Mesh, g: Digraph) -> str:
     denied = routed_but_denied(mesh, g)
     lines = ["digraph mesh {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"]
     for n in _nodes(g, denied):
