@@ -47,20 +47,19 @@ def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> l
     text = describe(a)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
-    scope = [p.methods_formula(a.methods), p.paths_formula(a.paths)]
-    z3 = p.z3
     if a.kind == "only":
-        q = p.define("only", z3.And(p.allowed, *scope, z3.Not(p.sources_formula(a.sources))))
+        others = frozenset(range(len(p.sources))) - p.box(a.sources)[0]
+        ans = p.find(p.scope_box(others, a.methods, a.paths), allowed=True)
     else:
         src = a.source.name if a.source else None
-        q = p.define(a.kind, z3.And(p.source_is(src), *scope, p.allowed if a.kind == "never" else z3.BoolVal(True)))
-    ans = p.check(q)
+        scope = p.scope_box(p.source_index(src), a.methods, a.paths)
+        ans = p.find(scope, allowed=True if a.kind == "never" else None)
     if ans.status == "unknown":
         return [diag("MP602", f"`{text}` was not proved: the solver gave up ({ans.reason})", a.span)]
     if a.kind == "can":
         if not ans.sat:
             return [diag("MP601", f"`{text}` is refuted: no request in its scope can be sent", a.span)]
-        allowed = p.check(q, p.allowed)
+        allowed = p.find(scope, allowed=True)
         if allowed.status == "unknown":
             return [diag("MP602", f"`{text}` was not proved: the solver gave up ({allowed.reason})", a.span)]
         if allowed.sat:
@@ -88,20 +87,19 @@ def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> l
 def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, limit: int, verbose: bool) -> list[Diagnostic]:
     """`never A ~> B METHODS PATHS`: no service A reaches (A included) may send
     B a request in scope. Reachability comes from the call graph."""
-    import networkx as nx
+    from .digraph import single_source_shortest_path
 
     text = describe(a)
     p = partition(mesh, a.target.name, timeout, limit)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
     src = a.source.name
-    hops = nx.single_source_shortest_path(graph, src) if src in graph else {src: [src]}
-    scope = [p.methods_formula(a.methods), p.paths_formula(a.paths), p.allowed]
+    hops = single_source_shortest_path(graph, src) if src in graph else {src: [src]}
     unknown = None
     for caller, path in sorted(hops.items(), key=lambda kv: (len(kv[1]), kv[0])):
         if mesh.service(caller) is None:
             continue
-        ans = p.check(p.define("never", p.z3.And(p.source_is(caller), *scope)))
+        ans = p.find(p.scope_box(p.source_index(caller), a.methods, a.paths), allowed=True)
         if ans.status == "unknown":
             unknown = ans.reason
         if not ans.sat:

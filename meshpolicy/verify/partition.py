@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern, RouteRule, Source
+from ..model.types import HTTP_METHODS, AuthRule, Mesh, RouteRule, Source
 from ..semantics.evaluate import Request, source_matches
 from .atoms import Atom, Key, Undecided, Unsupported, key_of, split
 
@@ -204,6 +204,32 @@ class Partition:
                 headers.append((n, a.witness))
         return self.req(idx[0], idx[1], idx[2], tuple(headers))
 
+    def find(self, box, allowed: bool | None = None) -> Answer:
+        """A request in `box` that authorization allows (True), denies (False)
+        or either (None). Box arithmetic answers when the difference stays
+        within box_limit; the solver answers otherwise."""
+        if self.box_limit:
+            if allowed is None:
+                boxes = [] if any(not x for x in box) else [box]
+            elif allowed:
+                boxes = self.allowed_in([box])
+            else:
+                everywhere = self.allowed_everywhere()
+                boxes = None if everywhere is None else self.minus([box], everywhere)
+            if boxes is not None:
+                return Answer("sat", self.pick(boxes[0])) if boxes else Answer("unsat")
+        z3 = self.z3
+        within = self.box_formula(box)
+        if allowed is not None:
+            within = z3.And(within, self.allowed if allowed else z3.Not(self.allowed))
+        return self.check(self.define("find", within))
+
+    def scope_box(self, source_classes: frozenset[int] | None = None, methods=(), paths=()):
+        """The box of requests from those caller classes (None: any caller)
+        with one of the methods and paths (empty: any)."""
+        b = self.box(None, methods, paths)
+        return b if source_classes is None else (source_classes,) + b[1:]
+
     # ---- the solver, built on first use ------------------------------------------------
 
     @property
@@ -332,15 +358,6 @@ class Partition:
 
     def req(self, s: int, m: int = 0, p: int = 0, headers: tuple = ()) -> Request:
         return Request(self.sources[s].rep, self.dest, self.methods[m], self.paths[p].witness, headers)
-
-    def sources_formula(self, srcs: list[Source]):
-        return self._in(self.S, self.box(srcs)[0], len(self.sources))
-
-    def methods_formula(self, methods: list[str]):
-        return self._in(self.M, self.box(None, methods)[1], len(self.methods))
-
-    def paths_formula(self, paths: list[PathPattern]):
-        return self._in(self.P, self.box(None, (), paths)[2], len(self.paths))
 
     def source_index(self, name: str | None) -> frozenset[int]:
         """The class of a caller (a service name; None or an unknown name: no identity)."""
