@@ -104,18 +104,10 @@ def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCac
     return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 
-def verifier():
-    """meshpolicy.verify.run if this build has the verifier, else None."""
-    try:
-        from ..verify import run
-    except ImportError:
-        return None
-    return run
-
-
 def verify(analysis: Analysis) -> list[Diagnostic] | None:
     """Verifier findings for a mesh that checked clean (None: not run)."""
-    run = verifier()
-    if run is None or has_errors(analysis.checked.diagnostics):
+    if has_errors(analysis.checked.diagnostics):
         return None
+    from ..verify import run
+
     return list(run(analysis.checked.mesh, analysis.checked.project.config))

@@ -26,7 +26,7 @@ from ..diagnostics import has_errors
 from ..span import SourceFile
 from . import complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
-from .meshes import Analysis, ParseCache, analyse, root_of, verifier, verify
+from .meshes import Analysis, ParseCache, analyse, root_of, verify
 from .symbols import document_symbols
 
 log = logging.getLogger("meshc.lsp")
@@ -42,21 +42,6 @@ class MeshState:
     verifying: bool = False
     error_generation: int = -1
     verify_next: Analysis | None = None
-
-
-def formatter():
-    """The formatter `meshc fmt` uses, as text -> text (None: syntax errors),
-    when this build has one."""
-    try:
-        from ..fmt import format_text
-    except ImportError:
-        return None
-
-    def fmt(text: str) -> str | None:
-        out = format_text(text)
-        return out if isinstance(out, str) or out is None else out.text
-
-    return fmt
 
 
 class MeshLanguageServer(LanguageServer):
@@ -162,7 +147,7 @@ class MeshLanguageServer(LanguageServer):
 
     def _queue_verify(self, root: str, a: Analysis) -> None:
         st = self.state(root)
-        if not self.run_verifier or verifier() is None or has_errors(a.checked.diagnostics):
+        if not self.run_verifier or has_errors(a.checked.diagnostics):
             st.verify_next = None  # nothing to verify until the mesh checks clean
             return
         st.verify_next = a
@@ -329,17 +314,17 @@ def make_server(debounce_ms: int = 25, run_verifier: bool = True) -> MeshLanguag
                     edit=lsp.WorkspaceEdit(changes={uri_of(fix.span.file): [edit]})))
         return out
 
-    fmt = formatter()
-    if fmt is not None:
-        @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
-        def formatting(ls: MeshLanguageServer, params: lsp.DocumentFormattingParams):
-            doc = ls.workspace.get_text_document(params.text_document.uri)
-            new = fmt(doc.source)
-            if new is None or new == doc.source:  # syntax errors: left alone, as `meshc fmt` does
-                return []
-            src = SourceFile(doc.path, doc.source)
-            whole = span_range(src, src.span(0, len(src.text)), ls.encoding)
-            return [lsp.TextEdit(range=whole, new_text=new)]
+    @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
+    def formatting(ls: MeshLanguageServer, params: lsp.DocumentFormattingParams):
+        from ..fmt import format_text
+
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        new = format_text(doc.source, doc.path).text
+        if new is None or new == doc.source:  # syntax errors: left alone, as `meshc fmt` does
+            return []
+        src = SourceFile(doc.path, doc.source)
+        whole = span_range(src, src.span(0, len(src.text)), ls.encoding)
+        return [lsp.TextEdit(range=whole, new_text=new)]
 
     return server
 

@@ -10,8 +10,8 @@ Z3) and the call-graph settings callgraph.py reads. Z3 is imported only inside t
 
 from __future__ import annotations
 
-import importlib
 import time
+from collections.abc import Callable
 
 from ..codes import diag
 from ..diagnostics import Diagnostic, sorted_diagnostics
@@ -20,27 +20,25 @@ from ..model.types import Mesh
 GRAPH_ASSERTIONS = ("amplification", "latency")
 
 
-def _optional(name: str):
-    """The lead's modules (callgraph, mtls) when present in this build."""
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.{name}":
-            return None
-        raise
-
-
-def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> list[Diagnostic]:
-    from . import assertions, auth, routes
+def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None,
+        progress: Callable[[str, int, int], None] | None = None) -> list[Diagnostic]:
+    """`progress(step, done, total)` is called as work advances (a progress bar)."""
+    from . import assertions, auth, callgraph, mtls, routes
     from .atoms import Undecided
-    from .partition import DEFAULT_TIMEOUT_MS, partitions
+    from .partition import partition
 
     config = dict(config or {})
     timeout, limit = timeout_ms(config), box_limit(config)
     t0 = time.perf_counter()
     out: list[Diagnostic] = []
-    parts = partitions(mesh, timeout, limit)
-    for p in parts:
+    dests = list(dict.fromkeys(s.name for s in mesh.services))
+    total = len(dests) + 2  # each destination, then the call graph, then the assertions
+    parts = []
+    for i, dest in enumerate(dests):
+        if progress:
+            progress(f"verifying calls to {dest}", i, total)
+        p = partition(mesh, dest, timeout, limit)
+        parts.append(p)
         if p.error:
             svc = mesh.service(p.dest)
             out.append(diag("MP520", f"findings for `{p.dest}` were not proved: {p.error}", svc.span if svc else None))
@@ -51,23 +49,22 @@ def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None) -> li
             svc = mesh.service(p.dest)
             found = [diag("MP520", f"findings for `{p.dest}` were not proved: {exc}", svc.span if svc else None)]
         out.extend(found)
-    callgraph, mtls = _optional("callgraph"), _optional("mtls")
-    graph = None
-    if callgraph is not None:
-        graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout, limit))
-        out.extend(callgraph.findings(mesh, config, graph=graph))
-    if mtls is not None:
-        out.extend(mtls.findings(mesh))
+    if progress:
+        progress("the call graph", len(dests), total)
+    graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout, limit))
+    out.extend(callgraph.findings(mesh, config, graph=graph))
+    out.extend(mtls.findings(mesh))
+    if progress:
+        progress("assertions", len(dests) + 1, total)
     for a in mesh.assertions:
         graph_kind = a.kind in GRAPH_ASSERTIONS or (a.kind == "never" and a.transitive and not (a.methods or a.paths))
-        if graph_kind and callgraph is not None:
+        if graph_kind:
             d = callgraph.check_assertion(mesh, a, config, graph=graph)
             out.extend([d] if d is not None else assertions.proved(a, config))
-        elif graph_kind or (a.transitive and graph is None):
-            out.append(diag("MP602", f"`{assertions.describe(a)}` was not proved: "
-                            "this build has no call-graph verifier", a.span))
         else:
             out.extend(assertions.check(mesh, a, config, graph))
+    if progress:
+        progress("done", total, total)
     if stats is not None:
         times = sorted(p.seconds for p in parts)
         stats.update(partitions=len(parts), partition_seconds=times, queries=sum(p.queries for p in parts),

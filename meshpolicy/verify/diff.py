@@ -234,19 +234,11 @@ def _describe_atoms(atoms: list[Atom], chosen: list[int]) -> str:
 
 
 def _edges(mesh: Mesh) -> dict[tuple[str, str], dict | None]:
-    from . import _optional
     from .auth import may_call
+    from .callgraph import build_graph
 
-    callgraph = _optional("callgraph")
-    if callgraph is not None:
-        g = callgraph.build_graph(mesh, may_call)
-        return {(u, v): (as_dict(d["witness"]) if d.get("witness") else None) for u, v, d in g.edges(data=True)}
-    out = {}
-    for d in mesh.service_map:
-        for s in [*mesh.service_map, None]:
-            if s != d and (req := may_call(mesh, s, d)) is not None:
-                out[(s or "(outside)", d)] = as_dict(req)
-    return out
+    g = build_graph(mesh, may_call)
+    return {(u, v): (as_dict(d["witness"]) if d.get("witness") else None) for u, v, d in g.edges(data=True)}
 
 
 def _show(value) -> str:
