@@ -134,6 +134,13 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path):
     assert code == 0 and tty.strip() == ""
     r = run_meshc("check", str(mesh))  # stderr a pipe: no bar
     assert r.returncode == 0 and r.stderr == ""
+    # verify: the check's steps, then 25 destinations + call graph + assertions = 27 steps
+    code, tty, out = _run_in_pty(["verify", str(mesh)], _env(), "stderr")
+    assert code == 0 and "27/27" in tty and "━" not in out
+    code, tty, _ = _run_in_pty(["verify", str(mesh), "--quiet"], _env(), "stderr")
+    assert code == 0 and tty.strip() == ""
+    r = run_meshc("verify", str(mesh))
+    assert r.returncode == 0 and r.stderr == ""
 
 
 def test_quiet_prints_errors_only(tmp_path: Path):
@@ -171,11 +178,28 @@ def test_init_writes_a_clean_starter(tmp_path: Path):
     v = subprocess.run([sys.executable, "-m", "pre_commit", "validate-config", str(target / ".pre-commit-config.yaml")],
                        capture_output=True, text=True, timeout=60)
     assert v.returncode == 0, v.stdout + v.stderr
-    if "fmt" in cli.list_commands(None):
-        assert run_meshc("fmt", "--check", str(target)).returncode == 0
-    if "verify" in cli.list_commands(None):
-        r = run_meshc("verify", str(target))
-        assert r.returncode == 0 and "warning[" not in r.stdout and "error[" not in r.stdout, r.stdout
+    assert run_meshc("fmt", "--check", str(target)).returncode == 0
+    r = run_meshc("verify", str(target))
+    assert r.returncode == 0 and "warning[" not in r.stdout and "error[" not in r.stdout, r.stdout
+    # the comment shows the remote form as one would paste it (single braces)
+    text = (target / ".pre-commit-config.yaml").read_text()
+    assert "hooks: [{id: meshc-verify}, {id: meshc-fmt}]" in text and "{{" not in text
+
+
+def test_init_names_the_mesh_after_its_directory(tmp_path: Path):
+    for dirname, expected in (("ünï", "uni"), ("my policy", "my-policy"), ("東京", "starter")):
+        target = tmp_path / dirname
+        assert run_meshc("init", str(target)).returncode == 0
+        assert f"mesh {expected} {{" in (target / "mesh.mesh").read_text()
+        assert run_meshc("check", str(target)).returncode == 0
+
+
+def test_init_hooks_rev_needs_hooks_repo(tmp_path: Path):
+    r = run_meshc("init", str(tmp_path / "p"), "--hooks-rev", "v1")
+    assert r.returncode == 2 and "--hooks-repo" in r.stderr and not (tmp_path / "p").exists()
+    r = run_meshc("init", str(tmp_path / "q"), "--hooks-repo", "https://example.org/m.git")
+    assert r.returncode == 0 and yaml.safe_load((tmp_path / "q" / ".pre-commit-config.yaml").read_text())[
+        "repos"][0]["rev"] == "main"
 
 
 def test_init_with_hooks_repo(tmp_path: Path):

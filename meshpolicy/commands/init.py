@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from pathlib import Path
 
 import click
@@ -63,7 +64,7 @@ LOCAL_HOOKS = """\
 # pre-commit install meshc itself, use the hooks of the meshc repository:
 #   - repo: <meshc repository URL>
 #     rev: <tag>
-#     hooks: [{{id: meshc-verify}}, {{id: meshc-fmt}}]
+#     hooks: [{id: meshc-verify}, {id: meshc-fmt}]
 repos:
   - repo: local
     hooks:
@@ -93,7 +94,11 @@ repos:
 
 
 def _mesh_name(directory: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", directory.resolve().name).strip("-_")
+    """The directory's name as a mesh name: accents dropped (`ünï` -> `uni`),
+    other runs of characters a name cannot hold become `-`."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", directory.resolve().name)
+                    if not unicodedata.combining(c))
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", plain).strip("-_")
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*", name or "") else "starter"
 
 
@@ -101,7 +106,7 @@ def _mesh_name(directory: Path) -> str:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.option("--hooks-repo", metavar="URL", help="Point the pre-commit config at meshc's repository "
               "(with --hooks-rev) instead of the meshc installed locally.")
-@click.option("--hooks-rev", metavar="REV", default="main", show_default=True, help="Tag or commit for --hooks-repo.")
+@click.option("--hooks-rev", metavar="REV", help="Tag or commit for --hooks-repo (default: main).")
 def command(directory: Path, hooks_repo, hooks_rev):
     """Start a mesh in DIRECTORY (default: here): a meshc.toml marking the
     mesh root, a small starter mesh (mesh.mesh) that checks and verifies
@@ -116,7 +121,9 @@ def command(directory: Path, hooks_repo, hooks_rev):
       meshc init policy/
       meshc init --hooks-repo https://example.org/meshpolicy.git --hooks-rev v0.1.0
     """
-    hooks = REMOTE_HOOKS.format(repo=hooks_repo, rev=hooks_rev) if hooks_repo else LOCAL_HOOKS
+    if hooks_rev is not None and not hooks_repo:
+        raise click.UsageError("--hooks-rev needs --hooks-repo (the repository the revision is of)")
+    hooks = REMOTE_HOOKS.format(repo=hooks_repo, rev=hooks_rev or "main") if hooks_repo else LOCAL_HOOKS
     files = {
         "meshc.toml": CONFIG,
         "mesh.mesh": STARTER.format(name=_mesh_name(directory)),

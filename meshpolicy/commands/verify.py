@@ -9,7 +9,7 @@ import click
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import group_by_mesh, load
-from .common import emit, exit_code, report_options
+from .common import emit, exit_code, progress_bar, report_options
 
 
 @click.command("verify")
@@ -37,20 +37,22 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet):
     """
     all_diags, sources = [], {}
     for group in group_by_mesh(list(paths)):  # files of several meshes: each mesh on its own
-        checked = check_project(load(group))
-        diags = list(checked.diagnostics)
-        sources.update(checked.project.files)
-        if not has_errors(diags):
-            from ..verify import run
+        project = load(group)
+        with progress_bar(project, quiet) as progress:
+            checked = check_project(project, progress=progress)
+            diags = list(checked.diagnostics)
+            sources.update(checked.project.files)
+            if not has_errors(diags):
+                from ..verify import run
 
-            config = dict(checked.project.config)
-            vcfg = dict(config.get("verify") or {})
-            if timeout_ms is not None:
-                vcfg["timeout_ms"] = timeout_ms
-            if verbose:
-                vcfg["verbose"] = True
-            config["verify"] = vcfg
-            diags.extend(run(checked.mesh, config))
+                config = dict(checked.project.config)
+                vcfg = dict(config.get("verify") or {})
+                if timeout_ms is not None:
+                    vcfg["timeout_ms"] = timeout_ms
+                if verbose:
+                    vcfg["verbose"] = True
+                config["verify"] = vcfg
+                diags.extend(run(checked.mesh, config, progress=progress))
         all_diags += diags
     emit(all_diags, sources, fmt, color=color, quiet=quiet, tool_command="verify")
     sys.exit(exit_code(all_diags))
