@@ -7,10 +7,12 @@ import sys
 
 import click
 
+from ..lsp import DEFAULT_DEBOUNCE_MS
+
 
 @click.command("lsp")
 @click.option("--stdio", is_flag=True, help="Talk LSP over stdin/stdout (the default; accepted for editors that pass it).")
-@click.option("--debounce-ms", type=click.IntRange(0, 5000), default=25, show_default=True,
+@click.option("--debounce-ms", type=click.IntRange(0, 5000), default=DEFAULT_DEBOUNCE_MS, show_default=True,
               help="Wait this long after an edit before re-checking.")
 @click.option("--no-verify", is_flag=True, help="Only parse and check; skip the verifier's findings.")
 @click.option("--log-level", type=click.Choice(["error", "warning", "info", "debug"]), default="warning",

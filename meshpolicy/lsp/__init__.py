@@ -1,9 +1,14 @@
 """The meshc language server (`meshc lsp`): diagnostics, navigation,
 completion and formatting for `.mesh` files over LSP.
 
-Everything here imports pygls/lsprotocol, so only `meshc lsp` loads it.
+Everything here but this file imports pygls/lsprotocol, so only `meshc lsp` loads it.
 Modules: `convert` (spans <-> LSP positions, diagnostics), `meshes`
 (which files form a mesh, open buffers over disk, analysis), `index`
 (definitions and references from the model), `hover`, `complete`,
 `symbols`, `server` (the pygls server and its scheduling).
 """
+
+# Wait this long after an edit before re-checking: enough for a burst of
+# changes read in one go to coalesce. Here, not in `server`, so that
+# `meshc lsp --help` need not load pygls.
+DEFAULT_DEBOUNCE_MS = 5

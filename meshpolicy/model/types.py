@@ -35,10 +35,12 @@ RETRY_CONDITIONS = (
 # Validation (and pydantic's schema build, a fifth of a cold `meshc` run) only
 # happens where a model is validated on purpose: the tests validate every
 # built model of the examples and of generated programs.
-_PLANS: dict[type, tuple[dict, tuple, frozenset]] = {}
+_PLANS: dict[type, tuple[dict, tuple, frozenset, frozenset]] = {}
+_new_object = object.__new__
+_set = object.__setattr__
 
 
-def _plan(cls: type[BaseModel]) -> tuple[dict, tuple, frozenset]:
+def _plan(cls: type[BaseModel]) -> tuple[dict, tuple, frozenset, frozenset]:
     static, factories, required = {}, [], []
     for name, f in cls.model_fields.items():
         if f.default_factory is not None:
@@ -47,27 +49,25 @@ def _plan(cls: type[BaseModel]) -> tuple[dict, tuple, frozenset]:
             required.append(name)
         else:
             static[name] = f.default
-    plan = _PLANS[cls] = (static, tuple(factories), frozenset(required))
+    plan = _PLANS[cls] = (static, tuple(factories), frozenset(required), frozenset(cls.model_fields))
     return plan
 
 
 def _make(cls, values: dict):
-    static, factories, required = _PLANS.get(cls) or _plan(cls)
-    if not required <= values.keys():
-        raise TypeError(f"{cls.__name__} needs {sorted(required - values.keys())}")
-    unknown = values.keys() - cls.model_fields.keys()
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)}")
+    static, factories, required, names = _PLANS.get(cls) or _plan(cls)
+    keys = values.keys()
+    if not (required <= keys <= names):
+        raise TypeError(f"{cls.__name__}: missing {sorted(required - keys)}, unknown {sorted(keys - names)}")
     d = static.copy()
     for name, factory in factories:
         if name not in values:
             d[name] = factory()
     d.update(values)
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", d)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new_object(cls)
+    _set(obj, "__dict__", d)
+    _set(obj, "__pydantic_fields_set__", set(keys))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj
 
 
