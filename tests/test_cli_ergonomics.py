@@ -238,3 +238,30 @@ def test_files_of_several_meshes_are_checked_mesh_by_mesh():
         assert r.returncode == 1
         assert any("broken/typos" in f for f in files)
         assert not any(d for d in files if "different meshes" in d)
+
+
+# What a pre-commit run loads. Each of these cost 25-130 ms of a cold start
+# (bench/bench_cli.py); they load only when a run needs them.
+_PROBE = """
+import sys
+from meshpolicy.cli import main
+from meshpolicy.model import types
+sys.argv[0] = "meshc"
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+built = sorted(n for n, c in vars(types).items() if isinstance(c, type) and issubclass(c, types.BaseModel)
+               and c is not types.BaseModel and c.__pydantic_complete__)
+heavy = sorted(m for m in ("z3", "networkx", "rich.console", "pygls", "google.protobuf") if m in sys.modules)
+print(code, built, heavy)
+"""
+
+
+@pytest.mark.parametrize("example", ["shop", "bookinfo"])
+def test_a_hook_run_loads_only_what_it_needs(example: str):
+    files = sorted(str(p) for p in (ROOT / "examples" / example).glob("*.mesh"))
+    for args in (["verify", *files], ["check", *files], ["fmt", "--check", *files]):
+        r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        assert r.stdout.splitlines()[-1] == "0 [] []", (args[0], r.stdout[-2000:], r.stderr[-2000:])

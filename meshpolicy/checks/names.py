@@ -46,18 +46,18 @@ def unknown_services(mesh: Mesh):
     for ar in mesh.auth_rules:
         for s in ar.sources:
             if s.kind == "service" and s.name not in known:
-                yield _unknown(mesh, Ref(name=s.name, span=s.span), "caller")
+                yield _unknown(mesh, Ref.make(name=s.name, span=s.span), "caller")
         if ar.target.name not in known:
             yield _unknown(mesh, ar.target, "callee")
     for lim in mesh.rate_limits:
         for s in lim.sources:
             if s.kind == "service" and s.name not in known:
-                yield _unknown(mesh, Ref(name=s.name, span=s.span), "caller")
+                yield _unknown(mesh, Ref.make(name=s.name, span=s.span), "caller")
         if lim.target.name not in known:
             yield _unknown(mesh, lim.target, "callee")
     for a in mesh.assertions:
         refs = [a.target] + ([a.source] if a.source else [])
-        refs += [Ref(name=s.name, span=s.span) for s in a.sources if s.kind == "service"]
+        refs += [Ref.make(name=s.name, span=s.span) for s in a.sources if s.kind == "service"]
         for ref in refs:
             if ref.name not in known:
                 yield _unknown(mesh, ref, "assertion names")

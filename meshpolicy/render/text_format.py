@@ -1,4 +1,9 @@
-"""rustc-style terminal output: header, location, quoted source, carets, help."""
+"""rustc-style terminal output: header, location, quoted source, carets, help.
+
+Colour is plain ANSI SGR codes: the output needs five styles, and rich's
+console cost a tenth of a pre-commit run just to import. (rich still draws
+the progress bar, which only large meshes on a terminal get.)
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,33 @@ import os
 from typing import TextIO
 
 from rich.cells import cell_len
-from rich.console import Console
-from rich.markup import escape
 
 from ..diagnostics import Diagnostic, Severity
 from ..span import SourceFile, Span
 
 TAB = "    "
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
+_SGR = {"bold": "1", "bold red": "1;31", "bold yellow": "1;33", "bold cyan": "1;36", "bold blue": "1;34"}
 
 
-def make_console(out: TextIO, color: bool | None = None) -> Console:
+def use_color(out: TextIO, color: bool | None = None) -> bool:
     """No colour when NO_COLOR is set or out is not a terminal, unless forced."""
-    if color is None:
-        no_color = bool(os.environ.get("NO_COLOR")) or not (hasattr(out, "isatty") and out.isatty())
-    else:
-        no_color = not color
-    return Console(file=out, no_color=no_color, force_terminal=not no_color, highlight=False,
-                   soft_wrap=True, emoji=False, width=10_000 if no_color else None)
+    if color is not None:
+        return color
+    return not os.environ.get("NO_COLOR") and hasattr(out, "isatty") and out.isatty()
+
+
+class _Paint:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, style: str, text: str) -> str:
+        if not self.color or not text:
+            return text
+        return f"\x1b[{_SGR[style]}m{text}\x1b[0m"
+
+
+_PLAIN = _Paint(False)
 
 
 def _cells(text: str) -> int:
@@ -38,7 +52,7 @@ def _visible(text: str) -> str:
                    for c in text)
 
 
-def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -> list[str]:
+def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int, paint: _Paint) -> list[str]:
     """The spanned lines, each with carets under the spanned characters. Tabs
     are shown as four spaces and wide characters take two cells, so carets are
     placed by display width, not by character count."""
@@ -51,40 +65,41 @@ def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int) -
         end = span.end_col if ln == span.end_line else len(raw) + 1
         before = raw[: start - 1].replace("\t", TAB)
         marked = raw[start - 1 : max(start, end) - 1].replace("\t", TAB)
-        lines.append(f"[bold blue]{ln:>{gutter}} |[/] {escape(raw.replace(chr(9), TAB))}")
+        lines.append(f"{paint('bold blue', f'{ln:>{gutter}} |')} {raw.replace(chr(9), TAB)}")
         marks = " " * _cells(before) + "^" * max(1, _cells(marked))
-        note = f" {escape(label)}" if label and ln == last else ""
-        lines.append(f"[bold blue]{pad} |[/] [{style}]{marks}{note}[/]")
+        note = f" {label}" if label and ln == last else ""
+        lines.append(f"{paint('bold blue', f'{pad} |')} {paint(style, marks + note)}")
     return lines
 
 
-def format_one(d: Diagnostic, sources: dict[str, SourceFile]) -> str:
+def format_one(d: Diagnostic, sources: dict[str, SourceFile], paint: _Paint = _PLAIN) -> str:
     style = _STYLE[d.severity]
-    out = [f"[{style}]{d.severity.value}[{d.code}][/]: [bold]{escape(_visible(d.message))}[/]"]
+    blue = lambda text: paint("bold blue", text)  # noqa: E731
+    out = [f"{paint(style, f'{d.severity.value}[{d.code}]')}: {paint('bold', _visible(d.message))}"]
     spans = [s for s in [d.span, *(lb.span for lb in d.labels)] if s is not None and s.line > 0]
     gutter = max((len(str(s.end_line)) for s in spans), default=1)
     pad = " " * gutter
     if d.span is not None and d.span.line > 0:
-        out.append(f"{pad}[bold blue]-->[/] {escape(d.span.file)}:{d.span.line}:{d.span.col}")
+        out.append(f"{pad}{blue('-->')} {d.span.file}:{d.span.line}:{d.span.col}")
         src = sources.get(d.span.file)
         if src is not None:
-            out.append(f"[bold blue]{pad} |[/]")
-            out += _snippet(src, d.span, "", style, gutter)
+            out.append(blue(f"{pad} |"))
+            out += _snippet(src, d.span, "", style, gutter, paint)
     for lb in d.labels:
         src = sources.get(lb.span.file)
         if lb.span.line <= 0:
             continue
-        out.append(f"{pad}[bold blue]:::[/] {escape(lb.span.file)}:{lb.span.line}:{lb.span.col}")
+        out.append(f"{pad}{blue(':::')} {lb.span.file}:{lb.span.line}:{lb.span.col}")
         if src is not None:
-            out += _snippet(src, lb.span, lb.message, "bold blue", gutter)
+            out += _snippet(src, lb.span, lb.message, "bold blue", gutter, paint)
         else:
-            out.append(f"{pad}   {escape(lb.message)}")
+            out.append(f"{pad}   {lb.message}")
     if d.witness:
-        out.append(f"{pad} [bold blue]=[/] [bold]witness[/]: {escape(_witness_text(d.witness))}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'witness')}: {_witness_text(d.witness)}")
     for note in d.notes:
-        out.append(f"{pad} [bold blue]=[/] [bold]note[/]: {escape(note)}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'note')}: {note}")
     if d.help:
-        out.append(f"{pad} [bold blue]=[/] [bold]help[/]: {escape(d.help)}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'help')}: {d.help}")
     return "\n".join(out)
 
 
@@ -112,10 +127,9 @@ def summary(diags: list[Diagnostic]) -> str:
 
 def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, color: bool | None = None,
            quiet: bool = False, **_: object) -> None:
-    console = make_console(out, color)
+    paint = _Paint(use_color(out, color))
     shown = [d for d in diags if not quiet or d.severity is Severity.ERROR]
     for d in shown:
-        console.print(format_one(d, sources))
-        console.print()
+        out.write(format_one(d, sources, paint) + "\n\n")
     if not quiet:
-        console.print(f"[bold]{summary(diags)}[/]")
+        out.write(paint("bold", summary(diags)) + "\n")

@@ -65,7 +65,7 @@ def _compiled(key: Key):
     import re2
 
     try:
-        return re2.compile(pattern_regex(PathPattern(kind=key[0], value=key[1])))
+        return re2.compile(pattern_regex(PathPattern.make(kind=key[0], value=key[1])))
     except re2.error:
         # MP204 reports it; the verifier only declines to reason about it
         raise Unsupported(f"regex {key[1]!r} is not valid RE2") from None

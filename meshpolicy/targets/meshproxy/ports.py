@@ -65,7 +65,7 @@ def service_ports(svc: Service) -> list[Port]:
     seen: dict[int, Port] = {}
     for p in svc.ports:
         seen.setdefault(p.number, p)
-    return list(seen.values()) or [Port(number=80, protocol="http")]
+    return list(seen.values()) or [Port.make(number=80, protocol="http")]
 
 
 @dataclass(frozen=True)
