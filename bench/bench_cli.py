@@ -6,7 +6,8 @@ Runs the installed console script (the one pre-commit's hook environment
 gets) on the examples, each command `--runs` times, and prints the median and
 the fastest wall time, plus the median CPU time (user + system), which the
 machine's other load inflates less. The first row is the bare interpreter,
-for scale. Target: under 500 ms wall per hook run (issue 5).
+for scale. Commands take turns, so a slow spell of a shared machine hits
+every row alike. Target: under 500 ms wall per hook run (issue 5).
 """
 
 from __future__ import annotations
@@ -36,17 +37,13 @@ def meshc() -> list[str]:
     return [found]
 
 
-def measure(cmd: list[str], runs: int) -> tuple[float, float, float, int]:
-    walls, cpus, code = [], [], 0
-    for _ in range(runs):
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-        walls.append(time.perf_counter() - t0)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
-    ms = 1000
-    return statistics.median(walls) * ms, min(walls) * ms, statistics.median(cpus) * ms, code
+def run_once(cmd: list[str]) -> tuple[float, float, int]:
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall * 1000, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000, code
 
 
 def main() -> None:
@@ -64,12 +61,21 @@ def main() -> None:
         ]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.runs} runs each; target < {TARGET_MS} ms wall per hook run\n")
+    # Round-robin (every command once per round) so that a slow spell of this
+    # shared machine hits every row alike.
+    walls: list[list[float]] = [[] for _ in rows]
+    cpus: list[list[float]] = [[] for _ in rows]
+    codes = [0] * len(rows)
+    for _ in range(args.runs):
+        for i, (_label, cmd) in enumerate(rows):
+            wall, cpu, codes[i] = run_once(cmd)
+            walls[i].append(wall)
+            cpus[i].append(cpu)
     print("| command | exit | median wall (ms) | fastest wall (ms) | median CPU (ms) |")
     print("|---|---|---|---|---|")
-    for label, cmd in rows:
-        med, fast, cpu, code = measure(cmd, args.runs)
-        print(f"| {label} | {code} | {med:.0f} | {fast:.0f} | {cpu:.0f} |")
-
+    for i, (label, _cmd) in enumerate(rows):
+        print(f"| {label} | {codes[i]} | {statistics.median(walls[i]):.0f} | {min(walls[i]):.0f} | "
+              f"{statistics.median(cpus[i]):.0f} |")
 
 if __name__ == "__main__":
     main()

@@ -152,6 +152,20 @@ allow b -> c
     assert callgraph.findings(mesh, {"verify": {"max_amplification": 25}}, may_call=brute_may_call) == []
 
 
+def test_amplification_witness_does_not_depend_on_declaration_order():
+    # z and y call m alike; the witness goes through the first by name (y),
+    # whichever order the services and rules are written in
+    services = ["service y { port 80 http }", "service z { port 80 http }",
+                "service m { port 80 http\n  retry 4 per_try 10ms on 5xx }",
+                "service n { port 80 http\n  retry 4 per_try 10ms on 5xx }"]
+    rules = ["allow z -> m", "allow y -> m", "allow m -> n"]
+    for order in (1, -1):
+        mesh = mesh_of("\n".join(services[::order] + rules[::order]) + "\n")
+        found = callgraph.findings(mesh, {}, may_call=brute_may_call)
+        assert codes(found) == ["MP552"]
+        assert found[0].witness["path"] == ["y", "m", "n"]
+
+
 def test_timeout_inversion():
     mesh = mesh_of("""
 service a { port 80 http }

@@ -304,7 +304,8 @@ def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]
     amp = {n: hop_amplification(mesh, n)[0] for n in g.nodes if n != OUTSIDE}
     # Longest (by product) path into each service over the DAG of strongly
     # connected components (taken callers first); edges inside a component
-    # are cycles, reported as MP551.
+    # are cycles, reported as MP551. Among equally bad callers the first by
+    # name is kept, so the witness path does not depend on the order of the walk.
     best: dict[str, tuple[float, str | None]] = {n: (1.0, None) for n in g.nodes}
     comps = digraph.strongly_connected_components(g)[::-1]
     members = {n: i for i, comp in enumerate(comps) for n in comp}
@@ -313,7 +314,8 @@ def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]
             for v in g.successors(u):
                 if members[v] != c:
                     val = best[u][0] * amp[v]
-                    if val > best[v][0]:
+                    cur, pred = best[v]
+                    if val > cur or (val == cur and pred is not None and u < pred):
                         best[v] = (val, u)
     out = []
     for svc in mesh.services:
