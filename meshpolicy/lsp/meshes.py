@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -104,10 +105,20 @@ def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCac
     return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 
-def verify(analysis: Analysis) -> list[Diagnostic] | None:
-    """Verifier findings for a mesh that checked clean (None: not run)."""
+class Cancelled(Exception):
+    """A newer edit made a verifier run stale; it stopped early."""
+
+
+def verify(analysis: Analysis, stale: Callable[[], bool] = lambda: False) -> list[Diagnostic] | None:
+    """Verifier findings for a mesh that checked clean (None: not run).
+    `stale()` is asked between destinations; once it is true the run stops
+    with Cancelled, so a long verification never holds up the next one."""
     if has_errors(analysis.checked.diagnostics):
         return None
     from ..verify import run
 
-    return list(run(analysis.checked.mesh, analysis.checked.project.config))
+    def progress(_step: str, _done: int, _total: int) -> None:
+        if stale():
+            raise Cancelled
+
+    return list(run(analysis.checked.mesh, analysis.checked.project.config, progress=progress))

@@ -4,9 +4,11 @@ Scheduling: every open/change/close bumps its mesh's generation and
 restarts a short debounce; the analysis (parse + check) then runs on a
 worker thread, off the event loop, and its result is published only if no
 newer edit arrived meanwhile (a stale result is dropped). Verifier findings
-follow in a second pass on another thread, at most one run per mesh at a
-time, always on the newest clean analysis. Requests (hover, definition...)
-use the newest analysis, computing it first if edits are pending.
+follow in a second pass on another thread once typing pauses, at most one
+run per mesh at a time, always on the newest clean analysis; an edit
+cancels a run under way (it stops before its next destination). Requests
+(hover, definition...) use the newest analysis, computing it first if edits
+are pending.
 
 Garbage collection: the cyclic GC is off while the server runs, and a full
 collection runs once typing has paused (IDLE_GC_S). Left on, its
@@ -33,7 +35,7 @@ from ..diagnostics import has_errors
 from ..span import SourceFile
 from . import complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
-from .meshes import Analysis, ParseCache, analyse, root_of, verify
+from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
 from .symbols import document_symbols
 
 log = logging.getLogger("meshc.lsp")
@@ -70,6 +72,7 @@ class MeshLanguageServer(LanguageServer):
         self.docs_url: str | None = docs.as_uri() + "#" if docs.is_file() else None
         self._gc_timer: asyncio.TimerHandle | None = None
         self.collections = 0  # idle collections run (for tests)
+        self.cancelled_verifications = 0
 
     # ---- documents and meshes
     @property
@@ -195,8 +198,13 @@ class MeshLanguageServer(LanguageServer):
                 if st.verify_next is not a or st.generation != a.generation:
                     continue  # typing went on: wait for the newest analysis
                 st.verify_next = None
+                stale = lambda: st.generation != a.generation  # noqa: E731  (read on the verify thread)
                 try:
-                    a.verified = await loop.run_in_executor(self.verify_pool, verify, a)
+                    a.verified = await loop.run_in_executor(self.verify_pool, verify, a, stale)
+                except Cancelled:
+                    self.cancelled_verifications += 1
+                    log.debug("verification of %s cancelled by a newer edit", root)
+                    continue
                 except Exception as exc:  # a verifier bug must not take the editor down
                     log.exception("verifier failed on %s", root)
                     a.verify_error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,131 @@
+"""Language-server scheduling: garbage collected when typing pauses, and
+verifier runs cancelled by newer edits (in-process, no editor needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from meshpolicy.lsp import server as srv
+
+
+@pytest.fixture
+def gc_off():
+    was = gc.isenabled()
+    gc.disable()
+    yield
+    if was:
+        gc.enable()
+
+
+def test_collects_once_idle_and_edits_postpone_it(gc_off, monkeypatch, tmp_path):
+    monkeypatch.setattr(srv, "IDLE_GC_S", 0.05)
+    ls = srv.MeshLanguageServer()
+    uri = (tmp_path / "a.mesh").as_uri()
+
+    def edit():
+        ls.touch(uri)
+        for st in ls.meshes.values():  # the analysis `touch` schedules is not needed here
+            st.task.cancel()
+
+    async def scenario():
+        ls._collect_when_idle()
+        for _ in range(5):  # an edit every 20 ms: never idle for 50 ms
+            await asyncio.sleep(0.02)
+            edit()
+        assert ls.collections == 0 and ls._gc_timer.cancelled()
+        ls._collect_when_idle()  # what publishing the last edit's diagnostics does
+        await asyncio.sleep(0.15)
+        assert ls.collections == 1
+
+    asyncio.run(scenario())
+
+
+def test_waits_for_the_verifier(gc_off, monkeypatch):
+    monkeypatch.setattr(srv, "IDLE_GC_S", 0.02)
+    ls = srv.MeshLanguageServer()
+    st = ls.state("/mesh")
+
+    async def scenario():
+        st.verifying = True
+        ls._collect_when_idle()
+        await asyncio.sleep(0.1)
+        assert ls.collections == 0
+        st.verifying = False
+        await asyncio.sleep(0.1)
+        assert ls.collections == 1
+
+    asyncio.run(scenario())
+
+
+def test_leaves_the_gc_alone_when_it_is_on(monkeypatch):
+    monkeypatch.setattr(srv, "IDLE_GC_S", 0.01)
+    assert gc.isenabled()
+    ls = srv.MeshLanguageServer()
+
+    async def scenario():
+        ls._collect_when_idle()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert ls.collections == 0 and ls._gc_timer is None
+
+
+# ---- the verifier stops when an edit makes its run stale
+
+def _analysis(tmp_path, services: int = 200):
+    from bench.gen import generate, write
+    from meshpolicy.lsp.meshes import ParseCache, analyse
+
+    root = write(generate(services, seed=3), tmp_path / "mesh")
+    a = analyse(str(root), {}, 1, ParseCache())
+    assert a.checked.ok
+    return a
+
+
+def test_verify_stops_once_stale(tmp_path):
+    from meshpolicy.lsp.meshes import Cancelled, verify
+
+    a = _analysis(tmp_path)
+    asked = []
+
+    def stale_after_three():
+        asked.append(1)
+        return len(asked) > 3
+
+    with pytest.raises(Cancelled):
+        verify(a, stale_after_three)
+    assert len(asked) == 4  # stopped at the 4th destination, not at the end
+    assert verify(a, lambda: False)  # not stale: the findings
+
+
+def test_an_edit_cancels_the_running_verification(tmp_path, monkeypatch):
+    import threading
+
+    from meshpolicy.lsp import meshes
+
+    a = _analysis(tmp_path)
+    started = threading.Event()
+    real = meshes.verify
+
+    def verify(analysis, stale):  # the real verifier, telling us when it runs
+        started.set()
+        return real(analysis, stale)
+
+    monkeypatch.setattr(srv, "verify", verify)
+    ls = srv.MeshLanguageServer(verify_delay_ms=0)
+    st = ls.state(a.root)
+    st.generation = a.generation
+    st.analysis = st.verify_next = a
+
+    async def scenario():
+        st.verifying = True
+        loop = asyncio.create_task(ls._verify_loop(a.root))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        st.generation += 1  # what an edit does
+        await asyncio.wait_for(loop, 30)
+
+    asyncio.run(scenario())
+    assert ls.cancelled_verifications == 1 and a.verified is None and not st.verifying
