@@ -35,7 +35,7 @@ RETRY_CONDITIONS = (
 # Validation (and pydantic's schema build, a fifth of a cold `meshc` run) only
 # happens where a model is validated on purpose: the tests validate every
 # built model of the examples and of generated programs. Each class gets its
-# own `make`, generated from its fields as dataclasses generate `__init__`:
+# own `make(**fields)`, generated from its fields as dataclasses generate `__init__`:
 # a missing or unknown field is a TypeError, as in any Python call, and it
 # runs at a third of the cost of a generic loop over the fields.
 _UNSET = object()
@@ -79,6 +79,11 @@ class Node(BaseModel):
     model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,), defer_build=True)
     span: SpanT = NO_SPAN
     spans: dict[str, SpanT] = Field(default_factory=dict)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _install_make(cls)  # every subclass gets a `make` of its own fields
 
     def at(self, field: str) -> Span:
         """Where `field` was written, else where this element was."""
@@ -328,6 +333,11 @@ class Mesh(BaseModel):
 
     model_config = ConfigDict(ignored_types=(cached_property,), defer_build=True)
     settings: MeshSettings = Field(default_factory=lambda: MeshSettings.make())
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _install_make(cls)
     mesh_blocks: list[MeshSettings] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -367,8 +377,5 @@ class Mesh(BaseModel):
         return f"spiffe://{self.settings.trust_domain}/ns/{service.namespace}/sa/{service.account}"
 
 
-# Every model gets its `make(**fields)` (see _compile_make).
-for _cls in [c for c in list(globals().values())
-             if isinstance(c, type) and issubclass(c, BaseModel) and c.__module__ == __name__]:
-    _install_make(_cls)
-del _cls
+_install_make(Node)
+_install_make(Mesh)
