@@ -265,6 +265,38 @@ def test_compile_code_fixture(code, tmp_path):
         assert r.returncode == (1 if expect else 0)
 
 
+ROUTED_BUT_DENIED = """
+mesh m { default deny }
+service a { port 80 http }
+service b { port 80 http
+  version v1 }
+service c { port 80 http }
+allow a -> c GET
+allow c -> b GET
+route b { from a -> v1 }
+"""
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+def test_graph_command_draws_allowed_and_routed_but_denied_edges(tmp_path, fmt):
+    from .conftest import run_meshc
+
+    (tmp_path / "m.mesh").write_text(ROUTED_BUT_DENIED)
+    r = run_meshc("graph", str(tmp_path), "--format", fmt)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    if fmt == "mermaid":
+        lines = r.stdout.splitlines()
+        assert lines[0] == "flowchart LR"
+        allowed = [ln for ln in lines if "-->|" in ln]
+        denied = [ln for ln in lines if "-.-x|" in ln]
+        assert len(allowed) == 2 and len(denied) == 1  # a -> c, c -> b; a -> b only routed
+        # mermaid numbers links in order: the denied one is the third
+        assert lines[-1].strip() == "linkStyle 2 stroke:#d33,stroke-dasharray:4"
+    else:
+        assert r.stdout.startswith("digraph mesh {") and r.stdout.rstrip().endswith("}")
+        assert r.stdout.count(" -> ") == 3 and '"a" -> "b" [label="routed, but denied"' in r.stdout
+
+
 def test_never_reaching_itself_means_no_cycle_back():
     mesh = mesh_of("""
 service a { port 80 http }

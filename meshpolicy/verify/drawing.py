@@ -59,7 +59,7 @@ def mermaid(mesh: Mesh, g: Digraph) -> str:
     for i, (u, v) in enumerate(denied):
         lines.append(f'  {ids[u]} -.-x|"routed, but denied"| {ids[v]}')
     if denied:
-        start = g.number_of_edges()
+        start = len(g.edges)
         idx = ",".join(str(start + k) for k in range(len(denied)))
         lines.append(f"  linkStyle {idx} stroke:#d33,stroke-dasharray:4")
     return "\n".join(lines) + "\n"
