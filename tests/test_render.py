@@ -288,6 +288,39 @@ def test_text_has_no_ansi_unless_forced(tmp_path, monkeypatch):
     assert proc.returncode == 1 and "MP101" in proc.stdout and not ANSI.search(proc.stdout + proc.stderr)
 
 
+def test_text_no_colour_on_a_dumb_terminal(tmp_path, monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    d = Diagnostic("MP101", Severity.ERROR, "e", Span("a.mesh", 1, 1, 1, 2, 0, 1))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for term, coloured in (("dumb", False), ("unknown", False), ("xterm-256color", True)):
+        monkeypatch.setenv("TERM", term)
+        tty = Tty()
+        render("text", [d], {}, tty)
+        assert bool(ANSI.search(tty.getvalue())) is coloured, term
+    monkeypatch.setenv("TERM", "dumb")
+    assert ANSI.search(_text([d], {}, color=True))  # --color still forces it
+
+
+def test_text_shows_control_characters_visibly_everywhere():
+    # ESC, CR, BEL and a C1 CSI in every field that reaches the terminal
+    nasty = "x\x1b[2J\r\x07\x9by"
+    src = SourceFile(f"dir{nasty}/a.mesh", f"allow {nasty} -> s\n")
+    span = src.span(6, 6 + len(nasty))
+    d = Diagnostic("MP101", Severity.ERROR, f"unknown {nasty}", span,
+                   labels=[Label(span, f"label {nasty}"), Label(Span(f"other{nasty}", 1, 1, 1, 2, 0, 1), nasty)],
+                   help=f"help {nasty}", notes=[f"note {nasty}"], witness={"request": f"GET /{nasty}"})
+    out = _text([d], {src.path: src}, color=False)
+    assert not any(ord(c) < 32 and c != "\n" or 0x7F <= ord(c) < 0xA0 for c in out), repr(out)
+    assert out.count("x␛[2J␍␇\ufffdy") >= 7  # message, path, source line, label, note, help, witness
+    # carets still sit under the span: one cell per control character
+    lines = out.splitlines()
+    quoted = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("1 |"))
+    assert lines[quoted + 1].index("^") == lines[quoted].index("x␛")
+
+
 @pytest.mark.parametrize("prefix", ["allow ", "allow\t", 'allow  ', "allow \t "])
 def test_text_carets_sit_under_the_span(prefix):
     text = f"# 😀 wide 字\n{prefix}ghost -> s\n"

@@ -21,10 +21,13 @@ _SGR = {"bold": "1", "bold red": "1;31", "bold yellow": "1;33", "bold cyan": "1;
 
 
 def use_color(out: TextIO, color: bool | None = None) -> bool:
-    """No colour when NO_COLOR is set or out is not a terminal, unless forced."""
+    """No colour when NO_COLOR is set, out is not a terminal or the terminal
+    says it has none (TERM=dumb, as in Emacs buffers), unless forced."""
     if color is not None:
         return color
-    return not os.environ.get("NO_COLOR") and hasattr(out, "isatty") and out.isatty()
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") in ("dumb", "unknown"):
+        return False
+    return hasattr(out, "isatty") and out.isatty()
 
 
 class _Paint:
@@ -46,10 +49,14 @@ def _cells(text: str) -> int:
 
 
 def _visible(text: str) -> str:
-    """Control characters as their Unicode pictures (NUL -> U+2400), so a
-    stray byte in a file cannot corrupt the terminal."""
-    return "".join(chr(0x2400 + ord(c)) if ord(c) < 32 and c != "\t" else "\u2421" if ord(c) == 127 else c
-                   for c in text)
+    """Control characters as their Unicode pictures (NUL -> U+2400, DEL ->
+    U+2421; C1 controls, which have none, as U+FFFD), one character each so
+    that columns stay right, and so that a stray byte in a file, path or
+    string cannot move the cursor or restyle the terminal. Tabs stay."""
+    if text.isprintable():
+        return text
+    return "".join(chr(0x2400 + ord(c)) if ord(c) < 32 and c != "\t" else "\u2421" if ord(c) == 127
+                   else "\ufffd" if 0x80 <= ord(c) < 0xA0 else c for c in text)
 
 
 def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int, paint: _Paint) -> list[str]:
@@ -67,7 +74,7 @@ def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int, p
         marked = raw[start - 1 : max(start, end) - 1].replace("\t", TAB)
         lines.append(f"{paint('bold blue', f'{ln:>{gutter}} |')} {raw.replace(chr(9), TAB)}")
         marks = " " * _cells(before) + "^" * max(1, _cells(marked))
-        note = f" {label}" if label and ln == last else ""
+        note = f" {_visible(label)}" if label and ln == last else ""
         lines.append(f"{paint('bold blue', f'{pad} |')} {paint(style, marks + note)}")
     return lines
 
@@ -80,7 +87,7 @@ def format_one(d: Diagnostic, sources: dict[str, SourceFile], paint: _Paint = _P
     gutter = max((len(str(s.end_line)) for s in spans), default=1)
     pad = " " * gutter
     if d.span is not None and d.span.line > 0:
-        out.append(f"{pad}{blue('-->')} {d.span.file}:{d.span.line}:{d.span.col}")
+        out.append(f"{pad}{blue('-->')} {_visible(d.span.file)}:{d.span.line}:{d.span.col}")
         src = sources.get(d.span.file)
         if src is not None:
             out.append(blue(f"{pad} |"))
@@ -89,17 +96,17 @@ def format_one(d: Diagnostic, sources: dict[str, SourceFile], paint: _Paint = _P
         src = sources.get(lb.span.file)
         if lb.span.line <= 0:
             continue
-        out.append(f"{pad}{blue(':::')} {lb.span.file}:{lb.span.line}:{lb.span.col}")
+        out.append(f"{pad}{blue(':::')} {_visible(lb.span.file)}:{lb.span.line}:{lb.span.col}")
         if src is not None:
             out += _snippet(src, lb.span, lb.message, "bold blue", gutter, paint)
         else:
-            out.append(f"{pad}   {lb.message}")
+            out.append(f"{pad}   {_visible(lb.message)}")
     if d.witness:
-        out.append(f"{pad} {blue('=')} {paint('bold', 'witness')}: {_witness_text(d.witness)}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'witness')}: {_visible(_witness_text(d.witness))}")
     for note in d.notes:
-        out.append(f"{pad} {blue('=')} {paint('bold', 'note')}: {note}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'note')}: {_visible(note)}")
     if d.help:
-        out.append(f"{pad} {blue('=')} {paint('bold', 'help')}: {d.help}")
+        out.append(f"{pad} {blue('=')} {paint('bold', 'help')}: {_visible(d.help)}")
     return "\n".join(out)
 
 
