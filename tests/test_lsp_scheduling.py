@@ -60,6 +60,22 @@ def test_waits_for_the_verifier(gc_off, monkeypatch):
     asyncio.run(scenario())
 
 
+def test_waits_for_an_analysis_under_way(gc_off, monkeypatch):
+    monkeypatch.setattr(srv, "IDLE_GC_S", 0.02)
+    ls = srv.MeshLanguageServer()
+
+    async def scenario():
+        ls.analysing = 1  # as _analyse_now sets it on the check thread
+        ls._collect_when_idle()
+        await asyncio.sleep(0.1)
+        assert ls.collections == 0
+        ls.analysing = 0
+        await asyncio.sleep(0.1)
+        assert ls.collections == 1
+
+    asyncio.run(scenario())
+
+
 def test_leaves_the_gc_alone_when_it_is_on(monkeypatch):
     monkeypatch.setattr(srv, "IDLE_GC_S", 0.01)
     assert gc.isenabled()
@@ -129,3 +145,21 @@ def test_an_edit_cancels_the_running_verification(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     assert ls.cancelled_verifications == 1 and a.verified is None and not st.verifying
+
+
+def test_verify_loop_ends_when_edits_outran_the_analysis(tmp_path, monkeypatch):
+    # The newest edit is not analysed yet (or its analysis failed): the loop
+    # must not spin on the older analysis; the next analysis queues itself.
+    a = _analysis(tmp_path, services=20)
+    monkeypatch.setattr(srv, "verify", lambda *args: pytest.fail("verified a stale analysis"))
+    ls = srv.MeshLanguageServer(verify_delay_ms=0)
+    st = ls.state(a.root)
+    st.analysis = st.verify_next = a
+    st.generation = a.generation + 1
+
+    async def scenario():
+        st.verifying = True
+        await asyncio.wait_for(ls._verify_loop(a.root), 5)
+
+    asyncio.run(scenario())
+    assert not st.verifying and st.verify_next is None

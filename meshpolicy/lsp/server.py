@@ -72,6 +72,7 @@ class MeshLanguageServer(LanguageServer):
         self.docs_url: str | None = docs.as_uri() + "#" if docs.is_file() else None
         self._gc_timer: asyncio.TimerHandle | None = None
         self.collections = 0  # idle collections run (for tests)
+        self.analysing = 0  # analyses running on the check thread (written there only)
         self.cancelled_verifications = 0
 
     # ---- documents and meshes
@@ -96,17 +97,19 @@ class MeshLanguageServer(LanguageServer):
         st.task = asyncio.get_running_loop().create_task(self._refresh(root, st.generation))
 
     async def _refresh(self, root: str, generation: int) -> None:
-        await asyncio.sleep(self.debounce)
-        st = self.state(root)
-        a = st.analysis
-        if a is None or a.generation != generation:
-            a = await self._analyse(root, generation)
-            if a is None:
-                return
-        if st.published_generation != generation:
-            self.publish(a)
-            self._queue_verify(root, a)
-        self._collect_when_idle()
+        try:
+            await asyncio.sleep(self.debounce)
+            st = self.state(root)
+            a = st.analysis
+            if a is None or a.generation != generation:
+                a = await self._analyse(root, generation)
+                if a is None:
+                    return
+            if st.published_generation != generation:
+                self.publish(a)
+                self._queue_verify(root, a)
+        finally:
+            self._collect_when_idle()  # however this edit ended: published, stale or failed
 
     def _collect_when_idle(self) -> None:
         """Run the cyclic GC once nothing has happened for IDLE_GC_S (see the module doc)."""
@@ -117,11 +120,20 @@ class MeshLanguageServer(LanguageServer):
         self._gc_timer = asyncio.get_running_loop().call_later(IDLE_GC_S, self._collect)
 
     def _collect(self) -> None:
-        if any(st.verifying for st in self.meshes.values()):
-            self._collect_when_idle()  # the verifier allocates the most; collect after it
+        if self.analysing or any(st.verifying for st in self.meshes.values()):
+            self._collect_when_idle()  # never in the middle of an analysis or a verification
             return
         gc.collect()
         self.collections += 1
+
+    def _analyse_now(self, root: str, buffers: dict[str, str], generation: int) -> Analysis:
+        """On the check thread. `analysing` counts what runs there, even for
+        an edit whose task was cancelled meanwhile (its analysis still runs)."""
+        self.analysing += 1
+        try:
+            return analyse(root, buffers, generation, self.parse_cache)
+        finally:
+            self.analysing -= 1
 
     async def _analyse(self, root: str, generation: int) -> Analysis | None:
         """Analyse the mesh's current texts; None when a newer edit made the result stale."""
@@ -129,9 +141,10 @@ class MeshLanguageServer(LanguageServer):
         loop = asyncio.get_running_loop()
         st = self.state(root)
         try:
-            a = await loop.run_in_executor(self.check_pool, analyse, root, buffers, generation, self.parse_cache)
+            a = await loop.run_in_executor(self.check_pool, self._analyse_now, root, buffers, generation)
         except Exception as exc:  # a bug in a check: say so once, keep serving
             log.exception("analysis of %s failed", root)
+            st.verify_next = None  # an older analysis is no longer the text to verify
             if st.error_generation != generation:  # once per edit, not per retry
                 st.error_generation = generation
                 self.window_show_message(lsp.ShowMessageParams(
@@ -195,9 +208,11 @@ class MeshLanguageServer(LanguageServer):
             while st.verify_next is not None:
                 a = st.verify_next
                 await asyncio.sleep(self.verify_delay)
-                if st.verify_next is not a or st.generation != a.generation:
-                    continue  # typing went on: wait for the newest analysis
+                if st.verify_next is not a:
+                    continue  # a newer clean analysis came: wait for typing to pause on it
                 st.verify_next = None
+                if st.generation != a.generation:
+                    break  # edits since, not analysed yet: their analysis queues itself
                 stale = lambda: st.generation != a.generation  # noqa: E731  (read on the verify thread)
                 try:
                     a.verified = await loop.run_in_executor(self.verify_pool, verify, a, stale)
