@@ -125,6 +125,26 @@ allow a -> c POST
     assert may_call(mesh, None, "c") is not None  # `*` admits callers without identity
 
 
+@pytest.mark.parametrize("box_limit", [256, 0], ids=["boxes", "z3-only"])
+def test_find_answers_for_allowed_denied_and_empty_scopes(box_limit):
+    from meshpolicy.verify.partition import Partition
+
+    mesh, _ = verify("""
+mesh m { default deny }
+service a { port 80 http }
+service b { port 80 http }
+allow a -> b GET /x/**
+""")
+    p = Partition(mesh, "b", box_limit=box_limit)
+    a_only = p.scope_box(p.source_index("a"))
+    allowed, denied = p.find(a_only, allowed=True), p.find(a_only, allowed=False)
+    assert allowed.sat and evaluate(mesh, p.request_for("a", allowed.request)).decision.allowed
+    assert denied.sat and not evaluate(mesh, p.request_for("a", denied.request)).decision.allowed
+    assert p.find(p.scope_box(p.source_index(None)), allowed=True).unsat  # no identity: never allowed
+    empty = p.scope_box(frozenset())
+    assert all(p.find(empty, allowed=x).unsat for x in (True, False, None))
+
+
 # ---- golden findings: one per Istio issue class -------------------------------------
 
 BASE = """

@@ -208,9 +208,11 @@ class Partition:
         """A request in `box` that authorization allows (True), denies (False)
         or either (None). Box arithmetic answers when the difference stays
         within box_limit; the solver answers otherwise."""
+        if any(not x for x in box):
+            return Answer("unsat")  # an empty scope holds no request
         if self.box_limit:
             if allowed is None:
-                boxes = [] if any(not x for x in box) else [box]
+                boxes = [box]
             elif allowed:
                 boxes = self.allowed_in([box])
             else:
