@@ -187,10 +187,23 @@ def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
 
 def virtual_host(ctx: Ctx, caller: Service, dest: Service) -> dict:
     """Rules whose `from` excludes the caller are left out: routing happens at
-    the caller's sidecar, so `from` is decided here, at compile time."""
-    routes = []
+    the caller's sidecar, so `from` is decided here, at compile time. Callers
+    that keep the same rules share one virtual host (built once, not to be
+    modified): most of a large mesh's callers see the same few."""
     route = ctx.mesh.route_map.get(dest.name)
-    if route is None:
+    rules = None if route is None else tuple(
+        rule for rule in route.rules
+        if not rule.match.sources or caller.name in {s.name for s in rule.match.sources})
+    key = ("vhost", dest.name, None if rules is None else tuple(r.index for r in rules))
+    vh = ctx.cache.get(key)
+    if vh is None:
+        vh = ctx.cache[key] = _virtual_host(ctx, dest, rules)
+    return vh
+
+
+def _virtual_host(ctx: Ctx, dest: Service, rules: tuple[RouteRule, ...] | None) -> dict:
+    routes = []
+    if rules is None:
         versions = sorted(v.name for v in dest.versions) or [None]
         # Every version evenly: equal integer weights.
         action = _forward(ctx, dest, [(v, 1.0) for v in versions], dest.span)
@@ -200,10 +213,7 @@ def virtual_host(ctx: Ctx, caller: Service, dest: Service) -> dict:
             r["typed_per_filter_config"] = {FAULT_FILTER: fault}
         routes.append(r)
     else:
-        for rule in route.rules:
-            if rule.match.sources and caller.name not in {s.name for s in rule.match.sources}:
-                continue
-            routes.append(_route(ctx, dest, rule, f"rule-{rule.index}"))
+        routes = [_route(ctx, dest, rule, f"rule-{rule.index}") for rule in rules]
     return {"name": dest.name, "domains": domains(dest), "routes": routes}
 
 
