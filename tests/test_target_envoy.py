@@ -373,3 +373,26 @@ def test_every_construct_passes_envoy_validate(tmp_path):
         p.write_text(o.content)
         r = envoy_validate(p)
         assert r.returncode == 0, f"{o.path}: {r.stdout}{r.stderr}"
+
+
+def test_parallel_lowering_matches_one_process(monkeypatch):
+    """Workloads lower on every core past PARALLEL_WORKLOADS: the files and the
+    diagnostics (each reported once, in workload order) must be what one
+    process gives, also when every worker meets the same unsupported construct."""
+    import meshpolicy.targets.envoy as envoy
+
+    # hub, the first workload, is lowered before the fork and calls no one:
+    # the callers, all in workers, are the ones that meet the constructs
+    lines = ["mesh m { default deny }",
+             "service hub { port 8080 http\n  version v1\n  retry 2 on retriable-status-codes }",
+             "route hub { GET /a -> redirect \"/b#frag\"\n  * -> v1 }"]  # two MP701s, met by every caller
+    lines += [f"service s{i} {{ port 8080 http }}\nallow s{i} -> hub" for i in range(60)]
+    mesh = check_text("\n".join(lines) + "\n").mesh
+    assert [w.service.name for w in workloads(mesh)][0] == "hub" and len(workloads(mesh)) == 61
+    runs = {}
+    for label, threshold in (("serial", 10**9), ("parallel", 20)):
+        monkeypatch.setattr(envoy, "PARALLEL_WORKLOADS", threshold)
+        outputs, diags = envoy.TARGET.lower(mesh, CompileOptions())
+        runs[label] = ([(o.path, o.content) for o in outputs], [(d.code, d.message, d.span) for d in diags])
+    assert runs["parallel"] == runs["serial"]
+    assert [c for c, _, _ in runs["serial"][1]].count("MP701") == 2

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 
 from ...compile import CompileOptions, Output
+from ...compile.parallel import map_files
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh
 from .bootstrap import bootstrap, tcp_destinations
 from .context import Ctx
 from .json_lines import dump
 from .conventions import Workload, port_problems, settings_from, workloads
+
+
+# Below this many workloads, lowering in one process is quicker than forking.
+PARALLEL_WORKLOADS = 200
 
 
 def render(cfg: dict, w: Workload) -> str:
@@ -56,7 +61,24 @@ def lower_with(mesh: Mesh, options: CompileOptions, scoped: bool = True) -> tupl
     _identity_checks(ctx)
     _service_checks(ctx)
     index = {w.cluster: w for w in ws}
-    outputs = [Output(w.path, render(bootstrap(ctx, w, index, scoped), w)) for w in ws]
+
+    def lower_one(i: int) -> list[tuple[Output, list[Diagnostic]]]:
+        w = ws[i]
+        before = len(ctx.diags)
+        out = Output(w.path, render(bootstrap(ctx, w, index, scoped), w))
+        return [(out, ctx.diags[before:])]
+
+    # Workloads lower independently: on a large mesh, on every core. A worker
+    # reports what it met; the same finding from two workers is kept once,
+    # in workload order, as one process would have reported it.
+    lowered = map_files(lower_one, list(range(len(ws))), lambda _i: 1, min_total=PARALLEL_WORKLOADS)
+    outputs = [o for o, _ in lowered]
+    seen = {(d.code, d.message, d.span) for d in ctx.diags}
+    for _, found in lowered:
+        for d in found:
+            if (d.code, d.message, d.span) not in seen:
+                seen.add((d.code, d.message, d.span))
+                ctx.diags.append(d)
     return outputs, ctx.diags, ctx
 
 
