@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 
 import jsonschema
@@ -133,6 +134,21 @@ def test_validate_reports_broken_output(shop):
     assert set(codes(diags)) == {"MP702"}
     text = " ".join(d.message for d in diags)
     assert "weights total" in text and "x.json" in text and "also used by" in text and "header" in text
+    assert all(re.match(r"meshproxy output `[^`]+`(: | does not match the format: )", d.message) for d in diags)
+
+
+def test_validate_on_every_core_says_the_same(shop, monkeypatch):
+    from meshpolicy.compile import parallel
+
+    _, files, outputs = shop
+    broken = [Output("x.json", "{not json"), Output("copy.json", outputs[-1].content)]
+    items = outputs + broken + outputs  # every workload twice: port collisions across workers too
+    target = get_target("meshproxy")
+    one = [(d.code, d.message) for d in target.validate(items)]
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 2)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    every = [(d.code, d.message) for d in target.validate(items)]
+    assert every == one and len(one) > len(outputs)
 
 
 # ---- content ------------------------------------------------------------------

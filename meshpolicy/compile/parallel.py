@@ -29,14 +29,14 @@ def _call(item):
 
 
 def map_files(fn: Callable[[T], list[R]], items: list[T], size: Callable[[T], int],
-              min_total: int = MIN_BYTES) -> list[R]:
+              min_total: int | None = None) -> list[R]:
     """fn over items, results concatenated in item order; in parallel when
-    the items' total size reaches min_total. Items and results must pickle;
-    fn need not (workers inherit it)."""
+    the items' total size reaches min_total (default MIN_BYTES). Items and
+    results must pickle; fn need not (workers inherit it)."""
     global _FN
     workers = min(os.cpu_count() or 1, 8)
     total = sum(size(x) for x in items)
-    if (workers < 2 or len(items) < MIN_ITEMS or total < min_total
+    if (workers < 2 or len(items) < MIN_ITEMS or total < (MIN_BYTES if min_total is None else min_total)
             or "fork" not in multiprocessing.get_all_start_methods()):
         return [r for x in items for r in fn(x)]
     first = fn(items[0])  # warms imports and caches once, before forking
