@@ -155,6 +155,22 @@ def test_runtime_validation_checks_weights_and_reports_mp702():
     assert codes(check_outputs([bad, Output("kustomization.yaml", "resources: [bookinfo.yaml]\n")])) == ["MP702"]
 
 
+def test_output_check_on_every_core_says_the_same(shop_dir, monkeypatch):
+    from meshpolicy.compile import Output, parallel
+    from meshpolicy.targets.istio import output_check
+
+    outputs, _ = compile_dir(shop_dir)
+    doc = _a_virtual_service()
+    doc["spec"]["http"][1]["route"][0]["weight"] = 60  # 60 + 50
+    broken = [Output("z-weights.yaml", yaml.safe_dump(doc)), Output("a-not-yaml.yaml", "a: [\n")]
+    items = outputs + broken
+    one = [(d.code, d.message) for d in check_outputs(items)]
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 2)
+    monkeypatch.setattr(output_check, "PARALLEL_BYTES", 0)
+    every = [(d.code, d.message) for d in check_outputs(items)]
+    assert every == one and len(one) >= 3  # both broken files, and kustomization.yaml no longer lists all
+
+
 def test_untranslated_cel_rule_is_reported():
     schema = {"type": "object", "x-kubernetes-validations": [{"rule": "self.foo == 1", "message": "m"}]}
     assert istio_schema.cel_errors({}, schema)
