@@ -17,6 +17,7 @@ from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pygls.uris import from_fs_path
 
+from meshpolicy.lsp.convert import path_of
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -35,6 +36,12 @@ def workspace(tmp_path_factory) -> Path:
                               server_env=None),
 )
 async def client(lsp_client: LanguageClient, workspace: Path):
+    lsp_client.registrations = []
+
+    @lsp_client.feature(lsp.CLIENT_REGISTER_CAPABILITY)
+    def register(params: lsp.RegistrationParams):  # as VS Code does: accept, and watch the files
+        lsp_client.registrations.extend(params.registrations)
+
     # VS Code's capabilities: no positionEncodings offered, so columns are UTF-16.
     params = lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"),
                                   root_uri=from_fs_path(str(workspace)))
@@ -187,6 +194,56 @@ async def test_unopened_files_of_the_mesh_get_diagnostics(client: LanguageClient
     assert errors(diags) == ["MP101"]
 
 
+async def test_files_changed_on_disk_are_picked_up(client: LanguageClient, workspace: Path):
+    # The server asks to watch .mesh files and meshc.toml (VS Code accepts).
+    deadline = time.monotonic() + 10
+    while not client.registrations and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    patterns = set()
+    for r in client.registrations:
+        if r.method == lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES:
+            opts = r.register_options  # a plain mapping on the client's side
+            patterns |= {w["globPattern"] for w in opts["watchers"]}
+    assert patterns == {"**/*.mesh", "**/meshc.toml"}
+    a_text = "service web { port 80 http }\nallow web -> orders\n"
+    uris = make_mesh(workspace, "watched", {"a.mesh": a_text, "b.mesh": "service orders { port 80 http }\n"})
+    open_doc(client, uris["a.mesh"], a_text)
+    await wait_diags(client, uris["a.mesh"], lambda d: "MP101" not in codes(d))
+    # b.mesh is deleted outside the editor (git checkout, rm): the reference breaks
+    Path(path_of(uris["b.mesh"])).unlink()
+    client.workspace_did_change_watched_files(lsp.DidChangeWatchedFilesParams(
+        changes=[lsp.FileEvent(uri=uris["b.mesh"], type=lsp.FileChangeType.Deleted)]))
+    diags = await wait_diags(client, uris["a.mesh"], lambda d: "MP101" in codes(d))
+    assert [d.range.start.line for d in diags if d.code == "MP101"] == [1]
+    await wait_diags(client, uris["b.mesh"], lambda d: len(d) == 0)  # its old diagnostics are cleared
+
+
+async def test_closing_an_unsaved_buffer_clears_its_diagnostics(client: LanguageClient):
+    uri = "untitled:Untitled-7"
+    open_doc(client, uri, "allow a -> nosuch\n")
+    await wait_diags(client, uri, lambda d: "MP101" in codes(d))
+    client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(uri=uri)))
+    await wait_diags(client, uri, lambda d: len(d) == 0)
+    await asyncio.sleep(0.2)  # and nothing is published for it afterwards
+    assert len(client.diagnostics.get(uri)) == 0
+
+
+async def test_a_byte_order_mark_is_not_a_syntax_error(client: LanguageClient, workspace: Path):
+    uris = make_mesh(workspace, "bom", {"a.mesh": BASE})
+    open_doc(client, uris["a.mesh"], "\ufeff" + BASE)
+    diags = await wait_diags(client, uris["a.mesh"], lambda d: d is not None)
+    assert "MP003" not in codes(diags) and not errors(diags)
+
+
+async def test_requests_for_documents_not_open_return_nothing(client: LanguageClient, workspace: Path):
+    uri = from_fs_path(str(workspace / "nowhere" / "x.mesh"))
+    doc = lsp.TextDocumentIdentifier(uri=uri)
+    items = await client.text_document_completion_async(lsp.CompletionParams(doc, lsp.Position(0, 0)))
+    edits = await client.text_document_formatting_async(lsp.DocumentFormattingParams(
+        doc, options=lsp.FormattingOptions(tab_size=2, insert_spaces=True)))
+    assert not items and not edits
+
+
 async def test_hover_service_and_rule(client: LanguageClient, workspace: Path):
     uri = make_mesh(workspace, "hover", {"a.mesh": BASE})["a.mesh"]
     open_doc(client, uri, BASE)
@@ -337,3 +394,19 @@ async def test_verifier_findings_follow_and_show_in_rule_hover(client: LanguageC
     # fixing the policy clears the finding
     change(client, uri, 2, (line + 1, 0), (line + 2, 0), "")
     await wait_diags(client, uri, lambda d: "MP501" not in codes(d), timeout=60)
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["shutdown-then-exit", "exit-alone"])
+async def test_exit_code_follows_the_protocol(clean: bool):
+    from pygls.lsp.client import LanguageClient as Client
+
+    c = Client("exit-test", "1")
+    await c.start_io(sys.executable, "-m", "meshpolicy.cli", "lsp")
+    await c.initialize_async(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))
+    c.initialized(lsp.InitializedParams())
+    if clean:
+        await c.shutdown_async(None)
+    c.exit(None)
+    code = await asyncio.wait_for(c._server.wait(), 10)
+    await c.stop()
+    assert code == (0 if clean else 1)  # exit without shutdown is an unclean stop

@@ -32,8 +32,16 @@ def root_of(key: str) -> str:
     return str(find_root(Path(key)))
 
 
+def _buffer_text(text: str) -> str:
+    """An open buffer as the checker reads it. A byte-order mark is not part
+    of the program (as for files on disk); it becomes a space rather than
+    going, so that columns stay the client's."""
+    return " " + text[1:] if text.startswith("\ufeff") else text
+
+
 def build_project(root: str, buffers: dict[str, str]) -> Project:
     """The mesh at `root`: its files on disk, with open buffers in their place."""
+    buffers = {k: _buffer_text(v) for k, v in buffers.items()}
     if not Path(root).is_absolute():
         project = Project(Path.cwd())
         project.files[root] = SourceFile(root, buffers.get(root, ""))

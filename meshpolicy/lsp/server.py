@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class MeshLanguageServer(LanguageServer):
         self._gc_timer: asyncio.TimerHandle | None = None
         self.collections = 0  # idle collections run (for tests)
         self.analysing = 0  # analyses running on the check thread (written there only)
+        self.shutdown_requested = False
         self.cancelled_verifications = 0
 
     # ---- documents and meshes
@@ -85,6 +87,29 @@ class MeshLanguageServer(LanguageServer):
 
     def state(self, root: str) -> MeshState:
         return self.meshes.setdefault(root, MeshState())
+
+    def touch_open_meshes(self) -> None:
+        roots: dict[str, str] = {}
+        for uri in self.workspace.text_documents:
+            roots.setdefault(root_of(path_of(uri)), uri)
+        for uri in roots.values():
+            self.touch(uri)
+
+    async def watch_files(self) -> None:
+        """Ask the client to report .mesh and meshc.toml files changed on disk,
+        when it can register watchers dynamically (most editors can)."""
+        caps = self.client_capabilities.workspace
+        dyn = caps.did_change_watched_files if caps else None
+        if not (dyn and dyn.dynamic_registration):
+            return
+        watchers = [lsp.FileSystemWatcher(glob_pattern="**/*.mesh"),
+                    lsp.FileSystemWatcher(glob_pattern="**/meshc.toml")]
+        try:
+            await self.client_register_capability_async(lsp.RegistrationParams(registrations=[lsp.Registration(
+                id="meshc-watch", method=lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                register_options=lsp.DidChangeWatchedFilesRegistrationOptions(watchers=watchers))]))
+        except Exception as exc:  # the client said no: edits and saves still refresh
+            log.warning("could not register file watchers: %s", exc)
 
     def touch(self, uri: str) -> None:
         if self._gc_timer is not None:
@@ -264,7 +289,29 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     async def did_close(ls: MeshLanguageServer, params: lsp.DidCloseTextDocumentParams):
-        ls.touch(params.text_document.uri)  # the file on disk takes the buffer's place
+        uri = params.text_document.uri
+        if not Path(path_of(uri)).is_absolute():  # an unsaved buffer: nothing is left of it
+            st = ls.meshes.pop(path_of(uri), None)
+            if st is not None and st.task is not None:
+                st.task.cancel()
+            ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+            return
+        ls.touch(uri)  # the file on disk takes the buffer's place
+
+    @server.feature(lsp.INITIALIZED)
+    async def initialized(ls: MeshLanguageServer, params: lsp.InitializedParams):
+        await ls.watch_files()
+
+    @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    async def watched_files_changed(ls: MeshLanguageServer, params: lsp.DidChangeWatchedFilesParams):
+        # A file created, changed or deleted outside the editor (git checkout,
+        # rm, a meshc.toml edit): every mesh with an open file may change.
+        log.debug("%d watched files changed", len(params.changes))
+        ls.touch_open_meshes()
+
+    @server.feature(lsp.SHUTDOWN)
+    def on_shutdown(ls: MeshLanguageServer, *args):
+        ls.shutdown_requested = True
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     async def on_hover(ls: MeshLanguageServer, params: lsp.HoverParams):
@@ -327,6 +374,8 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION,
                     lsp.CompletionOptions(trigger_characters=[" ", ">", ","]))
     async def completion(ls: MeshLanguageServer, params: lsp.CompletionParams):
+        if params.text_document.uri not in ls.workspace.text_documents:
+            return None  # completes what the client has open, nothing else
         doc = ls.workspace.get_text_document(params.text_document.uri)
         src = SourceFile(doc.path, doc.source)
         root = root_of(path_of(params.text_document.uri))
@@ -372,6 +421,8 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
     def formatting(ls: MeshLanguageServer, params: lsp.DocumentFormattingParams):
         from ..fmt import format_text
 
+        if params.text_document.uri not in ls.workspace.text_documents:
+            return []  # formats what the client has open, nothing else
         doc = ls.workspace.get_text_document(params.text_document.uri)
         new = format_text(doc.source, doc.path).text
         if new is None or new == doc.source:  # syntax errors: left alone, as `meshc fmt` does
@@ -391,3 +442,5 @@ def serve(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = True) -> 
     gc.freeze()
     gc.disable()  # collected when idle (see the module doc)
     server.start_io()
+    # The protocol: exit after shutdown is a clean stop (0), anything else is not (1).
+    sys.exit(0 if server.shutdown_requested else 1)
