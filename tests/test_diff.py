@@ -70,6 +70,22 @@ def test_new_allow_rule_adds_a_call_edge(tmp_path):
     assert any(c.source == "inventory" and c.old == "deny" and c.new == "allow" for c in d.decisions)
 
 
+def test_markdown_shows_witnesses_with_backticks_exactly(tmp_path):
+    import re
+
+    from meshpolicy.verify.diff import markdown
+
+    old = _shop_copy(tmp_path, "old")
+    new = _shop_copy(tmp_path, "new", [(ORDERS_ALLOW, ORDERS_ALLOW + '\nallow inventory -> orders GET exact "/a`b```c|d"')])
+    d = diff(_mesh(old), _mesh(new))
+    request = d.edges_added[0][2]["request"]
+    assert "/a`b```c|d" in request
+    md = markdown(d)
+    # a code span fenced with more backticks than any run inside, pipes escaped for the table
+    spans = re.findall(r"(`{4}) ?(.*?) ?\1", md)
+    assert any(body.replace("\\|", "|") == request for _, body in spans), md
+
+
 def test_cli_exit_codes_and_formats(tmp_path):
     old = _shop_copy(tmp_path, "old")
     same = _shop_copy(tmp_path, "same")

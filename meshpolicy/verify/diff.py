@@ -12,6 +12,7 @@ grouped into short request classes for a reviewer, each with a witness.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 from ..model.types import HTTP_METHODS, Mesh
@@ -347,7 +348,19 @@ def text(d: MeshDiff) -> str:
 
 
 def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("`", "'")
+    """Text for a Markdown table cell: pipes and backticks escaped, shown as written."""
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+
+
+def _code(s: str) -> str:
+    """A code span that shows s exactly (a witness path may hold backticks):
+    fenced with one backtick more than its longest run, padded when s starts
+    or ends with one; pipes escaped for the table."""
+    if not s:
+        return ""
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s[0] == "`" or s[-1] == "`" else ""
+    return f"{fence}{pad}{s.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
 def markdown(d: MeshDiff) -> str:
@@ -364,8 +377,8 @@ def markdown(d: MeshDiff) -> str:
                 "|---|---|---|---|---|---|---|"]
         for c in changes:
             ms = ",".join(c.methods) if len(c.methods) < len(HTTP_METHODS) else "any"
-            out.append(f"| {_md(c.source)} | {_md(c.destination)} | {ms} | `{_md(c.paths)}` | {_md(c.old)} | "
-                       f"**{_md(c.new)}** | `{_md(c.witness['request'])}` |")
+            out.append(f"| {_md(c.source)} | {_md(c.destination)} | {ms} | {_code(c.paths)} | {_md(c.old)} | "
+                       f"**{_md(c.new)}** | {_code(c.witness['request'])} |")
         out.append("")
     if d.settings:
         out += [f"### Settings changes ({len(d.settings)})", "", "| service | setting | before | after |",
@@ -376,7 +389,7 @@ def markdown(d: MeshDiff) -> str:
         out += ["### Reachability changes", "", "| change | call | witness |", "|---|---|---|"]
         for sign, edges in (("added", d.edges_added), ("removed", d.edges_removed)):
             for u, v, w in edges:
-                out.append(f"| {sign} | {_md(u)} → {_md(v)} | `{_md(w['request']) if w else ''}` |")
+                out.append(f"| {sign} | {_md(u)} → {_md(v)} | {_code(w['request']) if w else ''} |")
         out += ["", "```mermaid", "graph LR"]
         ids: dict[str, str] = {}
 
