@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -226,6 +227,21 @@ def test_cli_check_and_diff_write_nothing(tmp_path):
     f.write_text(PRETTY)
     r = _invoke("--check", str(f))
     assert (r.exit_code, r.output) == (0, "")
+
+
+def test_cli_check_says_how_to_fix_in_a_pasteable_command(tmp_path):
+    import subprocess
+
+    f = tmp_path / "ugly file.mesh"
+    f.write_text(UGLY)
+    r = run_meshc("fmt", "--check", str(f), cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "would reformat 'ugly file.mesh'\n"  # as given, relative
+    assert "1 file not in meshc's layout" in r.stderr
+    fix = r.stderr.split("fix with: ", 1)[1].strip()
+    # the suggested command, run by a shell as printed, fixes the file
+    fixed = subprocess.run(fix.replace("meshc ", f"{sys.executable} -m meshpolicy.cli ", 1), shell=True,
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert fixed.returncode == 0 and f.read_text() == PRETTY
 
 
 def test_cli_keeps_symlinks(tmp_path):

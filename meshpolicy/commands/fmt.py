@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -141,12 +142,16 @@ def command(paths, check, show_diff, fmt, color, quiet):
                 continue
         if not show_diff and not quiet:
             verb = "would reformat" if check else "reformatted"
-            click.echo(f"{verb} {shown}")
+            click.echo(f"{verb} {shlex.quote(shown)}")
     # Diagnostics on stderr: stdout carries formatted text, diffs or file lists.
     if diags:
         emit(diags, sources, fmt, color=color, quiet=quiet, out=sys.stderr, tool_command="fmt")
     if any(d.code == "MP001" for d in diags):
         sys.exit(EXIT_USAGE)
+    files_changed = [c for c in changed if c != "-"]
+    if check and files_changed and not quiet:
+        click.echo(f"{len(files_changed)} file{'s' * (len(files_changed) != 1)} not in meshc's layout; fix with: "
+                   f"meshc fmt {' '.join(shlex.quote(c) for c in files_changed)}", err=True)
     if diags or (check and changed):
         sys.exit(EXIT_ERRORS)
     sys.exit(EXIT_OK)
