@@ -326,6 +326,20 @@ def test_cli_writes_atomically_and_keeps_old_output_on_failure(tmp_path, shop_di
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary directories left behind
 
 
+def test_cli_output_through_a_symlink_updates_its_target(tmp_path, shop_dir):
+    real = tmp_path / "volume" / "istio"
+    real.mkdir(parents=True)
+    (real / "stale.yaml").write_text("old output\n")
+    link = tmp_path / "out"
+    link.symlink_to(real, target_is_directory=True)
+    for _ in range(2):  # twice: nothing accumulates
+        r = run_meshc("compile", str(shop_dir), "--target", "istio", "-o", str(link))
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert "kustomization.yaml" in os.listdir(real) and "stale.yaml" not in os.listdir(real)
+    assert sorted(os.listdir(tmp_path)) == ["out", "volume"] and os.listdir(tmp_path / "volume") == ["istio"]
+
+
 # ---- Sidecar scoping and rate limits ------------------------------------------------
 
 def _sidecar_hosts(outputs, name):

@@ -65,8 +65,12 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None)
 
 def write_atomic(outdir: Path, outputs: list[Output]) -> list[Diagnostic]:
     """Replace outdir's contents with outputs, all or nothing: files are
-    written to a sibling temporary directory, which then takes outdir's place."""
+    written to a sibling temporary directory, which then takes outdir's place.
+    When outdir is a symlink, the directory it points to is the one replaced
+    (the link stays: it may point at a mounted volume or a checkout)."""
     outdir = Path(outdir)
+    if outdir.is_symlink():
+        outdir = outdir.resolve()
     parent = outdir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
