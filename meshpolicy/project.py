@@ -39,13 +39,26 @@ def find_root(path: Path) -> Path:
     return start
 
 
-def mesh_files(root: Path) -> list[Path]:
-    """Every `.mesh` file under root (hidden directories skipped; directory
-    symlinks not followed, so a link loop cannot trap the walk)."""
+def mesh_files(root: Path, nested: bool = False) -> list[Path]:
+    """Every `.mesh` file of the mesh rooted at root: those below it, except
+    under a subdirectory with a meshc.toml of its own (another mesh) unless
+    `nested`. Hidden directories are skipped; directory symlinks are not
+    followed, so a link loop cannot trap the walk."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (nested or not (Path(dirpath) / d / MARKER).is_file()))
         out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".mesh"))
+    return out
+
+
+def nested_roots(directory: Path) -> list[Path]:
+    """The roots of the meshes below directory (not directory itself)."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if Path(dirpath) != Path(directory) and (Path(dirpath) / MARKER).is_file():
+            out.append(Path(dirpath).resolve())
     return out
 
 
@@ -97,15 +110,22 @@ def read_source(path: Path, shown: str) -> tuple[SourceFile | None, Diagnostic |
 def group_by_mesh(paths: list[str | Path]) -> list[list[str | Path]]:
     """The paths, grouped by the mesh they belong to (in first-seen order), so a
     command given files of several meshes (as pre-commit does) checks each.
-    Paths that do not exist join the first group, whose load reports them."""
+    A directory also stands for the meshes below it (`meshc verify .` in a
+    repository of meshes checks them all); it stands for its own mesh only
+    when that has files of its own. Paths that do not exist join the first
+    group, whose load reports them."""
     groups: dict[Path | None, list[str | Path]] = {}
     for raw in paths:
         p = Path(raw)
         try:
             root = find_root(p) if p.exists() else None
+            below = nested_roots(p) if p.is_dir() else []
         except OSError:
-            root = None
-        groups.setdefault(root, []).append(raw)
+            root, below = None, []
+        if not below or root is None or mesh_files(root):
+            groups.setdefault(root, []).append(raw)
+        for r in below:
+            groups.setdefault(r, []).append(r)
     missing = groups.pop(None, [])
     out = list(groups.values()) or [[]]
     out[0] = missing + out[0]
@@ -162,7 +182,13 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
         else:
             project.files[shown] = src
     if roots and not project.files and not diags:
-        diags.append(diag("MP001", f"no `.mesh` files under `{display_path(root)}`"))
+        inner = nested_roots(root)
+        if inner:
+            names = ", ".join(f"`{display_path(r)}`" for r in inner[:5]) + (", ..." if len(inner) > 5 else "")
+            diags.append(diag("MP001", f"`{display_path(root)}` has no `.mesh` files of its own; the meshes "
+                                       f"below it are {names}", help="name one of them"))
+        else:
+            diags.append(diag("MP001", f"no `.mesh` files under `{display_path(root)}`"))
     return project
 
 

@@ -240,6 +240,33 @@ def test_files_of_several_meshes_are_checked_mesh_by_mesh():
         assert not any(d for d in files if "different meshes" in d)
 
 
+def test_a_repository_of_meshes(tmp_path: Path):
+    """A directory with a meshc.toml below the root is a mesh of its own: it
+    is not merged into the outer one, and a directory argument checks every
+    mesh below it."""
+    import json
+
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):  # both declare `web`: merged, that would be MP103
+        (repo / name).mkdir(parents=True)
+        (repo / name / "meshc.toml").write_text("")
+        (repo / name / "m.mesh").write_text("service web { port 80 http }\nallow * -> web\n")
+    (repo / "b" / "m.mesh").write_text("service web { port 80 http }\nallow * -> ghost\n")  # MP101 in b only
+    for command in ("check", "verify"):
+        r = run_meshc(command, str(repo), "--format", "json")
+        found = [(d["code"], Path(d["span"]["file"]).parent.name) for d in json.loads(r.stdout)["diagnostics"]
+                 if d["severity"] == "error"]
+        assert r.returncode == 1 and found == [("MP101", "b")], r.stdout
+    assert run_meshc("check", str(repo / "a")).returncode == 0
+    # loose files at the top are a mesh of their own, without the nested ones
+    (repo / "top.mesh").write_text("service api { port 80 http }\nallow * -> api\n")
+    assert run_meshc("check", str(repo / "top.mesh")).returncode == 0
+    # a command that takes one mesh says which ones a directory holds
+    (repo / "top.mesh").unlink()
+    r = run_meshc("compile", str(repo), "--target", "istio", "-o", str(tmp_path / "out"))
+    assert r.returncode == 2 and "has no `.mesh` files of its own" in r.stdout and "repo/a" in r.stdout
+
+
 # What a pre-commit run loads. Each of these cost 25-130 ms of a cold start
 # (bench/bench_cli.py); they load only when a run needs them.
 _PROBE = """

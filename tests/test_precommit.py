@@ -97,3 +97,33 @@ def test_all_files_reports_the_broken_mesh(hook_runs):
     assert "belong to different meshes" not in out, out  # each mesh is checked on its own
     assert f"broken/bookinfo.mesh:{line}:" in out, out
     assert f"clean/bookinfo.mesh:{line}:" not in out, out
+
+
+def test_a_commit_that_only_deletes_a_file(tmp_path):
+    """pre-commit passes no deleted files: meshc-verify is skipped, so
+    meshc-verify-all exists to catch the mesh such a commit breaks."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    (repo / "m" / "meshc.toml").write_text("")
+    (repo / "m" / "web.mesh").write_text("service web { port 80 http }\nallow api -> web\n")
+    (repo / "m" / "api.mesh").write_text("service api { port 80 http }\nallow * -> api\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(NO_COLOR="1", PRE_COMMIT_HOME=str(tmp_path / "cache"), VIRTUALENV_SYSTEM_SITE_PACKAGES="true",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org", PRE_COMMIT_COLOR="never")
+    _git("init", "-q", ".", cwd=repo, env=env)
+    _git("add", ".", cwd=repo, env=env)
+    _git("commit", "-q", "-m", "a mesh", cwd=repo, env=env)
+    _git("rm", "-q", "m/api.mesh", cwd=repo, env=env)  # web's caller is gone: MP101
+    out = {}
+    for hook in ("meshc-verify", "meshc-verify-all"):
+        p = subprocess.run([sys.executable, "-m", "pre_commit", "try-repo", str(ROOT), hook], cwd=repo, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        out[hook] = (p.returncode, p.stdout)
+    code, text = out["meshc-verify"]
+    assert code == 0 and re.search(r"meshc verify\.+\(no files to check\)Skipped", text), text
+    code, text = out["meshc-verify-all"]
+    assert code == 1 and re.search(r"meshc verify \(every mesh\)\.+Failed", text), text
+    assert "m/web.mesh:2:" in text and "MP101" in text, text

@@ -26,7 +26,7 @@ def _targets(paths) -> tuple[list[tuple[Path, str]], list[Diagnostic]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend((f, display_path(f)) for f in mesh_files(p))
+            out.extend((f, display_path(f)) for f in mesh_files(p, nested=True))
         elif p.is_file():
             out.append((p, display_path(p)))
         else:
