@@ -43,33 +43,25 @@ def test_collects_once_idle_and_edits_postpone_it(gc_off, monkeypatch, tmp_path)
     asyncio.run(scenario())
 
 
-def test_waits_for_the_verifier(gc_off, monkeypatch):
-    monkeypatch.setattr(srv, "IDLE_GC_S", 0.02)
-    ls = srv.MeshLanguageServer()
-    st = ls.state("/mesh")
-
-    async def scenario():
-        st.verifying = True
-        ls._collect_when_idle()
-        await asyncio.sleep(0.1)
-        assert ls.collections == 0
-        st.verifying = False
-        await asyncio.sleep(0.1)
-        assert ls.collections == 1
-
-    asyncio.run(scenario())
+def _verifying(ls, on: bool) -> None:
+    ls.state("/mesh").verifying = on
 
 
-def test_waits_for_an_analysis_under_way(gc_off, monkeypatch):
+def _analysing(ls, on: bool) -> None:
+    ls.analysing = int(on)  # as _analyse_now sets it on the check thread
+
+
+@pytest.mark.parametrize("busy", [_verifying, _analysing], ids=["verification", "analysis"])
+def test_waits_for_work_under_way(gc_off, monkeypatch, busy):
     monkeypatch.setattr(srv, "IDLE_GC_S", 0.02)
     ls = srv.MeshLanguageServer()
 
     async def scenario():
-        ls.analysing = 1  # as _analyse_now sets it on the check thread
+        busy(ls, True)
         ls._collect_when_idle()
         await asyncio.sleep(0.1)
         assert ls.collections == 0
-        ls.analysing = 0
+        busy(ls, False)
         await asyncio.sleep(0.1)
         assert ls.collections == 1
 

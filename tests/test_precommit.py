@@ -31,6 +31,15 @@ def _git(*args: str, cwd: Path, env: dict) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
+def _env(base: Path) -> dict:
+    """A git author, no colour, and pre-commit's cache under base."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(NO_COLOR="1", PRE_COMMIT_HOME=str(base / "cache"), VIRTUALENV_SYSTEM_SITE_PACKAGES="true",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org", PRE_COMMIT_COLOR="never")
+    return env
+
+
 @pytest.fixture(scope="session")
 def hook_runs(tmp_path_factory):
     if shutil.which("git") is None:
@@ -46,10 +55,7 @@ def hook_runs(tmp_path_factory):
     assert BROKEN_FROM in text
     broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
     line = text[: text.index(BROKEN_FROM)].count("\n") + 1
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(NO_COLOR="1", PRE_COMMIT_HOME=str(base / "cache"), VIRTUALENV_SYSTEM_SITE_PACKAGES="true",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.org", PRE_COMMIT_COLOR="never")
+    env = _env(base)
     _git("init", "-q", ".", cwd=repo, env=env)
     _git("add", ".", cwd=repo, env=env)
     _git("commit", "-q", "-m", "two meshes", cwd=repo, env=env)
@@ -109,10 +115,7 @@ def test_a_commit_that_only_deletes_a_file(tmp_path):
     (repo / "m" / "meshc.toml").write_text("")
     (repo / "m" / "web.mesh").write_text("service web { port 80 http }\nallow api -> web\n")
     (repo / "m" / "api.mesh").write_text("service api { port 80 http }\nallow * -> api\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(NO_COLOR="1", PRE_COMMIT_HOME=str(tmp_path / "cache"), VIRTUALENV_SYSTEM_SITE_PACKAGES="true",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.org", PRE_COMMIT_COLOR="never")
+    env = _env(tmp_path)
     _git("init", "-q", ".", cwd=repo, env=env)
     _git("add", ".", cwd=repo, env=env)
     _git("commit", "-q", "-m", "a mesh", cwd=repo, env=env)
