@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from .gc_pause import gc_paused  # noqa: F401  (re-exported for callers of the pipeline)
-from .model.build import build
+from .model.build import ModelCache, build
 from .model.types import Mesh
 from .project import Project
 from .syntax.nodes import SyntaxFile
@@ -48,9 +48,12 @@ def parse_project(project: Project, progress: Progress | None = None,
 
 
 def check_project(project: Project, run_checks: bool = True, progress: Progress | None = None,
-                  parser: Callable[[str, str], tuple[SyntaxFile, list[Diagnostic]]] | None = None) -> Checked:
+                  parser: Callable[[str, str], tuple[SyntaxFile, list[Diagnostic]]] | None = None,
+                  model_cache: ModelCache | None = None) -> Checked:
     """Parse, build and check a project. Checks still run after syntax errors
-    (on what could be read), so one run reports as much as possible."""
+    (on what could be read), so one run reports as much as possible. The
+    language server passes its incremental parser and a model cache, so
+    files whose text did not change are neither parsed nor built again."""
     from .checks import run_checks as _run
 
     n = len(project.files)
@@ -58,7 +61,7 @@ def check_project(project: Project, run_checks: bool = True, progress: Progress 
         trees, diags = parse_project(project, progress, parser)
         if progress:
             progress("building the model", n, n + 2)
-        mesh, bdiags = build(list(trees.values()))
+        mesh, bdiags = build(list(trees.values()), model_cache)
         diags = list(project.diagnostics) + diags + bdiags
         if run_checks:
             if progress:

@@ -95,3 +95,52 @@ def test_an_edit_reparses_only_its_chunk():
     # and back again: everything is reused
     parser.parse(text)
     assert parser.parsed == 1  # the original chunk text was dropped when the edit replaced it
+
+
+# ---- the model, built per file and reused for unchanged files
+
+def _analysis_key(checked):
+    return checked.mesh.model_dump(), [(d.code, d.message, d.span, repr(d.labels)) for d in checked.diagnostics]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(mesh_programs(), min_size=3, max_size=3), st.integers(0, 2**32 - 1))
+def test_cached_models_match_a_fresh_build(programs: list[str], seed: int):
+    """Edits to one file of a three-file mesh, rules added and removed
+    (which moves the auth rule indexes of the files after it): the mesh and
+    diagnostics from the language server's caches equal a fresh check."""
+    from meshpolicy.lsp.meshes import ParseCache
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import from_texts
+
+    rng = random.Random(seed)
+    texts = {f"f{i}.mesh": p for i, p in enumerate(programs)}
+    cache = ParseCache()
+    for step in range(12):
+        name = f"f{rng.randrange(3)}.mesh"
+        if step % 3 == 0:
+            texts[name] += f"allow s{step} -> t{step}\n"  # one more auth rule
+        elif step % 3 == 1 and "allow" in texts[name]:
+            i = texts[name].index("allow")  # one fewer (or a broken one)
+            texts[name] = texts[name][:i] + texts[name][i + 5:]
+        else:
+            texts[name] = _mutate(rng, texts[name])
+        cached = check_project(from_texts(dict(texts)), parser=cache, model_cache=cache.models)
+        fresh = check_project(from_texts(dict(texts)))
+        assert _analysis_key(cached) == _analysis_key(fresh), (step, name)
+        assert [r.index for r in cached.mesh.auth_rules] == list(range(len(cached.mesh.auth_rules)))
+
+
+def test_an_unchanged_file_is_not_built_again():
+    from meshpolicy.lsp.meshes import ParseCache
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import from_texts
+
+    texts = {"a.mesh": "service a { port 80 http }\nallow b -> a\n", "b.mesh": "service b { port 80 http }\n"}
+    cache = ParseCache()
+    first = check_project(from_texts(dict(texts)), parser=cache, model_cache=cache.models)
+    texts["b.mesh"] += "allow a -> b\n"
+    second = check_project(from_texts(dict(texts)), parser=cache, model_cache=cache.models)
+    assert second.mesh.services[0] is first.mesh.services[0]  # a.mesh's model, reused
+    assert second.mesh.services[1] is not first.mesh.services[1]  # b.mesh's, built again
+    assert set(cache.models) == {id(t) for t in second.syntax.values()}  # nothing else kept

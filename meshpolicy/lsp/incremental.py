@@ -173,8 +173,14 @@ class IncrementalParser:
         self._chunks: list[Chunk] = []
         self._len = self._lines = 0
         self.reused = self.parsed = 0  # chunks, in the last parse
+        self._text: str | None = None
+        self._result: tuple[SyntaxFile, list[Diagnostic]] | None = None
 
     def parse(self, text: str) -> tuple[SyntaxFile, list[Diagnostic]]:
+        if text == self._text and self._result is not None:
+            self.reused, self.parsed = len(self._chunks), 0
+            return self._result  # the same objects: the model built from them is reused too
+        self._text = text
         kept, fresh = self._kept, {}
         items, comments, diags = [], [], []
         self.reused = self.parsed = 0
@@ -203,4 +209,5 @@ class IncrementalParser:
             comments.extend(c.comments)
             diags.extend(c.diags)
         self._kept = fresh
-        return SyntaxFile(self.path, items, comments), diags
+        self._result = (SyntaxFile(self.path, items, comments), diags)
+        return self._result

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, has_errors
+from ..model.build import ModelCache
 from ..pipeline import Checked, check_project, gc_paused
 from ..project import Project, find_root, load_config, mesh_files, read_source
 from ..span import SourceFile
@@ -93,10 +94,12 @@ class Analysis:
 
 
 class ParseCache:
-    """One IncrementalParser per file; use from one thread at a time."""
+    """One IncrementalParser per file, and the model each file built; use
+    from one thread at a time."""
 
     def __init__(self) -> None:
         self.parsers: dict[str, IncrementalParser] = {}
+        self.models: ModelCache = {}
 
     def __call__(self, text: str, path: str):
         parser = self.parsers.get(path)
@@ -109,7 +112,7 @@ def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCac
     t0 = time.perf_counter()
     with gc_paused():  # a full collection over every tree would cost more than the analysis
         project = build_project(root, buffers)
-        checked = check_project(project, parser=cache)
+        checked = check_project(project, parser=cache, model_cache=cache.models if cache is not None else None)
     return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 

@@ -4,14 +4,17 @@ Every node is built with `make` (no validation): the grammar has already
 fixed the types, and validating again cost half of a language-server
 re-check and, through pydantic's schema build, a fifth of a cold `meshc`
 run. The tests validate the built models of the examples and of generated
-programs.
+programs. Each file is built on its own (`build_file`), so the language
+server rebuilds only the files an edit changed (`build(..., cache)`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..codes import diag
 from ..diagnostics import Diagnostic, Label
-from ..syntax.nodes import Ident, Lit, Node, SyntaxFile
+from ..syntax.nodes import Ident, Node, SyntaxFile
 from . import types as t
 
 # Settings a block takes at most once (ports and versions may repeat).
@@ -20,9 +23,10 @@ _ONCE = {"namespace", "account", "mtls", "timeout", "retry", "circuit", "outlier
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, rule_offset: int = 0) -> None:
         self.diags: list[Diagnostic] = []
         self.mesh = t.Mesh.make()
+        self.rule_offset = rule_offset  # auth rules in the files before this one
 
     # ---- helpers
     def _once(self, items: list[Node], where: str) -> dict[str, Node]:
@@ -260,7 +264,7 @@ class _Builder:
 
     def auth(self, n: Node) -> None:
         self.mesh.auth_rules.append(t.AuthRule.make(
-            index=len(self.mesh.auth_rules),
+            index=self.rule_offset + len(self.mesh.auth_rules),
             effect=n.get("effect").value,
             sources=[self.source(s) for s in n.get("sources")],
             target=self.ref(n.get("target")),
@@ -311,10 +315,48 @@ class _Builder:
                 self.assertion(item)
 
 
-def build(files: list[SyntaxFile]) -> tuple[t.Mesh, list[Diagnostic]]:
-    b = _Builder()
+@dataclass
+class FileModel:
+    """What one file contributes to the mesh. Auth rule indexes count from
+    `offset`, the number of auth rules in the files before it."""
+
+    offset: int
+    mesh: t.Mesh  # this file's elements only
+    diags: list[Diagnostic]
+
+
+def build_file(sf: SyntaxFile, offset: int = 0) -> FileModel:
+    b = _Builder(offset)
+    b.file(sf)
+    return FileModel(offset, b.mesh, b.diags)
+
+
+# The language server's cache: SyntaxFile -> its FileModel. A file whose
+# parse result is the same object (its text did not change) and whose auth
+# rules start at the same index is not built again.
+ModelCache = dict[int, tuple[SyntaxFile, FileModel]]
+
+
+def build(files: list[SyntaxFile], cache: ModelCache | None = None) -> tuple[t.Mesh, list[Diagnostic]]:
+    mesh, diags = t.Mesh.make(), []
+    fresh: ModelCache = {}
     for sf in files:
-        b.file(sf)
-    if b.mesh.mesh_blocks:
-        b.mesh.settings = b.mesh.mesh_blocks[0]
-    return b.mesh, b.diags
+        offset = len(mesh.auth_rules)
+        got = cache.get(id(sf)) if cache is not None else None
+        fm = got[1] if got is not None and got[0] is sf and got[1].offset == offset else build_file(sf, offset)
+        fresh[id(sf)] = (sf, fm)
+        part = fm.mesh
+        mesh.files.extend(part.files)
+        mesh.mesh_blocks.extend(part.mesh_blocks)
+        mesh.services.extend(part.services)
+        mesh.routes.extend(part.routes)
+        mesh.auth_rules.extend(part.auth_rules)
+        mesh.rate_limits.extend(part.rate_limits)
+        mesh.assertions.extend(part.assertions)
+        diags.extend(fm.diags)
+    if cache is not None:  # keep only the files of this build
+        cache.clear()
+        cache.update(fresh)
+    if mesh.mesh_blocks:
+        mesh.settings = mesh.mesh_blocks[0]
+    return mesh, diags
