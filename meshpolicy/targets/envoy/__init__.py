@@ -72,14 +72,10 @@ def lower_with(mesh: Mesh, options: CompileOptions, scoped: bool = True) -> tupl
     # reports what it met; the same finding from two workers is kept once,
     # in workload order, as one process would have reported it.
     lowered = map_files(lower_one, list(range(len(ws))), lambda _i: 1, min_total=PARALLEL_WORKLOADS)
-    outputs = [o for o, _ in lowered]
-    seen = {(d.code, d.message, d.span) for d in ctx.diags}
     for _, found in lowered:
         for d in found:
-            if (d.code, d.message, d.span) not in seen:
-                seen.add((d.code, d.message, d.span))
-                ctx.diags.append(d)
-    return outputs, ctx.diags, ctx
+            ctx.record(d)
+    return [o for o, _ in lowered], ctx.diags, ctx
 
 
 class EnvoyTarget:

@@ -31,10 +31,14 @@ class Ctx:
         return self._scope.callable_from(caller)
 
     def report(self, code: str, message: str, span: Span | None) -> None:
-        key = (code, message, span)
+        self.record(diag(code, message, span))
+
+    def record(self, d: Diagnostic) -> None:
+        """Keep d unless the same finding was reported already."""
+        key = (d.code, d.message, d.span)
         if key not in self._seen:
             self._seen.add(key)
-            self.diags.append(diag(code, message, span))
+            self.diags.append(d)
 
     def unsupported(self, construct: str, span: Span | None, why: str) -> None:
         """MP701: the construct, where it was written, and the target."""
