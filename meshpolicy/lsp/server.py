@@ -31,10 +31,9 @@ from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
-from . import DEFAULT_DEBOUNCE_MS
 from ..diagnostics import has_errors
 from ..span import SourceFile
-from . import complete, hover
+from . import DEFAULT_DEBOUNCE_MS, complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
 from .symbols import document_symbols
@@ -61,8 +60,8 @@ class MeshLanguageServer(LanguageServer):
                  verify_delay_ms: int = 400):
         super().__init__("meshc", __version__)
         self.debounce = debounce_ms / 1000
-        # The verifier is slow and cannot be interrupted: it starts only once
-        # typing has paused this long, so it never delays the next check.
+        # The verifier is slow: it starts only once typing has paused this
+        # long, so it never delays the next check (and an edit stops it).
         self.verify_delay = verify_delay_ms / 1000
         self.run_verifier = run_verifier
         self.meshes: dict[str, MeshState] = {}
@@ -351,21 +350,22 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
         src = a.sources.get(span.file)
         return lsp.Location(uri=uri_of(span.file), range=span_range(src, span, server.encoding)) if src else None
 
-    @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
-    async def definition(ls: MeshLanguageServer, params: lsp.DefinitionParams):
+    async def _occurrence(ls: MeshLanguageServer, params: lsp.TextDocumentPositionParams):
+        """The analysis, and the name (service or version) at the position, if any."""
         a = await ls.current(params.text_document.uri)
         path = path_of(params.text_document.uri)
         src = _source(a, path)
-        occ = a.index.at(path, offset_at(src, params.position, ls.encoding)) if src else None
+        return a, (a.index.at(path, offset_at(src, params.position, ls.encoding)) if src else None)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
+    async def definition(ls: MeshLanguageServer, params: lsp.DefinitionParams):
+        a, occ = await _occurrence(ls, params)
         span = a.index.definition(occ.symbol) if occ else None
         return _location(a, span) if span else None
 
     @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
     async def references(ls: MeshLanguageServer, params: lsp.ReferenceParams):
-        a = await ls.current(params.text_document.uri)
-        path = path_of(params.text_document.uri)
-        src = _source(a, path)
-        occ = a.index.at(path, offset_at(src, params.position, ls.encoding)) if src else None
+        a, occ = await _occurrence(ls, params)
         if occ is None:
             return []
         spans = a.index.references(occ.symbol, params.context.include_declaration)
