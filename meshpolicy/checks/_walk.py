@@ -15,24 +15,23 @@ from ..model.types import (
 from ..span import Span
 
 
-def retries(mesh: Mesh) -> Iterator[Retry]:
+def _service_and_rule_settings(mesh: Mesh, field: str) -> Iterator:
+    """`field` (retry or fault) as set on each service and each route rule."""
     for svc in mesh.services:
-        if svc.retry is not None:
-            yield svc.retry
+        if getattr(svc, field) is not None:
+            yield getattr(svc, field)
     for route in mesh.routes:
         for r in route.rules:
-            if r.retry is not None:
-                yield r.retry
+            if getattr(r, field) is not None:
+                yield getattr(r, field)
+
+
+def retries(mesh: Mesh) -> Iterator[Retry]:
+    return _service_and_rule_settings(mesh, "retry")
 
 
 def faults(mesh: Mesh) -> Iterator[Fault]:
-    for svc in mesh.services:
-        if svc.fault is not None:
-            yield svc.fault
-    for route in mesh.routes:
-        for r in route.rules:
-            if r.fault is not None:
-                yield r.fault
+    return _service_and_rule_settings(mesh, "fault")
 
 
 def outliers_and_circuits(mesh: Mesh) -> Iterator[Outlier | CircuitBreaker]:
