@@ -50,7 +50,8 @@ PROGRESS_MIN_CHARS = 256 * 1024
 @contextmanager
 def progress_bar(project, quiet: bool = False, stream: TextIO | None = None):
     """Yield a progress callback `(step, done, total)` drawing a rich bar on
-    stderr (each phase, check then verify, brings its own total), or None: only for large meshes, never with --quiet or when stderr is not a
+    stderr (each phase, check then verify, brings its own total), or None:
+    only for large meshes, never with --quiet or when stderr is not a
     terminal (so pipes, CI logs and editors never see it)."""
     stream = stream or sys.stderr
     size = sum(len(s.text) for s in project.files.values())

@@ -20,22 +20,25 @@ def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     owners: dict[tuple[str, int], str] = {}  # (address, port) -> file that listens there
     checked = map_files(_check_file, outputs, lambda o: len(o.content))  # on every core when large
-    for o, (problems, endpoints) in zip(outputs, checked):
+    for o, (error, problems, endpoints) in zip(outputs, checked):
+        if error is not None:
+            diags.append(diag("MP702", f"meshproxy output `{o.path}` does not match the format: {error}"))
+            continue
         for ep in endpoints:
             if ep in owners:
-                problems.append(f": port {ep[1]} on {ep[0]} is also used by `{owners[ep]}`")
+                problems.append(f"port {ep[1]} on {ep[0]} is also used by `{owners[ep]}`")
             owners.setdefault(ep, o.path)
-        diags.extend(diag("MP702", f"meshproxy output `{o.path}`{p}") for p in problems)
+        diags.extend(diag("MP702", f"meshproxy output `{o.path}`: {p}") for p in problems)
     return diags
 
 
-def _check_file(o: Output) -> list[tuple[list[str], list[tuple[str, int]]]]:
-    """One file's problems (each starting with `: ` or ` does not...`) and where it listens."""
+def _check_file(o: Output) -> list[tuple[str | None, list[str], list[tuple[str, int]]]]:
+    """One file: why it does not parse (or None), its problems, where it listens."""
     try:
         cfg = WorkloadConfig.model_validate_json(o.content, strict=True)
     except (ValueError, ValidationError) as exc:
-        return [([f" does not match the format: {exc}"], [])]
-    return [([f": {p}" for p in file_rules(cfg)], listening(cfg))]
+        return [(str(exc), [], [])]
+    return [(None, file_rules(cfg), listening(cfg))]
 
 
 def listening(cfg: WorkloadConfig) -> list[tuple[str, int]]:
