@@ -15,7 +15,30 @@ from meshpolicy.project import from_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-SHARED = ROOT.parent / "shared"
+# Schemas that live beside the repository, not in it (a plain clone has no ../shared).
+# MESHPOLICY_SHARED_DIR points elsewhere; tests use it to run as a plain clone would.
+SHARED = Path(os.environ.get("MESHPOLICY_SHARED_DIR") or ROOT.parent / "shared")
+
+
+def shared_path(*parts: str) -> Path:
+    """Where a file under ../shared would be; every test that reads ../shared asks here."""
+    return SHARED.joinpath(*parts)
+
+
+def shared_missing(*parts: str) -> str | None:
+    """A skip reason naming the file when it is absent, else None."""
+    path = shared_path(*parts)
+    if path.is_file():
+        return None
+    return f"needs ../shared/{'/'.join(parts)} (not found at {path})"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared; the calling test is skipped, naming the file, when it is absent."""
+    reason = shared_missing(*parts)
+    if reason:
+        pytest.skip(reason)
+    return shared_path(*parts)
 
 
 def check_texts(texts: dict[str, str]):

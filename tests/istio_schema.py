@@ -17,9 +17,11 @@ from functools import lru_cache
 import jsonschema
 import yaml
 
-from tests.conftest import SHARED
+from tests.conftest import shared_missing, shared_path
 
-CRDS = SHARED / "schemas" / "istio" / "crds-1.30.3.yaml"
+CRDS_PARTS = ("schemas", "istio", "crds-1.30.3.yaml")
+CRDS = shared_path(*CRDS_PARTS)
+MISSING = shared_missing(*CRDS_PARTS)  # the skip reason, naming the file, when it is absent
 
 
 @lru_cache(maxsize=None)

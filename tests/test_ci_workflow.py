@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLES, ROOT, SHARED
+from tests.conftest import EXAMPLES, ROOT, shared_path
 
 DOC = ROOT / "docs" / "ci.md"
 SKIPPED_RUN_STEPS = {"Install meshc", "Comment on the pull request"}  # need PyPI / GitHub
@@ -164,7 +164,7 @@ def test_pull_request_with_a_policy_change(repo):
     assert outcome["Verify"] == "success" and outcome["Compile"] == "success"
     assert outcome["Policy diff"] == "success" and outcome["Fail on policy errors"] == "not run"
     sarif = json.loads((r / "meshc.sarif").read_text())
-    schema = SHARED / "schemas" / "sarif" / "sarif-schema-2.1.0.json"
+    schema = shared_path("schemas", "sarif", "sarif-schema-2.1.0.json")
     if schema.is_file():
         jsonschema.validate(sarif, json.loads(schema.read_text()))
     assert sarif["version"] == "2.1.0" and sarif["runs"][0]["tool"]["driver"]["name"] == "meshc"
@@ -190,3 +190,31 @@ def test_pull_request_with_a_broken_policy(repo):
     assert [x["ruleId"] for x in errors] == ["MP101"]
     loc = errors[0]["locations"][0]["physicalLocation"]
     assert loc["artifactLocation"]["uri"].endswith("policy/bookinfo.mesh") and loc["region"]["startLine"] == line
+
+
+# ---- a plain clone: no ../shared --------------------------------------------------
+
+
+def test_tests_that_need_shared_skip_naming_the_file_on_a_plain_clone():
+    """The README's test command on a clone without ../shared: the SARIF tests skip with
+    the schema's name instead of erroring."""
+    env = {**os.environ, "MESHPOLICY_SHARED_DIR": "/nonexistent/shared"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        "tests/test_render.py", "-k", "sarif"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " error" not in r.stdout.splitlines()[-1]
+    assert "needs ../shared/schemas/sarif/sarif-schema-2.1.0.json" in r.stdout
+
+
+def test_only_the_conftest_helper_builds_paths_into_shared():
+    # written in pieces so that this test does not find itself
+    pattern = re.compile(r"""["']shared["']|\b""" + "SHA" + r"""RED\b""")
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        if path.name == "conftest.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if pattern.search(text):
+            offenders.append(path.name)
+    assert offenders == [], "read ../shared through tests.conftest.shared_path/shared_file"

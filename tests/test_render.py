@@ -22,15 +22,15 @@ from meshpolicy.render.sarif_format import sarif_log
 from meshpolicy.span import SourceFile, Span
 from meshpolicy.syntax.parser import parse_text
 
-from .conftest import EXAMPLES, ROOT, SHARED, codes, run_meshc
+from .conftest import EXAMPLES, ROOT, codes, run_meshc, shared_file
 
-SARIF_SCHEMA = SHARED / "schemas" / "sarif" / "sarif-schema-2.1.0.json"
+SARIF_SCHEMA = ("schemas", "sarif", "sarif-schema-2.1.0.json")
 ANSI = re.compile(r"\x1b\[")
 
 
 @pytest.fixture(scope="module")
 def sarif_validator():
-    return Draft4Validator(json.loads(SARIF_SCHEMA.read_text(encoding="utf-8")))
+    return Draft4Validator(json.loads(shared_file(*SARIF_SCHEMA).read_text(encoding="utf-8")))
 
 
 def _mesh_dirs() -> list[Path]:
