@@ -121,6 +121,48 @@ def test_cli_diff_against_git_revision(tmp_path):
     assert run_meshc("diff", "--git", "no-such-rev", str(repo)).returncode == 2
 
 
+def _repo_with_base_commit(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    ident = ("-c", "user.email=t@example.org", "-c", "user.name=t")
+    git = lambda *a: subprocess.run(["git", *ident, *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "README.md").write_text("policies live here\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "base without a policy")
+    return repo, git
+
+
+def test_git_diff_of_a_mesh_the_base_revision_does_not_have(tmp_path):
+    """The first pull request that adds a policy: at REV the mesh is empty, so everything is added."""
+    repo, _ = _repo_with_base_commit(tmp_path)
+    shutil.copytree(EXAMPLES / "shop", repo / "shop")
+    r = run_meshc("diff", "--git", "HEAD", "shop", "--format", "json", cwd=repo)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert {"frontend", "orders", "payments"} <= set(out["services_added"])
+    assert ("frontend", "orders") in {(e["source"], e["destination"]) for e in out["edges_added"]}
+    r = run_meshc("diff", "--git", "HEAD", "shop/orders.mesh", cwd=repo)  # a file stands for its mesh
+    assert r.returncode == 1 and "orders" in r.stdout, r.stderr
+
+
+def test_git_diff_names_the_old_side_by_revision_never_by_a_temporary_path(tmp_path):
+    repo, git = _repo_with_base_commit(tmp_path)
+    shutil.copytree(EXAMPLES / "shop", repo / "shop")
+    f = repo / "shop" / "orders.mesh"
+    good = f.read_text()
+    f.write_text(good.replace(ORDERS_ALLOW, ORDERS_ALLOW.replace("frontend", "frontnd")))
+    git("add", "shop")
+    git("commit", "-q", "-m", "a broken policy")
+    f.write_text(good)
+    r = run_meshc("diff", "--git", "HEAD", "shop", cwd=repo)
+    assert r.returncode == 2
+    assert "MP101" in r.stderr and "HEAD:shop/orders.mesh:" in r.stderr, r.stderr
+    assert "meshc-diff-" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    r = run_meshc("diff", "--git", "no-such-rev", "shop", cwd=repo)
+    assert r.returncode == 2 and "no-such-rev" in r.stderr and "Traceback" not in r.stderr
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=small_policies(), data=st.data())
 def test_diff_agrees_with_brute_force(text, data):

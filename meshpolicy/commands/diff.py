@@ -14,7 +14,9 @@ import click
 
 from ..diagnostics import has_errors
 from ..pipeline import check_project
-from ..project import find_root, load
+from ..diagnostics import Diagnostic, Label
+from ..project import Project, display_path, find_root, load, mesh_files
+from ..span import SourceFile, Span
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
 EXIT_CHANGED = 1
@@ -47,15 +49,19 @@ def command(paths, rev, fmt):
                 raise click.UsageError("with --git give at most one path (the new mesh)")
             new_path = Path(paths[0] if paths else ".")
             try:
-                old_path = _checkout(rev, new_path, Path(tmp))
+                old_path, label = _checkout(rev, new_path, Path(tmp) / "old")
             except RuntimeError as exc:
                 click.echo(f"meshc diff: {exc}", err=True)
                 sys.exit(EXIT_USAGE)
+            # A mesh missing at REV (the pull request that adds it) is empty: everything is added.
+            old_project = _relabel(load([old_path]), Path(tmp) / "old", label) \
+                if mesh_files(Path(tmp) / "old", nested=True) else Project(old_path)
         else:
             if len(paths) != 2:
                 raise click.UsageError("give OLD and NEW, or --git REV [NEW]")
             old_path, new_path = Path(paths[0]), Path(paths[1])
-        old, new = check_project(load([old_path])), check_project(load([new_path]))
+            old_project = load([old_path])
+        old, new = check_project(old_project), check_project(load([new_path]))
         for side in (old, new):
             if has_errors(side.diagnostics):
                 emit([d for d in side.diagnostics if d.is_error], side.project.files, "text", out=sys.stderr)
@@ -77,22 +83,52 @@ def command(paths, rev, fmt):
     sys.exit(EXIT_CHANGED if result.changed else EXIT_OK)
 
 
-def _checkout(rev: str, new_path: Path, tmp: Path) -> Path:
-    """The mesh NEW belongs to, as committed at REV, extracted under tmp."""
+def _checkout(rev: str, new_path: Path, dest: Path) -> tuple[Path, str]:
+    """The mesh NEW belongs to, as committed at REV, extracted into dest, with
+    the name users see for dest (`REV:dir`). A directory REV does not have is
+    left empty."""
+    if not new_path.exists():
+        raise RuntimeError(f"`{display_path(new_path)}` does not exist")
     root = find_root(new_path)
-    top = _git(["rev-parse", "--show-toplevel"], root).decode().strip()
-    rel = root.resolve().relative_to(Path(top).resolve())
-    spec = f"{rev}:{rel.as_posix()}" if rel.parts else f"{rev}:"
-    data = _git(["archive", "--format=tar", spec], Path(top))
-    dest = tmp / "old"
+    top = Path(_git(["rev-parse", "--show-toplevel"], root).decode().strip())
+    try:
+        _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], top)
+    except RuntimeError:
+        raise RuntimeError(f"`{rev}` is not a commit of the repository at `{display_path(top)}`") from None
+    rel = root.resolve().relative_to(top.resolve())
     dest.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+    spec = f"{rev}:{rel.as_posix()}" if rel.parts else f"{rev}:"
+    if not rel.parts or _git(["ls-tree", "-d", "--name-only", rev, "--", rel.as_posix()], top).strip():
+        data = _git(["archive", "--format=tar", spec], top)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
     if new_path.resolve() != root.resolve():
         sub = new_path.resolve().relative_to(root.resolve())
         if (dest / sub).exists():
-            return dest / sub
-    return dest
+            return dest / sub, spec
+    return dest, spec
+
+
+def _relabel(project: Project, dest: Path, label: str) -> Project:
+    """The old side's files and messages named `REV:dir/file`, never by the temporary directory."""
+    prefix = display_path(dest)
+    sep = "" if label.endswith(":") else "/"
+
+    def name(shown: str) -> str:
+        return label + sep + shown[len(prefix):].lstrip("/") if shown.startswith(prefix) else shown
+
+    def span(s: Span | None) -> Span | None:
+        return s._replace(file=name(s.file)) if s is not None and s.file else s
+
+    def text(s: str) -> str:
+        return s.replace(prefix + "/", label + sep).replace(prefix, label)
+
+    files = {name(k): SourceFile(name(k), v.text) for k, v in project.files.items()}
+    diags = [Diagnostic(d.code, d.severity, text(d.message), span(d.span),
+                        [Label(span(lb.span), lb.message) for lb in d.labels],
+                        d.help and text(d.help), [text(n) for n in d.notes], [], d.witness)
+             for d in project.diagnostics]
+    return Project(project.root, files, project.config, diags)
 
 
 def _git(args: list[str], cwd: Path) -> bytes:
