@@ -51,6 +51,10 @@ def invalid_counts(mesh: Mesh):
             yield diag("MP208", f"{what} is {value}; it must be at least {minimum}", span)
     for r in retries(mesh):
         if "attempts" in r.spans and r.attempts == 0:
-            yield diag("MP208", "`retry 0` retries nothing; write `retry off`", r.at("attempts"),
+            # `off` replaces the count and any options after it (`retry off`
+            # takes none). Only that: a retry's own span starts at `retry` in
+            # a service but at the count in a route rule.
+            count = r.at("attempts")
+            yield diag("MP208", "`retry 0` retries nothing; write `retry off`", count,
                        help="use `retry off` to turn retries off",
-                       fixes=[Fix("Replace with `retry off`", r.span, "retry off")])
+                       fixes=[Fix("Replace with `retry off`", count.to(r.span), "off")])

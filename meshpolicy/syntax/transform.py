@@ -38,8 +38,8 @@ def _span_of(x) -> Span | None:
         return tspan(x)
     if isinstance(x, (Node, Ident, Lit)):
         return x.span
-    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], list) and x[1]:
-        return _merge([_span_of(x[1][0]), _span_of(x[1][-1])])
+    if isinstance(x, tuple) and len(x) == 2:  # an option: ("per_try", Lit) or ("on", [Lit, ...])
+        return _span_of(x[1])
     if isinstance(x, list) and x:
         return _merge([_span_of(x[0]), _span_of(x[-1])])
     return None
