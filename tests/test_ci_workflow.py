@@ -209,7 +209,7 @@ def test_tests_that_need_shared_skip_naming_the_file_on_a_plain_clone():
 
 def test_only_the_conftest_helper_builds_paths_into_shared():
     # written in pieces so that this test does not find itself
-    pattern = re.compile(r"""["']shared["']|\b""" + "SHA" + r"""RED\b""")
+    pattern = re.compile(r"""/\s*["']shared["']|["'](?:\.\./)+shared/|\b""" + "SHA" + r"""RED\b""")
     offenders = []
     for path in sorted((ROOT / "tests").glob("*.py")):
         if path.name == "conftest.py":
@@ -218,3 +218,18 @@ def test_only_the_conftest_helper_builds_paths_into_shared():
         if pattern.search(text):
             offenders.append(path.name)
     assert offenders == [], "read ../shared through tests.conftest.shared_path/shared_file"
+
+
+def test_install_instructions_name_something_pip_can_install():
+    """meshpolicy is not on the package index: no command we print or document may say
+    `pip install meshpolicy` (or `meshpolicy[envoy]`); the documented form installs from git."""
+    bad = re.compile(r"""pip install\s+(?:-\S+\s+)*["']?meshpolicy\b""")
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+            found += [f"{path.name}: {m.group()}" for m in bad.finditer(block)]
+    for path in sorted((ROOT / "meshpolicy").rglob("*.py")):
+        found += [f"{path.name}: {m.group()}" for m in bad.finditer(path.read_text(encoding="utf-8"))]
+    assert found == []
+    install = [s for s in workflow()["jobs"]["meshc"]["steps"] if s.get("name") == "Install meshc"]
+    assert len(install) == 1 and re.search(r'pip install "git\+[^"@]+@[^"]+"', install[0]["run"])

