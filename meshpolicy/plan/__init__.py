@@ -1,0 +1,33 @@
+"""The resolved plan (docs/semantics.md, "The resolved plan"): built once per
+mesh from the checked model, read by every target, `meshc up` and the
+language server.
+
+`plan_of(mesh)` returns the plan of a mesh, built on first use and kept
+while the mesh is one of the few most recent (a compile asks for it from
+several places; the language server rebuilds models as files change).
+"""
+
+from __future__ import annotations
+
+from ..model.types import Mesh
+from .build import build_plan, version_settings, workloads_of
+from .cert_layout import CertLayout
+from .hosts import CLUSTER_DOMAIN, fqdn, hosts
+from .scopes import Admission
+from .types import Identity, Plan, RulePlan, ServicePlan, Workload
+
+__all__ = ["Admission", "CLUSTER_DOMAIN", "CertLayout", "Identity", "Plan", "RulePlan", "ServicePlan", "Workload",
+           "build_plan", "fqdn", "hosts", "plan_of", "version_settings", "workloads_of"]
+
+_RECENT: list[tuple[Mesh, Plan]] = []
+_KEEP = 4
+
+
+def plan_of(mesh: Mesh) -> Plan:
+    for m, p in _RECENT:
+        if m is mesh:
+            return p
+    p = build_plan(mesh)
+    _RECENT.insert(0, (mesh, p))
+    del _RECENT[_KEEP:]
+    return p

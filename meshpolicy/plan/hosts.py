@@ -1,0 +1,24 @@
+"""The host names a service answers to, one list for every target.
+
+A caller may name a destination by its short name, `name.namespace`,
+`name.namespace.svc` or the fully qualified `name.namespace.svc.cluster.local`
+(Kubernetes' own search list). `cluster.local` is the cluster domain, not the
+mesh's trust domain: the two are set independently. meshproxy, Envoy and
+`meshc up` all answer to exactly this list; Istio and the Kubernetes targets
+use `fqdn`, the last entry.
+"""
+
+from __future__ import annotations
+
+from ..model.types import Service
+
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def fqdn(svc: Service) -> str:
+    return f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}"
+
+
+def hosts(svc: Service) -> list[str]:
+    """Shortest first; the last one is `fqdn(svc)`."""
+    return [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn(svc)]

@@ -1,0 +1,198 @@
+"""The resolved plan (meshpolicy/plan) against the reference evaluator.
+
+- scopes: every request the evaluator allows comes from a caller the plan
+  admits to its destination (nothing allowed is ever out of scope), and every
+  admission names an allow rule whose source matches the caller (or the
+  default stance), on generated small policies and on the examples, where the
+  verifier's exact `may_call` is the comparison;
+- weights and settings: for every request the evaluator routes, the plan's
+  rule (or default) carries the same weights, mirror and action kind, and
+  the timeout/retry/fault `Service.settings_for` gives;
+- hosts, identities, workloads and the certificate layout, each one list.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from meshpolicy.plan import CertLayout, build_plan, hosts, plan_of
+from meshpolicy.semantics.evaluate import evaluate
+
+from .conftest import EXAMPLES, check_text
+from .strategies import request_space, small_policies
+
+
+def _mesh(text):
+    checked = check_text(text)
+    assert checked.ok, [d.code for d in checked.diagnostics]
+    return checked.mesh
+
+
+def _assert_scope_sound(mesh, requests):
+    plan = build_plan(mesh)
+    for req in requests:
+        if evaluate(mesh, req).decision.allowed:
+            callers = plan.callers(req.destination)
+            assert req.source in callers, f"{req} is allowed, but its caller is not in the plan's scope"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(assertions=False))
+def test_scope_admits_every_allowed_request(text):
+    mesh = _mesh(text)
+    _assert_scope_sound(mesh, request_space(mesh, headers=False))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(assertions=False))
+def test_routes_agree_with_the_evaluator(text):
+    mesh = _mesh(text)
+    plan = build_plan(mesh)
+    for req in request_space(mesh):
+        got = evaluate(mesh, req).route
+        sp = plan.service(req.destination)
+        if got.kind == "default":
+            assert not sp.routed and sp.default.weights == got.weights
+            assert (sp.default.timeout_ms, sp.default.retry, sp.default.fault) == tuple(
+                sp.service.settings_for(None))
+            continue
+        if got.kind == "no_route":
+            continue
+        rp = sp.rules[got.rule.index]
+        assert rp.rule is got.rule and rp.kind == got.kind
+        assert rp.weights == got.weights and rp.mirror == got.mirror
+        assert (rp.timeout_ms, rp.retry, rp.fault) == tuple(sp.service.settings_for(got.rule))
+
+
+def test_scope_reasons_name_a_matching_rule():
+    mesh = _mesh("""
+mesh m {
+  default deny
+}
+service a {
+  namespace x
+  port 80 http
+}
+service b {
+  namespace x
+  port 80 http
+}
+service c {
+  namespace y
+  port 80 http
+}
+service d {
+  namespace y
+  port 80 http
+  mtls off
+}
+allow namespace x -> c
+allow b -> c GET /
+deny b -> c
+allow authenticated -> d
+allow * -> a
+""")
+    plan = build_plan(mesh)
+    c = plan.callers("c")
+    assert set(c) == {"a"}  # b is shut out by a deny for everything it asks
+    assert c["a"].rule.index == 0 and c["a"].source.kind == "namespace"
+    # mTLS off: no caller identity is visible, so `authenticated` admits no one.
+    assert plan.callers("d") == {}
+    assert set(plan.callers("a")) == {None, "a", "b", "c", "d"}
+    assert "allow rule #5" in plan.callers("a")["b"].reason
+    assert plan.callees("b") == ["a"]
+
+
+def test_default_allow_admits_everyone_but_blanket_denies():
+    mesh = _mesh("""
+mesh m {
+  default allow
+}
+service a {
+  namespace x
+  port 80 http
+}
+service b {
+  namespace x
+  port 80 http
+}
+deny a -> b
+""")
+    plan = build_plan(mesh)
+    assert set(plan.callers("b")) == {None, "b"}
+    assert plan.callers("b")["b"].rule is None and "default" in plan.callers("b")["b"].reason
+
+
+@pytest.mark.parametrize("example", ["shop", "bookinfo"])
+def test_examples_scope_covers_the_verifiers_call_graph(example):
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+    from meshpolicy.verify.callgraph import OUTSIDE, build_graph
+
+    mesh = check_project(load([EXAMPLES / example])).mesh
+    plan = plan_of(mesh)
+    graph = build_graph(mesh)
+    for caller, dest in graph.edges:
+        assert (None if caller == OUTSIDE else caller) in plan.callers(dest), (caller, dest)
+
+
+def test_hosts_identities_workloads_and_cert_layout():
+    mesh = _mesh("""
+mesh m {
+  trust_domain "t.example"
+}
+service a {
+  namespace x
+  account shared
+  port 80 http
+  version v2
+  version v1 { track: "c" }
+  circuit max_connections 5
+}
+service b {
+  namespace x
+  account shared
+  port 80 http
+}
+""")
+    plan = plan_of(mesh)
+    assert plan_of(mesh) is plan
+    a = plan.service("a")
+    assert a.hosts == ["a", "a.x", "a.x.svc", "a.x.svc.cluster.local"] == hosts(a.service)
+    assert a.fqdn == a.hosts[-1]
+    assert a.identity is plan.service("b").identity
+    assert a.identity.services == ("a", "b")
+    assert a.identity.spiffe_id == "spiffe://t.example/ns/x/sa/shared"
+    assert [w.version for w in a.workloads] == ["v1", "v2"]
+    assert a.workload("v1").labels == {"track": "c"} and a.workload("v1").circuit.max_connections == 5
+    assert [w.version for w in plan.service("b").workloads] == [None]
+    layout = CertLayout("/etc/certs/")
+    assert layout.ca_file == "/etc/certs/ca.pem"
+    assert layout.cert_file("x", "shared") == "/etc/certs/x/shared/cert.pem"
+    assert layout.key_file("x", "shared") == "/etc/certs/x/shared/key.pem"
+    assert CertLayout("/").ca_file == "/ca.pem"
+
+
+def test_a_rule_naming_a_service_admits_every_service_sharing_its_identity():
+    mesh = _mesh("""
+mesh m {
+  default deny
+}
+service a {
+  namespace x
+  account shared
+  port 80 http
+}
+service b {
+  namespace x
+  account shared
+  port 80 http
+}
+service c {
+  namespace x
+  port 80 http
+}
+allow a -> c
+""")
+    assert set(build_plan(mesh).callers("c")) == {"a", "b"}
