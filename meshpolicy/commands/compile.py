@@ -11,21 +11,48 @@ from ..compile import TARGETS, CompileOptions, compile_mesh, write_atomic
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import load
-from .common import EXIT_ERRORS, EXIT_OK, emit, exit_code, report_options
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit, exit_code, report_options
 
 
-def unsafe_output(outdir: Path, root: Path) -> str | None:
+# Refusals of the output folder itself: bad input, so exit 2 like unreadable sources.
+OUTPUT_REFUSED = ("MP704", "MP705")
+
+
+def unsafe_output(outdir: Path, root: Path, force: bool) -> str | None:
     """The output directory is replaced as a whole: never let that be the
-    sources (the mesh root, a folder above it, or one holding .mesh files)."""
-    out = outdir.resolve()
+    sources (the mesh root, a folder above it, or, with --force, which skips
+    the ownership check, one holding .mesh files)."""
+    try:
+        out = outdir.resolve()
+    except RuntimeError:  # a symlink loop: write_atomic reports it (MP705)
+        return None
     root = root.resolve()
     if out == root or out in root.parents:
         return f"--output {outdir} would replace the mesh's own folder; write to a folder of its own"
-    if out.is_dir():
+    if force and out.is_dir():
         for p in out.rglob("*"):
             if p.name == "meshc.toml" or p.suffix == ".mesh":
                 return f"--output {outdir} holds mesh sources ({p.relative_to(out)}); it would be replaced as a whole"
     return None
+
+
+def refused_output(outdir: Path, force: bool) -> list:
+    """MP704/MP705 when -o is not a directory meshc may replace."""
+    from ..codes import diag
+    from ..compile.output_dir import OutputRefused, check_replaceable
+
+    try:
+        check_replaceable(outdir, force)
+    except OutputRefused as exc:
+        return [diag(exc.code, str(exc))]
+    return []
+
+
+def _verify(checked, progress=None) -> list:
+    """What `meshc verify` adds for this mesh (its config's [verify] table)."""
+    from ..verify import run
+
+    return run(checked.mesh, checked.project.config, progress=progress)
 
 
 @click.command("compile")
@@ -34,49 +61,66 @@ def unsafe_output(outdir: Path, root: Path) -> str | None:
 @click.option("--output", "-o", "outdir", type=click.Path(file_okay=False), help="Directory to (re)write.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the files instead of writing a directory.")
 @click.option("--certs-dir", default=None, help="Where workloads find their certificates at run time.")
+@click.option("--verify", "with_verify", is_flag=True,
+              help="Run `meshc verify` first; write nothing when it finds an error (a refuted assert, ...).")
+@click.option("--force", is_flag=True,
+              help="Replace --output even when it holds files meshc did not write (they are deleted).")
 @report_options
-def command(paths, target, outdir, to_stdout, certs_dir, fmt, color, quiet):
+def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt, color, quiet):
     """Compile the mesh that PATHS belong to into TARGET's configuration.
 
     Output is deterministic and sorted. The output directory is replaced as a
-    whole, only when the policy has no errors and the output validated; a
-    failed compile leaves the previous output untouched.
+    whole (atomically), only when the policy has no errors and the output
+    validated; a failed compile leaves the previous output untouched. It is
+    only replaced when it is new, empty, or output meshc wrote (listed in its
+    .meshc-output); otherwise exit 2, unless --force.
 
     \b
     Examples:
       meshc compile examples/shop --target istio -o out/istio
       meshc compile examples/bookinfo --target envoy --stdout
+      meshc compile . --verify --target istio -o deploy/istio
     """
     if bool(outdir) == bool(to_stdout):
         raise click.UsageError("give exactly one of --output DIR and --stdout")
-    checked = check_project(load(list(paths)))
+    from .common import progress_bar
+
+    project = load(list(paths))
+    diags = []
     if outdir:
-        refusal = unsafe_output(Path(outdir), checked.project.root)
+        refusal = unsafe_output(Path(outdir), project.root, force)
         if refusal:
             raise click.UsageError(refusal)
-    diags = list(checked.diagnostics)
+        diags += refused_output(Path(outdir), force)  # before the work, not after it
     outputs = []
-    if checked.ok:
-        settings = checked.project.config.get("compile", {}).get(target, {})
-        options = CompileOptions(settings=settings)
-        if certs_dir:
-            options.certs_dir = certs_dir
-        outputs, cdiags = compile_mesh(checked.mesh, target, options)
-        diags += cdiags
-    if not has_errors(diags):
-        if to_stdout:
-            for o in outputs:
-                sys.stdout.write(f"# ---- {o.path}\n{o.content}")
-                if not o.content.endswith("\n"):
-                    sys.stdout.write("\n")
-        else:
-            diags += write_atomic(Path(outdir), outputs)
+    with progress_bar(project, quiet) as progress:
+        checked = check_project(project, progress=progress)
+        diags += checked.diagnostics
+        if checked.ok and with_verify and not has_errors(diags):
+            diags += _verify(checked, progress)
+        if checked.ok and not has_errors(diags):
+            settings = checked.project.config.get("compile", {}).get(target, {})
+            options = CompileOptions(settings=settings)
+            if certs_dir:
+                options.certs_dir = certs_dir
+            outputs, cdiags = compile_mesh(checked.mesh, target, options, progress=progress)
+            diags += cdiags
+        if not has_errors(diags):
+            if to_stdout:
+                for o in outputs:
+                    sys.stdout.write(f"# ---- {o.path}\n{o.content}")
+                    if not o.content.endswith("\n"):
+                        sys.stdout.write("\n")
+            else:
+                if progress:
+                    progress("writing", 0, 1)
+                diags += write_atomic(Path(outdir), outputs, force=force)
     # Diagnostics go to stderr when the files go to stdout.
     stream = sys.stderr if to_stdout else sys.stdout
     if diags or not quiet:
         if not (to_stdout and not diags):
             emit(diags, checked.project.files, fmt, color=color, quiet=quiet, out=stream, tool_command="compile")
-    code = exit_code(diags)
+    code = EXIT_USAGE if any(d.code in OUTPUT_REFUSED for d in diags) else exit_code(diags)
     if code == EXIT_OK and not to_stdout and not quiet and fmt == "text":
         click.echo(f"wrote {len(outputs)} file{'s' * (len(outputs) != 1)} to {outdir}")
     sys.exit(code if code != EXIT_OK or not has_errors(diags) else EXIT_ERRORS)
