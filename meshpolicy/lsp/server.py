@@ -36,6 +36,7 @@ from ..span import SourceFile
 from . import DEFAULT_DEBOUNCE_MS, complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
+from .rpc import PARSE_ERROR, MeshProtocol, is_parse_error
 from .symbols import document_symbols
 
 log = logging.getLogger("meshc.lsp")
@@ -58,7 +59,7 @@ class MeshState:
 class MeshLanguageServer(LanguageServer):
     def __init__(self, debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = True,
                  verify_delay_ms: int = 400):
-        super().__init__("meshc", __version__)
+        super().__init__("meshc", __version__, protocol_cls=MeshProtocol)
         self.debounce = debounce_ms / 1000
         # The verifier is slow: it starts only once typing has paused this
         # long, so it never delays the next check (and an edit stops it).
@@ -75,6 +76,14 @@ class MeshLanguageServer(LanguageServer):
         self.analysing = 0  # analyses running on the check thread (written there only)
         self.shutdown_requested = False
         self.cancelled_verifications = 0
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """pygls calls this with what reading a message raised; a body that is
+        not JSON is answered with a Parse error (id null), as JSON-RPC requires."""
+        if is_parse_error(error):
+            self.protocol.reply_error(None, PARSE_ERROR, "parse error: the message is not JSON")
+            return
+        super().report_server_error(error, source)
 
     # ---- documents and meshes
     @property
