@@ -143,8 +143,10 @@ def expected(mesh):
                 if not (r.effect == "allow" and mesh.mtls_of(svc) == "off" and all(s.kind != "any" for s in r.sources)):
                     found.add(("MP504", r.span.line))  # else MP562 (mtls.py) reports it
             elif r.effect == "allow":
-                denied = [o for o in matched[r.index] if not o.decision.allowed]
-                if denied and len(denied) == len(matched[r.index]):
+                # what the transport refuses first (strict mTLS, no identity) is MP561's, not a deny rule's
+                admitted = [o for o in matched[r.index] if o.decision.refused is None]
+                denied = [o for o in admitted if not o.decision.allowed]
+                if denied and len(denied) == len(admitted):
                     dead.add(r.index)
                     found.add(("MP501", r.span.line))
                 elif denied:

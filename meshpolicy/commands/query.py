@@ -13,6 +13,7 @@ from ..model.types import HTTP_METHODS, Mesh
 from ..pipeline import check_project
 from ..project import load
 from ..semantics import Request, evaluate
+from ..semantics.patterns import normalize_path
 from ..span import SourceFile, Span
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
@@ -35,7 +36,7 @@ def parse_request(text: str, mesh: Mesh) -> Request:
             raise click.BadParameter(f"`{rest[0]}` is not an HTTP method ({', '.join(HTTP_METHODS)})")
         method = rest.pop(0)
     if rest and rest[0].startswith("/"):
-        path = rest.pop(0).split("?", 1)[0].split("#", 1)[0]
+        path = rest.pop(0)  # as sent; describe() shows what normalization makes of it
     headers = []
     for h in rest:
         name, sep, value = h.partition("=")
@@ -64,16 +65,27 @@ def _ms(ms: int | None) -> str:
 
 
 def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
+    """The decision as docs/semantics.md orders it: transport admission, path
+    normalization, authorization, routing (all computed by semantics.evaluate)."""
     out = evaluate(mesh, req)
     dec = out.decision
     result: dict = {"request": str(req), "decision": dec.effect}
-    if dec.rule is not None:
+    norm = normalize_path(req.path)
+    result["path"] = {"raw": req.path, "normalized": norm}
+    if dec.refused is not None:
+        result["decided_by"] = {"rule": "refused before any rule", "location": None, "source": None,
+                                "refused": dec.refused}
+    elif dec.rule is not None:
         loc, line = _where(dec.rule.span, sources)
         result["decided_by"] = {"rule": f"{dec.rule.effect} rule", "location": loc, "source": line}
     else:
         result["decided_by"] = {"rule": f"the mesh default ({mesh.settings.default})", "location": None,
                                 "source": None}
     r = out.route
+    if r.kind == "rejected":
+        result["route"] = {"kind": r.kind, "weights": {}, "status": r.status}
+        result["reaches_app"] = False
+        return result
     route: dict = {"kind": r.kind, "weights": r.weights}
     if r.status is not None:
         route["status"] = r.status
@@ -106,8 +118,16 @@ def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
 
 def render_text(d: dict) -> str:
     lines = [f"request   {d['request']}"]
+    path = d.get("path") or {}
+    if path.get("normalized") is None and path:
+        lines.append(f"path      {path['raw']} is refused with 400: an escaped slash or backslash (%2F, %5C, \\)")
+    elif path and path["normalized"] != path["raw"]:
+        lines.append(f"path      normalized to {path['normalized']}: every rule sees that path")
     by = d["decided_by"]
-    lines.append(f"decision  {d['decision'].upper()} by {by['rule']}" + (f" at {by['location']}" if by["location"] else ""))
+    if by.get("refused"):
+        lines.append(f"decision  REFUSED: {by['refused']}")
+    else:
+        lines.append(f"decision  {d['decision'].upper()} by {by['rule']}" + (f" at {by['location']}" if by["location"] else ""))
     if by["source"]:
         lines.append(f"          | {by['source']}")
     r = d["route"]
@@ -119,6 +139,8 @@ def render_text(d: dict) -> str:
         lines.append(f"route     no route block: every version evenly -> {weights}")
     elif r["kind"] == "no_route":
         lines.append("route     no rule matches: 404")
+    elif r["kind"] == "rejected":
+        lines.append("route     none: the path is refused with 400 before routing")
     else:
         lines.append(f"route     rule {r['rule']} at {r['location']} answers {r['kind']} {r['status']}")
     if r.get("source"):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..model.types import AuthRule, Match, Mesh, PathPattern, RouteRule, Service, Source
-from .patterns import header_matches, path_matches
+from . import admission
+from .patterns import header_matches, normalize_path, path_matches
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ class Request:
 @dataclass
 class Decision:
     allowed: bool
-    rule: AuthRule | None  # None: the mesh's default stance decided
+    rule: AuthRule | None  # None: the mesh's default stance (or the transport) decided
+    # Why the request was refused before any rule saw it: the transport
+    # (strict mTLS, no identity) or a path normalization refuses (400).
+    refused: str | None = None
 
     @property
     def effect(self) -> str:
@@ -45,8 +49,9 @@ class Decision:
 @dataclass
 class RouteResult:
     """kind: forward (weights over versions), redirect, respond, no_route
-    (a route exists but no rule matched: 404), or default (no route block:
-    every version of the service, evenly)."""
+    (a route exists but no rule matched: 404), default (no route block:
+    every version of the service, evenly), or rejected (the path is refused
+    with 400 before routing)."""
 
     kind: str
     rule: RouteRule | None = None
@@ -65,10 +70,7 @@ class Outcome:
 def identity_visible(mesh: Mesh, req: Request) -> bool:
     """A caller's identity is known to the destination only over mTLS: the
     caller must be a mesh service and the destination must not have mTLS off."""
-    if req.source is None or mesh.service(req.source) is None:
-        return False
-    dest = mesh.service(req.destination)
-    return dest is not None and mesh.mtls_of(dest) != "off"
+    return admission.identity_visible(mesh, req.source, req.destination)
 
 
 def source_matches(mesh: Mesh, s: Source, req: Request) -> bool:
@@ -79,8 +81,8 @@ def source_matches(mesh: Mesh, s: Source, req: Request) -> bool:
     if s.kind == "authenticated":
         return True
     caller = mesh.service(req.source)
-    if s.kind == "service":
-        return s.name == req.source
+    if s.kind == "service":  # a certificate names an identity, shared by all its services
+        return admission.same_identity(mesh, s.name, req.source)
     return caller.namespace == s.name
 
 
@@ -97,9 +99,26 @@ def auth_rule_matches(mesh: Mesh, r: AuthRule, req: Request) -> bool:
     )
 
 
+def normalized(req: Request) -> Request | None:
+    """The request as rules see it (path normalized), or None when the path is
+    refused with 400 (docs/semantics.md, "Paths are normalized first")."""
+    path = normalize_path(req.path)
+    if path is None:
+        return None
+    return req if path == req.path else Request(req.source, req.destination, req.method, path, req.headers)
+
+
 def authorize(mesh: Mesh, req: Request) -> Decision:
-    """Any matching deny denies; else any matching allow allows; else the
-    default stance. The deciding rule is the first matching one in file order."""
+    """Transport admission first, then path normalization; then any matching
+    deny denies, else any matching allow allows, else the default stance. The
+    deciding rule is the first matching one in file order."""
+    why = admission.refusal(mesh, req.source, req.destination)
+    if why is not None:
+        return Decision(False, None, refused=why)
+    norm = normalized(req)
+    if norm is None:
+        return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
+    req = norm
     rules = mesh.rules_by_target.get(req.destination, [])
     for r in rules:
         if r.effect == "deny" and auth_rule_matches(mesh, r, req):
@@ -138,7 +157,12 @@ def forward_weights(rule: RouteRule) -> dict[str, float]:
 
 
 def route(mesh: Mesh, req: Request) -> RouteResult:
-    """The first rule of the destination's route whose match holds."""
+    """The first rule of the destination's route whose match holds (on the
+    normalized path; a path refused with 400 is `rejected`)."""
+    norm = normalized(req)
+    if norm is None:
+        return RouteResult("rejected", status=400)
+    req = norm
     r = mesh.route_map.get(req.destination)
     if r is None:
         return RouteResult("default", weights=default_weights(mesh.service(req.destination)))

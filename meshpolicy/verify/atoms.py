@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..model.types import PathPattern
-from ..semantics.patterns import pattern_regex
+from ..semantics.patterns import normalize_path, pattern_regex
 
 # Z3's string alphabet ends here; patterns that mention characters at or above
 # it cannot be encoded exactly (all characters above it behave alike otherwise).
@@ -274,14 +274,29 @@ def _candidates(key: Key) -> list[str]:
     return []
 
 
-# The strings a request can carry. A path is `/` then visible ASCII (RFC 3986:
-# anything else must be percent-encoded, and proxies reject raw control
-# characters); a header value is visible ASCII, space, tab and obs-text
+# The strings a request can carry, as rules see them (docs/semantics.md).
+# A path is a *normalized* path (semantics.patterns.normalize_path is the
+# identity on it): `/` then segments of visible ASCII other than `/ % \\ ? #`
+# or escapes that normalization keeps (upper-case hex, not of an unreserved
+# character, not `%2F`/`%5C`); no empty, `.` or `..` segment, except one
+# trailing `/`. Spelling tricks (`//`, `/./`, `%61`) are outside it: rules
+# never see them. A header value is visible ASCII, space, tab and obs-text
 # (RFC 9110). Neither holds a newline, so RE2's `.` is "any character" here.
+_PCHAR = r"[\x21\x22\x24\x26-\x2e\x30-\x3e\x40-\x5b\x5d-\x7e]"
+_PCHAR_NODOT = r"[\x21\x22\x24\x26-\x2d\x30-\x3e\x40-\x5b\x5d-\x7e]"
+_ESCAPE = r"%(?:[01][0-9A-F]|2[0-9A-C]|3[A-F]|40|5[BDE]|60|7[BCDF]|[89A-F][0-9A-F])"
+_UNIT, _UNIT_NODOT = f"(?:{_PCHAR}|{_ESCAPE})", f"(?:{_PCHAR_NODOT}|{_ESCAPE})"
+_SEGMENT = rf"(?:\.{{0,2}}{_UNIT_NODOT}{_UNIT}*|\.\.\.{_UNIT}*)"
+NORMALIZED_PATH = rf"/|(?:/{_SEGMENT})+/?"
 UNIVERSES: dict[str, Key] = {
-    "path": ("regex", "/[!-~]*"),
+    "path": ("regex", NORMALIZED_PATH),
     "value": ("regex", "[\t -~\x80-\xff]*"),
 }
+
+
+def is_normalized(s: str) -> bool:
+    """In the path universe: visible ASCII that normalization leaves as it is."""
+    return s.startswith("/") and all("!" <= ch <= "~" for ch in s) and normalize_path(s) == s
 
 
 class Splitter:
@@ -296,8 +311,8 @@ class Splitter:
         self.pool: list[str] = ["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]
 
     def in_universe(self, s: str) -> bool:
-        if self.universe == "path":  # "/[!-~]*", spelled out: it is asked very often
-            return s.startswith("/") and all("!" <= ch <= "~" for ch in s)
+        if self.universe == "path":  # NORMALIZED_PATH, spelled out: it is asked very often
+            return is_normalized(s)
         return all(ch == "\t" or " " <= ch <= "~" or "\x80" <= ch <= "\xff" for ch in s)
 
     def match(self, k: Key, s: str) -> bool:

@@ -99,15 +99,20 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
             continue
         if r.effect != "allow":
             continue
+        # deny rules only decide what the transport admits; the rest is MP561's
+        rbox = p.meet(box[r.index], p.admitted_box)
+        if rbox is None:
+            continue
         overlapping = [d for d in p.auth_rules if d.effect == "deny" and d.index not in empty
-                       and p.meet(box[r.index], box[d.index]) is not None]
+                       and p.meet(rbox, box[d.index]) is not None]
         if not overlapping:
             continue
-        req = p.pick(p.meet(box[r.index], box[overlapping[0].index]))
+        req = p.pick(p.meet(rbox, box[overlapping[0].index]))
         wit = confirmed(mesh, req, lambda o, r=r: not o.decision.allowed and auth_rule_matches(mesh, r, o.request),
                         "a request the allow rule matches is denied")
         labels = [Label(d.span, "this deny rule wins") for d in overlapping]
-        if _covered(p, r, overlapping, lambda: p.check(p.auth_ind[r.index], p.z3.Not(p.deny_any))):
+        if _covered(p, r, overlapping, lambda: p.check(p.auth_ind[r.index], p.admitted, p.z3.Not(p.deny_any)),
+                    rbox):
             dead.add(r.index)
             out.append(diag("MP501", f"{_cap(_what(r))} is dead: deny rules deny every request it matches, "
                             f"e.g. {req}", r.span, labels=labels, witness=wit))
@@ -138,12 +143,14 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     return out
 
 
-def _covered(p: Partition, r: AuthRule, others: list[AuthRule], ask) -> bool:
-    """Is every request of r matched by one of `others`? One box inside another
-    decides it at once; otherwise the solver does (an unknown is not a yes)."""
-    if any(p.within(p.auth_box[r.index], p.auth_box[o.index]) for o in others):
+def _covered(p: Partition, r: AuthRule, others: list[AuthRule], ask, rbox=None) -> bool:
+    """Is every request of r (within rbox, default r's whole box) matched by
+    one of `others`? One box inside another decides it at once; otherwise the
+    solver does (an unknown is not a yes)."""
+    rbox = p.auth_box[r.index] if rbox is None else rbox
+    if any(p.within(rbox, p.auth_box[o.index]) for o in others):
         return True
-    rest = p.minus([p.auth_box[r.index]], [p.auth_box[o.index] for o in others])
+    rest = p.minus([rbox], [p.auth_box[o.index] for o in others])
     if rest is not None:
         return not rest
     ans = ask()

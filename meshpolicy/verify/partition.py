@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..model.types import HTTP_METHODS, AuthRule, Mesh, RouteRule, Source
+from ..semantics.admission import admits, identity_mates
 from ..semantics.evaluate import Request, source_matches
 from .atoms import Atom, Key, Undecided, Unsupported, key_of, split
 
@@ -105,6 +106,10 @@ class Partition:
             len(self.header_atoms[n]) for n in self.header_names]
         # Every rule's match is a box: a product of one value set per variable.
         self.auth_box = {r.index: self.auth_rule_box(r) for r in self.auth_rules}
+        # the requests the destination's transport admits (docs/semantics.md):
+        # every rule's verdict applies only inside this box
+        self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if admits(self.mesh, c.rep, self.dest)),
+                             ) + tuple(self.full()[1:])
         self.route_box = [self.route_rule_box(rr) for rr in self.route_rules]
         self._solver = None
 
@@ -178,7 +183,7 @@ class Partition:
 
     def allowed_in(self, pieces):
         """The allowed requests within `pieces`, as boxes (None: too many)."""
-        pieces = [b for b in pieces if not any(not x for x in b)]
+        pieces = [m for b in pieces if (m := self.meet(b, self.admitted_box)) is not None]
         if self.mesh.settings.default == "allow":
             starts = pieces
         else:
@@ -262,7 +267,9 @@ class Partition:
         self.deny_any = self.define("deny_any", z3.Or(*denies) if denies else z3.BoolVal(False))
         allow_any = z3.Or(*allows) if allows else z3.BoolVal(False)
         default_allow = self.mesh.settings.default == "allow"
-        self.allowed = self.define("allowed", z3.And(z3.Not(self.deny_any), z3.BoolVal(True) if default_allow else allow_any))
+        self.admitted = self.define("admitted", self.box_formula(self.admitted_box))
+        self.allowed = self.define("allowed", z3.And(self.admitted, z3.Not(self.deny_any),
+                                                     z3.BoolVal(True) if default_allow else allow_any))
         self.route_ind = [self.define(f"t{rr.index}", self.box_formula(b)) for rr, b in zip(self.route_rules, self.route_box)]
         # taken[i]: rule i is the first whose match holds
         self.taken = []
@@ -277,7 +284,7 @@ class Partition:
         b = self.route_box[i]
         return self.minus([b], [e for e in self.route_box[:i] if self.meet(b, e) is not None])
 
-    _LAZY = frozenset({"z3", "auth_ind", "deny_any", "allowed", "route_ind", "taken", "S", "M", "P", "H", "vars"})
+    _LAZY = frozenset({"z3", "auth_ind", "deny_any", "admitted", "allowed", "route_ind", "taken", "S", "M", "P", "H", "vars"})
 
     def __getattr__(self, name: str):
         # the solver's indicators exist once the solver is built; build it on first use
@@ -310,6 +317,9 @@ class Partition:
             note(a.sources)
             if a.source:
                 named.add(a.source.name)
+        # a caller sharing a named service's identity is matched by the same
+        # rules (semantics.admission), so it cannot hide in "other services"
+        named.update(m for n in list(named) for m in identity_mates(self.mesh, n))
         self._named, self._namespaces = named, namespaces
         idx = _index(self.mesh)
         out: list[SourceClass] = []

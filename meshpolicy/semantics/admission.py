@@ -1,0 +1,86 @@
+"""Who a request comes from, as the destination sees it: transport admission
+and identity (docs/semantics.md, "Before any rule"). Computed here once; the
+reference evaluator, the verifier, `meshc query`, `diff` and `graph` read it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..model.types import Mesh, Service
+
+
+def caller_has_identity(mesh: Mesh, source: str | None) -> bool:
+    """A mesh service presents a certificate; anything else has no identity."""
+    return source is not None and mesh.service(source) is not None
+
+
+def admits(mesh: Mesh, source: str | None, destination: str) -> bool:
+    """Does the destination's sidecar accept the connection at all? `strict`
+    refuses callers without a certificate; `permissive` and `off` accept
+    anyone (with `off`, no caller's identity is seen)."""
+    dest = mesh.service(destination)
+    if dest is None:
+        return False
+    return mesh.mtls_of(dest) != "strict" or caller_has_identity(mesh, source)
+
+
+def identity_visible(mesh: Mesh, source: str | None, destination: str) -> bool:
+    """A destination sees a caller's identity only over mTLS: the caller is a
+    mesh service and the destination's mode is not `off`."""
+    dest = mesh.service(destination)
+    return caller_has_identity(mesh, source) and dest is not None and mesh.mtls_of(dest) != "off"
+
+
+def refusal(mesh: Mesh, source: str | None, destination: str) -> str | None:
+    """Why the transport refuses the request (None: admitted), for reports."""
+    if admits(mesh, source, destination):
+        return None
+    return f"`{destination}` requires mTLS (strict) and the caller has no mesh identity"
+
+
+def identity_key(mesh: Mesh, svc: Service) -> tuple[str, str]:
+    """What a certificate proves: namespace and account (the SPIFFE ID within
+    the mesh's one trust domain). Services with the same key are one caller to
+    every sidecar."""
+    return (svc.namespace, svc.account)
+
+
+def identity_groups(mesh: Mesh) -> dict[tuple[str, str], list[str]]:
+    """Service names per identity, in declaration order (first declaration of a name)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for svc in mesh.service_map.values():
+        out.setdefault(identity_key(mesh, svc), []).append(svc.name)
+    return out
+
+
+def same_identity(mesh: Mesh, a: str, b: str) -> bool:
+    """Would a rule naming `a` admit a caller `b`? Yes exactly when the two
+    present the same certificate identity."""
+    if a == b:
+        return True
+    sa, sb = mesh.service(a), mesh.service(b)
+    return sa is not None and sb is not None and identity_key(mesh, sa) == identity_key(mesh, sb)
+
+
+def identity_mates(mesh: Mesh, name: str) -> list[str]:
+    """The other services sharing `name`'s identity (usually none)."""
+    svc = mesh.service(name)
+    if svc is None:
+        return []
+    return [n for n in _groups_cached(mesh).get(identity_key(mesh, svc), []) if n != name]
+
+
+_GROUPS: OrderedDict[int, tuple[Mesh, dict]] = OrderedDict()
+
+
+def _groups_cached(mesh: Mesh) -> dict[tuple[str, str], list[str]]:
+    """identity_groups for the few most recent meshes (asked once per rule source)."""
+    got = _GROUPS.get(id(mesh))
+    if got is not None and got[0] is mesh:
+        return got[1]
+    groups = identity_groups(mesh)
+    _GROUPS[id(mesh)] = (mesh, groups)
+    while len(_GROUPS) > 4:
+        _GROUPS.popitem(last=False)
+    return groups

@@ -1,0 +1,105 @@
+"""The one request model (docs/semantics.md): transport admission, then path
+normalization, then authorization and routing; `query`, `verify`, `diff`,
+`graph`, assertions and the reference evaluator all follow it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meshpolicy.semantics import Request, evaluate
+from meshpolicy.semantics.admission import admits, same_identity
+from meshpolicy.verify import run
+from meshpolicy.verify.auth import may_call
+from meshpolicy.verify.callgraph import OUTSIDE, build_graph
+
+from .conftest import check_text, codes, run_meshc
+
+STRICT = """
+mesh m { trust_domain "t.example"; mtls MODE; default deny }
+service orders { namespace shop; account orders; port 8080 http }
+service web { namespace shop; account web; port 8080 http }
+allow * -> orders GET
+deny * -> orders /admin/**
+assert only authenticated -> orders
+"""
+
+
+def mesh_of(text: str):
+    result = check_text(text)
+    assert result.ok, [(d.code, d.message) for d in result.diagnostics if d.is_error]
+    return result.mesh
+
+
+@pytest.mark.parametrize("mode, outside", [("strict", False), ("permissive", True), ("off", True)])
+def test_admission_is_read_by_evaluator_graph_and_assertions(mode, outside):
+    mesh = mesh_of(STRICT.replace("MODE", mode))
+    assert admits(mesh, None, "orders") is outside
+    assert evaluate(mesh, Request(None, "orders", "GET", "/x")).decision.allowed is outside
+    assert (may_call(mesh, None, "orders") is not None) is outside
+    assert build_graph(mesh).has_edge(OUTSIDE, "orders") is outside
+    refuted = [d for d in run(mesh) if d.code == "MP601"]
+    # `only authenticated`: a caller without identity refutes it only where it is admitted
+    assert bool(refuted) is outside
+    if mode == "permissive":
+        assert refuted[0].witness["source"] is None
+
+
+def test_refused_request_names_the_transport():
+    mesh = mesh_of(STRICT.replace("MODE", "strict"))
+    d = evaluate(mesh, Request(None, "orders", "GET", "/x")).decision
+    assert not d.allowed and d.rule is None and "mTLS" in d.refused
+
+
+@pytest.mark.parametrize("raw", ["//admin/users", "/static/../admin/users", "/%61dmin/users", "/./admin/users"])
+def test_evaluator_normalizes_before_rules(raw):
+    mesh = mesh_of(STRICT.replace("MODE", "strict"))
+    assert not evaluate(mesh, Request("web", "orders", "GET", raw)).decision.allowed
+    assert evaluate(mesh, Request("web", "orders", "GET", "/public/users")).decision.allowed
+
+
+@pytest.mark.parametrize("raw", ["/a%2Fb", "/a%5cb", "/a\\b"])
+def test_escaped_slash_is_refused_with_400(raw):
+    mesh = mesh_of(STRICT.replace("MODE", "strict"))
+    out = evaluate(mesh, Request("web", "orders", "GET", raw))
+    assert not out.decision.allowed and out.decision.refused and out.route.kind == "rejected"
+    assert out.route.status == 400
+
+
+def test_query_normalizes_and_says_so(tmp_path):
+    f = tmp_path / "m.mesh"
+    f.write_text(STRICT.replace("MODE", "strict"))
+    for raw in ("//admin/users", "/static/../admin/users", "/%61dmin/users"):
+        r = run_meshc("query", str(f), f"web -> orders GET {raw}", "--format", "json")
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert got["decision"] == "deny" and got["path"] == {"raw": raw, "normalized": "/admin/users"}
+        text = run_meshc("query", str(f), f"web -> orders GET {raw}").stdout
+        assert "normalized to /admin/users" in text
+    r = run_meshc("query", str(f), "web -> orders GET /a%2Fadmin")
+    assert r.returncode == 0 and "400" in r.stdout and "REFUSED" in r.stdout
+    r = run_meshc("query", str(f), "anonymous -> orders GET /x", "--format", "json")
+    got = json.loads(r.stdout)
+    assert got["decision"] == "deny" and "mTLS" in got["decided_by"]["refused"]
+
+
+def test_diff_does_not_list_refused_outside_calls(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = tmp_path / "old" / "m.mesh", tmp_path / "new" / "m.mesh"
+    old.write_text(STRICT.replace("MODE", "strict").replace("allow * -> orders GET\n", ""))
+    new.write_text(STRICT.replace("MODE", "strict"))
+    r = run_meshc("diff", str(old), str(new), "--format", "json")
+    got = json.loads(r.stdout)
+    assert all(e["source"] != OUTSIDE for e in got["edges_added"]), got["edges_added"]
+    assert all(c["witness"]["source"] is not None for c in got["decisions"]), got["decisions"]
+    assert any(e["source"] == "web" for e in got["edges_added"])
+
+
+def test_graph_does_not_draw_refused_outside_calls(tmp_path):
+    f = tmp_path / "m.mesh"
+    f.write_text(STRICT.replace("MODE", "strict"))
+    assert "outside" not in run_meshc("graph", str(f), "--format", "dot").stdout
+    f.write_text(STRICT.replace("MODE", "permissive"))
+    assert "outside" in run_meshc("graph", str(f), "--format", "dot").stdout
