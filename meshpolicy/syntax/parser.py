@@ -13,25 +13,17 @@ import difflib
 import re
 from functools import lru_cache
 
-from lark import Lark
-from lark.lexer import Lexer
 from lark.parsers.lalr_analysis import Shift
 
 from ..codes import diag
 from ..diagnostics import Diagnostic
-from ..resources import grammar_path
 from ..span import Span
+from . import tables
 from .lexer import Tok, tokenize
 from .nodes import Node, SyntaxFile
+from .tables import BLOCK_STARTS
 from .transform import CURRENT, ParseContext, ToNodes, tspan
 
-BLOCK_STARTS = {
-    "top": "top_item",
-    "mesh": "mesh_item",
-    "service": "service_item",
-    "version": "version_item",
-    "route": "route_item",
-}
 BLOCK_TITLES = {
     "top": "the top level",
     "mesh": "a `mesh` block",
@@ -75,33 +67,21 @@ _FRIENDLY = {
 }
 
 
-class _NoLexer(Lexer):
-    """Lark insists on a lexer; tokens come from syntax.lexer instead."""
-
-    def __init__(self, conf):
-        pass
-
-    def lex(self, *args):  # pragma: no cover - never called
-        raise NotImplementedError
-
-
 class Grammar:
-    """The compiled grammar: parse tables, callbacks and terminal lookup."""
+    """The compiled grammar: parse tables, callbacks and terminal lookup.
+
+    The driver below runs Lark's LALR tables and rule callbacks itself rather
+    than through `Lark.parse`: it feeds one item at a time, picks each token's
+    terminal from what the state accepts (contextual keywords) and recovers
+    per item. That reads Lark internals (parser.parser.parser.parse_table and
+    callbacks, Shift, rule.expansion/origin), stable through Lark 1.x;
+    pyproject.toml pins the range tests/test_parser_cache.py runs against,
+    and `_internals` fails with a clear message if a Lark release moves them.
+    """
 
     def __init__(self) -> None:
-        lark = Lark(
-            grammar_path().read_text(encoding="utf-8"),
-            parser="lalr",
-            lexer=_NoLexer,
-            start=list(BLOCK_STARTS.values()),
-            transformer=ToNodes(),
-            propagate_positions=False,
-            maybe_placeholders=False,
-            cache=True,  # the LALR tables, in the temp dir: ~90 ms -> ~9 ms at start-up
-        )
-        frontend = lark.parser
-        lalr = frontend.parser
-        inner = lalr.parser
+        lark = tables.load(transformer=ToNodes())
+        inner = _internals(lark)
         self.parse_table = inner.parse_table
         self.callbacks = inner.callbacks
         # Plain-str keys: Lark keys some entries with its Token (a str subclass
@@ -156,6 +136,24 @@ class Grammar:
         if len(names) > 8:
             names = names[:8] + ["..."]
         return ", ".join(names)
+
+
+def _internals(lark):
+    """Lark's LALR parser object (tables and callbacks), or a clear error."""
+    try:
+        inner = lark.parser.parser.parser
+        table = inner.parse_table
+        inner.callbacks, table.states, table.start_states, table.end_states  # noqa: B018
+        rule = next(iter(inner.callbacks))
+        rule.expansion, rule.origin.name  # noqa: B018
+    except (AttributeError, StopIteration) as e:
+        import lark as lark_pkg
+
+        raise RuntimeError(
+            f"meshpolicy's parser does not support the installed lark {lark_pkg.__version__} "
+            f"(its LALR internals changed: {e}); install the version pyproject.toml asks for"
+        ) from e
+    return inner
 
 
 @lru_cache(maxsize=1)
