@@ -266,9 +266,9 @@ def test_base_policy_compiles_clean():
     assert sorted(o.path for o in outputs) == ["ns/a/v1.yaml", "ns/a/v2.yaml", "ns/b/v1.yaml", "ns/t.yaml"]
 
 
-def test_shared_identity_is_mp722():
-    outputs, diags = compile_text(BASE + "service c { namespace ns; account a; port 8080 http }\nallow c -> b\n")
-    assert "MP722" in codes(diags)
+def test_shared_identity_is_checks_mp108_not_a_target_code():
+    checked = check_text(BASE + "service c { namespace ns; account a; port 8080 http }\nallow c -> b\n")
+    assert [d.code for d in checked.diagnostics if d.is_error] == ["MP108"]
 
 
 def test_retry_budget_with_max_retries_warns_mp721():
@@ -315,7 +315,7 @@ def _fixture_codes(path: Path) -> list[str]:
     return codes(diags)
 
 
-@pytest.mark.parametrize("code", ["MP720", "MP721", "MP722"])
+@pytest.mark.parametrize("code", ["MP720", "MP721"])
 def test_code_fixtures(code):
     d = FIXTURES / code
     assert (d / "command").read_text().split() == ["compile", "--target", "envoy"]

@@ -201,7 +201,6 @@ service b { namespace ns; port 8080 http; version v1 }
     ("limit b -> a 1000/s burst 10", "burst 10"),                            # 50ms refill needs 50
     ("limit b -> a 10/s\nlimit namespace ns -> a 5/s", "namespace ns"),       # two limits, one pair
     ("service c { namespace ns; port 8080 http; port 9090 http }\nlimit b -> c 10/s", "limit b -> c"),
-    ("service c { namespace ns; account b; port 8080 http }\nallow b -> a", "allow b"),  # shared identity
 ])
 def test_unsupported_constructs_are_mp701(extra, line_has):
     text = BASE + extra + "\n"

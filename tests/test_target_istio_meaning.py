@@ -187,6 +187,8 @@ class Cluster:
     def allowed(self, req) -> bool:
         labels, ns, _ = self.pod(req.destination)
         principal, namespace = self.peer(req)
+        if principal is None and self.mtls_mode(req.destination) == "STRICT":
+            return False  # PeerAuthentication STRICT refuses plaintext before any AuthorizationPolicy
         applies = []
         for d in self.docs:
             if d["kind"] != "AuthorizationPolicy":

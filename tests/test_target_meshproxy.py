@@ -27,9 +27,15 @@ SCHEMA = json.loads((target_dir("meshproxy") / "schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
+def http1(mesh) -> dict:
+    """Every service's app speaks HTTP/1.1 (meshproxy refuses http2/grpc ports otherwise: MP701)."""
+    return {"http1_apps": sorted(mesh.service_map)}
+
+
 def compiled(path, **settings):
     checked = check_project(load([path]))
     assert checked.ok, codes(checked.diagnostics)
+    settings = {**http1(checked.mesh), **settings}
     outputs, diags = compile_mesh(checked.mesh, "meshproxy", CompileOptions(settings=settings))
     assert codes(diags) == []
     return checked.mesh, {o.path: json.loads(o.content) for o in outputs}, outputs
@@ -38,7 +44,7 @@ def compiled(path, **settings):
 def compile_text(text, **settings):
     checked = check_text(text)
     assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
-    return compile_mesh(checked.mesh, "meshproxy", CompileOptions(settings=settings))
+    return compile_mesh(checked.mesh, "meshproxy", CompileOptions(settings={**http1(checked.mesh), **settings}))
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +194,8 @@ def test_settings_move_ports_and_certs():
                                       {"port_base": 65000, "ports_per_workload": 100}])
 def test_bad_settings_are_mp730(settings):
     checked = check_project(load([EXAMPLES / "shop"]))
-    outs, diags = compile_mesh(checked.mesh, "meshproxy", CompileOptions(settings=settings))
+    outs, diags = compile_mesh(checked.mesh, "meshproxy", CompileOptions(settings={**http1(checked.mesh),
+                                                                                  **settings}))
     assert codes(diags) == ["MP730"] and outs == []
 
 
@@ -201,7 +208,7 @@ def test_mp730_fixture():
     assert codes(good) == [] and len(outs) == 3
 
 
-def test_shared_identity_source_is_mp701():
+def test_shared_identity_is_refused_by_check_mp108_once_for_every_target(tmp_path):
     text = """
 mesh m { trust_domain "example.org" }
 service a { account shared
@@ -211,11 +218,17 @@ service b { account shared
 service c { port 80 http }
 allow a -> c
 """
-    _, diags = compile_text(text)
-    assert codes(diags) == ["MP701"]
-    assert diags[0].span is not None and diags[0].span.line == 8
-    _, ok = compile_text(text.replace("allow a -> c", "allow namespace default -> c"))
-    assert codes(ok) == []
+    from .conftest import check_text
+
+    errs = [d for d in check_text(text).diagnostics if d.is_error]
+    assert codes(errs) == ["MP108"] and errs[0].span.line == 5 and errs[0].labels[0].span.line == 8
+    (tmp_path / "m.mesh").write_text(text)
+    for target in ("meshproxy", "envoy", "istio"):
+        r = run_meshc("compile", str(tmp_path), "--target", target, "-o", str(tmp_path / "out"))
+        assert r.returncode == 1 and "MP108" in r.stdout + r.stderr, (target, r.stdout, r.stderr)
+        assert "MP701" not in r.stdout + r.stderr and not (tmp_path / "out").exists()
+    ok = check_text(text.replace("allow a -> c", "allow namespace default -> c"))
+    assert "MP108" not in codes(ok.diagnostics)
 
 
 def test_tcp_destination_gets_its_own_listener(shop):
@@ -314,16 +327,21 @@ def test_evaluator_on_shop(shop):
 
 def test_output_is_sorted_and_byte_identical(shop):
     mesh, files, outputs = shop
-    again, _ = compile_mesh(check_project(load([EXAMPLES / "shop"])).mesh, "meshproxy")
+    again, _ = compile_mesh(mesh, "meshproxy", CompileOptions(settings=http1(mesh)))
     assert [(o.path, o.content) for o in again] == [(o.path, o.content) for o in outputs]
     for o in outputs:
         assert o.content == json.dumps(json.loads(o.content), sort_keys=True, ensure_ascii=False,
                                        separators=(",", ":")) + "\n"
 
 
-def test_cli_stdout_is_identical_across_hash_seeds():
-    runs = [run_meshc("compile", "examples/shop", "--target", "meshproxy", "--stdout", env={"PYTHONHASHSEED": s})
-            for s in ("1", "2")]
+def test_cli_stdout_is_identical_across_hash_seeds(tmp_path, shop):
+    import shutil
+
+    shutil.copytree(EXAMPLES / "shop", tmp_path / "shop")
+    with open(tmp_path / "shop" / "meshc.toml", "a") as fh:
+        fh.write(f"\n[compile.meshproxy]\nhttp1_apps = {json.dumps(http1(shop[0])['http1_apps'])}\n")
+    runs = [run_meshc("compile", str(tmp_path / "shop"), "--target", "meshproxy", "--stdout",
+                      env={"PYTHONHASHSEED": s}) for s in ("1", "2")]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("# ---- ") == 10
 

@@ -1,12 +1,15 @@
 """MP205: every service's SPIFFE ID `spiffe://TD/ns/NS/sa/SA` must be valid:
-TD a SPIFFE trust domain, NS and SA Kubernetes DNS-1123 labels."""
+TD a SPIFFE trust domain, NS and SA Kubernetes DNS-1123 labels.
+MP108: services sharing one identity while a rule names one of them."""
 
 from __future__ import annotations
 
 import re
 
 from ..codes import diag
+from ..diagnostics import Label
 from ..model.types import Mesh
+from ..semantics.admission import identity_groups
 from . import rule
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
@@ -60,3 +63,35 @@ def invalid_identities(mesh: Mesh):
                 yield diag("MP205", f"service `{svc.name}` has no `account`, and its name, the default "
                                     f"account, {problem}", svc.at("name"),
                            help="add `account NAME` with a valid DNS label, or rename the service")
+
+
+@rule("MP108")
+def shared_identities(mesh: Mesh):
+    """A certificate proves namespace and account, nothing finer: services that
+    share both are one caller to every sidecar, so a rule or limit naming one
+    also admits (or limits) the others (docs/semantics.md). One report per
+    shared identity, at the service declared last, naming the rules it widens.
+    Every target relies on this check instead of refusing on its own."""
+    groups = [g for g in identity_groups(mesh).values() if len(g) > 1]
+    if not groups:
+        return
+    named: dict[str, list] = {}
+    for stmt, what in [*((r, f"{r.effect} rule") for r in mesh.auth_rules),
+                       *((lim, "limit") for lim in mesh.rate_limits)]:
+        for src in stmt.sources:
+            if src.kind == "service" and src.name in mesh.service_map:
+                named.setdefault(src.name, []).append((src, stmt, what))
+    for group in groups:
+        uses = [(n, u) for n in group for u in named.get(n, [])]
+        if not uses:
+            continue  # nothing tells them apart, so nothing is widened
+        last = mesh.service(group[-1])
+        both = ", ".join(f"`{n}`" for n in group)
+        labels = []
+        for n, (src, stmt, what) in uses:
+            others = ", ".join(f"`{o}`" for o in group if o != n)
+            labels.append(Label(src.span, f"this {what} for `{stmt.target.name}` names `{n}`, so it also "
+                                          f"applies to {others}"))
+        yield diag("MP108", f"{both} share the identity {mesh.spiffe_id(last)}, so every rule or limit naming "
+                            f"one of them also applies to the other{'s' if len(group) > 2 else ''}",
+                   last.spans.get("account", last.at("name")), labels=labels)

@@ -11,7 +11,4 @@ CODES = define(
     ("MP721", "envoy-retry-budget-overrides-circuit", "warning",
      "a retry budget and `circuit max_retries` on one destination: Envoy enforces the budget and ignores max_retries",
      "keep only one of the two limits on concurrent retries"),
-    ("MP722", "envoy-shared-identity", "error",
-     "a rule names a service whose SPIFFE identity another service shares, so a sidecar cannot tell them apart",
-     "give each service its own `account` (or namespace)"),
 )

@@ -28,23 +28,6 @@ def render(cfg: dict, w: Workload) -> str:
     return head + dump(cfg)
 
 
-def _identity_checks(ctx: Ctx) -> None:
-    mesh = ctx.mesh
-    owners: dict[tuple[str, str], list[str]] = {}
-    for s in mesh.service_map.values():
-        owners.setdefault((s.namespace, s.account), []).append(s.name)
-    named = [(src, r.span) for r in mesh.auth_rules for src in r.sources]
-    named += [(src, lim.span) for lim in mesh.rate_limits for src in lim.sources]
-    for src, span in named:
-        svc = mesh.service(src.name or "") if src.kind == "service" else None
-        if svc is None:
-            continue
-        sharing = owners[(svc.namespace, svc.account)]
-        if len(sharing) > 1:
-            others = ", ".join(f"`{n}`" for n in sorted(sharing) if n != svc.name)
-            ctx.report("MP722", f"`{svc.name}` shares its identity {mesh.spiffe_id(svc)} with {others}", src.span)
-
-
 def _service_checks(ctx: Ctx) -> None:
     for s in ctx.mesh.service_map.values():
         if len(s.ports) > 1:
@@ -58,7 +41,6 @@ def lower_with(mesh: Mesh, options: CompileOptions, scoped: bool = True) -> tupl
     ws = workloads(mesh)
     max_tcp = max((len(tcp_destinations(ctx, w.service)) for w in ws), default=0)
     ctx.diags.extend(port_problems(settings, ws, max_tcp))
-    _identity_checks(ctx)
     _service_checks(ctx)
     index = {w.cluster: w for w in ws}
 

@@ -16,16 +16,6 @@ class Lowering:
     mesh: Mesh
     options: CompileOptions
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    _identities: dict | None = field(default=None, repr=False)
-
-    def identities(self) -> dict[tuple[str, str], list[str]]:
-        """(namespace, account) -> the services that run as it."""
-        if self._identities is None:
-            self._identities = {}
-            for s in self.mesh.services:
-                if self.mesh.service(s.name) is s:
-                    self._identities.setdefault((s.namespace, s.account), []).append(s.name)
-        return self._identities
 
     def unsupported(self, construct: str, span: Span | None, why: str) -> None:
         """MP701: name the construct, where it is (the span) and the target."""

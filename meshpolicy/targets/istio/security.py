@@ -77,11 +77,7 @@ def _sources(lw: Lowering, rule: AuthRule) -> list[dict] | None:
             svc = mesh.service(s.name or "")
             if svc is None:
                 continue
-            shared = [n for n in lw.identities().get((svc.namespace, svc.account), []) if n != svc.name]
-            if shared:
-                lw.unsupported(f"the source `{svc.name}`", s.span,
-                               f"Istio authorizes identities, and `{svc.name}` shares its service account "
-                               f"with {', '.join(f'`{n}`' for n in shared)}")
+            # a service sharing its account with another is MP108's (meshc check)
             principals.append(principal(mesh, svc))
     out = []
     if principals:

@@ -43,7 +43,8 @@ class MeshproxyTarget:
             settings = read_settings(options.settings)
         except SettingsError as exc:
             return [], [diag("MP730", f"[compile.meshproxy] in meshc.toml: {exc}")]
-        diags = unsupported(mesh)
+        # shared identities are MP108's (meshc check): they never reach a target
+        diags: list[Diagnostic] = http2_ports(mesh, settings["http1_apps"])
         low = Lowering(mesh, options.certs_dir, settings)
         per, count = settings["ports_per_workload"], len(low.keys)
         need = low.ports_needed()
@@ -67,26 +68,24 @@ class MeshproxyTarget:
             return check_outputs(outputs)
 
 
-def unsupported(mesh: Mesh) -> list[Diagnostic]:
-    """MP701: a `NAME` source whose SPIFFE ID another service shares. The
-    proxy knows callers only by certificate, so it cannot tell them apart."""
-    by_id: dict[str, list[str]] = {}
-    for svc in mesh.service_map.values():
-        by_id.setdefault(mesh.spiffe_id(svc), []).append(svc.name)
+def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:
+    """MP701: an http2 or grpc port. meshproxy speaks HTTP/1.1 on both sides,
+    so an HTTP/2-only client or app (every gRPC one) could not talk through it;
+    refused rather than served as HTTP/1.1. A service in `http1_apps` (its
+    app speaks HTTP/1.1 as well, like `meshc up`'s echo app) is accepted."""
     out = []
-    for stmt in [*mesh.auth_rules, *mesh.rate_limits]:
-        for s in stmt.sources:
-            if s.kind != "service" or s.name not in mesh.service_map:
-                continue
-            sharing = by_id[mesh.spiffe_id(mesh.service_map[s.name])]
-            if len(sharing) > 1:
-                others = ", ".join(f"`{n}`" for n in sharing if n != s.name)
+    for svc in sorted(mesh.service_map.values(), key=lambda s: s.name):
+        if svc.name in http1_apps:
+            continue
+        for port in svc.ports:
+            if port.protocol in ("http2", "grpc"):
                 out.append(diag(
                     "MP701",
-                    f"meshproxy cannot express source `{s.name}`: it shares its SPIFFE identity with {others}, "
-                    "and the proxy tells callers apart only by identity",
-                    s.span,
-                    help="give each service its own `account` (or namespace)"))
+                    f"meshproxy cannot express `port {port.number} {port.protocol}` of service `{svc.name}`: "
+                    "meshproxy speaks HTTP/1.1 only",
+                    port.span,
+                    help="compile to the envoy target, declare the port `http`, or list the service in "
+                         "[compile.meshproxy] `http1_apps` if its application also speaks HTTP/1.1"))
     return out
 
 
