@@ -14,19 +14,27 @@ import socket
 import time
 from pathlib import Path
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from ..semantics.patterns import normalize_path
 from ..targets.meshproxy import evaluate as ev
 from . import tls
+from .identity_headers import forwardable, identity_headers
 from .metrics import Metrics
+from .request_target import forward_target, valid_method
 from .tracing import propagate
-from .upstream import HOP_BY_HOP, Pool, UpstreamError
+from .upstream import HOP_BY_HOP, Pool, StreamedBody, UpstreamError
 
 log = logging.getLogger("meshproxy")
 
 GATEWAY_ERRORS = (502, 503, 504)
 DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
+# Request bodies up to this size are held (retries and mirrors resend them);
+# a larger one is streamed upstream once, without retries or mirror, as
+# Envoy does past its buffer limit.
+BODY_BUFFER_LIMIT = 1 << 20
+POOL_SWEEP_SECONDS = 5.0
+BAD_TARGET = "meshproxy: request target refused (see docs/semantics.md, Paths)\n"
 
 
 def load_config(path: Path) -> dict:
@@ -105,7 +113,7 @@ class Proxy:
         self.buckets = ev.TokenBuckets(cfg)
         self._servers: list = []
         self._tasks: list[asyncio.Task] = []
-        self.app_session: ClientSession | None = None
+        self.app_pool = Pool(None)  # plaintext to the local app
 
     def _refresh_gauges(self) -> None:
         now = time.monotonic()
@@ -123,14 +131,13 @@ class Proxy:
             self.pool = Pool(client)
 
     async def start(self) -> None:
-        self.app_session = ClientSession(timeout=ClientTimeout(total=None), auto_decompress=False)
         lst = self.cfg["listeners"]
         for listener in lst["inbound"]:
             sock = _listen(listener["address"], listener["port"])
-            server = web.Server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
+            server = _Server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
             self._tasks.append(asyncio.create_task(self._accept(sock, listener, server)))
             self._servers.append(sock)
-        out = web.Server(self.handle_outbound)
+        out = _Server(self.handle_outbound)
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
         for d in self.cfg["outbound"]["destinations"]:
@@ -148,6 +155,7 @@ class Proxy:
         await site.start()
         self._servers.append(runner)
         self._tasks.append(asyncio.create_task(self._watch_certs()))
+        self._tasks.append(asyncio.create_task(self._sweep_pools()))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -159,8 +167,8 @@ class Proxy:
                 await s.cleanup()
             else:
                 s.close()
-        if self.app_session:
-            await self.app_session.close()
+        self.pool.close_idle()
+        self.app_pool.close_idle()
 
     def reload(self) -> bool:
         """SIGHUP: take a new config file if it is valid; in-flight requests finish on the old one."""
@@ -186,6 +194,14 @@ class Proxy:
                     log.info("certificates reloaded")
                 except Exception as exc:
                     log.error("certificate reload failed: %s", exc)
+
+    async def _sweep_pools(self) -> None:
+        """Idle connections are closed after the pools' idle timeout, so a
+        burst's connections (and their buffers) do not stay open."""
+        while True:
+            await asyncio.sleep(POOL_SWEEP_SECONDS)
+            if self.pool.sweep() + self.app_pool.sweep():
+                _release_memory()
 
     # ---- inbound
     async def _accept(self, sock: socket.socket, listener: dict, server) -> None:
@@ -244,9 +260,10 @@ class Proxy:
             self.metrics.observe("inbound", source, dest, resp.status, time.monotonic() - started)
             return resp
 
-        path = normalize_path(request.raw_path)
-        if path is None:
-            return done(web.Response(status=400, text="meshproxy: path refused (escaped slash or backslash)\n"))
+        forward = forward_target(request.raw_path) if valid_method(request.method) else None
+        if forward is None:
+            return done(web.Response(status=400, text=BAD_TARGET))
+        path, target = forward
         if not self.buckets.admit(peer_id, peer_addr, time.monotonic()):
             self.metrics.ratelimited.labels(source).inc()
             return done(web.Response(status=429, text="local_rate_limited\n"))
@@ -254,21 +271,19 @@ class Proxy:
         if not decision.allowed:
             return done(web.Response(status=403, text="RBAC: access denied\n",
                                      headers={"x-meshproxy-rule": str(decision.rule)}))
-        body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        if peer_id:
-            headers.append(("x-meshproxy-peer", peer_id))
+        body = await read_body(request)
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None and peer_id else None
+        headers = forwardable(request.headers.items()) + identity_headers(cfg["identity"]["spiffe_id"], peer_id, der)
         app = listener["app"]
         try:
-            target = path + (f"?{request.query_string}" if request.query_string else "")
-            async with self.app_session.request(request.method, f"http://{app['address']}:{app['port']}{target}",
-                                                headers=headers, data=body, allow_redirects=False) as r:
-                data = await r.read()
-                out_headers = [(k, v) for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP]
-                return done(web.Response(status=r.status, body=data, headers=out_headers))
-        except Exception as exc:  # the app is down or broke the connection
+            r = await self.app_pool.request(app["address"], app["port"], use_tls=False, expected_id=None,
+                                            method=request.method, target=target, host=request.host,
+                                            headers=headers, body=body)
+        except (UpstreamError, ValueError) as exc:  # the app is down, broke the connection or its framing
             log.debug("app call failed: %s", exc)
             return done(web.Response(status=503, text="upstream connect error (local app)\n"))
+        return done(web.Response(status=r.status, body=r.body,
+                                 headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP]))
 
     async def _tcp_inbound(self, reader, writer, listener: dict) -> None:
         sslobj = writer.get_extra_info("ssl_object")
@@ -306,17 +321,17 @@ class Proxy:
         me = cfg["workload"]["service"]
         host = request.headers.get("Host", "")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        path = normalize_path(request.raw_path)
-        choice = ev.route(cfg, host, request.method, path or "/", headers)
+        forward = forward_target(request.raw_path) if valid_method(request.method) else None
+        path, target = forward or ("/", b"")
+        choice = ev.route(cfg, host, request.method, path, headers)
         dest_name = choice.destination or host
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
             self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
             return resp
 
-        if path is None:
-            return done(web.Response(status=400, text="meshproxy: path refused (escaped slash or backslash)\n"))
-        target = path + (f"?{request.query_string}" if request.query_string else "")
+        if forward is None:
+            return done(web.Response(status=400, text=BAD_TARGET))
         if choice.kind == "unknown_destination":
             return done(web.Response(status=403, text=f"meshproxy: `{me}` may not call `{host}`\n"))
         if choice.kind == "no_route":
@@ -327,9 +342,8 @@ class Proxy:
             return done(web.Response(status=choice.status, text=choice.route["action"]["body"] or ""))
         dest = ev.find_destination(cfg, host)
         rule = choice.route
-        body = await request.read()
-        fwd = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        fwd = propagate(fwd, cfg["tracing"])
+        body = await read_body(request)
+        fwd = propagate(forwardable(request.headers.items()), cfg["tracing"])
         fault = rule["fault"]
         if fault:
             if fault["delay_ms"] and random.random() * 100 < (fault["delay_percent"] or 0):
@@ -337,7 +351,7 @@ class Proxy:
             if fault["abort_status"] and random.random() * 100 < (fault["abort_percent"] or 0):
                 return done(web.Response(status=fault["abort_status"], text="fault filter abort\n"))
         mirror = choice.mirror
-        if mirror and random.random() * 100 < mirror[1]:
+        if mirror and not isinstance(body, StreamedBody) and random.random() * 100 < mirror[1]:
             asyncio.create_task(self._mirror(dest, mirror[0], request, target, fwd, body))
         timeout = rule["timeout_ms"] / 1000 if rule["timeout_ms"] else None
         try:
@@ -348,7 +362,7 @@ class Proxy:
 
     async def _attempts(self, dest, choice, rule, request, target, fwd, body) -> web.Response:
         retry = rule["retry"] or {}
-        retries = retry.get("retries", 0) or 0
+        retries = 0 if isinstance(body, StreamedBody) else retry.get("retries", 0) or 0  # sent once, not held
         per_try = retry.get("per_try_timeout_ms")
         base = retry.get("backoff_base_ms") or 25
         cap = retry.get("backoff_max_ms") or 10 * base
@@ -437,6 +451,51 @@ class Proxy:
                 target=target, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
         except Exception as exc:  # a mirror's failure never reaches the caller
             log.debug("mirror failed: %s", exc)
+
+
+class _Protocol(RequestHandler):
+    def handle_error(self, request, status=500, exc=None, message=None):
+        # A request aiohttp's parser refused: a fixed answer, since the
+        # parser's message quotes the caller's bytes back.
+        return super().handle_error(request, status, exc, BAD_TARGET if status == 400 else message)
+
+
+class _Server(web.Server):
+    """aiohttp's HTTP/1.1 server with _Protocol's error answers."""
+
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+async def read_body(request: web.BaseRequest) -> bytes | StreamedBody:
+    """The body, held when it is at most BODY_BUFFER_LIMIT, else streamed."""
+    if not request.body_exists:
+        return b""
+    content = request.content
+    head = bytearray()
+    while len(head) <= BODY_BUFFER_LIMIT:
+        chunk = await content.readany()
+        if not chunk:
+            return bytes(head)
+        head += chunk
+
+    async def rest():
+        while chunk := await content.readany():
+            yield chunk
+
+    return StreamedBody(bytes(head), rest(), request.content_length)
+
+
+def _release_memory() -> None:
+    """Give freed buffers back to the OS after a burst (glibc keeps them otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _listen(address: str, port: int) -> socket.socket:

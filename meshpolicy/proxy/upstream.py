@@ -1,14 +1,25 @@
-"""A small HTTP/1.1 client for sidecar-to-sidecar calls.
+"""A small HTTP/1.1 client for sidecar-to-sidecar and sidecar-to-app calls.
 
 aiohttp's client cannot check a peer's SPIFFE ID before the request is
-sent, so upstream calls use this instead: mTLS connect, check the peer's URI
-SAN, then send. Connections are kept alive and pooled per endpoint.
+sent, and it re-encodes request targets; so upstream calls use this instead:
+mTLS connect, check the peer's URI SAN, then send the target bytes as given.
+
+Connections are kept alive and pooled per endpoint, within bounds (at most
+`max_idle` idle per endpoint, each closed after `idle_timeout` seconds
+unused). A connection is reused only after an exchange whose framing was
+exactly right: any doubt about where one response ends (a malformed status
+or header line, a bad or conflicting content-length, bad chunk framing, a
+premature close, bytes the server sent unasked) closes it, so no later
+request can read another request's response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .tls import peer_spiffe_id
@@ -16,13 +27,27 @@ from .tls import peer_spiffe_id
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "content-length", "host"}
 
+# Full-line matches, CRLF included: a lone CR or LF anywhere is a framing error.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [\t !-~\x80-\xff]*)?\r\n")
+_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t !-~\x80-\xff]*?)[\t ]*\r\n")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[\t !-~\x80-\xff]*)?\r\n")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(rb"[\t !-~\x80-\xff]*")
+_MAX_LINE = 64 * 1024
+_MAX_HEADERS = 200
+
 
 class UpstreamError(Exception):
-    """kind: connect-failure, reset, identity."""
+    """kind: connect-failure, reset, identity, protocol (a framing error)."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+
+
+class FramingError(ValueError):
+    """The response's framing cannot be trusted; its connection is closed."""
 
 
 @dataclass
@@ -32,33 +57,70 @@ class Response:
     body: bytes
 
 
+@dataclass
+class StreamedBody:
+    """A request body too large to hold for retries: `head` was read already,
+    the rest comes from `rest`. `length` is the whole body's length when the
+    caller gave one (else it is sent chunked)."""
+
+    head: bytes
+    rest: AsyncIterator[bytes]
+    length: int | None
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     def close(self) -> None:
         self.writer.close()
 
+    def reusable(self) -> bool:
+        """Still open, and the server sent nothing since its last response
+        (unasked bytes would be read as the next request's response)."""
+        buffered = getattr(self.reader, "_buffer", b"")  # StreamReader has no public peek
+        return not self.reader.at_eof() and not buffered and not self.writer.is_closing()
+
 
 class Pool:
-    def __init__(self, ssl_context: ssl.SSLContext | None):
+    def __init__(self, ssl_context: ssl.SSLContext | None, max_idle: int = 8, idle_timeout: float = 30.0):
         self.ssl = ssl_context
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
         self.idle: dict[tuple[str, int], list[_Conn]] = {}
         self.open_count: dict[tuple[str, int], int] = {}
 
     def set_ssl(self, ctx: ssl.SSLContext | None) -> None:
         """New certificates: new connections use them; idle ones are dropped."""
         self.ssl = ctx
-        for conns in self.idle.values():
+        self.close_idle()
+
+    def close_idle(self, older_than: float | None = None) -> int:
+        """Close idle connections (all, or those unused since `older_than`); how many."""
+        closed = 0
+        for key, conns in list(self.idle.items()):
+            keep = [c for c in conns if older_than is not None and c.idle_since > older_than]
             for c in conns:
-                c.close()
-        self.idle.clear()
+                if c not in keep:
+                    self._drop(key, c)
+                    closed += 1
+            if keep:
+                self.idle[key] = keep
+            else:
+                del self.idle[key]
+        return closed
+
+    def sweep(self) -> int:
+        """Close connections idle longer than idle_timeout (called periodically)."""
+        return self.close_idle(older_than=time.monotonic() - self.idle_timeout)
 
     async def _connect(self, addr: str, port: int, expected_id: str | None, use_tls: bool) -> _Conn:
         try:
             reader, writer = await asyncio.open_connection(
-                addr, port, ssl=self.ssl if use_tls else None, server_hostname="" if use_tls else None)
+                addr, port, ssl=self.ssl if use_tls else None, server_hostname="" if use_tls else None,
+                limit=_MAX_LINE)
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError("connect-failure", str(exc)) from None
         if use_tls and expected_id is not None:
@@ -73,21 +135,35 @@ class Pool:
     def connections(self, addr: str, port: int) -> int:
         return self.open_count.get((addr, port), 0)
 
-    async def request(self, addr: str, port: int, *, use_tls: bool, expected_id: str | None, method: str,
-                      target: str, host: str, headers: list[tuple[str, str]], body: bytes) -> Response:
-        key = (addr, port)
+    def _take_idle(self, key) -> _Conn | None:
         idle = self.idle.get(key)
-        conn = idle.pop() if idle else await self._connect(addr, port, expected_id, use_tls)
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                return conn
+            self._drop(key, conn)
+        return None
+
+    async def request(self, addr: str, port: int, *, use_tls: bool, expected_id: str | None, method: str,
+                      target: bytes, host: str, headers: list[tuple[str, str]],
+                      body: bytes | StreamedBody) -> Response:
+        key = (addr, port)
+        conn = self._take_idle(key) or await self._connect(addr, port, expected_id, use_tls)
         try:
-            resp, keep = await self._exchange(conn, method, target, host, headers, body)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            resp, keep = await _exchange(conn, method, target, host, headers, body)
+        except FramingError as exc:
+            self._drop(key, conn)
+            raise UpstreamError("protocol", str(exc)) from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             self._drop(key, conn)
             raise UpstreamError("reset", str(exc) or type(exc).__name__) from None
         except BaseException:
             self._drop(key, conn)
             raise
-        if keep:
-            self.idle.setdefault(key, []).append(conn)
+        idle = self.idle.setdefault(key, [])
+        if keep and conn.reusable() and len(idle) < self.max_idle:
+            conn.idle_since = time.monotonic()
+            idle.append(conn)
         else:
             self._drop(key, conn)
         return resp
@@ -96,54 +172,144 @@ class Pool:
         conn.close()
         self.open_count[key] = max(0, self.open_count.get(key, 1) - 1)
 
-    @staticmethod
-    async def _exchange(conn: _Conn, method: str, target: str, host: str, headers, body: bytes):
-        lines = [f"{method} {target} HTTP/1.1", f"host: {host}", f"content-length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in HOP_BY_HOP]
-        conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        await conn.writer.drain()
-        status_line = await conn.reader.readuntil(b"\r\n")
-        parts = status_line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise ValueError(f"bad status line {status_line[:40]!r}")
-        status = int(parts[1])
-        out_headers: list[tuple[str, str]] = []
-        length = None
-        chunked = False
-        keep = parts[0] == "HTTP/1.1"
-        while True:
-            line = await conn.reader.readuntil(b"\r\n")
-            if line == b"\r\n":
-                break
-            k, _, v = line.decode("latin-1").partition(":")
-            k, v = k.strip().lower(), v.strip()
-            if k == "content-length":
-                length = int(v)
-            elif k == "transfer-encoding" and "chunked" in v.lower():
-                chunked = True
-            elif k == "connection":
-                keep = v.lower() != "close" if keep else v.lower() == "keep-alive"
-            out_headers.append((k, v))
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            data = b""
-        elif chunked:
-            data = await _read_chunked(conn.reader)
-        elif length is not None:
-            data = await conn.reader.readexactly(length)
-        else:
-            data = await conn.reader.read()
-            keep = False
-        return Response(status, out_headers, data), keep
+
+def _head(method: str, target: bytes, host: str, headers, body) -> bytes:
+    """The request head; every line is checked, so nothing a caller sent can end it early."""
+    if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", method) or not re.fullmatch(rb"[!-~]+", target):
+        raise ValueError("refusing to write an invalid request line")
+    out = [method.encode("ascii") + b" " + target + b" HTTP/1.1", b"host: " + _value(host)]
+    if isinstance(body, StreamedBody):
+        out.append(b"content-length: %d" % body.length if body.length is not None else b"transfer-encoding: chunked")
+    else:
+        out.append(b"content-length: %d" % len(body))
+    for k, v in headers:
+        if k.lower() in HOP_BY_HOP:
+            continue
+        if not _HEADER_NAME.fullmatch(k):
+            raise ValueError(f"refusing to write header name {k!r}")
+        out.append(k.encode("ascii") + b": " + _value(v))
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+def _value(v: str) -> bytes:
+    raw = v.encode("utf-8", "surrogateescape")  # the bytes the caller sent (aiohttp decodes this way)
+    if not _HEADER_VALUE.fullmatch(raw):
+        raise ValueError("refusing to write a header value with control bytes")
+    return raw
+
+
+async def _send_body(conn: _Conn, body: bytes | StreamedBody) -> None:
+    if not isinstance(body, StreamedBody):
+        if body:
+            conn.writer.write(body)
+        return
+    chunked = body.length is None
+    sent = 0
+
+    def put(data: bytes) -> None:
+        nonlocal sent
+        sent += len(data)
+        conn.writer.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+    if body.head:
+        put(body.head)
+    async for data in body.rest:
+        if data:
+            put(data)
+            await conn.writer.drain()
+    if chunked:
+        conn.writer.write(b"0\r\n\r\n")
+    elif sent != body.length:
+        raise ValueError("the caller's body ended early")
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    line = await reader.readuntil(b"\n")
+    if len(line) > _MAX_LINE:
+        raise FramingError("line too long")
+    return line
+
+
+async def _exchange(conn: _Conn, method: str, target: bytes, host: str, headers, body):
+    conn.writer.write(_head(method, target, host, headers, body))
+    await _send_body(conn, body)
+    await conn.writer.drain()
+    while True:
+        status_line = await _line(conn.reader)
+        m = _STATUS_LINE.fullmatch(status_line)
+        if m is None:
+            raise FramingError(f"bad status line {status_line[:40]!r}")
+        status = int(m.group(2))
+        keep = m.group(1) == b"1"
+        out_headers, length, chunked, keep = await _read_headers(conn.reader, keep)
+        if status == 101:
+            raise FramingError("unexpected protocol switch")
+        if 100 <= status < 200:  # interim (100 Continue): the final response follows
+            continue
+        break
+    if method == "HEAD" or status in (204, 304):
+        data = b""
+    elif chunked:
+        data = await _read_chunked(conn.reader)
+    elif length is not None:
+        data = await conn.reader.readexactly(length)
+    else:  # delimited by close: never reused
+        data = await conn.reader.read()
+        keep = False
+    return Response(status, out_headers, data), keep
+
+
+async def _read_headers(reader: asyncio.StreamReader, keep: bool):
+    out: list[tuple[str, str]] = []
+    length: int | None = None
+    chunked = False
+    other_coding = False
+    while True:
+        line = await _line(reader)
+        if line == b"\r\n":
+            break
+        m = _HEADER_LINE.fullmatch(line)
+        if m is None or len(out) >= _MAX_HEADERS:
+            raise FramingError(f"bad header line {line[:40]!r}")
+        k, v = m.group(1).decode("ascii").lower(), m.group(2).decode("latin-1")
+        if k == "content-length":
+            for item in m.group(2).split(b","):
+                if not _DIGITS.fullmatch(item.strip()):
+                    raise FramingError(f"bad content-length {v!r}")
+                n = int(item.strip())
+                if length is not None and n != length:
+                    raise FramingError("conflicting content-length")
+                length = n
+        elif k == "transfer-encoding":
+            codings = [c.strip().lower() for c in v.split(",") if c.strip()]
+            if chunked or not codings:
+                raise FramingError("bad transfer-encoding")
+            chunked = codings[-1] == "chunked"
+            other_coding = not chunked
+        elif k == "connection":
+            tokens = {t.strip().lower() for t in v.split(",")}
+            keep = (keep and "close" not in tokens) or (not keep and "keep-alive" in tokens)
+        out.append((k, v))
+    if (chunked or other_coding) and length is not None:
+        raise FramingError("both content-length and transfer-encoding")  # RFC 9112 6.3: a smuggling sign
+    if other_coding:
+        length, keep = None, False  # read to close
+    return out, length, chunked, keep
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     out = bytearray()
     while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";")[0].strip(), 16)
+        size_line = await _line(reader)
+        m = _CHUNK_SIZE.fullmatch(size_line)
+        if m is None:
+            raise FramingError(f"bad chunk size {size_line[:40]!r}")
+        size = int(m.group(1), 16)
         if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
+            while (line := await _line(reader)) != b"\r\n":
+                if _HEADER_LINE.fullmatch(line) is None:
+                    raise FramingError("bad trailer")
             return bytes(out)
         out += await reader.readexactly(size)
-        await reader.readexactly(2)
+        if await reader.readexactly(2) != b"\r\n":
+            raise FramingError("chunk not followed by CRLF")

@@ -74,11 +74,14 @@ def normalize_path(raw: str) -> str | None:
     """The path every matcher sees (docs/semantics.md, "Paths"), or None when
     the request must be refused: the query is dropped, escapes of unreserved
     characters are decoded (`%61` -> `a`) and other escapes upper-cased, runs
-    of `/` merged and `.`/`..` segments removed (RFC 3986, 5.2.4). An escaped
-    slash or backslash (`%2F`, `%5C`) or a raw backslash is refused, since
-    proxies disagree on what it means."""
-    path = raw.split("?", 1)[0].split("#", 1)[0]
-    if not path.startswith("/") or "\\" in path:
+    of `/` merged and `.`/`..` segments removed (RFC 3986, 5.2.4), a segment
+    `..;x` or `.;x` counting as `..` or `.` (as Envoy does: servlet containers
+    drop `;x`, so `/a/..;/admin` is `/admin` to them). An escaped slash or
+    backslash (`%2F`, `%5C`), a raw backslash or a fragment (`#`: no request
+    target has one; Envoy answers 400) is refused, since proxies disagree on
+    what it means."""
+    path = raw.split("?", 1)[0]
+    if not path.startswith("/") or "\\" in path or "#" in raw:
         return None
     out = []
     i = 0
@@ -99,13 +102,14 @@ def normalize_path(raw: str) -> str | None:
     segments: list[str] = []
     parts = "".join(out).split("/")
     for seg in parts[1:]:
-        if seg in ("", "."):
+        seg_dots = seg.split(";", 1)[0] if seg.startswith(".") else seg
+        if seg_dots in ("", "."):
             continue
-        if seg == "..":
+        if seg_dots == "..":
             if segments:
                 segments.pop()
             continue
         segments.append(seg)
-    trailing = parts[-1] in ("", ".", "..") and len(parts) > 2
+    trailing = (parts[-1] in ("", ".", "..") or parts[-1].split(";", 1)[0] in (".", "..")) and len(parts) > 2
     result = "/" + "/".join(segments)
     return result + "/" if trailing and segments else result

@@ -25,6 +25,7 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+PEER_HEADER = "x-meshproxy-peer"
 
 
 def router() -> dict:
@@ -76,7 +77,14 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
         # rate limit keys on it and the application may read it.
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
-        "route_config": {"name": "inbound", "virtual_hosts": [{
+        # meshproxy's peer header is an identity header too: a caller's copy is
+        # dropped and the verified peer's URI SAN set (nothing without one), so
+        # an app reads the same thing behind either proxy (docs/security.md).
+        "route_config": {"name": "inbound", "request_headers_to_remove": [PEER_HEADER],
+                         "request_headers_to_add": [{
+                             "header": {"key": PEER_HEADER, "value": "%DOWNSTREAM_PEER_URI_SAN%"},
+                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                         "virtual_hosts": [{
             "name": "inbound", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "0s"}}]}]},
         "http_filters": _http_filters(ctx, svc),

@@ -1,0 +1,42 @@
+"""Identity headers: the ones meshproxy sets from a verified certificate, and
+the sanitizing that keeps a caller from forging them.
+
+An application may read who called it from `x-meshproxy-peer` (the caller's
+SPIFFE ID) or `x-forwarded-client-cert` (Envoy's XFCC format, so the same
+app works behind either proxy). Only the sidecar that verified the TLS
+peer may set them: every copy a caller sent, in any letter case, is removed
+on every path (inbound, outbound, mirrors, retries), then the inbound side
+adds its own when the peer has a certificate (Envoy's SANITIZE_SET).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .upstream import HOP_BY_HOP
+
+PEER = "x-meshproxy-peer"
+XFCC = "x-forwarded-client-cert"
+IDENTITY = frozenset({PEER, XFCC})
+
+
+def forwardable(headers) -> list[tuple[str, str]]:
+    """The caller's headers minus hop-by-hop ones (and those its Connection
+    header names) and every identity header."""
+    conn_named = set()
+    for k, v in headers:
+        if k.lower() == "connection":
+            conn_named |= {t.strip().lower() for t in v.split(",")}
+    return [(k, v) for k, v in headers
+            if (name := k.lower()) not in HOP_BY_HOP and name not in IDENTITY and name not in conn_named]
+
+
+def identity_headers(own_id: str, peer_id: str | None, peer_der: bytes | None) -> list[tuple[str, str]]:
+    """What the inbound side tells the app about a verified caller (nothing for
+    a caller without a certificate)."""
+    if peer_id is None:
+        return []
+    xfcc = f"By={own_id}"
+    if peer_der:
+        xfcc += f";Hash={hashlib.sha256(peer_der).hexdigest()}"
+    return [(PEER, peer_id), (XFCC, f"{xfcc};URI={peer_id}")]
