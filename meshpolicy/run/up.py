@@ -59,6 +59,8 @@ class Plan:
 def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
     out = []
     for f in sorted(config_dir.rglob("*.json")):
+        if f.name.startswith("."):  # meshc's own bookkeeping (the output manifest), not a sidecar config
+            continue
         c = json.loads(f.read_text())
         lst = c["listeners"]
         inbound = lst["inbound"][0]
@@ -98,7 +100,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     certs = workdir / "certs"
     issue(mesh, certs)
     settings = dict(config.get("compile", {}).get(proxy, {}))
-    if proxy == "envoy":
+    if proxy in ("envoy", "meshproxy"):
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))

@@ -13,7 +13,8 @@ Workloads are ordered by (service, version) name; workload i owns ports
             further declared service port.
 
 `[compile.meshproxy]` in meshc.toml overrides listen_address, app_address,
-port_base and ports_per_workload.
+port_base and ports_per_workload; http1_apps lists services declared http2 or
+grpc whose application speaks HTTP/1.1 too (meshproxy speaks only HTTP/1.1).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ...model.types import Mesh, Port, Service
 
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_EXTRA = 0, 1, 2, 3, 4
 DEFAULTS = {"listen_address": "127.0.0.1", "app_address": "127.0.0.1",
-            "port_base": 20000, "ports_per_workload": 10}
+            "port_base": 20000, "ports_per_workload": 10, "http1_apps": []}
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,9 @@ def read_settings(settings: dict) -> dict:
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
             raise SettingsError(f"`{key}` must be an integer between 1 and 65535, not {v!r}")
+    apps = out["http1_apps"]
+    if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
+        raise SettingsError(f"`http1_apps` must be a list of service names, not {apps!r}")
     if out["ports_per_workload"] < FIRST_EXTRA:
         raise SettingsError(f"`ports_per_workload` must be at least {FIRST_EXTRA}")
     return out
