@@ -9,6 +9,7 @@ at all (see `may_call`), so the proxy only does string and regex tests.
 from __future__ import annotations
 
 from ...model import types as m
+from ...plan import CertLayout, plan_of
 from ...semantics.patterns import glob_regex
 from .config import FORMAT_VERSION
 from .ports import WorkloadPorts, needed, workload_keys, workload_ports
@@ -130,45 +131,14 @@ def balancer(b: m.LoadBalancer | None) -> dict | None:
     return {"policy": b.policy, "header": b.header.lower() if b.header else None}
 
 
-class CallerIndex:
-    """Which destinations each service may call: those where some request
-    from it can be allowed. Only those get an outbound entry (the proxy
-    answers 403 for the rest, which their inbound side would deny anyway).
-    Built once per mesh so scoping stays linear in the rules."""
-
-    def __init__(self, mesh: m.Mesh):
-        names = sorted(mesh.service_map)
-        self.everyone = names if mesh.settings.default == "allow" else []
-        open_: set[str] = set(self.everyone)
-        self.by_service: dict[str, set[str]] = {}
-        self.by_namespace: dict[str, set[str]] = {}
-        for r in mesh.auth_rules:
-            dest = mesh.service_map.get(r.target.name)
-            if r.effect != "allow" or dest is None:
-                continue
-            visible = mesh.mtls_of(dest) != "off"
-            for s in r.sources:
-                if s.kind == "any" or (visible and s.kind == "authenticated"):
-                    open_.add(dest.name)
-                elif visible and s.kind == "service":
-                    self.by_service.setdefault(s.name, set()).add(dest.name)
-                elif visible and s.kind == "namespace":
-                    self.by_namespace.setdefault(s.name, set()).add(dest.name)
-        self.open = open_
-
-    def callable(self, svc: m.Service) -> list[str]:
-        out = self.open | self.by_service.get(svc.name, set()) | self.by_namespace.get(svc.namespace, set())
-        return sorted(out - {svc.name})
-
-
 class Lowering:
     """Per-mesh work done once (destinations are shared by all callers)."""
 
     def __init__(self, mesh: m.Mesh, certs_dir: str, settings: dict):
         self.mesh = mesh
-        self.certs_dir = certs_dir.rstrip("/") or "/"
+        self.plan = plan_of(mesh)
+        self.certs = CertLayout(certs_dir)
         self.settings = settings
-        self.callers = CallerIndex(mesh)
         self.keys = workload_keys(mesh)
         self.index = {k: i for i, k in enumerate(self.keys)}
         self._callable: dict[str, list[str]] = {}
@@ -178,7 +148,7 @@ class Lowering:
 
     def callable(self, name: str) -> list[str]:
         if name not in self._callable:
-            self._callable[name] = self.callers.callable(self.mesh.service_map[name])
+            self._callable[name] = [d for d in self.plan.callees(name) if d != name]
         return self._callable[name]
 
     def tcp_destinations(self, name: str) -> list[str]:
@@ -214,9 +184,9 @@ class Lowering:
             "identity": {
                 "spiffe_id": mesh.spiffe_id(svc),
                 "trust_domain": mesh.settings.trust_domain,
-                "cert_file": f"{self.certs_dir}/{svc.namespace}/{svc.account}/cert.pem",
-                "key_file": f"{self.certs_dir}/{svc.namespace}/{svc.account}/key.pem",
-                "ca_file": f"{self.certs_dir}/ca.pem",
+                "cert_file": self.certs.cert_file(svc.namespace, svc.account),
+                "key_file": self.certs.key_file(svc.namespace, svc.account),
+                "ca_file": self.certs.ca_file,
             },
             "listeners": {
                 "admin": {"address": listen, "port": ports.admin},
@@ -277,25 +247,26 @@ class Lowering:
     def _destination(self, svc: m.Service) -> dict:
         mesh = self.mesh
         upstreams = []
-        for v in ([svc.version(n) for n in sorted({x.name for x in svc.versions})] or [None]):
-            ports = self.ports(svc.name, v.name if v else None)
+        for w in self.plan.services[svc.name].workloads:
+            ports = self.ports(svc.name, w.version)
             upstreams.append({
-                "version": v.name if v else None,
+                "version": w.version,
                 "address": self.settings["listen_address"],
                 "ports": [{"service_port": p.number, "port": inb} for p, inb, _ in ports.inbound],
-                "circuit_breaker": circuit((v.circuit if v else None) or svc.circuit),
-                "outlier_detection": outlier((v.outlier if v else None) or svc.outlier),
-                "load_balancer": balancer((v.balance if v else None) or svc.balance),
+                "circuit_breaker": circuit(w.circuit),
+                "outlier_detection": outlier(w.outlier),
+                "load_balancer": balancer(w.balance),
             })
         route = mesh.route_map.get(svc.name)
         if route is None:
-            versions = [u["version"] for u in upstreams]
-            share = 100.0 / len(versions)
+            # No versions: the one upstream (version None) takes everything.
+            shares = self.plan.services[svc.name].default.weights or {None: 100.0}
             routes = [{
                 "rule": None,
                 "match": {"methods": [], "paths": [], "headers": [], "sources": []},
                 "action": {"kind": "forward", "mirror": None,
-                           "destinations": [{"version": v, "weight": share} for v in versions]},
+                           "destinations": [{"version": u["version"], "weight": shares[u["version"]]}
+                                            for u in upstreams]},
                 "timeout_ms": svc.timeout_ms, "retry": retry(svc.retry), "fault": fault(svc.fault),
             }]
         else:
@@ -303,8 +274,7 @@ class Lowering:
         return {
             "service": svc.name,
             "namespace": svc.namespace,
-            "hosts": [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc",
-                      f"{svc.name}.{svc.namespace}.svc.cluster.local"],
+            "hosts": list(self.plan.services[svc.name].hosts),
             "spiffe_id": mesh.spiffe_id(svc),
             "mtls": mesh.mtls_of(svc) != "off",
             "upstreams": upstreams,
@@ -314,13 +284,7 @@ class Lowering:
     def route_rule(self, svc: m.Service, r: m.RouteRule) -> dict:
         a = r.action
         if a.kind == "forward":
-            dests = a.destinations
-            if len(dests) == 1 and dests[0].weight is None:
-                weights = {dests[0].version.name: 100.0}
-            else:
-                weights = {}
-                for d in dests:
-                    weights[d.version.name] = weights.get(d.version.name, 0.0) + (d.weight or 0.0)
+            weights = self.plan.services[svc.name].rules[r.index].weights
             action = {"kind": "forward",
                       "destinations": [{"version": v, "weight": w} for v, w in weights.items()],
                       "mirror": {"version": a.mirror.version.name, "percent": a.mirror.percent}
