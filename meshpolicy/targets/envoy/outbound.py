@@ -7,6 +7,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ...model.types import Fault, Retry, RouteRule, Service
+from ...plan import hosts
 from .clusters import balance_of
 from .context import Ctx
 from .conventions import cluster_name
@@ -22,9 +23,9 @@ DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancell
 
 
 def domains(svc: Service) -> list[str]:
-    names = [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc.cluster.local"]
+    """The plan's host names, bare and with each port."""
     out = []
-    for n in names:
+    for n in hosts(svc):
         out.append(n)
         out.extend(f"{n}:{p.number}" for p in svc.ports)
     return sorted(set(out))
