@@ -12,6 +12,7 @@ import yaml
 from ...codes import diag
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh, Service
+from ...plan import CertLayout
 from ...resources import target_dir
 
 # Offsets inside a workload's block of ports.
@@ -141,9 +142,9 @@ def spiffe_prefix(mesh: Mesh) -> str:
 
 
 def cert_files(certs_dir: str, svc: Service) -> tuple[str, str]:
-    base = f"{certs_dir.rstrip('/')}/{svc.namespace}/{svc.account}"
-    return f"{base}/cert.pem", f"{base}/key.pem"
+    layout = CertLayout(certs_dir)  # the plan's certificate layout, shared with meshproxy and `meshc certs`
+    return layout.cert_file(svc.namespace, svc.account), layout.key_file(svc.namespace, svc.account)
 
 
 def ca_file(certs_dir: str) -> str:
-    return f"{certs_dir.rstrip('/')}/ca.pem"
+    return CertLayout(certs_dir).ca_file
