@@ -6,6 +6,7 @@ the destination's SPIFFE ID."""
 from __future__ import annotations
 
 from ...model.types import CircuitBreaker, LoadBalancer, Outlier, Service
+from ...plan import version_settings
 from .context import Ctx
 from .conventions import (APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cert_files, cluster_name, port)
 from .values import duration
@@ -75,8 +76,7 @@ def _outlier(ctx: Ctx, o: Outlier) -> dict:
 
 
 def balance_of(dest: Service, version: str | None) -> LoadBalancer | None:
-    v = dest.version(version) if version else None
-    return (v.balance if v and v.balance else None) or dest.balance
+    return version_settings(dest, dest.version(version) if version else None)[2]
 
 
 def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str | None, dest_index: dict) -> dict:
@@ -105,10 +105,7 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
 
 def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: dict) -> dict:
     name = cluster_name(dest.name, version)
-    v = dest.version(version) if version else None
-    circuit = (v.circuit if v and v.circuit else None) or dest.circuit
-    outlier = (v.outlier if v and v.outlier else None) or dest.outlier
-    balance = balance_of(dest, version)
+    circuit, outlier, balance = version_settings(dest, dest.version(version) if version else None)
     target = dest_index[name]
     c: dict = {
         "name": name,
