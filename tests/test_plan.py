@@ -196,3 +196,56 @@ service c {
 allow a -> c
 """)
     assert set(build_plan(mesh).callers("c")) == {"a", "b"}
+
+
+def _http1(mesh):
+    """meshproxy takes the shop's http2/grpc apps to speak HTTP/1.1 too, as its meshc.toml says."""
+    from meshpolicy.compile import CompileOptions
+
+    return CompileOptions(settings={"http1_apps": sorted(mesh.service_map)})
+
+
+def test_envoy_and_meshproxy_answer_to_the_plans_hosts(shop_mesh):
+    """One host list: `orders.shop.svc` reaches orders through either sidecar
+    (Envoy's virtual hosts lacked it while meshproxy had it)."""
+    import json
+
+    import yaml
+
+    from meshpolicy.compile import compile_mesh
+
+    plan = plan_of(shop_mesh)
+    outputs, diags = compile_mesh(shop_mesh, "envoy")
+    assert not [d for d in diags if d.severity == "error"]
+    boot = yaml.safe_load(next(o.content for o in outputs if o.path == "web/frontend/v1.yaml"))
+    outbound = next(li for li in boot["static_resources"]["listeners"] if li["name"] == "outbound")
+    vhosts = outbound["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+    domains = {d for vh in vhosts if "orders" in vh["domains"] for d in vh["domains"]}
+    assert "orders.shop.svc" in domains
+    assert set(plan.service("orders").hosts) <= domains
+    outputs, _ = compile_mesh(shop_mesh, "meshproxy", _http1(shop_mesh))
+    cfg = json.loads(next(o.content for o in outputs if o.path == "web/frontend/v1.json"))
+    dest = next(d for d in cfg["outbound"]["destinations"] if d["service"] == "orders")
+    assert dest["hosts"] == plan.service("orders").hosts
+
+
+def test_sidecar_scope_is_the_plans(shop_mesh):
+    """Envoy and meshproxy scope each workload to the plan's callees: shop's
+    `deny search -> catalog` denies everything search could send, so neither
+    sidecar of search carries catalog."""
+    import json
+
+    from meshpolicy.compile import compile_mesh
+    from meshpolicy.targets.envoy.scope import callable_services
+
+    plan = plan_of(shop_mesh)
+    assert "catalog" not in plan.callees("search")
+    for caller in shop_mesh.services:
+        assert [s.name for s in callable_services(shop_mesh, caller)] == plan.callees(caller.name)
+    outputs, _ = compile_mesh(shop_mesh, "meshproxy", _http1(shop_mesh))
+    for o in outputs:
+        cfg = json.loads(o.content)
+        me = cfg["workload"]["service"]
+        got = [d["service"] for d in cfg["outbound"]["destinations"]]
+        assert got == [n for n in plan.callees(me) if n != me]
+    assert outputs

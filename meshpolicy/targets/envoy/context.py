@@ -11,7 +11,7 @@ from ...diagnostics import Diagnostic
 from ...model.types import Mesh, Service
 from ...span import Span
 from .conventions import Settings
-from .scope import Scope
+from .scope import callable_services
 
 
 @dataclass
@@ -21,14 +21,12 @@ class Ctx:
     settings: Settings
     diags: list[Diagnostic] = field(default_factory=list)
     _seen: set = field(default_factory=set)
-    _scope: Scope | None = None
     # Per-destination pieces every caller shares (clusters.destination_cluster).
     cache: dict = field(default_factory=dict)
 
     def callable_from(self, caller: Service) -> list[Service]:
-        if self._scope is None:
-            self._scope = Scope.of(self.mesh)
-        return self._scope.callable_from(caller)
+        """The destinations caller may call, sorted by name: the plan's scope."""
+        return callable_services(self.mesh, caller)
 
     def report(self, code: str, message: str, span: Span | None) -> None:
         self.record(diag(code, message, span))
