@@ -103,3 +103,66 @@ def test_graph_does_not_draw_refused_outside_calls(tmp_path):
     assert "outside" not in run_meshc("graph", str(f), "--format", "dot").stdout
     f.write_text(STRICT.replace("MODE", "permissive"))
     assert "outside" in run_meshc("graph", str(f), "--format", "dot").stdout
+
+
+# ---- normalization in the verifier -----------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from meshpolicy.semantics.patterns import normalize_path  # noqa: E402
+from meshpolicy.verify.atoms import NORMALIZED_PATH, is_normalized  # noqa: E402
+
+_PIECES = st.sampled_from(["/", ".", "..", "a", ";", "%2e", "%2E", "%41", "%7e", "%7B", "%2F", "%5c", "%", "~",
+                           "?", "#", "\\", "x.", "...", ";x"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_PIECES, max_size=8).map(lambda xs: "/" + "".join(xs)))
+def test_path_universe_is_exactly_the_normalized_paths(s):
+    import re2
+
+    assert (re2.fullmatch(NORMALIZED_PATH, s) is not None) == is_normalized(s) == (normalize_path(s) == s), s
+
+
+BASE = """
+mesh m { trust_domain "t.example"; mtls strict; default deny }
+service api { namespace a; account api; port 8080 http }
+service web { namespace a; account web; port 8080 http }
+allow web -> api
+"""
+
+
+@pytest.mark.parametrize("pattern", ["//admin/**", "/static/../admin/**", "exact \"/%61dmin\"", "/a/./b",
+                                     "/admin/%2Fx", "prefix \"/a//\"", "/admin/..", "/x/..;y/admin"])
+def test_raw_path_tricks_are_mp505_with_a_witness(pattern):
+    diags = run(mesh_of(BASE + f"deny * -> api {pattern}\n"))
+    [d] = [d for d in diags if d.code == "MP505"]
+    assert "MP504" not in codes(diags)  # one report for a wholly dead rule
+    assert d.witness["source"] == "web" and normalize_path(d.witness["path"]) == d.witness["normalized_path"]
+    assert d.witness["normalized_path"] != d.witness["path"]
+
+
+def test_partly_dead_rule_keeps_its_live_part():
+    diags = run(mesh_of(BASE + "deny * -> api //admin/**, /admin/**\n"))
+    assert codes(diags).count("MP505") == 1 and "this part of the rule" in next(
+        d.message for d in diags if d.code == "MP505")
+    assert not evaluate(mesh_of(BASE + "deny * -> api //admin/**, /admin/**\n"),
+                        Request("web", "api", "GET", "//admin/users")).decision.allowed
+
+
+@pytest.mark.parametrize("pattern", ["/admin/**", "prefix \"/a/.\"", "exact \"/a%20b\"", "/a/", "/**"])
+def test_normal_spellings_are_not_mp505(pattern):
+    assert "MP505" not in codes(run(mesh_of(BASE + f"deny * -> api {pattern}\n")))
+
+
+def test_verifier_does_not_claim_raw_spellings_get_past_a_deny():
+    """`never web -> api /admin/**` holds: `//admin/x` is `/admin/x` to every proxy."""
+    text = BASE + "deny * -> api /admin/**\nassert never web -> api /admin/**\n"
+    assert "MP601" not in codes(run(mesh_of(text)))
+    text = BASE.replace("allow web -> api\n", "allow web -> api /**\ndeny web -> api /admin\n") + \
+        "assert can web -> api /admin/**\n"
+    diags = run(mesh_of(text))
+    # every witness of the verifier is a normalized path
+    assert all(normalize_path(d.witness["path"]) == d.witness["path"]
+               for d in diags if d.witness and "path" in d.witness and d.code != "MP505")

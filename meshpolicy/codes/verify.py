@@ -14,6 +14,8 @@ CODES = define(
      "if the overlap is intended nothing needs doing; otherwise narrow one of the rules"),
     ("MP504", "auth-rule-matches-nothing", "warning", "this authorization rule matches no request at all",
      "a named caller's identity is only visible over mTLS; check the sources, the destination's mtls and the patterns"),
+    ("MP505", "path-never-normalized", "warning", "a path pattern is spelled in a way no normalized path is (`//`, a `.` or `..` segment, `%61`, `%2F`), so it never matches",
+     "write the path as normalization leaves it (merge `/`, resolve `.` and `..`, decode unreserved escapes); rules only ever see normalized paths"),
     # ---- routing
     ("MP510", "unreachable-route-rule", "warning", "every request this route rule matches is taken by earlier rules (or it matches none)",
      "move the rule above the rules named in the labels, narrow those, or remove it"),

@@ -278,15 +278,19 @@ def _candidates(key: Key) -> list[str]:
 # A path is a *normalized* path (semantics.patterns.normalize_path is the
 # identity on it): `/` then segments of visible ASCII other than `/ % \\ ? #`
 # or escapes that normalization keeps (upper-case hex, not of an unreserved
-# character, not `%2F`/`%5C`); no empty, `.` or `..` segment, except one
-# trailing `/`. Spelling tricks (`//`, `/./`, `%61`) are outside it: rules
+# character, not `%2F`/`%5C`); no empty, `.` or `..` segment (nor `.;x`,
+# `..;x`), except one trailing `/`. tests/test_request_model.py checks this
+# regex against normalize_path's fixed points. Spelling tricks (`//`, `/./`, `%61`) are outside it: rules
 # never see them. A header value is visible ASCII, space, tab and obs-text
 # (RFC 9110). Neither holds a newline, so RE2's `.` is "any character" here.
 _PCHAR = r"[\x21\x22\x24\x26-\x2e\x30-\x3e\x40-\x5b\x5d-\x7e]"
 _PCHAR_NODOT = r"[\x21\x22\x24\x26-\x2d\x30-\x3e\x40-\x5b\x5d-\x7e]"
 _ESCAPE = r"%(?:[01][0-9A-F]|2[0-9A-C]|3[A-F]|40|5[BDE]|60|7[BCDF]|[89A-F][0-9A-F])"
+_PCHAR_NODOT_NOSEMI = r"[\x21\x22\x24\x26-\x2d\x30-\x3a\x3c-\x3e\x40-\x5b\x5d-\x7e]"
 _UNIT, _UNIT_NODOT = f"(?:{_PCHAR}|{_ESCAPE})", f"(?:{_PCHAR_NODOT}|{_ESCAPE})"
-_SEGMENT = rf"(?:\.{{0,2}}{_UNIT_NODOT}{_UNIT}*|\.\.\.{_UNIT}*)"
+_UNIT_NODOT_NOSEMI = f"(?:{_PCHAR_NODOT_NOSEMI}|{_ESCAPE})"
+# a segment is not `.` or `..`, nor `.;x` / `..;x` (those count as `.` / `..`)
+_SEGMENT = rf"(?:{_UNIT_NODOT}{_UNIT}*|\.{{1,2}}{_UNIT_NODOT_NOSEMI}{_UNIT}*|\.\.\.{_UNIT}*)"
 NORMALIZED_PATH = rf"/|(?:/{_SEGMENT})+/?"
 UNIVERSES: dict[str, Key] = {
     "path": ("regex", NORMALIZED_PATH),

@@ -14,6 +14,7 @@ from ..model.types import AuthRule, Mesh
 from ..semantics.evaluate import Request, auth_rule_matches, authorize
 from .atoms import Undecided
 from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS, Partition, partition
+from .raw_paths import wholly_dead
 from .witness import WitnessMismatch, confirmed
 
 
@@ -94,7 +95,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     dead: set[int] = set()
     for r in p.auth_rules:
         if r.index in empty:
-            if not _identity_blind(mesh, r):
+            if not _identity_blind(mesh, r) and not wholly_dead(r.paths):
                 out.append(diag("MP504", f"{_cap(_what(r))} matches no request", r.span))
             continue
         if r.effect != "allow":

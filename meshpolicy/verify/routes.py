@@ -11,6 +11,7 @@ from ..model.types import Mesh, RouteRule
 from ..semantics.evaluate import forward_weights, match_holds
 from .atoms import Undecided
 from .partition import Partition
+from .raw_paths import wholly_dead
 from .witness import confirmed
 
 
@@ -51,7 +52,8 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
         b = p.route_box[i]
         earlier = [j for j in range(i) if p.meet(b, p.route_box[j]) is not None]
         if any(not x for x in b):
-            out.append(diag("MP510", f"{_what(rr, p.dest)} matches no request", rr.span))
+            if not wholly_dead(rr.match.paths):  # else MP505 says why
+                out.append(diag("MP510", f"{_what(rr, p.dest)} matches no request", rr.span))
             continue
         req = p.pick(p.meet(b, p.route_box[earlier[0]]))
         wit = confirmed(mesh, req,
