@@ -63,6 +63,29 @@ def test_keys_are_private(issued):
         assert stat.S_IMODE(k.stat().st_mode) == 0o600, k
 
 
+def test_a_planted_temporary_file_or_symlink_never_receives_a_key(shop, tmp_path):
+    """Keys go through a fresh O_EXCL temporary: a `<key>.tmp` symlink left in
+    the directory (by a killed run, or planted) is not written through."""
+    out = tmp_path / "certs"
+    out.mkdir()
+    elsewhere = tmp_path / "world-readable"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    (out / "ca-key.pem.tmp").symlink_to(elsewhere)
+    issue(shop, out)
+    assert elsewhere.read_text() == "" and stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    key = out / "ca-key.pem"
+    assert not key.is_symlink() and stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_cli_writes_keys_0600(tmp_path):
+    r = run_meshc("certs", str(EXAMPLES / "shop"), "-o", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    keys = [tmp_path / "c" / "ca-key.pem", *(tmp_path / "c").glob("*/*/key.pem")]
+    assert len(keys) > 2 and all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.name.startswith(".")]  # no temporaries left
+
+
 def test_idempotent_and_force(shop, tmp_path):
     first = issue(shop, tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.pem")}

@@ -167,7 +167,9 @@ def test_init_writes_a_clean_starter(tmp_path: Path):
     target = tmp_path / "policy"
     r = run_meshc("init", str(target))
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in target.iterdir()) == [".pre-commit-config.yaml", "mesh.mesh", "meshc.toml"]
+    assert sorted(p.name for p in target.iterdir()) == [".gitignore", ".pre-commit-config.yaml", "mesh.mesh",
+                                                         "meshc.toml"]
+    assert ".meshc/" in (target / ".gitignore").read_text().splitlines()
     r = run_meshc("check", str(target))
     assert r.returncode == 0 and "warning" not in r.stdout and "error" not in r.stdout, r.stdout
     config = yaml.safe_load((target / ".pre-commit-config.yaml").read_text())

@@ -191,3 +191,17 @@ def test_verify_flag_writes_nothing_when_an_assertion_fails(tmp_path):
     (d / "x.mesh").write_text((fixture / "good.mesh").read_text())
     r = compile_to(d, out, "--verify")
     assert r.returncode == 0 and not any(c.startswith("MP6") for c in codes(r)), r.stdout
+
+
+def test_compile_shows_progress_only_on_a_terminal(tmp_path):
+    from .test_cli_ergonomics import _big_mesh, _env, _run_in_pty
+
+    (tmp_path / "big").mkdir()
+    mesh = _big_mesh(tmp_path / "big")
+    out = tmp_path / "out"
+    code, tty, stdout = _run_in_pty(["compile", str(mesh), "--target", "meshproxy", "-o", str(out)], _env(), "stderr")
+    # rich redraws 10 times a second; its last frame shows the last step
+    assert code == 0 and "writing" in tty and "━" in tty, tty
+    assert "━" not in stdout and "wrote" in stdout
+    r = run_meshc("compile", str(mesh), "--target", "meshproxy", "-o", str(out))  # stderr a pipe: no bar
+    assert r.returncode == 0 and r.stderr == ""

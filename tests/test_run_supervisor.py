@@ -97,3 +97,57 @@ def test_no_orphans_when_the_supervisor_is_killed(tmp_path):
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def test_no_orphaned_grandchildren_of_a_shell_wrapped_command(tmp_path):
+    """SIGKILL of the parent: a shell's own children die too (the reaper
+    kills the whole process group; PR_SET_PDEATHSIG reaches only the shell)."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from meshpolicy.run.supervisor import Supervisor
+        sup = Supervisor({str(tmp_path)!r})
+        p = sup.start("wrapped", ["sh", "-c", "sleep 60 & echo $! ; wait"])
+        print(p.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    shell = int(parent.stdout.readline())
+    log = tmp_path / "wrapped.log"
+    deadline = time.monotonic() + 10
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(log.read_text().split()[0])
+    assert alive(shell) and alive(grandchild)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while (alive(shell) or alive(grandchild)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(shell) and not alive(grandchild)
+
+
+def test_each_run_starts_with_fresh_logs(tmp_path):
+    for word in ("first-run-error", "second-run"):
+        with Supervisor(tmp_path) as sup:
+            sup.start("app", [sys.executable, "-c", f"print({word!r})"]).popen.wait(10)
+    assert (tmp_path / "app.log").read_text().split() == ["second-run"]
+    assert (tmp_path / "app.log.1").read_text().split() == ["first-run-error"]
+
+
+def test_a_probe_answered_by_another_runs_app_fails(tmp_path):
+    """--check counts an answer only from this run's echo app (its token)."""
+    from meshpolicy.run.up import Plan, Probe, Workload, run_probe
+    from meshpolicy.semantics import Request
+
+    port = free_port()
+    with Supervisor(tmp_path) as sup:
+        sup.start("echo", [sys.executable, "-m", "meshpolicy.run.echo", "--service", "api", "--port", str(port),
+                           "--run-token", "other-run"])
+        wait_http(f"http://127.0.0.1:{port}/__echo/attempts")
+        # the caller's outbound port is the app itself: what answers is what a probe sees
+        caller = Workload("web", None, "ns", tmp_path / "c", 0, port, 0, 0)
+        for token, ok in (("this-run", False), ("other-run", True)):
+            plan = Plan("meshproxy", tmp_path, [caller], token=token, echo_services={"api"})
+            probe = Probe(Request("web", "api", "GET", "/x"), 200, "api")
+            run_probe(plan, probe)
+            assert probe.ok is ok, (token, probe.detail)

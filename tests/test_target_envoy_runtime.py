@@ -80,7 +80,7 @@ def test_sidecars_enforce_policy(tmp_path):
             procs.append(subprocess.Popen([sys.executable, "-m", "http.server", str(app_port), "--bind",
                                            "127.0.0.1", "--directory", str(tmp_path)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--base-id", str(base + i), "-l", "error",
+            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--use-dynamic-base-id", "-l", "error",
                                            "--drain-time-s", "1"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for i in range(3):

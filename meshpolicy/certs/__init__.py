@@ -44,23 +44,33 @@ def workload_paths(certs_dir: str | Path, namespace: str, account: str) -> tuple
     return base / "cert.pem", base / "key.pem"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key so that it is never readable by others, not even briefly."""
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write via a fresh temporary file (O_EXCL, created with `mode`, so a
+    key is never readable by others, not even briefly, and a planted
+    `*.tmp` or symlink is never written through), then rename into place."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL|O_NOFOLLOW
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _write_file(path, data, 0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    _write_file(path, data, 0o644)
 
 
 def _now() -> _dt.datetime:

@@ -93,6 +93,13 @@ repos:
 """
 
 
+GITIGNORE = """\
+# meshc's generated state (certificates and keys, configs, logs) when a
+# `meshc up --workdir` points inside the policy folder; never commit it.
+.meshc/
+"""
+
+
 def _mesh_name(directory: Path) -> str:
     """The directory's name as a mesh name: accents dropped (`ünï` -> `uni`),
     other runs of characters a name cannot hold become `-`."""
@@ -110,11 +117,13 @@ def _mesh_name(directory: Path) -> str:
 def command(directory: Path, hooks_repo, hooks_rev):
     """Start a mesh in DIRECTORY (default: here): a meshc.toml marking the
     mesh root, a small starter mesh (mesh.mesh) that checks and verifies
-    clean, and a .pre-commit-config.yaml running `meshc verify` and
-    `meshc fmt --check` on changed .mesh files.
+    clean, a .pre-commit-config.yaml running `meshc verify` and
+    `meshc fmt --check` on changed .mesh files, and a .gitignore keeping
+    meshc's generated state (.meshc/) out of commits.
 
-    Existing files are never overwritten: if any of the three exists,
-    nothing is written and the exit status is 2.
+    Existing files are never overwritten: if any of the first three exists,
+    nothing is written and the exit status is 2; an existing .gitignore is
+    kept as it is.
 
     \b
     Examples:
@@ -143,6 +152,14 @@ def command(directory: Path, hooks_repo, hooks_rev):
     except OSError as exc:
         click.echo(f"meshc init: cannot write in {directory}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_USAGE)
+    try:
+        with open(directory / ".gitignore", "x", encoding="utf-8") as f:
+            f.write(GITIGNORE)
+        files[".gitignore"] = GITIGNORE
+    except FileExistsError:
+        click.echo(f"meshc init: kept the existing {directory / '.gitignore'} (add `.meshc/` to it)", err=True)
+    except OSError as exc:
+        click.echo(f"meshc init: cannot write {directory / '.gitignore'}: {exc.strerror or exc}", err=True)
     for name in files:
         click.echo(f"created {directory / name}")
     click.echo(f"next: meshc check {directory}")

