@@ -2,9 +2,11 @@
 
 The mesh root rule (docs/language.md, "Files and projects"): walking up from
 a given file or directory, the nearest directory holding `meshc.toml` is the
-root. Without one, a directory argument is its own root and a file's root is
-the directory it is in. Every `.mesh` file under the root, at any depth,
-belongs to the mesh; hidden directories are skipped.
+root. Every `.mesh` file under the root, at any depth, belongs to the mesh;
+hidden directories are skipped. Without a `meshc.toml`, a directory argument
+is its own root, and a file's mesh is the `.mesh` files beside it (not below
+it: a stray file in a home or temp folder must not pull in every mesh under
+that), up to ROOTLESS_LIMIT of them, past which the file is a mesh of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from .diagnostics import Diagnostic
 from .span import SourceFile
 
 MARKER = "meshc.toml"
+# A file with no meshc.toml above it takes the .mesh files of its directory
+# as its mesh only while there are at most this many (docs/language.md).
+ROOTLESS_LIMIT = 100
 
 
 @dataclass
@@ -50,6 +55,31 @@ def mesh_files(root: Path, nested: bool = False) -> list[Path]:
                              and (nested or not (Path(dirpath) / d / MARKER).is_file()))
         out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".mesh"))
     return out
+
+
+def rootless_siblings(directory: Path) -> list[Path] | None:
+    """The mesh of a file in `directory` when no meshc.toml is above it: the
+    `.mesh` files directly in the directory, sorted; None when there are more
+    than ROOTLESS_LIMIT (the file is then a mesh of its own)."""
+    out = []
+    try:
+        with os.scandir(directory) as entries:
+            for e in entries:
+                if e.name.endswith(".mesh") and not e.is_dir():
+                    out.append(Path(directory) / e.name)
+                    if len(out) > ROOTLESS_LIMIT:
+                        return None
+    except OSError:
+        return []
+    return sorted(out)
+
+
+def too_many_rootless(directory: Path, file_shown: str) -> Diagnostic:
+    from .diagnostics import Severity
+
+    return diag("MP001", f"`{display_path(directory)}` has more than {ROOTLESS_LIMIT} `.mesh` files and no "
+                         f"`meshc.toml` above it; `{file_shown}` is checked on its own",
+                help="mark the mesh's root directory with a `meshc.toml`", severity=Severity.WARNING)
 
 
 def nested_roots(directory: Path) -> list[Path]:
@@ -166,6 +196,11 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
     diags.extend(cdiags)
     if whole_mesh:
         files = mesh_files(root) if roots else []
+        if roots and not (root / MARKER).is_file() and not any(p.is_dir() for p in explicit):
+            siblings = rootless_siblings(root)  # files without a meshc.toml: those beside them
+            if siblings is None:
+                diags.append(too_many_rootless(root, display_path(explicit[0])))
+            files = explicit[:] if siblings is None else siblings
         # A file named on the command line is read even where the walk skips it (hidden folders).
         seen = {os.path.abspath(f) for f in files}
         files += [p for p in explicit if not p.is_dir() and os.path.abspath(p) not in seen]

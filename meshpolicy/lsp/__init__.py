@@ -12,3 +12,8 @@ Modules: `convert` (spans <-> LSP positions, diagnostics), `meshes`
 # changes read in one go to coalesce. Here, not in `server`, so that
 # `meshc lsp --help` need not load pygls.
 DEFAULT_DEBOUNCE_MS = 5
+
+# Files larger than this are not analysed (their mesh is not checked in the
+# editor, docs/editors.md): a 1 MB file takes ~5 s and ~180 MB to check, and
+# both grow with its size (a 5 MB file peaked at 844 MB).
+MAX_FILE_BYTES = 1_000_000

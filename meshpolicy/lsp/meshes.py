@@ -1,25 +1,33 @@
 """Which files form the mesh of an open document, and one analysis of it.
 
 The root rule is the command line's (meshpolicy.project): the nearest
-directory above with a meshc.toml, else the document's own directory. Open
+directory above with a meshc.toml and every .mesh file below it; without
+one, the .mesh files beside the document (not below it), or the document
+alone when its directory holds more than ROOTLESS_LIMIT of them. Open
 buffers override the files on disk, so diagnostics follow unsaved edits in
-every file of the mesh.
+every file of the mesh. A file over MAX_FILE_BYTES is not parsed, and its
+mesh is not checked (a 5 MB file took 844 MB to analyse): the file gets one
+diagnostic saying so.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from ..codes import diag
 from ..diagnostics import Diagnostic, has_errors
-from ..model.build import ModelCache
+from ..model.build import ModelCache, build
 from ..pipeline import Checked, check_project, gc_paused
-from ..project import Project, find_root, load_config, mesh_files, read_source
-from ..span import SourceFile
+from ..project import (MARKER, Project, find_root, load_config, mesh_files, read_source, rootless_siblings,
+                       too_many_rootless)
+from ..span import SourceFile, Span
+from . import MAX_FILE_BYTES
 from .incremental import IncrementalParser
 from .index import SymbolIndex
 
@@ -27,10 +35,15 @@ log = logging.getLogger("meshc.lsp")
 
 
 def root_of(key: str) -> str:
-    """The mesh a document belongs to; an unsaved buffer (not a file) is a mesh of its own."""
+    """The mesh a document belongs to: its root directory, or the document
+    itself when it is a mesh of its own (an unsaved buffer, not a file; a
+    root-less file among too many others)."""
     if not Path(key).is_absolute():
         return key
-    return str(find_root(Path(key)))
+    root = find_root(Path(key))
+    if not (root / MARKER).is_file() and rootless_siblings(root) is None:
+        return key
+    return str(root)
 
 
 def _buffer_text(text: str) -> str:
@@ -40,30 +53,59 @@ def _buffer_text(text: str) -> str:
     return " " + text[1:] if text.startswith("\ufeff") else text
 
 
-def build_project(root: str, buffers: dict[str, str]) -> Project:
-    """The mesh at `root`: its files on disk, with open buffers in their place."""
+def _too_large(key: str, size: int) -> Diagnostic:
+    return diag("MP001", f"this file is {size / 1e6:.1f} MB; the language server checks files up to "
+                         f"{MAX_FILE_BYTES / 1e6:g} MB, so its mesh is not checked here",
+                Span(key, 1, 1, 1, 1, 0, 0), help="run `meshc check` on it, or split it into smaller files")
+
+
+def build_project(root: str, buffers: dict[str, str]) -> tuple[Project, list[Diagnostic]]:
+    """The mesh at `root`: its files on disk, with open buffers in their
+    place; and a diagnostic for each file too large to analyse (such a file
+    is in the project, empty)."""
     buffers = {k: _buffer_text(v) for k, v in buffers.items()}
+    too_large: list[Diagnostic] = []
+
+    def add(project: Project, key: str, text: str) -> None:
+        if len(text) > MAX_FILE_BYTES:  # characters: never more than its bytes
+            too_large.append(_too_large(key, len(text.encode("utf-8", "surrogatepass"))))
+            text = ""
+        project.files[key] = SourceFile(key, text)
+
     if not Path(root).is_absolute():
         project = Project(Path.cwd())
-        project.files[root] = SourceFile(root, buffers.get(root, ""))
-        return project
+        add(project, root, buffers.get(root, ""))
+        return project, too_large
     rootp = Path(root)
-    config, diags = load_config(rootp)
+    if rootp.is_dir():
+        config, diags = load_config(rootp)
+        paths = mesh_files(rootp) if (rootp / MARKER).is_file() else (rootless_siblings(rootp) or [])
+    else:  # a root-less file with too many others beside it: a mesh of its own
+        config, diags = {}, [too_many_rootless(rootp.parent, rootp.name)]
+        paths = [rootp]
     project = Project(rootp, config=config, diagnostics=diags)
     mine = {k: v for k, v in buffers.items() if Path(k).is_absolute() and root_of(k) == root}
-    for p in mesh_files(rootp):
+    for p in paths:
         key = str(p.resolve())
         if key in mine:
-            project.files[key] = SourceFile(key, mine.pop(key))
+            add(project, key, mine.pop(key))
+            continue
+        try:
+            size = os.stat(p).st_size
+        except OSError:
+            size = 0  # read_source says what is wrong
+        if size > MAX_FILE_BYTES:
+            too_large.append(_too_large(key, size))
+            project.files[key] = SourceFile(key, "")
             continue
         src, err = read_source(p, key)
         if err:
             project.diagnostics.append(err)
-        else:
+        elif src is not None:
             project.files[key] = src
     for key in sorted(mine):  # open but not (yet) on disk, or in a hidden folder
-        project.files[key] = SourceFile(key, mine[key])
-    return project
+        add(project, key, mine[key])
+    return project, too_large
 
 
 @dataclass
@@ -107,12 +149,25 @@ class ParseCache:
             parser = self.parsers[path] = IncrementalParser(path)
         return parser.parse(text)
 
+    def forget(self, paths) -> None:
+        """Drop what was kept for these files (their mesh was closed, or they are too large)."""
+        paths = set(paths)
+        for p in paths:
+            self.parsers.pop(p, None)
+        for k in [k for k, (sf, _) in self.models.items() if sf.path in paths]:
+            del self.models[k]
+
 
 def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCache | None = None) -> Analysis:
     t0 = time.perf_counter()
     with gc_paused():  # a full collection over every tree would cost more than the analysis
-        project = build_project(root, buffers)
-        checked = check_project(project, parser=cache, model_cache=cache.models if cache is not None else None)
+        project, too_large = build_project(root, buffers)
+        if too_large:  # refused: nothing of the mesh is parsed, the large files say why
+            if cache is not None:
+                cache.forget(d.span.file for d in too_large)
+            checked = Checked(project, {}, build([])[0], project.diagnostics + too_large)
+        else:
+            checked = check_project(project, parser=cache, model_cache=cache.models if cache is not None else None)
     return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 

@@ -33,7 +33,7 @@ from pygls.lsp.server import LanguageServer
 from .. import __version__
 from ..diagnostics import has_errors
 from ..span import SourceFile
-from . import DEFAULT_DEBOUNCE_MS, complete, hover
+from . import DEFAULT_DEBOUNCE_MS, MAX_FILE_BYTES, complete, hover
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
 from .rpc import PARSE_ERROR, MeshProtocol, is_parse_error
@@ -118,6 +118,25 @@ class MeshLanguageServer(LanguageServer):
                 register_options=lsp.DidChangeWatchedFilesRegistrationOptions(watchers=watchers))]))
         except Exception as exc:  # the client said no: edits and saves still refresh
             log.warning("could not register file watchers: %s", exc)
+
+    def forget(self, root: str) -> None:
+        """Drop what is kept for a mesh none of whose files is open: its
+        analysis, the parse trees and models of its files, its diagnostics
+        (they would no longer follow the files)."""
+        st = self.meshes.pop(root, None)
+        if st is None:
+            return
+        if st.task is not None:
+            st.task.cancel()
+        st.generation += 1  # a verification under way stops, its result is dropped
+        st.verify_next = None
+        files = set(st.analysis.files) if st.analysis is not None else set()
+        st.analysis = None
+        for uri in st.published:
+            files.add(path_of(uri))
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+        self.check_pool.submit(self.parse_cache.forget, files)  # the cache belongs to the check thread
+        self._collect_when_idle()
 
     def touch(self, uri: str) -> None:
         if self._gc_timer is not None:
@@ -299,12 +318,14 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
     async def did_close(ls: MeshLanguageServer, params: lsp.DidCloseTextDocumentParams):
         uri = params.text_document.uri
         if not Path(path_of(uri)).is_absolute():  # an unsaved buffer: nothing is left of it
-            st = ls.meshes.pop(path_of(uri), None)
-            if st is not None and st.task is not None:
-                st.task.cancel()
+            ls.forget(path_of(uri))
             ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
             return
-        ls.touch(uri)  # the file on disk takes the buffer's place
+        root = root_of(path_of(uri))
+        if any(root_of(path_of(u)) == root for u in ls.workspace.text_documents):
+            ls.touch(uri)  # the file on disk takes the buffer's place
+        else:
+            ls.forget(root)  # nothing of the mesh is open any more
 
     @server.feature(lsp.INITIALIZED)
     async def initialized(ls: MeshLanguageServer, params: lsp.InitializedParams):
@@ -433,6 +454,8 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
         if params.text_document.uri not in ls.workspace.text_documents:
             return []  # formats what the client has open, nothing else
         doc = ls.workspace.get_text_document(params.text_document.uri)
+        if len(doc.source) > MAX_FILE_BYTES:
+            return []  # not analysed either (meshes.py)
         new = format_text(doc.source, doc.path).text
         if new is None or new == doc.source:  # syntax errors: left alone, as `meshc fmt` does
             return []
