@@ -350,7 +350,7 @@ def _sidecar_hosts(outputs, name):
 def test_sidecar_egress_is_what_allow_rules_permit():
     text = BASE + """service c { namespace other; port 8080 http; mtls off }
 service d { namespace other; port 8080 http }
-allow namespace ns -> c
+allow * -> c
 deny b -> c
 allow authenticated -> d
 deny b -> d
@@ -362,7 +362,17 @@ deny b -> d
     assert _sidecar_hosts(outputs, "a") == ["other/c.other.svc.cluster.local", "other/d.other.svc.cluster.local",
                                             "istio-system/*"]
     assert _sidecar_hosts(outputs, "c") == ["other/d.other.svc.cluster.local", "istio-system/*"]
-    assert _sidecar_hosts(outputs, "d") == ["istio-system/*"]  # nothing lets d call anyone
+    assert _sidecar_hosts(outputs, "d") == ["other/c.other.svc.cluster.local", "istio-system/*"]
+
+
+def test_sidecar_leaves_out_a_service_whose_mtls_hides_every_allowed_identity():
+    """With mTLS off no caller identity is visible, so `allow namespace ns`
+    matches no one (docs/semantics.md) and no sidecar is scoped to c."""
+    outputs, diags = compile_text(BASE + """service c { namespace other; port 8080 http; mtls off }
+allow namespace ns -> c
+""")
+    assert not any(d.is_error for d in diags)
+    assert _sidecar_hosts(outputs, "a") == _sidecar_hosts(outputs, "b") == ["istio-system/*"]
 
 
 @pytest.mark.parametrize("limit, bucket", [

@@ -10,16 +10,13 @@ from __future__ import annotations
 import re
 
 from ...model.types import Mesh, Service
+from ...plan import fqdn  # noqa: F401  (the plan's host name; re-exported for the Istio modules)
 
 ROOT_NAMESPACE = "istio-system"  # Istio's default root (mesh-config) namespace
 APP_LABEL = "app"
 
 # Kubernetes object and DNS-1123 label names (hosts, subsets, resource names).
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def fqdn(svc: Service) -> str:
-    return f"{svc.name}.{svc.namespace}.svc.cluster.local"
 
 
 def principal(mesh: Mesh, svc: Service) -> str:
