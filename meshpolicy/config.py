@@ -56,10 +56,10 @@ def _span_of_key(src: SourceFile | None, table: str | None, key: str | None):
     """Where a table header or key is written (tomllib keeps no positions)."""
     if src is None:
         return None
-    pattern = rf"^\s*\[\s*{re.escape(table)}\s*\]" if key is None else rf"^\s*{re.escape(key)}\s*="
+    pattern = rf"^\s*\[\[?\s*{re.escape(table)}\s*\]" if key is None else rf"^\s*{re.escape(key)}\s*="
     in_table = table is None or key is None
     for i, line in enumerate(src.text.splitlines(), 1):
-        if key is not None and table is not None and re.match(rf"^\s*\[\s*{re.escape(table)}\s*\]", line):
+        if key is not None and table is not None and re.match(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]", line):
             in_table = True
             continue
         if key is not None and table is not None and in_table and re.match(r"^\s*\[", line):
@@ -135,6 +135,82 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                         else:
                             apps[svc] = {"command": spec["command"]}
             out["up"] = {"apps": apps}
+        elif top == "diagnostics":
+            if not isinstance(value, dict):
+                bad("diagnostics", None, "must be a table")
+                continue
+            out["diagnostics"] = _diagnostics(value, bad, unknown)
         else:
             unknown(None, top)
     return out, diags
+
+
+SEVERITIES = {"error": "error", "warning": "warning", "info": "info", "note": "info"}
+
+
+def _diagnostics(value: dict[str, Any], bad, unknown) -> dict[str, Any]:
+    """[diagnostics]: `ignore` (codes), `severity` (code -> level) and
+    [[diagnostics.per-path]] tables that add both for files matching `paths`
+    (globs relative to the mesh root). A code that is an error by definition
+    can be neither ignored nor lowered: the later stages rely on its absence."""
+    from .codes import catalogue
+
+    cat = catalogue()
+
+    def codes(table: str, v: Any) -> list[str]:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            bad(table, "ignore", f"must be a list of codes such as [\"MP552\"], not {v!r}")
+            return []
+        kept = []
+        for code in v:
+            if code not in cat:
+                bad(table, "ignore", f"names `{code}`, which is not a diagnostic code")
+            elif cat[code].severity.value == "error":
+                bad(table, "ignore", f"names `{code}`, an error; errors cannot be ignored")
+            else:
+                kept.append(code)
+        return kept
+
+    def levels(table: str, v: Any) -> dict[str, str]:
+        if not isinstance(v, dict):
+            bad(table, "severity", f"must be a table of code = \"error\"|\"warning\"|\"info\", not {v!r}")
+            return {}
+        kept = {}
+        for code, level in v.items():
+            if code not in cat:
+                bad(table, "severity", f"names `{code}`, which is not a diagnostic code")
+            elif not isinstance(level, str) or level not in SEVERITIES:
+                bad(table, "severity", f"sets `{code}` to {level!r}; use \"error\", \"warning\" or \"info\"")
+            elif cat[code].severity.value == "error" and SEVERITIES[level] != "error":
+                bad(table, "severity", f"lowers `{code}`, an error; errors cannot be lowered")
+            else:
+                kept[code] = SEVERITIES[level]
+        return kept
+
+    out: dict[str, Any] = {"ignore": [], "severity": {}, "per-path": []}
+    for k, v in value.items():
+        if k == "ignore":
+            out["ignore"] = codes("diagnostics", v)
+        elif k == "severity":
+            out["severity"] = levels("diagnostics", v)
+        elif k == "per-path":
+            if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+                bad("diagnostics", "per-path", "must be [[diagnostics.per-path]] tables")
+                continue
+            for entry in v:
+                paths = entry.get("paths")
+                if not (isinstance(paths, list) and paths and all(isinstance(x, str) and x for x in paths)):
+                    bad("diagnostics.per-path", "paths", f"must be a non-empty list of globs, not {paths!r}")
+                    continue
+                rule = {"paths": paths, "ignore": [], "severity": {}}
+                for key, sub in entry.items():
+                    if key == "ignore":
+                        rule["ignore"] = codes("diagnostics.per-path", sub)
+                    elif key == "severity":
+                        rule["severity"] = levels("diagnostics.per-path", sub)
+                    elif key != "paths":
+                        unknown("diagnostics.per-path", key)
+                out["per-path"].append(rule)
+        else:
+            unknown("diagnostics", k)
+    return out

@@ -48,10 +48,13 @@ class Diagnostic:
     fixes: list[Fix] = field(default_factory=list)
     # A concrete request (or call path) that shows a verifier finding.
     witness: dict[str, Any] | None = None
+    # Set when a `# meshc: ignore[CODE] reason` comment suppresses this finding: the
+    # reason. Suppressed findings count for nothing; SARIF still lists them, marked.
+    suppressed: str | None = None
 
     @property
     def is_error(self) -> bool:
-        return self.severity is Severity.ERROR
+        return self.severity is Severity.ERROR and self.suppressed is None
 
     def sort_key(self) -> tuple:
         s = self.span
@@ -59,7 +62,12 @@ class Diagnostic:
 
 
 def has_errors(diags: list[Diagnostic]) -> bool:
-    return any(d.severity is Severity.ERROR for d in diags)
+    return any(d.is_error for d in diags)
+
+
+def shown(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """The findings a user sees: all but the suppressed ones."""
+    return [d for d in diags if d.suppressed is None]
 
 
 def sorted_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -12,6 +12,7 @@ from .model.types import Mesh
 from .project import Project
 from .syntax.nodes import SyntaxFile
 from .syntax.parser import parse_text
+from .triage import CHECK_STAGES, Triage
 
 
 @dataclass
@@ -20,10 +21,18 @@ class Checked:
     syntax: dict[str, SyntaxFile]
     mesh: Mesh
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    triage: Triage | None = None
 
     @property
     def ok(self) -> bool:
         return not has_errors(self.diagnostics)
+
+    def more(self, diags: list[Diagnostic], stages) -> list[Diagnostic]:
+        """Findings of a later stage of the same run (verify, compile), after the
+        same [diagnostics] settings and suppression comments as the checks."""
+        if self.triage is None:
+            return list(diags)
+        return sorted_diagnostics(self.triage.apply(diags, stages))
 
 
 # progress(step, done, total): called as work advances, for a progress bar.
@@ -69,7 +78,10 @@ def check_project(project: Project, run_checks: bool = True, progress: Progress 
             diags.extend(_run(mesh))
         if progress:
             progress("done", n + 2, n + 2)
-    return Checked(project, trees, mesh, sorted_diagnostics(_dedupe(diags)))
+        # Settings and suppression comments, once, here: every command and the language server read this.
+        triage = Triage(project.config, project.root, {path: tree.comments for path, tree in trees.items()})
+        diags = triage.apply(_dedupe(diags), CHECK_STAGES if run_checks else CHECK_STAGES - {"check"})
+    return Checked(project, trees, mesh, sorted_diagnostics(diags), triage)
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -236,7 +236,7 @@ def test_json_from_the_cli(tmp_path):
     assert (d["code"], d["name"], d["severity"]) == ("MP103", "duplicate-name", "error")
     assert d["span"] == {"file": "mesh/a.mesh", "line": 2, "column": 9, "end_line": 2, "end_column": 10}
     assert d["labels"][0]["span"]["line"] == 1
-    assert doc["summary"] == {"errors": 1, "warnings": 0, "infos": 0}
+    assert doc["summary"] == {"errors": 1, "warnings": 0, "infos": 0, "suppressed": 0} and doc["suppressed"] == []
     clean = json.loads(run_meshc("check", "examples/bookinfo", "--format", "json").stdout)
     assert clean["summary"]["errors"] == 0
 

@@ -31,6 +31,7 @@ STAGE_TITLES = {
     "verify": "Verification",
     "assert": "Assertions",
     "compile": "Compilation (all targets)",
+    "triage": "Suppression comments",
 }
 
 

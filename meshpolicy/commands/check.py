@@ -8,13 +8,14 @@ import click
 
 from ..pipeline import check_project
 from ..project import group_by_mesh, load
-from .common import emit, exit_code, progress_bar, report_options
+from .common import emit, exit_code, fail_on_option, progress_bar, report_options
 
 
 @click.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(), required=True)
 @report_options
-def command(paths, fmt, color, quiet):
+@fail_on_option
+def command(paths, fmt, color, quiet, fail_on):
     """Parse and type-check the mesh that PATHS belong to.
 
     A file stands for its whole mesh: the nearest directory above it with a
@@ -34,4 +35,4 @@ def command(paths, fmt, color, quiet):
         diags += checked.diagnostics
         sources.update(checked.project.files)
     emit(diags, sources, fmt, color=color, quiet=quiet)
-    sys.exit(exit_code(diags))
+    sys.exit(exit_code(diags, fail_on))

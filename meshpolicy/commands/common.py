@@ -9,7 +9,7 @@ from typing import TextIO
 
 import click
 
-from ..diagnostics import Diagnostic, Severity, has_errors
+from ..diagnostics import Diagnostic, Severity, has_errors, shown
 from ..render import FORMATS, render
 from ..span import SourceFile
 
@@ -26,20 +26,32 @@ def report_options(fn):
     return fn
 
 
+def fail_on_option(fn):
+    """--fail-on: the lowest severity that makes the exit code 1."""
+    return click.option("--fail-on", "fail_on", type=click.Choice(["error", "warning"]), default="error",
+                        show_default=True,
+                        help="Exit 1 on errors only, or on warnings too (suppressed findings never count).")(fn)
+
+
 def emit(diags: list[Diagnostic], sources: dict[str, SourceFile], fmt: str, *, color=None, quiet=False,
          out: TextIO | None = None, tool_command: str = "check") -> None:
     render(fmt, diags, sources, out or sys.stdout, color=color, quiet=quiet, command=tool_command)
 
 
-def exit_code(diags: list[Diagnostic]) -> int:
-    """2 when input could not be read at all, 1 for any error, else 0."""
+def exit_code(diags: list[Diagnostic], fail_on: str = "error") -> int:
+    """2 when input could not be read at all, 1 for any error (or, with
+    fail_on="warning", any warning), else 0. Suppressed findings never count."""
     if any(d.code == "MP001" for d in diags):
         return EXIT_USAGE
-    return EXIT_ERRORS if has_errors(diags) else EXIT_OK
+    if has_errors(diags):
+        return EXIT_ERRORS
+    if fail_on == "warning" and any(d.severity is Severity.WARNING for d in shown(diags)):
+        return EXIT_ERRORS
+    return EXIT_OK
 
 
 def count(diags: list[Diagnostic], sev: Severity) -> int:
-    return sum(d.severity is sev for d in diags)
+    return sum(d.severity is sev for d in shown(diags))
 
 
 # A mesh this big gets a progress bar (when stderr is a terminal).

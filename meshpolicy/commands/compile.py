@@ -11,7 +11,8 @@ from ..compile import TARGETS, CompileOptions, compile_mesh, write_atomic
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import load
-from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit, exit_code, report_options
+from ..triage import VERIFY_STAGES, compile_stages
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit, exit_code, fail_on_option, report_options
 
 
 # Refusals of the output folder itself: bad input, so exit 2 like unreadable sources.
@@ -66,7 +67,8 @@ def _verify(checked, progress=None) -> list:
 @click.option("--force", is_flag=True,
               help="Replace --output even when it holds files meshc did not write (they are deleted).")
 @report_options
-def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt, color, quiet):
+@fail_on_option
+def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt, color, quiet, fail_on):
     """Compile the mesh that PATHS belong to into TARGET's configuration.
 
     Output is deterministic and sorted. The output directory is replaced as a
@@ -97,15 +99,16 @@ def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt
         checked = check_project(project, progress=progress)
         diags += checked.diagnostics
         if checked.ok and with_verify and not has_errors(diags):
-            diags += _verify(checked, progress)
+            diags += checked.more(_verify(checked, progress), VERIFY_STAGES)
         if checked.ok and not has_errors(diags):
             settings = checked.project.config.get("compile", {}).get(target, {})
             options = CompileOptions(settings=settings)
             if certs_dir:
                 options.certs_dir = certs_dir
             outputs, cdiags = compile_mesh(checked.mesh, target, options, progress=progress)
-            diags += cdiags
-        if not has_errors(diags):
+            diags += checked.more(cdiags, compile_stages(target))
+        # --fail-on warning: a failing compile writes nothing, as with errors
+        if not has_errors(diags) and exit_code(diags, fail_on) == EXIT_OK:
             if to_stdout:
                 for o in outputs:
                     sys.stdout.write(f"# ---- {o.path}\n{o.content}")
@@ -120,7 +123,7 @@ def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt
     if diags or not quiet:
         if not (to_stdout and not diags):
             emit(diags, checked.project.files, fmt, color=color, quiet=quiet, out=stream, tool_command="compile")
-    code = EXIT_USAGE if any(d.code in OUTPUT_REFUSED for d in diags) else exit_code(diags)
+    code = EXIT_USAGE if any(d.code in OUTPUT_REFUSED for d in diags) else exit_code(diags, fail_on)
     if code == EXIT_OK and not to_stdout and not quiet and fmt == "text":
         click.echo(f"wrote {len(outputs)} file{'s' * (len(outputs) != 1)} to {outdir}")
     sys.exit(code if code != EXIT_OK or not has_errors(diags) else EXIT_ERRORS)

@@ -9,7 +9,8 @@ import click
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import group_by_mesh, load
-from .common import emit, exit_code, progress_bar, report_options
+from ..triage import VERIFY_STAGES
+from .common import emit, exit_code, fail_on_option, progress_bar, report_options
 
 
 @click.command("verify")
@@ -18,7 +19,8 @@ from .common import emit, exit_code, progress_bar, report_options
               help="Solver time limit per query (default 2000, or [verify] timeout_ms in meshc.toml).")
 @click.option("--verbose", "-v", is_flag=True, help="Also report assertions that were proved.")
 @report_options
-def command(paths, timeout_ms, verbose, fmt, color, quiet):
+@fail_on_option
+def command(paths, timeout_ms, verbose, fmt, color, quiet, fail_on):
     """Check the mesh that PATHS belong to, then verify it: dead, redundant and
     overlapping authorization rules, unreachable route rules, versions that get
     no traffic, routes that authorization always denies, the call graph
@@ -52,7 +54,7 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet):
                 if verbose:
                     vcfg["verbose"] = True
                 config["verify"] = vcfg
-                diags.extend(run(checked.mesh, config, progress=progress))
+                diags.extend(checked.more(run(checked.mesh, config, progress=progress), VERIFY_STAGES))
         all_diags += diags
     emit(all_diags, sources, fmt, color=color, quiet=quiet, tool_command="verify")
-    sys.exit(exit_code(all_diags))
+    sys.exit(exit_code(all_diags, fail_on))

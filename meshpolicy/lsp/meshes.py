@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..codes import diag
-from ..diagnostics import Diagnostic, has_errors
+from ..diagnostics import Diagnostic, has_errors, shown
 from ..model.build import ModelCache, build
 from ..pipeline import Checked, check_project, gc_paused
 from ..project import (MARKER, Project, find_root, load_config, mesh_files, read_source, rootless_siblings,
@@ -132,7 +132,7 @@ class Analysis:
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
-        return self.checked.diagnostics + (self.verified or [])
+        return shown(self.checked.diagnostics + (self.verified or []))  # suppressed findings are not published
 
 
 class ParseCache:
@@ -187,4 +187,7 @@ def verify(analysis: Analysis, stale: Callable[[], bool] = lambda: False) -> lis
         if stale():
             raise Cancelled
 
-    return list(run(analysis.checked.mesh, analysis.checked.project.config, progress=progress))
+    from ..triage import VERIFY_STAGES
+
+    return analysis.checked.more(run(analysis.checked.mesh, analysis.checked.project.config, progress=progress),
+                                 VERIFY_STAGES)

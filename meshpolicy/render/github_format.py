@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ..diagnostics import Diagnostic, Severity
+from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -45,7 +45,7 @@ def annotation(d: Diagnostic) -> str:
 
 def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, quiet: bool = False,
            **_: object) -> None:
-    for d in diags:
+    for d in shown(diags):  # suppressed findings are not annotated
         if quiet and d.severity is not Severity.ERROR:
             continue
         out.write(annotation(d) + "\n")

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..codes import catalogue
-from ..diagnostics import Diagnostic, Severity
+from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile, Span
 
 SCHEMA_VERSION = 1
@@ -41,14 +41,20 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
 
 
 def document(diags: list[Diagnostic], command: str = "check") -> dict[str, Any]:
+    """Suppressed findings are listed apart (`suppressed`, each with its reason), so
+    `diagnostics` and `summary` mean what they meant before suppressions existed."""
+    visible = shown(diags)
+    hidden = [d for d in diags if d.suppressed is not None]
     return {
         "version": SCHEMA_VERSION,
         "tool": {"name": "meshc", "version": __version__, "command": command},
-        "diagnostics": [diagnostic_json(d) for d in diags],
+        "diagnostics": [diagnostic_json(d) for d in visible],
+        "suppressed": [{**diagnostic_json(d), "justification": d.suppressed} for d in hidden],
         "summary": {
-            "errors": sum(d.severity is Severity.ERROR for d in diags),
-            "warnings": sum(d.severity is Severity.WARNING for d in diags),
-            "infos": sum(d.severity is Severity.INFO for d in diags),
+            "errors": sum(d.severity is Severity.ERROR for d in visible),
+            "warnings": sum(d.severity is Severity.WARNING for d in visible),
+            "infos": sum(d.severity is Severity.INFO for d in visible),
+            "suppressed": len(hidden),
         },
     }
 

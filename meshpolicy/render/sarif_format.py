@@ -164,6 +164,8 @@ def result(d: Diagnostic, loc: _Locator, rule_index: dict[str, int]) -> dict[str
     fixes = [_fix(f, loc) for f in d.fixes if f.span.line > 0 and f.span.file]
     if fixes:
         out["fixes"] = fixes
+    if d.suppressed is not None:  # a `# meshc: ignore[...]` comment in the policy
+        out["suppressions"] = [{"kind": "inSource", "status": "accepted", "justification": d.suppressed}]
     props: dict[str, Any] = {}
     if d.notes:
         props["notes"] = list(d.notes)

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from rich.cells import cell_len
 
-from ..diagnostics import Diagnostic, Severity
+from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile, Span
 
 TAB = "    "
@@ -119,6 +119,12 @@ def _witness_text(w: dict) -> str:
 
 
 def summary(diags: list[Diagnostic]) -> str:
+    hidden = len(diags) - len(diags := shown(diags))
+    out = _counts(diags)
+    return out + (f" ({hidden} suppressed)" if hidden else "")
+
+
+def _counts(diags: list[Diagnostic]) -> str:
     errors = sum(d.severity is Severity.ERROR for d in diags)
     warnings = sum(d.severity is Severity.WARNING for d in diags)
     parts = []
@@ -135,8 +141,9 @@ def summary(diags: list[Diagnostic]) -> str:
 def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO, *, color: bool | None = None,
            quiet: bool = False, **_: object) -> None:
     paint = _Paint(use_color(out, color))
-    shown = [d for d in diags if not quiet or d.severity is Severity.ERROR]
-    for d in shown:
+    for d in shown(diags):
+        if quiet and d.severity is not Severity.ERROR:
+            continue
         out.write(format_one(d, sources, paint) + "\n\n")
     if not quiet:
         out.write(paint("bold", summary(diags)) + "\n")
