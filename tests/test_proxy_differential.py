@@ -32,8 +32,13 @@ CORPUS = [
 ]
 
 
+# Anything but HTTP/1.1: HTTP/0.9 has no headers (no Host, no framing) and
+# Envoy, as meshc configures it, refuses HTTP/1.0 too.
+VERSIONS = [b"GET /v09\r\n\r\n", b"GET /v10 HTTP/1.0\r\nhost: api\r\n\r\n"]
+
+
 def _round(proxy: str, workdir) -> dict:
-    out: dict = {"targets": {}, "followups": [], "frames": {}}
+    out: dict = {"targets": {}, "followups": [], "frames": {}, "versions": {}}
     with running_mesh(proxy, workdir) as (plan, _sup):
         port = workload(plan, "client").outbound_port
         client = RawClient(port)
@@ -52,6 +57,14 @@ def _round(proxy: str, workdir) -> dict:
                 status, _h, body = client.request(b"/follow/%d" % i)
             out["followups"].append((b"/follow/%d" % i, status, body))
         client.close()
+        for raw in VERSIONS:
+            c = RawClient(port)
+            c.send(raw)
+            try:
+                out["versions"][raw] = c.response()[0]
+            except ConnectionError:
+                out["versions"][raw] = "closed"
+            c.close()
         for mode in ("extra", "two-cl", "cl-te", "bad-cl", "bare-lf", "bad-chunk", "short"):
             c = RawClient(port)
             try:
@@ -82,6 +95,11 @@ def test_the_app_sees_the_same_bytes_behind_both_proxies(rounds, target):
     else:  # refused by both (Envoy sometimes closes instead of answering 400)
         assert mp[0] != 200 and envoy[0] in (400, 403, "closed"), (mp, envoy)
         assert mp[0] == (envoy[0] if envoy[0] != "closed" else 400)
+
+
+@pytest.mark.parametrize("raw", VERSIONS)
+def test_only_http_1_1_is_served_as_envoy_does(rounds, raw):
+    assert rounds["meshproxy"]["versions"][raw] == rounds["envoy"]["versions"][raw] == 426
 
 
 @pytest.mark.parametrize("proxy", PROXIES)

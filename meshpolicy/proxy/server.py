@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.web_protocol import RequestHandler
 
 from ..targets.meshproxy import evaluate as ev
@@ -260,10 +260,10 @@ class Proxy:
             self.metrics.observe("inbound", source, dest, resp.status, time.monotonic() - started)
             return resp
 
-        forward = forward_target(request.raw_path) if valid_method(request.method) else None
-        if forward is None:
-            return done(web.Response(status=400, text=BAD_TARGET))
-        path, target = forward
+        checked = check_request(request)
+        if isinstance(checked, web.Response):
+            return done(checked)
+        path, target = checked
         if not self.buckets.admit(peer_id, peer_addr, time.monotonic()):
             self.metrics.ratelimited.labels(source).inc()
             return done(web.Response(status=429, text="local_rate_limited\n"))
@@ -321,8 +321,8 @@ class Proxy:
         me = cfg["workload"]["service"]
         host = request.headers.get("Host", "")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        forward = forward_target(request.raw_path) if valid_method(request.method) else None
-        path, target = forward or ("/", b"")
+        checked = check_request(request)
+        path, target = ("/", b"") if isinstance(checked, web.Response) else checked
         choice = ev.route(cfg, host, request.method, path, headers)
         dest_name = choice.destination or host
 
@@ -330,8 +330,8 @@ class Proxy:
             self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
             return resp
 
-        if forward is None:
-            return done(web.Response(status=400, text=BAD_TARGET))
+        if isinstance(checked, web.Response):
+            return done(checked)
         if choice.kind == "unknown_destination":
             return done(web.Response(status=403, text=f"meshproxy: `{me}` may not call `{host}`\n"))
         if choice.kind == "no_route":
@@ -451,6 +451,19 @@ class Proxy:
                 target=target, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
         except Exception as exc:  # a mirror's failure never reaches the caller
             log.debug("mirror failed: %s", exc)
+
+
+def check_request(request: web.BaseRequest) -> web.Response | tuple[str, bytes]:
+    """(normalized path, target to forward), or the answer to a request
+    meshproxy will not forward, as Envoy answers it: 426 for anything but
+    HTTP/1.1 (HTTP/1.0 and 0.9 carry no reliable Host and framing), 400 for
+    a method or target that is not one valid request line."""
+    if request.version != HttpVersion11:
+        resp = web.Response(status=426, text="meshproxy: HTTP/1.1 required\n")
+        resp.force_close()
+        return resp
+    forward = forward_target(request.raw_path) if valid_method(request.method) else None
+    return web.Response(status=400, text=BAD_TARGET) if forward is None else forward
 
 
 class _Protocol(RequestHandler):
