@@ -148,6 +148,64 @@ def test_paths_are_normalized_before_authorization(mesh, raw):
     assert mesh.app_attempts("api/v1", rid) == 0 and mesh.app_attempts("api/v2", rid) == 0
 
 
+# Normalization and transport: every spelling below, sent raw through each
+# proxy, must get what the reference evaluator decides for
+# normalize_path(raw) (400 when it refuses the path), and an allowed one must
+# reach the app as the normalized path (docs/semantics.md, "Paths").
+NORMALIZATION_CORPUS = [
+    "/items//1", "//admin/x", "/./admin/x", "/items/./1", "/items/../admin/x", "/x/y/../../admin/x",
+    "/%2e/admin/x", "/%2E%2e/admin/x", "/items/%2e%2e/admin/x", "/admin%2Fx", "/admin%2fx", "/items%5C1",
+    "/admin%5cx", "/items;v=1/1", "/admin;x/y", "/items/..;/admin/x", "/items/.;/1", "/items#frag",
+    "/admin/x#frag", "/ADMIN/x", "/Admin/X", "/%61dmin/x", "/%41dmin/x", "/items/%7e", "/items/%7E?q=%2F",
+]
+
+
+@pytest.mark.parametrize("raw", NORMALIZATION_CORPUS)
+def test_normalization_corpus_matches_the_reference(mesh, raw):
+    from urllib.parse import unquote
+
+    from meshpolicy.semantics.patterns import normalize_path
+
+    rid = uuid.uuid4().hex
+    path = normalize_path(raw)
+    expect = 400 if path is None else predicted_status(mesh, "client", "api", "GET", path)
+    status, body, _ = mesh.call("api", raw, headers={"x-echo-id": rid})
+    assert status == expect, (mesh.proxy, raw, path, body)
+    reached = mesh.app_attempts("api/v1", rid) + mesh.app_attempts("api/v2", rid)
+    assert reached == (1 if expect == 200 else 0), (mesh.proxy, raw)
+    if expect == 200:
+        assert body["path"] == unquote(path), (mesh.proxy, raw)  # the echo app reports the decoded path
+
+
+def _plaintext_status(port: int, path: str, host: str) -> int | None:
+    """A caller with no identity (plaintext, no certificate) straight to an
+    inbound port: the status, or None when the connection is refused."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("dest,path", [("api", "/items/1"), ("api", "/admin/x"), ("open", "/public/x"),
+                                       ("open", "/public/../private"), ("open", "/private"),
+                                       ("open", "//public/x")])
+def test_a_caller_without_identity_matches_the_reference(mesh, dest, path):
+    """Strict destinations refuse it at the transport; permissive ones let
+    rules for anyone decide (on the normalized path)."""
+    from meshpolicy.semantics.patterns import normalize_path
+
+    out = evaluate(mesh.mesh, Request(None, dest, "GET", normalize_path(path)))
+    status = _plaintext_status(mesh.workload(dest if dest == "open" else "api/v1").inbound_port, path, dest)
+    if out.decision.refused is not None:
+        assert status is None, (mesh.proxy, dest, path)
+    else:
+        assert status == (200 if out.decision.allowed else 403), (mesh.proxy, dest, path, status)
+
+
 def test_calls_the_policy_does_not_allow_never_reach_the_app(mesh):
     rid = uuid.uuid4().hex
     # limited may not call api at all; its sidecar refuses or api's RBAC denies
