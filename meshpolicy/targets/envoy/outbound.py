@@ -7,7 +7,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ...model.types import Fault, Retry, RouteRule, Service
-from ...plan import hosts
+from ...plan import hosts, plan_of
 from .clusters import balance_of
 from .context import Ctx
 from .conventions import cluster_name
@@ -158,11 +158,7 @@ def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
     a = rule.action
     r: dict = {"name": name, "match": _match(rule)}
     if a.kind == "forward":
-        dests = a.destinations
-        if len(dests) == 1 and dests[0].weight is None:
-            weights = [(dests[0].version.name, 100.0)]
-        else:
-            weights = [(d.version.name, d.weight or 0.0) for d in dests]
+        weights = list(plan_of(ctx.mesh).services[dest.name].rules[rule.index].weights.items())
         action = _forward(ctx, dest, weights, rule.span)
         fault = _resilience(ctx, dest, action, rule)
         if a.mirror is not None:
