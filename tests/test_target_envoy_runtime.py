@@ -105,3 +105,42 @@ def test_sidecars_enforce_policy(tmp_path):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_downstream_connections_are_limited(tmp_path):
+    """`max_downstream_connections` (overload manager): past the limit a new
+    connection is closed at once, the open ones stay; no start-up warning
+    about an unlimited number of connections."""
+    checked = check_text(MESH)
+    base = _free_block(3 * STRIDE)
+    issue(checked.mesh, tmp_path / "certs")
+    outputs, diags = compile_mesh(checked.mesh, "envoy", CompileOptions(
+        certs_dir=str(tmp_path / "certs"),
+        settings={"port_base": base, "ports_per_workload": STRIDE, "max_downstream_connections": 2}))
+    assert not [d for d in diags if d.is_error]
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(outputs[0].content)  # workload a
+    log = tmp_path / "envoy.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(["envoy", "-c", str(cfg), "--use-dynamic-base-id", "-l", "warn"],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    held = []
+    try:
+        _wait_ready(base + 2, [proc])
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", base + 1), timeout=5))
+        time.sleep(0.5)  # Envoy counts them once accepted
+        extra = socket.create_connection(("127.0.0.1", base + 1), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by Envoy
+        extra.close()
+        for s in held:
+            s.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                s.recv(1)  # still open
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+    assert "no configured limit" not in log.read_text()

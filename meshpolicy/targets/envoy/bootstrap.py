@@ -78,4 +78,17 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = 
     }
     if not ctx.mesh.settings.metrics:
         out["stats_config"] = {"stats_matcher": {"reject_all": True}}
+    out["overload_manager"] = overload_manager(st.max_downstream_connections)
     return out
+
+
+DOWNSTREAM_CONNECTIONS = ("type.googleapis.com/envoy.extensions.resource_monitors."
+                          "downstream_connections.v3.DownstreamConnectionsConfig")
+
+
+def overload_manager(max_connections: int) -> dict:
+    """A bound on open downstream connections (Envoy warns at start without
+    one, and a flood would otherwise exhaust file descriptors)."""
+    return {"resource_monitors": [{
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {"@type": DOWNSTREAM_CONNECTIONS, "max_active_downstream_connections": max_connections}}]}

@@ -35,6 +35,7 @@ class Settings:
     zipkin_collector: tuple[str, int]
     otlp_collector: tuple[str, int]
     connect_timeout_ms: int
+    max_downstream_connections: int = 10000
     http1_apps: tuple[str, ...] = ()
 
 
@@ -56,7 +57,7 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
             diags.append(diag("MP720", f"unknown setting `{key}` in [compile.envoy]"))
             continue
         merged[key] = value
-    for key in ("port_base", "ports_per_workload", "connect_timeout_ms"):
+    for key in ("port_base", "ports_per_workload", "connect_timeout_ms", "max_downstream_connections"):
         v = merged[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             diags.append(diag("MP720", f"[compile.envoy] `{key}` must be a positive integer, not {v!r}"))
