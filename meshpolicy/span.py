@@ -8,7 +8,21 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
+# The one definition of a line end (the tokenizer's NL, the LSP's): CRLF, LF
+# or a lone CR, and nothing else. Python's str.splitlines also splits at
+# \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029, which may stand inside a
+# string or a comment, so it is never used on source text.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_WITH_END = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str, keepends: bool = False) -> list[str]:
+    """text's lines. Without ends: n line ends give n + 1 parts (like str.split).
+    With ends: each line keeps its end and a final empty line is dropped
+    (like str.splitlines(True), but at line ends only)."""
+    if keepends:
+        return _LINE_WITH_END.findall(text)
+    return _LINE_BREAK.split(text)
 
 
 class Span(NamedTuple):

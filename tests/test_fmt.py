@@ -406,3 +406,21 @@ def test_small_policies_cover_their_vocabulary():
     expected |= {f"source {k}" for k in ("service", "namespace", "authenticated", "any")}
     expected |= {f"assert {k}" for k in ("never", "only", "can")}
     assert expected - seen == set()
+
+
+def test_fmt_check_orders_errors_as_check_does(tmp_path):
+    # The lexer's MP004 (line 4) is found before the parser's MP002 (line 2);
+    # both commands list them by file and position.
+    f = tmp_path / "x.mesh"
+    f.write_text('service a {\n  port 80\n}\nallow a -> a GET exact "/x\nservice b { prot 1 }\n')
+    import json
+
+    def listed(*args):
+        r = run_meshc(*args, str(f), "--format", "json")
+        out = r.stdout if args[0] == "check" else r.stderr
+        return [(d["code"], d["span"]["line"], d["span"]["column"]) for d in json.loads(out)["diagnostics"]
+                if d["code"].startswith("MP0")]
+
+    from_check = listed("check")
+    assert [c for c, *_ in from_check] == ["MP002", "MP004", "MP009"]
+    assert listed("fmt", "--check") == from_check

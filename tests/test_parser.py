@@ -111,3 +111,14 @@ def test_built_models_pass_validation():
         roundtrip(check_text(text).mesh)
 
     generated()
+
+
+def test_unclosed_string_is_one_diagnostic():
+    # MP004 only: the statement it cuts short is not also "incomplete" (MP002).
+    for src in ('mesh m { trust_domain "a.b\n}', 'mesh m {\n  trust_domain "a.b\n}', 'service a {\n port 80 http\n'
+                ' balance hash header "x\n}', 'service a { port 80 http }\nallow a -> a GET exact "/x\\\n'):
+        _, diags = parse(src)
+        assert codes(diags) == ["MP004"], (src, [(d.code, d.message) for d in diags])
+    # the next statement is read again
+    _, diags = parse('mesh m {\n  trust_domain "a.b\n  mtls strct\n}')
+    assert codes(diags) == ["MP002", "MP004"] and sorted(d.span.line for d in diags) == [2, 3]

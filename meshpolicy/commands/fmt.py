@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from ..codes import diag
-from ..diagnostics import Diagnostic
+from ..diagnostics import Diagnostic, sorted_diagnostics
 from ..fmt import format_text
 from ..project import display_path, mesh_files
-from ..span import SourceFile
+from ..span import SourceFile, split_lines
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit, report_options
 
 
@@ -63,9 +63,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _diff(old: str, new: str, shown: str) -> str:
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+    lines = difflib.unified_diff(split_lines(old, keepends=True), split_lines(new, keepends=True),
                                  f"a/{shown}", f"b/{shown}")
-    return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
+    return "".join(ln if ln.endswith(("\n", "\r")) else ln + "\n\\ No newline at end of file\n" for ln in lines)
 
 
 @click.command("fmt")
@@ -145,7 +145,8 @@ def command(paths, check, show_diff, fmt, color, quiet):
             click.echo(f"{verb} {shlex.quote(shown)}")
     # Diagnostics on stderr: stdout carries formatted text, diffs or file lists.
     if diags:
-        emit(diags, sources, fmt, color=color, quiet=quiet, out=sys.stderr, tool_command="fmt")
+        # In `meshc check`'s order (file, offset, code), one ordering for both.
+        emit(sorted_diagnostics(diags), sources, fmt, color=color, quiet=quiet, out=sys.stderr, tool_command="fmt")
     if any(d.code == "MP001" for d in diags):
         sys.exit(EXIT_USAGE)
     files_changed = [c for c in changed if c != "-"]

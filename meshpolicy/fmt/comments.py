@@ -20,11 +20,10 @@ same answer on the formatter's own output, which makes formatting idempotent.
 
 from __future__ import annotations
 
-import re
-
 import bisect
 from dataclasses import dataclass, field
 
+from ..span import split_lines
 from ..syntax.lexer import Comment
 from ..syntax.nodes import Node
 
@@ -48,8 +47,9 @@ class Lines:
     """Which source lines are blank, to keep a blank line where one was."""
 
     def __init__(self, text: str):
-        # Line breaks as the tokenizer counts them: CRLF, CR or LF.
-        blank = [not ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
+        # Line breaks as the tokenizer counts them: CRLF, CR or LF (and
+        # `strip` would also eat \x1c-\x1f and \x85, which are not blanks).
+        blank = [not ln.strip(" \t\f") for ln in split_lines(text)]
         # prefix[i] = number of blank lines among lines 1..i
         self.prefix = [0]
         for b in blank:

@@ -44,9 +44,10 @@ _TOKEN_RE = re.compile(
         [
             r"(?P<NL>\r\n|\r|\n)",
             r"(?P<WS>[ \t\f]+)",
-            r"(?P<COMMENT>\#[^\n]*)",
-            r'(?P<STRING>"(?:\\.|[^"\\\n])*")',
-            r'(?P<BADSTRING>"(?:\\.|[^"\\\n])*)',
+            # A line ends at CRLF, LF or a lone CR, for comments and strings too.
+            r"(?P<COMMENT>\#[^\r\n]*)",
+            r'(?P<STRING>"(?:\\[^\r\n]|[^"\\\r\n])*")',
+            r'(?P<BADSTRING>"(?:\\[^\r\n]|[^"\\\r\n])*\\?)',  # to the line end
             r"(?P<DURATION>[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)" + _END + ")",
             r"(?P<RATE>[0-9]+/(?:s|m|h)" + _END + ")",
             r"(?P<PERCENT>[0-9]+(?:\.[0-9]+)?%)",

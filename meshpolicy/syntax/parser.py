@@ -10,6 +10,7 @@ its item only, so one run reports every broken statement.
 from __future__ import annotations
 
 import difflib
+import heapq
 import re
 from functools import lru_cache
 
@@ -231,17 +232,25 @@ class _Driver:
 
     def run(self) -> tuple[SyntaxFile, list[Diagnostic]]:
         tokens, comments, lex_errors = tokenize(self.text)
+        unclosed = []
         for err in lex_errors:
             tok = err.token
             if err.kind == "BADSTRING":
                 self.diags.append(diag("MP004", "this string is not closed before the end of the line", tspan(tok)))
+                unclosed.append(tok)
             else:
                 ch = str(tok)
                 self.diags.append(diag("MP003", f"unexpected character `{ch}` (U+{ord(ch):04X})", tspan(tok)))
+        if unclosed:  # they stay in their item, so it fails without a second report
+            tokens = list(heapq.merge(tokens, unclosed, key=lambda t: t.start_pos))
         for tok in tokens:
             v = tok.value
             typ = tok.type
-            if typ == "NL":
+            if typ == "BADSTRING":
+                # The rest of the line is in this token: its item is broken, and said so (MP004).
+                self.item.append(tok)
+                self.failed = True
+            elif typ == "NL":
                 if self.item and self.item[-1].value in _CONTINUES:
                     continue
                 self._end_item()
