@@ -249,3 +249,15 @@ def test_sidecar_scope_is_the_plans(shop_mesh):
         got = [d["service"] for d in cfg["outbound"]["destinations"]]
         assert got == [n for n in plan.callees(me) if n != me]
     assert outputs
+
+
+def test_hover_lists_the_plans_callees_with_reasons(shop_mesh):
+    """The language server's 'may call' is the plan's scope: search is in
+    namespace shop, which an allow rule admits to catalog, but
+    `deny search -> catalog` denies it everything."""
+    from meshpolicy.lsp.hover import service_hover
+
+    text = service_hover(shop_mesh, shop_mesh.service("search"))
+    assert "`catalog`" not in text.split("**may call**")[1]
+    text = service_hover(shop_mesh, shop_mesh.service("frontend")).split("**may call**")[1]
+    assert "`catalog`" in text and "`orders`" in text and "admits `frontend`" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..diagnostics import Diagnostic
 from ..model.types import AuthRule, Mesh, PathPattern, RouteRule, Service, Source
+from ..plan import plan_of
 from ..span import Span
 
 
@@ -26,11 +27,6 @@ def _scope(methods: list[str], paths: list[PathPattern]) -> str:
     return " ".join(parts) or "any request"
 
 
-def _matches(source: Source, svc: Service) -> bool:
-    return (source.kind == "service" and source.name == svc.name) or \
-        (source.kind == "namespace" and source.name == svc.namespace) or source.kind in ("authenticated", "any")
-
-
 def service_hover(mesh: Mesh, svc: Service) -> str:
     lines = [f"**service `{svc.name}`** in namespace `{svc.namespace}`", "",
              f"- identity: `{mesh.spiffe_id(svc)}`"]
@@ -43,11 +39,15 @@ def service_hover(mesh: Mesh, svc: Service) -> str:
               f"**may be called by**: {'anyone not denied (default allow)' if mesh.settings.default == 'allow' else 'no one (default deny, no allow rule)'}"]
     for r in callers:
         lines.append(f"- {r.effect} {_sources(r.sources)}: {_scope(r.methods, r.paths)} (line {r.span.line})")
-    callees = [r for r in mesh.auth_rules if r.effect == "allow" and any(_matches(s, svc) for s in r.sources)]
-    lines += ["", "**may call**" if callees else "**may call**: nothing by an allow rule"]
-    for r in callees:
-        via = _sources([s for s in r.sources if _matches(s, svc)])
-        lines.append(f"- `{r.target.name}`: {_scope(r.methods, r.paths)} (as {via}, line {r.span.line})")
+    # Whom it may call is the plan's answer (the one the targets scope sidecars by), with its reason.
+    plan = plan_of(mesh)
+    callees = plan.callees(svc.name)
+    lines += ["", "**may call**" if callees else "**may call**: no service"]
+    for name in callees:
+        adm = plan.callers(name)[svc.name]
+        r = adm.rule
+        detail = f"{_scope(r.methods, r.paths)}, {adm.reason} (line {r.span.line})" if r is not None else adm.reason
+        lines.append(f"- `{name}`: {detail}")
     return "\n".join(lines)
 
 
