@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from meshpolicy.semantics import Request, evaluate
-from meshpolicy.semantics.evaluate import Outcome, auth_rule_matches, authorize, source_matches
+from meshpolicy.semantics.evaluate import Outcome, auth_rule_matches, authorize, match_holds, source_matches
 from meshpolicy.semantics.evaluate import route as route_of
 from meshpolicy.verify import run
 from meshpolicy.verify.auth import may_call
@@ -37,7 +37,7 @@ PROBE_PATHS = ["/", "/a", "/a/", "/a/b", "/a/1", "/a/12", "/ab", "/b", "/b/b", "
                "/a/x/b", "/b/"]
 HEADER_TESTS = ['= "1"', 'prefix "1"', '~ "[0-9]+"', "present", "absent", '= "y"']
 PROBE_VALUES = ["1", "12", "y", "", "x", "alice", "al", "bob", "yes"]
-MY_CODES = {"MP501", "MP502", "MP503", "MP504", "MP510", "MP511", "MP512", "MP520", "MP601", "MP602"}
+MY_CODES = {"MP501", "MP502", "MP503", "MP504", "MP506", "MP510", "MP511", "MP512", "MP520", "MP601", "MP602"}
 
 names = st.sampled_from(sorted(SERVICES))
 
@@ -166,11 +166,20 @@ def expected(mesh):
                       for q in request_space(mesh, dest)]
             taken = {rr.index: [o for o in routed if o.route.rule is not None and o.route.rule.index == rr.index]
                      for rr in route.rules}
-            any_allowed = any(o.decision.allowed for o in outcomes)
             fed, named = set(), {}
             for rr in route.rules:
                 if not taken[rr.index]:
                     found.add(("MP510", rr.span.line))
+                else:  # MP506: a listed path or method that this live rule never takes
+                    alts = [(p.span.line, lambda q, p=p: _path_in(p, q.path)) for p in rr.match.paths] \
+                        if len(rr.match.paths) > 1 else []
+                    alts += [(rr.span.line, lambda q, m=m: q.method == m) for m in rr.match.methods] \
+                        if len(rr.match.methods) > 1 else []
+                    for line, holds in alts:
+                        part = [o for o in routed if match_holds(rr.match, o.request) and holds(o.request)]
+                        if part and not any(o.route.rule is not None and o.route.rule.index == rr.index
+                                            for o in part):
+                            found.add(("MP506", line))
                 a = rr.action
                 if a.kind != "forward":
                     continue
@@ -182,7 +191,7 @@ def expected(mesh):
                     fed.update(v for v, w in evaluate(mesh, taken[rr.index][0].request).route.weights.items() if w > 0)
                     if a.mirror and a.mirror.percent > 0:
                         fed.add(a.mirror.version.name)
-                    if any_allowed and not any(o.decision.allowed for o in taken[rr.index]):
+                    if not any(o.decision.allowed for o in taken[rr.index]):
                         found.add(("MP512", rr.span.line))
             for v in mesh.service(dest).versions:
                 if v.name in named and v.name not in fed:

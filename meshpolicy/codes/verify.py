@@ -16,6 +16,8 @@ CODES = define(
      "a named caller's identity is only visible over mTLS; check the sources, the destination's mtls and the patterns"),
     ("MP505", "path-never-normalized", "warning", "a path pattern is spelled in a way no normalized path is (`//`, a `.` or `..` segment, `%61`, `%2F`), so it never matches",
      "write the path as normalization leaves it (merge `/`, resolve `.` and `..`, decode unreserved escapes); rules only ever see normalized paths"),
+    ("MP506", "ineffective-route-match", "info", "part of a route rule's match (one of its paths or methods) is taken by earlier rules for every request (Istio's IST0131)",
+     "drop that path or method from the rule, or move the rule above the ones named in the labels; the rest of the rule still routes"),
     # ---- routing
     ("MP510", "unreachable-route-rule", "warning", "every request this route rule matches is taken by earlier rules (or it matches none)",
      "move the rule above the rules named in the labels, narrow those, or remove it"),

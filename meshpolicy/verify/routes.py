@@ -63,8 +63,61 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
         labels = [Label(p.route_rules[j].span, "takes its requests first") for j in earlier]
         out.append(diag("MP510", f"{_what(rr, p.dest)} is unreachable: earlier rules take every request it matches, "
                         f"e.g. {req}", rr.span, labels=labels, witness=wit))
+    out.extend(_ineffective_parts(mesh, p, live))
     out.extend(_versions(mesh, p, live))
     out.extend(_out_of_step(mesh, p, live))
+    return out
+
+
+def _alternatives(p: Partition, rr: RouteRule, box):
+    """The parts of a rule's match a reader sees as alternatives: each listed
+    path pattern and each listed method (when there are several), as boxes."""
+    from .atoms import key_of
+
+    m = rr.match
+    if len(m.paths) > 1:
+        for pat in m.paths:
+            k = key_of(pat)
+            atoms = frozenset(i for i, a in enumerate(p.paths) if k in a.members)
+            yield f"path `{pat.value}`", pat.span, box[:2] + (box[2] & atoms,) + box[3:]
+    if len(m.methods) > 1:
+        for meth in m.methods:
+            idx = frozenset(i for i, x in enumerate(p.methods) if x == meth)
+            yield f"method {meth}", rr.span, (box[0], box[1] & idx) + box[2:]
+
+
+def _ineffective_parts(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
+    """MP506 (Istio's IST0131 "ineffective match"): one alternative of a live
+    rule (a path or a method) is taken by earlier rules for every request, so
+    that part of the match is never used; the rule itself still routes."""
+    out = []
+    for i, rr in enumerate(p.route_rules):
+        if not live[i]:
+            continue
+        box = p.route_box[i]
+        earlier = [j for j in range(i) if p.meet(box, p.route_box[j]) is not None]
+        if not earlier:
+            continue
+        for what, span, sub in _alternatives(p, rr, box):
+            if any(not x for x in sub):
+                continue  # a pattern matching nothing here is MP505's or the atoms' business
+            rest = p.minus([sub], [p.route_box[j] for j in earlier])
+            if rest is None:
+                dead = _ask(p, p.define("part", p.box_formula(sub)),
+                            *[p.z3.Not(p.route_ind[j]) for j in earlier]).unsat
+            else:
+                dead = not rest
+            if not dead:
+                continue
+            by = next(j for j in earlier if p.meet(sub, p.route_box[j]) is not None)
+            req = p.pick(p.meet(sub, p.route_box[by]))
+            wit = confirmed(mesh, req, lambda o, rr=rr: match_holds(rr.match, o.request) and o.route.rule is not None
+                            and o.route.rule.index < rr.index, "an earlier rule takes the part's request")
+            out.append(diag("MP506", f"{what} of {_what(rr, p.dest)} never takes a request: earlier rules take "
+                            f"every request it matches, e.g. {req}; the rest of the rule still routes",
+                            span or rr.span, labels=[Label(p.route_rules[j].span, "takes them first")
+                                                     for j in earlier if p.meet(sub, p.route_box[j]) is not None],
+                            witness=wit))
     return out
 
 
@@ -99,9 +152,10 @@ def _versions(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
 
 
 def _out_of_step(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]:
-    anything = p.allowed_in([tuple(p.full())])
-    if anything == [] or (anything is None and _ask(p, p.allowed).unsat):
-        return []  # nothing is allowed at all: MP402 / dead-allow findings say so
+    """MP512 for every live forwarding rule whose requests are all denied. It
+    does not depend on whether anything else about the destination is allowed:
+    a service no allow rule names gets it for each such rule, exactly as one
+    with an unrelated allow does (both route traffic nobody may send)."""
     out = []
     for i, rr in enumerate(p.route_rules):
         if not live[i] or rr.action.kind != "forward":

@@ -1,0 +1,55 @@
+"""Findings added to the request model: route/authorization agreement that
+does not depend on unrelated allow rules (MP512), ineffective parts of route
+rules (MP506) and rate limits (MP530-MP532)."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshpolicy.semantics import evaluate
+from meshpolicy.semantics.evaluate import Request
+from meshpolicy.verify import run
+
+from .conftest import check_text, codes
+
+ROUTED = """
+mesh m { trust_domain "t.example" }
+service api { namespace a; port 8080 http; version v1 { version: "v1" } }
+service web { namespace a; port 8080 http }
+service other { namespace a; port 8080 http }
+route api {
+  GET /orders/** -> v1
+}
+"""
+
+
+def verify(text: str):
+    result = check_text(text)
+    assert result.ok, [(d.code, d.message) for d in result.diagnostics if d.is_error]
+    return result.mesh, run(result.mesh)
+
+
+@pytest.mark.parametrize("extra", ["", "allow web -> other\n", "allow web -> api POST\n"])
+def test_route_denied_for_everyone_is_reported_whatever_else_is_allowed(extra):
+    """Item (e): the same route rule is MP512 with no allow rule naming `api`,
+    with an unrelated allow, and with an allow for other requests to `api`."""
+    mesh, diags = verify(ROUTED + extra)
+    [d] = [d for d in diags if d.code == "MP512"]
+    assert d.span.line == 7
+    assert not evaluate(mesh, Request(d.witness["source"], "api", d.witness["method"], d.witness["path"])).decision.allowed
+
+
+def test_route_allowed_for_someone_is_not_mp512():
+    _, diags = verify(ROUTED + "allow web -> api GET\n")
+    assert "MP512" not in codes(diags)
+
+
+def test_ineffective_path_and_method_are_notes_not_dead_rules():
+    text = ROUTED.replace("  GET /orders/** -> v1\n", "  GET /orders/** -> v1\n  GET /orders/** /items -> v1\n"
+                          "  GET, POST /items -> v1\n") + "allow web -> api\n"
+    mesh, diags = verify(text)
+    notes = [d for d in diags if d.code == "MP506"]
+    assert [(d.span.line, d.witness["path"]) for d in notes][:1] == [(8, "/orders/")]
+    assert {d.span.line for d in notes} == {8, 9}  # /orders/** of rule 2; GET of rule 3
+    assert "MP510" not in codes(diags)  # both rules still route something
+    assert all(n.severity.value == "info" for n in notes)
