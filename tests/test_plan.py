@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -261,3 +263,42 @@ def test_hover_lists_the_plans_callees_with_reasons(shop_mesh):
     assert "`catalog`" not in text.split("**may call**")[1]
     text = service_hover(shop_mesh, shop_mesh.service("frontend")).split("**may call**")[1]
     assert "`catalog`" in text and "`orders`" in text and "admits `frontend`" in text
+
+
+def test_certificates_are_where_the_targets_point(shop_mesh, tmp_path):
+    """One layout: the files `meshc certs` writes are the ones Envoy and
+    meshproxy configs name."""
+    import json
+
+    import yaml
+
+    from meshpolicy.certs import issue
+    from meshpolicy.compile import CompileOptions, compile_mesh
+
+    issue(shop_mesh, tmp_path)
+    layout = CertLayout(str(tmp_path))
+    named = set()
+    outputs, _ = compile_mesh(shop_mesh, "meshproxy", CompileOptions(
+        certs_dir=str(tmp_path), settings={"http1_apps": sorted(shop_mesh.service_map)}))
+    assert outputs
+    for o in outputs:
+        ident = json.loads(o.content)["identity"]
+        named |= {ident["cert_file"], ident["key_file"], ident["ca_file"]}
+    outputs, _ = compile_mesh(shop_mesh, "envoy", CompileOptions(certs_dir=str(tmp_path)))
+
+    def filenames(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "filename":
+                    yield v
+                else:
+                    yield from filenames(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from filenames(v)
+
+    for o in outputs:
+        named |= {f for f in filenames(yaml.safe_load(o.content)) if f.endswith(".pem")}
+    assert layout.ca_file in named
+    for path in named:
+        assert Path(path).is_file(), path

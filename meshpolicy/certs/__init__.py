@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.types import Mesh
+from ..plan.cert_layout import CA_CERT, CA_KEY, WORKLOAD_CERT, WORKLOAD_KEY
 
 CA_DAYS = 3650
 # Renew workload certificates that would expire within this many days.
@@ -41,7 +42,7 @@ def identities(mesh: Mesh) -> list[tuple[str, str, str]]:
 
 def workload_paths(certs_dir: str | Path, namespace: str, account: str) -> tuple[Path, Path]:
     base = Path(certs_dir) / namespace / account
-    return base / "cert.pem", base / "key.pem"
+    return base / WORKLOAD_CERT, base / WORKLOAD_KEY  # the plan's layout (plan/cert_layout.py)
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
@@ -179,7 +180,7 @@ def _load_ca(outdir: Path, trust_domain: str):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    cert_path, key_path = outdir / "ca.pem", outdir / "ca-key.pem"
+    cert_path, key_path = outdir / CA_CERT, outdir / CA_KEY
     if not (cert_path.is_file() and key_path.is_file()):
         return None
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -221,15 +222,15 @@ def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 36
     loaded = None if force else _load_ca(outdir, td)
     if loaded is None:
         ca_cert, ca_key = _new_ca(mesh.settings.name, td)
-        _write_private(outdir / "ca-key.pem", _key_pem(ca_key))
-        _write_public(outdir / "ca.pem", _pem(ca_cert))
-        out.created.append("ca.pem")
+        _write_private(outdir / CA_KEY, _key_pem(ca_key))
+        _write_public(outdir / CA_CERT, _pem(ca_cert))
+        out.created.append(CA_CERT)
     else:
         ca_cert, ca_key = loaded
-        out.kept.append("ca.pem")
+        out.kept.append(CA_CERT)
     for ns, sa, spiffe in identities(mesh):
         cert_path, key_path = workload_paths(outdir, ns, sa)
-        shown = f"{ns}/{sa}/cert.pem"
+        shown = f"{ns}/{sa}/{WORKLOAD_CERT}"
         if _workload_ok(cert_path, key_path, ca_cert, spiffe):
             out.kept.append(shown)
             continue
