@@ -94,7 +94,11 @@ def _versions(mesh: Mesh, service: str | None) -> list[lsp.CompletionItem]:
 
 
 def _units(partial: str, units: list[str]) -> list[lsp.CompletionItem]:
-    return [_item(partial + u, lsp.CompletionItemKind.Unit) for u in units]
+    """The number typed so far with each unit that continues what was typed:
+    `30` gives `30ms`, `30s`...; `30m` gives `30ms`; `30s` (complete) nothing."""
+    number = partial[: len(partial) - len(partial.lstrip("0123456789."))]
+    labels = [number + u for u in units]
+    return [_item(x, lsp.CompletionItemKind.Unit) for x in labels if x.startswith(partial) and x != partial]
 
 
 def _sources(mesh: Mesh) -> list[lsp.CompletionItem]:

@@ -34,6 +34,7 @@ from .. import __version__
 from ..diagnostics import has_errors
 from ..span import SourceFile
 from . import DEFAULT_DEBOUNCE_MS, MAX_FILE_BYTES, complete, hover
+from .carry import Edit, carry
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
 from .rpc import PARSE_ERROR, MeshProtocol, is_parse_error
@@ -54,6 +55,9 @@ class MeshState:
     verifying: bool = False
     error_generation: int = -1
     verify_next: Analysis | None = None
+    # The last verifier findings, by file, as published: shown with every
+    # analysis until the next verification replaces them (carry.py).
+    kept: dict[str, list[lsp.Diagnostic]] = field(default_factory=dict)
 
 
 class MeshLanguageServer(LanguageServer):
@@ -137,6 +141,19 @@ class MeshLanguageServer(LanguageServer):
             self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
         self.check_pool.submit(self.parse_cache.forget, files)  # the cache belongs to the check thread
         self._collect_when_idle()
+
+    def carry_findings(self, params: lsp.DidChangeTextDocumentParams) -> None:
+        """Move the kept verifier findings through the edits of a document."""
+        uri = params.text_document.uri
+        st = self.meshes.get(root_of(path_of(uri)))
+        if st is None or not st.kept:
+            return
+        for change in params.content_changes:
+            if not isinstance(change, lsp.TextDocumentContentChangePartial):
+                st.kept.pop(path_of(uri), None)  # the whole text replaced: nothing of it is known to hold
+                continue
+            edit = Edit(change.range, change.text, self.encoding)
+            st.kept = {f: carry(ds, uri_of(f), uri, edit) for f, ds in st.kept.items()}
 
     def touch(self, uri: str) -> None:
         if self._gc_timer is not None:
@@ -228,10 +245,20 @@ class MeshLanguageServer(LanguageServer):
         by_file: dict[str, list[lsp.Diagnostic]] = {f: [] for f in a.files}
         open_files = [f for f in a.files if f in self.buffers()]
         fallback = (open_files or a.files or [a.root])[0]
+        verified = {id(d) for d in a.verified} if a.verified is not None else None
+        fresh: dict[str, list[lsp.Diagnostic]] = {}
         for d in a.diagnostics:
             f = d.span.file if d.span and d.span.file in a.sources else fallback
-            by_file.setdefault(f, []).append(
-                to_lsp(d, a.sources, self.encoding, self.docs_url, fallback=a.sources.get(f)))
+            ld = to_lsp(d, a.sources, self.encoding, self.docs_url, fallback=a.sources.get(f))
+            by_file.setdefault(f, []).append(ld)
+            if verified is not None and id(d) in verified:
+                fresh.setdefault(f, []).append(ld)
+        if verified is not None:
+            st.kept = fresh  # this run's findings replace the last run's
+        elif self.run_verifier:
+            for f, kept in st.kept.items():  # the last run's stay until the next one (carry.py)
+                if f in by_file:
+                    by_file[f] = by_file[f] + kept
         uris = set()
         for f, diags in by_file.items():
             uri = uri_of(f)
@@ -283,6 +310,10 @@ class MeshLanguageServer(LanguageServer):
             self._collect_when_idle()
 
 
+def _range_key(r: lsp.Range) -> tuple[int, int, int, int]:
+    return (r.start.line, r.start.character, r.end.line, r.end.character)
+
+
 def _source(a: Analysis, path: str) -> SourceFile | None:
     return a.sources.get(path)
 
@@ -308,6 +339,7 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     async def did_change(ls: MeshLanguageServer, params: lsp.DidChangeTextDocumentParams):
+        ls.carry_findings(params)
         ls.touch(params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
@@ -423,28 +455,32 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
     @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
                     lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
     async def code_actions(ls: MeshLanguageServer, params: lsp.CodeActionParams):
+        """Fixes for the diagnostics the client asks about (context.diagnostics),
+        each matched to a finding of the current analysis by code and range;
+        not every finding that overlaps the range (one line may hold several)."""
+        asked = [d for d in params.context.diagnostics if d.source in (None, "meshc") and d.code]
+        if not asked:
+            return []
         a = await ls.current(params.text_document.uri)
         path = path_of(params.text_document.uri)
         src = _source(a, path)
         if src is None:
             return []
-        start = offset_at(src, params.range.start, ls.encoding)
-        end = offset_at(src, params.range.end, ls.encoding)
-        out = []
+        by_key: dict[tuple, list] = {}
         for d in a.diagnostics:
-            if not d.fixes or d.span is None or d.span.file != path:
-                continue
-            if d.span.end < start or d.span.start > end:
-                continue
-            for fix in d.fixes:
-                fsrc = a.sources.get(fix.span.file)
-                if fsrc is None:
-                    continue
-                edit = lsp.TextEdit(range=span_range(fsrc, fix.span, ls.encoding), new_text=fix.replacement)
-                out.append(lsp.CodeAction(
-                    title=fix.title, kind=lsp.CodeActionKind.QuickFix, is_preferred=len(d.fixes) == 1,
-                    diagnostics=[to_lsp(d, a.sources, ls.encoding, ls.docs_url)],
-                    edit=lsp.WorkspaceEdit(changes={uri_of(fix.span.file): [edit]})))
+            if d.fixes and d.span is not None and d.span.file == path:
+                by_key.setdefault((d.code, _range_key(span_range(src, d.span, ls.encoding))), []).append(d)
+        out = []
+        for cd in asked:
+            for d in by_key.get((cd.code, _range_key(cd.range)), []):
+                for fix in d.fixes:
+                    fsrc = a.sources.get(fix.span.file)
+                    if fsrc is None:
+                        continue
+                    edit = lsp.TextEdit(range=span_range(fsrc, fix.span, ls.encoding), new_text=fix.replacement)
+                    out.append(lsp.CodeAction(
+                        title=fix.title, kind=lsp.CodeActionKind.QuickFix, is_preferred=len(d.fixes) == 1,
+                        diagnostics=[cd], edit=lsp.WorkspaceEdit(changes={uri_of(fix.span.file): [edit]})))
         return out
 
     @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
