@@ -53,3 +53,49 @@ def test_ineffective_path_and_method_are_notes_not_dead_rules():
     assert {d.span.line for d in notes} == {8, 9}  # /orders/** of rule 2; GET of rule 3
     assert "MP510" not in codes(diags)  # both rules still route something
     assert all(n.severity.value == "info" for n in notes)
+
+
+# ---- rate limits --------------------------------------------------------------------------
+
+LIMITS = """
+mesh m { trust_domain "t.example"; default deny }
+service api { namespace a; port 8080 http; retry 2 on connect-failure }
+service web { namespace a; port 8080 http; retry 3 on connect-failure }
+service gw { namespace a; port 8080 http }
+service lone { namespace a; port 8080 http }
+allow gw -> web GET
+allow web -> api GET
+"""
+
+
+def test_dead_limit_mp530_and_dead_named_caller():
+    mesh, diags = verify(LIMITS + "limit gw -> api 10/s\nlimit web, lone -> api 10/s\n")
+    dead = sorted((d.span.line, d.span.col) for d in diags if d.code == "MP530")
+    assert dead == [(9, 1), (10, 12)]  # the whole first limit; `lone` in the second
+    for d in diags:
+        if d.code == "MP530":
+            req = Request(d.witness["source"], "api", d.witness["method"], d.witness["path"])
+            assert not evaluate(mesh, req).decision.allowed
+
+
+def test_limit_shadowed_by_deny_mp531():
+    mesh, diags = verify(LIMITS + "allow lone -> api\ndeny lone -> api\nlimit lone -> api 10/s\n")
+    [d] = [d for d in diags if d.code == "MP531"]
+    assert d.span.line == 11 and "MP530" not in codes(diags)
+    out = evaluate(mesh, Request("lone", "api", d.witness["method"], d.witness["path"]))
+    assert not out.decision.allowed and out.decision.rule.effect == "deny"
+
+
+def test_retries_times_limit_mp532_multiplies_along_the_path():
+    _, diags = verify(LIMITS + "limit web -> api 120/s\n")
+    [d] = [d for d in diags if d.code == "MP532"]
+    # gw -> web: 4 attempts, web -> api: 3 attempts; 120/s serves 10/s such requests
+    assert d.witness["path"] == ["gw", "web", "api"] and d.witness["attempts"] == 12
+    assert d.witness["served"] == 10
+
+
+def test_live_limit_without_retries_is_quiet():
+    text = LIMITS.replace("; retry 2 on connect-failure", "").replace("; retry 3 on connect-failure", "") \
+        + "limit web -> api 120/s\n"
+    _, diags = verify(text)
+    assert not {"MP530", "MP531", "MP532"} & set(codes(diags))

@@ -25,6 +25,13 @@ CODES = define(
      "give it a non-zero weight on a reachable route rule, or remove it"),
     ("MP512", "route-denied-by-authorization", "warning", "every request this route rule takes is denied by authorization, for every caller",
      "allow the callers the route is meant for, or remove the route rule"),
+    # ---- rate limits
+    ("MP530", "dead-limit", "warning", "a rate limit (or a caller it names) never applies: no allowed request from that caller reaches the destination",
+     "allow the calls the limit is meant for, or remove the limit (or the caller from it)"),
+    ("MP531", "limit-shadowed-by-deny", "warning", "a rate limit never applies because deny rules refuse every request it would count",
+     "narrow the deny rules named in the labels, or remove the limit"),
+    ("MP532", "retries-eat-limit", "warning", "retries (and amplification before them) make one request count several times against a rate limit",
+     "retry at one layer only, lower the attempts on this hop, or raise the limit by the factor in the message"),
     # ---- the verifier itself
     ("MP520", "not-proved", "warning", "the verifier could not decide the findings for a destination (unsupported pattern or solver timeout)",
      "simplify the regex named in the message, or raise --timeout-ms; nothing about this destination was proved"),

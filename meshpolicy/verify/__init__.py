@@ -23,7 +23,7 @@ GRAPH_ASSERTIONS = ("amplification", "latency")
 def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None,
         progress: Callable[[str, int, int], None] | None = None) -> list[Diagnostic]:
     """`progress(step, done, total)` is called as work advances (a progress bar)."""
-    from . import assertions, auth, callgraph, mtls, raw_paths, routes
+    from . import assertions, auth, callgraph, limits, mtls, raw_paths, routes
     from .atoms import Undecided
     from .partition import partition
 
@@ -55,6 +55,7 @@ def run(mesh: Mesh, config: dict | None = None, stats: dict | None = None,
     out.extend(callgraph.findings(mesh, config, graph=graph))
     out.extend(mtls.findings(mesh))
     out.extend(raw_paths.findings(mesh))
+    out.extend(limits.findings(mesh, graph, timeout, limit))
     if progress:
         progress("assertions", len(dests) + 1, total)
     for a in mesh.assertions:

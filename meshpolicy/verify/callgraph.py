@@ -299,8 +299,9 @@ def _isolated(mesh: Mesh, g: Digraph) -> list[Diagnostic]:
     return out
 
 
-def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]:
-    """Report, per service, the worst amplification it can receive from any entry point."""
+def worst_into(mesh: Mesh, g: Digraph) -> dict[str, tuple[float, str | None]]:
+    """Per node, the worst amplification it can receive from any entry point,
+    and the caller on that worst path (follow with `path_into`)."""
     amp = {n: hop_amplification(mesh, n)[0] for n in g.nodes if n != OUTSIDE}
     # Longest (by product) path into each service over the DAG of strongly
     # connected components (taken callers first); edges inside a component
@@ -317,6 +318,17 @@ def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]
                     cur, pred = best[v]
                     if val > cur or (val == cur and pred is not None and u < pred):
                         best[v] = (val, u)
+    return best
+
+
+def path_into(best: dict[str, tuple[float, str | None]], v: str) -> list[str]:
+    """The worst path into v (entry point first), from worst_into's answer."""
+    return _chain(best, v)[::-1]
+
+
+def _amplification(mesh: Mesh, g: Digraph, cfg: GraphConfig) -> list[Diagnostic]:
+    """Report, per service, the worst amplification it can receive from any entry point."""
+    best = worst_into(mesh, g)
     out = []
     for svc in mesh.services:
         val, _pred = best.get(svc.name, (1.0, None))

@@ -1,0 +1,132 @@
+"""Rate limits in the analysis (docs/semantics.md: authorization, then rate
+limits, then routing). A limit only ever sees allowed requests, so:
+
+- MP530: a limit (or one caller it names) no allowed request can reach: no
+  rule lets that caller send the destination anything, so the limit is dead;
+- MP531: the same, but because deny rules win over the allow rules that would
+  let the caller in: the limit is shadowed by those denies;
+- MP532: retries at the caller (and amplification on the way to it) multiply
+  what one request costs against the limit: with K attempts per request only
+  N/K requests per second are sure to be served, the rest of the budget is
+  eaten by retries.
+
+Callers come from the call graph's edges (decided exactly by `may_call`);
+witnesses are confirmed with the reference evaluator.
+"""
+
+from __future__ import annotations
+
+from ..codes import diag
+from ..diagnostics import Diagnostic, Label
+from ..model.types import Mesh, RateLimit, Source
+from ..semantics.admission import identity_mates
+from ..semantics.evaluate import Request, auth_rule_matches
+from .callgraph import OUTSIDE, hop_amplification, path_into, worst_into
+from .digraph import Digraph
+from .partition import partition
+from .witness import confirmed
+
+
+def _callers(mesh: Mesh, s: Source, by_ns: dict[str, list[str]]) -> list[str | None]:
+    """The callers a limit source stands for (None: no identity)."""
+    if s.kind == "service":
+        return [s.name, *identity_mates(mesh, s.name)] if mesh.service(s.name or "") else []
+    if s.kind == "namespace":
+        return list(by_ns.get(s.name or "", []))
+    names = [svc.name for svc in mesh.service_map.values()]
+    return names + [None] if s.kind == "any" else names
+
+
+def _may(graph: Digraph, caller: str | None, dest: str) -> bool:
+    return graph.has_edge(caller or OUTSIDE, dest)
+
+
+def _rate(lim: RateLimit) -> str:
+    return f"{lim.requests}/{lim.per}"
+
+
+def findings(mesh: Mesh, graph: Digraph, timeout_ms: int, box_limit: int) -> list[Diagnostic]:
+    by_ns: dict[str, list[str]] = {}
+    for svc in mesh.service_map.values():
+        by_ns.setdefault(svc.namespace, []).append(svc.name)
+    out: list[Diagnostic] = []
+    into = worst_into(mesh, graph) if mesh.rate_limits else {}
+    for lim in mesh.rate_limits:
+        dest = lim.target.name
+        if mesh.service(dest) is None:
+            continue
+        per_source = [(s, [c for c in _callers(mesh, s, by_ns) if c != dest]) for s in lim.sources]
+        live = [(s, [c for c in cs if _may(graph, c, dest)]) for s, cs in per_source]
+        if not any(cs for _, cs in live):
+            callers = [c for _, cs in per_source for c in cs]
+            out.append(_dead(mesh, lim, lim.span, callers, dest, timeout_ms, box_limit,
+                             f"the limit `{_rate(lim)}` on calls to `{dest}` never applies"))
+            continue
+        for (s, cs), (_, alive) in zip(per_source, live):
+            if s.kind == "service" and cs and not alive:
+                out.append(_dead(mesh, lim, s.span, cs, dest, timeout_ms, box_limit,
+                                 f"`{s.name}` in this limit on `{dest}` never applies"))
+        out.extend(_retries(mesh, lim, dest, [c for _, cs in live for c in cs if c is not None], graph, into))
+    return out
+
+
+def _dead(mesh: Mesh, lim: RateLimit, span, callers: list[str | None], dest: str, timeout_ms: int,
+          box_limit: int, what: str) -> Diagnostic:
+    """MP531 when some allow rule would admit one of the callers but a deny
+    wins (with that request as witness), else MP530."""
+    p = partition(mesh, dest, timeout_ms, box_limit)
+    if not p.error:
+        allows = [r for r in p.auth_rules if r.effect == "allow"]
+        denies = [r for r in p.auth_rules if r.effect == "deny"]
+        for c in callers:
+            cls = (p.source_index(c),) + tuple(p.full()[1:])
+            base = p.meet(cls, p.admitted_box)
+            if base is None:
+                continue
+            starts = [base] if mesh.settings.default == "allow" else [
+                m for r in allows if (m := p.meet(base, p.auth_box[r.index])) is not None]
+            for a in starts:
+                for d in denies:
+                    both = p.meet(a, p.auth_box[d.index])
+                    if both is None:
+                        continue
+                    req = p.request_for(c, p.pick(both))
+                    wit = confirmed(mesh, req, lambda o: not o.decision.allowed and o.decision.rule is not None
+                                    and o.decision.rule.effect == "deny", "a deny rule decides the limited request")
+                    return diag("MP531", f"{what}: deny rules refuse every request it would count, e.g. {req}",
+                                span, labels=[Label(d.span, "this deny rule wins")], witness=wit)
+    caller = next((c for c in callers if c is not None), callers[0] if callers else None)
+    req = Request(caller, dest)
+    wit = confirmed(mesh, req, lambda o: not o.decision.allowed, "the limited caller's request is denied")
+    why = "no allow rule lets " + (f"`{caller}`" if caller else "its callers") + f" call `{dest}`"
+    return diag("MP530", f"{what}: {why}, so no request ever counts against it, e.g. {req} is denied",
+                span, witness=wit)
+
+
+def _retries(mesh: Mesh, lim: RateLimit, dest: str, callers: list[str], graph: Digraph,
+             into: dict[str, tuple[float, str | None]]) -> list[Diagnostic]:
+    """MP532 for the worst limited caller: attempts per request on the hop,
+    times the amplification already on the way into the caller."""
+    attempts, rule = hop_amplification(mesh, dest)
+    best = None
+    for c in sorted(callers):
+        up = into.get(c, (1.0, None))[0]
+        k = attempts * up
+        if k > 1 and (best is None or k > best[0]):
+            best = (k, c, path_into(into, c) if c in into else [c])
+    if best is None:
+        return []
+    k, c, path = best
+    served = lim.requests / k
+    hop = graph.edges[c, dest]["witness"] if graph.has_edge(c, dest) else None
+    # a call-path witness (as MP552's) plus the numbers the finding multiplies
+    wit = {"path": path + [dest], "requests": [str(hop)] if hop is not None else [], "attempts": k,
+           "limit": _rate(lim), "served": served}
+    labels = [Label(rule.span, "retries here")] if rule is not None and rule.retry else []
+    svc = mesh.service(dest)
+    if not labels and svc is not None and svc.retry is not None:
+        labels = [Label(svc.retry.span, "retries here")]
+    return [diag("MP532", f"one request along {' -> '.join(path + [dest])} can count {k:g} times against "
+                          f"the limit `{_rate(lim)}` on `{c}` -> `{dest}`: retries eat the budget, and only "
+                          f"{served:.3g}/{lim.per} such requests are sure to be served", lim.span, labels=labels,
+                 witness=wit)]
