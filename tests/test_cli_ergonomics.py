@@ -294,3 +294,84 @@ def test_a_hook_run_loads_only_what_it_needs(example: str):
         r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
         assert r.stdout.splitlines()[-1] == "0 [] []", (args[0], r.stdout[-2000:], r.stderr[-2000:])
+
+
+# ---- meshc explain and documentation links ---------------------------------------------
+
+
+def test_explain_prints_the_example_and_its_fix():
+    from meshpolicy.codes.explanations import explanation
+
+    ex = explanation("MP301")
+    r = run_meshc("explain", "MP301")
+    assert r.returncode == 0
+    for text in (ex.readme, ex.bad, ex.good):
+        assert all(line.strip() in r.stdout for line in text.splitlines())
+    assert r.stdout.index(ex.bad.splitlines()[-1].strip()) < r.stdout.index("Fixed:")
+    assert "https://meshpolicy.dev/diagnostics/MP301" in r.stdout
+
+
+def test_explain_list():
+    from meshpolicy.codes import catalogue
+
+    r = run_meshc("explain", "--list")
+    assert r.returncode == 0
+    assert [line.split()[0] for line in r.stdout.splitlines()] == list(catalogue())
+    assert run_meshc("explain").returncode == 2 and run_meshc("explain", "--list", "MP301").returncode == 2
+
+
+@pytest.mark.parametrize("query, suggested", [
+    ("MP999", None), ("MP3011", "MP301"), ("MP130", "MP103"), ("MP5533", "MP553"), ("MP55", None),
+    ("retry-exceds-timeout", "retry-exceeds-timeout"), ("timeout", None)])
+def test_explain_suggests_only_close_matches(query, suggested):
+    from meshpolicy.commands.explain import suggestion
+
+    assert suggestion(query) == suggested
+
+
+def test_explain_works_from_an_installed_layout(tmp_path: Path):
+    """The wheel's layout (pyproject force-includes the fixtures as
+    meshpolicy/_data/explanations): explain reads them with no checkout around."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    hatch = project["tool"]["hatch"]["build"]["targets"]
+    included = hatch["wheel"]["force-include"]
+    assert included["tests/fixtures/codes"] == "meshpolicy/_data/explanations"
+    assert "tests/fixtures/codes" in hatch["sdist"]["include"]  # a wheel built from the sdist has them too
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "meshpolicy", site / "meshpolicy", ignore=shutil.ignore_patterns("__pycache__"))
+    for src, dst in included.items():
+        shutil.copytree(ROOT / src, site / dst)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "explain", "MP553"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Fixed:" in r.stdout and "timeout 1s" in r.stdout
+
+
+def test_wheel_carries_the_explanations(tmp_path: Path):
+    pytest.importorskip("hatchling", reason="needs hatchling (meshpolicy's build backend) to build the wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
+                    "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    import zipfile
+
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for code in ("MP101", "MP553"):
+        for f in ("README.md", "bad.mesh", "good.mesh"):
+            assert f"meshpolicy/_data/explanations/{code}/{f}" in names
+
+
+@pytest.mark.parametrize("fmt", ["text", "github", "json", "sarif"])
+def test_every_format_links_the_code_documentation(fmt, tmp_path: Path):
+    from meshpolicy.codes import doc_url
+
+    (tmp_path / "a.mesh").write_text(BROKEN)
+    r = run_meshc("check", str(tmp_path), "--format", fmt)
+    assert doc_url("MP101") in r.stdout
+    if fmt == "sarif":
+        import json
+
+        rules = json.loads(r.stdout)["runs"][0]["tool"]["driver"]["rules"]
+        assert all(rule["helpUri"] == doc_url(rule["id"]) for rule in rules)

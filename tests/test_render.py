@@ -204,7 +204,7 @@ def test_github_escaping_round_trips(message):
     kind, props, text = _parse_command(line)
     assert kind == "warning"
     assert props == {"file": file, "line": "3", "col": "5", "endLine": "3", "endColumn": "9", "title": "MP101"}
-    assert text == f"{message}\nhelp: fix: it, 100%"
+    assert text == f"{message}\nhelp: fix: it, 100%\nsee: https://meshpolicy.dev/diagnostics/MP101"
 
 
 def test_github_levels_and_spanless():

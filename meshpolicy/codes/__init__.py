@@ -54,6 +54,18 @@ def info(code: str) -> CodeInfo:
     return catalogue()[code]
 
 
+# The published docs/diagnostics.md, one stable page per code. Every output that
+# links a code (text, GitHub annotations, SARIF helpUri, the language server's
+# codeDescription) takes its link from doc_url, so there is one scheme.
+DOCS_URL = "https://meshpolicy.dev/diagnostics"
+
+
+def doc_url(code: str) -> str:
+    """Where a code is documented, e.g. https://meshpolicy.dev/diagnostics/MP301.
+    Offline, `meshc explain CODE` prints the same text."""
+    return f"{DOCS_URL}/{code}"
+
+
 def diag(
     code: str,
     message: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from ..codes import catalogue, doc_url
 from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile
 
@@ -39,6 +40,8 @@ def annotation(d: Diagnostic) -> str:
         message += f"\nnote: {note}"
     if d.help:
         message += f"\nhelp: {d.help}"
+    if d.code in catalogue():
+        message += f"\nsee: {doc_url(d.code)}"
     head = ",".join(f"{k}={escape_property(v)}" for k, v in props)
     return f"::{COMMANDS[d.severity]} {head}::{escape_data(message)}"
 

@@ -11,7 +11,7 @@ import json
 from typing import Any, TextIO
 
 from .. import __version__
-from ..codes import catalogue
+from ..codes import catalogue, doc_url
 from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile, Span
 
@@ -29,6 +29,7 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
     return {
         "code": d.code,
         "name": meta.name if meta else None,
+        "url": doc_url(d.code) if meta else None,
         "severity": d.severity.value,
         "message": d.message,
         "span": span_json(d.span),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import __version__
-from ..codes import CodeInfo, catalogue
+from ..codes import CodeInfo, catalogue, doc_url
 from ..diagnostics import Diagnostic, Fix, Severity
 from ..span import SourceFile, Span
 
@@ -40,6 +40,7 @@ def rule_descriptor(info: CodeInfo) -> dict[str, Any]:
             "text": help_,
             "markdown": f"**{info.code} {info.name}**: {summary}\n\n{help_}",
         },
+        "helpUri": doc_url(info.code),
         "defaultConfiguration": {"level": LEVELS[info.severity]},
         "properties": {"stage": info.stage, "tags": [info.stage]},
     }

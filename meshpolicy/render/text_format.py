@@ -12,6 +12,7 @@ from typing import TextIO
 
 from rich.cells import cell_len
 
+from ..codes import catalogue, doc_url
 from ..diagnostics import Diagnostic, Severity, shown
 from ..span import SourceFile, Span
 
@@ -107,6 +108,8 @@ def format_one(d: Diagnostic, sources: dict[str, SourceFile], paint: _Paint = _P
         out.append(f"{pad} {blue('=')} {paint('bold', 'note')}: {_visible(note)}")
     if d.help:
         out.append(f"{pad} {blue('=')} {paint('bold', 'help')}: {_visible(d.help)}")
+    if d.code in catalogue():
+        out.append(f"{pad} {blue('=')} {paint('bold', 'see')}: {doc_url(d.code)}")
     return "\n".join(out)
 
 
