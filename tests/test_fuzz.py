@@ -139,3 +139,114 @@ def test_worst_inputs_through_the_cli(name, tmp_path):
         assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr[-2000:]
         assert r.returncode == (2 if name == "nul-and-invalid-utf8" else 1), (cmd, r.stdout[-500:], r.stderr[-500:])
     assert path.read_bytes() == data
+
+
+# ---- control characters in every string position --------------------------------------
+# One mesh with a placeholder in each place a string (or a path token) can be written.
+POSITIONS_MESH = '''mesh m {
+  trust_domain "{TD}"
+}
+service web { port 80 http }
+service api {
+  port 80 http
+  balance hash header "{HASH}"
+  version v1 { version: "v1", "{LKEY}": "x", app: "{LVAL}" }
+  version v2 { version: "v2" }
+}
+route api {
+  GET /a{PATH} -> v1
+  exact "{EXACT}" -> v1
+  prefix "{PREFIX}" -> v1
+  regex "{REGEX}" -> v1
+  header "{HNAME}" = "x" -> v2
+  header "x-a" = "{HVAL}" -> v2
+  header "x-b" prefix "{HPRE}" -> v2
+  header "x-c" ~ "{HRE}" -> v2
+  GET /old -> redirect "{REDIR}" 302
+  GET /r -> respond 200 "{BODY}"
+  * -> v1
+}
+allow web -> api GET /ok, exact "{AEXACT}"
+assert can web -> api GET exact "{CEXACT}"
+'''
+POSITIONS = dict(TD="example.org", HASH="x-user", LKEY="tier", LVAL="web", PATH="/b", EXACT="/e", PREFIX="/p",
+                 REGEX="/r[0-9]+", HNAME="x-h", HVAL="v", HPRE="p", HRE="v[0-9]", REDIR="/new", BODY="ok",
+                 AEXACT="/z", CEXACT="/ok")
+# Where a control character is fine (see meshpolicy/checks/controls.py).
+ALLOWED = {"HVAL": "\t", "HPRE": "\t", "HRE": "\t", "BODY": "\t\n\r"}
+CONTROLS = [chr(c) for c in range(0x20)] + ["\x7f", "\x80", "\x85", "\x9f", "\u2028", "\u2029", "\ufffe", "\uffff"]
+_ESCAPE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What no target may hold raw: every control but the line feeds of the file format itself.
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+
+
+def positions_mesh(**values) -> str:
+    text = POSITIONS_MESH
+    for key, value in {**POSITIONS, **values}.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def _with(position: str, ch: str, escaped: bool) -> str:
+    base = POSITIONS[position]
+    written = _ESCAPE[ch] if escaped else ch
+    return positions_mesh(**{position: base[:1] + written + base[1:]})
+
+
+def _compile(folder: Path, target: str, out: Path):
+    from meshpolicy.commands.compile import command as compile_command
+
+    return CliRunner().invoke(compile_command, [str(folder), "--target", target, "-o", str(out)])
+
+
+def test_positions_mesh_is_clean():
+    assert [d.code for d in check_text(positions_mesh()).diagnostics if d.severity.value == "error"] == []
+
+
+@pytest.mark.parametrize("position", list(POSITIONS))
+def test_control_characters_in_every_string_position(position, tmp_path):
+    for ch in CONTROLS:
+        for escaped in ([False, True] if ch in _ESCAPE and position != "PATH" else [False]):
+            if ch in "\r\n" and not escaped and position != "PATH":
+                continue  # a raw line end ends the string: MP004, covered by the line-ending tests
+            text = _with(position, ch, escaped)
+            checked = check_text(text)  # must not raise
+            errors = [d.code for d in checked.diagnostics if d.severity.value == "error"]
+            case = (position, hex(ord(ch)), escaped, errors)
+            if position != "PATH" and ch not in ALLOWED.get(position, ""):
+                # a string holds it: reported once, as MP214, where it was written
+                assert errors.count("MP214") == 1, case
+                assert [d.span.line for d in checked.diagnostics if d.code == "MP214"][0] > 0
+            elif position != "PATH":
+                assert errors == [], case
+            else:
+                assert errors, case  # a path token: split (and broken), refused or reported
+            f = tmp_path / "fuzz.mesh"
+            f.write_bytes(text.encode("utf-8"))
+            result = CliRunner().invoke(check_command, [str(f), "--format", "json"])
+            assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
+                (case, repr(result.exception))
+            assert result.exit_code == (1 if errors else 0), case
+
+
+@pytest.mark.parametrize("target", ["istio", "envoy", "meshproxy"])
+def test_no_control_character_reaches_a_target(target, tmp_path):
+    src = tmp_path / "mesh"
+    src.mkdir()
+    # Refused: nothing is written.
+    for position in POSITIONS:
+        if position == "PATH":
+            continue
+        (src / "a.mesh").write_text(_with(position, "\x01", False), encoding="utf-8")
+        out = tmp_path / f"refused-{position}"
+        result = _compile(src, target, out)
+        assert result.exit_code == 1 and not out.exists(), (position, result.output[-500:])
+    # Allowed (tabs and line breaks in a body, a tab in header values): written escaped.
+    (src / "a.mesh").write_text(positions_mesh(HVAL="x\\ty", HPRE="p\\tq", BODY="a\\tb\\r\\nc"), encoding="utf-8")
+    out = tmp_path / "out"
+    result = _compile(src, target, out)
+    assert result.exit_code == 0, result.output[-2000:]
+    texts = [p.read_text(encoding="utf-8") for p in sorted(out.rglob("*")) if p.is_file()]
+    for text in texts:
+        assert not _RAW_CONTROL.search(text)
+    assert any("a\\tb\\r\\nc" in t for t in texts)  # the body, escaped as JSON/YAML escapes

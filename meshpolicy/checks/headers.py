@@ -7,6 +7,7 @@ import re
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
+from .controls import control_char
 
 # RFC 9110 token; a leading `:` names an HTTP/2 pseudo-header such as `:authority`.
 _HEADER = re.compile(r":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -29,6 +30,8 @@ def invalid_headers(mesh: Mesh):
     for name, span in _names(mesh):
         if not name:
             yield diag("MP210", "the header name is empty", span)
+        elif control_char(name):
+            continue  # MP214
         elif not _HEADER.fullmatch(name):
             bad = next((ch for ch in name if not _HEADER.fullmatch(ch) and ch != ":"), ":")
             yield diag("MP210", f"header name `{name}` contains `{bad}`, which HTTP does not allow in names", span)

@@ -1,6 +1,9 @@
-"""MP213: values that end up on the wire must be valid there: header match
-values without control characters (CR/LF would split headers), and
-redirect targets that are a path or an absolute http(s) URL."""
+"""MP213: redirect targets must be a path or an absolute http(s) URL.
+
+Control characters in header values and redirect targets (CR/LF would split
+a header) are MP214's, reported once for every string (checks/controls.py).
+Patterns are matched whole (fullmatch): `$` would let a trailing newline
+through."""
 
 from __future__ import annotations
 
@@ -9,22 +12,24 @@ import re
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
+from .controls import control_char
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 3986 characters allowed in a URI (percent-escapes included); no spaces, quotes or controls.
-_URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
-_ABSOLUTE = re.compile(r"^https?://[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]@]+(/.*)?$")
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]@]+(/.*)?", re.S)
 
 
 def _redirect_problem(uri: str) -> str | None:
     if not uri:
         return "is empty"
-    if not _URI_CHARS.match(uri):
-        bad = next(c for c in uri if not _URI_CHARS.match(c))
+    if control_char(uri):
+        return None  # MP214
+    if not _URI_CHARS.fullmatch(uri):
+        bad = next(c for c in uri if not _URI_CHARS.fullmatch(c))
         return f"contains {bad!r}, which a URL cannot hold unescaped"
     if uri.startswith("/") and not uri.startswith("//"):
         return None
-    if _ABSOLUTE.match(uri):
+    if _ABSOLUTE.fullmatch(uri):
         return None
     return "is neither a path starting with `/` nor an absolute http(s) URL"
 
@@ -33,9 +38,6 @@ def _redirect_problem(uri: str) -> str | None:
 def http_values(mesh: Mesh):
     for route in mesh.routes:
         for r in route.rules:
-            for h in r.match.headers:
-                if h.value is not None and h.kind in ("exact", "prefix") and _CONTROL.search(h.value):
-                    yield diag("MP213", f"the value for header `{h.name}` contains a control character", h.span)
             if r.action.kind == "redirect":
                 problem = _redirect_problem(r.action.uri)
                 if problem:

@@ -11,6 +11,7 @@ from ..diagnostics import Label
 from ..model.types import Mesh
 from ..semantics.admission import identity_groups
 from . import rule
+from .controls import control_char
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -19,6 +20,8 @@ DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 def trust_domain_problem(td: str) -> str | None:
     if not td:
         return "is empty"
+    if control_char(td):
+        return None  # MP214
     if "://" in td:
         return "has a scheme; write the bare domain"
     if "/" in td:

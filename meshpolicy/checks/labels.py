@@ -7,6 +7,7 @@ import re
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
+from .controls import control_char
 
 _NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -46,6 +47,8 @@ def invalid_labels(mesh: Mesh):
             span_default = v.at("name")  # `version v1` alone: the label comes from the name
             for key, value in v.labels.items():
                 span = v.spans.get(f"label.{key}", span_default)
+                if control_char(key) or control_char(value):
+                    continue  # MP214
                 problem = key_problem(key)
                 if problem:
                     yield diag("MP211", f"label key `{key}` of version `{v.name}` is invalid: {problem}", span)

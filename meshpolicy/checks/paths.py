@@ -8,6 +8,7 @@ from ..codes import diag
 from ..model.types import Mesh, PathPattern
 from . import rule
 from ._walk import paths
+from .controls import control_char
 
 
 # The common case, checked in one step: a plain path, or globs made only of whole segments.
@@ -17,8 +18,8 @@ _SPACE = re.compile(r"\s")
 
 def path_problem(p: PathPattern) -> str | None:
     """Why `p` is malformed, or None. Regexes are MP204's business."""
-    if p.kind == "regex":
-        return None
+    if p.kind == "regex" or control_char(p.value):
+        return None  # MP204's, MP214's
     v = p.value
     if _PLAIN.fullmatch(v) and (p.kind == "glob" or "*" not in v):
         return None

@@ -50,8 +50,11 @@ CODES = define(
      "alphanumeric; a key may have a DNS prefix such as `app.kubernetes.io/`"),
     ("MP212", "empty-service", "error", "a service declares no port",
      "add `port 8080 http` (or the port your service listens on)"),
-    ("MP213", "invalid-http-value", "error", "a header value or redirect target cannot be sent in HTTP",
-     "header values hold no control characters; redirect to a path (`/new`) or an absolute http(s) URL"),
+    ("MP213", "invalid-http-value", "error", "a redirect target is neither a path nor an absolute http(s) URL",
+     "redirect to a path (`/new`) or an absolute http(s) URL, without spaces or quotes"),
+    ("MP214", "control-character", "error", "a string or path holds a control character",
+     "remove it; control characters (U+0000-U+001F, U+007F-U+009F, U+2028, U+2029) split headers and "
+     "config lines. A header value may hold a tab, a response body tabs and line breaks"),
     # ---- meaning
     ("MP301", "retry-exceeds-timeout", "error", "retries cannot fit in the timeout: (retries + 1) x per-try timeout exceeds it",
      "lower the attempts or the per-try timeout, or raise the timeout"),

@@ -35,7 +35,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
 
 
 def parse_delay(text: str) -> float:
-    m = _DURATION.match(text.strip())
+    m = _DURATION.fullmatch(text.strip())
     if not m:
         return 0.0
     value = float(m.group(1))

@@ -62,7 +62,7 @@ def trick(p: PathPattern) -> str | None:
                                         " (`.` and `..` segments are removed)" if m.group(0).startswith("/.") else
                                         " (refused or cut before matching)")
         last = i == len(runs) - 1
-        if last and closed_end and re.search(r"/\.{1,2}(?:;[^/]*)?$", run):
+        if last and closed_end and re.search(r"/\.{1,2}(?:;[^/]*)?\Z", run):
             return "a trailing `.` or `..` segment (it is removed)"
     if p.kind == "exact":
         return "its spelling (normalization rewrites it)"

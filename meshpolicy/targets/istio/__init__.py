@@ -27,11 +27,11 @@ def _check_names(lw: Lowering) -> None:
     for svc in lw.mesh.services:
         for what, value, span in (("service name", svc.name, svc.at("name")),
                                   ("namespace", svc.namespace, svc.at("namespace"))):
-            if not DNS1123_LABEL.match(value) or len(value) > 63:
+            if not DNS1123_LABEL.fullmatch(value) or len(value) > 63:
                 lw.unsupported(f"the {what} `{value}`", span,
                                "Kubernetes names are DNS-1123 labels: lower-case letters, digits and `-`")
         for v in svc.versions:
-            if not DNS1123_LABEL.match(v.name) or len(v.name) > 63:
+            if not DNS1123_LABEL.fullmatch(v.name) or len(v.name) > 63:
                 lw.unsupported(f"the version name `{v.name}`", v.at("name"),
                                "Istio subset names are DNS-1123 labels: lower-case letters, digits and `-`")
 

@@ -22,7 +22,7 @@ UINT32 = 4_294_967_295
 
 
 def duration_ns(text: str) -> int:
-    if not _DURATION.match(text):
+    if not _DURATION.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration")
     total = 0.0
     for num, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)(ns|us|µs|ms|s|m|h)", text):
@@ -37,7 +37,7 @@ def _duration(text: str) -> str:
 
 
 def _dns_label(text: str) -> str:
-    if len(text) > 63 or not _DNS_LABEL.match(text):
+    if len(text) > 63 or not _DNS_LABEL.fullmatch(text):
         raise ValueError(f"{text!r} is not a DNS-1123 label")
     return text
 
@@ -51,7 +51,7 @@ def _label_map(m: dict[str, str]) -> dict[str, str]:
 
 def _headers(m: dict) -> dict:
     for k in m:
-        if not _HEADER.match(k):
+        if not _HEADER.fullmatch(k):
             raise ValueError(f"{k!r} is not a lower-case header name")
     return m
 
@@ -325,7 +325,7 @@ class PeerAuthentication(Resource):
 
 
 def _principal(p: str) -> str:
-    if p != "*" and not re.match(r"^[^/*]+/ns/[^/*]+/sa/[^/*]+$", p):
+    if p != "*" and not re.fullmatch(r"[^/*]+/ns/[^/*]+/sa/[^/*]+", p):
         raise ValueError(f"{p!r} is not `*` or TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT")
     return p
 

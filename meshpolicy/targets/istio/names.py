@@ -16,7 +16,7 @@ ROOT_NAMESPACE = "istio-system"  # Istio's default root (mesh-config) namespace
 APP_LABEL = "app"
 
 # Kubernetes object and DNS-1123 label names (hosts, subsets, resource names).
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # use fullmatch: `$` passes "a\n"
 
 
 def principal(mesh: Mesh, svc: Service) -> str:
