@@ -99,3 +99,8 @@ def test_live_limit_without_retries_is_quiet():
         + "limit web -> api 120/s\n"
     _, diags = verify(text)
     assert not {"MP530", "MP531", "MP532"} & set(codes(diags))
+
+
+def test_limit_on_self_calls_is_not_a_dead_limit():
+    _, diags = verify(LIMITS + "limit web -> web 1/s\n")
+    assert not {"MP530", "MP531"} & set(codes(diags))

@@ -56,6 +56,8 @@ def findings(mesh: Mesh, graph: Digraph, timeout_ms: int, box_limit: int) -> lis
         if mesh.service(dest) is None:
             continue
         per_source = [(s, [c for c in _callers(mesh, s, by_ns) if c != dest]) for s in lim.sources]
+        if not any(cs for _, cs in per_source):
+            continue  # only the destination itself: a self-call (the checks' business)
         live = [(s, [c for c in cs if _may(graph, c, dest)]) for s, cs in per_source]
         if not any(cs for _, cs in live):
             callers = [c for _, cs in per_source for c in cs]
