@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from meshpolicy.syntax.lexer import tokenize
 from meshpolicy.syntax.parser import STATEMENT_WORDS, parse_text
 from tests.conftest import EXAMPLES, ROOT, check_text
 
-EDITORS = ROOT / "editors"
+EDITORS = ROOT / "editors" / "vscode"
+GRAMMAR = "syntaxes/mesh.tmLanguage.json"
 
 
 def _load(name: str) -> dict:
@@ -43,7 +47,7 @@ def _scopes(grammar: dict, text: str) -> dict[str, str]:
 
 
 def test_grammar_is_valid_and_its_regexes_compile():
-    g = _load("mesh.tmLanguage.json")
+    g = _load(GRAMMAR)
     assert g["scopeName"] == "source.mesh" and "mesh" in g["fileTypes"]
     pats = list(_regexes(g))
     assert len(pats) >= 10
@@ -54,7 +58,7 @@ def test_grammar_is_valid_and_its_regexes_compile():
 
 
 def test_grammar_highlights_every_keyword_of_the_language():
-    g = _load("mesh.tmLanguage.json")
+    g = _load(GRAMMAR)
     lark = (ROOT / "grammar" / "mesh.lark").read_text()
     words = {w for w in re.findall(r'"([a-z_][a-z0-9_]*)"', lark)}
     words |= {w for ws in STATEMENT_WORDS.values() for w in ws if re.fullmatch(r"[a-z_]+", w)}
@@ -72,7 +76,7 @@ def test_grammar_highlights_every_keyword_of_the_language():
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.mesh")), ids=lambda p: p.name)
 def test_grammar_names_every_declared_block(path: Path):
-    g = _load("mesh.tmLanguage.json")
+    g = _load(GRAMMAR)
     text = path.read_text()
     tree, _ = parse_text(text, str(path))
     declared = {(n.get("block"), n.get("name").name) for n in tree.items if n.kind == "block_open"}
@@ -89,7 +93,14 @@ def test_vscode_extension_manifest_points_at_real_files():
                 *(s["path"] for s in pkg["contributes"]["snippets"])]:
         assert (EDITORS / ref).is_file(), ref
     conf = _load("language-configuration.json")
-    assert conf["comments"]["lineComment"] == "#"
+    assert conf["comments"]["lineComment"] == "#" and ["{", "}"] in conf["brackets"]
+    assert pkg["main"] == "./out/extension.js" and (EDITORS / "src" / "extension.ts").is_file()
+    assert "onLanguage:mesh" in pkg["activationEvents"]
+    assert pkg["contributes"]["configuration"]["properties"]["meshc.path"]["default"] == "meshc"
+    assert "vscode-languageclient" in pkg["dependencies"]
+    source = (EDITORS / "src" / "extension.ts").read_text()
+    for key in pkg["contributes"]["configuration"]["properties"]:  # every setting is read
+        assert key.split(".", 1)[1].split(".")[0] in source or key == "meshc.trace.server", key
     re.compile(conf["wordPattern"])
     for p in conf["indentationRules"].values():
         re.compile(p)
@@ -102,7 +113,7 @@ def _expand(body: list[str]) -> str:
 
 
 def test_snippets_expand_to_valid_mesh():
-    snippets = _load("mesh.code-snippets")
+    snippets = _load("snippets/mesh.code-snippets")
     service = _expand(snippets["service"]["body"])
     assert service.startswith("service name {")
 
@@ -127,14 +138,95 @@ def test_snippets_expand_to_valid_mesh():
 
 def test_editor_configs_in_docs_are_valid():
     doc = (ROOT / "docs" / "editors.md").read_text()
-    blocks = re.findall(r"```json\n(.*?)```", doc, re.S)
-    assert blocks
-    settings = json.loads(blocks[-1])
-    assert settings["glspc.server.command"] == "meshc" and settings["glspc.server.commandArguments"] == ["lsp"]
-    assert settings["glspc.server.languageId"] == [_load("package.json")["contributes"]["languages"][0]["id"]]
-    lua = re.findall(r"```lua\n(.*?)```", doc, re.S)[0]
-    assert 'cmd = { "meshc", "lsp" }' in lua and "vim.lsp.start" in lua
+    settings = json.loads(re.findall(r"```json\n(.*?)```", doc, re.S)[-1])
+    known = _load("package.json")["contributes"]["configuration"]["properties"]
+    assert settings and set(settings) <= set(known)
+    lua = re.findall(r"```lua\n(.*?)```", doc, re.S)
+    assert any('vim.lsp.config("meshc"' in b and 'vim.lsp.enable("meshc")' in b for b in lua)  # 0.11
+    assert any("configs.meshc" in b and 'require("lspconfig").meshc.setup' in b for b in lua)  # 0.7 to 0.10
+    assert any("vim.lsp.start" in b for b in lua)
+    for block in lua:
+        if "cmd =" in block:
+            assert 'cmd = { "meshc", "lsp" }' in block
+        assert block.count("(") == block.count(")") and block.count("{") == block.count("}")
     toml = re.findall(r"```toml\n(.*?)```", doc, re.S)[0]
     import tomllib
 
     assert tomllib.loads(toml)["language-server"]["meshc"]["args"] == ["lsp"]
+
+
+# ---- the VS Code extension, built and run with the real tools (npm, tsc, vsce, vscode-textmate)
+
+def _npm(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    out = subprocess.run(["npm", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"npm {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def built_extension(tmp_path_factory) -> Path:
+    """editors/vscode copied as committed (no node_modules, out, .vsix), then
+    `npm ci && npm run compile && npx vsce package`, as a release would."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("npm is not installed: the VS Code extension cannot be built")
+    dest = tmp_path_factory.mktemp("vscode") / "vscode"
+    shutil.copytree(EDITORS, dest, ignore=shutil.ignore_patterns("node_modules", "out", "*.vsix"))
+    _npm(["ci", "--no-audit", "--no-fund"], dest)
+    _npm(["run", "compile"], dest)
+    _npm(["exec", "--", "vsce", "package", "--out", "mesh.vsix"], dest)
+    return dest
+
+
+def test_vscode_extension_packages_to_a_vsix(built_extension: Path):
+    import zipfile
+
+    with zipfile.ZipFile(built_extension / "mesh.vsix") as z:
+        names = set(z.namelist())
+        manifest = json.loads(z.read("extension/package.json"))
+    assert {"extension/out/extension.js", "extension/" + GRAMMAR, "extension/snippets/mesh.code-snippets",
+            "extension/language-configuration.json"} <= names
+    assert "extension/node_modules/vscode-languageclient/package.json" in names  # the client ships with it
+    assert not [n for n in names if n.startswith(("extension/src/", "extension/node_modules/typescript/"))]
+    assert manifest["name"] == "mesh-language" and manifest["main"] == "./out/extension.js"
+
+
+def _tm_tokens(built: Path, files: list[Path]) -> dict[str, list]:
+    out = subprocess.run(["node", "scripts/tokenize.js", *map(str, files)], cwd=built,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_textmate_grammar_scopes_the_examples_as_the_lexer_reads_them(built_extension: Path):
+    """The grammar through VS Code's own engine: comments, strings, numbers
+    and statement keywords of every example get their scopes."""
+    files = sorted(EXAMPLES.rglob("*.mesh"))
+    tokens = _tm_tokens(built_extension, files)
+    statement_words = {w for ws in STATEMENT_WORDS.values() for w in ws if re.fullmatch(r"[a-z_]+", w)}
+    wrong = []
+    for path in files:
+        text = path.read_text()
+        by_line: dict[int, list] = {}
+        for line, start, end, scope in tokens[str(path)]:
+            by_line.setdefault(line, []).append((start, end, scope))
+
+        def scope_at(line: int, col: int) -> str:
+            return next((sc for s, e, sc in by_line.get(line, []) if s <= col < e), "none")
+
+        toks, comments, _ = tokenize(text)
+        expected = [(c.line, c.col, "comment.line.number-sign.mesh", c.text) for c in comments]
+        prev = None
+        for t in toks:
+            if t.type == "STRING":
+                expected.append((t.line, t.column, "string.quoted.double.mesh", t.value))
+            elif t.type in ("INT", "DURATION", "PERCENT", "RATE"):
+                expected.append((t.line, t.column, "constant.numeric.", t.value))
+            elif t.type == "WORD" and t.value in statement_words and (prev is None or prev.type == "NL"):
+                expected.append((t.line, t.column, "keyword|storage", t.value))
+            prev = t
+        for line, col, want, what in expected:
+            got = scope_at(line, col)
+            ok = got.startswith(("keyword.", "storage.")) if want == "keyword|storage" else got.startswith(want)
+            if not ok:
+                wrong.append(f"{path.name}:{line}:{col} {what!r}: {got}, expected {want}")
+    assert not wrong, "\n".join(wrong[:20])
