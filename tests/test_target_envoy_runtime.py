@@ -144,3 +144,32 @@ def test_downstream_connections_are_limited(tmp_path):
         proc.terminate()
         proc.wait(10)
     assert "no configured limit" not in log.read_text()
+
+
+def test_sds_bootstraps_pass_envoy_validate(tmp_path):
+    """With sds_dir (what `meshc up` sets) every bootstrap names its
+    certificate by file-based SDS, and still passes `envoy --mode validate`;
+    without it the output keeps static certificate files."""
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+    from meshpolicy.targets.envoy.sds import documents
+
+    from .conftest import EXAMPLES
+
+    mesh = check_project(load([EXAMPLES / "shop"])).mesh
+    issue(mesh, tmp_path / "certs")
+    options = CompileOptions(certs_dir=str(tmp_path / "certs"), sds_dir=str(tmp_path / "sds"))
+    outputs, diags = compile_mesh(mesh, "envoy", options)
+    assert not [d for d in diags if d.is_error]
+    for o in documents(mesh, options) + [o for o in outputs]:
+        root = tmp_path / ("sds" if o.path.endswith(".json") else "out")
+        (root / o.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / o.path).write_text(o.content)
+    for o in outputs:
+        assert "tls_certificate_sds_secret_configs" in o.content and '"tls_certificates"' not in o.content
+        r = subprocess.run(["envoy", "--mode", "validate", "-c", str(tmp_path / "out" / o.path), "-l", "error"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, o.path + r.stdout + r.stderr
+    static, _ = compile_mesh(mesh, "envoy", CompileOptions(certs_dir=str(tmp_path / "certs")))
+    assert all("tls_certificate_sds_secret_configs" not in o.content and "tls_certificates" in o.content
+               for o in static)

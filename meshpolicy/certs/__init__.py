@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.types import Mesh
+from .rotation import publish_pair
 from ..plan.cert_layout import CA_CERT, CA_KEY, WORKLOAD_CERT, WORKLOAD_KEY
 
 CA_DAYS = 3650
@@ -212,8 +213,10 @@ def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str) -> bool:
             and cert.public_key().public_numbers() == key.public_key().public_numbers())
 
 
-def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 365) -> Issued:
-    """Create (or keep) the mesh CA and every service account's certificate.
+def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 365,
+          renew: bool = False) -> Issued:
+    """Create (or keep) the mesh CA and every service account's certificate;
+    `renew` re-issues every workload certificate under the kept CA (rotation).
     Raises ValueError for an unusable existing CA and OSError for I/O failures."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -231,11 +234,12 @@ def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 36
     for ns, sa, spiffe in identities(mesh):
         cert_path, key_path = workload_paths(outdir, ns, sa)
         shown = f"{ns}/{sa}/{WORKLOAD_CERT}"
-        if _workload_ok(cert_path, key_path, ca_cert, spiffe):
+        if not renew and _workload_ok(cert_path, key_path, ca_cert, spiffe):
             out.kept.append(shown)
             continue
         cert, key = _new_workload(ca_cert, ca_key, ns, sa, spiffe, days)
-        _write_private(key_path, _key_pem(key))
-        _write_public(cert_path, _pem(cert))
+        # cert and key together, by one symlink swap (certs/rotation.py)
+        publish_pair(cert_path.parent, cert_path.name, key_path.name, _pem(cert), _key_pem(key),
+                     _write_private, _write_public)
         out.created.append(shown)
     return out

@@ -19,8 +19,11 @@ from .common import EXIT_ERRORS, EXIT_OK, emit, exit_code, report_options
 @click.option("--force", is_flag=True, help="Replace an existing CA (and so every workload certificate).")
 @click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
               help="Validity of workload certificates.")
+@click.option("--renew", is_flag=True,
+              help="Re-issue every workload certificate under the existing CA (rotation; running sidecars "
+                   "pick them up).")
 @report_options
-def command(paths, outdir, force, days, fmt, color, quiet):
+def command(paths, outdir, force, days, renew, fmt, color, quiet):
     """Issue the mesh CA and a SPIFFE certificate for every service account
     of the mesh that PATHS belong to.
 
@@ -28,10 +31,13 @@ def command(paths, outdir, force, days, fmt, color, quiet):
     certificates are only (re)issued when missing, signed by another CA,
     naming another identity, or expiring within 30 days. Keys are written
     with mode 0600. Uses the mesh's trust_domain for the SPIFFE IDs.
+    A certificate and its key are replaced together (one symlink swap), so
+    a sidecar reloading them never sees a mismatched pair.
 
     \b
     Examples:
       meshc certs examples/shop -o certs/
+      meshc certs examples/shop -o certs/ --renew
       meshc compile examples/shop --target envoy --certs-dir certs/ -o out/envoy
     """
     from ..certs import issue
@@ -41,7 +47,7 @@ def command(paths, outdir, force, days, fmt, color, quiet):
     issued = None
     if checked.ok:
         try:
-            issued = issue(checked.mesh, outdir, force=force, days=days)
+            issued = issue(checked.mesh, outdir, force=force, days=days, renew=renew)
         except (OSError, ValueError) as exc:
             diags.append(diag("MP703", f"cannot issue certificates into `{outdir}`: {exc}",
                               help="check the directory, or pass --force to start a new CA"))

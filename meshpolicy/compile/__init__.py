@@ -30,6 +30,10 @@ class Output:
 class CompileOptions:
     # Where workloads find their certificates at run time (Envoy, meshproxy).
     certs_dir: str = "/etc/meshpolicy/certs"
+    # Envoy: serve workload certificates through file-based SDS documents in
+    # this (absolute) directory, so rotations apply without a restart
+    # (targets/envoy/sds.py). None: static certificate files.
+    sds_dir: str | None = None
     # The target's table from meshc.toml ([compile.<target>]), e.g. port conventions.
     settings: dict[str, Any] = field(default_factory=dict)
 

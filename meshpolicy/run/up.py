@@ -111,9 +111,16 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
-    outputs, diags = compile_mesh(mesh, proxy, CompileOptions(certs_dir=str(certs.resolve()), settings=settings))
+    options = CompileOptions(certs_dir=str(certs.resolve()), settings=settings)
+    if proxy == "envoy":  # certificates through file-based SDS: a rotation applies without a restart
+        options.sds_dir = str((workdir / "sds").resolve())
+    outputs, diags = compile_mesh(mesh, proxy, options)
     if has_errors(diags):
         return None, diags
+    if options.sds_dir:
+        from ..targets.envoy.sds import documents
+
+        diags += write_atomic(workdir / "sds", documents(mesh, options))
     diags += write_atomic(workdir / "config", outputs)
     if has_errors(diags):
         return None, diags

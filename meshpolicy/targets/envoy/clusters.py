@@ -8,7 +8,8 @@ from __future__ import annotations
 from ...model.types import CircuitBreaker, LoadBalancer, Outlier, Service
 from ...plan import version_settings
 from .context import Ctx
-from .conventions import (APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cert_files, cluster_name, port)
+from .conventions import APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cluster_name, port
+from .sds import tls_certificates
 from .values import duration
 
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -88,9 +89,8 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
         base = ctx.cache[key] = _shared_cluster(ctx, dest, version, dest_index)
     if ctx.mesh.mtls_of(dest) == "off":
         return base
-    cert, key_file = cert_files(ctx.options.certs_dir, caller)
     tls: dict = {
-        "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key_file}}],
+        **tls_certificates(ctx, caller),
         "validation_context": {
             "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
             "match_typed_subject_alt_names": [

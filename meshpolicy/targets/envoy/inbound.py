@@ -7,7 +7,8 @@ from __future__ import annotations
 from ...model.types import Service
 from .clusters import speaks_http2
 from .context import Ctx
-from .conventions import APP_CLUSTER, ca_file, cert_files
+from .conventions import APP_CLUSTER, ca_file
+from .sds import tls_certificates
 from .ratelimit import ratelimit_filter
 from .rbac import allowed_san_matchers, rbac_filters
 from .tracing import hcm_tracing
@@ -37,9 +38,8 @@ def socket(address: str, port_value: int) -> dict:
 
 
 def _tls(ctx: Ctx, svc: Service) -> dict:
-    cert, key = cert_files(ctx.options.certs_dir, svc)
     common: dict = {
-        "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+        **tls_certificates(ctx, svc),
         "validation_context": {
             "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
             "match_typed_subject_alt_names": allowed_san_matchers(ctx, svc),
