@@ -197,3 +197,12 @@ async def test_an_edit_moves_ranges_by_its_lines_and_utf16_units(newline: str):
     assert out[0].range == rng(4, 3 + 2, 4, 3 + 6)
     assert out[1].range == rng(6, 2, 6, 6)
     assert carry([same_line], "file:///m/b.mesh", uri, edit) == [same_line]  # another file: unmoved
+
+
+async def test_code_links_follow_doc_url_or_a_mirror():
+    from meshpolicy.codes import doc_url
+    from meshpolicy.lsp.convert import code_href
+
+    assert code_href("MP101") == doc_url("MP101")
+    assert code_href("MP101", "https://mirror.example/meshc/diagnostics/") == \
+        "https://mirror.example/meshc/diagnostics/" + doc_url("MP101").rsplit("/", 1)[1]

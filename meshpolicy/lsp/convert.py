@@ -68,12 +68,13 @@ def offset_at(src: SourceFile, pos: lsp.Position, encoding: str) -> int:
     return src.offset(line, col)
 
 
-def anchor(code: str) -> str:
-    """The heading anchor of a code in docs/diagnostics.md: `### MP101 unknown-service`."""
-    from ..codes import catalogue
+def code_href(code: str, docs_base: str | None = None) -> str:
+    """The documentation link of a code: meshpolicy.codes.doc_url, or the same
+    page under docs_base (a mirror, given as the `docsUrl` option)."""
+    from ..codes import DOCS_URL, doc_url
 
-    meta = catalogue().get(code)
-    return f"{code.lower()}-{meta.name}" if meta else code.lower()
+    url = doc_url(code)
+    return docs_base.rstrip("/") + url[len(DOCS_URL):] if docs_base else url
 
 
 def to_lsp(d: Diagnostic, sources: dict[str, SourceFile], encoding: str, docs_url: str | None = None,
@@ -102,7 +103,7 @@ def to_lsp(d: Diagnostic, sources: dict[str, SourceFile], encoding: str, docs_ur
         message=message,
         severity=_SEVERITY[d.severity],
         code=d.code,
-        code_description=lsp.CodeDescription(href=docs_url + anchor(d.code)) if docs_url else None,
+        code_description=lsp.CodeDescription(href=code_href(d.code, docs_url)),
         source="meshc",
         related_information=related or None,
     )

@@ -73,8 +73,7 @@ class MeshLanguageServer(LanguageServer):
         self.parse_cache = ParseCache()  # only touched on the check thread
         self.check_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-check")
         self.verify_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-verify")
-        docs = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.md"
-        self.docs_url: str | None = docs.as_uri() + "#" if docs.is_file() else None
+        self.docs_url: str | None = None  # a mirror of the code pages (the `docsUrl` option)
         self._gc_timer: asyncio.TimerHandle | None = None
         self.collections = 0  # idle collections run (for tests)
         self.analysing = 0  # analyses running on the check thread (written there only)
