@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import yaml
 
 from meshpolicy.commands.check import command as check_command
 from meshpolicy.diagnostics import has_errors
@@ -250,3 +251,48 @@ def test_no_control_character_reaches_a_target(target, tmp_path):
     for text in texts:
         assert not _RAW_CONTROL.search(text)
     assert any("a\\tb\\r\\nc" in t for t in texts)  # the body, escaped as JSON/YAML escapes
+
+
+# ---- the YAML/JSON writers of the targets ---------------------------------------------
+# Characters a YAML 1.1 reader (PyYAML's pure-Python loader here) breaks (NEL,
+# U+2028 as line breaks) or refuses (DEL, C1, non-characters, surrogates), and
+# ordinary ones that must be written exactly as before.
+AWKWARD = ["\x85", "\x80", "\x9f", "\x7f", "\uffff", "\ufffe", "\u2028", "\u2029", "\ud800", "\udfff", "\ufeff",
+           "\x00", "\x1b", "\n", "\r", "\t"]
+ORDINARY = ["é", "名前", "𝔘nïcode", '"', "\\", "a: b", "- x", "#", "on", "\u00a0", "\u202e"]
+
+
+def _writers():
+    from meshpolicy.compile.templates import to_json_scalar
+    from meshpolicy.targets.envoy import json_lines
+
+    def envoy(value):
+        return json_lines.dump({"node": {"id": value}, "static_resources": {"listeners": [{"name": value}],
+                                                                             "clusters": []}})
+
+    def envoy_read(text):
+        doc = yaml.load(text, Loader=yaml.SafeLoader)
+        assert doc == json_lines.load(text)
+        return doc["static_resources"]["listeners"][0]["name"]
+
+    return {"istio j filter": (to_json_scalar, lambda t: yaml.load(t, Loader=yaml.SafeLoader)),
+            "envoy bootstrap": (envoy, envoy_read)}
+
+
+@pytest.mark.parametrize("writer", ["istio j filter", "envoy bootstrap"])
+def test_writers_round_trip_through_a_yaml_1_1_reader(writer):
+    write, read = _writers()[writer]
+    for ch in AWKWARD + ORDINARY:
+        value = f"a{ch}b\\{ch}"
+        text = write(value)
+        text.encode("utf-8")  # a lone surrogate could not be written
+        assert read(text) == value, (writer, hex(ord(ch[0])), text)
+
+
+def test_writers_keep_ordinary_strings_byte_identical():
+    import json
+
+    from meshpolicy.compile.templates import to_json_scalar
+
+    for s in ORDINARY + ["plain", "/orders/*", "x\ny"]:
+        assert to_json_scalar(s) == json.dumps(s, ensure_ascii=False)

@@ -2,7 +2,9 @@
 
 Templates must pass every value through the `j` filter, which writes it as
 a JSON scalar (or flow collection). JSON is valid YAML, so a service named
-`a: b` or "x\n- y" can never inject structure into the output.
+`a: b` or "x\n- y" can never inject structure into the output. Characters
+YAML 1.1 readers break or refuse (NEL, U+2028, C1 controls...) are escaped
+(compile/json_escape.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from functools import lru_cache
 import jinja2
 
 from ..resources import target_dir
+from .json_escape import yaml_safe
 
 
 def to_json_scalar(value) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return yaml_safe(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
 @lru_cache(maxsize=None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from ...compile.json_escape import yaml_safe
+
 _ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # C encoder: no indent
 _LIST_PER_LINE = ("listeners", "clusters")
 
@@ -35,7 +37,8 @@ def dump(cfg: dict) -> str:
         else:
             lines.append(f"  {_ENC.encode(key)}: {_ENC.encode(value)}{tail}")
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    # Envoy reads these files as YAML: characters YAML 1.1 breaks or refuses are escaped.
+    return yaml_safe("\n".join(lines) + "\n")
 
 
 def load(text: str) -> dict:
