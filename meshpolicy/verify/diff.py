@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from ..model.types import HTTP_METHODS, Mesh
 from ..semantics.evaluate import Outcome, Request, evaluate, source_matches
-from .atoms import Atom, key_of, split
+from ..semantics.patterns import normalize_path
+from .atoms import Atom, is_normalized, key_of, matches, split
 from .witness import as_dict
 
 
@@ -151,10 +152,70 @@ def _route_text(o: Outcome) -> str:
     return "all versions" if r.weights else "the service"
 
 
+# ---- shapes: where a reviewer expects the witness of a change ------------------------------
+
+def _shape_keys(keys: list) -> list:
+    """Auxiliary patterns that cut the paths around each pattern's literal
+    prefix L into the shapes a reviewer tells apart: L itself, `L/`, one
+    segment below, two or more below, and siblings (`/readme` beside `/read`).
+    They refine the atoms (a change class never mixes shapes it does not
+    have to) and give each part a typical witness."""
+    out = []
+    for kind, value in dict.fromkeys(keys):
+        if kind == "regex":
+            continue
+        lit = value.split("*", 1)[0] if kind == "glob" else value
+        base = lit.rstrip("/")
+        if not lit.startswith("/") or normalize_path(base or "/") != (base or "/"):
+            continue
+        if base:
+            out += [("exact", base), ("prefix", base)]
+        out += [("exact", base + "/"), ("glob", base + "/*"), ("glob", base + "/*/**")]
+    return [k for k in dict.fromkeys(out) if k not in set(keys)]
+
+
+def _shape_text(shape: frozenset) -> str:
+    """The narrowest auxiliary pattern an atom is in, as a reviewer reads it."""
+    if not shape:
+        return ""
+    exact = sorted(v for k, v in shape if k == "exact")
+    if exact:
+        return exact[0]
+    globs = sorted((v for k, v in shape if k == "glob"), key=len, reverse=True)
+    if globs:
+        return globs[0]
+    base = max(v for k, v in shape if k == "prefix")
+    return f"{base}… (beside {base}, e.g. {base}me)"
+
+
+def _typical(atom: Atom, keys: list) -> str:
+    """A witness in the atom that looks like a real request: a segment or two
+    below a pattern's prefix, or a sibling name, before bare prefixes and
+    trailing slashes; the atom's own witness when none fits."""
+    def inside(s: str) -> bool:
+        return is_normalized(s) and all(matches(k, s) == (k in atom.members) for k in keys)
+
+    for kind, value in sorted(atom.members, key=lambda k: (-len(k[1]), k)):  # the narrowest prefix first
+        if kind == "regex":
+            continue
+        base = (value.split("*", 1)[0] if kind == "glob" else value).rstrip("/")
+        for c in (base + "/1/items", base + "me", base + "/1", base or "/", base + "/"):
+            if inside(c):
+                return c
+    return atom.witness
+
+
 def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], list[Change]]:
     opaths, oheaders = _keys(old, dest)
     npaths, nheaders = _keys(new, dest)
-    path_atoms = split(opaths + npaths, "path")
+    real = list(dict.fromkeys(opaths + npaths))
+    shapes = _shape_keys(real)
+    keys = list(dict.fromkeys(real + shapes))
+    fine = split(keys, "path")
+    real_set = frozenset(real)
+    # atoms as the real patterns see them (for naming), each with its shape and a typical witness
+    path_atoms = [Atom(_typical(a, keys), a.members & real_set) for a in fine]
+    shape_of = [a.members - real_set for a in fine]
     hnames = sorted(set(oheaders) | set(nheaders))
     hatoms = {n: [None] + split(oheaders.get(n, []) + nheaders.get(n, []), "value") for n in hnames}
     sources = _source_classes(old, new, dest)
@@ -180,8 +241,17 @@ def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], 
         step1.setdefault((kind, label, x, y, hc, tuple(g["methods"])), []).append((ai, g["witness"]))
     step2: dict[tuple, list] = {}
     for (kind, label, x, y, hc, ms), items in step1.items():
-        paths = frozenset(ai for ai, _ in items)
-        step2.setdefault((kind, label, x, y, ms, paths), []).append((hc, items[0][1]))
+        # a class naming only part of a pattern is split by shape, so its
+        # witness shows each part (`/orders/1/items`, `/readme`), not an edge case
+        groups = [items]
+        if "(part of)" in _describe_atoms(path_atoms, sorted(ai for ai, _ in items)):
+            by_shape: dict[frozenset, list] = {}
+            for it in items:
+                by_shape.setdefault(shape_of[it[0]], []).append(it)
+            groups = list(by_shape.values())
+        for group in groups:
+            paths = frozenset(ai for ai, _ in group)
+            step2.setdefault((kind, label, x, y, ms, paths), []).append((hc, _most_typical(group)))
     step3: dict[tuple, list] = {}
     for (kind, label, x, y, ms, paths), items in step2.items():
         hcs = frozenset(hc for hc, _ in items)
@@ -194,9 +264,20 @@ def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], 
         assert shown == (x, y), f"diff witness {req} does not show {x} → {y}"
         labels = [lab for lab, _ in items]
         who = "any caller" if len(labels) == len(sources) else ", ".join(labels)
-        text = _describe_atoms(path_atoms, sorted(paths)) + _describe_headers(hnames, hatoms, hcs)
-        out[kind].append(Change(kind, who, dest, list(methods), text, x, y, as_dict(req)))
+        text = _describe_atoms(path_atoms, sorted(paths))
+        if "(part of)" in text and len({shape_of[i] for i in paths}) == 1 and shape_of[min(paths)]:
+            text += f" [{_shape_text(shape_of[min(paths)])}]"
+        text += _describe_headers(hnames, hatoms, hcs)
+        wit = as_dict(req)
+        svc = new.service(req.source) if req.source else None
+        wit["identity"] = new.spiffe_id(svc) if svc is not None else None
+        out[kind].append(Change(kind, who, dest, list(methods), text, x, y, wit))
     return out["decision"], out["route"]
+
+
+def _most_typical(items: list) -> Request:
+    """Of a class's witnesses, the most typical path: no trailing slash, then short."""
+    return min((w for _, w in items), key=lambda r: (r.path.endswith("/") and r.path != "/", len(r.path), r.path))
 
 
 def _describe_headers(hnames: list[str], hatoms: dict, hcs: frozenset) -> str:
@@ -334,7 +415,7 @@ def text(d: MeshDiff) -> str:
             lines.append(f"{title} ({len(changes)}):")
             for c in changes:
                 lines.append(f"  {c.line()}")
-                lines.append(f"      e.g. {c.witness['request']}")
+                lines.append(f"      e.g. {c.witness['request']}" + _identity_text(c.witness))
     if d.settings:
         lines.append(f"Settings changes ({len(d.settings)}):")
         for svc, name, a, b in d.settings:
@@ -345,6 +426,12 @@ def text(d: MeshDiff) -> str:
             for u, v, w in edges:
                 lines.append(f"  {sign} {u} -> {v}" + (f"   e.g. {w['request']}" if w else ""))
     return "\n".join(lines) + "\n"
+
+
+def _identity_text(w: dict) -> str:
+    """The caller's identity as the destination sees it (the request line
+    already shows method, path, headers and `(no identity)`)."""
+    return f"   (identity {w['identity']})" if w.get("identity") else ""
 
 
 def _md(s: str) -> str:
@@ -377,8 +464,10 @@ def markdown(d: MeshDiff) -> str:
                 "|---|---|---|---|---|---|---|"]
         for c in changes:
             ms = ",".join(c.methods) if len(c.methods) < len(HTTP_METHODS) else "any"
+            ident = c.witness.get("identity")
             out.append(f"| {_md(c.source)} | {_md(c.destination)} | {ms} | {_code(c.paths)} | {_md(c.old)} | "
-                       f"**{_md(c.new)}** | {_code(c.witness['request'])} |")
+                       f"**{_md(c.new)}** | {_code(c.witness['request'])}"
+                       + (f" as {_code(ident)}" if ident else "") + " |")
         out.append("")
     if d.settings:
         out += [f"### Settings changes ({len(d.settings)})", "", "| service | setting | before | after |",
