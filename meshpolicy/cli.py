@@ -27,6 +27,7 @@ COMMANDS = {
     "explain": "meshpolicy.commands.explain:command",
     "up": "meshpolicy.commands.up:command",
     "proxy": "meshpolicy.commands.proxy:command",
+    "import": "meshpolicy.commands.import_:command",
 }
 
 

@@ -9,7 +9,7 @@ from .diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from .gc_pause import gc_paused  # noqa: F401  (re-exported for callers of the pipeline)
 from .model.build import ModelCache, build
 from .model.types import Mesh
-from .project import Project
+from .project import MANIFEST_SUFFIXES, Project
 from .syntax.nodes import SyntaxFile
 from .syntax.parser import parse_text
 from .triage import CHECK_STAGES, Triage
@@ -48,6 +48,8 @@ def parse_project(project: Project, progress: Progress | None = None,
     diags: list[Diagnostic] = []
     total = len(project.files) + 2  # every file, then build and checks
     for i, (path, src) in enumerate(project.files.items()):
+        if path.endswith(MANIFEST_SUFFIXES):  # Kubernetes YAML: read by the importer, not the parser
+            continue
         if progress:
             progress(f"parsing {path}", i, total)
         tree, d = parse(src.text, path)
@@ -71,6 +73,8 @@ def check_project(project: Project, run_checks: bool = True, progress: Progress 
         if progress:
             progress("building the model", n, n + 2)
         mesh, bdiags = build(list(trees.values()), model_cache)
+        if any(path.endswith(MANIFEST_SUFFIXES) for path in project.files):
+            mesh, bdiags = _imported(project, trees)
         diags = list(project.diagnostics) + diags + bdiags
         if run_checks:
             if progress:
@@ -82,6 +86,24 @@ def check_project(project: Project, run_checks: bool = True, progress: Progress 
         triage = Triage(project.config, project.root, {path: tree.comments for path, tree in trees.items()})
         diags = triage.apply(_dedupe(diags), CHECK_STAGES if run_checks else CHECK_STAGES - {"check"})
     return Checked(project, trees, mesh, sorted_diagnostics(diags), triage)
+
+
+def _imported(project: Project, trees: dict[str, SyntaxFile]) -> tuple[Mesh, list[Diagnostic]]:
+    """The mesh that Kubernetes manifests describe (docs/import.md); every span
+    points into the YAML. A mesh is either .mesh files or YAML, never both."""
+    from .codes import diag
+    from .importers import import_sources
+    from .importers.inventory import mesh_name
+
+    manifests = {p: s for p, s in project.files.items() if p.endswith(MANIFEST_SUFFIXES)}
+    result = import_sources(manifests, mesh_name=mesh_name(project.root.name or "imported"))
+    if trees:
+        first = next(iter(trees))
+        result.diagnostics.append(diag("MP001", f"`{next(iter(manifests))}` is Kubernetes YAML, but its mesh is "
+                                                f"written in .mesh files (`{first}`, ...)",
+                                       help="verify the YAML folder on its own (`meshc verify k8s/`), or import it "
+                                            "with `meshc import istio`"))
+    return result.mesh, result.diagnostics
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

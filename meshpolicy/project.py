@@ -57,6 +57,20 @@ def mesh_files(root: Path, nested: bool = False) -> list[Path]:
     return out
 
 
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """Kubernetes YAML below root (docs/import.md), read only where a mesh has
+    no `.mesh` file: a policy folder's compiled output is never mistaken for input."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames)
+                   if f.endswith(MANIFEST_SUFFIXES) and not f.startswith("."))
+    return out
+
+
 def rootless_siblings(directory: Path) -> list[Path] | None:
     """The mesh of a file in `directory` when no meshc.toml is above it: the
     `.mesh` files directly in the directory, sorted; None when there are more
@@ -181,8 +195,8 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
         if not exists and not p.is_symlink():
             diags.append(diag("MP001", f"`{raw}` does not exist"))
             continue
-        if p.is_file() and p.suffix != ".mesh":
-            diags.append(diag("MP001", f"`{raw}` is not a `.mesh` file"))
+        if p.is_file() and p.suffix not in (".mesh", *MANIFEST_SUFFIXES):
+            diags.append(diag("MP001", f"`{raw}` is not a `.mesh` file or Kubernetes YAML"))
             continue
         roots[find_root(p)] = None
         explicit.append(p)
@@ -201,13 +215,15 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
             if siblings is None:
                 diags.append(too_many_rootless(root, display_path(explicit[0])))
             files = explicit[:] if siblings is None else siblings
+        if roots and not files:  # no .mesh files: the mesh is the Kubernetes YAML below the root
+            files = manifest_files(root)
         # A file named on the command line is read even where the walk skips it (hidden folders).
         seen = {os.path.abspath(f) for f in files}
         files += [p for p in explicit if not p.is_dir() and os.path.abspath(p) not in seen]
     else:
         files = []
         for p in explicit:
-            files.extend(mesh_files(p) if p.is_dir() else [p])
+            files.extend((mesh_files(p) or manifest_files(p)) if p.is_dir() else [p])
     project = Project(root, config=config, diagnostics=diags)
     for f in files:
         shown = display_path(f)
@@ -223,7 +239,7 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
             diags.append(diag("MP001", f"`{display_path(root)}` has no `.mesh` files of its own; the meshes "
                                        f"below it are {names}", help="name one of them"))
         else:
-            diags.append(diag("MP001", f"no `.mesh` files under `{display_path(root)}`"))
+            diags.append(diag("MP001", f"no `.mesh` files (or Kubernetes YAML) under `{display_path(root)}`"))
     return project
 
 

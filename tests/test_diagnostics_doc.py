@@ -14,9 +14,13 @@ DOC = ROOT / "docs" / "diagnostics.md"
 
 
 def test_every_code_has_a_fixture_pair():
-    missing = [code for code in catalogue()
-               if not ((FIXTURES / code / "bad.mesh").is_file() and (FIXTURES / code / "good.mesh").is_file())]
-    assert not missing, f"codes without tests/fixtures/codes/<CODE>/bad.mesh and good.mesh: {missing}"
+    def has_pair(code: str, ext: str) -> bool:
+        return (FIXTURES / code / f"bad.{ext}").is_file() and (FIXTURES / code / f"good.{ext}").is_file()
+
+    # the import codes (stage "import") read Kubernetes YAML: their pair is bad.yaml and good.yaml
+    missing = [code for code, info in catalogue().items() if not has_pair(code, "yaml" if info.stage == "import"
+                                                                           else "mesh")]
+    assert not missing, f"codes without tests/fixtures/codes/<CODE>/bad.mesh and good.mesh (.yaml): {missing}"
 
 
 def test_every_fixture_dir_is_a_catalogued_code():

@@ -33,7 +33,9 @@ STAGE_TITLES = {
     "verify": "Verification",
     "assert": "Assertions",
     "compile": "Compilation (all targets)",
+    "import": "Reading Kubernetes YAML (Istio, Gateway API)",
     "triage": "Suppression comments",
+    "fmt": "Formatting",
 }
 
 
@@ -73,9 +75,9 @@ def section(info: CodeInfo, fixtures: Path = FIXTURES) -> list[str]:
         out += [ex.readme, ""]
     bad, good = ex.bad, ex.good
     if bad is not None:
-        out += [f"Reported by `{ex.command}` on:", ""] + _fence(bad) + [""]
+        out += [f"Reported by `{ex.command}` on:", ""] + _fence(bad, ex.language) + [""]
     if good is not None:
-        out += ["Fixed:", ""] + _fence(good) + [""]
+        out += ["Fixed:", ""] + _fence(good, ex.language) + [""]
     # Codes about meshc.toml show the config that the mesh files sit next to.
     bad_toml, good_toml = ex.bad_toml, ex.good_toml
     if bad_toml is not None:

@@ -31,11 +31,12 @@ def root() -> Path:
 @dataclass(frozen=True)
 class Explanation:
     readme: str | None
-    bad: str | None  # a mesh that reports the code
-    good: str | None  # the same mesh, fixed
+    bad: str | None  # a mesh (or, for the import codes, Kubernetes YAML) that reports the code
+    good: str | None  # the same, fixed
     bad_toml: str | None  # codes about meshc.toml: the config beside the mesh
     good_toml: str | None
     command: str  # the command that reports it, e.g. "meshc verify"
+    language: str = "mesh"  # of bad and good: "mesh", or "yaml" for the import codes
 
 
 def _read(path: Path) -> str | None:
@@ -48,6 +49,7 @@ def _read(path: Path) -> str | None:
 def explanation(code: str, folder: Path | None = None) -> Explanation:
     d = (folder or root()) / code
     readme, command = _read(d / "README.md"), _read(d / "command")
-    return Explanation(readme.strip() if readme else None, _read(d / "bad.mesh"), _read(d / "good.mesh"),
-                       _read(d / "bad.toml"), _read(d / "good.toml"),
-                       f"meshc {command.strip()}" if command else "meshc check")
+    language = "yaml" if (d / "bad.yaml").is_file() and not (d / "bad.mesh").is_file() else "mesh"
+    return Explanation(readme.strip() if readme else None, _read(d / f"bad.{language}"),
+                       _read(d / f"good.{language}"), _read(d / "bad.toml"), _read(d / "good.toml"),
+                       f"meshc {command.strip()}" if command else "meshc check", language)

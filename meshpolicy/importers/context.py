@@ -1,0 +1,104 @@
+"""What every importer shares: the model being built, diagnostics and coverage."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..codes import diag
+from ..diagnostics import Diagnostic
+from ..model import types as t
+from ..span import Span
+from .inventory import Inventory, K8sService, Resource
+from .yamlmarks import YMap
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|s|m|h)")
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1, "us": 0.001, "µs": 0.001, "ns": 0.000001}
+
+
+@dataclass
+class Coverage:
+    """What `meshc import --report` prints: per kind, resources read and
+    imported; per (kind, field), how often it was imported, approximated or
+    refused."""
+
+    resources: Counter = field(default_factory=Counter)
+    imported: Counter = field(default_factory=Counter)
+    fields: dict[tuple[str, str], Counter] = field(default_factory=dict)
+
+    def field(self, kind: str, name: str, status: str) -> None:
+        self.fields.setdefault((kind, name), Counter())[status] += 1
+
+
+class Context:
+    def __init__(self, inventory: Inventory, diags: list[Diagnostic], coverage: Coverage) -> None:
+        self.inv = inventory
+        self.diags = diags
+        self.coverage = coverage
+        self.mesh = t.Mesh.make()
+        self.services: dict[tuple[str, str], t.Service] = {}  # (namespace, k8s name) -> model service
+        self.routes: dict[str, t.Route] = {}  # meshc service name -> its route
+        self.route_owner: dict[str, Resource] = {}  # meshc service name -> the resource its route came from
+        self.whole_service: dict[int, tuple] = {}  # id of a forward to a whole Service -> (resource, field, span)
+        self.tls_overrides: list = []  # (DestinationRule, its tls mapping, service or version): judged after mTLS
+
+    # ---- reporting
+    def refuse(self, res: Resource, field_name: str, span: Span, why: str, affects: str = "") -> None:
+        """A field the language cannot express: MP904, and counted as refused."""
+        self.coverage.field(res.kind, field_name, "refused")
+        note = [f"findings about {affects} do not account for it"] if affects else []
+        self.diags.append(diag("MP904", f"{res.label}: `{field_name}` is not imported: {why}", span, notes=note))
+
+    def approximate(self, res: Resource, field_name: str, span: Span, how: str) -> None:
+        self.coverage.field(res.kind, field_name, "approximated")
+        self.diags.append(diag("MP905", f"{res.label}: `{field_name}` {how}", span))
+
+    def imported(self, res: Resource, field_name: str) -> None:
+        self.coverage.field(res.kind, field_name, "imported")
+
+    # ---- values
+    def duration_ms(self, res: Resource, parent: YMap, key: str, where: str = "") -> int | None:
+        """A protobuf Duration string (`1.5s`, `500ms`) in milliseconds."""
+        raw = parent.get(key)
+        key = f"{where}.{key}" if where else key
+        if raw is None:
+            return None
+        text = str(raw).strip()
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            self.refuse(res, key, parent.at(key.rsplit(".", 1)[-1]), f"`{text}` is not a duration like `500ms` or `2s`")
+            return None
+        ms = sum(float(n) * _UNIT_MS[u] for n, u in parts)
+        self.imported(res, key)
+        return max(1, round(ms)) if ms > 0 else 0
+
+    def service_for(self, svc: K8sService) -> t.Service:
+        return self.services[svc.key]
+
+    def resolve(self, res: Resource, host: str, span: Span, *, report: bool = True) -> list[K8sService]:
+        """The Services a host names (MP906 when none, unless the host is external)."""
+        found = self.inv.resolve_host(str(host), res.namespace)
+        if found is None:
+            if report and not self.external_host(str(host)):
+                self.diags.append(diag("MP906", f"{res.label}: host `{host}` names no Service in the inputs", span))
+            return []
+        return found
+
+    def external_host(self, host: str) -> bool:
+        """A host a ServiceEntry declares (reported once, on the ServiceEntry)."""
+        for r in self.inv.resources:
+            if r.kind == "ServiceEntry":
+                hosts = r.spec.get("hosts")
+                if isinstance(hosts, list) and host in [str(h) for h in hosts]:
+                    return True
+        return False
+
+
+def percent(value) -> float | None:
+    """Istio's `percentage: {value: 12.5}` (or the deprecated integer `percent`)."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None

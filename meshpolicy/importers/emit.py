@@ -1,0 +1,243 @@
+"""A model printed as .mesh source, in the formatter's canonical layout.
+
+`meshc import` writes what this prints; the tests parse it back and check
+that the model is the same (tests/test_import.py), so printing is the exact
+inverse of reading for every construct the language has.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..fmt import format_text
+from ..model import types as t
+from ..syntax.lexer import quote
+
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()+;=:@%/-]*")  # a PATH token the lexer reads back as written
+_GLOB = re.compile(r"/[A-Za-z0-9._~!$&'()+;=:@%/*-]*")
+
+
+def duration(ms: int) -> str:
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def pct(value: float) -> str:
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def path(p: t.PathPattern) -> str:
+    if p.kind == "glob" and _GLOB.fullmatch(p.value):
+        return p.value
+    if p.kind == "exact" and _PLAIN_PATH.fullmatch(p.value) and "*" not in p.value:
+        return p.value
+    if p.kind == "glob":  # not writable as a bare token: the same set as a regex
+        return "regex " + quote(_glob_regex(p.value))
+    return f"{p.kind} {quote(p.value)}"
+
+
+def _glob_regex(glob: str) -> str:
+    out = []
+    for part in re.split(r"(\*\*|\*)", glob):
+        out.append(".*" if part == "**" else "[^/]+" if part == "*" else re.escape(part))
+    return "".join(out)
+
+
+def sources(items: list[t.Source]) -> str:
+    out = []
+    for s in items:
+        out.append({"any": "*", "authenticated": "authenticated"}.get(s.kind) or
+                   (f"namespace {s.name}" if s.kind == "namespace" else str(s.name)))
+    return ", ".join(out)
+
+
+def retry(r: t.Retry) -> str:
+    if r.attempts == 0:
+        return "retry off"
+    parts = [f"retry {r.attempts}"]
+    if r.per_try_ms is not None:
+        parts.append(f"per_try {duration(r.per_try_ms)}")
+    if r.on:
+        parts.append("on " + ", ".join(r.on))
+    if r.backoff_ms is not None:
+        parts.append(f"backoff {duration(r.backoff_ms)}" +
+                     (f" max {duration(r.backoff_max_ms)}" if r.backoff_max_ms is not None else ""))
+    if r.budget_percent is not None:
+        parts.append(f"budget {pct(r.budget_percent)}" + (f" min {r.budget_min}" if r.budget_min is not None else ""))
+    if r.non_idempotent:
+        parts.append("non_idempotent")
+    return " ".join(parts)
+
+
+def fault(f: t.Fault) -> str:
+    parts = ["fault"]
+    if f.delay_ms is not None:
+        parts.append(f"delay {duration(f.delay_ms)} {pct(f.delay_percent or 100.0)}")
+    if f.abort_status is not None:
+        parts.append(f"abort {f.abort_status} {pct(f.abort_percent or 100.0)}")
+    return " ".join(parts)
+
+
+def _settings(node, lines: list[str], indent: str) -> None:
+    c = getattr(node, "circuit", None)
+    if c is not None:
+        fields = [f"{k} {getattr(c, k)}" for k in ("max_connections", "max_pending", "max_requests", "max_retries")
+                  if getattr(c, k) is not None]
+        if fields:
+            lines.append(f"{indent}circuit " + " ".join(fields))
+    o = getattr(node, "outlier", None)
+    if o is not None:
+        fields = [f"{k} {getattr(o, k)}" for k in ("consecutive_5xx", "consecutive_gateway") if getattr(o, k) is not None]
+        fields += [f"{name} {duration(getattr(o, k))}" for name, k in (("interval", "interval_ms"), ("eject", "eject_ms"))
+                   if getattr(o, k) is not None]
+        if o.max_percent is not None:
+            fields.append(f"max {pct(o.max_percent)}")
+        if fields:
+            lines.append(f"{indent}outlier " + " ".join(fields))
+    b = getattr(node, "balance", None)
+    if b is not None:
+        if b.policy == "hash_header":
+            lines.append(f"{indent}balance hash header {quote(b.header or '')}")
+        elif b.policy == "hash_source_ip":
+            lines.append(f"{indent}balance hash source_ip")
+        else:
+            lines.append(f"{indent}balance {b.policy}")
+
+
+def service(s: t.Service) -> list[str]:
+    lines = [f"service {s.name} {{", f"  namespace {s.namespace}"]
+    if s.account != s.name:
+        lines.append(f"  account {s.account}")
+    lines += [f"  port {p.number} {p.protocol}" for p in s.ports]
+    if s.mtls is not None:
+        lines.append(f"  mtls {s.mtls}")
+    if s.timeout_ms is not None:
+        lines.append(f"  timeout {duration(s.timeout_ms)}")
+    if s.retry is not None:
+        lines.append("  " + retry(s.retry))
+    _settings(s, lines, "  ")
+    if s.fault is not None:
+        lines.append("  " + fault(s.fault))
+    for v in s.versions:
+        inner: list[str] = []
+        if v.labels:
+            inner.append("    " + ", ".join(f"{quote(k)}: {quote(val)}" for k, val in v.labels.items()))
+        _settings(v, inner, "    ")
+        if inner:
+            lines += [f"  version {v.name} {{", *inner, "  }"]
+        else:
+            lines.append(f"  version {v.name}")
+    lines.append("}")
+    return lines
+
+
+def match(m: t.Match) -> str:
+    if m.is_catch_all:
+        return "*"
+    parts = []
+    if m.methods:
+        parts.append(", ".join(m.methods))
+    parts += [path(p) for p in m.paths]
+    for h in m.headers:
+        test = {"exact": "= ", "prefix": "prefix ", "regex": "~ "}.get(h.kind)
+        parts.append(f"header {quote(h.name)} " + (f"{test}{quote(h.value or '')}" if test else h.kind))
+    if m.sources:
+        parts.append("from " + ", ".join(r.name for r in m.sources))
+    return " ".join(parts)
+
+
+def action(a) -> str:
+    if isinstance(a, t.Redirect):
+        return f"redirect {quote(a.uri)} {a.status}"
+    if isinstance(a, t.DirectResponse):
+        return f"respond {a.status}" + (f" {quote(a.body)}" if a.body is not None else "")
+    dests = ", ".join(d.version.name + (f" {pct(d.weight)}" if d.weight is not None else "") for d in a.destinations)
+    if a.mirror is not None:
+        dests += f" mirror {a.mirror.version.name} {pct(a.mirror.percent)}"
+    return dests
+
+
+def route(r: t.Route) -> list[str]:
+    lines = [f"route {r.service.name} {{"]
+    for rule in r.rules:
+        text = f"  {match(rule.match)} -> {action(rule.action)}"
+        if rule.timeout_ms is not None:
+            text += f" timeout {duration(rule.timeout_ms)}"
+        if rule.retry is not None:
+            text += " " + retry(rule.retry)
+        if rule.fault is not None:
+            text += " " + fault(rule.fault)
+        lines.append(text)
+    lines.append("}")
+    return lines
+
+
+def auth_rule(r: t.AuthRule) -> str:
+    text = f"{r.effect} {sources(r.sources)} -> {r.target.name}"
+    if r.methods:
+        text += " " + ", ".join(r.methods)
+    if r.paths:
+        text += " " + ", ".join(path(p) for p in r.paths)
+    return text
+
+
+def assertion(a: t.Assertion) -> str:
+    reach = "~>" if a.transitive else "->"
+    if a.kind in ("amplification", "latency"):
+        bound = duration(a.bound or 0) if a.kind == "latency" else str(a.bound)
+        return f"assert {a.kind} {a.source.name} {reach} {a.target.name} <= {bound}"
+    head = f"assert only {sources(a.sources)} ->" if a.kind == "only" else \
+        f"assert {a.kind} {a.source.name} {reach if a.kind == 'never' else '->'}"
+    text = f"{head} {a.target.name}"
+    if a.methods:
+        text += " " + ", ".join(a.methods)
+    if a.paths:
+        text += " " + ", ".join(path(p) for p in a.paths)
+    return text
+
+
+def mesh_block(s: t.MeshSettings) -> list[str]:
+    lines = [f"mesh {s.name} {{", f"  trust_domain {quote(s.trust_domain)}", f"  mtls {s.mtls}", f"  default {s.default}"]
+    tr = s.tracing
+    lines.append(f"  tracing {', '.join(tr.formats)} sample {pct(tr.sample_percent)}" if tr.enabled and tr.formats
+                 else "  tracing off")
+    lines.append(f"  metrics {'on' if s.metrics else 'off'}")
+    lines.append("}")
+    return lines
+
+
+def files_for(mesh: t.Mesh) -> dict[str, str]:
+    """The mesh as files: `mesh.mesh` with the mesh block, then one file per
+    namespace with its services, their routes and the rules that target them."""
+    out = {"mesh.mesh": "\n".join(mesh_block(mesh.settings)) + "\n"}
+    by_ns: dict[str, list[str]] = {}
+    ns_of = {s.name: s.namespace for s in mesh.services}
+    for s in mesh.services:
+        by_ns.setdefault(s.namespace, []).extend(service(s) + [""])
+    for r in mesh.routes:
+        by_ns.setdefault(ns_of.get(r.service.name, "default"), []).extend(route(r) + [""])
+    for ns in by_ns:
+        rules = [auth_rule(r) for r in mesh.auth_rules if ns_of.get(r.target.name) == ns]
+        if rules:
+            by_ns[ns].extend(rules + [""])
+    for r in mesh.rate_limits:
+        by_ns.setdefault(ns_of.get(r.target.name, "default"), []).append(
+            f"limit {sources(r.sources)} -> {r.target.name} {r.requests}/{r.per}" +
+            (f" burst {r.burst}" if r.burst is not None else ""))
+    if mesh.assertions:
+        out["assertions.mesh"] = "\n".join(assertion(a) for a in mesh.assertions) + "\n"
+    for ns, lines in sorted(by_ns.items()):
+        out[f"{ns}.mesh" if ns not in ("mesh", "assertions") else f"ns-{ns}.mesh"] = "\n".join(lines).rstrip("\n") + "\n"
+    return {name: canonical(text, name) for name, text in out.items()}
+
+
+def canonical(text: str, name: str) -> str:
+    done = format_text(text, name)
+    if not done.ok:  # a bug in this printer: say where, never write a file that does not parse
+        first = done.diagnostics[0]
+        raise ValueError(f"meshc printed {name} that does not parse ({first.code} at line "
+                         f"{first.span.line if first.span else '?'}: {first.message})")
+    return done.text
