@@ -34,6 +34,11 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[\t !-~\x80-\xff]*)?\r\
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(rb"[\t !-~\x80-\xff]*")
+# Per endpoint: enough idle connections for a busy caller (16 concurrent
+# requests kept 8 busy reconnecting over TLS), few enough that a burst's
+# hundreds of connections are not all kept.
+MAX_IDLE = 32
+IDLE_TIMEOUT = 30.0
 _MAX_LINE = 64 * 1024
 _MAX_HEADERS = 200
 
@@ -85,7 +90,8 @@ class _Conn:
 
 
 class Pool:
-    def __init__(self, ssl_context: ssl.SSLContext | None, max_idle: int = 8, idle_timeout: float = 30.0):
+    def __init__(self, ssl_context: ssl.SSLContext | None, max_idle: int = MAX_IDLE,
+                 idle_timeout: float = IDLE_TIMEOUT):
         self.ssl = ssl_context
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
@@ -198,11 +204,7 @@ def _value(v: str) -> bytes:
     return raw
 
 
-async def _send_body(conn: _Conn, body: bytes | StreamedBody) -> None:
-    if not isinstance(body, StreamedBody):
-        if body:
-            conn.writer.write(body)
-        return
+async def _send_body(conn: _Conn, body: StreamedBody) -> None:
     chunked = body.length is None
     sent = 0
 
@@ -231,8 +233,12 @@ async def _line(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _exchange(conn: _Conn, method: str, target: bytes, host: str, headers, body):
-    conn.writer.write(_head(method, target, host, headers, body))
-    await _send_body(conn, body)
+    head = _head(method, target, host, headers, body)
+    if isinstance(body, bytes):
+        conn.writer.write(head + body)  # one write: one TLS record and one send for a small request
+    else:
+        conn.writer.write(head)
+        await _send_body(conn, body)
     await conn.writer.drain()
     while True:
         status_line = await _line(conn.reader)
