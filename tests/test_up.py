@@ -337,3 +337,23 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path, proxy):
             time.sleep(0.2)
         assert served(api.inbound_port) == after
         assert sup.procs["sidecar:api/v1"].pid == pid and not sup.crashed()
+
+
+def test_progress_is_shown_while_a_large_mesh_starts(tmp_path):
+    """Check, verify and compile of a large mesh draw a bar on a terminal
+    (here the run then stops at a port in use, before starting anything)."""
+    import socket
+
+    from .test_cli_ergonomics import _big_mesh, _env, _run_in_pty
+
+    (tmp_path / "big").mkdir()
+    mesh = _big_mesh(tmp_path / "big")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with open(mesh / "meshc.toml", "a") as fh:
+            fh.write(f"\n[compile.meshproxy]\nport_base = {port}\n")
+        code, tty, _ = _run_in_pty(["up", str(mesh), "--proxy", "meshproxy", "--workdir", str(tmp_path / "w")],
+                                   _env(), "stderr")
+    assert code == 2 and "━" in tty and f"port {port}" in tty, tty
