@@ -12,8 +12,13 @@ text.
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
+import pytest_lsp
+from lsprotocol import types as lsp
+from pygls.uris import from_fs_path
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +127,56 @@ def test_other_unicode_line_separators_are_not_line_ends(char):
     tree, _ = parse_text(text, "t.mesh")
     assert [c.text for c in tree.comments] == [f"# a{char}b"]
     assert tree.items[-1].span.line == 3
+
+
+# ---- the language server's documents ------------------------------------------------
+def test_lsp_documents_count_lines_as_the_language_does():
+    from pygls.workspace import Workspace
+
+    from meshpolicy.lsp.convert import use_lsp_line_ends
+
+    for sep in ["\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"]:
+        for end in ENDINGS:
+            ws = Workspace(None)
+            use_lsp_line_ends(ws)
+            text = f"# a{sep}b{end}service a {{ port 80 http }}{end}servce b {{}}{end}"
+            ws.put_text_document(lsp.TextDocumentItem(uri="file:///t.mesh", language_id="mesh", version=1, text=text))
+            ws.update_text_document(
+                lsp.VersionedTextDocumentIdentifier(uri="file:///t.mesh", version=2),
+                lsp.TextDocumentContentChangePartial(range=lsp.Range(lsp.Position(2, 0), lsp.Position(2, 6)),
+                                                     text="service"))
+            assert ws.get_text_document("file:///t.mesh").source == text.replace("servce", "service"), (sep, end)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(
+    server_command=[sys.executable, "-m", "meshpolicy.cli", "lsp", "--debounce-ms", "10"]))
+async def lsp_session(lsp_client: LanguageClient, tmp_path):
+    (tmp_path / "meshc.toml").write_text("")
+
+    @lsp_client.feature(lsp.CLIENT_REGISTER_CAPABILITY)
+    def register(params: lsp.RegistrationParams):  # the server asks to watch files; accept, as editors do
+        return None
+
+    await lsp_client.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"),
+                                                             root_uri=from_fs_path(str(tmp_path))))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio
+async def test_language_server_applies_edits_after_a_form_feed(lsp_session: LanguageClient, tmp_path):
+    # A real client and server: the edit on line 2 fixes the typo on line 2 (the
+    # server's text is read back through formatting, which refuses broken text).
+    from meshpolicy.fmt import format_text
+
+    from .test_lsp import change, errors, open_doc, wait_diags
+
+    lsp_client = lsp_session
+    uri = from_fs_path(str(tmp_path / "t.mesh"))
+    text = "# a\x0cb\nservice a { port 80 http }\nservce b { port 80 http }\nallow a -> b\n"
+    open_doc(lsp_client, uri, text)
+    await wait_diags(lsp_client, uri, lambda d: "MP009" in errors(d), timeout=60)
+    change(lsp_client, uri, 2, (2, 0), (2, 6), "service")
+    edits = await lsp_client.text_document_formatting_async(lsp.DocumentFormattingParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), options=lsp.FormattingOptions(tab_size=2, insert_spaces=True)))
+    assert edits and edits[0].new_text == format_text(text.replace("servce", "service")).text

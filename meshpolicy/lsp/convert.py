@@ -11,15 +11,39 @@ from pathlib import Path
 
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path, to_fs_path
+from pygls.workspace import TextDocument, Workspace
 
 from ..diagnostics import Diagnostic, Severity
-from ..span import SourceFile, Span
+from ..span import SourceFile, Span, split_lines
 
 _SEVERITY = {
     Severity.ERROR: lsp.DiagnosticSeverity.Error,
     Severity.WARNING: lsp.DiagnosticSeverity.Warning,
     Severity.INFO: lsp.DiagnosticSeverity.Information,
 }
+
+
+class LineEndDocument(TextDocument):
+    """pygls's document with lines where LSP (and meshc) end them: CRLF, LF or
+    a lone CR. pygls splits with str.splitlines, which also breaks at form
+    feed, NEL, U+2028 and others: an incremental edit below such a character
+    (in a comment, say) was applied on the wrong line."""
+
+    @property
+    def lines(self):
+        return tuple(split_lines(self.source, keepends=True))
+
+
+class LineEndWorkspace(Workspace):
+    def _create_text_document(self, doc_uri, source=None, version=None, language_id=None) -> TextDocument:
+        return LineEndDocument(doc_uri, source=source, version=version, language_id=language_id,
+                               sync_kind=self._sync_kind, position_codec=self._position_codec)
+
+
+def use_lsp_line_ends(workspace: Workspace) -> None:
+    """Make the workspace pygls created at `initialize` hold LineEndDocuments."""
+    if type(workspace) is Workspace:
+        workspace.__class__ = LineEndWorkspace
 
 
 def uri_of(path: str) -> str:

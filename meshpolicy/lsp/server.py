@@ -35,7 +35,7 @@ from ..diagnostics import has_errors
 from ..span import SourceFile
 from . import DEFAULT_DEBOUNCE_MS, MAX_FILE_BYTES, complete, hover
 from .carry import Edit, carry
-from .convert import offset_at, path_of, span_range, to_lsp, uri_of
+from .convert import offset_at, path_of, span_range, to_lsp, uri_of, use_lsp_line_ends
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
 from .rpc import PARSE_ERROR, MeshProtocol, is_parse_error
 from .symbols import document_symbols
@@ -322,6 +322,7 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
 
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: MeshLanguageServer, params: lsp.InitializeParams):
+        use_lsp_line_ends(ls.workspace)  # pygls created it just before this handler
         opts = params.initialization_options if isinstance(params.initialization_options, dict) else {}
         if isinstance(opts.get("docsUrl"), str):
             ls.docs_url = opts["docsUrl"]
