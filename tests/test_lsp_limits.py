@@ -109,6 +109,10 @@ async def test_a_file_over_the_limit_is_not_analysed_and_its_mesh_says_why(clien
     edits = await client.text_document_formatting_async(lsp.DocumentFormattingParams(
         text_document=lsp.TextDocumentIdentifier(uri=big_uri), options=lsp.FormattingOptions(2, True)))
     assert not edits
+    t0 = time.monotonic()
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=big_uri), position=lsp.Position(100_000, 0)))
+    assert not items and time.monotonic() - t0 < 2  # tokenizing up to the cursor took 8 s
     assert _peak_mb(client) < 300, _peak_mb(client)  # 70 MB measured; analysing it peaked at 844 MB
 
     # Cut down below the limit, the mesh is checked again.

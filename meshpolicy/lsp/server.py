@@ -439,6 +439,8 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
         if params.text_document.uri not in ls.workspace.text_documents:
             return None  # completes what the client has open, nothing else
         doc = ls.workspace.get_text_document(params.text_document.uri)
+        if len(doc.source) > MAX_FILE_BYTES:
+            return None  # not analysed (meshes.py); tokenizing 5 MB up to the cursor takes 8 s
         src = SourceFile(doc.path, doc.source)
         root = root_of(path_of(params.text_document.uri))
         st = ls.state(root)
