@@ -149,6 +149,7 @@ POSITIONS_MESH = '''mesh m {
 }
 service web { port 80 http }
 service api {
+  namespace {NS}
   port 80 http
   balance hash header "{HASH}"
   version v1 { version: "v1", "{LKEY}": "x", app: "{LVAL}" }
@@ -170,9 +171,11 @@ route api {
 allow web -> api GET /ok, exact "{AEXACT}"
 assert can web -> api GET exact "{CEXACT}"
 '''
-POSITIONS = dict(TD="example.org", HASH="x-user", LKEY="tier", LVAL="web", PATH="/b", EXACT="/e", PREFIX="/p",
+POSITIONS = dict(TD="example.org", NS="back", HASH="x-user", LKEY="tier", LVAL="web", PATH="/b", EXACT="/e", PREFIX="/p",
                  REGEX="/r[0-9]+", HNAME="x-h", HVAL="v", HPRE="p", HRE="v[0-9]", REDIR="/new", BODY="ok",
                  AEXACT="/z", CEXACT="/ok")
+# Not strings: a name and a path token (no escapes there).
+TOKENS = ("NS", "PATH")
 # Where a control character is fine (see meshpolicy/checks/controls.py).
 ALLOWED = {"HVAL": "\t", "HPRE": "\t", "HRE": "\t", "BODY": "\t\n\r"}
 CONTROLS = [chr(c) for c in range(0x20)] + ["\x7f", "\x80", "\x85", "\x9f", "\u2028", "\u2029", "\ufffe", "\uffff"]
@@ -207,21 +210,21 @@ def test_positions_mesh_is_clean():
 @pytest.mark.parametrize("position", list(POSITIONS))
 def test_control_characters_in_every_string_position(position, tmp_path):
     for ch in CONTROLS:
-        for escaped in ([False, True] if ch in _ESCAPE and position != "PATH" else [False]):
-            if ch in "\r\n" and not escaped and position != "PATH":
+        for escaped in ([False, True] if ch in _ESCAPE and position not in TOKENS else [False]):
+            if ch in "\r\n" and not escaped and position not in TOKENS:
                 continue  # a raw line end ends the string: MP004, covered by the line-ending tests
             text = _with(position, ch, escaped)
             checked = check_text(text)  # must not raise
             errors = [d.code for d in checked.diagnostics if d.severity.value == "error"]
             case = (position, hex(ord(ch)), escaped, errors)
-            if position != "PATH" and ch not in ALLOWED.get(position, ""):
+            if position not in TOKENS and ch not in ALLOWED.get(position, ""):
                 # a string holds it: reported once, as MP214, where it was written
                 assert errors.count("MP214") == 1, case
                 assert [d.span.line for d in checked.diagnostics if d.code == "MP214"][0] > 0
-            elif position != "PATH":
+            elif position not in TOKENS:
                 assert errors == [], case
             else:
-                assert errors, case  # a path token: split (and broken), refused or reported
+                assert errors, case  # a name or path token: split (and broken), refused or reported
             f = tmp_path / "fuzz.mesh"
             f.write_bytes(text.encode("utf-8"))
             result = CliRunner().invoke(check_command, [str(f), "--format", "json"])
@@ -236,7 +239,7 @@ def test_no_control_character_reaches_a_target(target, tmp_path):
     src.mkdir()
     # Refused: nothing is written.
     for position in POSITIONS:
-        if position == "PATH":
+        if position in TOKENS:
             continue
         (src / "a.mesh").write_text(_with(position, "\x01", False), encoding="utf-8")
         out = tmp_path / f"refused-{position}"

@@ -28,8 +28,8 @@ _CONTINUES = {",", "->", "~>", "<=", "="}
 # stray characters are no tokens and may hide a trailing `,`.
 _PLAIN = re.compile(r'[ \t\f]*[A-Za-z0-9_](?:[^{}"#\n]*[A-Za-z0-9_*/])?[ \t\f\r]*\n?\Z')
 _new = tuple.__new__
-# A lone CR ends a line for the tokenizer, except inside a comment or a
-# string; such (rare) texts are parsed whole rather than mirroring that.
+# A lone CR ends a line for the tokenizer (comments and strings included);
+# chunks split at LF only, so such (rare) texts are parsed whole.
 _LONE_CR = re.compile(r"\r(?!\n)")
 
 
