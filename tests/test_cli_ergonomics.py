@@ -375,3 +375,71 @@ def test_every_format_links_the_code_documentation(fmt, tmp_path: Path):
 
         rules = json.loads(r.stdout)["runs"][0]["tool"]["driver"]["rules"]
         assert all(rule["helpUri"] == doc_url(rule["id"]) for rule in rules)
+
+
+# ---- every diagnostic-printing command honours --format ----------------------------------
+
+UNFORMATTED = "service  a {port 80 http}\nallow * -> a\n"
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif", "github"])
+def test_fmt_check_honours_format(fmt, tmp_path: Path):
+    import json
+
+    (tmp_path / "a.mesh").write_text(UNFORMATTED)
+    (tmp_path / "b.mesh").write_text("service b {\n  port 80 http\n}\n\nallow * -> b\n")
+    r = run_meshc("fmt", "--check", str(tmp_path), "--format", fmt, cwd=tmp_path)
+    assert r.returncode == 1 and "would reformat" not in r.stdout + r.stderr
+    if fmt == "json":
+        [d] = json.loads(r.stdout)["diagnostics"]
+        assert (d["code"], d["span"]["file"], d["span"]["line"]) == ("MP095", "a.mesh", 1)
+    elif fmt == "sarif":
+        [res] = json.loads(r.stdout)["runs"][0]["results"]
+        assert res["ruleId"] == "MP095"
+    else:
+        assert r.stdout.startswith("::error file=a.mesh,line=1,") and "title=MP095" in r.stdout
+    assert (tmp_path / "a.mesh").read_text() == UNFORMATTED  # --check writes nothing
+    run_meshc("fmt", str(tmp_path / "a.mesh"))
+    r = run_meshc("fmt", "--check", str(tmp_path), "--format", fmt, cwd=tmp_path)
+    assert r.returncode == 0
+    if fmt == "json":
+        assert json.loads(r.stdout)["diagnostics"] == []
+    elif fmt == "sarif":
+        assert json.loads(r.stdout)["runs"][0]["results"] == []
+    else:
+        assert r.stdout == ""
+
+
+def test_mp095_fixture_pair():
+    bad, good = (ROOT / "tests" / "fixtures" / "codes" / "MP095" / f for f in ("bad.mesh", "good.mesh"))
+    import json
+
+    r = run_meshc("fmt", "--check", str(bad), "--format", "json")
+    marked = next(i + 1 for i, line in enumerate(bad.read_text().splitlines()) if "<- MP095" in line)
+    assert [(d["code"], d["span"]["line"]) for d in json.loads(r.stdout)["diagnostics"]] == [("MP095", marked)]
+    assert run_meshc("fmt", "--check", str(good), "--format", "json").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["check", "verify"])
+def test_check_and_verify_read_standard_input(command):
+    import json
+
+    text = (ROOT / "tests" / "fixtures" / "codes" / "MP101" / "bad.mesh").read_text()
+    r = run_meshc(command, "-", "--format", "json", input=text)
+    assert r.returncode == 1
+    [d] = json.loads(r.stdout)["diagnostics"]
+    assert d["code"] == "MP101" and d["span"]["file"] == "<stdin>"
+    good = (ROOT / "tests" / "fixtures" / "codes" / "MP101" / "good.mesh").read_text()
+    assert run_meshc(command, "-", input=good).returncode == 0
+    assert run_meshc(command, "-", "examples/shop", input=good).returncode == 2
+
+
+def test_diff_json_reports_broken_input_as_json(tmp_path: Path):
+    import json
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "a.mesh").write_text("service a { port 80 http }\nallow * -> a\n")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a.mesh").write_text(BROKEN)
+    r = run_meshc("diff", str(tmp_path / "old"), str(tmp_path / "new"), "--format", "json")
+    assert r.returncode == 2 and [d["code"] for d in json.loads(r.stdout)["diagnostics"]] == ["MP101"]

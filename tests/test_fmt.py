@@ -417,7 +417,7 @@ def test_fmt_check_orders_errors_as_check_does(tmp_path):
 
     def listed(*args):
         r = run_meshc(*args, str(f), "--format", "json")
-        out = r.stdout if args[0] == "check" else r.stderr
+        out = r.stdout  # check, and fmt --check in a machine format, write the document to stdout
         return [(d["code"], d["span"]["line"], d["span"]["column"]) for d in json.loads(out)["diagnostics"]
                 if d["code"].startswith("MP0")]
 

@@ -1,4 +1,5 @@
-"""Codes about triage itself: inline suppression comments (MP09x)."""
+"""Codes about triage and CI itself: inline suppression comments, and
+`meshc fmt --check` findings (MP09x)."""
 
 from . import define
 
@@ -15,3 +16,9 @@ CODES = define(
     ("MP094", "malformed-suppression", "warning", "a `# meshc:` comment is not of the form `# meshc: ignore[CODE, ...] reason`",
      "write `# meshc: ignore[MP552] reason`, on the finding's line or the line before it"),
 )
+
+CODES.update(define(
+    "fmt",
+    ("MP095", "not-formatted", "error", "a file is not in meshc's canonical layout",
+     "run `meshc fmt` on the file (docs/formatting.md describes the layout)"),
+))

@@ -7,8 +7,7 @@ import sys
 import click
 
 from ..pipeline import check_project
-from ..project import group_by_mesh, load
-from .common import emit, exit_code, fail_on_option, progress_bar, report_options
+from .common import emit, exit_code, fail_on_option, progress_bar, projects, report_options
 
 
 @click.command("check")
@@ -28,8 +27,7 @@ def command(paths, fmt, color, quiet, fail_on):
       meshc check services/orders.mesh --format sarif > meshc.sarif
     """
     diags, sources = [], {}
-    for group in group_by_mesh(list(paths)):  # files of several meshes: each mesh on its own
-        project = load(group)
+    for project in projects(paths):  # files of several meshes: each mesh on its own
         with progress_bar(project, quiet) as progress:
             checked = check_project(project, progress=progress)
         diags += checked.diagnostics

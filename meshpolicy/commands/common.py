@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from ..diagnostics import Diagnostic, Severity, has_errors, shown
 from ..render import FORMATS, render
 from ..span import SourceFile
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -24,6 +29,37 @@ def report_options(fn):
     fn = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
                       help="Output format: terminal text, JSON, SARIF 2.1.0 or GitHub annotations.")(fn)
     return fn
+
+
+STDIN = "<stdin>"  # how standard input is named in messages
+
+
+def projects(paths) -> Iterator[Project]:
+    """The meshes PATHS stand for, each on its own (files of several meshes, as
+    pre-commit passes them); `-` alone is standard input, a mesh of one file."""
+    from ..project import group_by_mesh, load
+
+    if "-" not in paths:
+        for group in group_by_mesh(list(paths)):
+            yield load(group)
+        return
+    if len(paths) > 1:
+        raise click.UsageError("`-` (standard input) cannot be combined with other paths")
+    yield stdin_project()
+
+
+def stdin_project() -> Project:
+    from ..codes import diag
+    from ..project import Project
+
+    project = Project(Path.cwd())
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        project.diagnostics.append(diag("MP001", f"standard input is not UTF-8 text (byte {exc.start})"))
+    else:
+        project.files[STDIN] = SourceFile(STDIN, text.removeprefix("\ufeff"))
+    return project
 
 
 def fail_on_option(fn):

@@ -64,7 +64,11 @@ def command(paths, rev, fmt):
         old, new = check_project(old_project), check_project(load([new_path]))
         for side in (old, new):
             if has_errors(side.diagnostics):
-                emit([d for d in side.diagnostics if d.is_error], side.project.files, "text", out=sys.stderr)
+                errors = [d for d in side.diagnostics if d.is_error]
+                if fmt == "json":  # tools get JSON either way: the diagnostics document, as `meshc check` writes
+                    emit(errors, side.project.files, "json", tool_command="diff")
+                else:
+                    emit(errors, side.project.files, "text", out=sys.stderr)
                 sys.exit(EXIT_USAGE)
         from ..verify import diff as mdiff
         from ..verify.atoms import Undecided, Unsupported

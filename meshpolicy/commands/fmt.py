@@ -62,6 +62,18 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def not_formatted(text: str, new: str, shown: str) -> tuple[Diagnostic, SourceFile]:
+    """MP095 at the first line that the layout changes, for --check in a machine format."""
+    src = SourceFile(shown, text.removeprefix("\ufeff"))
+    old_lines, new_lines = split_lines(src.text), split_lines(new)
+    line = next((i + 1 for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b),
+                min(len(old_lines), len(new_lines)) + 1)
+    line = max(1, min(line, src.line_count))
+    start = src.offset(line, 1)
+    span = src.span(start, start + len(src.line_text(line)))
+    return diag("MP095", f"`{shown}` is not in meshc's layout (first change on line {line})", span), src
+
+
 def _diff(old: str, new: str, shown: str) -> str:
     lines = difflib.unified_diff(split_lines(old, keepends=True), split_lines(new, keepends=True),
                                  f"a/{shown}", f"b/{shown}")
@@ -93,6 +105,16 @@ def command(paths, check, show_diff, fmt, color, quiet):
     sources: dict[str, SourceFile] = {}
     changed: list[str] = []
     dry = check or show_diff
+    # --check in json/sarif/github: one document on stdout, each file to reformat an MP095 finding
+    report = check and not show_diff and fmt != "text"
+
+    def would_change(text: str, new: str, shown: str) -> None:
+        if report:
+            d, sources[shown] = not_formatted(text, new, shown)
+            diags.append(d)
+        elif not quiet:
+            click.echo(f"would reformat {shlex.quote(shown) if shown != '-' else '-'}",
+                       err=shown == "-")
 
     def one(text: str, shown: str) -> str | None:
         result = format_text(text, shown)
@@ -116,8 +138,8 @@ def command(paths, check, show_diff, fmt, color, quiet):
             if new is not None:
                 if new != text:
                     changed.append("-")
-                    if check and not show_diff and not quiet:
-                        click.echo("would reformat -", err=True)
+                    if check and not show_diff:
+                        would_change(text, new, "<stdin>" if report else "-")
                 if show_diff:
                     sys.stdout.write(_diff(text, new, "<stdin>"))
                 elif not check:
@@ -140,17 +162,20 @@ def command(paths, check, show_diff, fmt, color, quiet):
                 diags.append(diag("MP001", f"cannot write `{shown}`: {exc.strerror or exc}"))
                 changed.pop()
                 continue
-        if not show_diff and not quiet:
-            verb = "would reformat" if check else "reformatted"
-            click.echo(f"{verb} {shlex.quote(shown)}")
+        if check and not show_diff:
+            would_change(text, new, shown)
+        elif not show_diff and not quiet:
+            click.echo(f"reformatted {shlex.quote(shown)}")
     # Diagnostics on stderr: stdout carries formatted text, diffs or file lists.
-    if diags:
+    if report:  # the document, even when clean: CI uploads it either way
+        emit(sorted_diagnostics(diags), sources, fmt, color=color, quiet=quiet, out=sys.stdout, tool_command="fmt")
+    elif diags:
         # In `meshc check`'s order (file, offset, code), one ordering for both.
         emit(sorted_diagnostics(diags), sources, fmt, color=color, quiet=quiet, out=sys.stderr, tool_command="fmt")
     if any(d.code == "MP001" for d in diags):
         sys.exit(EXIT_USAGE)
     files_changed = [c for c in changed if c != "-"]
-    if check and files_changed and not quiet:
+    if check and files_changed and not quiet and not report:
         click.echo(f"{len(files_changed)} file{'s' * (len(files_changed) != 1)} not in meshc's layout; fix with: "
                    f"meshc fmt {' '.join(shlex.quote(c) for c in files_changed)}", err=True)
     if diags or (check and changed):

@@ -8,9 +8,8 @@ import click
 
 from ..diagnostics import has_errors
 from ..pipeline import check_project
-from ..project import group_by_mesh, load
 from ..triage import VERIFY_STAGES
-from .common import emit, exit_code, fail_on_option, progress_bar, report_options
+from .common import emit, exit_code, fail_on_option, progress_bar, projects, report_options
 
 
 @click.command("verify")
@@ -38,8 +37,7 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet, fail_on):
       meshc verify . --timeout-ms 10000 --verbose
     """
     all_diags, sources = [], {}
-    for group in group_by_mesh(list(paths)):  # files of several meshes: each mesh on its own
-        project = load(group)
+    for project in projects(paths):  # files of several meshes: each mesh on its own
         with progress_bar(project, quiet) as progress:
             checked = check_project(project, progress=progress)
             diags = list(checked.diagnostics)
