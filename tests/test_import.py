@@ -405,3 +405,15 @@ def test_import_code_fixtures(code, tmp_path):
         (d / "in.yaml").write_text((folder / name).read_text())
         found = {x.code for x in check_project(load([d])).diagnostics}
         assert (code in found) == expected, (name, found)
+
+
+def test_drift_between_live_yaml_and_the_policy(tmp_path):
+    out = tmp_path / "policy"
+    assert run_meshc("import", "istio", str(BOOKINFO), "-o", str(out)).returncode == 0
+    same = run_meshc("diff", "--against", str(BOOKINFO), str(out))
+    assert same.returncode == 0, same.stdout + same.stderr
+    mesh_file = out / "default.mesh"
+    mesh_file.write_text(mesh_file.read_text().replace("allow productpage -> reviews GET",
+                                                       "allow productpage -> reviews GET, POST"))
+    drift = run_meshc("diff", "--against", str(BOOKINFO), str(out))
+    assert drift.returncode == 1 and "productpage -> reviews POST" in drift.stdout

@@ -25,9 +25,11 @@ EXIT_CHANGED = 1
 @click.command("diff")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--git", "rev", metavar="REV", help="Compare the mesh at git revision REV with the working tree.")
+@click.option("--against", "live", type=click.Path(), metavar="DIR",
+              help="Compare live Kubernetes YAML (Istio, Gateway API) in DIR with the policy PATH: drift.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
               help="text for a terminal, json for tools, markdown for a pull-request comment.")
-def command(paths, rev, fmt):
+def command(paths, rev, live, fmt):
     """Show the requests whose authorization decision or route differs between
     two meshes, grouped into request classes with a witness request each, and
     the calls that became possible or impossible.
@@ -42,7 +44,12 @@ def command(paths, rev, fmt):
     Examples:
       meshc diff old/ new/
       meshc diff --git origin/main examples/shop --format markdown > comment.md
+      meshc diff --against k8s/ policy/     # what the live config decides differently
     """
+    if live:  # the live config is the old side (docs/import.md, "Drift")
+        if rev or len(paths) != 1:
+            raise click.UsageError("with --against DIR give the policy path only (no --git)")
+        paths = (live, paths[0])
     with tempfile.TemporaryDirectory(prefix="meshc-diff-") as tmp:
         if rev:
             if len(paths) > 1:

@@ -16,6 +16,7 @@ import yaml
 
 from ..codes import diag
 from ..diagnostics import Diagnostic
+from ..gc_pause import gc_paused
 from ..model import types as t
 from ..span import SourceFile
 from .context import Context, Coverage
@@ -90,6 +91,11 @@ def import_sources(sources: dict[str, SourceFile], *, root_namespace: str = ROOT
     """flavour: "istio" reads Istio and Gateway API resources under Istio's
     defaults; "gateway-api" reads Gateway API only (Istio resources are
     reported as not imported); "auto" is "istio" when any Istio resource is present."""
+    with gc_paused():  # YAML nodes and model objects: millions of small objects that all stay alive
+        return _import(sources, root_namespace, mesh_name, flavour, trust_domain)
+
+
+def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Imported:
     from . import gateway_api, istio_authz, istio_routes, services
 
     diags: list[Diagnostic] = []

@@ -41,7 +41,16 @@ class Context:
         self.routes: dict[str, t.Route] = {}  # meshc service name -> its route
         self.route_owner: dict[str, Resource] = {}  # meshc service name -> the resource its route came from
         self.whole_service: dict[int, tuple] = {}  # id of a forward to a whole Service -> (resource, field, span)
-        self.tls_overrides: list = []  # (DestinationRule, its tls mapping, service or version): judged after mTLS
+        self.tls_overrides: list = []
+        self._by_identity: dict | None = None  # (DestinationRule, its tls mapping, service or version): judged after mTLS
+
+    def by_identity(self) -> dict[tuple[str, str], list[t.Service]]:
+        """(namespace, account) -> the services that run as it (after all services are built)."""
+        if self._by_identity is None:
+            self._by_identity = {}
+            for s in self.mesh.services:
+                self._by_identity.setdefault((s.namespace, s.account), []).append(s)
+        return self._by_identity
 
     # ---- reporting
     def refuse(self, res: Resource, field_name: str, span: Span, why: str, affects: str = "") -> None:

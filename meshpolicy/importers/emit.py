@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..fmt import format_text
+from ..gc_pause import gc_paused
 from ..model import types as t
 from ..syntax.lexer import quote
 
@@ -231,7 +232,8 @@ def files_for(mesh: t.Mesh) -> dict[str, str]:
         out["assertions.mesh"] = "\n".join(assertion(a) for a in mesh.assertions) + "\n"
     for ns, lines in sorted(by_ns.items()):
         out[f"{ns}.mesh" if ns not in ("mesh", "assertions") else f"ns-{ns}.mesh"] = "\n".join(lines).rstrip("\n") + "\n"
-    return {name: canonical(text, name) for name, text in out.items()}
+    with gc_paused():
+        return {name: canonical(text, name) for name, text in out.items()}
 
 
 def canonical(text: str, name: str) -> str:

@@ -18,7 +18,7 @@ from ..model import types as t
 from ..span import Span
 from .context import Context
 from .inventory import K8sService, Resource, mesh_name, selects
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, empty_map
 
 
 def http_routes(cx: Context, routes: list[Resource]) -> None:
@@ -55,7 +55,7 @@ def http_routes(cx: Context, routes: list[Resource]) -> None:
                 continue
             parents[svc.name] = (ksvc, res)
             rules = spec.get("rules")
-            for i, rule in enumerate(rules if isinstance(rules, YSeq) else [YMap()]):
+            for i, rule in enumerate(rules if isinstance(rules, YSeq) else [empty_map(spec)]):
                 if isinstance(rule, YMap):
                     for key, built in _rule(cx, res, ksvc, svc, rule, f"spec.rules[{i}]",
                                             rules.at(i) if isinstance(rules, YSeq) else spec.span):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..codes import diag
 from ..diagnostics import Diagnostic
 from ..span import Span
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, empty_map
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod",
                   "ReplicationController", "DeploymentConfig", "Rollout"}
@@ -43,7 +43,7 @@ class Resource:
     @property
     def spec(self) -> YMap:
         spec = self.body.get("spec")
-        return spec if isinstance(spec, YMap) else _empty(self.body)
+        return spec if isinstance(spec, YMap) else empty_map(self.body)
 
     @property
     def span(self) -> Span:
@@ -63,12 +63,6 @@ class Resource:
     def sort_key(self) -> tuple:
         """Istio's precedence among conflicting resources: oldest first, then by name."""
         return (self.created or "~", self.order)
-
-
-def _empty(parent: YMap) -> YMap:
-    m = YMap()
-    m.span, m.key_spans, m.value_spans = parent.span, {}, {}
-    return m
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ..span import Span
 from .context import Context
 from .inventory import K8sService, Resource, labels_of
 from .istio_routes import glob_from_template
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, empty_map
 
 _ALL = frozenset(t.HTTP_METHODS)
 
@@ -77,7 +77,7 @@ def _scope(cx: Context, res: Resource, root_ns: str) -> list[K8sService]:
 
 def _rule(cx: Context, res: Resource, rule: YMap | None, span: Span, where: str, effect: str,
           scope: list[K8sService]) -> None:
-    rule = rule if rule is not None else YMap()
+    rule = rule if rule is not None else empty_map(res.spec)
     if "when" in rule:
         cx.refuse(res, f"{where}.when", rule.key_at("when"), "conditions cannot be expressed yet; the rule is left "
                   "out", f"{'denied' if effect == 'deny' else 'allowed'} requests")
@@ -105,7 +105,7 @@ def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: 
     """The union of the `from` sources as the language's sources, or None when
     one cannot be expressed (the rule is then left out, and said so)."""
     if not isinstance(froms, YSeq) or not froms:
-        return [t.Source.make(kind="any", span=rule.span if rule else Span("", 0, 0, 0, 0, 0, 0), spans={})]
+        return [t.Source.make(kind="any", span=rule.span, spans={})]
     out: list[t.Source] = []
     for i, entry in enumerate(froms):
         src = entry.get("source") if isinstance(entry, YMap) else None
@@ -161,8 +161,7 @@ def _principal(cx: Context, res: Resource, principal: str, at: Span) -> list[t.S
         cx.refuse(res, "source.principals", at, f"`{principal}`: only whole principals, `*` and "
                   "`<trust domain>/ns/<namespace>/sa/*` are expressible")
         return []
-    hits = [s for s in cx.mesh.services if s.namespace == m["ns"] and s.account == m["sa"]
-            and m["td"] == cx.mesh.settings.trust_domain]
+    hits = cx.by_identity().get((m["ns"], m["sa"]), []) if m["td"] == cx.mesh.settings.trust_domain else []
     if not hits:
         cx.diags.append(diag("MP911", f"{res.label}: principal `{principal}` is the identity of no workload in the "
                                       "inputs", at))

@@ -33,23 +33,47 @@ def _span(path: str, node: yaml.Node) -> Span:
 
 
 class YMap(dict):
-    """A mapping; `span` is the whole mapping, `key_spans`/`value_spans` per key."""
+    """A mapping that can say where each key and value was written. Spans
+    are made on demand from the YAML nodes kept aside: most values are never
+    reported on, and a span for each of them was most of the cost of reading."""
 
-    __slots__ = ("span", "key_spans", "value_spans")
+    __slots__ = ("_path", "_node", "_nodes")
 
-    def at(self, key: str) -> Span:
+    @property
+    def span(self) -> Span:
+        return _span(self._path, self._node)
+
+    def at(self, key) -> Span:
         """Where the value of `key` was written (else the mapping itself)."""
-        return self.value_spans.get(key, self.span)
+        nodes = self._nodes.get(key)
+        return _span(self._path, nodes[1]) if nodes else self.span
 
-    def key_at(self, key: str) -> Span:
-        return self.key_spans.get(key, self.span)
+    def key_at(self, key) -> Span:
+        nodes = self._nodes.get(key)
+        return _span(self._path, nodes[0]) if nodes else self.span
 
 
 class YSeq(list):
-    __slots__ = ("span", "spans")
+    __slots__ = ("_path", "_node")
+
+    @property
+    def span(self) -> Span:
+        return _span(self._path, self._node)
 
     def at(self, i: int) -> Span:
-        return self.spans[i] if 0 <= i < len(self.spans) else self.span
+        items = self._node.value
+        return _span(self._path, items[i]) if 0 <= i < len(items) else self.span
+
+
+def empty_map(parent: YMap | YSeq) -> YMap:
+    """An empty mapping that reports at parent's place (a field left out)."""
+    m = YMap()
+    m._path, m._node, m._nodes = parent._path, parent._node, {}
+    return m
+
+
+_STR, _INT, _BOOL, _NULL = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool",
+                            "tag:yaml.org,2002:null")
 
 
 def _convert(path: str, node: yaml.Node, depth: int = 0):
@@ -58,20 +82,20 @@ def _convert(path: str, node: yaml.Node, depth: int = 0):
     if isinstance(node, yaml.MappingNode):
         _SCALARS.flatten_mapping(node)  # `<<` merge keys, as Kubernetes' reader does
         out = YMap()
-        out.span, out.key_spans, out.value_spans = _span(path, node), {}, {}
+        out._path, out._node, out._nodes = path, node, {}
         for k, v in node.value:
             key = _convert(path, k, depth + 1)
             if isinstance(key, (YMap, YSeq)):
                 key = str(key)
             out[key] = _convert(path, v, depth + 1)
-            out.key_spans[key] = _span(path, k)
-            out.value_spans[key] = _span(path, v)
+            out._nodes[key] = (k, v)
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = YSeq(_convert(path, v, depth + 1) for v in node.value)
-        seq.span = _span(path, node)
-        seq.spans = [_span(path, v) for v in node.value]
+        seq._path, seq._node = path, node
         return seq
+    if node.tag == _STR:  # the common case, without the constructor's dispatch
+        return node.value
     return _SCALARS.construct_object(node, deep=True)
 
 
@@ -85,6 +109,7 @@ def load_documents(path: str, text: str) -> list[tuple[YMap | None, Span]]:
             continue
         value = _convert(path, node)
         docs.append((value if isinstance(value, YMap) else None, _span(path, node)))
+    _SCALARS.constructed_objects.clear()  # the constructor's memo would keep every scalar alive
     return docs
 
 
