@@ -205,3 +205,21 @@ def test_compile_shows_progress_only_on_a_terminal(tmp_path):
     assert "━" not in stdout and "wrote" in stdout
     r = run_meshc("compile", str(mesh), "--target", "meshproxy", "-o", str(out))  # stderr a pipe: no bar
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_an_empty_or_unreadable_subfolder_is_not_meshcs(mesh_dir, tmp_path):
+    out = tmp_path / "out"
+    assert compile_to(mesh_dir, out).returncode == 0
+    (out / "kept-by-hand").mkdir()
+    r = compile_to(mesh_dir, out)
+    assert r.returncode == 2 and codes(r) == ["MP704"] and (out / "kept-by-hand").is_dir()
+    other = tmp_path / "other"
+    (other / "locked").mkdir(parents=True)
+    (other / "locked" / "secret").write_text("x")
+    (other / "locked").chmod(0)
+    try:
+        r = compile_to(mesh_dir, other)
+        assert r.returncode == 2 and codes(r) == ["MP704"], r.stdout
+    finally:
+        (other / "locked").chmod(0o755)
+    assert (other / "locked" / "secret").read_text() == "x"

@@ -81,35 +81,45 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _entries(root: Path) -> tuple[list[str], list[str]]:
-    """(files, other entries) under root, relative and '/'-separated; a
-    symlink or special file counts as other: meshc never writes one."""
-    files, other = [], []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+def _entries(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """(files, directories, other entries) under root, relative and
+    '/'-separated; a symlink, special file or unreadable directory counts
+    as other: meshc never writes one."""
+    files, dirs, other = [], [], []
+
+    def unreadable(exc: OSError) -> None:
+        other.append(Path(exc.filename).relative_to(root).as_posix() + " (unreadable)")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         rel = Path(dirpath).relative_to(root)
         for d in list(dirnames):
             if os.path.islink(os.path.join(dirpath, d)):
                 other.append((rel / d).as_posix())
                 dirnames.remove(d)
+            else:
+                dirs.append((rel / d).as_posix())
         for f in filenames:
             p = os.path.join(dirpath, f)
             (files if stat.S_ISREG(os.lstat(p).st_mode) else other).append((rel / f).as_posix())
-    return sorted(files), sorted(other)
+    return sorted(files), sorted(dirs), sorted(other)
 
 
 def foreign_entries(root: Path) -> list[str]:
     """What in root meshc did not write (or that changed since): empty when
     root is empty or holds exactly the files its manifest lists, unchanged."""
-    files, other = _entries(root)
-    if not files and not other:
+    files, dirs, other = _entries(root)
+    if not files and not dirs and not other:
         return []
     try:
         listed = json.loads((root / MANIFEST).read_text(encoding="utf-8"))["files"]
         if not isinstance(listed, dict):
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError):
-        return [p for p in files + other if p != MANIFEST] or [MANIFEST]
+        return [p for p in files + dirs + other if p != MANIFEST] or [MANIFEST]
     out = list(other)
+    # a directory meshc wrote holds a listed file (an empty one is someone's)
+    parents = {q.as_posix() for rel in listed for q in Path(rel).parents}
+    out += [d for d in dirs if d not in parents]
     for rel in files:
         if rel == MANIFEST:
             continue
