@@ -417,3 +417,53 @@ def test_drift_between_live_yaml_and_the_policy(tmp_path):
                                                        "allow productpage -> reviews GET, POST"))
     drift = run_meshc("diff", "--against", str(BOOKINFO), str(out))
     assert drift.returncode == 1 and "productpage -> reviews POST" in drift.stdout
+
+
+def test_policy_scope_counts_workloads_without_a_service():
+    """IST0127 is about workloads: a Pod no Service fronts still makes a selector
+    valid, while a namespace-wide policy in a namespace without workloads, or a
+    root-namespace selector no pod carries, reaches nothing."""
+    text = SERVICE.format(name="api", ns="shop") + """apiVersion: v1
+kind: Pod
+metadata: {name: job-1, namespace: batch, labels: {app: job}}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: job-only, namespace: batch}
+spec:
+  selector: {matchLabels: {app: job}}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: nothing-here, namespace: empty}
+spec:
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bogus, namespace: istio-system}
+spec:
+  selector: {matchLabels: {version: bogus}}
+"""
+    r = imported({"p.yaml": text})
+    flagged = sorted(d.message.split(":")[0] for d in r.diagnostics if d.code == "MP910")
+    assert flagged == ["AuthorizationPolicy empty/nothing-here", "AuthorizationPolicy istio-system/bogus"]
+
+
+def test_namespace_patterns_expand_to_known_namespaces():
+    text = (SERVICE.format(name="a", ns="prod-eu") + SERVICE.format(name="b", ns="prod-us")
+            + SERVICE.format(name="c", ns="dev") + """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-prod, namespace: dev}
+spec:
+  rules:
+  - from:
+    - source: {namespaces: ["prod-*", "*-bogus"]}
+""")
+    r = imported({"p.yaml": text})
+    assert [d.code for d in r.diagnostics if d.code in ("MP911", "MP904")] == ["MP911"]  # *-bogus matches nothing
+    mesh = r.mesh
+    assert evaluate(mesh, Request("a", "c")).decision.allowed and evaluate(mesh, Request("b", "c")).decision.allowed
+    assert not evaluate(mesh, Request("c", "c")).decision.allowed

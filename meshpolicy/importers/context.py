@@ -10,7 +10,7 @@ from ..codes import diag
 from ..diagnostics import Diagnostic
 from ..model import types as t
 from ..span import Span
-from .inventory import Inventory, K8sService, Resource
+from .inventory import Inventory, K8sService, Resource, labels_of
 from .yamlmarks import YMap
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|s|m|h)")
@@ -51,6 +51,23 @@ class Context:
             for s in self.mesh.services:
                 self._by_identity.setdefault((s.namespace, s.account), []).append(s)
         return self._by_identity
+
+    def policy_scope(self, res: Resource, root_ns: str) -> list[K8sService]:
+        """The services a workload policy (AuthorizationPolicy, PeerAuthentication)
+        applies to: mesh-wide from the root namespace without a selector, a
+        namespace without one, else the workloads its selector matches. A
+        policy that reaches no workload at all is MP910 (istioctl: IST0127);
+        a matched workload that no Service fronts has no rules to carry here."""
+        spec = res.spec
+        selector = spec.get("selector")
+        labels = labels_of(selector.get("matchLabels")) if isinstance(selector, YMap) else {}
+        ns = None if res.namespace == root_ns else res.namespace
+        services = self.inv.services_selected(ns, labels) if labels else self.inv.in_namespace(ns)
+        if not services and not self.inv.workloads_in(ns, labels):
+            where = spec.at("selector") if labels else res.body.key_at("metadata")
+            what = "its selector matches" if labels else f"namespace `{res.namespace}` has"
+            self.diags.append(diag("MP910", f"{res.label}: {what} no workload in the inputs", where))
+        return services
 
     # ---- reporting
     def refuse(self, res: Resource, field_name: str, span: Span, why: str, affects: str = "") -> None:

@@ -166,6 +166,13 @@ class Inventory:
                 out.append(svc)
         return out
 
+    def namespaces(self) -> set[str]:
+        """Namespaces the inputs show to exist: Namespace objects, and where Services and workloads live."""
+        if not hasattr(self, "_namespaces"):
+            self._namespaces = ({r.name for r in self.resources if r.kind == "Namespace"}
+                                | {k[0] for k in self.services} | {w.resource.namespace for w in self.workloads})
+        return self._namespaces
+
     def in_namespace(self, namespace: str | None) -> list[K8sService]:
         return [s for s in self.services.values() if namespace is None or s.resource.namespace == namespace]
 

@@ -22,7 +22,7 @@ from ..codes import diag
 from ..model import types as t
 from ..span import Span
 from .context import Context
-from .inventory import K8sService, Resource, labels_of
+from .inventory import K8sService, Resource
 from .istio_routes import glob_from_template
 from .yamlmarks import YMap, YSeq, empty_map
 
@@ -63,16 +63,7 @@ def authorization_policies(cx: Context, policies: list[Resource], root_ns: str) 
 
 
 def _scope(cx: Context, res: Resource, root_ns: str) -> list[K8sService]:
-    spec = res.spec
-    selector = spec.get("selector")
-    labels = labels_of(selector.get("matchLabels")) if isinstance(selector, YMap) else {}
-    if not labels:
-        return cx.inv.in_namespace(None if res.namespace == root_ns else res.namespace)
-    found = cx.inv.services_selected(None if res.namespace == root_ns else res.namespace, labels)
-    if not found:
-        cx.diags.append(diag("MP910", f"{res.label}: its selector matches no workload in the inputs",
-                             spec.at("selector")))
-    return found
+    return cx.policy_scope(res, root_ns)
 
 
 def _rule(cx: Context, res: Resource, rule: YMap | None, span: Span, where: str, effect: str,
@@ -129,7 +120,8 @@ def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: 
             out += [s for p in principals for s in _principal(cx, res, p, src.at("principals"))]
         else:
             for ns in namespaces:
-                out.append(_namespace(cx, res, ns, src.at("namespaces")))
+                got = _namespace(cx, res, ns, src.at("namespaces"))
+                out += got if isinstance(got, list) else [got]
         cx.imported(res, f"{where}.from.source")
     out = [s for s in out if s is not None]
     if not out:
@@ -137,13 +129,25 @@ def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: 
     return out
 
 
-def _namespace(cx: Context, res: Resource, ns: str, at: Span) -> t.Source | None:
+def _namespace(cx: Context, res: Resource, ns: str, at: Span) -> t.Source | list[t.Source] | None:
     if ns == "*":
         return t.Source.make(kind="authenticated", span=at, spans={})
+    if ns.count("*") == 1 and (ns.startswith("*") or ns.endswith("*")):
+        # `prod-*`, `*-test`: the namespaces in the inputs it matches (others cannot be named)
+        stem = ns.strip("*")
+        hits = sorted(n for n in cx.inv.namespaces() if (n.startswith(stem) if ns.endswith("*") else n.endswith(stem)))
+        if not hits:
+            cx.diags.append(diag("MP911", f"{res.label}: namespace pattern `{ns}` matches no namespace in the "
+                                          "inputs", at))
+            return None
+        cx.approximate(res, "source.namespaces", at, f"`{ns}` is imported as the namespaces in the inputs it "
+                       f"matches ({', '.join(hits)}); namespaces created later are not covered")
+        return [t.Source.make(kind="namespace", name=n, span=at, spans={}) for n in hits]
     if "*" in ns:
-        cx.refuse(res, "source.namespaces", at, f"`{ns}`: only `*` or a whole namespace is expressible")
+        cx.refuse(res, "source.namespaces", at, f"`{ns}`: only `*`, `prefix*`, `*suffix` or a whole namespace is "
+                  "expressible")
         return None
-    if not cx.inv.in_namespace(ns):
+    if ns not in cx.inv.namespaces():
         cx.diags.append(diag("MP911", f"{res.label}: namespace `{ns}` has no workload in the inputs", at))
     return t.Source.make(kind="namespace", name=ns, span=at, spans={})
 
@@ -156,7 +160,8 @@ def _principal(cx: Context, res: Resource, principal: str, at: Span) -> list[t.S
         return [t.Source.make(kind="authenticated", span=at, spans={})]
     m = _PRINCIPAL.fullmatch(principal.removeprefix("spiffe://"))
     if m and m["sa"] == "*" and "*" not in m["ns"] and m["td"] in ("*", cx.mesh.settings.trust_domain):
-        return [_namespace(cx, res, m["ns"], at)]
+        got = _namespace(cx, res, m["ns"], at)
+        return got if isinstance(got, list) else [got] if got else []
     if m is None or "*" in principal:
         cx.refuse(res, "source.principals", at, f"`{principal}`: only whole principals, `*` and "
                   "`<trust domain>/ns/<namespace>/sa/*` are expressible")

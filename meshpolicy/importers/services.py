@@ -219,11 +219,7 @@ def peer_authentications(cx: Context, policies: list[Resource], root_ns: str) ->
             else:
                 by_ns.setdefault(res.namespace, mode)
             continue
-        matched = cx.inv.services_selected(res.namespace, selector)
-        if not matched:
-            cx.diags.append(diag("MP910", f"{res.label}: its selector matches no workload in the inputs",
-                                 spec.at("selector")))
-        for ksvc in matched:
+        for ksvc in cx.policy_scope(res, root_ns):
             if ksvc.key in workload:
                 cx.diags.append(diag("MP917", f"{res.label} and {workload[ksvc.key][1].label} both select "
                                               f"`{ksvc.name}`; Istio uses the oldest", spec.at("selector")))
