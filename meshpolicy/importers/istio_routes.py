@@ -109,9 +109,9 @@ def _http_routes(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service) -
         else:
             matches_built = [m for j, entry in enumerate(matches)
                              if (m := _match(cx, res, entry, matches.at(j), f"{where}.match[{j}]")) is not None]
-        for m in matches_built:
+        for m in matches_built:  # each match entry is its own rule, reported at its own line
             rules.append(t.RouteRule.make(index=len(rules), match=m, action=action, timeout_ms=timeout, retry=retry,
-                                          fault=fault, span=route.span, spans={}))
+                                          fault=fault, span=m.span, spans={}))
     return rules
 
 
