@@ -17,8 +17,8 @@ from ..run.state import ignore_in_tree, up_workdir
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
 
-def _checked_mesh(paths, with_verify: bool, progress=None):
-    checked = check_project(load(list(paths)), progress=progress)
+def _checked_mesh(paths, with_verify: bool, progress=None, project=None):
+    checked = check_project(project or load(list(paths)), progress=progress)
     diags = list(checked.diagnostics)
     if checked.ok and with_verify:
         try:
@@ -77,8 +77,9 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # from here on: stop promptly, clean up, no traceback
         signal.signal(sig, lambda *_: stop.set())
-    with progress_bar(load(list(paths))) as progress:
-        checked, diags = _checked_mesh(paths, not no_verify, progress)
+    project = load(list(paths))
+    with progress_bar(project) as progress:
+        checked, diags = _checked_mesh(paths, not no_verify, progress, project)
         if not has_errors(diags) and not stop.is_set():
             if progress:
                 progress("compiling sidecar configs", 0, 1)
