@@ -151,3 +151,15 @@ def test_a_probe_answered_by_another_runs_app_fails(tmp_path):
             probe = Probe(Request("web", "api", "GET", "/x"), 200, "api")
             run_probe(plan, probe)
             assert probe.ok is ok, (token, probe.detail)
+
+
+def test_echo_app_on_a_taken_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "meshpolicy.run.echo", "--service", "api", "--port", str(port)],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], r.stderr
