@@ -443,3 +443,72 @@ def test_diff_json_reports_broken_input_as_json(tmp_path: Path):
     (tmp_path / "new" / "a.mesh").write_text(BROKEN)
     r = run_meshc("diff", str(tmp_path / "old"), str(tmp_path / "new"), "--format", "json")
     assert r.returncode == 2 and [d["code"] for d in json.loads(r.stdout)["diagnostics"]] == ["MP101"]
+
+
+# ---- messages ---------------------------------------------------------------------------
+
+
+def test_timeout_inversion_shows_its_arithmetic(tmp_path: Path):
+    import json
+
+    (tmp_path / "a.mesh").write_text(
+        "service a { port 80 http }\nservice b { port 80 http\n  timeout 300ms }\n"
+        "service c { port 80 http\n  retry 1 per_try 200ms on 5xx }\nallow a -> b\nallow b -> c\n")
+    doc = json.loads(run_meshc("verify", str(tmp_path), "--format", "json").stdout)
+    [d] = [d for d in doc["diagnostics"] if d["code"] == "MP553"]
+    # 2 attempts x 200ms + Envoy's default backoff (25ms) = 425ms, as MP301 shows its sum
+    assert "2 attempts x 200ms per try + 25ms backoff = 425ms" in d["message"]
+
+
+QUERY_MESH = ('mesh m { trust_domain "e.org"; default allow }\nservice web { port 80 http }\n'
+              'service frontend { port 80 http }\nservice db { port 5432 tcp }\nallow web -> db\n')
+
+
+@pytest.mark.parametrize("request_text, ok, shown", [
+    ("web -> frontend get /x", True, "web -> frontend GET /x"),
+    ("web -> frontend GET /x ?x=1", True, "web -> frontend GET /x?x=1"),
+    ("web -> frontend ?x=1", True, "web -> frontend GET /?x=1"),
+    ("web -> db", True, "web -> db (TCP connection)"),
+    ("web -> db GET /x", False, "TCP"),
+    ("web -> frontend GET /x (x)=1", False, "header name"),
+    ("web -> frontend GETT /x", False, "GET, HEAD"),
+    ("fronted -> web", False, "`frontend`"),
+])
+def test_query_request_text(tmp_path: Path, request_text, ok, shown):
+    (tmp_path / "q.mesh").write_text(QUERY_MESH)
+    r = run_meshc("query", str(tmp_path), request_text)
+    assert (r.returncode == 0) is ok, r.stderr
+    assert shown in (r.stdout if ok else r.stderr)
+    assert "GET /" not in r.stdout or "TCP" not in shown
+
+
+def test_query_json_for_tcp_has_no_path(tmp_path: Path):
+    import json
+
+    (tmp_path / "q.mesh").write_text(QUERY_MESH)
+    d = json.loads(run_meshc("query", str(tmp_path), "web -> db", "--format", "json").stdout)
+    assert d["protocol"] == "tcp" and "path" not in d and "GET" not in d["request"]
+
+
+def test_diff_prints_settings_as_written_not_python(tmp_path: Path):
+    for side in ("old", "new"):
+        shutil.copytree(ROOT / "examples" / "shop", tmp_path / side)
+    f = tmp_path / "new" / "orders.mesh"
+    f.write_text(f.read_text().replace("retry 2 per_try 500ms on 5xx, reset, connect-failure",
+                                       "retry 3 per_try 400ms on 5xx, reset")
+                 .replace("limit frontend -> orders 100/s burst 20", "limit frontend -> orders 50/s burst 10"))
+    for fmt in ("text", "markdown"):
+        r = run_meshc("diff", str(tmp_path / "old"), str(tmp_path / "new"), "--format", fmt)
+        assert r.returncode == 1
+        assert "on [5xx, reset]" in r.stdout and "per_try 400ms" in r.stdout and "sources [frontend]" in r.stdout
+        assert not re.search(r"\['|\{'|'span'", r.stdout), r.stdout
+
+
+def test_init_prints_a_command_that_pastes(tmp_path: Path):
+    import shlex
+
+    target = tmp_path / "my policy"
+    r = run_meshc("init", str(target))
+    assert r.returncode == 0
+    [next_line] = [line for line in r.stdout.splitlines() if line.startswith("next: ")]
+    assert shlex.split(next_line[len("next: "):]) == ["meshc", "check", str(target)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import unicodedata
 from pathlib import Path
@@ -162,5 +163,5 @@ def command(directory: Path, hooks_repo, hooks_rev):
         click.echo(f"meshc init: cannot write {directory / '.gitignore'}: {exc.strerror or exc}", err=True)
     for name in files:
         click.echo(f"created {directory / name}")
-    click.echo(f"next: meshc check {directory}")
+    click.echo(f"next: meshc check {shlex.quote(str(directory))}")  # a command to paste: quoted
     sys.exit(EXIT_OK)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 
 import click
 
+from ..checks._names import suggest
 from ..diagnostics import has_errors
 from ..model.types import HTTP_METHODS, Mesh
 from ..pipeline import check_project
@@ -30,27 +32,49 @@ def parse_request(text: str, mesh: Mesh) -> Request:
     if len(words) < 3 or words[1] != "->":
         raise click.BadParameter("write the request as `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`")
     src, dst, rest = words[0], words[2], words[3:]
+    source = None if src in NO_IDENTITY else src
+    names = [s.name for s in mesh.services]
+    for name in (source, dst):
+        if name is not None and mesh.service(name) is None:
+            raise click.BadParameter(f"`{name}` is not a service of this mesh{suggest(name, names)[0]}")
+    if not mesh.service(dst).http:
+        if rest:
+            raise click.BadParameter(f"`{dst}` speaks TCP: a connection to it has no method, path or headers")
+        return Request(source, dst, "GET", "/", ())  # TCP: only the caller is decided on (describe shows no method)
     method, path = "GET", "/"
-    if rest and rest[0].isupper() and "=" not in rest[0] and ":" not in rest[0]:
-        if rest[0] not in HTTP_METHODS:
+    if rest and "=" not in rest[0] and ":" not in rest[0] and not rest[0].startswith(("/", "?")) \
+            and (rest[0].isupper() or rest[0].upper() in HTTP_METHODS):
+        if rest[0].upper() not in HTTP_METHODS:
             raise click.BadParameter(f"`{rest[0]}` is not an HTTP method ({', '.join(HTTP_METHODS)})")
-        method = rest.pop(0)
+        method = rest.pop(0).upper()
     if rest and rest[0].startswith("/"):
         path = rest.pop(0)  # as sent; describe() shows what normalization makes of it
+    if rest and rest[0].startswith("?"):  # a query string written apart from its path
+        path += rest.pop(0)
     headers = []
     for h in rest:
         name, sep, value = h.partition("=")
         if not sep:
             name, sep, value = h.partition(":")
-        if not sep or not name:
-            hint = "paths start with `/`" if "=" not in h and ":" not in h else "write `name=value`"
+        name = name.strip()
+        if not sep or not TOKEN.fullmatch(name):
+            hint = "write `name=value` with a header name of letters, digits and `-`" if sep \
+                else "paths start with `/`, and methods are " + ", ".join(HTTP_METHODS)
             raise click.BadParameter(f"`{h}` is neither a method, a path nor a header; {hint}")
-        headers.append((name.strip().lower(), value.strip()))
-    source = None if src in NO_IDENTITY else src
-    for name in (source, dst):
-        if name is not None and mesh.service(name) is None:
-            raise click.BadParameter(f"`{name}` is not a service of this mesh")
+        headers.append((name.lower(), value.strip()))
     return Request(source, dst, method, path, tuple(headers))
+
+
+# A header name: RFC 9110's token
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def shown_request(mesh: Mesh, req: Request) -> str:
+    """The request as written back: a TCP connection has no method or path."""
+    svc = mesh.service(req.destination)
+    if svc is not None and not svc.http:
+        return f"{req.source or '(no identity)'} -> {req.destination} (TCP connection)"
+    return str(req)
 
 
 def _where(span: Span, sources: dict[str, SourceFile]) -> tuple[str, str]:
@@ -69,9 +93,12 @@ def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
     normalization, authorization, routing (all computed by semantics.evaluate)."""
     out = evaluate(mesh, req)
     dec = out.decision
-    result: dict = {"request": str(req), "decision": dec.effect}
-    norm = normalize_path(req.path)
-    result["path"] = {"raw": req.path, "normalized": norm}
+    result: dict = {"request": shown_request(mesh, req), "decision": dec.effect}
+    svc = mesh.service(req.destination)
+    if svc.http:
+        result["path"] = {"raw": req.path, "normalized": normalize_path(req.path)}
+    else:
+        result["protocol"] = "tcp"
     if dec.refused is not None:
         result["decided_by"] = {"rule": "refused before any rule", "location": None, "source": None,
                                 "refused": dec.refused}

@@ -147,6 +147,18 @@ def hop_budget_ms(retry: Retry | None, timeout: int | None) -> float:
     return tries
 
 
+def hop_budget_sum(retry: Retry | None, timeout: int | None) -> str | None:
+    """The sum behind hop_budget_ms when retries set it (not the timeout), for
+    messages: "3 attempts x 120ms per try + 75ms backoff" (MP301 shows its
+    arithmetic the same way). None when the number is a written timeout."""
+    b = hop_budget_ms(retry, timeout)
+    if math.isinf(b) or (timeout and b == float(timeout)) or retry is None:
+        return None
+    backoff = backoff_total_ms(retry)
+    return f"{attempts(retry)} attempts x {retry.per_try_ms:g}ms per try" + (
+        f" + {backoff:g}ms backoff" if backoff else "")
+
+
 def hop_amplification(mesh: Mesh, dest: str) -> tuple[int, RouteRule | None]:
     """Worst-case attempts a caller makes per request to dest, and the rule that causes it."""
     svc = mesh.service(dest)
@@ -170,6 +182,19 @@ def hop_latency(mesh: Mesh, dest: str) -> tuple[float, RouteRule | None]:
         if b > best[0]:
             best = (b, rule)
     return best
+
+
+def hop_latency_sum(mesh: Mesh, dest: str) -> str | None:
+    """hop_budget_sum of the variant hop_latency picks (the first worst one)."""
+    svc = mesh.service(dest)
+    if svc is None:
+        return None
+    best: tuple[float, str | None] = (-1.0, None)
+    for retry, timeout, _rule in _hop_variants(mesh, svc):
+        b = hop_budget_ms(retry, timeout)
+        if b > best[0]:
+            best = (b, hop_budget_sum(retry, timeout))
+    return best[1]
 
 
 # ---- worst paths ---------------------------------------------------------------
@@ -254,6 +279,10 @@ def latency_path(mesh: Mesh, g: Digraph, a: str, b: str, cfg: GraphConfig) -> Wo
 def _path_witness(g: Digraph, path: list[str]) -> dict:
     hops = [str(g.edges[u, v]["witness"]) for u, v in zip(path, path[1:]) if (u, v) in g.edges]
     return {"path": path, "requests": hops}
+
+
+def _with_sum(ms: float, how: str | None) -> str:
+    return f"{_fmt_ms(ms)} ({how} = {ms:g}ms)" if how else _fmt_ms(ms)
 
 
 def _fmt_ms(ms: float) -> str:
@@ -376,7 +405,8 @@ def _timeout_inversions(mesh: Mesh, g: Digraph) -> list[Diagnostic]:
         span = svc_y.at("timeout") if "timeout" in svc_y.spans else svc_y.at("name")
         out.append(diag(
             "MP553",
-            f"callers of `{y}` wait at most {_fmt_ms(t_xy)}, but `{y}` may wait {_fmt_ms(t_yz)} for `{z}`",
+            f"callers of `{y}` wait at most {_with_sum(t_xy, hop_latency_sum(mesh, y))}, "
+            f"but `{y}` may wait {_with_sum(t_yz, hop_latency_sum(mesh, z))} for `{z}`",
             span, labels=[Label(svc_z.at("timeout") if "timeout" in svc_z.spans else svc_z.at("name"),
                                 f"`{z}` may take {_fmt_ms(t_yz)}")],
             witness=_path_witness(g, [y, z]),

@@ -329,9 +329,27 @@ def _show(value) -> str:
         return "none"
     if hasattr(value, "model_dump"):
         fields = value.model_dump(exclude={"span", "spans", "index"}, exclude_none=True)
-        return ", ".join(f"{k} {v}" for k, v in fields.items() if v not in ([], {}, False)) or "on"
+        return ", ".join(_field(k, v) for k, v in fields.items() if v not in ([], {}, False)) or "on"
     if isinstance(value, list):
         return "; ".join(_show(v) for v in value) or "none"
+    return str(value)
+
+
+def _field(key: str, value) -> str:
+    """`per_try 500ms`, `on [5xx, reset]`, `sources [frontend]`: no Python reprs."""
+    if key.endswith("_ms") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{key[:-3]} {value:g}ms"
+    return f"{key} {_plain(value)}"
+
+
+def _plain(value) -> str:
+    if isinstance(value, dict):  # a nested model, dumped; a reference is its name
+        if "name" in value and not set(value) - {"span", "spans", "kind", "name"}:
+            return str(value["name"])
+        return " ".join(_field(k, v) for k, v in value.items()
+                        if k not in ("span", "spans", "index") and v not in (None, [], {}, False))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
     return str(value)
 
 
