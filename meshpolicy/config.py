@@ -8,6 +8,7 @@ so every later reader sees only well-typed settings. Target tables under
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any, Callable
 
 from .codes import diag
@@ -21,7 +22,7 @@ def _number(lo: float, hi: float | None = None, integer: bool = False) -> Check:
     def check(v: Any) -> str | None:
         ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok_type:
-            return f"must be {'a whole number' if integer else 'a number'}, not {v!r}"
+            return f"must be {'a whole number' if integer else 'a number'}, not {_shown(v)}"
         if v < lo or (hi is not None and v > hi):
             return f"must be between {lo:g} and {hi:g}" if hi is not None else f"must be at least {lo:g}"
         return None
@@ -30,7 +31,7 @@ def _number(lo: float, hi: float | None = None, integer: bool = False) -> Check:
 
 
 def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, not {v!r}"
+    return None if isinstance(v, bool) else f"must be true or false, not {_shown(v)}"
 
 
 VERIFY: dict[str, Check] = {
@@ -49,7 +50,7 @@ def _command(v: Any) -> str | None:
         return None
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
         return None
-    return f"must be a command line (a string, or a list of strings), not {v!r}"
+    return f"must be a command line (a string, or a list of strings), not {_shown(v)}"
 
 
 def _span_of_key(src: SourceFile | None, table: str | None, key: str | None):
@@ -70,6 +71,34 @@ def _span_of_key(src: SourceFile | None, table: str | None, key: str | None):
     return None
 
 
+# No setting nests deeper than a few tables; a deeper value is a mistake or an
+# attack on the recursive code that would read it.
+MAX_DEPTH = 32
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether value nests tables or arrays past limit (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return False
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 60, 60, 3
+
+
+def _shown(v: Any) -> str:
+    """A bad value in a message: short, however large or deep it is."""
+    return _REPR.repr(v)
+
+
 def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str, Any], list[Diagnostic]]:
     diags: list[Diagnostic] = []
     out: dict[str, Any] = {}
@@ -85,6 +114,9 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                           _span_of_key(src, table if table else key, key if table else None)))
 
     for top, value in raw.items():
+        if too_deep(value):
+            bad(top, None, f"nests tables or arrays more than {MAX_DEPTH} levels deep; it is ignored")
+            continue
         if top == "verify":
             if not isinstance(value, dict):
                 bad("verify", None, "must be a table")
@@ -159,7 +191,7 @@ def _diagnostics(value: dict[str, Any], bad, unknown) -> dict[str, Any]:
 
     def codes(table: str, v: Any) -> list[str]:
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            bad(table, "ignore", f"must be a list of codes such as [\"MP552\"], not {v!r}")
+            bad(table, "ignore", f"must be a list of codes such as [\"MP552\"], not {_shown(v)}")
             return []
         kept = []
         for code in v:
@@ -173,14 +205,14 @@ def _diagnostics(value: dict[str, Any], bad, unknown) -> dict[str, Any]:
 
     def levels(table: str, v: Any) -> dict[str, str]:
         if not isinstance(v, dict):
-            bad(table, "severity", f"must be a table of code = \"error\"|\"warning\"|\"info\", not {v!r}")
+            bad(table, "severity", f"must be a table of code = \"error\"|\"warning\"|\"info\", not {_shown(v)}")
             return {}
         kept = {}
         for code, level in v.items():
             if code not in cat:
                 bad(table, "severity", f"names `{code}`, which is not a diagnostic code")
             elif not isinstance(level, str) or level not in SEVERITIES:
-                bad(table, "severity", f"sets `{code}` to {level!r}; use \"error\", \"warning\" or \"info\"")
+                bad(table, "severity", f"sets `{code}` to {_shown(level)}; use \"error\", \"warning\" or \"info\"")
             elif cat[code].severity.value == "error" and SEVERITIES[level] != "error":
                 bad(table, "severity", f"lowers `{code}`, an error; errors cannot be lowered")
             else:
@@ -200,7 +232,7 @@ def _diagnostics(value: dict[str, Any], bad, unknown) -> dict[str, Any]:
             for entry in v:
                 paths = entry.get("paths")
                 if not (isinstance(paths, list) and paths and all(isinstance(x, str) and x for x in paths)):
-                    bad("diagnostics.per-path", "paths", f"must be a non-empty list of globs, not {paths!r}")
+                    bad("diagnostics.per-path", "paths", f"must be a non-empty list of globs, not {_shown(paths)}")
                     continue
                 rule = {"paths": paths, "ignore": [], "severity": {}}
                 for key, sub in entry.items():

@@ -131,6 +131,8 @@ def load_config(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
         raw = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         return {}, [diag("MP001", f"cannot read `{display_path(marker)}`: {exc}")]
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        return {}, [diag("MP001", f"cannot read `{display_path(marker)}`: values are nested too deeply")]
     return check_config(raw, SourceFile(display_path(marker), text))
 
 

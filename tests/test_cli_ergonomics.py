@@ -512,3 +512,22 @@ def test_init_prints_a_command_that_pastes(tmp_path: Path):
     assert r.returncode == 0
     [next_line] = [line for line in r.stdout.splitlines() if line.startswith("next: ")]
     assert shlex.split(next_line[len("next: "):]) == ["meshc", "check", str(target)]
+
+
+@pytest.mark.parametrize("toml, code", [
+    ("x = " + "[" * 100_000 + "]" * 100_000, "MP001"),  # tomllib itself recurses
+    ("x = " + "{a=" * 5000 + "1" + "}" * 5000, "MP001"),
+    ("[verify]\nsidecar_ms = " + "[" * 300 + "]" * 300, "MP012"),  # parses, too deep to keep
+    ("[compile.istio]\nx = " + "[" * 100 + "]" * 100, "MP012"),
+], ids=["arrays", "inline-tables", "verify-value", "compile-table"])
+def test_a_deeply_nested_meshc_toml_is_a_diagnostic(tmp_path: Path, toml, code):
+    import json
+
+    (tmp_path / "meshc.toml").write_text(toml)
+    (tmp_path / "a.mesh").write_text("service a { port 80 http }\nallow * -> a\n")
+    for command in (("check",), ("compile", "--target", "istio", "--stdout")):
+        r = run_meshc(*command, str(tmp_path), "--format", "json")
+        assert r.returncode in (1, 2) and "internal error" not in r.stderr, r.stderr[-500:]
+        doc = json.loads(r.stdout or r.stderr)
+        assert code in [d["code"] for d in doc["diagnostics"]]
+        assert all(len(d["message"]) < 400 for d in doc["diagnostics"])
