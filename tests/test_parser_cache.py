@@ -195,3 +195,9 @@ def test_changed_lark_internals_give_a_clear_error():
 
     with pytest.raises(RuntimeError, match=f"lark {lark.__version__}"):
         _internals(Moved())
+
+
+def test_a_crlf_checkout_of_the_grammar_uses_the_shipped_tables():
+    text = tables.grammar_path().read_text(encoding="utf-8")
+    assert tables.grammar_key(text.replace("\n", "\r\n")) == tables.grammar_key(text)
+    assert tables.grammar_key(text + "\n// edited\n") != tables.grammar_key(text)

@@ -54,8 +54,9 @@ class NoLexer(Lexer):
 
 
 def grammar_key(grammar_text: str) -> str:
-    """What the committed tables were built from: the grammar and its start symbols."""
-    h = hashlib.sha256(grammar_text.encode("utf-8"))
+    """What the committed tables were built from: the grammar and its start symbols
+    (line ends aside: a checkout with CRLF line ends has the same grammar)."""
+    h = hashlib.sha256(grammar_text.replace("\r\n", "\n").encode("utf-8"))
     h.update("\0".join(BLOCK_STARTS.values()).encode())
     return h.hexdigest()
 
