@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .codes import diag
 from .diagnostics import Diagnostic
 from .span import SourceFile
+from .targets import TARGETS  # the target registry: [compile.<name>] tables
 
 Check = Callable[[Any], str | None]  # returns a problem, or None when fine
 
@@ -42,7 +43,6 @@ VERIFY: dict[str, Check] = {
     "box_limit": _number(0, integer=True),
     "verbose": _bool,
 }
-TARGETS = ("istio", "envoy", "meshproxy")
 
 
 def _command(v: Any) -> str | None:

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 from ..diagnostics import Diagnostic, has_errors
 from ..model.types import Mesh
-
-TARGETS = ("istio", "envoy", "meshproxy")
+from ..targets import REGISTRY, TARGETS  # the target registry (names -> modules)
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Target(Protocol):
 def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}")
-    return importlib.import_module(f"meshpolicy.targets.{name}").TARGET
+    return importlib.import_module(f"meshpolicy.targets.{REGISTRY[name]}").TARGET
 
 
 def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,

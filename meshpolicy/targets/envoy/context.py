@@ -10,6 +10,7 @@ from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh, Service
 from ...span import Span
+from ..base import cannot_express
 from .conventions import Settings
 from .scope import callable_services
 
@@ -40,4 +41,4 @@ class Ctx:
 
     def unsupported(self, construct: str, span: Span | None, why: str) -> None:
         """MP701: the construct, where it was written, and the target."""
-        self.report("MP701", f"the envoy target cannot express {construct}: {why}", span)
+        self.record(cannot_express("envoy", construct, span, why))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...codes import diag
 from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh
 from ...span import Span
+from ..base import cannot_express
 
 
 @dataclass
@@ -19,4 +19,4 @@ class Lowering:
 
     def unsupported(self, construct: str, span: Span | None, why: str) -> None:
         """MP701: name the construct, where it is (the span) and the target."""
-        self.diagnostics.append(diag("MP701", f"{construct} cannot be compiled to istio: {why}", span))
+        self.diagnostics.append(cannot_express("istio", construct, span, why))

@@ -15,6 +15,7 @@ from ...compile import CompileOptions, Output
 from ...diagnostics import Diagnostic
 from ...gc_pause import gc_paused
 from ...model.types import Mesh, Service
+from ..base import cannot_express
 from .lower import Lowering
 from .ports import SettingsError, read_settings
 
@@ -79,11 +80,9 @@ def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:
             continue
         for port in svc.ports:
             if port.protocol in ("http2", "grpc"):
-                out.append(diag(
-                    "MP701",
-                    f"meshproxy cannot express `port {port.number} {port.protocol}` of service `{svc.name}`: "
-                    "meshproxy speaks HTTP/1.1 only",
-                    port.span,
+                out.append(cannot_express(
+                    "meshproxy", f"`port {port.number} {port.protocol}` of service `{svc.name}`",
+                    port.span, "meshproxy speaks HTTP/1.1 only",
                     help="compile to the envoy target, declare the port `http`, or list the service in "
                          "[compile.meshproxy] `http1_apps` if its application also speaks HTTP/1.1"))
     return out

@@ -1,0 +1,119 @@
+"""The gateway-api target: Kubernetes Gateway API v1.6 (standard channel)
+for east-west traffic, as GAMMA defines it: an HTTPRoute (GRPCRoute for
+gRPC ports) per service port with the Service as its parentRef, splitting
+over per-version Services, with timeouts, mirrors and redirects.
+
+The standard channel has no authorization, mTLS or traffic policy; with
+`[compile.gateway-api] mesh = "istio"` those come from Istio's own
+resources (PeerAuthentication, AuthorizationPolicy, DestinationRule per
+version Service, Telemetry: the istio target's builders), with
+`mesh = "linkerd"` from the linkerd target's (Servers, authorizations,
+rate limits, retry annotations). The pack manifest (targets/gateway-api/)
+says, per flavour, what is MP701.
+"""
+
+from __future__ import annotations
+
+from ...compile import CompileOptions, Output
+from ...diagnostics import Diagnostic, has_errors
+from ...model.types import Mesh
+from ...plan import ServicePlan, plan_of
+from ..base import cannot_express, rejections
+from ..http_routes import Dialect, grpc_rules, version_services
+from ..kube import APP_LABEL, check_names, files, read_settings
+from ..linkerd import dedupe
+from ..linkerd import routes as linkerd_routes
+from . import istio_flavour
+
+NAME = "gateway-api"
+API = "gateway.networking.k8s.io/v1"
+FLAVOURS = ("istio", "linkerd")
+
+
+def _parent(sp: ServicePlan, port: int) -> dict:
+    return {"group": "", "kind": "Service", "name": sp.name, "port": port}
+
+
+def routes_of(sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
+    svc = sp.service
+    if not linkerd_routes.needs_route(sp):
+        return []
+    ports = [p for p in svc.ports if p.protocol != "tcp"]
+    if not svc.ports:
+        d.reject(f"service `{svc.name}` without ports", svc.at("name"), "a route's backendRefs name a Service port")
+        return []
+    if not ports:
+        if len(svc.versions) > 1:
+            d.reject(f"the versions of tcp service `{svc.name}`", svc.at("name"),
+                     "TCPRoute is not in the standard channel, so connections cannot be split over versions")
+        return []
+    docs = []
+    http = [p for p in ports if p.protocol != "grpc"]
+    if http:
+        http_docs, _ok = linkerd_routes.http_route(sp, API, d, retries=flavour == "linkerd")
+        for doc in http_docs:
+            doc["spec"]["parentRefs"] = [_parent(sp, ref["port"]) for ref in doc["spec"]["parentRefs"]]
+        docs += [doc for doc in http_docs if any(ref["port"] in {p.number for p in http}
+                                                 for ref in doc["spec"]["parentRefs"])]
+    for p in ports:
+        if p.protocol != "grpc":
+            continue
+        rules = grpc_rules(sp, p.number, d)
+        if rules is None:
+            continue
+        meta: dict = {"name": svc.name if len(ports) == 1 else f"{svc.name}-{p.number}", "namespace": svc.namespace}
+        if flavour == "linkerd":
+            ann = linkerd_routes.retry_annotations(sp, True, d)
+            if ann:
+                meta["annotations"] = ann
+        docs.append({"apiVersion": API, "kind": "GRPCRoute", "metadata": meta,
+                     "spec": {"parentRefs": [_parent(sp, p.number)], "rules": rules}})
+    return docs
+
+
+def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
+    plan = plan_of(mesh)
+    diags: list[Diagnostic] = rejections(NAME, mesh, flavour) + check_names(NAME, mesh)
+    d = Dialect(NAME, regex=flavour is not None, mirror=True, redirect_codes=(301, 302, 303, 307, 308),
+                reject=lambda c, span, why: diags.append(cannot_express(NAME, c, span, why)))
+    docs: list[dict] = []
+    for sp in plan.services.values():
+        docs += routes_of(sp, d, flavour)
+        docs += version_services(sp, APP_LABEL)
+    if flavour == "istio":
+        more, extra = istio_flavour.documents(mesh, options)
+        docs += more
+        diags += extra
+    elif flavour == "linkerd":
+        from ..linkerd import policy
+
+        auth = policy.Authorizations(mesh, target=NAME)
+        docs += policy.namespaces(mesh)
+        for sp in plan.services.values():
+            docs += policy.servers(mesh, sp)
+            docs += auth.documents(sp)
+            docs += policy.rate_limits(mesh, sp, d.reject)
+        docs += auth.network_authentications()
+        diags += auth.diags
+    return docs, dedupe(diags)
+
+
+class GatewayApiTarget:
+    name = NAME
+
+    def lower(self, mesh: Mesh, options: CompileOptions) -> tuple[list[Output], list[Diagnostic]]:
+        settings, diags = read_settings(NAME, options.settings, {"mesh": FLAVOURS})
+        if diags:
+            return [], diags
+        docs, diags = lower_documents(mesh, settings.get("mesh"), options)
+        if has_errors(diags):
+            return [], diags
+        return files(NAME, mesh.settings.name, docs), diags
+
+    def validate(self, outputs: list[Output]) -> list[Diagnostic]:
+        from ..kube_check import check_outputs
+
+        return check_outputs(NAME, outputs)
+
+
+TARGET = GatewayApiTarget()

@@ -1,0 +1,54 @@
+"""`mesh = "istio"`: what the standard channel lacks, as Istio's own
+resources, built by the istio target's builders (one meaning, one place):
+PeerAuthentication and AuthorizationPolicy as for the istio target, a
+DestinationRule per version Service for its circuit breaker, outlier
+detection and balancer (Istio applies a DestinationRule to the host a
+backendRef names), and Telemetry for tracing and `metrics off`.
+
+MP701s from those builders name the gateway-api target and the flavour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...compile import CompileOptions
+from ...diagnostics import Diagnostic
+from ...model.types import Mesh
+from ...plan import fqdn, plan_of
+from ..base import cannot_express
+from ..http_routes import version_service
+from ..istio.context import Lowering
+from ..istio.security import authorization_policies, peer_authentications
+from ..istio.telemetry import telemetry
+from ..istio.traffic import policy
+
+
+@dataclass
+class FlavourLowering(Lowering):
+    def unsupported(self, construct, span, why) -> None:
+        self.diagnostics.append(cannot_express("gateway-api", f"{construct} (with mesh = \"istio\")", span, why))
+
+
+def destination_rules(lw: Lowering) -> list[dict]:
+    out = []
+    for sp in plan_of(lw.mesh).services.values():
+        svc = sp.service
+        for w in sp.workloads:
+            tp = policy(lw, svc, w)
+            tp["tls"] = {"mode": "DISABLE" if sp.mtls == "off" else "ISTIO_MUTUAL"}
+            name = svc.name if w.version is None else version_service(svc.name, w.version)
+            host = fqdn(svc) if w.version is None else f"{name}.{svc.namespace}.svc.cluster.local"
+            out.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                        "metadata": {"name": name, "namespace": svc.namespace},
+                        "spec": {"host": host, "trafficPolicy": tp}})
+    return out
+
+
+def documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
+    lw = FlavourLowering(mesh, options)
+    docs = peer_authentications(lw) + authorization_policies(lw) + destination_rules(lw)
+    s = mesh.settings
+    if s.tracing.enabled or not s.metrics:
+        docs.append(telemetry(lw))
+    return docs, lw.diagnostics

@@ -1,0 +1,378 @@
+"""Route rules as Gateway API-style HTTPRoute and GRPCRoute rules, shared by
+the gateway-api target (gateway.networking.k8s.io) and the linkerd target
+(policy.linkerd.io HTTPRoute, the same shape).
+
+Policy route rules are first-match in order; a Gateway-style route picks
+the most specific match instead (an exact path over a prefix, a longer
+prefix over a shorter one, then a method, then more headers; rule order
+only breaks ties, and regular expressions rank as the implementation
+likes). `order_problems` finds rules whose order the route would not keep
+for some request both could match; each is MP701, never a silent reorder.
+
+Versions are reached through one Service per version, `<service>-<version>`
+(selecting the service's pods by `app` and the version's labels), because a
+backendRef names a Service, not a subset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..model.types import HeaderMatch, PathPattern, RouteRule, Service
+from ..plan import RulePlan, ServicePlan
+from ..semantics.patterns import glob_regex
+from ..span import Span
+from .envoy.values import integer_weights
+from .meshproxy.lower import anchored, literal
+
+MAX_RULES = 16  # per route (the CRDs' maxItems)
+MAX_MATCHES = 64  # per rule
+MAX_ROUTE_MATCHES = 128  # across a route's rules (CEL rule of the CRDs)
+
+
+@dataclass
+class Dialect:
+    """What the resource kind and the implementation can hold."""
+
+    target: str
+    regex: bool  # RegularExpression matches (a flavour, or Linkerd)
+    mirror: bool
+    redirect_codes: tuple[int, ...]
+    timeouts: bool = True
+    reject: Callable[[str, Span | None, str], None] = lambda construct, span, why: None
+
+
+def version_service(service: str, version: str) -> str:
+    return f"{service}-{version}"
+
+
+def duration(ms: int) -> str:
+    """A Gateway API duration (GEP-2257): at most 4 parts of at most 5 digits."""
+    out = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        n, ms = divmod(ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out) or "0s"
+
+
+def path_match(p: PathPattern, d: Dialect, where: str) -> dict | None:
+    if p.kind == "exact":
+        return {"type": "Exact", "value": p.value}
+    if p.kind == "prefix" and p.value == "/":
+        return {"type": "PathPrefix", "value": "/"}
+    if not d.regex:
+        d.reject(f"the {p.kind} path `{p.value}` {where}", p.span,
+                 "it needs a RegularExpression match, whose dialect the standard channel leaves open")
+        return None
+    if p.kind == "prefix":
+        rx = "^" + literal(p.value) + "(?s:.*)$"
+    elif p.kind == "glob":
+        rx = anchored(glob_regex(p.value, escape=literal))
+    else:
+        rx = anchored(p.value)
+    return {"type": "RegularExpression", "value": rx}
+
+
+def header_match(h: HeaderMatch, d: Dialect, where: str) -> dict | None:
+    if h.kind == "exact":
+        return {"type": "Exact", "name": h.name, "value": h.value}
+    if h.kind == "absent":
+        d.reject(f"the absent header `{h.name}` {where}", h.span, "a route cannot match a header's absence")
+        return None
+    if not d.regex:
+        d.reject(f"the header test `{h.name}` ({h.kind}) {where}", h.span,
+                 "it needs a RegularExpression match, whose dialect the standard channel leaves open")
+        return None
+    rx = {"prefix": "^" + literal(h.value or "") + "(?s:.*)$", "regex": anchored(h.value or ""),
+          "present": "(?s:.*)"}[h.kind]
+    return {"type": "RegularExpression", "name": h.name, "value": rx}
+
+
+def http_matches(rule: RouteRule, d: Dialect, where: str) -> list[dict] | None:
+    """The rule's match as HTTPRouteMatches (methods x paths, headers on each);
+    [] matches everything. None after an MP701."""
+    m = rule.match
+    if m.sources:
+        d.reject(f"`from` {where}", m.span, "a route cannot match on the caller")
+        return None
+    names = [h.name for h in m.headers]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        d.reject(f"a second test of header `{dup}` {where}", m.span, "a route match holds one test per header name")
+        return None
+    headers = [header_match(h, d, where) for h in m.headers]
+    paths = [path_match(p, d, where) for p in m.paths]
+    if None in headers or None in paths:
+        return None
+    if not (m.methods or paths or headers):
+        return []
+    out = []
+    for method, path in itertools.product(list(dict.fromkeys(m.methods)) or [None], paths or [None]):
+        one: dict = {}
+        if path is not None:
+            one["path"] = path
+        if method is not None:
+            one["method"] = method
+        if headers:
+            one["headers"] = headers
+        out.append(one)
+    if len(out) > MAX_MATCHES:
+        d.reject(f"{len(out)} method and path combinations {where}", m.span,
+                 f"a route rule holds at most {MAX_MATCHES} matches")
+        return None
+    return out
+
+
+# ---- precedence ---------------------------------------------------------------------
+
+def _rank(m: dict) -> tuple | None:
+    """Gateway API precedence of a match, higher first; None: implementation-specific (a regex path)."""
+    path = m.get("path", {"type": "PathPrefix", "value": "/"})
+    if path["type"] == "RegularExpression":
+        return None
+    kind = 2 if path["type"] == "Exact" else 1
+    return (kind, len(path["value"]), "method" in m, len(m.get("headers", [])))
+
+
+def _disjoint(a: dict, b: dict) -> bool:
+    """Provably no request matches both."""
+    if "method" in a and "method" in b and a["method"] != b["method"]:
+        return True
+    pa, pb = a.get("path"), b.get("path")
+    if pa and pb and pa["type"] == pb["type"] == "Exact" and pa["value"] != pb["value"]:
+        return True
+    for x, y in ((pa, pb), (pb, pa)):
+        if x and y and x["type"] == "Exact" and y["type"] == "PathPrefix" and not _segment_prefix(y["value"], x["value"]):
+            return True
+    ha = {h["name"]: h["value"] for h in a.get("headers", []) if h["type"] == "Exact"}
+    for h in b.get("headers", []):
+        if h["type"] == "Exact" and h["name"] in ha and ha[h["name"]] != h["value"]:
+            return True
+    return False
+
+
+def _segment_prefix(prefix: str, path: str) -> bool:
+    p = prefix.rstrip("/")
+    return not p or path == p or path.startswith(p + "/")
+
+
+def order_problems(rules: list[tuple[RouteRule, list[dict]]]) -> list[tuple[RouteRule, RouteRule]]:
+    """Pairs (earlier, later) where some request matching both would be taken
+    by the later rule: it ranks higher, or the two cannot be ranked."""
+    out = []
+    for (ri, mi), (rj, mj) in itertools.combinations(rules, 2):
+        for a, b in itertools.product(mi or [{}], mj or [{}]):
+            if _disjoint(a, b):
+                continue
+            ka, kb = _rank(a), _rank(b)
+            if ka is None or kb is None or kb > ka:
+                out.append((ri, rj))
+                break
+    return out
+
+
+# ---- actions ---------------------------------------------------------------------------
+
+def backend_refs(sp: ServicePlan, weights: dict[str, float], port: int, d: Dialect, span, where: str) -> list[dict] | None:
+    """Weighted refs to the per-version Services (the Service itself when it has no versions)."""
+    if not weights:
+        return [{"name": sp.name, "port": port}]
+    names = list(weights)
+    if len(names) == 1:
+        return [{"name": version_service(sp.name, names[0]), "port": port}]
+    values = [weights[v] for v in names]
+    # equal shares (every version of a route-less service) are 1:1:1, whatever 100/n is in decimals
+    ints = [1] * len(values) if len(set(values)) == 1 else integer_weights(values)
+    if ints is None:
+        d.reject(f"the split {where}", span, "route weights are integers: a weight with more than six decimals")
+        return None
+    return [{"name": version_service(sp.name, v), "port": port, "weight": w} for v, w in zip(names, ints)]
+
+
+def mirror_filter(sp: ServicePlan, mirror: tuple[str, float], port: int) -> dict:
+    version, percent = mirror
+    ref = {"name": version_service(sp.name, version), "port": port}
+    body: dict = {"backendRef": ref}
+    if percent != 100.0:
+        if percent == int(percent):
+            body["percent"] = int(percent)
+        else:
+            body["fraction"] = {"numerator": int(round(percent * 10000)), "denominator": 1_000_000}
+    return {"type": "RequestMirror", "requestMirror": body}
+
+
+def redirect_filter(uri: str, status: int, d: Dialect, span, where: str) -> dict | None:
+    parts = urlsplit(uri)
+    if parts.query or parts.fragment or uri.endswith("?") or uri.endswith("#"):
+        d.reject(f"the redirect to `{uri}` {where}", span, "a redirect holds a path only, not a query or fragment")
+        return None
+    if status not in d.redirect_codes:
+        d.reject(f"the redirect status {status} {where}", span,
+                 "a redirect's status is one of " + ", ".join(map(str, d.redirect_codes)))
+        return None
+    body: dict = {"statusCode": status}
+    if parts.scheme and parts.netloc:
+        body["scheme"] = parts.scheme
+        body["hostname"] = parts.hostname
+        if parts.port:
+            body["port"] = parts.port
+    if parts.path:
+        body["path"] = {"type": "ReplaceFullPath", "replaceFullPath": parts.path}
+    return {"type": "RequestRedirect", "requestRedirect": body}
+
+
+def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect) -> dict | None:
+    """One HTTPRoute rule for a rule plan (the route's rule, or the default one)."""
+    svc: Service = sp.service
+    rule = rp.rule
+    where = f"in rule {rule.index + 1} of route `{svc.name}`" if rule is not None else f"of service `{svc.name}`"
+    span = rule.span if rule is not None else svc.span
+    out: dict = {}
+    if rule is not None:
+        matches = http_matches(rule, d, where)
+        if matches is None:
+            return None
+        if matches:
+            out["matches"] = matches
+    if rp.kind in ("forward", "default"):
+        refs = backend_refs(sp, rp.weights, port, d, span, where)
+        if refs is None:
+            return None
+        out["backendRefs"] = refs
+        if rp.mirror is not None:
+            if not d.mirror:
+                d.reject(f"`mirror` {where}", rule.action.mirror.span, "the target has no request mirroring")
+                return None
+            out["filters"] = [mirror_filter(sp, rp.mirror, port)]
+        if rp.timeout_ms is not None:
+            if not d.timeouts:
+                d.reject(f"`timeout` {where}", rule.at("timeout") if rule and rule.timeout_ms else svc.at("timeout"),
+                         "this route kind has no timeouts")
+                return None
+            out["timeouts"] = {"request": duration(rp.timeout_ms)}
+    elif rp.kind == "redirect":
+        f = redirect_filter(rule.action.uri, rule.action.status, d, rule.action.span, where)
+        if f is None:
+            return None
+        out["filters"] = [f]
+    else:
+        d.reject(f"`respond` {where}", rule.action.span, "a route cannot answer by itself")
+        return None
+    return out
+
+
+def http_rules(sp: ServicePlan, port: int, d: Dialect) -> list[dict] | None:
+    """Every rule of the service's route (or the default one), in order; None after an MP701."""
+    rules, pairs, failed = [], [], False
+    for rp in sp.rule_plans:
+        r = http_rule(sp, rp, port, d)
+        if r is None:
+            failed = True
+            continue
+        rules.append(r)
+        if rp.rule is not None:
+            pairs.append((rp.rule, r.get("matches", [])))
+    if failed:
+        return None
+    for earlier, later in order_problems(pairs):
+        d.reject(f"the order of rules {earlier.index + 1} and {later.index + 1} of route `{sp.name}`", later.span,
+                 f"a request both match would take rule {later.index + 1}: routes prefer the more specific match "
+                 "(exact path, longer prefix, a method, more headers; regular expressions rank as the mesh likes), "
+                 "not the first")
+        failed = True
+    if len(rules) > MAX_RULES or sum(len(r.get("matches", [])) for r in rules) > MAX_ROUTE_MATCHES:
+        d.reject(f"the {len(rules)} rules of route `{sp.name}`", sp.service.span,
+                 f"a route holds at most {MAX_RULES} rules and {MAX_ROUTE_MATCHES} matches")
+        failed = True
+    return None if failed else rules
+
+
+def grpc_rules(sp: ServicePlan, port: int, d: Dialect) -> list[dict] | None:
+    """GRPCRoute rules: gRPC methods are POSTs to `/package.Service/Method`."""
+    rules, failed = [], False
+    for rp in sp.rule_plans:
+        rule = rp.rule
+        where = f"in rule {rule.index + 1} of route `{sp.name}`" if rule else f"of service `{sp.name}`"
+        if rule is not None and rule.match.methods and "POST" not in rule.match.methods:
+            continue  # never holds for a gRPC call
+        out: dict = {}
+        if rule is not None:
+            m = rule.match
+            if m.sources:
+                d.reject(f"`from` {where}", m.span, "a route cannot match on the caller")
+                failed = True
+                continue
+            methods = [_grpc_method(p) for p in m.paths]
+            if None in methods:
+                bad = m.paths[methods.index(None)]
+                d.reject(f"the path `{bad.value}` {where}", bad.span,
+                         "a GRPCRoute matches an exact `/package.Service/Method` or a whole service `/package.Service/`")
+                failed = True
+                continue
+            headers = [header_match(h, d, where) for h in m.headers]
+            if None in headers:
+                failed = True
+                continue
+            matches = [{**({"method": mm} if mm else {}), **({"headers": headers} if headers else {})}
+                       for mm in (methods or [None])]
+            matches = [x for x in matches if x]
+            if matches:
+                out["matches"] = matches
+        if rp.kind not in ("forward", "default"):
+            d.reject(f"`{rp.kind}` {where}", rule.action.span, "a GRPCRoute only forwards")
+            failed = True
+            continue
+        if rp.timeout_ms is not None:
+            d.reject(f"`timeout` {where}", rule.span if rule else sp.service.at("timeout"),
+                     "GRPCRoute has no timeouts in the standard channel")
+            failed = True
+            continue
+        refs = backend_refs(sp, rp.weights, port, d, rule.span if rule else sp.service.span, where)
+        if refs is None:
+            failed = True
+            continue
+        out["backendRefs"] = refs
+        if rp.mirror is not None:
+            if not d.mirror:
+                d.reject(f"`mirror` {where}", rule.action.mirror.span, "the target has no request mirroring")
+                failed = True
+                continue
+            out["filters"] = [mirror_filter(sp, rp.mirror, port)]
+        rules.append(out)
+    return None if failed else rules
+
+
+def _grpc_method(p: PathPattern) -> dict | None:
+    v = p.value
+    parts = v.split("/")
+    if p.kind == "exact" and len(parts) == 3 and parts[0] == "" and parts[1] and parts[2]:
+        return {"type": "Exact", "service": parts[1], "method": parts[2]}
+    if p.kind in ("prefix", "glob") and len(parts) == 3 and parts[0] == "" and parts[1] \
+            and parts[2] in (("",) if p.kind == "prefix" else ("*",)):
+        return {"type": "Exact", "service": parts[1]}
+    return None
+
+
+def version_services(sp: ServicePlan, selector_key: str) -> list[dict]:
+    """A Service per version, so routes can weigh versions (backendRefs name Services)."""
+    svc = sp.service
+    out = []
+    for w in sp.workloads:
+        if w.version is None:
+            continue
+        labels = {selector_key: svc.name, **w.labels}
+        out.append({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": version_service(svc.name, w.version), "namespace": svc.namespace,
+                         "labels": {selector_key: svc.name}},
+            "spec": {"selector": labels,
+                     "ports": [{"name": f"{p.protocol}-{p.number}", "port": p.number, "targetPort": p.number,
+                                **({"appProtocol": "kubernetes.io/h2c"} if p.protocol in ("http2", "grpc") else {})}
+                               for p in svc.ports]},
+        })
+    return out

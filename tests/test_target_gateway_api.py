@@ -1,0 +1,236 @@
+"""The gateway-api target: GAMMA routes valid against the real Gateway API
+v1.6.1 CRDs (and Istio's or Linkerd's CRDs for a flavour's resources),
+meaning preserved against the reference evaluator, rule order never
+silently changed, and what the standard channel lacks named (MP701)
+unless a mesh flavour carries it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+
+from meshpolicy.compile import CompileOptions, compile_mesh
+from meshpolicy.semantics.evaluate import evaluate
+
+from . import kube_schema
+from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
+from .route_meaning import linkerd_allowed, routes
+from .strategies import request_space, small_policies
+from .test_target_linkerd import expressible
+
+ROUTING = """
+mesh m {
+  trust_domain "example.org"
+  mtls permissive
+  default allow
+}
+service web {
+  namespace front
+  port 8080 http
+}
+service api {
+  namespace back
+  port 8080 http
+  version v1 { version: "v1" }
+  version v2 { version: "v2" }
+  timeout 2s
+}
+service grpcs {
+  namespace back
+  port 9000 grpc
+  version v1
+  version v2
+}
+route api {
+  GET exact "/health" -> v1
+  POST exact "/old" -> redirect "https://example.org/new" 308
+  header "x-canary" = "always" -> v2
+  * -> v1 80%, v2 20% mirror v2 12.5%
+}
+route grpcs {
+  POST exact "/pkg.S/M" -> v2
+  * -> v1 50%, v2 50%
+}
+"""
+
+SECURED = ROUTING.replace("mtls permissive", "mtls strict").replace("default allow", "default deny") + """
+allow web -> api
+allow namespace front -> grpcs
+allow authenticated -> web
+deny api -> web
+"""
+
+
+def documents(outputs) -> list[dict]:
+    return [d for o in outputs if o.path != "kustomization.yaml" for d in yaml.safe_load_all(o.content) if d]
+
+
+def compiled(text: str, flavour: str | None = None):
+    checked = check_text(text)
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    outputs, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(
+        settings={"mesh": flavour} if flavour else {}))
+    return checked.mesh, outputs, diags
+
+
+def _crd_problems(outputs) -> list:
+    return [(d["kind"], d["metadata"]["name"], e) for d in documents(outputs) for e in kube_schema.errors(d)]
+
+
+@pytest.mark.parametrize("text, flavour", [(ROUTING, None), (SECURED, "istio"), (SECURED, "linkerd")],
+                         ids=["standard", "istio", "linkerd"])
+def test_output_validates_against_the_crds(text, flavour):
+    _, outputs, diags = compiled(text, flavour)
+    assert [d for d in diags if d.is_error] == []
+    kinds = {d["kind"] for d in documents(outputs)}
+    assert {"HTTPRoute", "GRPCRoute", "Service"} <= kinds
+    if flavour == "istio":
+        assert {"AuthorizationPolicy", "PeerAuthentication", "DestinationRule"} <= kinds
+    if flavour == "linkerd":
+        assert {"Server", "AuthorizationPolicy", "MeshTLSAuthentication"} <= kinds
+    reason = kube_schema.missing()
+    if reason:
+        pytest.skip(reason)
+    assert _crd_problems(outputs) == []
+
+
+def test_the_crd_check_rejects_what_the_api_server_would():
+    reason = kube_schema.missing()
+    if reason:
+        pytest.skip(reason)
+    _, outputs, _ = compiled(ROUTING)
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute")
+    rules = route["spec"]["rules"]
+    # CEL: a redirect rule may not also forward
+    bad = {**route, "spec": {**route["spec"], "rules": [{**rules[1], "backendRefs": rules[0]["backendRefs"]}]}}
+    assert kube_schema.errors(bad)
+    assert kube_schema.errors({**route, "spec": {**route["spec"], "colour": "red"}})
+    # CEL: a backendRef to a Service needs its port
+    no_port = [{k: v for k, v in b.items() if k != "port"} for b in rules[0]["backendRefs"]]
+    assert kube_schema.errors({**route, "spec": {**route["spec"], "rules": [{**rules[0], "backendRefs": no_port}]}})
+
+
+def test_standard_channel_names_what_it_cannot_express():
+    _, outputs, diags = compiled(SECURED)
+    assert outputs == [] and set(codes(diags)) == {"MP701"}
+    assert all("mesh =" in (d.help or "") for d in diags)  # each says which flavour would carry it
+
+
+def test_rule_order_a_route_would_change_is_mp701():
+    """Routes prefer the more specific match: `GET /a` after a header rule
+    would take GET /a requests with the header, which the policy gives to
+    the header rule; it is refused, not reordered."""
+    text = ROUTING.replace('''  GET exact "/health" -> v1
+  POST exact "/old" -> redirect "https://example.org/new" 308
+  header "x-canary" = "always" -> v2''', '''  header "x-canary" = "always" -> v2
+  GET exact "/health" -> v1''')
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []
+    assert diags[0].span.line == text.splitlines().index('  GET exact "/health" -> v1') + 1
+
+
+def test_hostile_strings_stay_strings():
+    text = ROUTING.replace('header "x-canary" = "always"', 'header "x-canary" = "a: b\\\\\\" - [c]# {d}"')
+    text = text.replace('"https://example.org/new"', '"/x\'y:z,[a]&b=c"')
+    mesh, outputs, diags = compiled(text)
+    assert [d for d in diags if d.is_error] == []
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute")
+    hdr = route["spec"]["rules"][2]["matches"][0]["headers"][0]["value"]
+    assert hdr == next(h.value for r in mesh.routes for x in r.rules for h in x.match.headers)
+    redirect = route["spec"]["rules"][1]["filters"][0]["requestRedirect"]["path"]["replaceFullPath"]
+    assert redirect == next(x.action.uri for r in mesh.routes for x in r.rules if x.action.kind == "redirect")
+
+
+def test_settings_and_name_collisions():
+    checked = check_text(ROUTING)
+    _, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(settings={"mesh": "consul"}))
+    assert codes(diags) == ["MP740"]
+    _, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(settings={"flavour": "istio"}))
+    assert codes(diags) == ["MP740"]
+
+
+@pytest.mark.parametrize("code", ["MP740", "MP741"])
+def test_code_fixtures(code, tmp_path):
+    fx = ROOT / "tests" / "fixtures" / "codes" / code
+    args = (fx / "command").read_text().split()
+    for name, want in (("bad", 1), ("good", 0)):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "p.mesh").write_text((fx / f"{name}.mesh").read_text())
+        toml = (fx / "meshc.toml").read_text() if (fx / "meshc.toml").exists() else ""
+        if name == "good":
+            toml = toml.replace('mesh = "consul"', 'mesh = "istio"')
+        (work / "meshc.toml").write_text(toml)
+        r = run_meshc(*args[:1], str(work), *args[1:], "--format", "json")
+        assert r.returncode == want, (name, r.stdout, r.stderr)
+        found = r.stderr if "--stdout" in args else r.stdout  # files go to stdout, findings to stderr
+        report = json.loads(found) if found.strip() else {"diagnostics": []}  # nothing to say: nothing printed
+        errors = {d["code"] for d in report["diagnostics"] if d["severity"] == "error"}
+        assert errors == ({code} if name == "bad" else set()), (name, errors)
+
+
+def test_shop_names_what_it_cannot_express_and_writes_nothing(tmp_path):
+    for flavour in (None, "istio", "linkerd"):
+        work = tmp_path / (flavour or "standard")
+        out = work / "out"
+        cfg = f'[compile.gateway-api]\nmesh = "{flavour}"\n' if flavour else ""
+        mesh_dir = work / "shop"
+        shutil.copytree(EXAMPLES / "shop", mesh_dir)
+        (mesh_dir / "meshc.toml").write_text((EXAMPLES / "shop" / "meshc.toml").read_text() + cfg
+                                             if (EXAMPLES / "shop" / "meshc.toml").exists() else cfg)
+        r = run_meshc("compile", str(mesh_dir), "--target", "gateway-api", "-o", str(out), "--format", "json")
+        assert r.returncode == 1, r.stdout
+        errors = [d for d in json.loads(r.stdout)["diagnostics"] if d["severity"] == "error"]
+        assert errors and {d["code"] for d in errors} == {"MP701"}, flavour
+        assert not out.exists()
+
+
+# ---- meaning ------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(mtls_modes=("strict", "permissive"), actions=("forward", "split", "redirect", "mirror"),
+                      header_kinds=("exact", "prefix", "regex", "present"), assertions=False))
+def test_istio_flavour_meaning_agrees_with_the_reference(text):
+    from .test_target_istio_meaning import Cluster
+
+    _agree(expressible(text), "istio", lambda docs, mesh, req: Cluster(mesh, docs).allowed(req))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(mtls_modes=("strict", "permissive"), actions=("forward", "split", "redirect", "mirror"),
+                      header_kinds=("exact", "prefix", "regex", "present"), assertions=False))
+def test_linkerd_flavour_meaning_agrees_with_the_reference(text):
+    _agree(expressible(text), "linkerd", linkerd_allowed)
+
+
+def _agree(text: str, flavour: str, allowed) -> None:
+    checked = check_text(text)
+    assume(checked.ok)
+    mesh = checked.mesh
+    outputs, diags = compile_mesh(mesh, "gateway-api", CompileOptions(settings={"mesh": flavour}))
+    assert all(d.code == "MP701" for d in diags if d.is_error), [(d.code, d.message) for d in diags]
+    assume(not any(d.is_error for d in diags))
+    docs = documents(outputs)
+    for req in request_space(mesh):
+        want = evaluate(mesh, req)
+        if want.decision.refused is None or flavour == "linkerd":
+            assert allowed(docs, mesh, req) == want.decision.allowed, f"authorization disagrees on {req}"
+        r = want.route
+        if r.kind == "rejected":
+            continue
+        got = routes(docs, mesh, req)
+        kind = "forward" if r.kind == "default" and got[0] == "forward" else r.kind
+        assert got[0] == kind, f"route kind disagrees on {req}: {got} vs {r.kind}"
+        if kind == "forward":
+            want_w = r.weights or {None: 100.0}
+            assert {k: round(v, 6) for k, v in got[2].items() if v} == \
+                {k: round(v, 6) for k, v in want_w.items() if v}, req
+            assert got[3] == r.mirror, req
+        if kind == "redirect":
+            assert got[4] == r.status, req
+        if r.rule is not None:
+            assert got[1] == r.rule.index, f"route rule disagrees on {req}"

@@ -1,0 +1,191 @@
+"""The linkerd target: output valid against Linkerd's real CRDs, meaning
+preserved against the reference evaluator, and every construct Linkerd
+lacks named (MP701) rather than dropped."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+
+from meshpolicy.compile import CompileOptions, compile_mesh
+from meshpolicy.semantics.evaluate import evaluate
+
+from . import kube_schema
+from .conftest import EXAMPLES, check_text, codes, run_meshc
+from .route_meaning import linkerd_allowed, routes
+from .strategies import request_space, small_policies
+
+POLICY = """
+mesh m {
+  trust_domain "example.org"
+  mtls strict
+  default deny
+}
+service web {
+  namespace front
+  port 8080 http
+}
+service api {
+  namespace back
+  port 8080 http
+  version v1 { version: "v1" }
+  version v2 { version: "v2" }
+  timeout 2s
+  retry 2 per_try 500ms on 5xx, gateway-error non_idempotent
+}
+service grpcs {
+  namespace back
+  port 9000 grpc
+  version v1
+  version v2
+}
+route api {
+  GET exact "/health" -> v1
+  POST exact "/old" -> redirect "https://example.org/new" 301
+  header "x-canary" = "always" -> v2
+  * -> v1 80%, v2 20%
+}
+allow web -> api
+allow namespace front -> grpcs
+allow authenticated -> web
+deny api -> web
+limit web -> api 10/s
+"""
+
+
+def documents(outputs) -> list[dict]:
+    return [d for o in outputs if o.path != "kustomization.yaml" for d in yaml.safe_load_all(o.content) if d]
+
+
+def compiled(text: str, target: str = "linkerd", settings: dict | None = None):
+    checked = check_text(text)
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    outputs, diags = compile_mesh(checked.mesh, target, CompileOptions(settings=settings or {}))
+    return checked.mesh, outputs, diags
+
+
+def test_policy_compiles_and_validates_against_the_crds():
+    mesh, outputs, diags = compiled(POLICY)
+    assert [d for d in diags if d.is_error] == []
+    reason = kube_schema.missing()
+    if reason:
+        pytest.skip(reason)
+    docs = documents(outputs)
+    kinds = {d["kind"] for d in docs}
+    assert {"Server", "AuthorizationPolicy", "MeshTLSAuthentication", "HTTPRoute", "HTTPLocalRateLimitPolicy",
+            "Service", "Namespace"} <= kinds
+    problems = [(d["kind"], d["metadata"]["name"], e) for d in docs for e in kube_schema.errors(d)]
+    assert problems == []
+
+
+def test_the_crd_check_rejects_what_linkerd_would():
+    reason = kube_schema.missing()
+    if reason:
+        pytest.skip(reason)
+    _, outputs, _ = compiled(POLICY)
+    server = next(d for d in documents(outputs) if d["kind"] == "Server")
+    assert kube_schema.errors({**server, "spec": {**server["spec"], "colour": "red"}})
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute")
+    rules = route["spec"]["rules"]
+    redirect = rules[1]["filters"][0]
+    assert redirect["type"] == "RequestRedirect"
+    bad_filter = {**redirect, "requestRedirect": {**redirect["requestRedirect"], "statusCode": 308}}
+    bad = {**route, "spec": {**route["spec"], "rules": [{**rules[1], "filters": [bad_filter]}]}}
+    assert kube_schema.errors(bad)  # Linkerd's HTTPRoute redirects with 301 or 302 only
+
+
+def test_deny_is_written_by_leaving_the_caller_out():
+    mesh, outputs, _ = compiled(POLICY)
+    docs = documents(outputs)
+    auth = next(d for d in docs if d["kind"] == "MeshTLSAuthentication" and d["metadata"]["namespace"] == "front")
+    accounts = {(r["namespace"], r["name"]) for r in auth["spec"]["identityRefs"]}
+    assert ("back", "api") not in accounts and ("front", "web") in accounts
+    for src in (None, "web", "api", "grpcs"):
+        for dst in ("web", "api", "grpcs"):
+            req = next(r for r in request_space(mesh, headers=False) if r.source == src and r.destination == dst)
+            assert linkerd_allowed(docs, mesh, req) == evaluate(mesh, req).decision.allowed, req
+
+
+def test_retries_and_timeouts_are_route_annotations_and_fields():
+    _, outputs, _ = compiled(POLICY)
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    assert route["metadata"]["annotations"] == {"retry.linkerd.io/limit": "2", "retry.linkerd.io/http": "5xx,gateway-error",
+                                                "retry.linkerd.io/timeout": "500ms"}
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "2s"}
+
+
+def test_a_retry_that_would_repeat_a_post_is_refused():
+    text = POLICY.replace(" non_idempotent", "")
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+@pytest.mark.parametrize("snippet", [
+    "  fault abort 503 5%",  # no fault injection
+    "  circuit max_connections 10",
+])
+def test_constructs_linkerd_lacks_are_mp701(snippet):
+    text = POLICY.replace("  timeout 2s\n", f"  timeout 2s\n{snippet}\n")
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+def test_shop_names_what_it_cannot_express_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    r = run_meshc("compile", str(EXAMPLES / "shop"), "--target", "linkerd", "-o", str(out), "--format", "json")
+    assert r.returncode == 1
+    assert not out.exists()
+    import json
+
+    errors = [d for d in json.loads(r.stdout)["diagnostics"] if d["severity"] == "error"]
+    assert errors and {d["code"] for d in errors} == {"MP701"}
+
+
+# ---- meaning ------------------------------------------------------------------------
+
+def expressible(text: str) -> str:
+    """A generated policy without what the linkerd target refuses by design:
+    `from` in route rules and methods or paths on auth rules."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(("allow ", "deny ")):
+            line = re.sub(r"^((?:allow|deny) .*? -> [\w-]+).*$", r"\1", line)
+        elif line.startswith("  ") and "->" in line and line.lstrip().startswith("from "):
+            match, action = line.split("->", 1)
+            rest = re.sub(r"^\s*from [\w-]+(, [\w-]+)*\s*", "", match)
+            line = "  " + (rest.strip() or "*") + " ->" + action
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(mtls_modes=("strict", "permissive"), actions=("forward", "split", "redirect"),
+                      header_kinds=("exact", "prefix", "regex", "present"), assertions=False))
+def test_linkerd_meaning_agrees_with_the_reference(text):
+    text = expressible(text)
+    checked = check_text(text)
+    assume(checked.ok)
+    mesh = checked.mesh
+    outputs, diags = compile_mesh(mesh, "linkerd", CompileOptions())
+    assert all(d.code == "MP701" for d in diags if d.is_error), [(d.code, d.message) for d in diags]
+    assume(not any(d.is_error for d in diags))
+    docs = documents(outputs)
+    for req in request_space(mesh):
+        want = evaluate(mesh, req)
+        assert linkerd_allowed(docs, mesh, req) == want.decision.allowed, f"authorization disagrees on {req}"
+        r = want.route
+        if r.kind == "rejected":
+            continue
+        got = routes(docs, mesh, req)
+        kind = "forward" if r.kind == "default" and got[0] == "forward" else r.kind
+        assert got[0] == kind, f"route kind disagrees on {req}: {got} vs {r.kind}"
+        if kind in ("forward", "default"):
+            want_w = r.weights or {None: 100.0}
+            assert {k: round(v, 6) for k, v in got[2].items() if v} == {k: round(v, 6) for k, v in want_w.items() if v}, req
+        if kind == "redirect":
+            assert got[4] == r.status, req
+        if r.rule is not None:
+            assert got[1] == r.rule.index, f"route rule disagrees on {req}"
