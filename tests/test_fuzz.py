@@ -278,11 +278,22 @@ def _writers():
         assert doc == json_lines.load(text)
         return doc["static_resources"]["listeners"][0]["name"]
 
+    def meshproxy(value):
+        from meshpolicy.targets.meshproxy import dump
+
+        return dump({"service": value})
+
+    def meshproxy_read(text):
+        import json
+
+        assert yaml.load(text, Loader=yaml.SafeLoader) == json.loads(text)
+        return json.loads(text)["service"]
+
     return {"istio j filter": (to_json_scalar, lambda t: yaml.load(t, Loader=yaml.SafeLoader)),
-            "envoy bootstrap": (envoy, envoy_read)}
+            "envoy bootstrap": (envoy, envoy_read), "meshproxy config": (meshproxy, meshproxy_read)}
 
 
-@pytest.mark.parametrize("writer", ["istio j filter", "envoy bootstrap"])
+@pytest.mark.parametrize("writer", ["istio j filter", "envoy bootstrap", "meshproxy config"])
 def test_writers_round_trip_through_a_yaml_1_1_reader(writer):
     write, read = _writers()[writer]
     for ch in AWKWARD + ORDINARY:

@@ -12,6 +12,7 @@ import json
 
 from ...codes import diag
 from ...compile import CompileOptions, Output
+from ...compile.json_escape import yaml_safe
 from ...diagnostics import Diagnostic
 from ...gc_pause import gc_paused
 from ...model.types import Mesh, Service
@@ -28,8 +29,10 @@ def output_path(svc: Service, version: str | None) -> str:
 def dump(cfg: dict) -> str:
     """Compact, sorted, one line: byte-identical for the same policy, and
     written by json's C encoder (indenting takes the pure-Python path, which
-    was 90% of compile time on 1000 services). `jq .` pretty-prints it."""
-    return json.dumps(cfg, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+    was 90% of compile time on 1000 services). `jq .` pretty-prints it.
+    Characters YAML 1.1 readers break or refuse are escaped, as in the other
+    targets, for tools that read it as YAML."""
+    return yaml_safe(json.dumps(cfg, sort_keys=True, ensure_ascii=False, separators=(",", ":"))) + "\n"
 
 
 class MeshproxyTarget:
