@@ -201,3 +201,13 @@ def test_construct_is_handled_or_rejected(target, flavour, construct):
         f"but compiling it gave {[(d.code, d.message) for d in errors]}")
     if not errors:
         assert outputs
+
+
+def test_docs_table_is_the_generated_one():
+    from meshpolicy.targets.table import BEGIN, END, render
+
+    from .conftest import ROOT
+
+    doc = (ROOT / "docs" / "targets.md").read_text(encoding="utf-8")
+    committed = doc[doc.index(BEGIN):doc.index(END) + len(END)] + "\n"
+    assert committed == render(), "regenerate the table in docs/targets.md (see 'Adding a target' there)"

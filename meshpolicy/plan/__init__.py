@@ -1,4 +1,4 @@
-"""The resolved plan (docs/semantics.md, "The resolved plan"): built once per
+"""The resolved plan (docs/targets.md, "The resolved plan"): built once per
 mesh from the checked model, read by every target, `meshc up` and the
 language server.
 
