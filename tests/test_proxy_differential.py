@@ -23,6 +23,9 @@ PROXIES = ["meshproxy", "envoy"]
 # case: Envoy forwards a lower-case escape's hex as written, meshproxy the
 # normalized path (docs/targets/meshproxy.md, "Differences from Envoy").
 CORPUS = [
+    # decoded into a request line, these would be two requests (the second
+    # one's headers swallowing the rest of the line) on a pooled connection
+    b"/q?x=1%20HTTP/1.1%0d%0ahost:%20api%0d%0a%0d%0aGET%20/smuggled%20HTTP/1.1%0d%0ax-pad:",
     b"/q?x=%0d%0aGET%20/smuggled%20HTTP/1.1%0d%0ahost:%20api%0d%0a%0d%0a",
     b"/q?x=%0D%0A%0D%0A", b"/q?x=%0a", b"/q?a=%20b", b"/q?a=1+2", b"/q+plus/a+b?c", b"/q?a=%E2%82%AC",
     b"/q/%E2%82%AC", b"/q?a=b%23c", b"/q%2541", b"/q?x=%2541", b"/q?x=%00", b"/q%00", b"/q?x=%zz",
