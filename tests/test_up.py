@@ -39,7 +39,30 @@ def write_mesh(root: Path, proxy: str, split: str = "v1") -> None:
     (root / "small.mesh").write_text(SMALL.format(split=split))
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A failed assertion must not leave a `meshc up` (and its mesh) running."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
 def start_up(root: Path, proxy: str, *extra: str) -> subprocess.Popen:
+    STARTED.append(proc := _popen_up(root, proxy, *extra))
+    return proc
+
+
+def _popen_up(root: Path, proxy: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", proxy,
                              "--workdir", str(root / "work"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
