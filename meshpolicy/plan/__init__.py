@@ -12,12 +12,12 @@ from __future__ import annotations
 from ..model.types import Mesh
 from .build import build_plan, version_settings, workloads_of
 from .cert_layout import CertLayout
-from .hosts import CLUSTER_DOMAIN, fqdn, hosts
+from .hosts import CLUSTER_DOMAIN, fqdn, hosts, name_fqdn
 from .scopes import Admission
 from .types import Identity, Plan, RulePlan, ServicePlan, Workload
 
 __all__ = ["Admission", "CLUSTER_DOMAIN", "CertLayout", "Identity", "Plan", "RulePlan", "ServicePlan", "Workload",
-           "build_plan", "fqdn", "hosts", "plan_of", "version_settings", "workloads_of"]
+           "build_plan", "fqdn", "hosts", "name_fqdn", "plan_of", "version_settings", "workloads_of"]
 
 _RECENT: list[tuple[Mesh, Plan]] = []
 _KEEP = 4

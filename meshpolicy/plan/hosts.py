@@ -16,7 +16,12 @@ CLUSTER_DOMAIN = "cluster.local"
 
 
 def fqdn(svc: Service) -> str:
-    return f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}"
+    return name_fqdn(svc.name, svc.namespace)
+
+
+def name_fqdn(name: str, namespace: str) -> str:
+    """The fully qualified host of any Service, e.g. a version's `<svc>-<version>`."""
+    return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
 
 
 def hosts(svc: Service) -> list[str]:

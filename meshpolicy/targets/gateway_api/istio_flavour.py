@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh
-from ...plan import fqdn, plan_of
+from ...plan import fqdn, name_fqdn, plan_of
 from ..base import cannot_express
 from ..http_routes import version_service
 from ..istio.context import Lowering
@@ -38,7 +38,7 @@ def destination_rules(lw: Lowering) -> list[dict]:
             tp = policy(lw, svc, w)
             tp["tls"] = {"mode": "DISABLE" if sp.mtls == "off" else "ISTIO_MUTUAL"}
             name = svc.name if w.version is None else version_service(svc.name, w.version)
-            host = fqdn(svc) if w.version is None else f"{name}.{svc.namespace}.svc.cluster.local"
+            host = fqdn(svc) if w.version is None else name_fqdn(name, svc.namespace)
             out.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
                         "metadata": {"name": name, "namespace": svc.namespace},
                         "spec": {"host": host, "trafficPolicy": tp}})
