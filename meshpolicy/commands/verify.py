@@ -17,9 +17,11 @@ from .common import emit, exit_code, fail_on_option, progress_bar, projects, rep
 @click.option("--timeout-ms", type=click.IntRange(min=1), default=None,
               help="Solver time limit per query (default 2000, or [verify] timeout_ms in meshc.toml).")
 @click.option("--verbose", "-v", is_flag=True, help="Also report assertions that were proved.")
+@click.option("--certify", is_flag=True,
+              help="Re-decide every finding and verdict with an independent Z3 encoding; a disagreement is MP590.")
 @report_options
 @fail_on_option
-def command(paths, timeout_ms, verbose, fmt, color, quiet, fail_on):
+def command(paths, timeout_ms, verbose, certify, fmt, color, quiet, fail_on):
     """Check the mesh that PATHS belong to, then verify it: dead, redundant and
     overlapping authorization rules, unreachable route rules, versions that get
     no traffic, routes that authorization always denies, the call graph
@@ -35,6 +37,7 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet, fail_on):
       meshc verify examples/shop
       meshc verify . --format sarif > verify.sarif
       meshc verify . --timeout-ms 10000 --verbose
+      meshc verify . --certify
     """
     all_diags, sources = [], {}
     for project in projects(paths):  # files of several meshes: each mesh on its own
@@ -52,7 +55,12 @@ def command(paths, timeout_ms, verbose, fmt, color, quiet, fail_on):
                 if verbose:
                     vcfg["verbose"] = True
                 config["verify"] = vcfg
-                diags.extend(checked.more(run(checked.mesh, config, progress=progress), VERIFY_STAGES))
+                found, stages = run(checked.mesh, config, progress=progress), VERIFY_STAGES
+                if certify:
+                    from ..verify.certify import certify as certify_findings
+
+                    found, stages = found + certify_findings(checked.mesh, found, config), stages | {"certify"}
+                diags.extend(checked.more(found, stages))
         all_diags += diags
     emit(all_diags, sources, fmt, color=color, quiet=quiet, tool_command="verify")
     sys.exit(exit_code(all_diags, fail_on))

@@ -41,14 +41,17 @@ def findings(mesh: Mesh) -> list[Diagnostic]:
 
 def _witness(rule, dest: str) -> dict:
     """A request the rule admits, from a caller with no identity."""
+    from .atoms import is_normalized
+
     method = rule.methods[0] if rule.methods else "GET"
     path = "/"
     for p in rule.paths:
-        if p.kind != "regex":
-            path = p.value.replace("**", "x").replace("*", "x")
+        # a path some request can carry (not `/ünï`, `//x`: the certifier checks witnesses)
+        if p.kind != "regex" and is_normalized(candidate := p.value.replace("**", "x").replace("*", "x")):
+            path = candidate
             break
     else:
-        if rule.paths:  # only regexes: name the pattern rather than guess a path
+        if rule.paths:  # only regexes (or no real path): name the pattern rather than guess a path
             path = f"(a path matching {rule.paths[0].value})"
     return {"request": f"(no identity) -> {dest} {method} {path}", "source": None, "destination": dest,
             "method": method, "path": path, "headers": {}}
