@@ -54,13 +54,21 @@ def identity_groups(mesh: Mesh) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def same_identity(mesh: Mesh, a: str, b: str) -> bool:
+def same_identity(mesh: Mesh, a: str, b: str | None) -> bool:
     """Would a rule naming `a` admit a caller `b`? Yes exactly when the two
     present the same certificate identity."""
     if a == b:
         return True
-    sa, sb = mesh.service(a), mesh.service(b)
-    return sa is not None and sb is not None and identity_key(mesh, sa) == identity_key(mesh, sb)
+    if b is None:
+        return False
+    keys = _cached(mesh)[1]
+    ka = keys.get(a)
+    return ka is not None and ka == keys.get(b)
+
+
+def identity_of(mesh: Mesh, name: str | None) -> tuple[str, str] | None:
+    """The identity key of a service name (None: not a service)."""
+    return _cached(mesh)[1].get(name) if name is not None else None
 
 
 def identity_mates(mesh: Mesh, name: str) -> list[str]:
@@ -71,16 +79,22 @@ def identity_mates(mesh: Mesh, name: str) -> list[str]:
     return [n for n in _groups_cached(mesh).get(identity_key(mesh, svc), []) if n != name]
 
 
-_GROUPS: OrderedDict[int, tuple[Mesh, dict]] = OrderedDict()
+_CACHE: OrderedDict[int, tuple[Mesh, dict, dict]] = OrderedDict()
+
+
+def _cached(mesh: Mesh) -> tuple[dict[tuple[str, str], list[str]], dict[str, tuple[str, str]]]:
+    """identity_groups and each name's identity key, for the few most recent
+    meshes (asked once per rule source and request)."""
+    got = _CACHE.get(id(mesh))
+    if got is not None and got[0] is mesh:
+        return got[1], got[2]
+    groups = identity_groups(mesh)
+    keys = {name: key for key, names in groups.items() for name in names}
+    _CACHE[id(mesh)] = (mesh, groups, keys)
+    while len(_CACHE) > 4:
+        _CACHE.popitem(last=False)
+    return groups, keys
 
 
 def _groups_cached(mesh: Mesh) -> dict[tuple[str, str], list[str]]:
-    """identity_groups for the few most recent meshes (asked once per rule source)."""
-    got = _GROUPS.get(id(mesh))
-    if got is not None and got[0] is mesh:
-        return got[1]
-    groups = identity_groups(mesh)
-    _GROUPS[id(mesh)] = (mesh, groups)
-    while len(_GROUPS) > 4:
-        _GROUPS.popitem(last=False)
-    return groups
+    return _cached(mesh)[0]

@@ -300,7 +300,11 @@ UNIVERSES: dict[str, Key] = {
 
 def is_normalized(s: str) -> bool:
     """In the path universe: visible ASCII that normalization leaves as it is."""
-    return s.startswith("/") and all("!" <= ch <= "~" for ch in s) and normalize_path(s) == s
+    if not s.startswith("/") or not all("!" <= ch <= "~" for ch in s):
+        return False
+    if not any(t in s for t in ("//", "/.", "%", "\\", "?", "#")):
+        return True  # nothing normalization would touch (asked very often)
+    return normalize_path(s) == s
 
 
 class Splitter:

@@ -32,12 +32,11 @@ def may_call(mesh: Mesh, source: str | None, destination: str, timeout_ms: int =
         return _probe(mesh, p, source, destination)
     known = source is None or mesh.service(source) is not None
     cls = p.source_index(source if known else None)
-    everything = p.allowed_everywhere()
-    if everything is not None:
-        box = next((b for b in everything if b[0] & cls), None)
-        if box is None:
+    boxes = p.allowed_for_class(next(iter(cls)))
+    if boxes is not None:
+        if not boxes:
             return None
-        req = p.request_for(source, p.pick((box[0] & cls,) + tuple(box[1:])))
+        req = p.request_for(source, p.pick(boxes[0]))
     else:
         ans = p.check(p.allowed, p.source_is(source if known else None))
         if ans.status == "unknown":
@@ -104,7 +103,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
         rbox = p.meet(box[r.index], p.admitted_box)
         if rbox is None:
             continue
-        overlapping = [d for d in p.auth_rules if d.effect == "deny" and d.index not in empty
+        overlapping = [d for d in p.rules_sharing_callers(r) if d.effect == "deny" and d.index not in empty
                        and p.meet(rbox, box[d.index]) is not None]
         if not overlapping:
             continue
@@ -125,7 +124,7 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     for r in reversed(p.auth_rules):
         if r.index in empty or r.index in dead:
             continue
-        covering = [o for o in p.auth_rules if o.effect == r.effect and o.index != r.index
+        covering = [o for o in p.rules_sharing_callers(r) if o.effect == r.effect and o.index != r.index
                     and o.index not in redundant and o.index not in empty
                     and p.meet(box[r.index], box[o.index]) is not None]
         if not covering:

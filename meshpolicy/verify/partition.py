@@ -108,7 +108,11 @@ class Partition:
         self.auth_box = {r.index: self.auth_rule_box(r) for r in self.auth_rules}
         # the requests the destination's transport admits (docs/semantics.md):
         # every rule's verdict applies only inside this box
-        self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if admits(self.mesh, c.rep, self.dest)),
+        # (admission depends on the caller only through having an identity:
+        # one answer for the identity classes, one for "no identity")
+        some = next((c.rep for c in self.sources if c.rep is not None), None)
+        ok = {None: admits(self.mesh, None, self.dest), some: admits(self.mesh, some, self.dest)}
+        self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if ok[c.rep if c.rep is None else some]),
                              ) + tuple(self.full()[1:])
         self.route_box = [self.route_rule_box(rr) for rr in self.route_rules]
         self._solver = None
@@ -121,8 +125,7 @@ class Partition:
     def box(self, sources=None, methods=(), paths=(), from_names=(), headers=()) -> tuple[frozenset[int], ...]:
         b = self.full()
         if sources is not None:
-            b[0] = frozenset(i for i in range(len(self.sources)) if any(
-                source_matches(self.mesh, s, self.req(i)) for s in sources))
+            b[0] = frozenset().union(*[self._classes_of_source(s) for s in sources])
         if from_names:
             b[0] = b[0] & frozenset(i for i, c in enumerate(self.sources) if c.rep in from_names)
         if methods:
@@ -141,6 +144,24 @@ class Partition:
                 ok = frozenset(i for i, a in enumerate(atoms) if (a is None) == (h.kind == "absent"))
             b[j] = b[j] & ok
         return tuple(b)
+
+    def _classes_of_source(self, s: Source) -> frozenset[int]:
+        """The caller classes a rule source matches (source_matches on each
+        class's representative, which stands for the whole class). A named
+        service is looked up directly: a busy destination has hundreds of
+        named callers, and testing every rule against every class would be
+        quadratic in them."""
+        memo = self.__dict__.setdefault("_source_memo", {})
+        key = (s.kind, s.name)
+        got = memo.get(key)
+        if got is None:
+            if s.kind == "service" and s.name in self._named:
+                names = [s.name, *identity_mates(self.mesh, s.name)]
+                cand = [self._class_of[("svc", n)] for n in names if ("svc", n) in self._class_of]
+            else:
+                cand = range(len(self.sources))
+            got = memo[key] = frozenset(i for i in cand if source_matches(self.mesh, s, self.req(i)))
+        return got
 
     def auth_rule_box(self, r: AuthRule):
         return self.box(r.sources, r.methods, r.paths)
@@ -192,6 +213,53 @@ class Partition:
         if len(starts) > self.box_limit:
             return None
         return self.minus(starts, [self.auth_box[r.index] for r in self.auth_rules if r.effect == "deny"])
+
+    def allowed_for_class(self, cls: int):
+        """Every allowed request from one caller class, as boxes (None: too
+        many). Only the allow rules naming that class are looked at, so a
+        destination with hundreds of named callers answers each in time
+        proportional to that caller's own rules, without the solver."""
+        memo = self.__dict__.setdefault("_allowed_by_class", {})
+        if cls not in memo:
+            within = (frozenset({cls}),) + tuple(self.full()[1:])
+            within = self.meet(within, self.admitted_box)
+            if within is None:
+                memo[cls] = []
+            else:
+                if self.mesh.settings.default == "allow":
+                    starts = [within]
+                else:
+                    starts = [m for r in self.allows_of_class(cls) if (m := self.meet(within, self.auth_box[r.index])) is not None]
+                denies = [self.auth_box[r.index] for r in self.auth_rules if r.effect == "deny"
+                          and cls in self.auth_box[r.index][0]]
+                memo[cls] = None if len(starts) > self.box_limit else self.minus(starts, denies)
+        return memo[cls]
+
+    def allows_of_class(self, cls: int) -> list[AuthRule]:
+        """The allow rules whose sources include caller class cls (indexed once)."""
+        index = self.__dict__.get("_allows_index")
+        if index is None:
+            index = self.__dict__["_allows_index"] = {}
+            for r in self.auth_rules:
+                if r.effect == "allow":
+                    for i in self.auth_box[r.index][0]:
+                        index.setdefault(i, []).append(r)
+        return index.get(cls, [])
+
+    def rules_sharing_callers(self, r: AuthRule) -> list[AuthRule]:
+        """The rules whose caller classes meet r's, in file order: only these
+        can overlap r (a per-class index, not every pair of rules)."""
+        index = self.__dict__.get("_rules_index")
+        if index is None:
+            index = self.__dict__["_rules_index"] = {}
+            for o in self.auth_rules:
+                for i in self.auth_box[o.index][0]:
+                    index.setdefault(i, []).append(o)
+        seen: dict[int, AuthRule] = {}
+        for i in self.auth_box[r.index][0]:
+            for o in index.get(i, ()):
+                seen.setdefault(o.index, o)
+        return [seen[k] for k in sorted(seen)]
 
     def allowed_everywhere(self):
         """Every allowed request to this destination, as boxes (computed once)."""
