@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import json
-import re
 
-HEAD_END = re.compile(rb"\r?\n\r?\n")
 LOG: list[dict] = []
 # Responses a broken or hostile app might send; after each, a proxy must not
 # reuse the connection (the bytes after the first response are not an answer).

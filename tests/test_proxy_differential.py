@@ -82,6 +82,7 @@ def _round(proxy: str, workdir) -> dict:
                 later.append((b"/after/%s/%d" % (mode.encode(), j), *c.request(b"/after/%s/%d" % (mode.encode(), j))))
                 c.close()
             out["frames"][mode] = (status, later)
+    out["logs"] = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob("sidecar*.log"))
     return out
 
 
@@ -103,6 +104,12 @@ def test_the_app_sees_the_same_bytes_behind_both_proxies(rounds, target):
 @pytest.mark.parametrize("raw", VERSIONS)
 def test_only_http_1_1_is_served_as_envoy_does(rounds, raw):
     assert rounds["meshproxy"]["versions"][raw] == rounds["envoy"]["versions"][raw] == 426
+
+
+def test_hostile_requests_do_not_fill_meshproxy_logs_with_errors(rounds):
+    """Malformed requests are the caller's problem: at most a debug line each."""
+    logs = rounds["meshproxy"]["logs"]
+    assert "Traceback" not in logs and "ERROR" not in logs, logs[-2000:]
 
 
 @pytest.mark.parametrize("proxy", PROXIES)

@@ -492,6 +492,11 @@ class _Protocol(RequestHandler):
         # parser's message quotes the caller's bytes back.
         return super().handle_error(request, status, exc, BAD_TARGET if status == 400 else message)
 
+    def log_exception(self, *args, **kw) -> None:
+        # Callers choose what they send: a malformed request is theirs to
+        # debug, not an error in the sidecar's log (nor a way to flood it).
+        self.logger.debug(*args, **kw)
+
 
 class _Server(web.Server):
     """aiohttp's HTTP/1.1 server with _Protocol's error answers."""
