@@ -176,11 +176,13 @@ class Triage:
             d = self._configured(d)
             if d is None:
                 continue
-            s = self._suppression(d) if d.code not in _triage_codes() else None
+            s = self._suppression(d) if self.suppressions and d.code not in _triage_codes() else None
             if s is not None:
                 s.used.add(d.code)
                 d = replace(d, suppressed=s.reason)
             out.append(d)
+        if not self.suppressions:  # the common case; the catalogue costs ~20 ms to load
+            return out
         cat = catalogue()
         for found in self.suppressions.values():
             for s in found:
