@@ -25,9 +25,10 @@ from .conftest import EXAMPLES, check_text
 from .strategies import request_space, small_policies
 
 
-def _mesh(text):
+def _mesh(text, ok=True):
+    """The checked model; ok=False for a policy the checks refuse (the plan must still be right)."""
     checked = check_text(text)
-    assert checked.ok, [d.code for d in checked.diagnostics]
+    assert checked.ok or not ok, [d.code for d in checked.diagnostics]
     return checked.mesh
 
 
@@ -177,6 +178,7 @@ service b {
 
 
 def test_a_rule_naming_a_service_admits_every_service_sharing_its_identity():
+    # MP108 makes this a check error; the plan still follows the certificate semantics
     mesh = _mesh("""
 mesh m {
   default deny
@@ -196,7 +198,7 @@ service c {
   port 80 http
 }
 allow a -> c
-""")
+""", ok=False)
     assert set(build_plan(mesh).callers("c")) == {"a", "b"}
 
 
