@@ -87,8 +87,10 @@ async def serve_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     return
                 continue
             status = int(steer["x-raw-status"]) if steer.get("x-raw-status", "").isdigit() else 200
-            writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-                         % (status, len(out)) + out)
+            extra = b"".join(b"x-raw-reply: %s\r\n" % v.encode("latin-1") for k, v in headers
+                             if k.lower() == "x-raw-reply")  # echoed back as a response header
+            writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+                         % (status, len(out), extra) + out)
             await writer.drain()
             if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
                 return

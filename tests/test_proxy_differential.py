@@ -178,6 +178,17 @@ def test_forged_identity_headers_never_reach_the_app(proxy, tmp_path):
     assert _identity(open_[0]) == {}, (proxy, open_[0])
 
 
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_response_header_bytes_reach_the_caller_unchanged(proxy, tmp_path):
+    value = "caf\u00e9 \u20ac \U0001f600".encode()
+    with running_mesh(proxy, tmp_path) as (plan, _sup):
+        c = RawClient(workload(plan, "client").outbound_port)
+        c.send(b"GET /h HTTP/1.1\r\nhost: api\r\nx-raw-reply: " + value + b"\r\n\r\n")
+        status, headers, _ = c.response()
+        c.close()
+    assert status == 200 and headers["x-raw-reply"].encode("latin-1") == value
+
+
 # ---- bodies, open files ----------------------------------------------------------------
 
 @pytest.mark.parametrize("proxy", PROXIES)

@@ -277,7 +277,7 @@ async def _read_headers(reader: asyncio.StreamReader, keep: bool):
         m = _HEADER_LINE.fullmatch(line)
         if m is None or len(out) >= _MAX_HEADERS:
             raise FramingError(f"bad header line {line[:40]!r}")
-        k, v = m.group(1).decode("ascii").lower(), m.group(2).decode("latin-1")
+        k, v = m.group(1).decode("ascii").lower(), _header_text(m.group(2))
         if k == "content-length":
             for item in m.group(2).split(b","):
                 if not _DIGITS.fullmatch(item.strip()):
@@ -301,6 +301,16 @@ async def _read_headers(reader: asyncio.StreamReader, keep: bool):
     if other_coding:
         length, keep = None, False  # read to close
     return out, length, chunked, keep
+
+
+def _header_text(raw: bytes) -> str:
+    """A response header value as text that aiohttp writes back as the same
+    bytes (it encodes UTF-8): exact for ASCII and UTF-8 values; other
+    obs-text bytes (rare, RFC 9110 deprecates them) come out as latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
