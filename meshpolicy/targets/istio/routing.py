@@ -14,6 +14,7 @@ import itertools
 from urllib.parse import urlsplit
 
 from ...model.types import Fault, HeaderMatch, Match, PathPattern, Retry, RouteRule, Service
+from ...plan import plan_of
 from ...semantics.patterns import glob_regex
 from .context import Lowering
 from .names import APP_LABEL, duration, fqdn, percent
@@ -108,12 +109,14 @@ def action(lw: Lowering, svc: Service, rule: RouteRule, http: dict) -> None:
     host = fqdn(svc)
     if a.kind == "forward":
         dests = []
-        for d in a.destinations:
-            dest = {"destination": {"host": host, "subset": d.version.name}}
-            if d.weight is not None or len(a.destinations) > 1:
-                w = d.weight or 0.0
+        weights = plan_of(lw.mesh).services[svc.name].rules[rule.index].weights  # the evaluator's shares
+        written = {d.version.name: d for d in a.destinations}
+        for version, w in weights.items():
+            dest = {"destination": {"host": host, "subset": version}}
+            d = written[version]
+            if d.weight is not None or len(weights) > 1:
                 if w != int(w):
-                    lw.unsupported(f"the weight {w}% of `{d.version.name}`", d.at("weight") if d.spans else d.span,
+                    lw.unsupported(f"the weight {w}% of `{version}`", d.at("weight") if d.spans else d.span,
                                    "Istio route weights are whole percents")
                 dest["weight"] = int(w)
             dests.append(dest)
