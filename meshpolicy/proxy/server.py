@@ -277,9 +277,9 @@ class Proxy:
             r = await self.app_pool.request(app["address"], app["port"], use_tls=False, expected_id=None,
                                             method=request.method, target=target, host=request.host,
                                             headers=headers, body=body)
-        except (UpstreamError, ValueError) as exc:  # the app is down, broke the connection or its framing
+        except UpstreamError as exc:  # the app is down, broke the connection or its framing
             log.debug("app call failed: %s", exc)
-            return done(web.Response(status=503, text="upstream connect error (local app)\n"))
+            return done(upstream_failure(exc.kind))
         return done(web.Response(status=r.status, body=r.body,
                                  headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP]))
 
@@ -391,7 +391,8 @@ class Proxy:
                                     headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP])
             except UpstreamError as exc:
                 outcome = exc.kind
-                last = web.Response(status=503, text=f"upstream connect error or disconnect/reset: {exc}\n")
+                log.debug("upstream call failed: %s", exc)  # the detail quotes upstream bytes: not for the caller
+                last = upstream_failure(exc.kind)
             except asyncio.TimeoutError:
                 outcome = "per-try-timeout"
                 last = web.Response(status=504, text="upstream per-try timeout\n")
@@ -449,6 +450,14 @@ class Proxy:
                 target=target, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
         except Exception as exc:  # a mirror's failure never reaches the caller
             log.debug("mirror failed: %s", exc)
+
+
+def upstream_failure(kind: str) -> web.Response:
+    """Envoy's answers: 502 for a response whose framing is wrong, 503 for a
+    failed connection or a reset."""
+    if kind == "protocol":
+        return web.Response(status=502, text="upstream protocol error\n")
+    return web.Response(status=503, text=f"upstream connect error or disconnect/reset ({kind})\n")
 
 
 def check_request(request: web.BaseRequest) -> web.Response | tuple[str, bytes]:
