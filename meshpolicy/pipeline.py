@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from .gc_pause import gc_paused  # noqa: F401  (re-exported for callers of the pipeline)
@@ -13,6 +14,9 @@ from .project import MANIFEST_SUFFIXES, Project
 from .syntax.nodes import SyntaxFile
 from .syntax.parser import parse_text
 from .triage import CHECK_STAGES, Triage
+
+if TYPE_CHECKING:
+    from .checks import CheckCache
 
 
 @dataclass
@@ -60,11 +64,12 @@ def parse_project(project: Project, progress: Progress | None = None,
 
 def check_project(project: Project, run_checks: bool = True, progress: Progress | None = None,
                   parser: Callable[[str, str], tuple[SyntaxFile, list[Diagnostic]]] | None = None,
-                  model_cache: ModelCache | None = None) -> Checked:
+                  model_cache: ModelCache | None = None, check_cache: CheckCache | None = None) -> Checked:
     """Parse, build and check a project. Checks still run after syntax errors
     (on what could be read), so one run reports as much as possible. The
-    language server passes its incremental parser and a model cache, so
-    files whose text did not change are neither parsed nor built again."""
+    language server passes its incremental parser, a model cache and a check
+    cache, so files whose text did not change are neither parsed, built nor
+    checked again by the per-file rules (checks/__init__.py)."""
     from .checks import run_checks as _run
 
     n = len(project.files)
@@ -73,13 +78,16 @@ def check_project(project: Project, run_checks: bool = True, progress: Progress 
         if progress:
             progress("building the model", n, n + 2)
         mesh, bdiags = build(list(trees.values()), model_cache)
+        parts = None  # the files' own models, for the check cache
         if any(path.endswith(MANIFEST_SUFFIXES) for path in project.files):
             mesh, bdiags = _imported(project, trees)
+        elif model_cache is not None and check_cache is not None:
+            parts = [model_cache[id(tree)][1] for tree in trees.values()]
         diags = list(project.diagnostics) + diags + bdiags
         if run_checks:
             if progress:
                 progress("checking", n + 1, n + 2)
-            diags.extend(_run(mesh))
+            diags.extend(_run(mesh, parts, check_cache))
         if progress:
             progress("done", n + 2, n + 2)
         # Settings and suppression comments, once, here: every command and the language server read this.

@@ -68,7 +68,7 @@ def _shown(s: str) -> str:
     return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", s)
 
 
-@rule("MP214")
+@rule("MP214", per_file=True)
 def control_characters(mesh: Mesh):
     for what, value, span, allowed in _strings(mesh):
         ch = control_char(value, allowed)

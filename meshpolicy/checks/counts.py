@@ -42,7 +42,7 @@ def _all(mesh: Mesh):
             yield a.bound, a.at("bound"), "amplification bound", 1
 
 
-@rule("MP208")
+@rule("MP208", per_file=True)
 def invalid_counts(mesh: Mesh):
     for value, span, what, minimum in _all(mesh):
         if value > UINT32_MAX:

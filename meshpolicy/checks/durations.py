@@ -43,7 +43,7 @@ def _all(mesh: Mesh):
             yield a.bound, a.at("bound"), "latency bound"
 
 
-@rule("MP203")
+@rule("MP203", per_file=True)
 def non_positive_durations(mesh: Mesh):
     for ms, span, what in _all(mesh):
         if ms <= 0:

@@ -25,7 +25,7 @@ def _names(mesh: Mesh):
                 yield b.header, b.at("header")
 
 
-@rule("MP210")
+@rule("MP210", per_file=True)
 def invalid_headers(mesh: Mesh):
     for name, span in _names(mesh):
         if not name:

@@ -34,7 +34,7 @@ def _redirect_problem(uri: str) -> str | None:
     return "is neither a path starting with `/` nor an absolute http(s) URL"
 
 
-@rule("MP213")
+@rule("MP213", per_file=True)
 def http_values(mesh: Mesh):
     for route in mesh.routes:
         for r in route.rules:

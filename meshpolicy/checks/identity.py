@@ -46,7 +46,7 @@ def label_problem(name: str) -> str | None:
     return None
 
 
-@rule("MP205")
+@rule("MP205", per_file=True)
 def invalid_identities(mesh: Mesh):
     for m in mesh.mesh_blocks:
         problem = trust_domain_problem(m.trust_domain)

@@ -40,7 +40,7 @@ def value_problem(value: str) -> str | None:
     return None if value == "" else _name_problem(value, "the value")
 
 
-@rule("MP211")
+@rule("MP211", per_file=True)
 def invalid_labels(mesh: Mesh):
     for svc in mesh.services:
         for v in svc.versions:

@@ -9,7 +9,7 @@ from ..model.types import Mesh
 from . import rule
 
 
-@rule("MP306")
+@rule("MP306", per_file=True)
 def mirror_to_destination(mesh: Mesh):
     for route in mesh.routes:
         for r in route.rules:

@@ -28,39 +28,43 @@ def duplicate_names(mesh: Mesh):
         yield from dupes(svc.versions, f"version of `{svc.name}`", lambda v: v.name, lambda v: v.at("name"))
 
 
-def _unknown(mesh: Mesh, ref: Ref, what: str):
-    hint, fixes = suggest(ref.name, mesh.service_map, ref.span)
+def _unknown(known: frozenset[str], ref: Ref, what: str):
+    hint, fixes = suggest(ref.name, known, ref.span)
     return diag("MP101", f"{what} `{ref.name}` is not a declared service{hint}", ref.span, fixes=fixes)
 
 
-@rule("MP101")
-def unknown_services(mesh: Mesh):
-    known = mesh.service_map
+def _service_names(mesh: Mesh) -> frozenset[str]:
+    """Every declared service (a suggestion does not depend on their order)."""
+    return frozenset(mesh.service_map)
+
+
+@rule("MP101", per_file=True, context=_service_names)
+def unknown_services(mesh: Mesh, known: frozenset[str]):
     for route in mesh.routes:
         if route.service.name not in known:
-            yield _unknown(mesh, route.service, "route for")
+            yield _unknown(known, route.service, "route for")
         for r in route.rules:
             for src in r.match.sources:
                 if src.name not in known:
-                    yield _unknown(mesh, src, "caller")
+                    yield _unknown(known, src, "caller")
     for ar in mesh.auth_rules:
         for s in ar.sources:
             if s.kind == "service" and s.name not in known:
-                yield _unknown(mesh, Ref.make(name=s.name, span=s.span), "caller")
+                yield _unknown(known, Ref.make(name=s.name, span=s.span), "caller")
         if ar.target.name not in known:
-            yield _unknown(mesh, ar.target, "callee")
+            yield _unknown(known, ar.target, "callee")
     for lim in mesh.rate_limits:
         for s in lim.sources:
             if s.kind == "service" and s.name not in known:
-                yield _unknown(mesh, Ref.make(name=s.name, span=s.span), "caller")
+                yield _unknown(known, Ref.make(name=s.name, span=s.span), "caller")
         if lim.target.name not in known:
-            yield _unknown(mesh, lim.target, "callee")
+            yield _unknown(known, lim.target, "callee")
     for a in mesh.assertions:
         refs = [a.target] + ([a.source] if a.source else [])
         refs += [Ref.make(name=s.name, span=s.span) for s in a.sources if s.kind == "service"]
         for ref in refs:
             if ref.name not in known:
-                yield _unknown(mesh, ref, "assertion names")
+                yield _unknown(known, ref, "assertion names")
 
 
 @rule("MP102")
@@ -84,9 +88,12 @@ def unknown_versions(mesh: Mesh):
                                labels=[Label(svc.at("name"), f"declared versions: {declared}")], fixes=fixes)
 
 
-@rule("MP104")
-def unknown_namespaces(mesh: Mesh):
-    namespaces = {s.namespace for s in mesh.services}
+def _namespaces(mesh: Mesh) -> frozenset[str]:
+    return frozenset(s.namespace for s in mesh.services)
+
+
+@rule("MP104", per_file=True, context=_namespaces)
+def unknown_namespaces(mesh: Mesh, namespaces: frozenset[str]):
     sources = [s for r in mesh.auth_rules for s in r.sources]
     sources += [s for r in mesh.rate_limits for s in r.sources]
     sources += [s for a in mesh.assertions for s in a.sources]

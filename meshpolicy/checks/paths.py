@@ -39,7 +39,7 @@ def path_problem(p: PathPattern) -> str | None:
     return None
 
 
-@rule("MP209")
+@rule("MP209", per_file=True)
 def invalid_paths(mesh: Mesh):
     for p in paths(mesh):
         problem = path_problem(p)

@@ -37,7 +37,7 @@ def _all(mesh: Mesh):
             yield m.tracing.sample_percent, m.tracing.at("sample"), "tracing sample rate"
 
 
-@rule("MP202")
+@rule("MP202", per_file=True)
 def percent_range(mesh: Mesh):
     for value, span, what in _all(mesh):
         if not 0.0 <= value <= 100.0:

@@ -8,7 +8,7 @@ from ..model.types import Mesh
 from . import rule
 
 
-@rule("MP206")
+@rule("MP206", per_file=True)
 def invalid_ports(mesh: Mesh):
     for svc in mesh.services:
         first = {}
@@ -24,7 +24,7 @@ def invalid_ports(mesh: Mesh):
                 first[p.number] = p
 
 
-@rule("MP212")
+@rule("MP212", per_file=True)
 def services_without_ports(mesh: Mesh):
     for svc in mesh.services:
         if not svc.ports:

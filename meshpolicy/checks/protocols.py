@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..codes import diag
 from ..diagnostics import Label
 from ..model.types import Mesh, Service
+from ..span import Span
 from . import rule
 
 
@@ -40,13 +41,16 @@ def _uses(mesh: Mesh, tcp: set[str]):
             yield a.target.name, "an assertion about HTTP methods or paths", a.span
 
 
-@rule("MP304")
-def http_on_tcp(mesh: Mesh):
-    known = mesh.service_map
-    tcp = {name for name, svc in known.items() if _tcp_only(svc)}
-    if not tcp:
+def _tcp_services(mesh: Mesh) -> frozenset[tuple[str, Span]]:
+    """(name, where its first port is declared) of every tcp-only service."""
+    return frozenset((name, svc.ports[0].span) for name, svc in mesh.service_map.items() if _tcp_only(svc))
+
+
+@rule("MP304", per_file=True, context=_tcp_services)
+def http_on_tcp(mesh: Mesh, tcp_services: frozenset[tuple[str, Span]]):
+    if not tcp_services:
         return
-    for name, what, span in _uses(mesh, tcp):
-        svc = known[name]
+    port_at = dict(tcp_services)
+    for name, what, span in _uses(mesh, port_at.keys()):
         yield diag("MP304", f"{what} needs HTTP, but service `{name}` has only tcp ports", span,
-                   labels=[Label(svc.ports[0].span, "declared tcp here")])
+                   labels=[Label(port_at[name], "declared tcp here")])

@@ -35,7 +35,7 @@ def re2_error(pattern: str) -> str | None:
     return None
 
 
-@rule("MP204")
+@rule("MP204", per_file=True)
 def invalid_regexes(mesh: Mesh):
     for pattern, span, what in _regexes(mesh):
         err = re2_error(pattern)

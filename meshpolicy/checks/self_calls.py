@@ -29,7 +29,7 @@ def _pairs(mesh: Mesh):
                 yield s.name, a.target.name, s.span, "assertion"
 
 
-@rule("MP305")
+@rule("MP305", per_file=True)
 def self_reference(mesh: Mesh):
     for caller, callee, span, what in _pairs(mesh):
         if caller == callee:

@@ -10,7 +10,7 @@ from ._walk import faults
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
-@rule("MP207")
+@rule("MP207", per_file=True)
 def invalid_statuses(mesh: Mesh):
     for f in faults(mesh):
         if f.abort_status is not None and not 200 <= f.abort_status <= 599:

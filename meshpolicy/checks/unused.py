@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..codes import diag
-from ..model.types import Mesh
+from ..model.types import Mesh, MeshSettings
 from . import rule
 
 
@@ -29,21 +29,36 @@ def unused_versions(mesh: Mesh):
                            v.at("name"))
 
 
-@rule("MP402")
-def uncallable_services(mesh: Mesh):
+def _callers(mesh: Mesh) -> tuple[str | None, frozenset[str], frozenset[str]]:
+    """(the first mesh block's default, if any; services an allow rule names
+    as target or caller; namespaces an allow rule names as callers)."""
+    named: set[str] = set()
+    namespaces: set[str] = set()
+    for ar in mesh.auth_rules:
+        if ar.effect == "allow":
+            named.add(ar.target.name)
+            for s in ar.sources:
+                if s.kind == "service":
+                    named.add(s.name)
+                elif s.kind == "namespace":
+                    namespaces.add(s.name)
+    return mesh.mesh_blocks[0].default if mesh.mesh_blocks else None, frozenset(named), frozenset(namespaces)
+
+
+def _merge_callers(parts: list) -> tuple[str | None, frozenset[str], frozenset[str]]:
+    default = next((p[0] for p in parts if p[0] is not None), None)
+    return default, frozenset().union(*(p[1] for p in parts)), frozenset().union(*(p[2] for p in parts))
+
+
+@rule("MP402", per_file=True, context=_callers, merge=_merge_callers)
+def uncallable_services(mesh: Mesh, callers: tuple[str | None, frozenset[str], frozenset[str]]):
     """An entry point (an ingress gateway, a job) is called from outside the
     mesh and calls into it: no warning for a service an allow rule names as
     a caller, by name or namespace."""
-    if mesh.settings.default != "deny":
+    default, named, caller_namespaces = callers
+    if (default or MeshSettings.make().default) != "deny":  # no mesh block: the defaults
         return
-    allowed = {ar.target.name for ar in mesh.auth_rules if ar.effect == "allow"}
-    callers: set[str] = set()
-    caller_namespaces: set[str] = set()
-    for ar in mesh.auth_rules:
-        if ar.effect == "allow":
-            callers.update(s.name for s in ar.sources if s.kind == "service")
-            caller_namespaces.update(s.name for s in ar.sources if s.kind == "namespace")
     for svc in mesh.services:
-        if svc.name not in allowed and svc.name not in callers and svc.namespace not in caller_namespaces:
+        if svc.name not in named and svc.namespace not in caller_namespaces:
             yield diag("MP402", f"no allow rule targets service `{svc.name}`, and the mesh denies by default",
                        svc.at("name"))

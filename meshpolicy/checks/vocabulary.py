@@ -17,7 +17,7 @@ _METHODS = frozenset(HTTP_METHODS)
 _CONDITIONS = frozenset(RETRY_CONDITIONS)
 
 
-@rule("MP105")
+@rule("MP105", per_file=True)
 def unknown_methods(mesh: Mesh):
     for name, span in methods(mesh):
         if name not in _METHODS:
@@ -25,7 +25,7 @@ def unknown_methods(mesh: Mesh):
             yield diag("MP105", f"`{name}` is not an HTTP method{hint}", span, fixes=fixes)
 
 
-@rule("MP106")
+@rule("MP106", per_file=True)
 def unknown_retry_conditions(mesh: Mesh):
     for r in retries(mesh):
         for i, cond in enumerate(r.on):

@@ -12,7 +12,7 @@ def _pct(x: float) -> str:
     return f"{x:g}%"
 
 
-@rule("MP201")
+@rule("MP201", per_file=True)
 def split_weights(mesh: Mesh):
     for route in mesh.routes:
         for r in route.rules:

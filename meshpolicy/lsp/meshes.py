@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from ..checks import CheckCache
 from ..codes import diag
 from ..diagnostics import Diagnostic, has_errors, shown
 from ..model.build import ModelCache, build
@@ -136,12 +137,13 @@ class Analysis:
 
 
 class ParseCache:
-    """One IncrementalParser per file, and the model each file built; use
-    from one thread at a time."""
+    """One IncrementalParser per file, the model each file built, and the
+    per-file rules' findings on it; use from one thread at a time."""
 
     def __init__(self) -> None:
         self.parsers: dict[str, IncrementalParser] = {}
         self.models: ModelCache = {}
+        self.checks = CheckCache()
 
     def __call__(self, text: str, path: str):
         parser = self.parsers.get(path)
@@ -154,7 +156,9 @@ class ParseCache:
         paths = set(paths)
         for p in paths:
             self.parsers.pop(p, None)
-        for k in [k for k, (sf, _) in self.models.items() if sf.path in paths]:
+        gone = [k for k, (sf, _) in self.models.items() if sf.path in paths]
+        self.checks.forget(self.models[k][1] for k in gone)
+        for k in gone:
             del self.models[k]
 
 
@@ -167,7 +171,8 @@ def analyse(root: str, buffers: dict[str, str], generation: int, cache: ParseCac
                 cache.forget(d.span.file for d in too_large)
             checked = Checked(project, {}, build([])[0], project.diagnostics + too_large)
         else:
-            checked = check_project(project, parser=cache, model_cache=cache.models if cache is not None else None)
+            checked = check_project(project, parser=cache, model_cache=cache.models if cache is not None else None,
+                                    check_cache=cache.checks if cache is not None else None)
     return Analysis(root, generation, checked, time.perf_counter() - t0, files=list(project.files))
 
 
