@@ -108,7 +108,7 @@ class RawClient:
         while line := self._line():
             k, _, v = line.decode("latin-1").partition(":")
             headers[k.strip().lower()] = v.strip()
-        if head or status in (204, 304):
+        if head or status in (204, 304) or status < 200:
             return status, headers, b""
         if "chunked" in headers.get("transfer-encoding", ""):
             body = b""

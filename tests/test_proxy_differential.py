@@ -194,6 +194,20 @@ def test_response_header_bytes_reach_the_caller_unchanged(proxy, tmp_path):
 # ---- bodies, open files ----------------------------------------------------------------
 
 @pytest.mark.parametrize("proxy", PROXIES)
+def test_expect_100_continue_is_answered_by_the_sidecar(proxy, tmp_path):
+    with running_mesh(proxy, tmp_path) as (plan, _sup):
+        c = RawClient(workload(plan, "client").outbound_port, timeout=5)
+        c.send(b"POST /upload HTTP/1.1\r\nhost: api\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        interim = c.response()  # before the body is sent: a caller that waits for it is not stalled
+        c.send(b"hello")
+        status, _h, out = c.response()
+        c.close()
+    assert interim[0] == 100 and status == 200
+    doc = seen(out)
+    assert doc["body_len"] == 5 and not any(k.lower() == "expect" for k, _v in doc["headers"])
+
+
+@pytest.mark.parametrize("proxy", PROXIES)
 def test_a_20_mb_body_is_streamed_through(proxy, tmp_path):
     import hashlib
 

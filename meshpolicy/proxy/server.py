@@ -518,6 +518,11 @@ async def read_body(request: web.BaseRequest) -> bytes | StreamedBody:
     """The body, held when it is at most BODY_BUFFER_LIMIT, else streamed."""
     if not request.body_exists:
         return b""
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        # The caller waits for this before sending the body; meshproxy
+        # answers it itself (as Envoy does) and does not forward the Expect.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
     content = request.content
     head = bytearray()
     while len(head) <= BODY_BUFFER_LIMIT:

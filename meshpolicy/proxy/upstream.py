@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .tls import peer_spiffe_id
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-              "content-length", "host"}
+              "content-length", "host", "expect"}  # expect: the sidecar answers 100-continue itself
 
 # Full-line matches, CRLF included: a lone CR or LF anywhere is a framing error.
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [\t !-~\x80-\xff]*)?\r\n")
