@@ -191,6 +191,21 @@ def test_response_header_bytes_reach_the_caller_unchanged(proxy, tmp_path):
     assert status == 200 and headers["x-raw-reply"].encode("latin-1") == value
 
 
+def test_unknown_hosts_share_one_metric_series(tmp_path):
+    """The Host header is the caller's text: unknown ones must not each add a series."""
+    with running_mesh("meshproxy", tmp_path) as (plan, _sup):
+        w = workload(plan, "client")
+        c = RawClient(w.outbound_port)
+        for i in range(20):
+            assert c.request(b"/x", host=b"nowhere-%d" % i)[0] == 403
+        c.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+    assert "nowhere" not in metrics
+    assert 'meshproxy_requests_total{code="403",destination="(unknown)",direction="outbound",source="client"} 20.0' \
+        in metrics
+
+
 # ---- bodies, open files ----------------------------------------------------------------
 
 @pytest.mark.parametrize("proxy", PROXIES)

@@ -26,14 +26,20 @@ class Metrics:
                                 ("destination",), registry=r)
         self.ratelimited = Counter("meshproxy_rate_limited_total", "Requests refused by a rate limit",
                                    ("source",), registry=r)
+        self._series: dict[tuple, tuple] = {}  # label lookups cached: observe() runs per request
         self.refused = Counter("meshproxy_connections_refused_total", "Connections refused by the mTLS mode",
                                ("transport",), registry=r)
 
     def observe(self, direction: str, source: str, destination: str, code: int, seconds: float) -> None:
         if not self.enabled:
             return
-        self.requests.labels(direction, source, destination, str(code)).inc()
-        self.duration.labels(direction, source, destination).observe(seconds)
+        key = (direction, source, destination, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.requests.labels(direction, source, destination, str(code)),
+                                          self.duration.labels(direction, source, destination))
+        series[0].inc()
+        series[1].observe(seconds)
 
     async def handler(self, request: web.Request) -> web.Response:
         if not self.enabled:

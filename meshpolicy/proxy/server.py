@@ -322,7 +322,9 @@ class Proxy:
         checked = check_request(request)
         path, target = ("/", b"") if isinstance(checked, web.Response) else checked
         choice = ev.route(cfg, host, request.method, path, headers)
-        dest_name = choice.destination or host
+        # A Host the config does not know is the caller's free text: one
+        # label value for all of them, or each would add a metric series.
+        dest_name = choice.destination or "(unknown)"
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
             self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
