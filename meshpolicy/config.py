@@ -147,9 +147,14 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
             if not isinstance(value, dict):
                 bad("up", None, "must be a table")
                 continue
-            apps = {}
+            apps, up = {}, {}
             for k, v in value.items():
-                if k != "apps":
+                if k == "xds":  # Envoy under meshc's control plane (default) or on static files
+                    if isinstance(v, bool):
+                        up["xds"] = v
+                    else:
+                        bad("up", "xds", f"must be true or false, not {v!r}")
+                elif k != "apps":
                     unknown("up", k)
                 elif not isinstance(v, dict):
                     bad("up.apps", None, "must be a table of `[up.apps.<service>]` tables")
@@ -166,7 +171,7 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                             bad(f"up.apps.{svc}", "command", problem)
                         else:
                             apps[svc] = {"command": spec["command"]}
-            out["up"] = {"apps": apps}
+            out["up"] = {"apps": apps, **up}
         elif top == "diagnostics":
             if not isinstance(value, dict):
                 bad("diagnostics", None, "must be a table")

@@ -154,6 +154,8 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                     plan = _reload(paths, plan, sup, workdir, not no_verify) or plan
             stop.wait(0.5)
         click.echo("meshc up: stopping", err=True)
+    if plan.control_plane is not None:
+        plan.control_plane.stop()
     sys.exit(code)
 
 
@@ -173,6 +175,10 @@ def _reload(paths, plan, sup, workdir, with_verify):
     if [w.key for w in new.workloads] != [w.key for w in plan.workloads]:
         click.echo("meshc up: workloads were added or removed; restart `meshc up` to run them", err=True)
         return None
-    up.hot_reload(plan, new, sup)
+    try:
+        up.hot_reload(plan, new, sup)
+    except up.UpError as exc:
+        click.echo(f"meshc up: the change was not applied everywhere: {exc}", err=True)
+        return new
     click.echo(f"meshc up: reloaded the policy at {time.strftime('%H:%M:%S')}", err=True)
     return new

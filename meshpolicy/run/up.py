@@ -59,6 +59,11 @@ class Plan:
     # Returned by this run's echo apps, so --check can tell them from another run's.
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     echo_services: set[str] = field(default_factory=set)  # services running the echo app
+    # Envoy under the control plane (docs/up.md, "Control plane"): each workload's
+    # resources, served over ADS; the bootstraps name only the control plane.
+    snapshots: dict = field(default_factory=dict)  # node id -> xds Snapshot
+    statics: dict = field(default_factory=dict)  # node id -> the static bootstrap it was cut from
+    control_plane: object | None = None  # meshpolicy.xds.server.ControlPlane, once started
 
 
 def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
@@ -108,6 +113,9 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     issue(mesh, certs)
     settings = dict(config.get("compile", {}).get(proxy, {}))
     if proxy in ("envoy", "meshproxy"):
+        # Every workload on this one host: each needs its own ports (the
+        # per-workload layout gives all of them 15000/15001/15006).
+        settings["ports"] = "mesh-unique"
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
@@ -127,7 +135,47 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     plan = Plan(proxy, workdir)
     cfg_dir = workdir / "config"
     plan.workloads = _meshproxy_workloads(cfg_dir) if proxy == "meshproxy" else _envoy_workloads(cfg_dir, mesh)
+    if proxy == "envoy" and config.get("up", {}).get("xds", True):
+        from ..xds.resources import snapshots
+
+        for node, (static, snap) in snapshots(outputs).items():
+            plan.statics[node], plan.snapshots[node] = static, snap
     return plan, diags
+
+
+def node_id(w: Workload) -> str:
+    return f"{w.namespace}/{w.key}"
+
+
+def _xds_bootstraps(plan: Plan) -> int:
+    """Point every workload's config at a bootstrap that names only the
+    control plane, on a port chosen now; returns the port."""
+    import socket
+
+    from ..xds.resources import xds_bootstrap
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    boot_dir = plan.workdir / "xds"
+    boot_dir.mkdir(exist_ok=True)
+    for w in plan.workloads:
+        path = boot_dir / f"{w.index}.json"
+        path.write_text(json.dumps(xds_bootstrap(plan.statics[node_id(w)], port), indent=1))
+        w.config = path
+    return port
+
+
+def _serve(plan: Plan, port: int) -> None:
+    """Start the control plane with the snapshots. Only after every process
+    is started: gRPC's threads do not survive fork, and the supervisor forks
+    (Envoy retries its ADS connection until the server answers)."""
+    from ..xds.server import ControlPlane
+
+    cp = ControlPlane()
+    cp.publish(plan.snapshots)
+    cp.start(port)
+    plan.control_plane = cp
 
 
 def app_argv(w: Workload, apps: dict, token: str = "") -> list[str]:
@@ -237,6 +285,7 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         (plan.workdir / "run").mkdir(exist_ok=True)
         for w in plan.workloads:
             base_id_path(plan, w).unlink(missing_ok=True)
+    xds_port = _xds_bootstraps(plan) if plan.proxy == "envoy" and plan.snapshots else None
     for w in plan.workloads:
         if stop is not None and stop.is_set():
             return
@@ -248,6 +297,8 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         except OSError as exc:
             raise UpError(f"cannot start the app for {w.key} (`{' '.join(argv)}`): {exc.strerror or exc}") from None
         sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
+    if xds_port is not None:
+        _serve(plan, xds_port)
 
 
 def _app_listening(w: Workload) -> bool:
@@ -294,6 +345,20 @@ def hot_reload(plan: Plan, new: Plan, sup: Supervisor) -> None:
     with the next restart epoch takes over the listeners, the old one drains)."""
     import signal
 
+    if plan.control_plane is not None and new.snapshots:
+        # Under the control plane: push what changed to the workloads it changed; no restart.
+        cp = new.control_plane = plan.control_plane
+        for old_w, new_w in zip(plan.workloads, new.workloads):
+            new_w.config = old_w.config
+        before = len(cp.nacks)
+        changed = cp.publish(new.snapshots)
+        late = [n for n in changed if not cp.wait_acked(n, new.snapshots[n], timeout=15)]
+        rejected = cp.nacks[before:]
+        if rejected or late:
+            problems = [f"{n.node} rejected {n.type_url.rsplit('.', 1)[-1]}: {n.message}" for n in rejected]
+            problems += [f"{n} did not confirm the change in time" for n in late if n not in {r.node for r in rejected}]
+            raise UpError("; ".join(problems) + " (these workloads keep their last good configuration)")
+        return
     for old_w, new_w in zip(plan.workloads, new.workloads):
         if plan.proxy == "meshproxy":
             proc = sup.procs.get(f"sidecar:{old_w.key}")
