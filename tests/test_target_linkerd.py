@@ -117,9 +117,13 @@ def test_retries_and_timeouts_are_route_annotations_and_fields():
     assert route["spec"]["rules"][0]["timeouts"] == {"request": "2s"}
 
 
-def test_a_retry_that_would_repeat_a_post_is_refused():
-    text = POLICY.replace(" non_idempotent", "")
-    _, outputs, diags = compiled(text)
+def test_retries_apply_to_every_method_and_need_conditions_linkerd_has():
+    """Retries apply to every method a rule matches (non_idempotent only says
+    it is safe), as Linkerd's do; without `on`, the default conditions are
+    connection-level ones Linkerd cannot name."""
+    _, outputs, diags = compiled(POLICY.replace(" non_idempotent", ""))
+    assert [d for d in diags if d.is_error] == [] and outputs
+    _, outputs, diags = compiled(POLICY.replace(" on 5xx, gateway-error", ""))
     assert codes(diags) == ["MP701"] and outputs == []
 
 

@@ -6,8 +6,9 @@ of a route's rules. The rules themselves are http_routes.py's."""
 
 from __future__ import annotations
 
-from ...model.types import NON_IDEMPOTENT_METHODS, Retry
+from ...model.types import Retry
 from ...plan import ServicePlan
+from ..envoy.outbound import DEFAULT_RETRY_ON
 from ..http_routes import Dialect, duration, http_rules, version_services
 from ..kube import APP_LABEL
 
@@ -33,15 +34,8 @@ def retry_annotations(sp: ServicePlan, grpc: bool, d: Dialect) -> dict[str, str]
                  "Linkerd reads one retry policy per route, from its annotations")
         return None
     r: Retry = live[0].retry
-    for rp in live:
-        m = rp.rule.match if rp.rule is not None else None
-        methods = (m.methods if m is not None else []) or None
-        if not r.non_idempotent and (methods is None or any(x in NON_IDEMPOTENT_METHODS for x in methods)):
-            d.reject(f"`retry {r.attempts}` on `{sp.name}`", r.span,
-                     "Linkerd retries any method, so it would repeat a POST or PATCH the policy does not retry "
-                     "(add `non_idempotent`, or match only other methods)")
-            return None
-    on = list(r.on) or (["5xx"] if not grpc else ["unavailable"])
+    # Without `on`, the conditions every target retries on by default (docs/targets/envoy.md).
+    on = list(r.on) or list(DEFAULT_RETRY_ON)
     if grpc:
         bad = [c for c in on if c not in GRPC_CONDITIONS]
     else:
