@@ -65,7 +65,8 @@ def test_automaton_and_z3_agree_on_every_region(keys):
     for mask in range(2 ** len(keys)):
         pos = tuple(k for i, k in enumerate(keys) if mask >> i & 1)
         neg = tuple(k for i, k in enumerate(keys) if not mask >> i & 1)
-        r = _Region(pos, neg, "")
+        r = _Region(pos, list(keys), len(keys), "")  # neg: every key split so far that is not in pos
+        assert set(r.neg) == set(neg)
         auto, z3w = sp._solve(r), sp._solve_z3(r)
         assert (auto is None) == (z3w is None), (pos, neg, auto, z3w)
 

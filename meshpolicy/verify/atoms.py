@@ -16,10 +16,11 @@ translation mistake shows up as an internal error, not a wrong atom.
 
 from __future__ import annotations
 
+import bisect
 import re._constants as C
 import re._parser as sre
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from ..model.types import PathPattern
 from ..semantics.patterns import normalize_path, pattern_regex
@@ -242,15 +243,27 @@ def _item(op, av, src: str, first: bool, last: bool):
 
 @dataclass
 class _Region:
+    """The strings in every `pos` pattern and in none of the other patterns
+    split so far (`keys[:upto]`); `neg` is derived, not stored: copying it
+    into every region at every step made splitting cubic in the patterns."""
+
     pos: tuple[Key, ...]
-    neg: tuple[Key, ...]
+    keys: list[Key]
+    upto: int
     witness: str
+    lit: str = ""  # the longest literal prefix of the positive patterns: every string here starts with it
+
+    @cached_property
+    def neg(self) -> tuple[Key, ...]:
+        pos = set(self.pos)
+        return tuple(k for k in self.keys[:self.upto] if k not in pos)
 
     def admits(self, s: str, match=None) -> bool:
         m = match or matches
         return all(m(k, s) for k in self.pos) and not any(m(k, s) for k in self.neg)
 
 
+@lru_cache(maxsize=65536)
 def _literal_prefix(key: Key) -> str | None:
     kind, value = key
     if kind in ("exact", "prefix"):
@@ -316,7 +329,27 @@ class Splitter:
         self._memo: dict[tuple[Key, str], bool] = {}
         self.timeout_ms = timeout_ms
         self.stats = stats if stats is not None else {}
-        self.pool: list[str] = ["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]
+        self.pool: list[str] = []
+        # the pool sorted, with insertion order: candidates sharing a literal
+        # prefix are found by bisection instead of scanning the whole pool
+        # (with many patterns, scanning made splitting cubic in them)
+        self._sorted: list[tuple[str, int]] = []
+        for c in (["/", "/x", "/x/y"] if universe == "path" else ["", "x", "yes"]):
+            self._add(c)
+
+    def _add(self, c: str) -> None:
+        bisect.insort(self._sorted, (c, len(self.pool)))
+        self.pool.append(c)
+
+    def _with_prefix(self, lit: str) -> list[str]:
+        """Pool strings starting with lit, in the order they were added."""
+        lo = bisect.bisect_left(self._sorted, (lit, -1))
+        found = []
+        for s, i in self._sorted[lo:]:
+            if not s.startswith(lit):
+                break
+            found.append((i, s))
+        return [s for _, s in sorted(found)]
 
     def in_universe(self, s: str) -> bool:
         if self.universe == "path":  # NORMALIZED_PATH, spelled out: it is asked very often
@@ -325,6 +358,9 @@ class Splitter:
 
     def match(self, k: Key, s: str) -> bool:
         """matches(), remembered: candidate strings are tried against many regions."""
+        lit = _literal_prefix(k)
+        if lit and not s.startswith(lit):
+            return False  # a string without the pattern's literal prefix cannot match it
         got = self._memo.get((k, s))
         if got is None:
             got = self._memo[(k, s)] = matches(k, s)
@@ -332,14 +368,24 @@ class Splitter:
 
     def split(self, keys: list[Key]) -> list[Atom]:
         for k in keys:
-            self.pool.extend(c for c in _candidates(k) if self.in_universe(c))
-        regions = [_Region((), (), self.pool[0])]
-        for k in dict.fromkeys(keys):
+            for c in _candidates(k):
+                if self.in_universe(c):
+                    self._add(c)
+        order = list(dict.fromkeys(keys))
+        regions = [_Region((), order, 0, self.pool[0])]
+        for step, k in enumerate(order, 1):
             nxt: list[_Region] = []
+            lk = _literal_prefix(k) or ""
             for r in regions:
+                # r keeps its witness and is updated in place (no copy per step)
                 inside = self.match(k, r.witness)
-                nxt.append(_Region(r.pos + (k,), r.neg, r.witness) if inside else _Region(r.pos, r.neg + (k,), r.witness))
-                other = _Region(r.pos, r.neg + (k,), "") if inside else _Region(r.pos + (k,), r.neg, "")
+                joint = max(r.lit, lk, key=len)
+                nxt.append(r)
+                if not inside and not (joint.startswith(r.lit) and joint.startswith(lk)):
+                    continue  # r and k need incompatible literal prefixes: they share no string
+                other = _Region(r.pos, order, step, "", r.lit) if inside else _Region(r.pos + (k,), order, step, "", joint)
+                if inside:
+                    r.pos, r.lit = r.pos + (k,), joint
                 w = self._witness(other)
                 if w is not None:
                     other.witness = w
@@ -349,7 +395,9 @@ class Splitter:
                 raise Undecided(f"more than {MAX_ATOMS} path classes")
         out = []
         for r in regions:
-            assert r.admits(r.witness) and self.in_universe(r.witness), (r, "witness outside its atom")
+            r.upto = len(order)
+            r.__dict__.pop("neg", None)  # computed for an earlier step
+            assert r.admits(r.witness, self.match) and self.in_universe(r.witness), (r, "witness outside its atom")
             out.append(Atom(r.witness, frozenset(r.pos)))
         return out
 
@@ -379,12 +427,13 @@ class Splitter:
                                                    and "*" not in k[1][:-2] else None)
             if cover is not None and any(p.startswith(cover) for p in lits):
                 return None
-        for c in self.pool:
+        longest = max(lits, key=len, default="")
+        for c in (self._with_prefix(longest) if len(longest) > 1 else self.pool):
             if self.in_universe(c) and r.admits(c, self.match):
                 return c
         w = self._solve(r)
         if w is not None:
-            self.pool.append(w)
+            self._add(w)
         return w
 
     def _solve(self, r: _Region) -> str | None:

@@ -124,8 +124,10 @@ def findings(mesh: Mesh, p: Partition) -> list[Diagnostic]:
     for r in reversed(p.auth_rules):
         if r.index in empty or r.index in dead:
             continue
+        paths = box[r.index][2]
         covering = [o for o in p.rules_sharing_callers(r) if o.effect == r.effect and o.index != r.index
                     and o.index not in redundant and o.index not in empty
+                    and not paths.isdisjoint(box[o.index][2])  # the usual reason two rules do not meet
                     and p.meet(box[r.index], box[o.index]) is not None]
         if not covering:
             continue

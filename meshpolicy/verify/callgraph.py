@@ -56,10 +56,16 @@ def _default_may_call() -> MayCall:
 
 # ---- building the graph ------------------------------------------------------
 
-def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None = None) -> list[str | None]:
+def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None = None,
+                      names: list[str] | None = None) -> list[str | None]:
     """Callers that some allow rule (or the default stance) might admit to dest;
-    may_call decides each exactly. None stands for a caller without identity."""
-    names = [s.name for s in mesh.services]
+    may_call decides each exactly. None stands for a caller without identity.
+    `names` (every service name) is passed in by build_graph: rebuilding it
+    per destination was quadratic in the mesh."""
+    from ..semantics.admission import identity_mates
+
+    if names is None:
+        names = [s.name for s in mesh.services]
     if mesh.settings.default == "allow":
         return [None, *names]
     if by_ns is None:
@@ -69,8 +75,9 @@ def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None 
         if rule.effect != "allow":
             continue
         for src in rule.sources:
-            if src.kind == "service":
+            if src.kind == "service":  # and every service sharing its identity
                 out[src.name] = None
+                out.update(dict.fromkeys(identity_mates(mesh, src.name)))
             elif src.kind == "namespace":
                 out.update(dict.fromkeys(by_ns.get(src.name, [])))
             else:
@@ -96,8 +103,9 @@ def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> Digraph:
         g.add_node(s.name)
     known = mesh.service_map
     by_ns = services_by_namespace(mesh)
+    names = [s.name for s in mesh.services]
     for dest in known:
-        for caller in candidate_callers(mesh, dest, by_ns):
+        for caller in candidate_callers(mesh, dest, by_ns, names):
             if caller == dest or (caller is not None and caller not in known):
                 continue
             req = may_call(mesh, caller, dest)
