@@ -3,6 +3,7 @@ completion, colour rules, the progress bar, --quiet and `meshc init`."""
 
 from __future__ import annotations
 
+import gc
 import os
 import pty
 import re
@@ -294,6 +295,36 @@ def test_a_hook_run_loads_only_what_it_needs(example: str):
         r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
         assert r.stdout.splitlines()[-1] == "0 [] []", (args[0], r.stdout[-2000:], r.stderr[-2000:])
+
+
+_FROZEN_PROBE = """
+import gc, sys
+from meshpolicy.cli import main
+sys.argv[0] = "meshc"
+try:
+    main()
+except SystemExit as exc:
+    print(exc.code, gc.get_freeze_count(), "meshpolicy.pipeline" in sys.modules)
+"""
+
+
+def test_a_hook_run_freezes_what_its_imports_made():
+    """The console script imports its command with the GC paused and freezes
+    the result, so no collection (nor the one at exit) scans the modules and
+    classes again (a quarter of a hook run's CPU time). A test's in-process
+    CliRunner does not freeze its process."""
+    from click.testing import CliRunner
+
+    from meshpolicy.cli import LazyGroup, cli
+
+    files = sorted(str(p) for p in (ROOT / "examples" / "shop").glob("*.mesh"))
+    r = subprocess.run([sys.executable, "-c", _FROZEN_PROBE, "verify", *files], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    code, frozen, loaded = r.stdout.splitlines()[-1].split()
+    assert (code, loaded) == ("0", "True") and int(frozen) > 10_000, (r.stdout[-2000:], r.stderr[-2000:])
+    before = gc.get_freeze_count()
+    assert CliRunner().invoke(cli, ["check", *files]).exit_code == 0
+    assert gc.get_freeze_count() == before and LazyGroup.settle_imports is False
 
 
 # ---- meshc explain and documentation links ---------------------------------------------
