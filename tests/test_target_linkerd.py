@@ -70,7 +70,7 @@ def compiled(text: str, target: str = "linkerd", settings: dict | None = None):
 def test_policy_compiles_and_validates_against_the_crds():
     mesh, outputs, diags = compiled(POLICY)
     assert [d for d in diags if d.is_error] == []
-    reason = kube_schema.missing()
+    reason = kube_schema.missing("linkerd")
     if reason:
         pytest.skip(reason)
     docs = documents(outputs)
@@ -82,7 +82,7 @@ def test_policy_compiles_and_validates_against_the_crds():
 
 
 def test_the_crd_check_rejects_what_linkerd_would():
-    reason = kube_schema.missing()
+    reason = kube_schema.missing("linkerd")
     if reason:
         pytest.skip(reason)
     _, outputs, _ = compiled(POLICY)
