@@ -53,6 +53,12 @@ def shop():
 
 
 @pytest.fixture(scope="module")
+def shop_unique():
+    """The shop in the mesh-unique port layout (`meshc up`'s: every workload on one host)."""
+    return compiled(EXAMPLES / "shop", ports="mesh-unique")
+
+
+@pytest.fixture(scope="module")
 def bookinfo():
     return compiled(EXAMPLES / "bookinfo")
 
@@ -135,18 +141,19 @@ def test_validate_reports_broken_output(shop):
     dest["routes"][2]["action"]["destinations"][0]["weight"] = 50.0  # 50 + 10
     dest["routes"][0]["match"]["headers"][0]["regex"] = "^(?:(unclosed)$"
     bad = [Output("web/frontend/v1.json", json.dumps(cfg)), Output("x.json", "{not json")]
-    # A second workload on the same ports is a collision.
-    diags = target.validate(bad + [Output("copy.json", outputs[-1].content), outputs[-1]])
+    # A second workload on the same ports is a collision when both run on one host (mesh-unique).
+    one_host = compiled(EXAMPLES / "shop", ports="mesh-unique")[2][-1]
+    diags = target.validate(bad + [Output("copy.json", one_host.content), one_host])
     assert set(codes(diags)) == {"MP702"}
     text = " ".join(d.message for d in diags)
     assert "weights total" in text and "x.json" in text and "also used by" in text and "header" in text
     assert all(re.match(r"meshproxy output `[^`]+`(: | does not match the format: )", d.message) for d in diags)
 
 
-def test_validate_on_every_core_says_the_same(shop, monkeypatch):
+def test_validate_on_every_core_says_the_same(shop_unique, monkeypatch):
     from meshpolicy.compile import parallel
 
-    _, files, outputs = shop
+    _, files, outputs = shop_unique
     broken = [Output("x.json", "{not json"), Output("copy.json", outputs[-1].content)]
     items = outputs + broken + outputs  # every workload twice: port collisions across workers too
     target = get_target("meshproxy")
@@ -159,8 +166,8 @@ def test_validate_on_every_core_says_the_same(shop, monkeypatch):
 
 # ---- content ------------------------------------------------------------------
 
-def test_identity_and_port_convention(shop):
-    mesh, files, _ = shop
+def test_identity_and_port_convention(shop_unique):
+    mesh, files, _ = shop_unique
     cfg = files["shop/catalog/v2.json"]
     assert cfg["identity"] == {
         "spiffe_id": "spiffe://shop.example/ns/shop/sa/catalog", "trust_domain": "shop.example",
@@ -231,8 +238,8 @@ allow a -> c
     assert "MP108" not in codes(ok.diagnostics)
 
 
-def test_tcp_destination_gets_its_own_listener(shop):
-    _, files, _ = shop
+def test_tcp_destination_gets_its_own_listener(shop_unique):
+    _, files, _ = shop_unique
     cfg = files["pay/payments/v1.json"]
     db = next(d for d in cfg["outbound"]["destinations"] if d["service"] == "payments-db")
     base = cfg["listeners"]["inbound"][0]["port"]
@@ -245,7 +252,7 @@ def test_extra_declared_ports_get_listener_pairs():
 service a { port 8080 http
   port 9090 grpc }
 allow * -> a
-""")
+""", ports="mesh-unique")
     assert diags == []
     cfg = json.loads(outs[0].content)
     inbound = cfg["listeners"]["inbound"]

@@ -24,6 +24,18 @@ def name_fqdn(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
 
 
+def version_service(service: str, version: str) -> str:
+    """The Service of one version, `<service>-<version>`: what a route that
+    weighs versions names (gateway-api, linkerd), and the host a per-workload
+    Envoy or meshproxy sidecar dials for that version."""
+    return f"{service}-{version}"
+
+
+def upstream_host(svc: Service, version: str | None) -> str:
+    """The fully qualified host of a service, or of one of its versions."""
+    return fqdn(svc) if version is None else name_fqdn(version_service(svc.name, version), svc.namespace)
+
+
 def hosts(svc: Service) -> list[str]:
     """Shortest first; the last one is `fqdn(svc)`."""
     return [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn(svc)]

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ..model.types import HeaderMatch, PathPattern, RouteRule, Service
 from ..plan import RulePlan, ServicePlan
+from ..plan.hosts import version_service
 from ..semantics.patterns import glob_regex
 from ..span import Span
 from .envoy.values import integer_weights
@@ -43,10 +44,6 @@ class Dialect:
     redirect_codes: tuple[int, ...]
     timeouts: bool = True
     reject: Callable[[str, Span | None, str], None] = lambda construct, span, why: None
-
-
-def version_service(service: str, version: str) -> str:
-    return f"{service}-{version}"
 
 
 def duration(ms: int) -> str:

@@ -39,8 +39,8 @@ def lower_with(mesh: Mesh, options: CompileOptions, scoped: bool = True) -> tupl
     settings, diags = settings_from(options.settings or {})
     ctx = Ctx(mesh, options, settings, diags=list(diags))
     ws = workloads(mesh)
-    max_tcp = max((len(tcp_destinations(ctx, w.service)) for w in ws), default=0)
-    ctx.diags.extend(port_problems(settings, ws, max_tcp))
+    tcp_counts = {w.service.name: len(tcp_destinations(ctx, w.service)) for w in ws}
+    ctx.diags.extend(port_problems(settings, ws, tcp_counts))
     _service_checks(ctx)
     index = {w.cluster: w for w in ws}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...model.types import Service
 from .clusters import app_cluster, collector_cluster, destination_cluster
 from .context import Ctx
-from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, port
+from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, local_address, port
 from .inbound import PATH_NORMALIZATION, HCM, TCP_PROXY, inbound_listener, router, socket
 from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
 from .tracing import collector, hcm_tracing
@@ -22,7 +22,7 @@ def _tcp_listener(ctx: Ctx, dest: Service, port_value: int) -> dict:
     else:
         proxy["weighted_clusters"] = {"clusters": [{"name": cluster_name(dest.name, v), "weight": 1}
                                                    for v in versions]}
-    return {"name": f"outbound|tcp|{dest.name}", "address": socket(ctx.settings.listen_address, port_value),
+    return {"name": f"outbound|tcp|{dest.name}", "address": socket(local_address(ctx.settings), port_value),
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}]}
 
 
@@ -38,7 +38,7 @@ def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: i
     tracing = hcm_tracing(ctx, svc.name)
     if tracing:
         hcm["tracing"] = tracing
-    return {"name": "outbound", "address": socket(ctx.settings.listen_address, port_value),
+    return {"name": "outbound", "address": socket(local_address(ctx.settings), port_value),
             "filter_chains": [{"filters": [
                 {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
 

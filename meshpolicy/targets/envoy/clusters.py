@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from ...model.types import CircuitBreaker, LoadBalancer, Outlier, Service
 from ...plan import version_settings
+from ...plan.hosts import upstream_host
+from ..port_layout import MESH_UNIQUE
 from .context import Ctx
 from .conventions import APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cluster_name, port
 from .sds import tls_certificates
@@ -107,12 +109,16 @@ def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: di
     name = cluster_name(dest.name, version)
     circuit, outlier, balance = version_settings(dest, dest.version(version) if version else None)
     target = dest_index[name]
+    if ctx.settings.ports == MESH_UNIQUE:  # every sidecar on this host, each on its own ports
+        kind, address = "STATIC", ctx.settings.listen_address
+    else:  # the destination's Service (of its version), as in a cluster; same inbound port everywhere
+        kind, address = "STRICT_DNS", upstream_host(dest, version)
     c: dict = {
         "name": name,
-        "type": "STATIC",
+        "type": kind,
         "connect_timeout": duration(ctx.settings.connect_timeout_ms),
         "lb_policy": LB[balance.policy] if balance else "ROUND_ROBIN",
-        "load_assignment": endpoint(name, ctx.settings.listen_address, port(ctx.settings, target, INBOUND)),
+        "load_assignment": endpoint(name, address, port(ctx.settings, target, INBOUND)),
     }
     thresholds = _thresholds(ctx, dest, circuit)
     if thresholds:

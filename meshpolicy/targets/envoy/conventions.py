@@ -1,5 +1,7 @@
-"""Names, file paths and port numbers: the documented conventions that let
-a runner (`meshc up`) start every bootstrap on one machine."""
+"""Names, file paths and port numbers: the documented conventions. Ports
+follow one of two layouts (../port_layout.py): fixed per-workload ports for
+real deployments, or ports unique across the mesh so that a runner
+(`meshc up`) can start every bootstrap on one machine."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from ...diagnostics import Diagnostic
 from ...model.types import Mesh, Service
 from ...plan import CertLayout
 from ...resources import target_dir
+from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, MESH_UNIQUE, OUTBOUND_PORT,
+                           default_listen_address, fixed_port_clashes, layout_of)
 
 # Offsets inside a workload's block of ports.
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_TCP = 0, 1, 2, 3, 4
@@ -28,6 +32,7 @@ def defaults() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Settings:
+    ports: str  # the port layout: "per-workload" or "mesh-unique"
     listen_address: str
     app_address: str
     port_base: int
@@ -52,11 +57,17 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
     """Merge meshc.toml's [compile.envoy] over the defaults, reporting MP720."""
     merged = dict(defaults())
     diags: list[Diagnostic] = []
+    layout, problem = layout_of(raw)
+    if problem:
+        diags.append(diag("MP720", f"[compile.envoy] {problem}"))
     for key, value in sorted(raw.items()):
         if key not in merged:
             diags.append(diag("MP720", f"unknown setting `{key}` in [compile.envoy]"))
             continue
         merged[key] = value
+    merged["ports"] = layout
+    if "listen_address" not in raw:
+        merged["listen_address"] = default_listen_address(layout)
     for key in ("port_base", "ports_per_workload", "connect_timeout_ms", "max_downstream_connections"):
         v = merged[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -122,11 +133,50 @@ def workloads(mesh: Mesh) -> list[Workload]:
     return out
 
 
+def app_port(svc: Service) -> int:
+    """The application's port in the per-workload layout: its first declared
+    port (80 when it declares none, as the other targets assume)."""
+    return svc.ports[0].number if svc.ports else 80
+
+
+_FIXED = {INBOUND: INBOUND_PORT, OUTBOUND: OUTBOUND_PORT, ADMIN: ADMIN_PORT}
+
+
 def port(settings: Settings, w: Workload, offset: int) -> int:
-    return settings.port_base + w.index * settings.ports_per_workload + offset
+    if settings.ports == MESH_UNIQUE:
+        return settings.port_base + w.index * settings.ports_per_workload + offset
+    if offset == APP:
+        return app_port(w.service)
+    return _FIXED[offset] if offset < FIRST_TCP else FIRST_TCP_PORT + offset - FIRST_TCP
 
 
-def port_problems(settings: Settings, ws: list[Workload], max_tcp: int) -> list[Diagnostic]:
+def local_address(settings: Settings) -> str:
+    """Where the outbound and tcp listeners bind: only the workload's own app
+    may use its identity, so per-workload they stay on loopback."""
+    return settings.listen_address if settings.ports == MESH_UNIQUE else LOOPBACK
+
+
+def port_problems(settings: Settings, ws: list[Workload], tcp_counts: dict[str, int]) -> list[Diagnostic]:
+    """MP720 when the layout cannot place every listener (tcp_counts: service ->
+    outbound tcp destinations)."""
+    max_tcp = max(tcp_counts.values(), default=0)
+    if settings.ports != MESH_UNIQUE:
+        diags = []
+        if FIRST_TCP_PORT + max_tcp - 1 > 65535:
+            diags.append(diag("MP720", f"a workload needs {max_tcp} outbound tcp listeners from port "
+                                       f"{FIRST_TCP_PORT}, past 65535"))
+        seen = set()
+        for w in ws:
+            svc = w.service
+            if svc.name in seen:
+                continue
+            seen.add(svc.name)
+            clash = fixed_port_clashes([app_port(svc)], tcp_counts.get(svc.name, 0))
+            if clash:
+                diags.append(diag("MP720", f"`{svc.name}` serves port {clash[0]}, which its sidecar's own "
+                                           "listeners use in the per-workload layout",
+                                  svc.ports[0].span if svc.ports else svc.span))
+        return diags
     diags = []
     if FIRST_TCP + max_tcp > settings.ports_per_workload:
         diags.append(diag("MP720", f"a workload needs {FIRST_TCP + max_tcp} ports ({max_tcp} outbound tcp"

@@ -18,7 +18,8 @@ from ...gc_pause import gc_paused
 from ...model.types import Mesh, Service
 from ..base import cannot_express
 from .lower import Lowering
-from .ports import SettingsError, read_settings
+from ..port_layout import MESH_UNIQUE
+from .ports import SettingsError, per_workload_problems, read_settings
 
 
 def output_path(svc: Service, version: str | None) -> str:
@@ -50,15 +51,12 @@ class MeshproxyTarget:
         # shared identities are MP108's (meshc check): they never reach a target
         diags: list[Diagnostic] = http2_ports(mesh, settings["http1_apps"])
         low = Lowering(mesh, options.certs_dir, settings)
-        per, count = settings["ports_per_workload"], len(low.keys)
-        need = low.ports_needed()
-        if need > per:
-            diags.append(diag("MP730", f"a workload needs {need} ports but [compile.meshproxy] "
-                                       f"`ports_per_workload` is {per}"))
-        top = settings["port_base"] + count * per - 1
-        if count and top > 65535:
-            diags.append(diag("MP730", f"{count} workloads at {per} ports each from port "
-                                       f"{settings['port_base']} need ports up to {top}, past 65535"))
+        if settings["ports"] == MESH_UNIQUE:
+            diags += _mesh_unique_problems(low, settings)
+        else:
+            for name in sorted({s for s, _ in low.keys}):
+                diags += [diag("MP730", f"[compile.meshproxy]: {p}", mesh.service_map[name].span)
+                          for p in per_workload_problems(mesh.service_map[name], low.tcp_destinations(name))]
         if diags:
             return [], diags
         outputs = [Output(output_path(mesh.service_map[s], v), dump(low.workload(s, v)))
@@ -70,6 +68,20 @@ class MeshproxyTarget:
 
         with gc_paused():
             return check_outputs(outputs)
+
+
+def _mesh_unique_problems(low: Lowering, settings: dict) -> list[Diagnostic]:
+    diags = []
+    per, count = settings["ports_per_workload"], len(low.keys)
+    need = low.ports_needed()
+    if need > per:
+        diags.append(diag("MP730", f"a workload needs {need} ports but [compile.meshproxy] "
+                                   f"`ports_per_workload` is {per}"))
+    top = settings["port_base"] + count * per - 1
+    if count and top > 65535:
+        diags.append(diag("MP730", f"{count} workloads at {per} ports each from port "
+                                   f"{settings['port_base']} need ports up to {top}, past 65535"))
+    return diags
 
 
 def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:

@@ -68,6 +68,9 @@ class InboundListener(Strict):
 
 
 class Listeners(Strict):
+    # per-workload: the same fixed ports in every workload (one network
+    # namespace each); mesh-unique: no two workloads share a port (one host)
+    layout: Literal["per-workload", "mesh-unique"]
     admin: Endpoint  # also serves metrics
     outbound: Endpoint  # the app's HTTP proxy for calls into the mesh
     inbound: list[InboundListener] = Field(min_length=1)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from ...model import types as m
 from ...plan import CertLayout, plan_of
+from ...plan.hosts import upstream_host
+from ..port_layout import MESH_UNIQUE
 from ...semantics.patterns import glob_regex
 from .config import FORMAT_VERSION
-from .ports import WorkloadPorts, needed, workload_keys, workload_ports
+from .ports import WorkloadPorts, local_address, needed, workload_keys, workload_ports
 
 
 _META = frozenset("\\.+*?()|[]{}^$")
@@ -171,11 +173,12 @@ class Lowering:
         ver = svc.version(version) if version else None
         ports = self.ports(service, version)
         listen, app_address = self.settings["listen_address"], self.settings["app_address"]
+        local = local_address(self.settings)
         dests = []
         for d in self.callable(service):
             entry = self.destination(d)
             tcp = ports.tcp.get(d)
-            dests.append({**entry, "tcp_listener": {"address": listen, "port": tcp} if tcp else None})
+            dests.append({**entry, "tcp_listener": {"address": local, "port": tcp} if tcp else None})
         return {
             "version": FORMAT_VERSION,
             "mesh": mesh.settings.name,
@@ -189,8 +192,9 @@ class Lowering:
                 "ca_file": self.certs.ca_file,
             },
             "listeners": {
-                "admin": {"address": listen, "port": ports.admin},
-                "outbound": {"address": listen, "port": ports.outbound},
+                "layout": self.settings["ports"],
+                "admin": {"address": local, "port": ports.admin},
+                "outbound": {"address": local, "port": ports.outbound},
                 "inbound": [
                     {"service_port": p.number, "address": listen, "port": inb,
                      "app": {"address": app_address, "port": app, "protocol": p.protocol}}
@@ -249,9 +253,13 @@ class Lowering:
         upstreams = []
         for w in self.plan.services[svc.name].workloads:
             ports = self.ports(svc.name, w.version)
+            # mesh-unique: every sidecar on this host; per-workload: the
+            # destination's Service (of its version), as in a cluster
+            address = (self.settings["listen_address"] if self.settings["ports"] == MESH_UNIQUE
+                       else upstream_host(svc, w.version))
             upstreams.append({
                 "version": w.version,
-                "address": self.settings["listen_address"],
+                "address": address,
                 "ports": [{"service_port": p.number, "port": inb} for p, inb, _ in ports.inbound],
                 "circuit_breaker": circuit(w.circuit),
                 "outlier_detection": outlier(w.outlier),

@@ -24,7 +24,7 @@ def check_outputs(outputs: list[Output]) -> list[Diagnostic]:
         if error is not None:
             diags.append(diag("MP702", f"meshproxy output `{o.path}` does not match the format: {error}"))
             continue
-        for ep in endpoints:
+        for ep in endpoints:  # empty for the per-workload layout: each workload has its own ports
             if ep in owners:
                 problems.append(f"port {ep[1]} on {ep[0]} is also used by `{owners[ep]}`")
             owners.setdefault(ep, o.path)
@@ -38,7 +38,8 @@ def _check_file(o: Output) -> list[tuple[str | None, list[str], list[tuple[str, 
         cfg = WorkloadConfig.model_validate_json(o.content, strict=True)
     except (ValueError, ValidationError) as exc:
         return [(str(exc), [], [])]
-    return [(None, file_rules(cfg), listening(cfg))]
+    shared_host = cfg.listeners.layout == "mesh-unique"
+    return [(None, file_rules(cfg), listening(cfg) if shared_host else [])]
 
 
 def listening(cfg: WorkloadConfig) -> list[tuple[str, int]]:

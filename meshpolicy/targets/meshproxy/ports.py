@@ -1,8 +1,14 @@
-"""Where each workload listens: the same port convention as the Envoy target
-(docs/targets/envoy.md), so one machine can run either data plane as-is.
+"""Where each workload listens: the same two port layouts as the Envoy
+target (../port_layout.py, docs/targets/meshproxy.md), so either data plane
+runs as-is.
 
-Workloads are ordered by (service, version) name; workload i owns ports
-`port_base + i * ports_per_workload + k`:
+per-workload (the default): admin 15000 and outbound 15001 on 127.0.0.1, the
+inbound listener of the j-th declared service port on 15006 + j at
+`listen_address` (0.0.0.0 unless set), its application on the declared port
+number, outbound tcp listener k on 15100 + k; upstreams are host names.
+
+mesh-unique (`meshc up`): workloads are ordered by (service, version) name;
+workload i owns ports `port_base + i * ports_per_workload + k`:
 
     k = 0 inbound (mTLS) for the first declared service port
         1 outbound HTTP proxy (the app's HTTP_PROXY)
@@ -12,8 +18,8 @@ Workloads are ordered by (service, version) name; workload i owns ports
             (sorted by name), then an (inbound, application) pair for each
             further declared service port.
 
-`[compile.meshproxy]` in meshc.toml overrides listen_address, app_address,
-port_base and ports_per_workload; http1_apps lists services declared http2 or
+`[compile.meshproxy]` in meshc.toml sets `ports` (the layout) and overrides
+listen_address, app_address, port_base and ports_per_workload; http1_apps lists services declared http2 or
 grpc whose application speaks HTTP/1.1 too (meshproxy speaks only HTTP/1.1).
 """
 
@@ -22,9 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...model.types import Mesh, Port, Service
+from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, MESH_UNIQUE, OUTBOUND_PORT,
+                           default_listen_address, fixed_port_clashes, layout_of)
 
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_EXTRA = 0, 1, 2, 3, 4
-DEFAULTS = {"listen_address": "127.0.0.1", "app_address": "127.0.0.1",
+DEFAULTS = {"ports": "per-workload", "listen_address": "127.0.0.1", "app_address": "127.0.0.1",
             "port_base": 20000, "ports_per_workload": 10, "http1_apps": []}
 
 
@@ -37,7 +45,12 @@ def read_settings(settings: dict) -> dict:
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise SettingsError(f"unknown key `{unknown[0]}` (known: {', '.join(sorted(DEFAULTS))})")
-    out = {**DEFAULTS, **settings}
+    layout, problem = layout_of(settings)
+    if problem:
+        raise SettingsError(problem)
+    out = {**DEFAULTS, **settings, "ports": layout}
+    if "listen_address" not in settings:
+        out["listen_address"] = default_listen_address(layout)
     for key in ("listen_address", "app_address"):
         if not isinstance(out[key], str) or not out[key] or any(c.isspace() for c in out[key]):
             raise SettingsError(f"`{key}` must be an address such as \"127.0.0.1\", not {out[key]!r}")
@@ -80,11 +93,22 @@ class WorkloadPorts:
     tcp: dict[str, int]  # tcp-only destination -> local outbound listener port
 
 
+def local_address(settings: dict) -> str:
+    """Where admin, outbound and tcp listeners bind: per-workload, loopback
+    (only the workload's own app may send with its identity)."""
+    return settings["listen_address"] if settings["ports"] == MESH_UNIQUE else LOOPBACK
+
+
 def workload_ports(settings: dict, index: int, svc: Service, tcp_dests: list[str]) -> WorkloadPorts:
-    """The ports of workload `index`; past ports_per_workload the numbers run
-    into the next block, which `needed` lets the caller report."""
-    base = settings["port_base"] + index * settings["ports_per_workload"]
+    """The ports of workload `index` (mesh-unique; per-workload they are the
+    same for every workload of svc). Mesh-unique, past ports_per_workload the
+    numbers run into the next block, which `needed` lets the caller report."""
     ports = service_ports(svc)
+    if settings["ports"] != MESH_UNIQUE:
+        return WorkloadPorts(ADMIN_PORT, OUTBOUND_PORT,
+                             tuple((p, INBOUND_PORT + j, p.number) for j, p in enumerate(ports)),
+                             {d: FIRST_TCP_PORT + k for k, d in enumerate(tcp_dests)})
+    base = settings["port_base"] + index * settings["ports_per_workload"]
     tcp = {d: base + FIRST_EXTRA + i for i, d in enumerate(tcp_dests)}
     extra = base + FIRST_EXTRA + len(tcp_dests)
     inbound = [(ports[0], base + INBOUND, base + APP)]
@@ -96,3 +120,20 @@ def workload_ports(settings: dict, index: int, svc: Service, tcp_dests: list[str
 def needed(svc: Service, tcp_dests: list[str]) -> int:
     """How many ports one of svc's workloads needs."""
     return FIRST_EXTRA + len(tcp_dests) + 2 * (len(service_ports(svc)) - 1)
+
+
+def per_workload_problems(svc: Service, tcp_dests: list[str]) -> list[str]:
+    """Why svc's sidecar cannot take the fixed per-workload ports."""
+    ports = service_ports(svc)
+    out = []
+    if INBOUND_PORT + len(ports) > FIRST_TCP_PORT:
+        out.append(f"`{svc.name}` declares {len(ports)} ports; the per-workload layout has inbound "
+                   f"listeners for {FIRST_TCP_PORT - INBOUND_PORT}")
+    if FIRST_TCP_PORT + len(tcp_dests) - 1 > 65535:
+        out.append(f"`{svc.name}` needs {len(tcp_dests)} outbound tcp listeners from port {FIRST_TCP_PORT}, "
+                   "past 65535")
+    clash = fixed_port_clashes([p.number for p in ports], len(tcp_dests), len(ports))
+    if clash:
+        out.append(f"`{svc.name}` serves port {clash[0]}, which its sidecar's own listeners use in the "
+                   "per-workload layout")
+    return out

@@ -1,0 +1,55 @@
+"""Where a sidecar listens and whom it dials: the two port layouts shared by
+the Envoy and meshproxy targets (`ports` under [compile.envoy] and
+[compile.meshproxy]; docs/targets/envoy.md, docs/targets/meshproxy.md).
+
+per-workload (the default; real deployments): each workload has its own
+network namespace (a pod), so every sidecar uses the same fixed ports, as
+Istio's do: admin 15000 and outbound 15001 on loopback, inbound 15006 on
+`listen_address` (0.0.0.0 unless set), the application on its declared port,
+outbound tcp listener k on 15100 + k. A caller dials a destination by its
+host name (the Service, or `<service>-<version>` for a version) and the
+fixed inbound port, so the size of the mesh does not matter.
+
+mesh-unique (`meshc up`: every workload on one host): workload i owns the
+block `port_base + i * ports_per_workload + k` and callers dial
+`listen_address` and the destination's own inbound port; 65535 caps the mesh.
+Setting `port_base` or `ports_per_workload` without `ports` selects it (they
+mean nothing in the other layout).
+"""
+
+from __future__ import annotations
+
+PER_WORKLOAD, MESH_UNIQUE = "per-workload", "mesh-unique"
+LAYOUTS = (PER_WORKLOAD, MESH_UNIQUE)
+BLOCK_KEYS = ("port_base", "ports_per_workload")  # settings of the mesh-unique layout only
+
+ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT = 15000, 15001, 15006
+FIRST_TCP_PORT = 15100  # outbound tcp listener k: FIRST_TCP_PORT + k
+LOOPBACK = "127.0.0.1"
+POD_ADDRESS = "0.0.0.0"  # per-workload inbound: callers come from other pods
+
+
+def layout_of(raw: dict) -> tuple[str, str | None]:
+    """The layout meshc.toml asks for, and why the settings are wrong (or None)."""
+    given = raw.get("ports")
+    block = [k for k in BLOCK_KEYS if k in raw]
+    if given is None:
+        return (MESH_UNIQUE if block else PER_WORKLOAD), None
+    if given not in LAYOUTS:
+        return PER_WORKLOAD, f"`ports` must be \"{PER_WORKLOAD}\" or \"{MESH_UNIQUE}\", not {given!r}"
+    if given == PER_WORKLOAD and block:
+        return given, f"`{block[0]}` applies only to `ports = \"{MESH_UNIQUE}\"`"
+    return given, None
+
+
+def default_listen_address(layout: str) -> str:
+    return POD_ADDRESS if layout == PER_WORKLOAD else LOOPBACK
+
+
+def fixed_port_clashes(app_ports: list[int], tcp_count: int, inbound_count: int = 1) -> list[int]:
+    """Application ports that a per-workload sidecar's own listeners take
+    (the app and its sidecar share one network namespace)."""
+    taken = {ADMIN_PORT, OUTBOUND_PORT}
+    taken.update(range(INBOUND_PORT, INBOUND_PORT + inbound_count))
+    taken.update(range(FIRST_TCP_PORT, FIRST_TCP_PORT + tcp_count))
+    return sorted(p for p in set(app_ports) if p in taken)
