@@ -467,3 +467,19 @@ spec:
     mesh = r.mesh
     assert evaluate(mesh, Request("a", "c")).decision.allowed and evaluate(mesh, Request("b", "c")).decision.allowed
     assert not evaluate(mesh, Request("c", "c")).decision.allowed
+
+
+def test_ports_without_a_protocol_name_are_said_to_be_sniffed():
+    text = """apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports:
+  - {port: 8080, name: web}
+  - {port: 9090, name: grpc-api}
+  - {port: 7070, appProtocol: http}
+"""
+    r = imported({"s.yaml": text})
+    assert [(d.code, d.span.line) for d in r.diagnostics] == [("MP905", 7)]
+    assert [p.protocol for p in r.mesh.service("api").ports] == ["http", "grpc", "http"]

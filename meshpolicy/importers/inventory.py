@@ -102,6 +102,7 @@ class Inventory:
         self.diags = diags
         self.workloads = [w for r in resources if r.kind in WORKLOAD_KINDS and not r.group.endswith("istio.io")
                           for w in [self._workload(r)] if w]
+        self.unnamed_ports: list[tuple[Resource, YMap, Span]] = []  # ports whose protocol Istio must sniff
         services = [r for r in resources if r.kind == "Service" and r.api_version == "v1"]
         counts: dict[str, int] = {}
         for r in services:
@@ -146,6 +147,8 @@ class Inventory:
             if not isinstance(p, YMap) or not isinstance(p.get("port"), int):
                 continue
             out.append((p["port"], port_protocol(p), ports.at(i)))
+            if not port_protocol_named(p) and p.get("protocol") not in ("UDP", "SCTP"):
+                self.unnamed_ports.append((r, p, ports.at(i)))
         return out
 
     # ---- who a policy's selector picks
@@ -211,6 +214,15 @@ class Inventory:
             if v is not None and v not in seen:
                 seen.append(v)
         return seen
+
+
+def port_protocol_named(port: YMap) -> bool:
+    """Whether the port says its protocol (`appProtocol`, or a name like `http-web`),
+    as Istio's protocol selection asks (istioctl: IST0118)."""
+    app = port.get("appProtocol")
+    if isinstance(app, str) and app.lower().split("/")[-1] in _PROTOCOLS:
+        return True
+    return str(port.get("name") or "").lower().split("-", 1)[0] in _PROTOCOLS
 
 
 def port_protocol(port: YMap) -> str:

@@ -24,6 +24,10 @@ def default_retry(span) -> t.Retry:
 
 
 def build_services(cx: Context, istio_defaults: bool) -> None:
+    for res, port, span in cx.inv.unnamed_ports:
+        cx.approximate(res, "spec.ports.name", span, f"port {port.get('port')} names no protocol (`http-...`, "
+                       "`grpc-...`, `tcp-...` or `appProtocol`): Istio sniffs it, taken here as HTTP "
+                       "(istioctl: IST0118)")
     for svc in cx.inv.services.values():
         r = svc.resource
         cx.coverage.imported[r.kind] += 1
