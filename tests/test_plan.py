@@ -102,7 +102,8 @@ allow * -> a
     assert c["a"].rule.index == 0 and c["a"].source.kind == "namespace"
     # mTLS off: no caller identity is visible, so `authenticated` admits no one.
     assert plan.callers("d") == {}
-    assert set(plan.callers("a")) == {None, "a", "b", "c", "d"}
+    # strict mTLS (the default) refuses callers without identity before any rule
+    assert set(plan.callers("a")) == {"a", "b", "c", "d"}
     assert "allow rule #5" in plan.callers("a")["b"].reason
     assert plan.callees("b") == ["a"]
 
@@ -111,6 +112,7 @@ def test_default_allow_admits_everyone_but_blanket_denies():
     mesh = _mesh("""
 mesh m {
   default allow
+  mtls permissive
 }
 service a {
   namespace x

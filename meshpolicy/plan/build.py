@@ -9,6 +9,7 @@ verifier's candidates), hosts from plan/hosts.py.
 from __future__ import annotations
 
 from ..model.types import Mesh, RouteRule, Service, Version
+from ..semantics import admission
 from ..semantics.evaluate import default_weights, forward_weights
 from .hosts import fqdn, hosts
 from .scopes import admissions
@@ -53,9 +54,7 @@ def default_plan(svc: Service) -> RulePlan:
 
 def build_plan(mesh: Mesh) -> Plan:
     services = {name: svc for name, svc in mesh.service_map.items()}
-    ids: dict[tuple[str, str], list[str]] = {}
-    for svc in services.values():
-        ids.setdefault((svc.namespace, svc.account), []).append(svc.name)
+    ids = admission.identity_groups(mesh)
     identities = {
         key: Identity(key[0], key[1], f"spiffe://{mesh.settings.trust_domain}/ns/{key[0]}/sa/{key[1]}", tuple(names))
         for key, names in ids.items()
@@ -63,6 +62,7 @@ def build_plan(mesh: Mesh) -> Plan:
     by_ns: dict[str, list[str]] = {}
     for s in mesh.services:
         by_ns.setdefault(s.namespace, []).append(s.name)
+    names = [s.name for s in mesh.services]
     limits: dict[str, list] = {}
     for lim in mesh.rate_limits:
         limits.setdefault(lim.target.name, []).append(lim)
@@ -79,7 +79,7 @@ def build_plan(mesh: Mesh) -> Plan:
             workloads=workloads_of(svc),
             rules=[rule_plan(svc, r) for r in route.rules] if route is not None else None,
             default=default_plan(svc),
-            callers=admissions(mesh, name, by_ns, ids),
+            callers=admissions(mesh, name, by_ns, names),
             rate_limits=limits.get(name, []),
         )
     s = mesh.settings
