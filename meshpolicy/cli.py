@@ -28,6 +28,8 @@ COMMANDS = {
     "up": "meshpolicy.commands.up:command",
     "proxy": "meshpolicy.commands.proxy:command",
     "import": "meshpolicy.commands.import_:command",
+    "stat": "meshpolicy.commands.stat:stat_command",
+    "top": "meshpolicy.commands.stat:top_command",
 }
 
 

@@ -1,0 +1,92 @@
+"""`meshc stat` and `meshc top`: RED metrics of a mesh that `meshc up` runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .common import EXIT_OK, EXIT_USAGE
+
+
+def _workdir(paths, workdir: Path | None) -> Path:
+    from ..project import find_root
+    from ..run.state import up_workdir
+
+    if workdir is not None:
+        return workdir
+    return up_workdir(find_root(Path(paths[0]) if paths else Path(".")))
+
+
+def _sidecars_or_exit(paths, workdir):
+    from ..run.telemetry import sidecars
+
+    wd = _workdir(paths, workdir)
+    cars = sidecars(wd)
+    if not cars:
+        click.echo(f"meshc: no mesh is running from {wd} (start one with `meshc up`)", err=True)
+        sys.exit(EXIT_USAGE)
+    return cars
+
+
+def _window(cars, seconds: float):
+    from ..run.telemetry import red, scrape
+
+    before = scrape(cars)
+    time.sleep(seconds)
+    after = scrape(cars)
+    return red(before, after), sorted(set(after.unreachable))
+
+
+@click.command("stat")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The work directory of `meshc up` (default: the mesh's own).")
+@click.option("--window", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
+              help="Seconds between the two scrapes the rates and latencies are computed over.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def stat_command(paths, workdir, window, fmt):
+    """Request rate, success rate and latency per service pair, from every
+    sidecar of the mesh that `meshc up` runs for PATHS.
+
+    \b
+    Examples:
+      meshc stat examples/shop
+      meshc stat examples/shop --window 30 --format json
+    """
+    from ..run.telemetry import as_json, as_table
+
+    cars = _sidecars_or_exit(paths, workdir)
+    rows, unreachable = _window(cars, window)
+    if fmt == "json":
+        click.echo(as_json(rows, window, unreachable))
+    else:
+        click.echo(as_table(rows))
+        if unreachable:
+            click.echo(f"not answering: {', '.join(unreachable)}", err=True)
+    sys.exit(EXIT_OK)
+
+
+@click.command("top")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The work directory of `meshc up` (default: the mesh's own).")
+@click.option("--every", type=click.FloatRange(0.2, 600), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+def top_command(paths, workdir, every):
+    """`meshc stat`, refreshed in place until Ctrl-C."""
+    from ..run.telemetry import as_table
+
+    cars = _sidecars_or_exit(paths, workdir)
+    try:
+        while True:
+            rows, unreachable = _window(cars, every)
+            screen = as_table(rows) + (f"\nnot answering: {', '.join(unreachable)}" if unreachable else "")
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            sys.stdout.write(f"{time.strftime('%H:%M:%S')}  every {every:g}s\n{screen}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_OK)

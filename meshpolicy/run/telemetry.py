@@ -1,0 +1,168 @@
+"""RED metrics of a running mesh, from every sidecar, per service pair.
+
+Each sidecar serves Prometheus text on its admin port (Envoy's
+/stats/prometheus, meshproxy's /metrics). Two scrapes a window apart give,
+for every (source, destination) pair, the request rate, the share of
+answers that were not 5xx and the p50/p95/p99 latency (interpolated in the
+histogram buckets, as Prometheus' histogram_quantile does). Envoy counts a
+call at the caller's sidecar (its clusters are named `<service>|<version>`);
+meshproxy also counts it at the destination with the caller's verified
+identity, and `side` says which sidecar saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+Key = tuple[str, str, str]  # (side, source, destination)
+
+
+@dataclass
+class Sample:
+    at: float
+    codes: dict[Key, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    buckets: dict[Key, dict[float, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    unreachable: list[str] = field(default_factory=list)  # sidecars that did not answer
+
+
+@dataclass
+class Row:
+    side: str  # "caller" or "callee": the sidecar that counted
+    source: str
+    destination: str
+    requests: int
+    rate: float  # requests per second over the window
+    success: float | None  # percent of answers below 500
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass
+class Sidecar:
+    workload: str  # service or service/version
+    service: str
+    proxy: str
+    metrics_url: str
+
+
+def sidecars(workdir: Path) -> list[Sidecar]:
+    """The sidecars of the mesh `meshc up` runs from workdir (its configs)."""
+    from .up import _envoy_workloads, _meshproxy_workloads
+
+    config = workdir / "config"
+    if not config.is_dir():
+        return []
+    if any(config.rglob("*.yaml")):
+        ws, proxy, path = _envoy_workloads(config, None), "envoy", "/stats/prometheus"
+    else:
+        ws, proxy, path = _meshproxy_workloads(config), "meshproxy", "/metrics"
+    return [Sidecar(w.key, w.service, proxy, f"http://127.0.0.1:{w.admin_port}{path}") for w in ws]
+
+
+def _text(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def scrape(cars: list[Sidecar]) -> Sample:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sample = Sample(time.monotonic())
+    for car in cars:
+        text = _text(car.metrics_url)
+        if text is None:
+            sample.unreachable.append(car.workload)
+            continue
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:  # the parser names counter samples `<family>_total`, whatever was served
+                _take(car, s.name.removesuffix("_total"), s.labels, s.value, sample)
+    return sample
+
+
+def _take(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -> None:
+    if car.proxy == "meshproxy":
+        if name == "meshproxy_requests":
+            side = "caller" if labels.get("direction") == "outbound" else "callee"
+            sample.codes[(side, labels.get("source", "?"), labels.get("destination", "?"))][labels["code"]] += value
+        elif name == "meshproxy_request_duration_seconds_bucket":
+            side = "caller" if labels.get("direction") == "outbound" else "callee"
+            key = (side, labels.get("source", "?"), labels.get("destination", "?"))
+            sample.buckets[key][float(labels["le"]) * 1000] += value
+        return
+    cluster = labels.get("envoy_cluster_name", "")
+    if "|" not in cluster or cluster.startswith(("inbound|", "tracing|", "meshc-")):
+        return  # only calls to mesh destinations (`<service>|<version>`)
+    key = ("caller", car.service, cluster.split("|", 1)[0])
+    if name == "envoy_cluster_upstream_rq" and "envoy_response_code" in labels:
+        sample.codes[key][labels["envoy_response_code"]] += value
+    elif name == "envoy_cluster_upstream_rq_time_bucket":
+        sample.buckets[key][float(labels["le"])] += value  # Envoy's histograms are in ms
+
+
+def _quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """histogram_quantile over cumulative bucket counts (upper bound -> count)."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    total = buckets[bounds[-1]]
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for b in bounds:
+        count = buckets[b]
+        if count >= rank:
+            if b == float("inf"):
+                return prev_bound
+            span = count - prev_count
+            return prev_bound + (b - prev_bound) * ((rank - prev_count) / span if span else 1.0)
+        prev_bound, prev_count = b, count
+    return prev_bound
+
+
+def red(before: Sample, after: Sample) -> list[Row]:
+    seconds = max(after.at - before.at, 1e-9)
+    rows = []
+    for key in sorted(after.codes):
+        codes = {c: after.codes[key][c] - before.codes.get(key, {}).get(c, 0.0) for c in after.codes[key]}
+        n = sum(codes.values())
+        if n <= 0:
+            continue
+        ok = sum(v for c, v in codes.items() if not c.startswith("5"))
+        delta = {b: after.buckets[key][b] - before.buckets.get(key, {}).get(b, 0.0) for b in after.buckets.get(key, {})}
+        side, src, dst = key
+        rows.append(Row(side, src, dst, int(round(n)), n / seconds, 100.0 * ok / n,
+                        *(_round(_quantile(q, delta)) for q in (0.5, 0.95, 0.99))))
+    return rows
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def as_json(rows: list[Row], window: float, unreachable: list[str]) -> str:
+    return json.dumps({"window_seconds": window, "pairs": [asdict(r) for r in rows],
+                       "unreachable": unreachable}, indent=2)
+
+
+def as_table(rows: list[Row]) -> str:
+    head = f"{'side':<7} {'source':<20} {'destination':<20} {'req':>6} {'rps':>8} {'success':>8} " \
+           f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    lines = [head]
+
+    def fmt(x, unit=""):
+        return "-" if x is None else f"{x:.1f}{unit}"
+
+    for r in rows:
+        lines.append(f"{r.side:<7} {r.source:<20} {r.destination:<20} {r.requests:>6} {r.rate:>8.1f} "
+                     f"{fmt(r.success, '%'):>8} {fmt(r.p50_ms):>8} {fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8}")
+    if not rows:
+        lines.append("(no requests in the window)")
+    return "\n".join(lines)

