@@ -483,3 +483,21 @@ spec:
     r = imported({"s.yaml": text})
     assert [(d.code, d.span.line) for d in r.diagnostics] == [("MP905", 7)]
     assert [p.protocol for p in r.mesh.service("api").ports] == ["http", "grpc", "http"]
+
+
+def test_hostile_yaml_is_refused_quickly_not_crashing():
+    """An alias bomb expands exponentially; a deeply nested document overflowed
+    libyaml's C stack (a segfault). Both are MP901 in well under a second of work."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    flow = "a: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    block = "".join("  " * i + f"k{i}:\n" for i in range(3000)) + "  " * 3000 + "v: 1\n"
+    for text in (bomb, flow, block):
+        r = imported({"h.yaml": text})
+        assert [d.code for d in r.diagnostics] == ["MP901"]
+
+
+def test_verify_exits_cleanly_on_hostile_yaml(tmp_path):
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    proc = run_meshc("verify", str(tmp_path))
+    assert proc.returncode == 1 and "MP901" in proc.stdout and "Traceback" not in proc.stderr

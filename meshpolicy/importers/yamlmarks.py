@@ -8,6 +8,8 @@ YAML 1.1's safe types (PyYAML's SafeLoader), as `kubectl` reads them.
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from ..span import Span
@@ -76,22 +78,42 @@ _STR, _INT, _BOOL, _NULL = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "t
                             "tag:yaml.org,2002:null")
 
 
-def _convert(path: str, node: yaml.Node, depth: int = 0):
-    if depth > 200:  # a hostile document nested past what any manifest needs
-        raise yaml.YAMLError(f"nesting deeper than 200 levels at line {node.start_mark.line + 1}")
+MAX_DEPTH = 200
+MAX_NODES = 2_000_000  # per file; a real manifest set of 1000 services has ~300k
+
+
+class _Budget:
+    """Aliases make a YAML graph, not a tree: `a: &x [*y, *y]` repeated doubles
+    at each step (a "billion laughs"). Every value read, aliases included,
+    counts against the file's budget."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_NODES
+
+
+def _convert(path: str, node: yaml.Node, depth: int = 0, budget: _Budget | None = None):
+    budget = budget or _Budget()
+    budget.left -= 1
+    if budget.left < 0:
+        raise yaml.YAMLError(f"the document expands to more than {MAX_NODES} values (aliases repeated "
+                             f"over and over?) at line {node.start_mark.line + 1}")
+    if depth > MAX_DEPTH:  # a hostile document nested past what any manifest needs
+        raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {node.start_mark.line + 1}")
     if isinstance(node, yaml.MappingNode):
         _SCALARS.flatten_mapping(node)  # `<<` merge keys, as Kubernetes' reader does
         out = YMap()
         out._path, out._node, out._nodes = path, node, {}
         for k, v in node.value:
-            key = _convert(path, k, depth + 1)
+            key = _convert(path, k, depth + 1, budget)
             if isinstance(key, (YMap, YSeq)):
                 key = str(key)
-            out[key] = _convert(path, v, depth + 1)
+            out[key] = _convert(path, v, depth + 1, budget)
             out._nodes[key] = (k, v)
         return out
     if isinstance(node, yaml.SequenceNode):
-        seq = YSeq(_convert(path, v, depth + 1) for v in node.value)
+        seq = YSeq(_convert(path, v, depth + 1, budget) for v in node.value)
         seq._path, seq._node = path, node
         return seq
     if node.tag == _STR:  # the common case, without the constructor's dispatch
@@ -99,15 +121,37 @@ def _convert(path: str, node: yaml.Node, depth: int = 0):
     return _SCALARS.construct_object(node, deep=True)
 
 
+_DEEP_INDENT = re.compile(r"^[ \t-]{%d,}" % (2 * MAX_DEPTH), re.M)
+
+
+def _check_depth(path: str, text: str) -> None:
+    """libyaml's composer recurses in C: a document nested a hundred thousand
+    levels deep overflows the stack and kills the process. Nesting needs
+    brackets or indentation, so only a text with many of either is walked
+    event by event (which does not recurse) before it is composed."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH and not _DEEP_INDENT.search(text):
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {event.start_mark.line + 1}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def load_documents(path: str, text: str) -> list[tuple[YMap | None, Span]]:
     """Every document of a multi-document YAML text, with where it starts.
     A document that is not a mapping comes back as None (with its span).
     Raises yaml.YAMLError on unreadable YAML."""
     docs = []
+    _check_depth(path, text)
+    budget = _Budget()
     for node in yaml.compose_all(text, Loader=_Loader):
         if node is None:
             continue
-        value = _convert(path, node)
+        value = _convert(path, node, 0, budget)
         docs.append((value if isinstance(value, YMap) else None, _span(path, node)))
     _SCALARS.constructed_objects.clear()  # the constructor's memo would keep every scalar alive
     return docs
