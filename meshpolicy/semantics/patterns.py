@@ -49,7 +49,13 @@ def path_matches(p: PathPattern, path: str) -> bool:
         return path == p.value
     if p.kind == "prefix":
         return path.startswith(p.value)
-    return _compiled(pattern_regex(p)).fullmatch(path) is not None
+    return _compiled_pattern(p.kind, p.value).fullmatch(path) is not None
+
+
+@lru_cache(maxsize=16384)
+def _compiled_pattern(kind: str, value: str):
+    """A glob's or regex's compiled RE2, built once per pattern text."""
+    return _compiled(pattern_regex(PathPattern.make(kind=kind, value=value)))
 
 
 def header_matches(h: HeaderMatch, headers: dict[str, str]) -> bool:

@@ -235,6 +235,20 @@ class Partition:
                 memo[cls] = None if len(starts) > self.box_limit else self.minus(starts, denies)
         return memo[cls]
 
+    def some_allowed_in(self, pieces) -> bool | None:
+        """Is some request within `pieces` allowed? Asked caller class by
+        caller class (allowed_for_class), so a destination with hundreds of
+        allow rules needs neither one huge box difference nor the solver.
+        None: some class's answer was too large to hold."""
+        classes = sorted(frozenset().union(*[b[0] for b in pieces])) if pieces else []
+        for c in classes:
+            boxes = self.allowed_for_class(c)
+            if boxes is None:
+                return None
+            if any(self.meet(a, b) is not None for a in boxes for b in pieces):
+                return True
+        return False
+
     def allows_of_class(self, cls: int) -> list[AuthRule]:
         """The allow rules whose sources include caller class cls (indexed once)."""
         index = self.__dict__.get("_allows_index")

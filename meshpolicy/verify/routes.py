@@ -163,8 +163,9 @@ def _out_of_step(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]
         routed_here = lambda o, rr=rr: o.route.rule is not None and o.route.rule.index == rr.index  # noqa: E731
         taken = p.taken_rest(i)
         allowed = p.allowed_in(taken) if taken is not None else None
-        if allowed is not None:
-            if allowed:
+        some = p.some_allowed_in(taken) if taken is not None and allowed is None else None
+        if allowed is not None or some is not None:
+            if allowed or some:
                 continue
             req = p.pick(taken[0])
         else:
