@@ -501,3 +501,32 @@ def test_verify_exits_cleanly_on_hostile_yaml(tmp_path):
     (tmp_path / "deep.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
     proc = run_meshc("verify", str(tmp_path))
     assert proc.returncode == 1 and "MP901" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_grpc_route_matches_service_and_method():
+    text = (SERVICE.format(name="api", ns="shop").replace("name: http", "name: grpc") + """apiVersion: v1
+kind: Service
+metadata: {name: api-v2, namespace: shop}
+spec:
+  selector: {app: api, version: v2}
+  ports: [{port: 8080, name: grpc}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: api, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api}]
+  rules:
+  - matches: [{method: {service: shop.Orders}}]
+    backendRefs: [{name: api, port: 8080}]
+  - matches: [{method: {service: shop.Orders, method: Create}}]
+    backendRefs: [{name: api-v2, port: 8080}]
+""")
+    r = imported({"g.yaml": text})
+    assert not [d for d in r.diagnostics if d.code in ("MP903", "MP904") or d.is_error], r.diagnostics
+
+    def weights(path):
+        return evaluate(r.mesh, Request("api", "api", "POST", path)).route.weights
+
+    assert weights("/shop.Orders/Create") == {"v2": 100.0}  # service and method beat service alone
+    assert "v2" not in weights("/shop.Orders/List")

@@ -41,7 +41,6 @@ _NOT_IMPORTED = {
     "WorkloadGroup": "workloads outside Kubernetes are not imported",
     "WasmPlugin": "Wasm plugins can change any decision",
     "ProxyConfig": "proxy settings do not change decisions",
-    "GRPCRoute": "gRPC routes are not imported yet",
     "TCPRoute": "TCP routes are not imported",
     "TLSRoute": "TLS routes are not imported",
     "ReferenceGrant": "cross-namespace references are taken as granted",
@@ -125,7 +124,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
     services.peer_authentications(cx, by_kind.get("PeerAuthentication", []), root_namespace)
     services.destination_rules(cx, by_kind.get("DestinationRule", []))
     istio_routes.virtual_services(cx, by_kind.get("VirtualService", []))
-    gateway_api.http_routes(cx, by_kind.get("gw:HTTPRoute", []))
+    gateway_api.http_routes(cx, by_kind.get("gw:HTTPRoute", []) + by_kind.get("gw:GRPCRoute", []))
     services.check_tls_overrides(cx)
     allow_scoped = istio_authz.authorization_policies(cx, by_kind.get("AuthorizationPolicy", []), root_namespace)
     for ksvc in inv.services.values():
@@ -145,7 +144,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
                 why = _NOT_IMPORTED[kind]
             diags.append(diag("MP903", f"{r.label} is not imported: {why}", r.body.span))
         elif (kind not in _READ_ELSEWHERE and kind not in ("VirtualService", "DestinationRule", "PeerAuthentication",
-                                                            "AuthorizationPolicy", "Telemetry", "HTTPRoute")):
+                                                            "AuthorizationPolicy", "Telemetry", "HTTPRoute", "GRPCRoute")):
             diags.append(diag("MP903", f"{r.label} is not imported: meshc does not read `{r.api_version}` "
                                        f"`{kind}` resources", r.body.span))
     return Imported(cx.mesh, diags, coverage)

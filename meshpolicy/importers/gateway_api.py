@@ -22,6 +22,7 @@ from .yamlmarks import YMap, YSeq, empty_map
 
 
 def http_routes(cx: Context, routes: list[Resource]) -> None:
+    """HTTPRoutes and GRPCRoutes attached to Services, in one precedence order per parent."""
     per_parent: dict[str, list[tuple[tuple, t.RouteRule]]] = {}
     parents: dict[str, tuple[K8sService, Resource]] = {}
     for order, res in enumerate(sorted(routes, key=lambda r: (r.created or "~", r.namespace, r.name))):
@@ -87,8 +88,9 @@ def _rule(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, rule: YM
     out = []
     matches = rule.get("matches")
     entries = list(enumerate(matches)) if isinstance(matches, YSeq) and matches else [(0, None)]
+    match = _grpc_match if res.kind == "GRPCRoute" else _match
     for j, entry in entries:
-        built = _match(cx, res, entry, matches.at(j) if isinstance(matches, YSeq) else span, f"{where}.matches[{j}]")
+        built = match(cx, res, entry, matches.at(j) if isinstance(matches, YSeq) else span, f"{where}.matches[{j}]")
         if built is None:
             continue
         m, key = built
@@ -140,6 +142,38 @@ def _match(cx: Context, res: Resource, entry, span: Span, where: str):
                                             span=headers.at(i), spans={}))
     cx.imported(res, where)
     return m, (*rank, 0 if method else 1, -len(m.headers), 0)
+
+
+def _grpc_match(cx: Context, res: Resource, entry, span: Span, where: str):
+    """A GRPCRouteMatch: gRPC calls are POSTs to `/<service>/<method>`. Precedence:
+    longer service, then longer method, then more header matches."""
+    m = t.Match.make(span=span, spans={})
+    method = entry.get("method") if isinstance(entry, YMap) else None
+    service_name = str(method.get("service") or "") if isinstance(method, YMap) else ""
+    method_name = str(method.get("method") or "") if isinstance(method, YMap) else ""
+    kind = str(method.get("type") or "Exact") if isinstance(method, YMap) else "Exact"
+    at = entry.at("method") if isinstance(entry, YMap) and "method" in entry else span
+    if kind == "RegularExpression":
+        m.paths.append(t.PathPattern.make(kind="regex", value=f"/{service_name or '[^/]+'}/{method_name or '[^/]+'}",
+                                          span=at, spans={}))
+    elif service_name and method_name:
+        m.paths.append(t.PathPattern.make(kind="exact", value=f"/{service_name}/{method_name}", span=at, spans={}))
+    elif service_name:
+        m.paths.append(t.PathPattern.make(kind="glob", value=f"/{service_name}/*", span=at, spans={}))
+    elif method_name:
+        m.paths.append(t.PathPattern.make(kind="glob", value=f"/*/{method_name}", span=at, spans={}))
+    headers = entry.get("headers") if isinstance(entry, YMap) else None
+    for i, h in enumerate(headers if isinstance(headers, YSeq) else []):
+        htype = str(h.get("type") or "Exact")
+        if htype not in ("Exact", "RegularExpression") or not isinstance(h.get("value"), str):
+            cx.refuse(res, f"{where}.headers[{i}]", headers.at(i), "only Exact and RegularExpression header "
+                      "matches are expressible; the match is left out", "routing")
+            return None
+        m.headers.append(t.HeaderMatch.make(name=str(h.get("name")).lower(),
+                                            kind="exact" if htype == "Exact" else "regex", value=h["value"],
+                                            span=headers.at(i), spans={}))
+    cx.imported(res, where)
+    return m, (0, -len(service_name), -len(method_name), -len(m.headers), 0)
 
 
 def _backends(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, rule: YMap, where: str):
