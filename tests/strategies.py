@@ -328,7 +328,8 @@ def _service(draw, name: str, tcp: bool, versions: list[str]):
     if draw(st.booleans()):
         items.append(_tok("namespace", draw(st.sampled_from(NAMESPACES))))
     if draw(st.booleans()):
-        items.append(_tok("account", draw(st.sampled_from(("svc-a", "runner", name.replace("_", "-"))))))
+        # each service its own account: a shared one is an error once a rule names one of them (MP108)
+        items.append(_tok("account", draw(st.sampled_from((f"{name}-sa", f"run-{name}", name.replace("_", "-"))))))
     numbers = draw(st.lists(st.sampled_from((80, 443, 8080, 9000, 5432)), min_size=1, max_size=2, unique=True))
     for i, number in enumerate(numbers):
         proto = "tcp" if tcp else (draw(st.sampled_from(("http", "http2", "grpc"))) if i == 0
