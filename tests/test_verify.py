@@ -293,6 +293,8 @@ def test_code_fixture(fixture: Path):
     command = (fixture / "command").read_text().split()
     assert command[0] == "verify"
     cfg = {"verbose": "--verbose" in command}
+    # `name=value`: a [verify] setting of meshc.toml the fixture needs (a limit)
+    cfg.update((k, int(v)) for k, _, v in (w.partition("=") for w in command[1:] if "=" in w))
     bad = (fixture / "bad.mesh").read_text()
     marked = [i + 1 for i, line in enumerate(bad.splitlines()) if f"# <- {code}" in line]
     assert marked, "bad.mesh must mark the expected line"

@@ -104,3 +104,28 @@ def test_live_limit_without_retries_is_quiet():
 def test_limit_on_self_calls_is_not_a_dead_limit():
     _, diags = verify(LIMITS + "limit web -> web 1/s\n")
     assert not {"MP530", "MP531"} & set(codes(diags))
+
+
+# ---- limits -------------------------------------------------------------------------------
+
+def test_rule_limit_ends_in_seconds_with_mp507_and_unproved_assertions():
+    import time
+
+    rules = "".join(f"allow web -> api GET /r{i}/**, /r{i}/x/*\n" for i in range(3000))
+    text = ROUTED.replace("route api {\n  GET /orders/** -> v1\n}\n", "") + rules + \
+        "assert never web -> api DELETE\nallow web -> other\n"
+    result = check_text(text)
+    t0 = time.perf_counter()
+    diags = run(result.mesh, {"verify": {"max_rules_per_destination": 1000}})
+    assert time.perf_counter() - t0 < 20
+    got = codes(diags)
+    assert got.count("MP507") == 1 and "MP602" in got and "MP601" not in got
+    assert not [d for d in diags if d.code == "MP554" and "`api`" in d.message]
+
+
+def test_time_limit_mp508_stops_and_claims_nothing():
+    _, diags = verify(LIMITS + "assert can web -> api GET\n")
+    result = check_text(LIMITS + "assert can web -> api GET\n")
+    diags = run(result.mesh, {"verify": {"max_seconds": 0}})
+    assert codes(diags).count("MP508") == 1 and "MP603" not in codes(diags)
+    assert [d.code for d in diags if d.code.startswith("MP6")] == ["MP602"]

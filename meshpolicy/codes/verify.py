@@ -33,6 +33,10 @@ CODES = define(
     ("MP532", "retries-eat-limit", "warning", "retries (and amplification before them) make one request count several times against a rate limit",
      "retry at one layer only, lower the attempts on this hop, or raise the limit by the factor in the message"),
     # ---- the verifier itself
+    ("MP507", "too-many-rules", "warning", "a destination has more authorization and route rules than the verifier's limit, so calls to it were not verified",
+     "split the rules across services or patterns, or raise `max_rules_per_destination` under [verify] in meshc.toml"),
+    ("MP508", "time-limit", "warning", "verification stopped at its time limit; what was not reached was not proved",
+     "raise `max_seconds` under [verify] in meshc.toml, or verify fewer services at a time"),
     ("MP520", "not-proved", "warning", "the verifier could not decide the findings for a destination (unsupported pattern or solver timeout)",
      "simplify the regex named in the message, or raise --timeout-ms; nothing about this destination was proved"),
     # ---- assertions

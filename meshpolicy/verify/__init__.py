@@ -41,14 +41,28 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
 
     config = dict(config or {})
     timeout, limit = timeout_ms(config), box_limit(config)
+    max_rules, max_seconds = _setting(config, "max_rules_per_destination", MAX_RULES_PER_DESTINATION), \
+        _setting(config, "max_seconds", MAX_SECONDS)
     t0 = time.perf_counter()
     out: list[Diagnostic] = []
     dests = list(dict.fromkeys(s.name for s in mesh.services))
     total = len(dests) + 2  # each destination, then the call graph, then the assertions
     parts = []
+    too_big = {d for d in dests if _rule_count(mesh, d) > max_rules}
+    for d in sorted(too_big, key=dests.index):
+        svc = mesh.service(d)
+        out.append(diag("MP507", f"calls to `{d}` were not verified: its {_rule_count(mesh, d)} authorization and "
+                                 f"route rules exceed the limit of {max_rules} ([verify] max_rules_per_destination)",
+                        svc.span if svc else None))
+    stopped = None
     for i, dest in enumerate(dests):
         if progress:
             progress(f"verifying calls to {dest}", i, total)
+        if dest in too_big:
+            continue
+        if time.perf_counter() - t0 >= max_seconds:
+            stopped = i
+            break
         p = partition(mesh, dest, timeout, limit)
         parts.append(p)
         if p.error:
@@ -61,18 +75,31 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
             svc = mesh.service(p.dest)
             found = [diag("MP520", f"findings for `{p.dest}` were not proved: {exc}", svc.span if svc else None)]
         out.extend(found)
-    if progress:
-        progress("the call graph", len(dests), total)
-    graph = callgraph.build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout, limit))
-    out.extend(callgraph.findings(mesh, config, graph=graph))
     out.extend(mtls.findings(mesh))
     out.extend(raw_paths.findings(mesh))
-    out.extend(limits.findings(mesh, graph, timeout, limit))
+    if stopped is not None:
+        return _stopped(mesh, out, dests[stopped:], max_seconds, stats, parts, t0)
+    if progress:
+        progress("the call graph", len(dests), total)
+
+    def may(m, s, d):
+        return auth.probe(m, s, d) if d in too_big else auth.may_call(m, s, d, timeout, limit)
+
+    graph = callgraph.build_graph(mesh, may)
+    # edges into a destination over the limit are only what probing found:
+    # "nobody calls it" would not be proved there
+    unproved = {mesh.service(d).at("name") for d in too_big}
+    out.extend(d for d in callgraph.findings(mesh, config, graph=graph)
+               if not (d.code == "MP554" and d.span in unproved))
+    out.extend(limits.findings(mesh, graph, timeout, limit, skip=too_big))
     if progress:
         progress("assertions", len(dests) + 1, total)
     for a in mesh.assertions:
         graph_kind = a.kind in GRAPH_ASSERTIONS or (a.kind == "never" and a.transitive and not (a.methods or a.paths))
-        if graph_kind:
+        if a.target.name in too_big and not graph_kind:
+            out.append(diag("MP602", f"`{assertions.describe(a)}` was not proved: `{a.target.name}` has more rules "
+                                     f"than [verify] max_rules_per_destination ({max_rules})", a.span))
+        elif graph_kind:
             d = callgraph.check_assertion(mesh, a, config, graph=graph)
             out.extend([d] if d is not None else assertions.proved(a, config))
         else:
@@ -85,6 +112,38 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
                      box_questions=sum(p.box_questions for p in parts),
                      string_queries=sum(p.stats.get("string_queries", 0) for p in parts),
                      total_seconds=time.perf_counter() - t0)
+    return sorted_diagnostics(out)
+
+
+# Documented limits (docs/verify.md, "Limits"): past them a clear warning
+# ends the work instead of a run that takes hours or gigabytes.
+MAX_RULES_PER_DESTINATION = 5000
+MAX_SECONDS = 600
+
+
+def _setting(config: dict, name: str, default):
+    return type(default)(((config or {}).get("verify") or {}).get(name, default))
+
+
+def _rule_count(mesh: Mesh, dest: str) -> int:
+    route = mesh.route_map.get(dest)
+    return len(mesh.rules_by_target.get(dest, [])) + (len(route.rules) if route else 0)
+
+
+def _stopped(mesh: Mesh, out: list[Diagnostic], rest: list[str], max_seconds: float, stats: dict | None,
+             parts: list, t0: float) -> list[Diagnostic]:
+    """MP508 once for the time limit; every assertion not proved (MP602)."""
+    from .assertions import describe
+
+    first = mesh.service(rest[0])
+    names = ", ".join(f"`{d}`" for d in rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")
+    out.append(diag("MP508", f"verification stopped at the time limit of {max_seconds:g}s ([verify] max_seconds): "
+                             f"calls to {names}, the call graph, rate limits and assertions were not proved",
+                    first.span if first else None))
+    out.extend(diag("MP602", f"`{describe(a)}` was not proved within the time limit", a.span)
+               for a in mesh.assertions)
+    if stats is not None:
+        stats.update(partitions=len(parts), total_seconds=time.perf_counter() - t0, stopped=True)
     return sorted_diagnostics(out)
 
 

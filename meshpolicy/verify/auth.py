@@ -49,12 +49,23 @@ def may_call(mesh: Mesh, source: str | None, destination: str, timeout_ms: int =
     return req
 
 
+def probe(mesh: Mesh, source: str | None, destination: str) -> Request | None:
+    """An allowed request among the candidate requests of the destination's
+    rules, without building its partition (a destination over the verifier's
+    rule limit): a returned request is truly allowed; None proves nothing."""
+    return _probe_rules(mesh, mesh.rules_by_target.get(destination, []), source, destination)
+
+
 def _probe(mesh: Mesh, p: Partition, source: str | None, destination: str) -> Request | None:
+    return _probe_rules(mesh, p.auth_rules, source, destination)
+
+
+def _probe_rules(mesh: Mesh, rules, source: str | None, destination: str) -> Request | None:
     from ..model.types import HTTP_METHODS
     from .atoms import _candidates, key_of
 
     paths = {"/"}
-    for r in p.auth_rules:
+    for r in rules:
         for pat in r.paths:
             paths.update(c for c in _candidates(key_of(pat)) if c.startswith("/"))
     for m in HTTP_METHODS:
