@@ -76,7 +76,13 @@ def stat_command(paths, workdir, window, fmt):
 @click.option("--every", type=click.FloatRange(0.2, 600), default=2.0, show_default=True,
               help="Seconds between refreshes.")
 def top_command(paths, workdir, every):
-    """`meshc stat`, refreshed in place until Ctrl-C."""
+    """`meshc stat`, refreshed in place until Ctrl-C.
+
+    \b
+    Examples:
+      meshc top examples/shop
+      meshc top examples/shop --every 5
+    """
     from ..run.telemetry import as_table
 
     cars = _sidecars_or_exit(paths, workdir)
