@@ -64,8 +64,8 @@ class Certifier:
             for rr in route.rules:
                 self.pattern_at.update({p.span: (route.service.name, p, rr) for p in rr.match.paths})
         self.unnormal = {d.span for d in found if d.code == "MP505"}
-        # destinations the verifier says it proved nothing about (MP520)
-        spans = {d.span for d in found if d.code == "MP520"}
+        # destinations the verifier says it proved nothing about (MP520) or did not verify (MP507)
+        spans = {d.span for d in found if d.code in ("MP520", "MP507")}
         self.unproved = {s.name for s in mesh.services if s.span in spans}
 
     # ---- the encodings, one per destination -------------------------------------------
