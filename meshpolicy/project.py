@@ -153,6 +153,19 @@ def read_source(path: Path, shown: str) -> tuple[SourceFile | None, Diagnostic |
     return SourceFile(shown, text), None
 
 
+def read_sources(files: list[Path], diags: list[Diagnostic]) -> dict[str, SourceFile]:
+    """Each file by the path users see; one that cannot be read is a diagnostic."""
+    out = {}
+    for f in files:
+        shown = display_path(f)
+        src, err = read_source(f, shown)
+        if err:
+            diags.append(err)
+        else:
+            out[shown] = src
+    return out
+
+
 def group_by_mesh(paths: list[str | Path]) -> list[list[str | Path]]:
     """The paths, grouped by the mesh they belong to (in first-seen order), so a
     command given files of several meshes (as pre-commit does) checks each.
@@ -227,13 +240,7 @@ def load(paths: list[str | Path], whole_mesh: bool = True) -> Project:
         for p in explicit:
             files.extend((mesh_files(p) or manifest_files(p)) if p.is_dir() else [p])
     project = Project(root, config=config, diagnostics=diags)
-    for f in files:
-        shown = display_path(f)
-        src, err = read_source(f, shown)
-        if err:
-            diags.append(err)
-        else:
-            project.files[shown] = src
+    project.files.update(read_sources(files, diags))
     if roots and not project.files and not diags:
         inner = nested_roots(root)
         if inner:

@@ -45,7 +45,7 @@ def command(source, paths, outdir, with_report, root_namespace, name, trust_doma
     from ..importers.emit import files_for
     from ..importers.inventory import mesh_name
     from ..importers.report import coverage_table
-    from ..project import display_path, manifest_files, read_source
+    from ..project import manifest_files, read_sources
     from .compile import refused_output
 
     sources, diags = {}, []
@@ -56,13 +56,7 @@ def command(source, paths, outdir, with_report, root_namespace, name, trust_doma
             from ..codes import diag
 
             diags.append(diag("MP001", f"`{raw}` " + ("holds no YAML files" if p.is_dir() else "does not exist")))
-        for f in files:
-            shown = display_path(f)
-            src, err = read_source(f, shown)
-            if err:
-                diags.append(err)
-            else:
-                sources[shown] = src
+        sources.update(read_sources(files, diags))
     diags += refused_output(Path(outdir), force)
     if has_errors(diags):
         emit(diags, sources, fmt, color=color, quiet=quiet, tool_command="import")

@@ -176,13 +176,17 @@ def route(r: t.Route) -> list[str]:
     return lines
 
 
-def auth_rule(r: t.AuthRule) -> str:
-    text = f"{r.effect} {sources(r.sources)} -> {r.target.name}"
-    if r.methods:
-        text += " " + ", ".join(r.methods)
-    if r.paths:
-        text += " " + ", ".join(path(p) for p in r.paths)
+def _narrowed(text: str, methods: list[str], paths: list[t.PathPattern]) -> str:
+    """`allow`, `deny` and `assert` narrow by methods, then paths, each list comma-separated."""
+    if methods:
+        text += " " + ", ".join(methods)
+    if paths:
+        text += " " + ", ".join(path(p) for p in paths)
     return text
+
+
+def auth_rule(r: t.AuthRule) -> str:
+    return _narrowed(f"{r.effect} {sources(r.sources)} -> {r.target.name}", r.methods, r.paths)
 
 
 def assertion(a: t.Assertion) -> str:
@@ -192,12 +196,7 @@ def assertion(a: t.Assertion) -> str:
         return f"assert {a.kind} {a.source.name} {reach} {a.target.name} <= {bound}"
     head = f"assert only {sources(a.sources)} ->" if a.kind == "only" else \
         f"assert {a.kind} {a.source.name} {reach if a.kind == 'never' else '->'}"
-    text = f"{head} {a.target.name}"
-    if a.methods:
-        text += " " + ", ".join(a.methods)
-    if a.paths:
-        text += " " + ", ".join(path(p) for p in a.paths)
-    return text
+    return _narrowed(f"{head} {a.target.name}", a.methods, a.paths)
 
 
 def mesh_block(s: t.MeshSettings) -> list[str]:

@@ -130,18 +130,25 @@ def _match(cx: Context, res: Resource, entry, span: Span, where: str):
     method = entry.get("method")
     if isinstance(method, str):
         m.methods.append(method.upper())
-    headers = entry.get("headers")
+    if not _headers(cx, res, entry, m, where):
+        return None
+    cx.imported(res, where)
+    return m, (*rank, 0 if method else 1, -len(m.headers), 0)
+
+
+def _headers(cx: Context, res: Resource, entry, m: t.Match, where: str) -> bool:
+    """An HTTP or gRPC route match's header tests into m; False (and said so) when one is not expressible."""
+    headers = entry.get("headers") if isinstance(entry, YMap) else None
     for i, h in enumerate(headers if isinstance(headers, YSeq) else []):
-        htype = str(h.get("type") or "Exact")
+        htype = str(h.get("type") or "Exact") if isinstance(h, YMap) else ""
         if htype not in ("Exact", "RegularExpression") or not isinstance(h.get("value"), str):
             cx.refuse(res, f"{where}.headers[{i}]", headers.at(i), "only Exact and RegularExpression header "
                       "matches are expressible; the match is left out", "routing")
-            return None
+            return False
         m.headers.append(t.HeaderMatch.make(name=str(h.get("name")).lower(),
                                             kind="exact" if htype == "Exact" else "regex", value=h["value"],
                                             span=headers.at(i), spans={}))
-    cx.imported(res, where)
-    return m, (*rank, 0 if method else 1, -len(m.headers), 0)
+    return True
 
 
 def _grpc_match(cx: Context, res: Resource, entry, span: Span, where: str):
@@ -162,16 +169,8 @@ def _grpc_match(cx: Context, res: Resource, entry, span: Span, where: str):
         m.paths.append(t.PathPattern.make(kind="glob", value=f"/{service_name}/*", span=at, spans={}))
     elif method_name:
         m.paths.append(t.PathPattern.make(kind="glob", value=f"/*/{method_name}", span=at, spans={}))
-    headers = entry.get("headers") if isinstance(entry, YMap) else None
-    for i, h in enumerate(headers if isinstance(headers, YSeq) else []):
-        htype = str(h.get("type") or "Exact")
-        if htype not in ("Exact", "RegularExpression") or not isinstance(h.get("value"), str):
-            cx.refuse(res, f"{where}.headers[{i}]", headers.at(i), "only Exact and RegularExpression header "
-                      "matches are expressible; the match is left out", "routing")
-            return None
-        m.headers.append(t.HeaderMatch.make(name=str(h.get("name")).lower(),
-                                            kind="exact" if htype == "Exact" else "regex", value=h["value"],
-                                            span=headers.at(i), spans={}))
+    if not _headers(cx, res, entry, m, where):
+        return None
     cx.imported(res, where)
     return m, (0, -len(service_name), -len(method_name), -len(m.headers), 0)
 
