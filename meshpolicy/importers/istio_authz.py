@@ -73,7 +73,7 @@ def _rule(cx: Context, res: Resource, rule: YMap | None, span: Span, where: str,
         cx.refuse(res, f"{where}.when", rule.key_at("when"), "conditions cannot be expressed yet; the rule is left "
                   "out", f"{'denied' if effect == 'deny' else 'allowed'} requests")
         return
-    sources = _sources(cx, res, rule.get("from"), rule, where, effect)
+    sources = _sources(cx, res, rule.get("from"), rule, where, effect, scope)
     if sources is None:
         return
     operations = rule.get("to")
@@ -92,7 +92,51 @@ def _rule(cx: Context, res: Resource, rule: YMap | None, span: Span, where: str,
                 paths=[p.model_copy() for p in paths], span=span, spans={}))
 
 
-def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: str) -> list[t.Source] | None:
+def _negated(cx: Context, res: Resource, src: YMap, scope: list[K8sService], where: str,
+             effect: str) -> list[t.Source] | None:
+    """A source with `notNamespaces`/`notPrincipals`: the workloads in the inputs
+    that pass every condition, named one by one. A caller without an identity
+    passes a negative condition too (Envoy's `not_id` of an identity it does
+    not have); the language can name it only within `*`, which is exact where
+    every destination in scope is STRICT (it never gets through) and said
+    otherwise."""
+    unsupported = [k for k in src if k not in ("principals", "namespaces", "notPrincipals", "notNamespaces")]
+    if unsupported:
+        cx.refuse(res, f"{where}.{unsupported[0]}", src.key_at(unsupported[0]), "the language cannot express "
+                  "this source yet; the rule is left out", f"{'denied' if effect == 'deny' else 'allowed'} requests")
+        return None
+    names = [s.name for s in cx.mesh.services]
+    if "principals" in src or "namespaces" in src:
+        keep: set[str] = set()
+        for p in src.get("principals") or []:
+            keep |= {x.name for x in _principal(cx, res, str(p), src.at("principals")) if x.kind == "service"}
+        nss = [str(n) for n in src.get("namespaces") or []]
+        in_ns = {s.name for s in cx.mesh.services if s.namespace in nss}
+        keep = keep & in_ns if src.get("principals") and nss else keep | in_ns
+        names = [n for n in names if n in keep]
+    excluded_ns = {str(n) for n in src.get("notNamespaces") or []}
+    excluded_ids = {str(p).removeprefix("spiffe://") for p in src.get("notPrincipals") or []}
+    if any("*" in x for x in excluded_ns | excluded_ids):
+        cx.refuse(res, where, src.span, "wildcards in notNamespaces/notPrincipals cannot be expressed; the rule is "
+                  "left out", f"{'denied' if effect == 'deny' else 'allowed'} requests")
+        return None
+    td = cx.mesh.settings.trust_domain
+    out = [t.Source.make(kind="service", name=s.name, span=src.span, spans={}) for s in cx.mesh.services
+           if s.name in names and s.namespace not in excluded_ns
+           and f"{td}/ns/{s.namespace}/sa/{s.account}" not in excluded_ids]
+    cx.imported(res, where)
+    if "principals" not in src and "namespaces" not in src:
+        strict = all(cx.mesh.mtls_of(cx.service_for(k)) == "strict" for k in scope)
+        if not strict:
+            cx.approximate(res, where, src.span, "also matches callers without an identity in Istio; the language "
+                           "names them only within `*`, so they are left out of this rule"
+                           + (" (the deny covers less than Istio's)" if effect == "deny"
+                              else " (the allow admits less than Istio's)"))
+    return out
+
+
+def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: str,
+             scope: list[K8sService]) -> list[t.Source] | None:
     """The union of the `from` sources as the language's sources, or None when
     one cannot be expressed (the rule is then left out, and said so)."""
     if not isinstance(froms, YSeq) or not froms:
@@ -102,6 +146,12 @@ def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: 
         src = entry.get("source") if isinstance(entry, YMap) else None
         at = froms.at(i)
         if not isinstance(src, YMap):
+            continue
+        if "notNamespaces" in src or "notPrincipals" in src:
+            got = _negated(cx, res, src, scope, f"{where}.from[{i}].source", effect)
+            if got is None:
+                return None
+            out += got
             continue
         unsupported = [k for k in src if k not in ("principals", "namespaces")]
         if unsupported:
