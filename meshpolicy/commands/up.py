@@ -154,8 +154,6 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                     plan = _reload(paths, plan, sup, workdir, not no_verify) or plan
             stop.wait(0.5)
         click.echo("meshc up: stopping", err=True)
-    if plan.control_plane is not None:
-        plan.control_plane.stop()
     sys.exit(code)
 
 

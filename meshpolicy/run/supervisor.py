@@ -94,6 +94,8 @@ class Supervisor:
         self.procs: dict[str, Proc] = {}
         self._lock = threading.Lock()
         self._reaper: subprocess.Popen | None = None
+        # Run after every process stopped (the control plane outlives the Envoys it serves).
+        self.on_exit: list = []
 
     def _watch_group(self, pgid: int) -> None:
         if self._reaper is None:
@@ -166,6 +168,8 @@ class Supervisor:
                     pass
                 p.popen.wait()
         self._dismiss_reaper()
+        while self.on_exit:
+            self.on_exit.pop()()
 
     def __enter__(self) -> "Supervisor":
         return self

@@ -299,6 +299,7 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
     if xds_port is not None:
         _serve(plan, xds_port)
+        sup.on_exit.append(plan.control_plane.stop)
 
 
 def _app_listening(w: Workload) -> bool:
