@@ -56,15 +56,21 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,
     """Lower and then validate. Outputs come back sorted by path; with any
     error diagnostic the outputs must not be written. `progress(step, done,
     total)`, when given, hears of each phase (a progress bar)."""
+    from ..gc_pause import gc_paused
+
     t = get_target(target)
     if progress:
         progress(f"compiling to {target}", 0, 2)
-    outputs, diags = t.lower(mesh, options or CompileOptions())
-    outputs = sorted(outputs, key=lambda o: o.path)
-    if not has_errors(diags):
-        if progress:
-            progress(f"checking {len(outputs)} {target} files", 1, 2)
-        diags = diags + t.validate(outputs)
+    # Lowering and checking build millions of small, mostly acyclic objects
+    # while the whole model stays alive: the cyclic GC would rescan it again
+    # and again (istio at 1000 services: 22% of compile CPU, gateway-api 68%).
+    with gc_paused():
+        outputs, diags = t.lower(mesh, options or CompileOptions())
+        outputs = sorted(outputs, key=lambda o: o.path)
+        if not has_errors(diags):
+            if progress:
+                progress(f"checking {len(outputs)} {target} files", 1, 2)
+            diags = diags + t.validate(outputs)
     return outputs, diags
 
 
