@@ -19,6 +19,18 @@ from .targets import TARGETS  # the target registry: [compile.<name>] tables
 Check = Callable[[Any], str | None]  # returns a problem, or None when fine
 
 
+_LIFETIME = re.compile(r"([0-9]+)(m|h|d)")
+
+
+def _lifetime(v: Any) -> int | None:
+    """`30m`, `1h`, `7d` in seconds, between a minute and a year; else None."""
+    m = _LIFETIME.fullmatch(v) if isinstance(v, str) else None
+    if m is None:
+        return None
+    seconds = int(m[1]) * {"m": 60, "h": 3600, "d": 86400}[m[2]]
+    return seconds if 60 <= seconds <= 365 * 86400 else None
+
+
 def _number(lo: float, hi: float | None = None, integer: bool = False) -> Check:
     def check(v: Any) -> str | None:
         ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
@@ -154,6 +166,12 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                         up["xds"] = v
                     else:
                         bad("up", "xds", f"must be true or false, not {v!r}")
+                elif k == "cert_lifetime":  # workload certificates of `meshc up`, renewed at 2/3 of it
+                    seconds = _lifetime(v)
+                    if seconds is None:
+                        bad("up", "cert_lifetime", f"must be a duration from 1m to 365d like \"1h\", not {v!r}")
+                    else:
+                        up["cert_lifetime_s"] = seconds
                 elif k != "apps":
                     unknown("up", k)
                 elif not isinstance(v, dict):

@@ -111,7 +111,7 @@ def _new_ca(mesh_name: str, trust_domain: str):
     return cert, key
 
 
-def _new_workload(ca_cert, ca_key, namespace: str, account: str, spiffe: str, days: int):
+def _new_workload(ca_cert, ca_key, namespace: str, account: str, spiffe: str, validity: _dt.timedelta):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -128,8 +128,8 @@ def _new_workload(ca_cert, ca_key, namespace: str, account: str, spiffe: str, da
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(hours=1))
-        .not_valid_after(min(now + _dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .not_valid_before(now - min(_dt.timedelta(hours=1), validity))  # some slack for clock skew
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -197,7 +197,14 @@ def _load_ca(outdir: Path, trust_domain: str):
     return cert, key
 
 
-def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str) -> bool:
+def renew_after(lifetime_s: float) -> float:
+    """Seconds after issuing that short-lived certificates are renewed: at two
+    thirds of their life, so a failed renewal has a third left to be retried."""
+    return lifetime_s * 2 / 3
+
+
+def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str,
+                 lifetime_s: float | None = None) -> bool:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -208,16 +215,21 @@ def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str) -> bool:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except ValueError:
         return False
-    fresh = cert.not_valid_after_utc - _now() > _dt.timedelta(days=RENEW_DAYS)
+    margin = _dt.timedelta(seconds=lifetime_s - renew_after(lifetime_s)) if lifetime_s else \
+        _dt.timedelta(days=RENEW_DAYS)
+    fresh = cert.not_valid_after_utc - _now() > margin
     return (signed_by(cert, ca_cert) and uri_sans(cert) == [spiffe] and fresh
             and cert.public_key().public_numbers() == key.public_key().public_numbers())
 
 
 def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 365,
-          renew: bool = False) -> Issued:
+          renew: bool = False, lifetime_s: float | None = None) -> Issued:
     """Create (or keep) the mesh CA and every service account's certificate;
     `renew` re-issues every workload certificate under the kept CA (rotation).
-    Raises ValueError for an unusable existing CA and OSError for I/O failures."""
+    `lifetime_s` makes workload certificates short-lived (`meshc up`), else
+    they last `days`. Raises ValueError for an unusable existing CA and
+    OSError for I/O failures."""
+    validity = _dt.timedelta(seconds=lifetime_s) if lifetime_s else _dt.timedelta(days=days)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     td = mesh.settings.trust_domain
@@ -234,10 +246,10 @@ def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 36
     for ns, sa, spiffe in identities(mesh):
         cert_path, key_path = workload_paths(outdir, ns, sa)
         shown = f"{ns}/{sa}/{WORKLOAD_CERT}"
-        if not renew and _workload_ok(cert_path, key_path, ca_cert, spiffe):
+        if not renew and _workload_ok(cert_path, key_path, ca_cert, spiffe, lifetime_s):
             out.kept.append(shown)
             continue
-        cert, key = _new_workload(ca_cert, ca_key, ns, sa, spiffe, days)
+        cert, key = _new_workload(ca_cert, ca_key, ns, sa, spiffe, validity)
         # cert and key together, by one symlink swap (certs/rotation.py)
         publish_pair(cert_path.parent, cert_path.name, key_path.name, _pem(cert), _key_pem(key),
                      _write_private, _write_public)

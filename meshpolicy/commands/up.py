@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..certs import renew_after
 from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import load, mesh_files
@@ -77,6 +78,8 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # from here on: stop promptly, clean up, no traceback
         signal.signal(sig, lambda *_: stop.set())
+    renew_now = threading.Event()  # SIGUSR1: rotate every workload certificate now
+    signal.signal(signal.SIGUSR1, lambda *_: renew_now.set())
     project = load(list(paths))
     with progress_bar(project) as progress:
         checked, diags = _checked_mesh(paths, not no_verify, progress, project)
@@ -106,6 +109,10 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
         sys.exit(EXIT_ERRORS)
     apps = checked.project.config.get("up", {}).get("apps", {})
     code = EXIT_OK
+    from ..run import rollout
+
+    rollout.clear(workdir)  # a new run serves the policy as written
+    override = None  # the weights `meshc rollout` last had applied (docs/up.md, "Rollouts")
     with Supervisor(workdir / "logs") as sup:
         try:
             up.start(plan, sup, apps, stop)
@@ -139,7 +146,19 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
             click.echo(f"{len(probes) - len(failed)} passed, {len(failed)} failed")
             sys.exit(EXIT_ERRORS if failed else EXIT_OK)
         files = {f: f.stat().st_mtime_ns for f in mesh_files(root)}
+        lifetime = up.cert_lifetime(checked.project.config)
+        renew_at = time.monotonic() + renew_after(lifetime)
         while not stop.is_set():
+            if renew_now.is_set() or time.monotonic() >= renew_at:  # short-lived certificates
+                renew_now.clear()
+                try:
+                    renewed = up.renew_certificates(checked.mesh, checked.project.config, workdir)
+                    renew_at = time.monotonic() + renew_after(lifetime)
+                    click.echo(f"meshc up: renewed {len(renewed)} workload certificates at "
+                               f"{time.strftime('%H:%M:%S')}", err=True)
+                except (OSError, ValueError) as exc:  # retried in a minute, well before expiry
+                    renew_at = time.monotonic() + 60
+                    click.echo(f"meshc up: renewing certificates failed ({exc}); retrying in 60 s", err=True)
             crashed = sup.crashed()
             if crashed:
                 for p in crashed:
@@ -151,32 +170,52 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                 now = {f: f.stat().st_mtime_ns for f in mesh_files(root)}
                 if now != files:
                     files = now
-                    plan = _reload(paths, plan, sup, workdir, not no_verify) or plan
+                    plan = _reload(paths, plan, sup, workdir, not no_verify, override)[0] or plan
+            doc = rollout.read_json(workdir / "rollout" / rollout.OVERRIDE)
+            if doc is not None and doc.get("seq") != (override or {}).get("seq"):
+                new, problem = _reload(paths, plan, sup, workdir, not no_verify, doc)
+                plan = new or plan
+                override = doc if problem is None else {**(override or {}), "seq": doc.get("seq")}
+                rollout.write_json(workdir / "rollout" / rollout.APPLIED,
+                                   {"seq": doc.get("seq"), "applied": problem is None, "weights": doc.get("weights"),
+                                    "problem": problem, "at": time.time()})
             stop.wait(0.5)
         click.echo("meshc up: stopping", err=True)
     sys.exit(code)
 
 
-def _reload(paths, plan, sup, workdir, with_verify):
-    from ..run import up
+def _reload(paths, plan, sup, workdir, with_verify, override=None):
+    """(the plan now running or None, why the change was refused or None).
+    `override`: rollout weights ({"service", "version", "weights"}; weights
+    None is the policy as written), checked by the same rules as `meshc rollout`."""
+    from ..run import rollout, up
 
     checked, diags = _checked_mesh(paths, with_verify)
     if has_errors(diags):
         click.echo("meshc up: the change is refused; the running policy keeps serving:", err=True)
         emit(diags, checked.project.files, "text", out=sys.stderr, quiet=True)
-        return None
-    new, pdiags = up.prepare(checked.mesh, checked.project.config, plan.proxy, workdir)
+        return None, "the policy has errors: " + "; ".join(f"{d.code} {d.message}" for d in diags if d.is_error)[:500]
+    mesh, what = checked.mesh, "the policy"
+    if override and override.get("weights") is not None:
+        step = rollout.check_step(checked, diags, checked.project.config, str(override.get("service")),
+                                  str(override.get("version")), override["weights"], with_verify)
+        if not step.ok:
+            click.echo(f"meshc up: rollout weights refused; the running policy keeps serving: {step.problem}", err=True)
+            return None, step.problem
+        mesh = step.mesh
+        what = f"weights {', '.join(f'{v} {w:g}%' for v, w in override['weights'].items())} of {override['service']}"
+    new, pdiags = up.prepare(mesh, checked.project.config, plan.proxy, workdir)
     if new is None:
         emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
-        return None
+        return None, "compile failed: " + "; ".join(f"{d.code} {d.message}" for d in pdiags if d.is_error)[:500]
     new.token, new.echo_services = plan.token, plan.echo_services  # the apps keep running
     if [w.key for w in new.workloads] != [w.key for w in plan.workloads]:
         click.echo("meshc up: workloads were added or removed; restart `meshc up` to run them", err=True)
-        return None
+        return None, "workloads were added or removed; restart `meshc up`"
     try:
         up.hot_reload(plan, new, sup)
     except up.UpError as exc:
         click.echo(f"meshc up: the change was not applied everywhere: {exc}", err=True)
-        return new
-    click.echo(f"meshc up: reloaded the policy at {time.strftime('%H:%M:%S')}", err=True)
-    return new
+        return new, f"not applied everywhere: {exc}"
+    click.echo(f"meshc up: applied {what} at {time.strftime('%H:%M:%S')}", err=True)
+    return new, None

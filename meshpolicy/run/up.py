@@ -110,7 +110,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
 
     private_dir(workdir)
     certs = private_dir(workdir / "certs")
-    issue(mesh, certs)
+    issue(mesh, certs, lifetime_s=cert_lifetime(config))
     settings = dict(config.get("compile", {}).get(proxy, {}))
     if proxy in ("envoy", "meshproxy"):
         # Every workload on this one host: each needs its own ports (the
@@ -141,6 +141,23 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         for node, (static, snap) in snapshots(outputs).items():
             plan.statics[node], plan.snapshots[node] = static, snap
     return plan, diags
+
+
+DEFAULT_CERT_LIFETIME_S = 3600
+
+
+def cert_lifetime(config: dict) -> int:
+    """How long `meshc up`'s workload certificates live ([up] cert_lifetime, default 1h)."""
+    return config.get("up", {}).get("cert_lifetime_s", DEFAULT_CERT_LIFETIME_S)
+
+
+def renew_certificates(mesh: Mesh, config: dict, workdir: Path) -> list[str]:
+    """Re-issue every workload certificate under the run's CA. Each pair is
+    published by one symlink swap, which Envoy's SDS and meshproxy's watcher
+    pick up without a restart (docs/up.md, "Certificate rotation")."""
+    from ..certs import issue
+
+    return issue(mesh, workdir / "certs", renew=True, lifetime_s=cert_lifetime(config)).created
 
 
 def node_id(w: Workload) -> str:
