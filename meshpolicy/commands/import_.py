@@ -64,6 +64,12 @@ def command(source, paths, outdir, with_report, root_namespace, name, trust_doma
     result = import_sources(sources, root_namespace=root_namespace, mesh_name=mesh_name(name), flavour=source,
                             trust_domain=trust_domain)
     diags += result.diagnostics
+    if not has_errors(diags):
+        # The same checks `meshc check k8s/` runs: a name no .mesh file can hold (a namespace
+        # `../x`, a label value with quotes) is reported at its YAML line, and nothing is written.
+        from ..checks import run_checks
+
+        diags += [d for d in run_checks(result.mesh) if d.is_error]
     written = 0
     if not has_errors(diags):
         files = files_for(result.mesh)

@@ -1,0 +1,76 @@
+"""Hostile and broken inputs found by trying meshc as a new user and as an
+attacker (docs/security.md): each ends in a diagnostic and exit 1 or 2, never
+a traceback (exit 3) and never a file outside the output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_meshc
+
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{port: 8080, name: http}}]
+  selector: {{app: x}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: x, namespace: {namespace}}}
+spec:
+  selector: {{matchLabels: {{app: x}}}}
+  template:
+    metadata: {{labels: {{app: x, version: v1}}}}
+    spec:
+      serviceAccountName: sa
+      containers: [{{name: x, image: x}}]
+"""
+
+HEADER_ROUTE = """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: shop}
+spec:
+  hosts: [pwn]
+  http:
+  - match:
+    - headers:
+        "x-a\\"b": {exact: "q\\"uo{{te}}%s\\u0085x"}
+    route:
+    - destination: {host: pwn}
+"""
+
+
+def json_codes(proc) -> list[str]:
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    return sorted({d["code"] for d in json.loads(proc.stdout)["diagnostics"]})
+
+
+def test_import_namespace_with_path_traversal_is_a_diagnostic(tmp_path: Path):
+    """A namespace `../../x` became the output file name `../../x.mesh`: the
+    printer's own parse-back check stopped it, as an internal error (exit 3)."""
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "a.yaml").write_text(SERVICE.format(name="pwn", namespace='"../../escaped"'))
+    proc = run_meshc("import", "istio", "k8s", "-o", "policy", "--format", "json", cwd=tmp_path)
+    assert "MP205" in json_codes(proc)
+    assert proc.returncode == 1
+    assert not (tmp_path / "policy").exists()
+    assert not (tmp_path.parent / "escaped.mesh").exists()
+
+
+def test_import_does_not_write_a_policy_that_fails_its_checks(tmp_path: Path):
+    """A header name with a quote and a value with U+0085 were written into the
+    .mesh files (exit 0), which `meshc check` then refuses (MP210, MP214)."""
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "a.yaml").write_text(SERVICE.format(name="pwn", namespace="shop") + HEADER_ROUTE)
+    proc = run_meshc("import", "istio", "k8s", "-o", "policy", "--format", "json", cwd=tmp_path)
+    assert {"MP210", "MP214"} <= set(json_codes(proc))
+    assert proc.returncode == 1
+    assert not (tmp_path / "policy").exists()
+    # The same YAML verified in place reports the same codes: one set of checks.
+    assert {"MP210", "MP214"} <= set(json_codes(run_meshc("check", "k8s", "--format", "json", cwd=tmp_path)))
