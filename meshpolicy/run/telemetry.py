@@ -28,6 +28,12 @@ class Sample:
     codes: dict[Key, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     buckets: dict[Key, dict[float, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     unreachable: list[str] = field(default_factory=list)  # sidecars that did not answer
+    # Calls per destination version, (service, version): Envoy's caller clusters name the
+    # version; meshproxy's inbound counts at that version's own sidecar. For rollout gates.
+    version_codes: dict[tuple[str, str], dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    version_buckets: dict[tuple[str, str], dict[float, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Sidecar:
     service: str
     proxy: str
     metrics_url: str
+    version: str | None = None
 
 
 def sidecars(workdir: Path) -> list[Sidecar]:
@@ -62,7 +69,7 @@ def sidecars(workdir: Path) -> list[Sidecar]:
         ws, proxy, path = _envoy_workloads(config, None), "envoy", "/stats/prometheus"
     else:
         ws, proxy, path = _meshproxy_workloads(config), "meshproxy", "/metrics"
-    return [Sidecar(w.key, w.service, proxy, f"http://127.0.0.1:{w.admin_port}{path}") for w in ws]
+    return [Sidecar(w.key, w.service, proxy, f"http://127.0.0.1:{w.admin_port}{path}", w.version) for w in ws]
 
 
 def _text(url: str) -> str | None:
@@ -90,22 +97,33 @@ def scrape(cars: list[Sidecar]) -> Sample:
 
 def _take(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -> None:
     if car.proxy == "meshproxy":
+        inbound = labels.get("direction") != "outbound"
+        version = (car.service, car.version) if inbound and car.version else None
         if name == "meshproxy_requests":
-            side = "caller" if labels.get("direction") == "outbound" else "callee"
+            side = "callee" if inbound else "caller"
             sample.codes[(side, labels.get("source", "?"), labels.get("destination", "?"))][labels["code"]] += value
+            if version:
+                sample.version_codes[version][labels["code"]] += value
         elif name == "meshproxy_request_duration_seconds_bucket":
-            side = "caller" if labels.get("direction") == "outbound" else "callee"
+            side = "callee" if inbound else "caller"
             key = (side, labels.get("source", "?"), labels.get("destination", "?"))
             sample.buckets[key][float(labels["le"]) * 1000] += value
+            if version:
+                sample.version_buckets[version][float(labels["le"]) * 1000] += value
         return
     cluster = labels.get("envoy_cluster_name", "")
     if "|" not in cluster or cluster.startswith(("inbound|", "tracing|", "meshc-")):
         return  # only calls to mesh destinations (`<service>|<version>`)
-    key = ("caller", car.service, cluster.split("|", 1)[0])
+    dest, version = cluster.split("|", 1)
+    key = ("caller", car.service, dest)
     if name == "envoy_cluster_upstream_rq" and "envoy_response_code" in labels:
         sample.codes[key][labels["envoy_response_code"]] += value
+        if version:
+            sample.version_codes[(dest, version)][labels["envoy_response_code"]] += value
     elif name == "envoy_cluster_upstream_rq_time_bucket":
         sample.buckets[key][float(labels["le"])] += value  # Envoy's histograms are in ms
+        if version:
+            sample.version_buckets[(dest, version)][float(labels["le"])] += value
 
 
 def _quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -127,20 +145,36 @@ def _quantile(q: float, buckets: dict[float, float]) -> float | None:
     return prev_bound
 
 
+def _figures(side: str, src: str, dst: str, seconds: float, codes_before: dict, codes_after: dict,
+             buckets_before: dict, buckets_after: dict) -> Row | None:
+    codes = {c: codes_after[c] - codes_before.get(c, 0.0) for c in codes_after}
+    n = sum(codes.values())
+    if n <= 0:
+        return None
+    ok = sum(v for c, v in codes.items() if not c.startswith("5"))
+    delta = {b: buckets_after[b] - buckets_before.get(b, 0.0) for b in buckets_after}
+    return Row(side, src, dst, int(round(n)), n / seconds, 100.0 * ok / n,
+               *(_round(_quantile(q, delta)) for q in (0.5, 0.95, 0.99)))
+
+
 def red(before: Sample, after: Sample) -> list[Row]:
     seconds = max(after.at - before.at, 1e-9)
     rows = []
     for key in sorted(after.codes):
-        codes = {c: after.codes[key][c] - before.codes.get(key, {}).get(c, 0.0) for c in after.codes[key]}
-        n = sum(codes.values())
-        if n <= 0:
-            continue
-        ok = sum(v for c, v in codes.items() if not c.startswith("5"))
-        delta = {b: after.buckets[key][b] - before.buckets.get(key, {}).get(b, 0.0) for b in after.buckets.get(key, {})}
-        side, src, dst = key
-        rows.append(Row(side, src, dst, int(round(n)), n / seconds, 100.0 * ok / n,
-                        *(_round(_quantile(q, delta)) for q in (0.5, 0.95, 0.99))))
+        row = _figures(*key, seconds, before.codes.get(key, {}), after.codes[key],
+                       before.buckets.get(key, {}), after.buckets.get(key, {}))
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def version_row(before: Sample, after: Sample, service: str, version: str) -> Row | None:
+    """Every call to one version of a service between two scrapes, from all
+    callers (source "*"); None when none reached it."""
+    key = (service, version)
+    return _figures("callee", "*", f"{service}/{version}", max(after.at - before.at, 1e-9),
+                    before.version_codes.get(key, {}), after.version_codes.get(key, {}),
+                    before.version_buckets.get(key, {}), after.version_buckets.get(key, {}))
 
 
 def _round(x: float | None) -> float | None:
