@@ -30,6 +30,7 @@ COMMANDS = {
     "import": "meshpolicy.commands.import_:command",
     "stat": "meshpolicy.commands.stat:stat_command",
     "top": "meshpolicy.commands.stat:top_command",
+    "trace": "meshpolicy.commands.trace:command",
     "rollout": "meshpolicy.commands.rollout:command",
 }
 

@@ -64,6 +64,7 @@ class Plan:
     snapshots: dict = field(default_factory=dict)  # node id -> xds Snapshot
     statics: dict = field(default_factory=dict)  # node id -> the static bootstrap it was cut from
     control_plane: object | None = None  # meshpolicy.xds.server.ControlPlane, once started
+    collector_port: int | None = None  # meshc's trace collector (run/collector.py), when tracing is on
 
 
 def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
@@ -119,6 +120,11 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
+    collector_port = None
+    if proxy == "envoy" and mesh.settings.tracing.enabled and not {"zipkin_collector", "otlp_collector"} & set(settings):
+        # spans go to meshc's own collector (`meshc trace`), on one port for the whole run
+        collector_port = _collector_port(workdir)
+        settings["zipkin_collector"] = settings["otlp_collector"] = f"127.0.0.1:{collector_port}"
     options = CompileOptions(certs_dir=str(certs.resolve()), settings=settings)
     if proxy == "envoy":  # certificates through file-based SDS: a rotation applies without a restart
         options.sds_dir = str((workdir / "sds").resolve())
@@ -133,6 +139,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     if has_errors(diags):
         return None, diags
     plan = Plan(proxy, workdir)
+    plan.collector_port = collector_port
     cfg_dir = workdir / "config"
     plan.workloads = _meshproxy_workloads(cfg_dir) if proxy == "meshproxy" else _envoy_workloads(cfg_dir, mesh)
     if proxy == "envoy" and config.get("up", {}).get("xds", True):
@@ -141,6 +148,22 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         for node, (static, snap) in snapshots(outputs).items():
             plan.statics[node], plan.snapshots[node] = static, snap
     return plan, diags
+
+
+def _collector_port(workdir: Path) -> int:
+    """The trace collector's port, chosen once per work directory, so a
+    reload under --watch keeps the sidecars' collector address."""
+    import socket
+
+    marker = workdir / "traces" / "port"
+    if marker.is_file() and marker.read_text().strip().isdigit():
+        return int(marker.read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(f"{port}\n")
+    return port
 
 
 DEFAULT_CERT_LIFETIME_S = 3600
@@ -267,6 +290,9 @@ def planned_ports(plan: Plan) -> list[tuple[str, int, str]]:
                 ("127.0.0.1", w.outbound_port, f"outbound listener of {w.key}"),
                 ("127.0.0.1", w.admin_port, f"admin of {w.key}'s sidecar")]
         out += [("127.0.0.1", p, f"tcp listener of {w.key} for {dest}") for dest, p in sorted(w.tcp_ports.items())]
+    if plan.collector_port is not None:
+        out.append(("127.0.0.1", plan.collector_port, "trace collector (delete traces/port in the work directory "
+                                                      "to pick another)"))
     return out
 
 
@@ -303,6 +329,12 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         for w in plan.workloads:
             base_id_path(plan, w).unlink(missing_ok=True)
     xds_port = _xds_bootstraps(plan) if plan.proxy == "envoy" and plan.snapshots else None
+    if plan.collector_port is not None:
+        from .collector import Collector
+
+        collector = Collector(plan.workdir)
+        collector.start(plan.collector_port)
+        sup.on_exit.append(collector.stop)
     for w in plan.workloads:
         if stop is not None and stop.is_set():
             return
