@@ -234,6 +234,12 @@ def test_a_failing_version_rolls_back_and_a_healthy_one_completes(tmp_path, prox
     after = [get(web_out, "api") for _ in range(20)]
     assert {(s, d["version"]) for s, d in after} == {(200, "v2")}
 
+    # meshc up checks a hand-written override as it checks a step: no split, no push
+    rollout.write_override(root / "work", 1, "api", "v2", {"v1": 50, "v2": 10})
+    answer = rollout.wait_applied(root / "work", 1, timeout=30)
+    assert answer is not None and answer["applied"] is False and "total" in answer["problem"]
+    assert {d["version"] for _, d in (get(web_out, "api") for _ in range(10))} == {"v2"}
+
 
 def test_a_refused_step_pushes_nothing(tmp_path):
     """A step whose weights bring a new finding stops the rollout before `meshc up` is asked."""
