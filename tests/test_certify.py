@@ -279,3 +279,19 @@ def test_mp590_fixture(monkeypatch):
     assert [d.span.line for d in codes_of(out, "MP590")] == marked
     _, out = certified((fixture / "good.mesh").read_text(), **cfg)
     assert not out
+
+
+def test_a_destination_the_verifier_did_not_verify_is_not_held_against_it():
+    text = """mesh demo { trust_domain "example.org" }
+service web { port 8080 http }
+service api { port 8080 http }
+allow web -> api GET /a/*
+deny web -> api /a/**
+allow web -> api GET /b/*
+allow api -> web
+"""
+    found, out = certified(text, max_rules_per_destination=2)
+    assert [d.span.line for d in codes_of(found, "MP507")] == [3] and not codes_of(found, "MP501")
+    assert not out  # the dead rule at line 4 is not a missed finding: MP507 says api was not verified
+    found, out = certified(text)
+    assert codes_of(found, "MP501") and not out

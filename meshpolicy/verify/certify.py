@@ -10,10 +10,11 @@ found, re-evaluated with the reference evaluator. It checks both directions:
 - every finding's claim (`CLAIMS`, one function per code), its labels and
   its witness (with the reference evaluator and with the encoding);
 - that nothing was missed (`ABSENCE`): no dead, redundant, empty or
-  overlapping rule, unreachable route rule, unfed version or route that
-  authorization always denies goes unreported, no call-graph edge is
-  missing or extra, and every assertion's verdict (refuted, or proved when
-  nothing is reported) is the right one.
+  overlapping rule, unreachable route rule or ineffective part of one,
+  unfed version, route that authorization always denies or dead rate limit
+  goes unreported, no call-graph edge is missing or extra, and every
+  assertion's verdict (refuted, or proved when nothing is reported) is the
+  right one.
 
 Codes that make no decidable claim are listed in `NO_CLAIM` with the reason;
 any other code without a certifying function is MP591, never a silent pass.
@@ -21,7 +22,7 @@ A question Z3 cannot answer within the limit (a resource budget per question
 that scales with `--timeout-ms`, see `limits`) and a pattern the encoding
 does not cover are MP591 too.
 
-Z3 is imported only here (and only under --certify).
+Z3 is imported only by the certify_* modules, and only when they run.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def certify(mesh: Mesh, found: list[Diagnostic], config: dict | None = None, gra
 
     t0 = time.perf_counter()
     timeout = timeout_ms(config)
-    if graph is None:
+    if graph is None:  # the one verify.run built: destinations it did not verify (MP507) were only probed
         limit = box_limit(config)
-        graph = build_graph(mesh, lambda m, s, d: auth.may_call(m, s, d, timeout, limit))
+        spans = {d.span for d in found if d.code == "MP507"}
+        skipped = {svc.name for svc in mesh.services if svc.span in spans}
+        graph = build_graph(mesh, lambda m, s, d: auth.probe(m, s, d) if d in skipped
+                            else auth.may_call(m, s, d, timeout, limit))
     c = Certifier(mesh, found, limits(config), graph)
     for d in found:
         fn = CLAIMS.get(d.code)
