@@ -81,19 +81,19 @@ def _no_disagreement(text: str) -> None:
     assert not disagreements(out), text
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=small_policies())
 def test_generated_small_policies_are_certified(text):
     _no_disagreement(text)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=small_policies(routes=False, source_kinds=("service", "namespace", "authenticated", "any")))
 def test_generated_authorization_only_policies_are_certified(text):
     _no_disagreement(text)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=mesh_programs())
 def test_generated_programs_with_every_construct_are_certified(text):
     _no_disagreement(text)
