@@ -38,6 +38,10 @@ CODES = define(
      "set `destination.port.number` on the route"),
     ("MP916", "service-renamed", "info", "two Services share a name in different namespaces; the imported service is named `<namespace>-<name>`",
      "nothing to do; rename in the generated .mesh files if you prefer"),
+    ("MP918", "gateway-not-found", "error", "a VirtualService names a gateway that no Gateway in the inputs defines (istioctl: IST0101)",
+     "fix the gateway's name (`<namespace>/<name>`, or a name in the VirtualService's namespace), or add the Gateway"),
+    ("MP919", "conflicting-sidecars", "warning", "several Sidecar resources apply to the same workloads; Istio's choice between them is undefined (istioctl: IST0110, IST0111)",
+     "keep one Sidecar without a selector per namespace, and selectors that do not overlap"),
     ("MP917", "conflicting-policies", "warning", "two workload-level PeerAuthentications select the same workload; Istio uses the oldest",
      "keep one PeerAuthentication per workload"),
 )

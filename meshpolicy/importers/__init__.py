@@ -135,6 +135,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
                 sources=[t.Source.make(kind="any", span=svc.span, spans={})],
                 target=t.Ref.make(name=svc.name, span=svc.span, spans={}), span=svc.span, spans={}))
     _telemetry(cx, by_kind.get("Telemetry", []), root_namespace)
+    _sidecars(cx, by_kind.get("Sidecar", []))
     for r in resources:
         kind = r.kind
         if kind in _NOT_IMPORTED and (r.group.endswith("istio.io") or r.group == "gateway.networking.k8s.io"):
@@ -148,6 +149,31 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
             diags.append(diag("MP903", f"{r.label} is not imported: meshc does not read `{r.api_version}` "
                                        f"`{kind}` resources", r.body.span))
     return Imported(cx.mesh, diags, coverage)
+
+
+def _sidecars(cx: Context, sidecars: list[Resource]) -> None:
+    """Sidecars are not imported (MP903), but two that apply to the same
+    workloads leave Istio's choice undefined: more than one without a
+    selector in a namespace (IST0111), or selectors matching one workload (IST0110)."""
+    from .inventory import labels_of
+
+    bare: dict[str, Resource] = {}
+    claimed: dict[int, Resource] = {}
+    for res in sorted(sidecars, key=lambda r: r.sort_key()):
+        sel = res.spec.get("workloadSelector")
+        labels = labels_of(sel.get("labels")) if isinstance(sel, YMap) else {}
+        if not labels:
+            if res.namespace in bare:
+                cx.diags.append(diag("MP919", f"{res.label} and {bare[res.namespace].label} both have no "
+                                              "workloadSelector in one namespace", res.body.key_at("spec")))
+            bare.setdefault(res.namespace, res)
+            continue
+        for w in cx.inv.workloads_in(res.namespace, labels):
+            first = claimed.setdefault(id(w), res)
+            if first is not res:
+                cx.diags.append(diag("MP919", f"{res.label} and {first.label} both select {w.resource.label}",
+                                     res.spec.at("workloadSelector")))
+                break
 
 
 def _trust_domain(resources: list[Resource]) -> str:

@@ -30,6 +30,12 @@ def virtual_services(cx: Context, services: list[Resource]) -> None:
     for res in sorted(services, key=lambda r: r.sort_key()):
         spec = res.spec
         gateways = spec.get("gateways")
+        for i, g in enumerate(gateways if isinstance(gateways, YSeq) else []):
+            ns, _, name = str(g).rpartition("/")
+            if str(g) != "mesh" and not any(r.kind == "Gateway" and r.group.endswith("istio.io") and r.name == name
+                                            and r.namespace == (ns or res.namespace) for r in cx.inv.resources):
+                cx.diags.append(diag("MP918", f"{res.label}: gateway `{g}` is defined by no Gateway in the inputs",
+                                     gateways.at(i)))
         if isinstance(gateways, YSeq) and gateways and "mesh" not in [str(g) for g in gateways]:
             cx.diags.append(diag("MP903", f"{res.label} is bound to gateways only ({', '.join(map(str, gateways))}): "
                                           "ingress is not imported", spec.at("gateways")))
