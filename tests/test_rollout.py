@@ -83,14 +83,22 @@ def test_gate_needs_traffic_unless_told_otherwise():
 
 # --- the mesh with a step's weights ----------------------------------------------------------
 
-def test_with_weights_splits_forwarding_rules_but_keeps_a_rule_pinned_to_the_new_version(tmp_path):
-    checked, _ = _checked(tmp_path, SHADOW.replace("GET -> v1 mirror v2 10%",
-                                                   'header "x-canary" = "1" -> v2\n  GET -> v1'))
+def test_with_weights_splits_the_general_traffic_and_keeps_targeted_rules(tmp_path):
+    checked, _ = _checked(tmp_path, SHADOW.replace(
+        "GET -> v1 mirror v2 10%", 'header "x-canary" = "1" -> v2\n  header "x-legacy" = "1" -> v1\n  GET -> v1'))
     mesh = rollout.with_weights(checked.mesh, "api", "v2", {"v1": 75.0, "v2": 25.0})
-    plain, canary = Request("web", "api", "GET", "/"), Request("web", "api", "GET", "/", (("x-canary", "1"),))
+    plain, canary, legacy = (Request("web", "api", "GET", "/", h) for h in ((), (("x-canary", "1"),),
+                                                                           (("x-legacy", "1"),)))
     assert evaluate(mesh, plain).route.weights == {"v1": 75.0, "v2": 25.0}
     assert evaluate(mesh, canary).route.weights == {"v2": 100.0}
+    assert evaluate(mesh, legacy).route.weights == {"v1": 100.0}
     assert evaluate(checked.mesh, plain).route.weights == {"v1": 100.0}  # the policy as written is untouched
+
+
+def test_a_route_of_targeted_rules_only_has_nothing_to_move(tmp_path):
+    checked, baseline = _checked(tmp_path, SHADOW.replace("GET -> v1 mirror v2 10%", 'header "x-a" present -> v1'))
+    step = rollout.check_step(checked, baseline, {}, "api", "v2", {"v1": 90.0, "v2": 10.0})
+    assert not step.ok and "nothing for a rollout to move" in step.problem
 
 
 def test_a_service_without_a_route_gets_one(tmp_path):

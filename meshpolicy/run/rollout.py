@@ -31,16 +31,29 @@ def _versions(mesh: Mesh, service: str) -> list[str]:
     return list(dict.fromkeys(v.name for v in svc.versions)) if svc is not None else []
 
 
+def _targeted(rule: RouteRule) -> bool:
+    """A rule that picks its requests by header or caller (testers, one user,
+    one client) keeps its destination: a rollout moves the general traffic."""
+    return bool(rule.match.headers or rule.match.sources)
+
+
+def _stepped(rule: RouteRule, version: str) -> bool:
+    """Does a step's split replace this rule's destinations?"""
+    from ..semantics.evaluate import forward_weights
+
+    return rule.action.kind == "forward" and not _targeted(rule) and forward_weights(rule) != {version: 100.0}
+
+
 def step_weights(mesh: Mesh, service: str, version: str, percent: float) -> dict[str, float]:
     """VERSION gets `percent`; the rest keeps the proportions the policy gives
-    the other versions (its first forwarding rule, else equal shares)."""
+    the other versions (its first rule a step replaces, else equal shares)."""
     from ..semantics.evaluate import forward_weights
 
     others = [v for v in _versions(mesh, service) if v != version]
     base: dict[str, float] = {}
     route = mesh.route_map.get(service)
     for rule in route.rules if route is not None else []:
-        if rule.action.kind == "forward":
+        if _stepped(rule, version):
             base = {v: w for v, w in forward_weights(rule).items() if v != version and v in others and w > 0}
             break
     if not base:
@@ -56,11 +69,9 @@ def step_weights(mesh: Mesh, service: str, version: str, percent: float) -> dict
 
 def with_weights(mesh: Mesh, service: str, version: str, weights: dict[str, float]) -> Mesh:
     """The mesh whose forwarding rules of `service` split by `weights`, except
-    rules that already send everything to `version` (a header rule pinning
-    testers to the new version keeps doing so). A service without a route
-    gets one rule taking every request."""
-    from ..semantics.evaluate import forward_weights
-
+    rules that pick requests by header or caller, and rules that already send
+    everything to `version`: a rule pinning testers to a version keeps doing
+    so. A service without a route gets one rule taking every request."""
     svc = mesh.service(service)
 
     def split(span) -> list[WeightedVersion]:
@@ -77,7 +88,7 @@ def with_weights(mesh: Mesh, service: str, version: str, weights: dict[str, floa
         rules = []
         for rule in route.rules:
             a = rule.action
-            if a.kind != "forward" or forward_weights(rule) == {version: 100.0}:
+            if not _stepped(rule, version):
                 rules.append(rule)
             else:
                 rules.append(rule.model_copy(update={"action": a.model_copy(update={"destinations": split(a.span)})}))
@@ -108,6 +119,10 @@ def weights_problem(mesh: Mesh, service: str, version: str, weights: dict) -> st
             return f"the weight of `{v}` is not a percentage: {w!r}"
     if abs(sum(weights.values()) - 100.0) > 1e-6:
         return f"the weights total {sum(weights.values()):g}%, not 100%"
+    route = mesh.route_map.get(service)
+    if route is not None and not any(r.action.kind == "forward" and not _targeted(r) for r in route.rules):
+        return f"no rule of route `{service}` forwards general traffic (every one picks requests by header " \
+               "or caller, or does not forward): nothing for a rollout to move"
     return None
 
 
