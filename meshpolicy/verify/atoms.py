@@ -372,34 +372,90 @@ class Splitter:
                 if self.in_universe(c):
                     self._add(c)
         order = list(dict.fromkeys(keys))
-        regions = [_Region((), order, 0, self.pool[0])]
+        self._index_keys(order)
+        root = _Region((), order, 0, self.pool[0])
+        regions = [root]
+        # Each region is updated in place; a region split off at step s gets
+        # its parent's rank plus (-s,), so sorting by rank at the end gives
+        # the order of splitting every region at every step (a child right
+        # after its parent, later children first). Regions are found by the
+        # literal prefix their patterns force (`lit`): a pattern with
+        # literal prefix L can only meet regions whose `lit` is a prefix of L
+        # or extends it, so the others are not visited at all.
+        rank = {id(root): ()}
+        by_lit: dict[str, dict[int, _Region]] = {"": {id(root): root}}
+        lits: list[str] = [""]
         for step, k in enumerate(order, 1):
-            nxt: list[_Region] = []
             lk = _literal_prefix(k) or ""
-            for r in regions:
-                # r keeps its witness and is updated in place (no copy per step)
+            if not lk:
+                visit = list(regions)
+            else:
+                visit = [r for j in range(len(lk) + 1) for r in by_lit.get(lk[:j], {}).values()]
+                i = bisect.bisect_right(lits, lk)
+                while i < len(lits) and lits[i].startswith(lk):
+                    visit.extend(by_lit[lits[i]].values())
+                    i += 1
+            for r in visit:
                 inside = self.match(k, r.witness)
                 joint = max(r.lit, lk, key=len)
-                nxt.append(r)
                 if not inside and not (joint.startswith(r.lit) and joint.startswith(lk)):
                     continue  # r and k need incompatible literal prefixes: they share no string
                 other = _Region(r.pos, order, step, "", r.lit) if inside else _Region(r.pos + (k,), order, step, "", joint)
                 if inside:
-                    r.pos, r.lit = r.pos + (k,), joint
+                    r.pos = r.pos + (k,)
+                    self._relit(r, joint, by_lit, lits)
+                other.__dict__["neg"] = self._relevant_neg(other)
                 w = self._witness(other)
                 if w is not None:
                     other.witness = w
-                    nxt.append(other)
-            regions = nxt
+                    regions.append(other)
+                    rank[id(other)] = rank[id(r)] + (-step,)
+                    by_lit.setdefault(other.lit, {})[id(other)] = other
+                    if other.lit not in lits[bisect.bisect_left(lits, other.lit):][:1]:
+                        bisect.insort(lits, other.lit)
             if len(regions) > MAX_ATOMS:
                 raise Undecided(f"more than {MAX_ATOMS} path classes")
+        regions.sort(key=lambda r: rank[id(r)])
         out = []
         for r in regions:
-            r.upto = len(order)
-            r.__dict__.pop("neg", None)  # computed for an earlier step
-            assert r.admits(r.witness, self.match) and self.in_universe(r.witness), (r, "witness outside its atom")
+            # (its witness is in no other pattern by construction: a later
+            # pattern it matches was added to `pos` at that step)
+            assert all(self.match(k, r.witness) for k in r.pos) and self.in_universe(r.witness), \
+                (r, "witness outside its atom")
             out.append(Atom(r.witness, frozenset(r.pos)))
         return out
+
+    def _index_keys(self, order: list[Key]) -> None:
+        """Keys by literal prefix, for _relevant_neg."""
+        self._by_lit: dict[str, list[tuple[int, Key]]] = {}
+        for i, k in enumerate(order):
+            self._by_lit.setdefault(_literal_prefix(k) or "", []).append((i, k))
+        self._key_lits = sorted(self._by_lit)
+
+    def _relevant_neg(self, r: _Region) -> tuple[Key, ...]:
+        """The patterns split so far that r is outside of and that could
+        match one of its strings: those whose literal prefix is compatible
+        with r's (a prefix of it, or extending it). The others match nothing
+        that starts with r.lit, so leaving them out changes no answer, and
+        a region no longer looks at every pattern of the destination."""
+        found = [x for j in range(len(r.lit) + 1) for x in self._by_lit.get(r.lit[:j], ())]
+        i = bisect.bisect_right(self._key_lits, r.lit)
+        while i < len(self._key_lits) and self._key_lits[i].startswith(r.lit):
+            found.extend(self._by_lit[self._key_lits[i]])
+            i += 1
+        pos = set(r.pos)
+        return tuple(k for i, k in sorted(found) if i < r.upto and k not in pos)
+
+    @staticmethod
+    def _relit(r: _Region, lit: str, by_lit: dict, lits: list[str]) -> None:
+        """Move r to the bucket of its new literal prefix."""
+        if lit == r.lit:
+            return
+        del by_lit[r.lit][id(r)]
+        r.lit = lit
+        by_lit.setdefault(lit, {})[id(r)] = r
+        if lit not in lits[bisect.bisect_left(lits, lit):][:1]:
+            bisect.insort(lits, lit)
 
     def _witness(self, r: _Region) -> str | None:
         # a positive exact pattern makes the region a single string

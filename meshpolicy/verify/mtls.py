@@ -39,6 +39,15 @@ def findings(mesh: Mesh) -> list[Diagnostic]:
     return out
 
 
+def _regex_witness(p) -> str | None:
+    from .atoms import Undecided, Unsupported, key_of, split
+
+    try:
+        return next((a.witness for a in split([key_of(p)]) if key_of(p) in a.members), None)
+    except (Unsupported, Undecided):
+        return None  # then the pattern is named instead (MP520 says why)
+
+
 def _witness(rule, dest: str) -> dict:
     """A request the rule admits, from a caller with no identity."""
     from .atoms import is_normalized
@@ -51,7 +60,7 @@ def _witness(rule, dest: str) -> dict:
             path = candidate
             break
     else:
-        if rule.paths:  # only regexes (or no real path): name the pattern rather than guess a path
-            path = f"(a path matching {rule.paths[0].value})"
+        if rule.paths:  # only regexes (or no real path): a path the first one matches, else name it
+            path = _regex_witness(rule.paths[0]) or f"(a path matching {rule.paths[0].value})"
     return {"request": f"(no identity) -> {dest} {method} {path}", "source": None, "destination": dest,
             "method": method, "path": path, "headers": {}}
