@@ -179,6 +179,12 @@ class ControlPlane:
         """Serve on address:port (0: a free port); returns the port. Each ADS
         stream holds a worker thread for its life, so the pool is sized for
         one stream per workload (max_streams), not for request bursts."""
+        import os
+
+        # meshc up (and tests in this process) fork apps and sidecars after the
+        # plane starts; with gRPC's fork support on, a child could die in its
+        # fork handler ("epoll_wait error: Bad file descriptor") before exec.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc
 
