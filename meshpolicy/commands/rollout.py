@@ -123,6 +123,7 @@ def command(service, version, path, steps, every, gate, min_requests, workdir, r
                            f"the mesh keeps {_fmt(good)}", err=True)
                 finish("refused", step.problem, EXIT_ERRORS)
             _print_diff(good_mesh, step.mesh)
+            entry["pushed_at"] = time.time()
             answer = push(weights)
             if answer is None or not answer.get("applied"):
                 why = (answer or {}).get("problem") or "meshc up did not apply the weights in time"
