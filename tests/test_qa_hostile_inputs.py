@@ -74,3 +74,33 @@ def test_import_does_not_write_a_policy_that_fails_its_checks(tmp_path: Path):
     assert not (tmp_path / "policy").exists()
     # The same YAML verified in place reports the same codes: one set of checks.
     assert {"MP210", "MP214"} <= set(json_codes(run_meshc("check", "k8s", "--format", "json", cwd=tmp_path)))
+
+
+def test_unexpected_characters_are_one_report_per_line():
+    """100k `(` on one line were 100k MP003 reports (and 5 GB of text output)."""
+    from tests.conftest import check_text
+
+    text = "assert never " + "(" * 5000 + "a ~> b" + ")" * 5000 + "\n" + "allow @ -> a $$\n"
+    mp003 = [d for d in check_text(text).diagnostics if d.code == "MP003"]
+    assert [(d.span.line, d.span.col) for d in mp003] == [(1, 14), (2, 7)]
+
+
+def test_a_long_line_is_quoted_in_a_window(tmp_path: Path):
+    """Each text diagnostic quoted its whole source line: an error on a 200 KB
+    line printed 200 KB, once per finding on it."""
+    (tmp_path / "meshc.toml").write_text("")
+    (tmp_path / "a.mesh").write_text(
+        "service a { namespace x; port 80 http; version v1 { v: \"1\" } }\n"
+        "route a { GET /" + "x" * 200_000 + " -> v9 }\n"
+        "allow a -> a GET /" + "y" * 200_000 + ", /z\nallow c -> a GET /" + "y" * 200_000 + "\n")
+    proc = run_meshc("check", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "MP101" in proc.stdout
+    assert len(proc.stdout) < 20_000, len(proc.stdout)
+    # The carets still stand under the reported text, at the start of a line and far into one.
+    lines = proc.stdout.splitlines()
+    for header, text in (("error[MP101]: caller `c`", "c"), ("error[MP102]: service `a` has no version", "v9")):
+        i = next(i for i, line in enumerate(lines) if line.startswith(header))
+        quoted, carets = lines[i + 3], lines[i + 4]
+        col = carets.index("^")
+        assert quoted[col:col + len(text)] == text and carets.count("^") == len(text), (quoted, carets)

@@ -60,6 +60,24 @@ def _visible(text: str) -> str:
                    else "\ufffd" if 0x80 <= ord(c) < 0xA0 else c for c in text)
 
 
+WINDOW = 120  # characters of a long source line shown around the span
+
+
+def _window(raw: str, start: int, end: int) -> tuple[str, int, int]:
+    """A long line (minified YAML, a hostile file) cut to WINDOW characters
+    from a little before the span, `…` marking what is left out, with start
+    and end (1-based columns, end exclusive) moved to match: each diagnostic
+    stays a few short lines however long its line is."""
+    if len(raw) <= WINDOW:
+        return raw, start, end
+    lo = max(0, start - 1 - WINDOW // 4)
+    hi = min(len(raw), lo + WINDOW)
+    head = "\u2026" if lo else ""
+    shift = len(head) - lo
+    text = head + raw[lo:hi] + ("\u2026" if hi < len(raw) else "")
+    return text, start + shift, min(end, hi + 1) + shift
+
+
 def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int, paint: _Paint) -> list[str]:
     """The spanned lines, each with carets under the spanned characters. Tabs
     are shown as four spaces and wide characters take two cells, so carets are
@@ -71,6 +89,7 @@ def _snippet(src: SourceFile, span: Span, label: str, style: str, gutter: int, p
         raw = _visible(src.line_text(ln))  # one character each: columns stay right
         start = span.col if ln == span.line else 1
         end = span.end_col if ln == span.end_line else len(raw) + 1
+        raw, start, end = _window(raw, start, end)
         before = raw[: start - 1].replace("\t", TAB)
         marked = raw[start - 1 : max(start, end) - 1].replace("\t", TAB)
         lines.append(f"{paint('bold blue', f'{ln:>{gutter}} |')} {raw.replace(chr(9), TAB)}")

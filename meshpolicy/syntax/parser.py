@@ -233,14 +233,20 @@ class _Driver:
     def run(self) -> tuple[SyntaxFile, list[Diagnostic]]:
         tokens, comments, lex_errors = tokenize(self.text)
         unclosed = []
+        bad_on_line: dict[int, list] = {}  # line -> its unexpected characters
         for err in lex_errors:
             tok = err.token
             if err.kind == "BADSTRING":
                 self.diags.append(diag("MP004", "this string is not closed before the end of the line", tspan(tok)))
                 unclosed.append(tok)
             else:
-                ch = str(tok)
-                self.diags.append(diag("MP003", f"unexpected character `{ch}` (U+{ord(ch):04X})", tspan(tok)))
+                bad_on_line.setdefault(tok.line, []).append(tok)
+        # One report per line, at its first unexpected character: a line of 100k `(` gave 100k
+        # reports, each quoting the whole line (gigabytes of output).
+        for toks in bad_on_line.values():
+            ch, more = str(toks[0]), len(toks) - 1
+            self.diags.append(diag("MP003", f"unexpected character `{ch}` (U+{ord(ch):04X})" +
+                                   (f", and {more} more on this line" if more else ""), tspan(toks[0])))
         if unclosed:  # they stay in their item, so it fails without a second report
             tokens = list(heapq.merge(tokens, unclosed, key=lambda t: t.start_pos))
         for tok in tokens:
