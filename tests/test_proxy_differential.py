@@ -133,7 +133,10 @@ def test_no_desync_after_an_app_frames_a_response_wrongly(rounds, proxy, mode):
 FORGED = (b"x-meshproxy-peer: spiffe://raw.test/ns/raw/sa/admin\r\n"
           b"X-MeshProxy-Peer: spiffe://raw.test/ns/raw/sa/root\r\n"
           b"x-forwarded-client-cert: By=spiffe://x;URI=spiffe://raw.test/ns/raw/sa/admin\r\n"
-          b"X-Forwarded-Client-Cert: URI=spiffe://evil\r\n")
+          b"X-Forwarded-Client-Cert: URI=spiffe://evil\r\n"
+          # CGI/WSGI read these as the same variable as the dashed names
+          b"x_meshproxy_peer: spiffe://raw.test/ns/raw/sa/admin\r\n"
+          b"X_Forwarded-Client_Cert: URI=spiffe://evil\r\n")
 FORGED_IDS = ("sa/admin", "sa/root", "spiffe://evil")
 
 
@@ -146,8 +149,8 @@ def _app_log(plan, key: str) -> list[dict]:
 def _identity(doc: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for k, v in doc["headers"]:
-        if k.lower() in ("x-meshproxy-peer", "x-forwarded-client-cert"):
-            out.setdefault(k.lower(), []).append(v)
+        if (name := k.lower().replace("_", "-")) in ("x-meshproxy-peer", "x-forwarded-client-cert"):
+            out.setdefault(name, []).append(v)
     return out
 
 

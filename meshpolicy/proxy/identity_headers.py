@@ -7,17 +7,15 @@ app works behind either proxy). Only the sidecar that verified the TLS
 peer may set them: every copy a caller sent, in any letter case, is removed
 on every path (inbound, outbound, mirrors, retries), then the inbound side
 adds its own when the peer has a certificate (Envoy's SANITIZE_SET).
+Spellings with `_` for `-` go too (semantics/identity_names.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from ..semantics.identity_names import PEER, XFCC, is_identity
 from .upstream import HOP_BY_HOP
-
-PEER = "x-meshproxy-peer"
-XFCC = "x-forwarded-client-cert"
-IDENTITY = frozenset({PEER, XFCC})
 
 
 def forwardable(headers) -> list[tuple[str, str]]:
@@ -28,7 +26,7 @@ def forwardable(headers) -> list[tuple[str, str]]:
         if k.lower() == "connection":
             conn_named |= {t.strip().lower() for t in v.split(",")}
     return [(k, v) for k, v in headers
-            if (name := k.lower()) not in HOP_BY_HOP and name not in IDENTITY and name not in conn_named]
+            if (name := k.lower()) not in HOP_BY_HOP and not is_identity(name) and name not in conn_named]
 
 
 def identity_headers(own_id: str, peer_id: str | None, peer_der: bytes | None) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ authorization filters, the rate limit, then the local application."""
 
 from __future__ import annotations
 
+from ...semantics.identity_names import PEER, XFCC, spellings
 from ...model.types import Service
 from .clusters import speaks_http2
 from .context import Ctx
@@ -26,7 +27,7 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-PEER_HEADER = "x-meshproxy-peer"
+PEER_HEADER = PEER
 
 
 def router() -> dict:
@@ -80,7 +81,9 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
         # meshproxy's peer header is an identity header too: a caller's copy is
         # dropped and the verified peer's URI SAN set (nothing without one), so
         # an app reads the same thing behind either proxy (docs/security.md).
-        "route_config": {"name": "inbound", "request_headers_to_remove": [PEER_HEADER],
+        # So is every spelling with `_` (identity_names.py); XFCC itself is left to SANITIZE_SET.
+        "route_config": {"name": "inbound", "request_headers_to_remove": [
+                             n for n in spellings(PEER_HEADER) + spellings(XFCC) if n != XFCC],
                          "request_headers_to_add": [{
                              "header": {"key": PEER_HEADER, "value": "%DOWNSTREAM_PEER_URI_SAN%"},
                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
