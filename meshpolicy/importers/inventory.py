@@ -203,8 +203,9 @@ class Inventory:
 
     @staticmethod
     def hosts_of(svc: K8sService) -> list[str]:
-        ns, name = svc.resource.namespace, svc.resource.name
-        return [f"{name}.{ns}.svc.cluster.local", f"{name}.{ns}.svc", f"{name}.{ns}", name]
+        from ..plan.hosts import name_hosts
+
+        return name_hosts(svc.resource.name, svc.resource.namespace)
 
     # ---- versions
     def version_labels(self, svc: K8sService, key: str = "version") -> list[str]:

@@ -38,4 +38,9 @@ def upstream_host(svc: Service, version: str | None) -> str:
 
 def hosts(svc: Service) -> list[str]:
     """Shortest first; the last one is `fqdn(svc)`."""
-    return [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn(svc)]
+    return name_hosts(svc.name, svc.namespace)
+
+
+def name_hosts(name: str, namespace: str) -> list[str]:
+    """The same list for any Kubernetes Service (`meshc import` resolves against it)."""
+    return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", name_fqdn(name, namespace)]
