@@ -112,12 +112,13 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_once(path: Path, admin: int, base_id: int) -> tuple[float, float]:
+def start_once(path: Path, admin: int) -> tuple[float, float]:
     """(seconds to ready, RSS MiB one second after ready) of one Envoy start."""
     from meshpolicy.run.up import envoy_binary
 
     t0 = time.perf_counter()
-    p = subprocess.Popen([envoy_binary() or "envoy", "-c", str(path), "--base-id", str(base_id),
+    # A dynamic base id: a fixed one collides with any other Envoy on a shared host.
+    p = subprocess.Popen([envoy_binary() or "envoy", "-c", str(path), "--use-dynamic-base-id",
                           "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         while True:
@@ -191,7 +192,7 @@ def run_envoy(ctx: Ctx, w, index: dict, calls: dict, runs: int) -> None:
             path = Path(tmp) / f"{'scoped' if scoped else 'unscoped'}.yaml"
             path.write_text(text)
             admin = cfg["admin"]["address"]["socket_address"]["port_value"]
-            got = [start_once(path, admin, 42000 + 2 * i + scoped) for i in range(runs)]
+            got = [start_once(path, admin) for _ in range(runs)]
             ready = statistics.median(g[0] for g in got)
             rss = statistics.median(g[1] for g in got)
             rows[label] = (len(text.encode()) / 1024, ready, rss)
