@@ -104,3 +104,17 @@ def test_a_long_line_is_quoted_in_a_window(tmp_path: Path):
         quoted, carets = lines[i + 3], lines[i + 4]
         col = carets.index("^")
         assert quoted[col:col + len(text)] == text and carets.count("^") == len(text), (quoted, carets)
+
+
+def test_certs_do_not_follow_a_planted_namespace_symlink(tmp_path: Path):
+    """`meshc certs -o DIR` with DIR/shop a symlink to another folder wrote the
+    shop workloads' private keys into that folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "certs"
+    out.mkdir()
+    (out / "shop").symlink_to(elsewhere)
+    proc = run_meshc("certs", "examples/shop", "-o", str(out), "--format", "json")
+    assert json_codes(proc) == ["MP703"]
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["shop"]  # not even the CA was written

@@ -232,6 +232,12 @@ def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 36
     validity = _dt.timedelta(seconds=lifetime_s) if lifetime_s else _dt.timedelta(days=days)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    # A namespace or account folder planted as a symlink would take the keys out of outdir.
+    for ns, sa, _ in identities(mesh):
+        for d in (outdir / ns, outdir / ns / sa):
+            if d.is_symlink():
+                raise ValueError(f"`{d.relative_to(outdir)}` is a symbolic link; keys are written only inside "
+                                 "the directory itself")
     td = mesh.settings.trust_domain
     out = Issued()
     loaded = None if force else _load_ca(outdir, td)
