@@ -118,3 +118,21 @@ def test_certs_do_not_follow_a_planted_namespace_symlink(tmp_path: Path):
     assert json_codes(proc) == ["MP703"]
     assert list(elsewhere.iterdir()) == []
     assert sorted(p.name for p in out.iterdir()) == ["shop"]  # not even the CA was written
+
+
+def test_mp532_labels_the_retries_that_multiply():
+    """The shop example's `limit orders -> payments` finding labelled payments'
+    `retry off` as "retries here"; the attempts come from orders' retries."""
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+    from meshpolicy.verify import run
+    from tests.conftest import EXAMPLES
+
+    checked = check_project(load([EXAMPLES / "shop"]))
+    found = [d for d in run(checked.mesh) if d.code == "MP532"]
+    assert {tuple(d.witness["path"]) for d in found} >= {("frontend", "orders", "payments")}
+    for d in found:
+        assert d.labels
+        for lb in d.labels:
+            text = checked.project.files[lb.span.file].line_text(lb.span.line)[lb.span.col - 1:]
+            assert text.startswith("retry") and not text.startswith("retry off"), (d.message, text)

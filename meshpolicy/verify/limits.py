@@ -127,10 +127,18 @@ def _retries(mesh: Mesh, lim: RateLimit, dest: str, callers: list[str], graph: D
     # a call-path witness (as MP552's) plus the numbers the finding multiplies
     wit = {"path": path + [dest], "requests": [str(hop)] if hop is not None else [], "attempts": k,
            "limit": _rate(lim), "served": served}
-    labels = [Label(rule.span, "retries here")] if rule is not None and rule.retry else []
-    svc = mesh.service(dest)
-    if not labels and svc is not None and svc.retry is not None:
-        labels = [Label(svc.retry.span, "retries here")]
+    # Label every hop that multiplies, not the limited hop's own retry setting: with
+    # `retry off` there, the retries are upstream (it once labelled `retry off`).
+    labels = []
+    for hop_dest in path[1:] + [dest]:
+        n, r = (attempts, rule) if hop_dest == dest else hop_amplification(mesh, hop_dest)
+        hop_svc = mesh.service(hop_dest)
+        if n <= 1:
+            continue
+        if r is not None and r.retry:
+            labels.append(Label(r.span, "retries here"))
+        elif hop_svc is not None and hop_svc.retry is not None:
+            labels.append(Label(hop_svc.retry.span, "retries here"))
     return [diag("MP532", f"one request along {' -> '.join(path + [dest])} can count {k:g} times against "
                           f"the limit `{_rate(lim)}` on `{c}` -> `{dest}`: retries eat the budget, and only "
                           f"{served:.3g}/{lim.per} such requests are sure to be served", lim.span, labels=labels,
