@@ -136,3 +136,20 @@ def test_mp532_labels_the_retries_that_multiply():
         for lb in d.labels:
             text = checked.project.files[lb.span.file].line_text(lb.span.line)[lb.span.col - 1:]
             assert text.startswith("retry") and not text.startswith("retry off"), (d.message, text)
+
+
+def test_query_examples_show_a_route():
+    """README's and `meshc query --help`'s example request (POST /orders/7)
+    matched no route rule of the shop example: its answer was a 404, not the
+    route, weights, timeout and retries the README says a query shows."""
+    import re
+
+    from tests.conftest import ROOT
+
+    texts = (ROOT / "README.md").read_text() + run_meshc("query", "--help").stdout
+    requests = set(re.findall(r'meshc query (?:PATHS|examples/shop|k8s/) "([^"]+)"', texts))
+    assert len(requests) >= 2, requests
+    for req in requests:
+        proc = run_meshc("query", "examples/shop", req)
+        assert proc.returncode == 0, proc.stderr
+        assert "no rule matches" not in proc.stdout and "reaches the application" in proc.stdout, (req, proc.stdout)

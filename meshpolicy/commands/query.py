@@ -195,7 +195,7 @@ def command(paths, requests, fmt):
 
     \b
     Examples:
-      meshc query examples/shop "frontend -> orders POST /orders/7"
+      meshc query examples/shop "frontend -> orders GET /orders/7"
       meshc query examples/shop "frontend -> catalog GET /items/1 x-canary=always"
     """
     paths = list(paths)
