@@ -153,3 +153,17 @@ def test_query_examples_show_a_route():
         proc = run_meshc("query", "examples/shop", req)
         assert proc.returncode == 0, proc.stderr
         assert "no rule matches" not in proc.stdout and "reaches the application" in proc.stdout, (req, proc.stdout)
+
+
+def test_an_imported_service_account_is_named_in_its_error(tmp_path: Path):
+    """A Deployment's serviceAccountName `../../x` was reported as "service
+    `pwn` has no `account`, and its name ... is not a DNS label": the name was
+    fine, the account was not, and the message did not show it."""
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "a.yaml").write_text(
+        SERVICE.format(name="pwn", namespace="shop").replace("serviceAccountName: sa",
+                                                             'serviceAccountName: "../../x"'))
+    proc = run_meshc("check", "k8s", "--format", "json", cwd=tmp_path)
+    assert json_codes(proc) == ["MP205"]
+    [d] = json.loads(proc.stdout)["diagnostics"]
+    assert "`../../x`" in d["message"]

@@ -59,9 +59,9 @@ def invalid_identities(mesh: Mesh):
                        svc.spans.get("namespace", svc.at("name")))
         problem = label_problem(svc.account)
         if problem:
-            if "account" in svc.spans:
+            if "account" in svc.spans or svc.account != svc.name:  # imported: the workload's service account
                 yield diag("MP205", f"account `{svc.account}` of service `{svc.name}` {problem}",
-                           svc.at("account"))
+                           svc.spans.get("account", svc.at("name")))
             else:
                 yield diag("MP205", f"service `{svc.name}` has no `account`, and its name, the default "
                                     f"account, {problem}", svc.at("name"),
