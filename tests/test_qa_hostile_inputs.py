@@ -167,3 +167,22 @@ def test_an_imported_service_account_is_named_in_its_error(tmp_path: Path):
     assert json_codes(proc) == ["MP205"]
     [d] = json.loads(proc.stdout)["diagnostics"]
     assert "`../../x`" in d["message"]
+
+
+def test_sarif_leaves_out_snippets_of_long_lines(tmp_path: Path):
+    """SARIF quoted each finding's whole line as its context (and a long span
+    as its snippet): 3 findings on 200 KB lines were 640 KB of results."""
+    (tmp_path / "meshc.toml").write_text("")
+    (tmp_path / "a.mesh").write_text(
+        "service a { namespace x; port 80 http; version v1 { v: \"1\" } }\n"
+        "route a { GET /" + "x" * 200_000 + " -> v9 }\n"
+        "allow c -> a GET /" + "y" * 200_000 + "\nallow d -> a GET /short\n")
+    proc = run_meshc("check", ".", "--format", "sarif", cwd=tmp_path)
+    assert proc.returncode == 1
+    results = json.loads(proc.stdout)["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} >= {"MP101", "MP102"}
+    assert len(json.dumps(results)) < 20_000
+    # a short line keeps its snippet and context
+    [short] = [r for r in results if r["ruleId"] == "MP101" and "`d`" in r["message"]["text"]]
+    loc = short["locations"][0]["physicalLocation"]
+    assert loc["region"]["snippet"]["text"] == "d" and "/short" in loc["contextRegion"]["snippet"]["text"]

@@ -22,6 +22,10 @@ from ..codes import CodeInfo, catalogue, doc_url
 from ..diagnostics import Diagnostic, Fix, Severity
 from ..span import SourceFile, Span
 
+# Snippets (optional in SARIF) longer than this are left out: a long line quoted in
+# every finding on it made a 200 KB file's report several MB.
+MAX_SNIPPET = 4000
+
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://meshpolicy.dev"
 SRCROOT = "%SRCROOT%"
@@ -83,7 +87,7 @@ class _Locator:
             "endLine": span.end_line,
             "endColumn": src.utf16_col(span.end_line, span.end_col) + 1,
         }
-        if snippet:
+        if snippet and span.end - span.start <= MAX_SNIPPET:
             region["snippet"] = {"text": src.text[span.start:span.end]}
         return region
 
@@ -93,6 +97,8 @@ class _Locator:
             return None
         last = max(span.line, span.end_line)
         text = "\n".join(src.line_text(n) for n in range(span.line, last + 1))
+        if len(text) > MAX_SNIPPET:
+            return None
         return {"startLine": span.line, "endLine": last, "snippet": {"text": text}}
 
     def physical(self, span: Span) -> dict[str, Any]:
