@@ -186,3 +186,13 @@ def test_sarif_leaves_out_snippets_of_long_lines(tmp_path: Path):
     [short] = [r for r in results if r["ruleId"] == "MP101" and "`d`" in r["message"]["text"]]
     loc = short["locations"][0]["physicalLocation"]
     assert loc["region"]["snippet"]["text"] == "d" and "/short" in loc["contextRegion"]["snippet"]["text"]
+
+
+def test_init_leaves_nothing_behind_when_a_name_is_a_dangling_link(tmp_path):
+    from .conftest import run_meshc
+
+    (tmp_path / "mesh.mesh").symlink_to(tmp_path / "nowhere" / "mesh.mesh")
+    proc = run_meshc("init", str(tmp_path))
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.mesh"]  # only the link that was there
+    assert not (tmp_path / "nowhere").exists()

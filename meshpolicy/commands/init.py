@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -139,19 +140,24 @@ def command(directory: Path, hooks_repo, hooks_rev):
         "mesh.mesh": STARTER.format(name=_mesh_name(directory)),
         ".pre-commit-config.yaml": hooks,
     }
-    existing = [name for name in files if (directory / name).exists()]
+    # lexists: a dangling symlink is something there too, never written through
+    existing = [name for name in files if os.path.lexists(directory / name)]
     if existing:
         for name in existing:
             click.echo(f"meshc init: {directory / name} already exists; not overwriting", err=True)
         click.echo("meshc init: nothing written", err=True)
         sys.exit(EXIT_USAGE)
+    written: list[Path] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             with open(directory / name, "x", encoding="utf-8") as f:  # "x": never clobber a file made meanwhile
+                written.append(directory / name)
                 f.write(text)
     except OSError as exc:
-        click.echo(f"meshc init: cannot write in {directory}: {exc.strerror or exc}", err=True)
+        for path in written:  # all or nothing: only what this run created is removed
+            path.unlink(missing_ok=True)
+        click.echo(f"meshc init: cannot write in {directory}: {exc.strerror or exc}; nothing written", err=True)
         sys.exit(EXIT_USAGE)
     try:
         with open(directory / ".gitignore", "x", encoding="utf-8") as f:
