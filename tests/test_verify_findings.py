@@ -129,3 +129,27 @@ def test_time_limit_mp508_stops_and_claims_nothing():
     diags = run(result.mesh, {"verify": {"max_seconds": 0}})
     assert codes(diags).count("MP508") == 1 and "MP603" not in codes(diags)
     assert [d.code for d in diags if d.code.startswith("MP6")] == ["MP602"]
+
+
+def test_posix_classes_in_regexes_are_read_as_re2_reads_them(tmp_path):
+    """`[[:digit:]]` is a POSIX class to RE2; Python's parser read it as a set
+    holding `[`, `:`, `d`..., and the verifier's witness disagreed with the
+    reference matcher (an internal error, exit 3)."""
+    import pytest
+
+    from meshpolicy.verify.automata import NotRegular, parse_re2, witness
+    from .conftest import run_meshc
+
+    assert witness((("regex", "/[[:digit:]]+"),), ()) == "/0"
+    with pytest.raises(NotRegular):  # a negated class has no spelling here: refused, never misread
+        witness((("regex", "/[[:^digit:]]"),), ())
+    (tmp_path / "a.mesh").write_text('service api { port 80 http; version v1 }\nservice web { port 80 http }\n'
+                                     'allow web -> api regex "/[[:digit:]]+"\n'
+                                     'route api {\n  regex "/x[[:alpha:]]" -> v1\n  * -> v1\n}\n')
+    proc = run_meshc("verify", str(tmp_path))
+    assert proc.returncode in (0, 1) and "internal error" not in proc.stderr, proc.stderr
+    assert parse_re2("[]a]") and parse_re2("[^[:digit:]a]")
+    (tmp_path / "a.mesh").write_text('service api { port 80 http; version v1 }\nservice web { port 80 http }\n'
+                                     'allow web -> api regex "/[[:^digit:]]"\n')
+    proc = run_meshc("verify", str(tmp_path), "--format", "json")
+    assert proc.returncode in (0, 1) and "internal error" not in proc.stderr, proc.stderr

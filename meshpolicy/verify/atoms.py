@@ -93,7 +93,9 @@ def z3_regex(key: Key):
     if kind == "glob":
         return _glob(value)
     try:
-        tree = sre.parse(value)
+        from .automata import parse_re2  # RE2's POSIX classes, spelled for Python's parser
+
+        tree = parse_re2(value)
     except Exception as exc:  # invalid for Python's parser: RE2-only syntax such as \pN
         raise Unsupported(f"regex {value!r}: {exc}") from None
     if tree.state.flags & ~(C.SRE_FLAG_UNICODE):

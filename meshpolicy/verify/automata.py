@@ -28,6 +28,52 @@ Interval = tuple[int, int]  # inclusive
 CharSet = tuple[Interval, ...]
 
 
+_POSIX = {"alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": " \\t",
+          "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
+          "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_",
+          "xdigit": "0-9A-Fa-f"}
+
+
+def parse_re2(value: str):
+    """Python's parse tree of an RE2 regex. RE2's POSIX classes inside a
+    bracket (`[[:digit:]]`) mean nothing to Python's parser (it reads a set
+    holding `[`, `:`, `d`...), so they are spelled as ranges first; a negated
+    one (`[[:^alpha:]]`) has no such spelling and is refused."""
+    if "[:" not in value:
+        return sre.parse(value)
+    out, i, depth = [], 0, 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\":
+            out.append(value[i:i + 2])
+            i += 2
+            continue
+        if depth and value.startswith("[:", i):
+            end = value.find(":]", i + 2)
+            name = value[i + 2:end] if end != -1 else ""
+            if name.startswith("^") or name not in _POSIX:
+                raise sre.error(f"POSIX class [:{name}:] is not supported here")
+            out.append(_POSIX[name])
+            i = end + 2
+            continue
+        if ch == "[" and not depth:
+            depth = 1
+            out.append(ch)
+            i += 1
+            if value.startswith("^", i):
+                out.append("^")
+                i += 1
+            if value.startswith("]", i):  # a leading `]` is a literal member
+                out.append("\\]")
+                i += 1
+            continue
+        if ch == "]" and depth:
+            depth = 0
+        out.append(ch)
+        i += 1
+    return sre.parse("".join(out))
+
+
 class TooLarge(Exception):
     """The automaton (or the product search) would be too large."""
 
@@ -155,7 +201,7 @@ def compile_key(key: tuple[str, str]) -> Compiled:
         frag = nfa.seq(parts)
     else:
         try:
-            tree = sre.parse(value)
+            tree = parse_re2(value)
         except Exception as exc:
             raise NotRegular(f"regex {value!r}: {exc}") from None
         if tree.state.flags & ~C.SRE_FLAG_UNICODE:
