@@ -153,3 +153,14 @@ def test_posix_classes_in_regexes_are_read_as_re2_reads_them(tmp_path):
                                      'allow web -> api regex "/[[:^digit:]]"\n')
     proc = run_meshc("verify", str(tmp_path), "--format", "json")
     assert proc.returncode in (0, 1) and "internal error" not in proc.stderr, proc.stderr
+
+
+def test_z3_reads_a_zero_repeat_as_the_empty_string():
+    import z3
+
+    from meshpolicy.verify.atoms import z3_regex
+
+    s = z3.String("s")
+    solver = z3.Solver()
+    solver.add(z3.InRe(s, z3_regex(("regex", "/a(x){0}"))), s != z3.StringVal("/a"))
+    assert solver.check() == z3.unsat  # only "/a" itself; Loop(x, 0, 0) alone meant x*

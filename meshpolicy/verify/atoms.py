@@ -237,6 +237,8 @@ def _item(op, av, src: str, first: bool, last: bool):
         body = _seq(list(sub), src, False, False)
         if hi is C.MAXREPEAT:
             return z3.Concat(z3.Loop(body, lo, lo), z3.Star(body)) if lo else z3.Star(body)
+        if hi == 0:  # `x{0}` is the empty string; Z3 reads Loop(x, 0, 0) as x* (0 means "no bound")
+            return z3.Re(z3.StringVal(""))
         return z3.Loop(body, lo, hi)
     raise Unsupported(f"regex {src!r}: construct {op}")
 
