@@ -54,6 +54,8 @@ VERIFY: dict[str, Check] = {
     "timeout_ms": _number(1, 3_600_000, integer=True),
     "box_limit": _number(0, integer=True),
     "verbose": _bool,
+    "max_rules_per_destination": _number(1, integer=True),  # past it: MP507, the destination is not proved
+    "max_seconds": _number(1, 86_400),  # past it: MP508, the rest is not proved
 }
 
 

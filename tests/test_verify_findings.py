@@ -164,3 +164,13 @@ def test_z3_reads_a_zero_repeat_as_the_empty_string():
     solver = z3.Solver()
     solver.add(z3.InRe(s, z3_regex(("regex", "/a(x){0}"))), s != z3.StringVal("/a"))
     assert solver.check() == z3.unsat  # only "/a" itself; Loop(x, 0, 0) alone meant x*
+
+
+def test_the_verify_limits_are_settings_meshc_toml_accepts(tmp_path):
+    from .conftest import run_meshc
+
+    (tmp_path / "meshc.toml").write_text("[verify]\nmax_rules_per_destination = 1\nmax_seconds = 60\n")
+    (tmp_path / "a.mesh").write_text("service api { port 80 http }\nservice web { port 80 http }\n"
+                                     "allow web -> api GET\ndeny web -> api /admin\n")
+    out = run_meshc("verify", str(tmp_path)).stdout
+    assert "MP013" not in out and "MP507" in out  # the setting is read, not ignored as unknown
