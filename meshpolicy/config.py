@@ -192,6 +192,19 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                         else:
                             apps[svc] = {"command": spec["command"]}
             out["up"] = {"apps": apps, **up}
+        elif top == "limits":  # input bounds (docs/language.md, "meshc.toml")
+            if not isinstance(value, dict):
+                bad("limits", None, "must be a table")
+                continue
+            kept = {}
+            for k, v in value.items():
+                if k != "max_file_mb":
+                    unknown("limits", k)
+                elif (problem := _number(0.001, 1000)(v)) is not None:
+                    bad("limits", k, problem)
+                else:
+                    kept[k] = v
+            out["limits"] = kept
         elif top == "diagnostics":
             if not isinstance(value, dict):
                 bad("diagnostics", None, "must be a table")

@@ -196,3 +196,19 @@ def test_init_leaves_nothing_behind_when_a_name_is_a_dangling_link(tmp_path):
     assert proc.returncode == 2 and "already exists" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.mesh"]  # only the link that was there
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_file_over_the_size_limit_is_refused_at_once(tmp_path):
+    """A 10 MB mesh file took 30 s to check (and buried findings under 300k warnings)."""
+    import time
+
+    from .conftest import run_meshc
+
+    (tmp_path / "a.mesh").write_text("".join(f"service s{i} {{ port 80 http }}\n" for i in range(200_000)))
+    t0 = time.monotonic()
+    proc = run_meshc("check", str(tmp_path), "--format", "json")
+    assert proc.returncode == 2 and "MP001" in proc.stdout and "max_file_mb" in proc.stdout
+    assert time.monotonic() - t0 < 20  # the interpreter's start-up, not the file
+    (tmp_path / "meshc.toml").write_text("[limits]\nmax_file_mb = 0.001\n")
+    (tmp_path / "a.mesh").write_text("service a { port 80 http }\n" * 100)
+    assert "over the limit of 0.001 MB" in run_meshc("check", str(tmp_path)).stdout
