@@ -21,6 +21,7 @@ NO_SPAN = Span("", 0, 0, 0, 0, 0, 0)
 MtlsMode = Literal["strict", "permissive", "off"]
 Effect = Literal["allow", "deny"]
 Protocol = Literal["http", "http2", "grpc", "tcp"]
+EgressStance = Literal["registry_only", "allow_any"]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 NON_IDEMPOTENT_METHODS = ("POST", "PATCH")
 RETRY_CONDITIONS = (
@@ -110,6 +111,10 @@ class MeshSettings(Node):
     default: Effect = "deny"
     tracing: Tracing = Field(default_factory=lambda: Tracing.make())
     metrics: bool = True
+    # registry_only: a workload reaches only the mesh's services and its
+    # `external` services (and only where allowed); allow_any: also any other
+    # host, as Istio's ALLOW_ANY (docs/semantics.md, "Egress").
+    egress: EgressStance = "registry_only"
 
 
 class Port(Node):
@@ -118,11 +123,14 @@ class Port(Node):
 
 
 class Retry(Node):
-    """attempts == 0 means retries are off (`retry off`)."""
+    """attempts == 0 means retries are off (`retry off`). `on_status`: the
+    HTTP status codes written among the conditions (`on 503, 429`), kept
+    apart from the named conditions in `on`."""
 
     attempts: int
     per_try_ms: int | None = None
     on: list[str] = Field(default_factory=list)
+    on_status: list[int] = Field(default_factory=list)
     backoff_ms: int | None = None
     backoff_max_ms: int | None = None
     budget_percent: float | None = None
@@ -165,6 +173,18 @@ class Version(Node):
     balance: LoadBalancer | None = None
 
 
+class Cors(Node):
+    """CORS for browsers: `origins` are exact origins (`https://a.example`) or
+    `*`; a preflight from another origin gets no CORS headers."""
+
+    origins: list[str]
+    methods: list[str] = Field(default_factory=list)
+    headers: list[str] = Field(default_factory=list)  # allowed request headers, lower-cased
+    expose: list[str] = Field(default_factory=list)  # exposed response headers, lower-cased
+    credentials: bool = False
+    max_age_ms: int | None = None
+
+
 class RuleSettings(NamedTuple):
     timeout_ms: int | None
     retry: Retry | None
@@ -184,6 +204,13 @@ class Service(Node):
     outlier: Outlier | None = None
     balance: LoadBalancer | None = None
     fault: Fault | None = None
+    cors: Cors | None = None
+
+    def cors_for(self, rule: "RouteRule | None") -> "Cors | None":
+        """The CORS policy of requests `rule` forwards: the rule's own, else the service's."""
+        if rule is not None and rule.cors is not None:
+            return rule.cors
+        return self.cors
 
     def settings_for(self, rule: "RouteRule | None") -> "RuleSettings":
         """The timeout, retry and fault that apply to requests `rule` forwards
@@ -223,17 +250,28 @@ class HeaderMatch(Node):
     value: str | None = None
 
 
+class QueryMatch(Node):
+    """A query parameter test: `name` as written (case-sensitive), the value
+    as decoded from the query string."""
+
+    name: str
+    kind: Literal["exact", "prefix", "regex", "present"]
+    value: str | None = None
+
+
 class Match(Node):
-    """All listed conditions must hold; within a list any one suffices; empty = any."""
+    """All listed conditions must hold; within a list any one suffices
+    (headers and queries: each one must hold); empty = any."""
 
     methods: list[str] = Field(default_factory=list)
     paths: list[PathPattern] = Field(default_factory=list)
     headers: list[HeaderMatch] = Field(default_factory=list)
+    queries: list[QueryMatch] = Field(default_factory=list)
     sources: list[Ref] = Field(default_factory=list)
 
     @property
     def is_catch_all(self) -> bool:
-        return not (self.methods or self.paths or self.headers or self.sources)
+        return not (self.methods or self.paths or self.headers or self.queries or self.sources)
 
 
 class WeightedVersion(Node):
@@ -267,6 +305,25 @@ class DirectResponse(Node):
 Action = Annotated[Union[Forward, Redirect, DirectResponse], Field(discriminator="kind")]
 
 
+class HeaderOp(Node):
+    """`set|add|remove request|response header NAME [VALUE]`: set replaces
+    every value, add appends one, remove drops the header."""
+
+    side: Literal["request", "response"]
+    op: Literal["set", "add", "remove"]
+    name: str  # lower-cased
+    value: str | None = None  # None for remove
+
+
+class Rewrite(Node):
+    """`rewrite "/new" [host "h"]`: the part of the path the rule's path
+    matched (a prefix, a glob's fixed prefix before `**`, or the whole exact
+    path) is replaced by `path`; `host` replaces the Host/:authority."""
+
+    path: str | None = None
+    host: str | None = None
+
+
 class RouteRule(Node):
     index: int  # 0-based position in its route
     match: Match
@@ -274,6 +331,9 @@ class RouteRule(Node):
     timeout_ms: int | None = None
     retry: Retry | None = None
     fault: Fault | None = None
+    headers: list[HeaderOp] = Field(default_factory=list)  # in written order
+    rewrite: Rewrite | None = None
+    cors: Cors | None = None
 
 
 class Route(Node):
@@ -281,13 +341,35 @@ class Route(Node):
     rules: list[RouteRule] = Field(default_factory=list)
 
 
+class ClaimTest(Node):
+    """eq: the claim is this string (or a number/bool written as one);
+    has: the claim is a list containing the value, or a space-separated
+    string (OAuth `scope`) with the value as one of its words."""
+
+    claim: str  # a top-level claim name, as written (`scope`, `https://x/roles`)
+    op: Literal["eq", "has"]
+    value: str
+
+
+class JwtRequirement(Node):
+    """`with jwt [PROVIDER] [TEST and TEST ...]`: the request carries a token
+    that a provider (this one, or any the ingress accepts) validated, and
+    whose claims pass every test."""
+
+    provider: Ref | None = None
+    claims: list[ClaimTest] = Field(default_factory=list)
+
+
 class Source(Node):
     """service: that service's identity; namespace: any workload in it;
     authenticated: any workload with a mesh identity; any: anyone, even
-    callers without an identity."""
+    callers without an identity; internet: a request that entered the mesh
+    through an ingress gateway (its transport peer is an ingress), with
+    `jwt` the token it must carry."""
 
-    kind: Literal["service", "namespace", "authenticated", "any"]
+    kind: Literal["service", "namespace", "authenticated", "any", "internet"]
     name: str | None = None
+    jwt: JwtRequirement | None = None  # only with kind "internet"
 
 
 class AuthRule(Node):
@@ -299,16 +381,97 @@ class AuthRule(Node):
     paths: list[PathPattern] = Field(default_factory=list)
 
 
+class LimitKey(Node):
+    """`per claim "sub"` | `per header "x-api-key"` | `per source_ip`: one
+    bucket per distinct value (requests without the value share one bucket)."""
+
+    kind: Literal["claim", "header", "source_ip"]
+    name: str | None = None  # the claim (as written) or header (lower-cased)
+
+
 class RateLimit(Node):
     sources: list[Source]
     target: Ref
     requests: int
     per: Literal["s", "m", "h"]
     burst: int | None = None
+    key: LimitKey | None = None  # None: one bucket per (sources, target) pair
 
     @property
     def per_seconds(self) -> int:
         return {"s": 1, "m": 60, "h": 3600}[self.per]
+
+
+class TokenLocation(Node):
+    """Where a provider's token is read: a header (with an optional value
+    prefix such as `Bearer `), a query parameter or a cookie."""
+
+    kind: Literal["header", "query", "cookie"]
+    name: str  # header names lower-cased
+    prefix: str | None = None  # headers only
+
+
+class JwtProvider(Node):
+    """`jwt NAME { issuer ...; audience ...; jwks FILE | jwks_uri URL; token ... }`.
+    `jwks_file` is as written, relative to the directory of the file that
+    declares it (`file`); `token_from` empty means `Authorization: Bearer`."""
+
+    name: str
+    issuer: str | None = None
+    audiences: list[str] = Field(default_factory=list)
+    jwks_file: str | None = None
+    jwks_uri: str | None = None
+    token_from: list[TokenLocation] = Field(default_factory=list)
+    file: str = ""  # the .mesh file it was declared in
+
+
+class Listener(Node):
+    """`listen PORT http` | `listen PORT https cert FILE key FILE` (TLS is
+    terminated at the gateway; files relative to the declaring file)."""
+
+    port: int
+    protocol: Literal["http", "https"]
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class Ingress(Node):
+    """An ingress gateway: a workload of its own (identity
+    `spiffe://<td>/ns/<namespace>/sa/<account>`) that takes requests from
+    outside the mesh on its listeners for `hosts`, checks tokens from `jwt`
+    providers (empty: every declared provider), and routes by `rules`, whose
+    destinations name *services* (each then routed by its own `route`)."""
+
+    name: str
+    namespace: str = "default"
+    account: str = ""  # defaults to the ingress name (set by the builder)
+    listeners: list[Listener] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list)
+    jwt: list[Ref] = Field(default_factory=list)
+    rules: list[RouteRule] = Field(default_factory=list)
+    file: str = ""
+
+
+class ExternalPort(Node):
+    """http: plain HTTP to the host; tls: the app speaks plain HTTP to its
+    sidecar, which originates TLS to the host (so L7 rules apply); tcp:
+    opaque bytes (TLS the app does itself passes through)."""
+
+    number: int
+    protocol: Literal["http", "tls", "tcp"]
+
+
+class ExternalService(Node):
+    """A service outside the mesh (`external stripe { host "api.stripe.com";
+    port 443 tls }`). It has no sidecar: `allow X -> stripe` is enforced on
+    the caller's sidecar, on the way out."""
+
+    name: str
+    namespace: str = "default"
+    hosts: list[str] = Field(default_factory=list)
+    ports: list[ExternalPort] = Field(default_factory=list)
+    timeout_ms: int | None = None
+    retry: Retry | None = None
 
 
 class Assertion(Node):
@@ -318,7 +481,8 @@ class Assertion(Node):
     amplification / latency: along every path, worst case <= bound."""
 
     kind: Literal["never", "only", "can", "amplification", "latency"]
-    source: Ref | None = None
+    source: Ref | None = None  # `internet` is written as Ref(name="internet")
+    source_jwt: JwtRequirement | None = None  # `never internet with jwt ... ~> x`, `can internet ...`
     sources: list[Source] = Field(default_factory=list)
     target: Ref
     transitive: bool = False
@@ -344,7 +508,31 @@ class Mesh(BaseModel):
     auth_rules: list[AuthRule] = Field(default_factory=list)
     rate_limits: list[RateLimit] = Field(default_factory=list)
     assertions: list[Assertion] = Field(default_factory=list)
+    jwt_providers: list[JwtProvider] = Field(default_factory=list)
+    ingresses: list[Ingress] = Field(default_factory=list)
+    externals: list[ExternalService] = Field(default_factory=list)
     files: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def provider_map(self) -> dict[str, JwtProvider]:
+        out: dict[str, JwtProvider] = {}
+        for p in self.jwt_providers:
+            out.setdefault(p.name, p)
+        return out
+
+    @cached_property
+    def ingress_map(self) -> dict[str, Ingress]:
+        out: dict[str, Ingress] = {}
+        for g in self.ingresses:
+            out.setdefault(g.name, g)
+        return out
+
+    @cached_property
+    def external_map(self) -> dict[str, ExternalService]:
+        out: dict[str, ExternalService] = {}
+        for e in self.externals:
+            out.setdefault(e.name, e)
+        return out
 
     @cached_property
     def service_map(self) -> dict[str, Service]:
