@@ -62,6 +62,11 @@ def test_every_enumeration_value_maps_to_a_construct():
         "PathPattern.kind": _literal_values(model.PathPattern.model_fields["kind"].annotation),
         "HeaderMatch.kind": _literal_values(model.HeaderMatch.model_fields["kind"].annotation),
         "Source.kind": _literal_values(model.Source.model_fields["kind"].annotation),
+        "EgressStance": _literal_values(model.EgressStance),
+        "ExternalPort.protocol": _literal_values(model.ExternalPort.model_fields["protocol"].annotation),
+        "Listener.protocol": _literal_values(model.Listener.model_fields["protocol"].annotation),
+        "QueryMatch.kind": _literal_values(model.QueryMatch.model_fields["kind"].annotation),
+        "HeaderOp.side": _literal_values(model.HeaderOp.model_fields["side"].annotation),
         "Action": {_literal_values(c.model_fields["kind"].annotation).pop()
                    for c in typing.get_args(typing.get_args(model.Action)[0])},
     }

@@ -64,14 +64,28 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,
     # Lowering and checking build millions of small, mostly acyclic objects
     # while the whole model stays alive: the cyclic GC would rescan it again
     # and again (istio at 1000 services: 22% of compile CPU, gateway-api 68%).
+    options = options or CompileOptions()
     with gc_paused():
-        outputs, diags = t.lower(mesh, options or CompileOptions())
+        outputs, diags = t.lower(mesh, options)
+        diags = diags + _manifest_rejections(target, mesh, options, diags)
         outputs = sorted(outputs, key=lambda o: o.path)
         if not has_errors(diags):
             if progress:
                 progress(f"checking {len(outputs)} {target} files", 1, 2)
             diags = diags + t.validate(outputs)
     return outputs, diags
+
+
+def _manifest_rejections(target: str, mesh: Mesh, options: CompileOptions,
+                         diags: list[Diagnostic]) -> list[Diagnostic]:
+    """MP701 for each use of a construct the target's manifest says it
+    cannot express and its lowering did not already reject at that place:
+    a construct a target does not handle is refused, never dropped."""
+    from ..targets.base import rejections
+
+    flavour = options.settings.get("mesh") if isinstance(options.settings, dict) else None
+    done = {d.span for d in diags if d.code == "MP701"}
+    return [d for d in rejections(target, mesh, flavour) if d.span not in done]
 
 
 def write_atomic(outdir: Path, outputs: list[Output], *, force: bool = False) -> list[Diagnostic]:
