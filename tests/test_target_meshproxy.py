@@ -17,9 +17,9 @@ from meshpolicy.compile import CompileOptions, Output, compile_mesh, get_target
 from meshpolicy.project import load
 from meshpolicy.pipeline import check_project
 from meshpolicy.resources import target_dir
-from meshpolicy.targets.meshproxy import evaluate as ev
-from meshpolicy.targets.meshproxy.config import WorkloadConfig
-from meshpolicy.targets.meshproxy.schema import schema_text
+from meshpolicy.wire import evaluate as ev
+from meshpolicy.wire.config import WorkloadConfig
+from meshpolicy.wire.schema import schema_text
 
 from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
 
@@ -67,7 +67,7 @@ def bookinfo():
 
 def test_schema_file_is_the_models_schema():
     assert (target_dir("meshproxy") / "schema.json").read_text() == schema_text(), \
-        "regenerate: python -m meshpolicy.targets.meshproxy.schema > targets/meshproxy/schema.json"
+        "regenerate: python -m meshpolicy.wire.schema > targets/meshproxy/schema.json"
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from meshpolicy.compile import compile_mesh
 from meshpolicy.semantics.evaluate import Request, evaluate
-from meshpolicy.targets.meshproxy import evaluate as ev
+from meshpolicy.wire import evaluate as ev
 
 from .conftest import check_text
 

@@ -2,6 +2,6 @@
 
 It is the embedded default for laptops without Envoy (`meshc up --proxy
 meshproxy`), not a replacement for Envoy in production. Decisions come from
-meshpolicy.targets.meshproxy.evaluate, the same reference the tests check
+meshpolicy.wire.evaluate, the same reference the tests check
 against the policy's semantics.
 """

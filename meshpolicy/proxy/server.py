@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import HttpVersion11, web
 from aiohttp.web_protocol import RequestHandler
 
-from ..targets.meshproxy import evaluate as ev
+from ..wire import evaluate as ev
 from . import tls
 from .identity_headers import forwardable, identity_headers
 from .metrics import Metrics
@@ -38,7 +38,7 @@ BAD_TARGET = "meshproxy: request target refused (see docs/semantics.md, Paths)\n
 
 
 def load_config(path: Path) -> dict:
-    from ..targets.meshproxy.config import WorkloadConfig
+    from ..wire.config import WorkloadConfig
 
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     WorkloadConfig.model_validate(raw, strict=False)  # refuse a config the format does not allow

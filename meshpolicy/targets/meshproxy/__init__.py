@@ -1,7 +1,7 @@
 """The meshproxy target: one versioned JSON config per workload, holding that
 workload's resolved policy for the project's own small asyncio proxy.
 
-The format is defined by `config.py` (published as targets/meshproxy/schema.json)
+The format is defined by `meshpolicy/wire/config.py` (published as targets/meshproxy/schema.json)
 and documented in docs/targets/meshproxy.md; `evaluate.py` is the reference
 for how a proxy evaluates it.
 """

@@ -13,7 +13,7 @@ from ...plan import CertLayout, plan_of
 from ...plan.hosts import upstream_host
 from ..port_layout import MESH_UNIQUE
 from ...semantics.patterns import glob_regex
-from .config import FORMAT_VERSION
+from ...wire.config import FORMAT_VERSION
 from .ports import WorkloadPorts, local_address, needed, workload_keys, workload_ports
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ...codes import diag
 from ...compile import Output
 from ...diagnostics import Diagnostic
-from .config import WorkloadConfig
+from ...wire.config import WorkloadConfig
 
 
 def check_outputs(outputs: list[Output]) -> list[Diagnostic]:

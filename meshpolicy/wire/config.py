@@ -2,7 +2,7 @@
 
 One JSON document per workload. These models are the runtime check of every
 compiled file (TARGET.validate) and the source of the published JSON Schema
-`targets/meshproxy/schema.json` (`python -m meshpolicy.targets.meshproxy.schema`
+`targets/meshproxy/schema.json` (`python -m meshpolicy.wire.schema`
 regenerates it; a test keeps the two equal). Every field is required, with
 `null` for "not set", so a proxy never has to know a default.
 """

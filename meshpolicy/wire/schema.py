@@ -1,5 +1,5 @@
 """The published JSON Schema of the meshproxy format, made from the models:
-`python -m meshpolicy.targets.meshproxy.schema > targets/meshproxy/schema.json`."""
+`python -m meshpolicy.wire.schema > targets/meshproxy/schema.json`."""
 
 from __future__ import annotations
 
