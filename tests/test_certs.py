@@ -192,3 +192,13 @@ def test_handshake_fails_without_client_certificate(issued):
                 pass
         t.join(10)
     assert errors and isinstance(errors[0], ssl.SSLError)
+
+
+def test_a_symlink_loop_as_output_is_refused_like_compile(tmp_path):
+    """`meshc certs -o` refuses a symlink loop as `compile -o` does: MP705, exit 2."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    proc = run_meshc("certs", str(EXAMPLES / "shop"), "-o", str(a), "--format", "json")
+    assert proc.returncode == 2
+    assert "MP705" in proc.stdout

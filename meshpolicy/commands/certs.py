@@ -9,7 +9,7 @@ import click
 from ..codes import diag
 from ..pipeline import check_project
 from ..project import load
-from .common import EXIT_ERRORS, EXIT_OK, emit, exit_code, report_options
+from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit, exit_code, report_options
 
 
 @click.command("certs")
@@ -42,9 +42,17 @@ def command(paths, outdir, force, days, renew, fmt, color, quiet):
     """
     from ..certs import issue
 
+    from ..compile.output_dir import OutputRefused, resolve_output
+
     checked = check_project(load(list(paths)))
     diags = list(checked.diagnostics)
     issued = None
+    try:  # the same refusal as `compile -o`: a symlink loop or a file is no place for keys
+        resolve_output(outdir)
+    except OutputRefused as exc:
+        emit(diags + [diag(exc.code, str(exc), help="give --output a directory, or a path where one can be created")],
+             checked.project.files, fmt, color=color, quiet=quiet, tool_command="certs")
+        sys.exit(EXIT_USAGE)
     if checked.ok:
         try:
             issued = issue(checked.mesh, outdir, force=force, days=days, renew=renew)
