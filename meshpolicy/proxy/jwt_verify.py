@@ -1,0 +1,188 @@
+"""JWT validation for meshproxy, with PyJWT (no crypto of our own).
+
+One `Verifier` per provider of the workload's config (`jwt` section),
+built once: the JWKS is parsed when the config is loaded, never per request.
+A token is valid for a provider when
+
+- it is at most MAX_TOKEN_BYTES long, and its header parses;
+- its `alg` is one the chosen key allows: the key's own `alg` when the JWKS
+  gives one, else by key type (RSA: RS256/384/512, PS256/384/512; EC: the
+  ES algorithm of its curve; OKP: EdDSA). `none` and every HMAC algorithm
+  are never allowed: a JWKS holds public keys, and HS256 "signed" with an
+  RSA public key as the secret (algorithm confusion) is refused before any
+  signature check; symmetric (`oct`) keys are ignored;
+- a `kid` in the header selects keys with that `kid` (an unknown `kid`
+  fails); without one, every key whose algorithms allow `alg` is tried;
+- the signature verifies, `iss` equals the issuer, `aud` names one of the
+  audiences (when the provider lists any), `exp` and `nbf` (when present)
+  hold within LEEWAY_SECONDS of the clock, as Envoy's jwt_authn default.
+
+`claims_for` then reads a request's tokens at the provider's locations
+(meshpolicy.semantics.tokens.tokens_in, the one definition of where a token
+is) and returns the first valid token's claims.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.exceptions import InvalidTokenError, PyJWKError
+
+from ..semantics.tokens import Location, tokens_in
+
+log = logging.getLogger("meshproxy")
+
+# A token is a header value: Envoy and most servers cap headers near 8-60 KB;
+# a token over 8 KB is refused before any parsing (JSON and base64 of a
+# caller's bytes cost time and memory in proportion).
+MAX_TOKEN_BYTES = 8192
+# Clock skew allowed on exp and nbf: Envoy jwt_authn's default (clock_skew_seconds).
+LEEWAY_SECONDS = 60
+
+_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_EC_BY_CURVE = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
+_ASYMMETRIC = frozenset(_RSA) | frozenset(_EC_BY_CURVE.values()) | {"EdDSA"}
+
+
+def allowed_algorithms(jwk: dict) -> frozenset[str]:
+    """The algorithms a JWKS key may verify: its `alg` when given (and
+    asymmetric), else by `kty` (and `crv` for EC). Nothing for `oct` keys,
+    unknown types, or an `alg` such as `none` or `HS256`."""
+    alg = jwk.get("alg")
+    if alg is not None:
+        return frozenset({alg}) if alg in _ASYMMETRIC else frozenset()
+    kty = jwk.get("kty")
+    if kty == "RSA":
+        return frozenset(_RSA)
+    if kty == "EC":
+        a = _EC_BY_CURVE.get(jwk.get("crv"))
+        return frozenset({a}) if a else frozenset()
+    if kty == "OKP" and jwk.get("crv") in ("Ed25519", "Ed448"):
+        return frozenset({"EdDSA"})
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Key:
+    kid: str | None
+    algorithms: frozenset[str]
+    key: Any  # the cryptography public key object
+
+
+def load_keys(jwks_text: str) -> list[Key]:
+    """The usable public keys of a JWKS (JSON text). Keys PyJWT cannot read,
+    or that allow no algorithm, are left out (logged)."""
+    doc = json.loads(jwks_text)
+    out: list[Key] = []
+    for jwk in doc.get("keys", []) if isinstance(doc, dict) else []:
+        if not isinstance(jwk, dict):
+            continue
+        algs = allowed_algorithms(jwk)
+        if not algs:
+            log.warning("JWKS key %r: no asymmetric algorithm allowed; ignored", jwk.get("kid"))
+            continue
+        try:
+            # the algorithm only tells PyJWK how to read the key; which
+            # algorithms verify with it is `algs`
+            parsed = jwt.PyJWK(jwk, algorithm=jwk.get("alg") or sorted(algs)[0])
+        except (PyJWKError, ValueError, TypeError) as exc:
+            log.warning("JWKS key %r unreadable: %s", jwk.get("kid"), exc)
+            continue
+        out.append(Key(jwk.get("kid") if isinstance(jwk.get("kid"), str) else None, algs, parsed.key))
+    return out
+
+
+@dataclass
+class Verifier:
+    """One provider of the config: name, issuer, audiences, keys, locations."""
+
+    name: str
+    issuer: str
+    audiences: list[str]
+    keys: list[Key]
+    locations: tuple[Location, ...]
+    leeway: float = LEEWAY_SECONDS
+
+    @classmethod
+    def from_config(cls, p: dict) -> "Verifier":
+        return cls(p["name"], p["issuer"], list(p["audiences"]), load_keys(p["jwks"]),
+                   tuple(Location(t["kind"], t["name"], t["prefix"]) for t in p["tokens"]))
+
+    def verify(self, token: str) -> dict | None:
+        """The token's claims if it is valid for this provider, else None."""
+        if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except InvalidTokenError:
+            return None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in _ASYMMETRIC:  # none, HS*, unknown: refused
+            return None
+        kid = header.get("kid")
+        keys = [k for k in self.keys if alg in k.algorithms and (kid is None or k.kid == kid)]
+        options = {"verify_aud": bool(self.audiences), "require": ["iss"]}
+        for k in keys:
+            try:
+                claims = jwt.decode(token, k.key, algorithms=[alg], issuer=self.issuer,
+                                    audience=self.audiences or None, leeway=self.leeway, options=options)
+            except InvalidTokenError:
+                continue
+            return claims if isinstance(claims, dict) else None
+        return None
+
+    def tokens(self, headers: dict[str, list[str]], query: dict[str, list[str]], cookies: dict[str, str]) -> list[str]:
+        return tokens_in(self.locations, headers, query, cookies)
+
+
+class RequestTokens:
+    """The tokens of one request, validated at most once per provider."""
+
+    def __init__(self, verifiers: dict[str, Verifier], headers: dict[str, list[str]],
+                 query: dict[str, list[str]], cookies: dict[str, str]):
+        self.verifiers = verifiers
+        self.headers, self.query, self.cookies = headers, query, cookies
+        self._claims: dict[str, dict | None] = {}
+        self._checked: dict[tuple[str, str], dict | None] = {}
+
+    def _verify(self, provider: str, token: str) -> dict | None:
+        key = (provider, token)
+        if key not in self._checked:
+            self._checked[key] = self.verifiers[provider].verify(token)
+        return self._checked[key]
+
+    def claims_for(self, provider: str) -> dict | None:
+        """The claims of the first of the request's tokens (at this provider's
+        locations) that this provider validates; None when there is none."""
+        if provider not in self._claims:
+            v = self.verifiers.get(provider)
+            got = None
+            if v is not None:
+                for t in v.tokens(self.headers, self.query, self.cookies):
+                    got = self._verify(provider, t)
+                    if got is not None:
+                        break
+            self._claims[provider] = got
+        return self._claims[provider]
+
+    def validated(self, providers: list[str]) -> tuple[str, dict] | None:
+        """(provider, claims) of the first provider in `providers` that
+        validates one of the request's tokens."""
+        for p in providers:
+            c = self.claims_for(p)
+            if c is not None:
+                return p, c
+        return None
+
+    def unvalidated_token(self, providers: list[str]) -> bool:
+        """Does the request carry a token (at any of these providers'
+        locations) that none of them validates? The ingress answers 401."""
+        known = [p for p in providers if p in self.verifiers]
+        seen: list[str] = []
+        for p in known:
+            seen += [t for t in self.verifiers[p].tokens(self.headers, self.query, self.cookies) if t not in seen]
+        return any(all(self._verify(p, t) is None for p in known) for t in seen)
