@@ -33,6 +33,7 @@ import jwt
 from jwt.exceptions import InvalidTokenError, PyJWKError
 
 from ..semantics.tokens import Location, tokens_in
+from ..wire.jwks import ASYMMETRIC, allowed_algorithms
 
 log = logging.getLogger("meshproxy")
 
@@ -42,29 +43,6 @@ log = logging.getLogger("meshproxy")
 MAX_TOKEN_BYTES = 8192
 # Clock skew allowed on exp and nbf: Envoy jwt_authn's default (clock_skew_seconds).
 LEEWAY_SECONDS = 60
-
-_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-_EC_BY_CURVE = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
-_ASYMMETRIC = frozenset(_RSA) | frozenset(_EC_BY_CURVE.values()) | {"EdDSA"}
-
-
-def allowed_algorithms(jwk: dict) -> frozenset[str]:
-    """The algorithms a JWKS key may verify: its `alg` when given (and
-    asymmetric), else by `kty` (and `crv` for EC). Nothing for `oct` keys,
-    unknown types, or an `alg` such as `none` or `HS256`."""
-    alg = jwk.get("alg")
-    if alg is not None:
-        return frozenset({alg}) if alg in _ASYMMETRIC else frozenset()
-    kty = jwk.get("kty")
-    if kty == "RSA":
-        return frozenset(_RSA)
-    if kty == "EC":
-        a = _EC_BY_CURVE.get(jwk.get("crv"))
-        return frozenset({a}) if a else frozenset()
-    if kty == "OKP" and jwk.get("crv") in ("Ed25519", "Ed448"):
-        return frozenset({"EdDSA"})
-    return frozenset()
-
 
 @dataclass(frozen=True)
 class Key:
@@ -121,7 +99,7 @@ class Verifier:
         except InvalidTokenError:
             return None
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in _ASYMMETRIC:  # none, HS*, unknown: refused
+        if not isinstance(alg, str) or alg not in ASYMMETRIC:  # none, HS*, unknown: refused
             return None
         kid = header.get("kid")
         keys = [k for k in self.keys if alg in k.algorithms and (kid is None or k.kid == kid)]

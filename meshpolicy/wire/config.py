@@ -1,10 +1,18 @@
-"""The meshproxy config format, version 1, as strict pydantic models.
+"""The meshproxy config format, version 2, as strict pydantic models.
 
 One JSON document per workload. These models are the runtime check of every
 compiled file (TARGET.validate) and the source of the published JSON Schema
 `targets/meshproxy/schema.json` (`python -m meshpolicy.wire.schema`
 regenerates it; a test keeps the two equal). Every field is required, with
 `null` for "not set", so a proxy never has to know a default.
+
+Version 2 (issue 15) adds ingress workloads, JWT providers, `internet`
+principals with claim tests, egress to external services, query matches,
+header operations, rewrites, CORS, retry on status codes and keyed rate
+limits. A version 1 file is refused with a message saying to recompile
+(`refusal`): nothing in it is wrong, but a proxy reading it as version 2
+would have to invent defaults for every new field, which is what the
+format exists to avoid.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+HttpStatus = Annotated[int, Field(ge=200, le=599)]
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -30,8 +39,11 @@ class Strict(BaseModel):
 
 class Workload(Strict):
     """Which workload this file configures; version is null for a service
-    without versions (the service as a whole is one workload)."""
+    without versions (the service as a whole is one workload). kind
+    `ingress`: an ingress gateway (`service` is the ingress's name; the
+    file's `ingress` section says what it serves)."""
 
+    kind: Literal["service", "ingress"]
     service: Name
     version: Name | None
     namespace: Name
@@ -73,7 +85,7 @@ class Listeners(Strict):
     layout: Literal["per-workload", "mesh-unique"]
     admin: Endpoint  # also serves metrics
     outbound: Endpoint  # the app's HTTP proxy for calls into the mesh
-    inbound: list[InboundListener] = Field(min_length=1)
+    inbound: list[InboundListener]  # at least one for a service; none for an ingress
 
 
 # ---- who: callers as the inbound side sees them ----------------------------
@@ -99,8 +111,38 @@ class PrincipalAny(Strict):
     kind: Literal["any"]
 
 
-Principal = Annotated[Union[PrincipalId, PrincipalNamespace, PrincipalAuthenticated, PrincipalAny],
-                      Field(discriminator="kind")]
+class ClaimTest(Strict):
+    """eq: the claim is this string (a number or bool: its JSON text); has:
+    a list containing it, or a space-separated string with it as a word."""
+
+    claim: Name
+    op: Literal["eq", "has"]
+    value: str
+
+
+class IngressPeer(Strict):
+    """An ingress gateway whose requests count as `internet`, and the JWT
+    providers it accepts (meshpolicy.semantics.ingress.accepted_providers)."""
+
+    spiffe_id: Name
+    providers: list[Name]
+
+
+class PrincipalInternet(Strict):
+    """A request whose verified peer is one of `ingresses`. jwt true: it
+    also carries a token that `provider` (null: any provider that ingress
+    accepts) validates, here again with the file's `jwt` providers, and whose
+    claims pass every test (meshpolicy.semantics.tokens.requirement_met_raw)."""
+
+    kind: Literal["internet"]
+    ingresses: list[IngressPeer]
+    jwt: bool
+    provider: Name | None
+    claims: list[ClaimTest]
+
+
+Principal = Annotated[Union[PrincipalId, PrincipalNamespace, PrincipalAuthenticated, PrincipalAny,
+                            PrincipalInternet], Field(discriminator="kind")]
 
 
 class PathMatcher(Strict):
@@ -120,6 +162,17 @@ class HeaderTest(Strict):
     regex: str | None
 
 
+class QueryTest(Strict):
+    """A query parameter test, as meshpolicy.semantics.query.query_matches_raw
+    evaluates it: name case-sensitive, value percent-decoded (`+` a space),
+    the first value of a repeated parameter; exact/prefix compare `value`,
+    regex fullmatches `value` (RE2), present needs the parameter (value null)."""
+
+    name: Name
+    kind: Literal["exact", "prefix", "regex", "present"]
+    value: str | None
+
+
 class AuthEntry(Strict):
     """Matches when some principal, the method (any if empty) and some path (any if empty) match."""
 
@@ -137,10 +190,21 @@ class Authorization(Strict):
     default: Literal["allow", "deny"]
 
 
+class LimitKey(Strict):
+    """claim: the validated token's claim (of a provider the principals
+    name); header: the header's value; source_ip: the TCP peer's address."""
+
+    kind: Literal["claim", "header", "source_ip"]
+    name: Name | None
+
+
 class RateLimit(Strict):
-    """A token bucket per caller (keyed by SPIFFE ID, or peer address without one)."""
+    """A token bucket per caller (keyed by SPIFFE ID, or peer address without
+    one), or with `key`, per distinct key value (requests without one share
+    a bucket)."""
 
     principals: list[Principal] = Field(min_length=1)
+    key: LimitKey | None
     requests: Count
     per_seconds: Literal[1, 60, 3600]
     max_tokens: Count
@@ -165,6 +229,7 @@ class Retry(Strict):
     budget_percent: Percent | None
     budget_min_retries: Count | None
     non_idempotent: bool
+    on_status: list[HttpStatus]  # retry when the upstream answers one of these
 
 
 class Fault(Strict):
@@ -218,6 +283,7 @@ class RouteMatch(Strict):
     methods: list[Method]
     paths: list[PathMatcher]
     headers: list[HeaderTest]
+    queries: list[QueryTest]
     sources: list[Name]
 
 
@@ -252,10 +318,47 @@ class RespondAction(Strict):
 Action = Annotated[Union[ForwardAction, RedirectAction, RespondAction], Field(discriminator="kind")]
 
 
+class HeaderOp(Strict):
+    """set replaces every value, add appends one, remove drops the header;
+    applied in written order (meshpolicy.semantics.header_ops): request ops
+    before forwarding, response ops to a forwarded request's response. name
+    is lower-case; value null for remove."""
+
+    side: Literal["request", "response"]
+    op: Literal["set", "add", "remove"]
+    name: Name
+    value: str | None
+
+
+class Rewrite(Strict):
+    """path: what replaces the part of the path the rule's first matching
+    path matcher matched (meshpolicy.semantics.rewrite.rewrite_for: a prefix,
+    a glob's text before its first `*`, an exact path; the whole path when
+    the rule has no path matcher); host: the new Host. Applied after
+    matching, before forwarding; the query is kept as it came."""
+
+    path: str | None
+    host: Name | None
+
+
+class Cors(Strict):
+    """origins: exact origins or `*`; an OPTIONS request with Origin and
+    Access-Control-Request-Method from an allowed origin is answered 200
+    by the proxy; other requests from an allowed origin get
+    Access-Control-Allow-Origin (and -Credentials, -Expose-Headers)."""
+
+    origins: list[Name] = Field(min_length=1)
+    methods: list[Method]
+    headers: list[Name]
+    expose: list[Name]
+    credentials: bool
+    max_age_ms: Annotated[int, Field(ge=0)] | None  # Access-Control-Max-Age in whole seconds
+
+
 class RouteRule(Strict):
     """rule: the policy's rule index in the route, or null for the implicit
     rule of a service without a route block (every version, evenly).
-    timeout/retry/fault are resolved: the rule's own, else the service's."""
+    timeout/retry/fault/cors are resolved: the rule's own, else the service's."""
 
     rule: Annotated[int, Field(ge=0)] | None
     match: RouteMatch
@@ -263,6 +366,9 @@ class RouteRule(Strict):
     timeout_ms: Millis | None
     retry: Retry | None
     fault: Fault | None
+    headers: list[HeaderOp]
+    rewrite: Rewrite | None
+    cors: Cors | None
 
 
 class Destination(Strict):
@@ -280,8 +386,117 @@ class Destination(Strict):
     tcp_listener: Endpoint | None
 
 
+class ExternalPort(Strict):
+    """http: plain HTTP to host:port; tls: the proxy originates TLS (SNI and
+    certificate check against the host); tcp: bytes, no L7 policy. dial:
+    connect here instead of resolving the host (`meshc up`'s stand-in);
+    SNI and the certificate check still use the host."""
+
+    port: PortNumber
+    protocol: Literal["http", "tls", "tcp"]
+    dial: Endpoint | None
+
+
+class EgressEntry(Strict):
+    """A rule `allow|deny <this workload> -> <external> [methods] [paths]`,
+    sources already resolved against this workload."""
+
+    rule: Annotated[int, Field(ge=0)]
+    methods: list[Method]
+    paths: list[PathMatcher]
+
+
+class External(Strict):
+    """An external service this workload's app may name by Host (the port
+    from the Host, else the only http/tls port). Decided here, at the
+    caller: deny entries, then allow entries, then default."""
+
+    name: Name
+    namespace: Name
+    hosts: list[Name] = Field(min_length=1)
+    ports: list[ExternalPort] = Field(min_length=1)
+    deny: list[EgressEntry]
+    allow: list[EgressEntry]
+    default: Literal["allow", "deny"]
+    timeout_ms: Millis | None
+    retry: Retry | None
+
+
 class Outbound(Strict):
     destinations: list[Destination]
+    externals: list[External]
+
+
+class Egress(Strict):
+    """registry_only: a Host that is neither a destination nor an external
+    is refused (403); allow_any: it is forwarded as plain HTTP unchecked.
+    ca_file: the roots TLS origination trusts (null: the system store)."""
+
+    stance: Literal["registry_only", "allow_any"]
+    ca_file: Name | None
+
+
+class TokenLocation(Strict):
+    kind: Literal["header", "query", "cookie"]
+    name: Name  # a header name lower-case
+    prefix: str | None  # headers only: the value starts with it (e.g. `Bearer `), the token follows
+
+
+class JwtProvider(Strict):
+    """issuer: the `iss` a token must carry; audiences: `aud` must name one
+    (any when empty); jwks: the JWKS as JSON text (the public keys, read
+    from the policy's file at compile time)."""
+
+    name: Name
+    issuer: Name
+    audiences: list[Name]
+    jwks: Name
+    tokens: list[TokenLocation] = Field(min_length=1)
+
+
+class IngressListener(Strict):
+    address: Name
+    port: PortNumber
+    protocol: Literal["http", "https"]
+    cert_file: Name | None  # https: the certificate chain and key outside clients see
+    key_file: Name | None
+
+
+class WeightedService(Strict):
+    service: Name
+    weight: Percent
+
+
+class IngressForward(Strict):
+    kind: Literal["forward"]
+    destinations: list[WeightedService] = Field(min_length=1)
+
+
+IngressAction = Annotated[Union[IngressForward, RedirectAction, RespondAction], Field(discriminator="kind")]
+
+
+class IngressRule(Strict):
+    """Like a route rule, but a forward names services: the request is then
+    routed by that service's own route (its entry in outbound.destinations)."""
+
+    rule: Annotated[int, Field(ge=0)]
+    match: RouteMatch
+    action: IngressAction
+    timeout_ms: Millis | None
+    headers: list[HeaderOp]
+    rewrite: Rewrite | None
+    cors: Cors | None
+
+
+class Ingress(Strict):
+    """An ingress gateway: Host must match one of hosts (exact, or `*.suffix`
+    for one label or more) else 404; a token none of `providers` validates
+    is 401; then the first matching rule decides (none: 404)."""
+
+    listeners: list[IngressListener] = Field(min_length=1)
+    hosts: list[Name] = Field(min_length=1)
+    providers: list[Name]
+    rules: list[IngressRule]
 
 
 class Tracing(Strict):
@@ -296,12 +511,27 @@ class Metrics(Strict):
 
 
 class WorkloadConfig(Strict):
-    version: Literal[1]
+    version: Literal[2]
     mesh: Name
     workload: Workload
     identity: Identity
     listeners: Listeners
     inbound: Inbound
     outbound: Outbound
+    egress: Egress
+    jwt: list[JwtProvider]  # the providers this workload validates tokens of
+    ingress: Ingress | None  # set exactly for an ingress workload
     tracing: Tracing
     metrics: Metrics
+
+
+def refusal(raw: object) -> str | None:
+    """Why a document is not this format's version, before field checks
+    (so a version 1 file gets one clear line, not fifty missing fields)."""
+    if not isinstance(raw, dict) or "version" not in raw:
+        return "not a meshproxy workload config (no `version`)"
+    v = raw["version"]
+    if v != FORMAT_VERSION:
+        return (f"meshproxy config format version {v!r}; this meshproxy reads version {FORMAT_VERSION}: "
+                "recompile it with `meshc compile --target meshproxy`")
+    return None

@@ -19,6 +19,7 @@ from ...model.types import Mesh, Service
 from ..base import cannot_express
 from .lower import Lowering
 from ..port_layout import MESH_UNIQUE
+from .northsouth import jwks_diagnostics
 from .ports import SettingsError, per_workload_problems, read_settings
 
 
@@ -57,10 +58,13 @@ class MeshproxyTarget:
             for name in sorted({s for s, _ in low.keys}):
                 diags += [diag("MP730", f"[compile.meshproxy]: {p}", mesh.service_map[name].span)
                           for p in per_workload_problems(mesh.service_map[name], low.tcp_destinations(name))]
+        diags += jwks_diagnostics(mesh, low._jwks) + ingress_rule_problems(mesh)
         if diags:
             return [], diags
         outputs = [Output(output_path(mesh.service_map[s], v), dump(low.workload(s, v)))
                    for s, v in low.keys]
+        outputs += [Output(f"{g.namespace}/{g.name}.json", dump(low.ingress_workload(g)))
+                    for g in mesh.ingress_map.values()]
         return outputs, []
 
     def validate(self, outputs: list[Output]) -> list[Diagnostic]:
@@ -72,7 +76,7 @@ class MeshproxyTarget:
 
 def _mesh_unique_problems(low: Lowering, settings: dict) -> list[Diagnostic]:
     diags = []
-    per, count = settings["ports_per_workload"], len(low.keys)
+    per, count = settings["ports_per_workload"], low.workload_count()
     need = low.ports_needed()
     if need > per:
         diags.append(diag("MP730", f"a workload needs {need} ports but [compile.meshproxy] "
@@ -82,6 +86,25 @@ def _mesh_unique_problems(low: Lowering, settings: dict) -> list[Diagnostic]:
         diags.append(diag("MP730", f"{count} workloads at {per} ports each from port "
                                    f"{settings['port_base']} need ports up to {top}, past 65535"))
     return diags
+
+
+def ingress_rule_problems(mesh: Mesh) -> list[Diagnostic]:
+    """MP701: retries, faults and mirrors on an ingress rule. The ingress
+    forwards to a service, whose own route then applies its retries, faults
+    and mirrors; retrying around that again would multiply attempts."""
+    out = []
+    for g in mesh.ingress_map.values():
+        for r in g.rules:
+            where = f"in rule {r.index + 1} of ingress `{g.name}`"
+            for what, present, span in (("`retry`", r.retry is not None, r.retry and r.retry.span),
+                                        ("`fault`", r.fault is not None, r.fault and r.fault.span),
+                                        ("`mirror`", r.action.kind == "forward" and r.action.mirror is not None,
+                                         r.span)):
+                if present:
+                    out.append(cannot_express("meshproxy", f"{what} {where}", span or r.span,
+                                              "meshproxy applies them on the service's own route",
+                                              help="write it on the service's `route` instead"))
+    return out
 
 
 def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:

@@ -8,13 +8,18 @@ at all (see `may_call`), so the proxy only does string and regex tests.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...model import types as m
 from ...plan import CertLayout, plan_of
 from ...plan.hosts import upstream_host
-from ..port_layout import MESH_UNIQUE
+from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
+from ...semantics.evaluate import forward_weights
 from ...semantics.patterns import glob_regex
 from ...wire.config import FORMAT_VERSION
-from .ports import WorkloadPorts, local_address, needed, workload_keys, workload_ports
+from ...semantics.ingress import accepted_providers, forwards_to, validating_providers
+from .northsouth import ingress_spiffe_id, internet_principal, l7, provider_configs, query_test, source_admits_workload
+from .ports import ADMIN, OUTBOUND, WorkloadPorts, local_address, needed, workload_keys, workload_ports
 
 
 _META = frozenset("\\.+*?()|[]{}^$")
@@ -78,6 +83,8 @@ def principal(mesh: m.Mesh, s: m.Source) -> dict:
     if s.kind == "namespace":
         return {"kind": "namespace", "namespace": s.name,
                 "regex": namespace_regex(mesh.settings.trust_domain, s.name)}
+    if s.kind == "internet":
+        return internet_principal(mesh, s)
     return {"kind": "id", "spiffe_id": mesh.spiffe_id(mesh.service_map[s.name])}
 
 
@@ -103,6 +110,7 @@ def retry(r: m.Retry | None) -> dict | None:
         "budget_percent": r.budget_percent if on else None,
         "budget_min_retries": r.budget_min if on else None,
         "non_idempotent": r.non_idempotent and on,
+        "on_status": list(dict.fromkeys(r.on_status)) if on else [],
     }
 
 
@@ -127,6 +135,18 @@ def outlier(o: m.Outlier | None) -> dict | None:
             "interval_ms": o.interval_ms, "base_ejection_ms": o.eject_ms, "max_ejection_percent": o.max_percent}
 
 
+def _resolve(folder: Path, name: str) -> Path:
+    """A file a .mesh file names, relative to that file's folder, made absolute."""
+    p = Path(name)
+    return (p if p.is_absolute() else folder / p).absolute()
+
+
+def cors_of(c):
+    from .northsouth import cors
+
+    return cors(c)
+
+
 def balancer(b: m.LoadBalancer | None) -> dict | None:
     if b is None:
         return None
@@ -147,6 +167,10 @@ class Lowering:
         self._tcp: dict[str, list[str]] = {}
         self._dest_cache: dict[str, dict] = {}
         self._inbound_cache: dict[str, dict] = {}
+        self._jwks: dict[str, str | None] = {}  # provider -> JWKS text (None: unreadable)
+        # ingress gateways are workloads too, after the services (their
+        # mesh-unique ports follow the services', which keep theirs)
+        self.ingress_index = {g.name: len(self.keys) + i for i, g in enumerate(mesh.ingresses)}
 
     def callable(self, name: str) -> list[str]:
         if name not in self._callable:
@@ -163,8 +187,11 @@ class Lowering:
         return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_destinations(service))
 
     def ports_needed(self) -> int:
-        """The most ports any workload needs."""
+        """The most ports any workload needs (an ingress: admin and outbound)."""
         return max((needed(self.mesh.service_map[s], self.tcp_destinations(s)) for s, _ in self.keys), default=0)
+
+    def workload_count(self) -> int:
+        return len(self.keys) + len(self.mesh.ingresses)
 
     # ---- per workload -------------------------------------------------------
     def workload(self, service: str, version: str | None) -> dict:
@@ -182,7 +209,7 @@ class Lowering:
         return {
             "version": FORMAT_VERSION,
             "mesh": mesh.settings.name,
-            "workload": {"service": svc.name, "version": version, "namespace": svc.namespace,
+            "workload": {"kind": "service", "service": svc.name, "version": version, "namespace": svc.namespace,
                          "account": svc.account, "labels": dict(ver.labels) if ver else {}},
             "identity": {
                 "spiffe_id": mesh.spiffe_id(svc),
@@ -202,7 +229,10 @@ class Lowering:
                 ],
             },
             "inbound": self.inbound(svc),
-            "outbound": {"destinations": dests},
+            "outbound": {"destinations": dests, "externals": self.externals(svc)},
+            "egress": self.egress(),
+            "jwt": provider_configs(mesh, self._inbound_cache[svc.name + "\0providers"], self._jwks),
+            "ingress": None,
             "tracing": {"enabled": mesh.settings.tracing.enabled,
                         "formats": list(mesh.settings.tracing.formats) if mesh.settings.tracing.enabled else [],
                         "sample_percent": mesh.settings.tracing.sample_percent
@@ -227,8 +257,11 @@ class Lowering:
             for lim in mesh.rate_limits:
                 if lim.target.name != svc.name:
                     continue
+                key = lim.key
                 limits.append({
                     "principals": principals(mesh, lim.sources),
+                    "key": {"kind": key.kind, "name": key.name if key.kind != "source_ip" else None}
+                    if key is not None else None,
                     "requests": lim.requests,
                     "per_seconds": lim.per_seconds,
                     "max_tokens": lim.burst or lim.requests,
@@ -240,6 +273,16 @@ class Lowering:
                 "authorization": {**entries, "default": mesh.settings.default},
                 "rate_limits": limits,
             }
+            # the providers this sidecar validates tokens with (semantics.ingress)
+            used = set(validating_providers(mesh, svc.name))
+            # a limit on `internet with jwt` reads its key (a claim) or its
+            # sources' tokens: those providers are validated here too
+            for lim in limits:
+                for pr in lim["principals"]:
+                    if pr["kind"] == "internet" and pr["jwt"]:
+                        used |= {pr["provider"]} if pr["provider"] else {n for g in pr["ingresses"]
+                                                                         for n in g["providers"]}
+            self._inbound_cache[svc.name + "\0providers"] = used
         return self._inbound_cache[svc.name]
 
     # ---- the caller side ----------------------------------------------------
@@ -271,11 +314,12 @@ class Lowering:
             shares = self.plan.services[svc.name].default.weights or {None: 100.0}
             routes = [{
                 "rule": None,
-                "match": {"methods": [], "paths": [], "headers": [], "sources": []},
+                "match": {"methods": [], "paths": [], "headers": [], "queries": [], "sources": []},
                 "action": {"kind": "forward", "mirror": None,
                            "destinations": [{"version": u["version"], "weight": shares[u["version"]]}
                                             for u in upstreams]},
                 "timeout_ms": svc.timeout_ms, "retry": retry(svc.retry), "fault": fault(svc.fault),
+                "headers": [], "rewrite": None, "cors": cors_of(svc.cors),
             }]
         else:
             routes = [self.route_rule(svc, r) for r in route.rules]
@@ -308,9 +352,108 @@ class Lowering:
             "match": {"methods": list(dict.fromkeys(mt.methods)),
                       "paths": [path_matcher(p) for p in mt.paths],
                       "headers": [header_test(h) for h in mt.headers],
+                      "queries": [query_test(q) for q in mt.queries],
                       "sources": list(dict.fromkeys(s.name for s in mt.sources))},
             "action": action,
             "timeout_ms": timeout_ms,
             "retry": retry(rule_retry),
             "fault": fault(rule_fault),
+            **l7(r, svc.cors_for(r)),
+        }
+
+    # ---- egress -------------------------------------------------------------
+    def egress(self) -> dict:
+        return {"stance": self.mesh.settings.egress, "ca_file": self.settings["egress_ca_file"]}
+
+    def externals(self, svc: m.Service) -> list[dict]:
+        """Every external service, with the rules naming it that apply to
+        this caller (a workload none allows is refused 403 by the default)."""
+        mesh = self.mesh
+        dial = self.settings["external_endpoints"]
+        out = []
+        for e in mesh.externals:
+            entries = {"deny": [], "allow": []}
+            for r in mesh.rules_by_target.get(e.name, []):
+                if any(source_admits_workload(mesh, s, svc) for s in r.sources):
+                    entries[r.effect].append({"rule": r.index, "methods": list(dict.fromkeys(r.methods)),
+                                              "paths": [path_matcher(p) for p in r.paths]})
+            ports = []
+            for p in e.ports:
+                at = dial.get(f"{e.name}:{p.number}")
+                ports.append({"port": p.number, "protocol": p.protocol,
+                              "dial": {"address": at.rsplit(":", 1)[0], "port": int(at.rsplit(":", 1)[1])}
+                              if at else None})
+            out.append({"name": e.name, "namespace": e.namespace, "hosts": list(e.hosts), "ports": ports,
+                        **entries, "default": mesh.settings.default, "timeout_ms": e.timeout_ms,
+                        "retry": retry(e.retry)})
+        return out
+
+    # ---- ingress gateways ---------------------------------------------------
+    def ingress_workload(self, g: m.Ingress) -> dict:
+        mesh = self.mesh
+        account = g.account or g.name
+        called = list(forwards_to(g))
+        base = self.settings["port_base"] + self.ingress_index[g.name] * self.settings["ports_per_workload"]
+        unique = self.settings["ports"] == MESH_UNIQUE
+        local = local_address(self.settings)
+        folder = Path(g.file or ".").parent
+        providers = accepted_providers(mesh, g)
+        return {
+            "version": FORMAT_VERSION,
+            "mesh": mesh.settings.name,
+            "workload": {"kind": "ingress", "service": g.name, "version": None, "namespace": g.namespace,
+                         "account": account, "labels": {}},
+            "identity": {
+                "spiffe_id": ingress_spiffe_id(mesh, g),
+                "trust_domain": mesh.settings.trust_domain,
+                "cert_file": self.certs.cert_file(g.namespace, account),
+                "key_file": self.certs.key_file(g.namespace, account),
+                "ca_file": self.certs.ca_file,
+            },
+            "listeners": {
+                "layout": self.settings["ports"],
+                "admin": {"address": local, "port": base + ADMIN if unique else ADMIN_PORT},
+                "outbound": {"address": local, "port": base + OUTBOUND if unique else OUTBOUND_PORT},
+                "inbound": [],
+            },
+            "inbound": {"mtls": "strict", "authorization": {"deny": [], "allow": [], "default": "deny"},
+                        "rate_limits": []},
+            "outbound": {"destinations": [{**self.destination(d), "tcp_listener": None} for d in called],
+                         "externals": []},
+            "egress": {"stance": "registry_only", "ca_file": None},
+            "jwt": provider_configs(mesh, providers, self._jwks),
+            "ingress": {
+                "listeners": [{"address": self.settings["listen_address"], "port": li.port, "protocol": li.protocol,
+                               "cert_file": str(_resolve(folder, li.cert_file)) if li.cert_file else None,
+                               "key_file": str(_resolve(folder, li.key_file)) if li.key_file else None}
+                              for li in g.listeners],
+                "hosts": list(g.hosts),
+                "providers": list(providers),
+                "rules": [self.ingress_rule(r) for r in g.rules],
+            },
+            "tracing": {"enabled": mesh.settings.tracing.enabled,
+                        "formats": list(mesh.settings.tracing.formats) if mesh.settings.tracing.enabled else [],
+                        "sample_percent": mesh.settings.tracing.sample_percent
+                        if mesh.settings.tracing.enabled else 0.0},
+            "metrics": {"enabled": mesh.settings.metrics, "path": "/metrics"},
+        }
+
+    def ingress_rule(self, r: m.RouteRule) -> dict:
+        a = r.action
+        if a.kind == "forward":  # weights as a route's (semantics), over services
+            action = {"kind": "forward", "destinations": [{"service": name, "weight": w}
+                                                          for name, w in forward_weights(r).items()]}
+        elif a.kind == "redirect":
+            action = {"kind": "redirect", "uri": a.uri, "status": a.status}
+        else:
+            action = {"kind": "respond", "status": a.status, "body": a.body}
+        mt = r.match
+        return {
+            "rule": r.index,
+            "match": {"methods": list(dict.fromkeys(mt.methods)), "paths": [path_matcher(p) for p in mt.paths],
+                      "headers": [header_test(h) for h in mt.headers],
+                      "queries": [query_test(q) for q in mt.queries], "sources": []},
+            "action": action,
+            "timeout_ms": r.timeout_ms,
+            **l7(r, r.cors),
         }

@@ -47,6 +47,8 @@ def listening(cfg: WorkloadConfig) -> list[tuple[str, int]]:
     out = [(ls.admin.address, ls.admin.port), (ls.outbound.address, ls.outbound.port)]
     out += [(i.address, i.port) for i in ls.inbound]
     out += [(d.tcp_listener.address, d.tcp_listener.port) for d in cfg.outbound.destinations if d.tcp_listener]
+    if cfg.ingress is not None:
+        out += [(li.address, li.port) for li in cfg.ingress.listeners]
     return out
 
 
@@ -68,12 +70,62 @@ def _regex_fault(rx: str) -> str | None:
     return None
 
 
-def file_rules(cfg: WorkloadConfig) -> list[str]:
+def _query_regexes(queries, where: str) -> list[tuple[str | None, str]]:
+    """Query regex tests fullmatch their value: checked as the anchored form."""
+    return [(f"^(?:{q.value})$", f"{where} query `{q.name}`") for q in queries if q.kind == "regex"]
+
+
+def north_south_rules(cfg: WorkloadConfig) -> tuple[list[str], list[tuple[str | None, str]]]:
+    """Ingress, providers, principals and externals: (problems, regexes to check)."""
     out: list[str] = []
+    regexes: list[tuple[str | None, str]] = []
+    is_ingress = cfg.workload.kind == "ingress"
+    if is_ingress != (cfg.ingress is not None):
+        out.append("an ingress workload has an `ingress` section, and only it")
+    if not is_ingress and not cfg.listeners.inbound:
+        out.append("a service workload needs inbound listeners")
+    providers = {p.name for p in cfg.jwt}
+    if len(providers) != len(cfg.jwt):
+        out.append("a jwt provider is listed twice")
+    auth = cfg.inbound.authorization
+    principals = [p for e in auth.deny + auth.allow for p in e.principals]
+    principals += [p for lim in cfg.inbound.rate_limits for p in lim.principals]
+    for p in principals:
+        if p.kind == "internet" and p.jwt:
+            wanted = {p.provider} if p.provider else {n for g in p.ingresses for n in g.providers}
+            missing = sorted(wanted - providers)
+            if missing:
+                out.append(f"an internet principal names provider `{missing[0]}`, which `jwt` does not list")
+    for e in cfg.outbound.externals:
+        for kind, entries in (("deny", e.deny), ("allow", e.allow)):
+            regexes += [(m.regex, f"external `{e.name}` {kind} rule {x.rule} path") for x in entries for m in x.paths]
+    if cfg.ingress is not None:
+        g = cfg.ingress
+        missing = sorted(set(g.providers) - providers)
+        if missing:
+            out.append(f"the ingress accepts provider `{missing[0]}`, which `jwt` does not list")
+        https = [li for li in g.listeners if li.protocol == "https"]
+        if any(li.cert_file is None or li.key_file is None for li in https) or any(
+                li.cert_file or li.key_file for li in g.listeners if li.protocol == "http"):
+            out.append("an https listener needs cert_file and key_file; an http one has neither")
+        called = {d.service for d in cfg.outbound.destinations}
+        for r in g.rules:
+            where = f"ingress rule {r.rule}"
+            regexes += [(m.regex, f"{where} path") for m in r.match.paths]
+            regexes += _query_regexes(r.match.queries, where)
+            if r.action.kind == "forward":
+                unknown = [d.service for d in r.action.destinations if d.service not in called]
+                if unknown:
+                    out.append(f"{where} forwards to `{unknown[0]}`, which is not among the destinations")
+    return out, regexes
+
+
+def file_rules(cfg: WorkloadConfig) -> list[str]:
+    out, ns_regexes = north_south_rules(cfg)
     local = [(i.address, i.port) for i in cfg.listeners.inbound]
     if len(set(local)) != len(local) or len({i.service_port for i in cfg.listeners.inbound}) != len(local):
         out.append("inbound listeners repeat a port")
-    regexes: list[tuple[str | None, str]] = []
+    regexes: list[tuple[str | None, str]] = list(ns_regexes)
     auth = cfg.inbound.authorization
     for kind, entries in (("deny", auth.deny), ("allow", auth.allow)):
         for e in entries:
@@ -95,6 +147,7 @@ def file_rules(cfg: WorkloadConfig) -> list[str]:
         for r in d.routes:
             where = f"`{d.service}` route rule {r.rule}"
             regexes += [(p.regex, f"{where} path") for p in r.match.paths]
+            regexes += _query_regexes(r.match.queries, where)
             for h in r.match.headers:
                 if h.kind == "regex":
                     regexes.append((h.regex, f"{where} header `{h.name}`"))
