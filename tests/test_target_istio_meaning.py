@@ -87,7 +87,8 @@ class Cluster:
         for http in vs["spec"]["http"]:
             if "match" in http and not any(self.request_holds(m, req) for m in http["match"]):
                 continue
-            index = int(http["name"][5:]) if http["name"].startswith("rule-") else None
+            # `rule-N`, or `rule-N-K` for the K-th part of a rule split by its rewrites
+            index = int(http["name"].split("-")[1]) if http["name"].startswith("rule-") else None
             if "directResponse" in http:
                 if http["name"] == "no-route":
                     return ("no_route", None, {}, None, 404)

@@ -18,5 +18,8 @@ class Lowering:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     def unsupported(self, construct: str, span: Span | None, why: str) -> None:
-        """MP701: name the construct, where it is (the span) and the target."""
-        self.diagnostics.append(cannot_express("istio", construct, span, why))
+        """MP701: name the construct, where it is (the span) and the target
+        (once: a rule lowered in parts meets the same construct again)."""
+        d = cannot_express("istio", construct, span, why)
+        if not any(x.message == d.message and x.span == d.span for x in self.diagnostics):
+            self.diagnostics.append(d)

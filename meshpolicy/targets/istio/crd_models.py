@@ -93,7 +93,7 @@ class StringMatch(Strict):
     @model_validator(mode="after")
     def _one(self):
         _one_of(self.__dict__, ("exact", "prefix", "regex"))
-        if self.regex is not None:
+        if self.regex is not None and self.regex != "*":  # `*`: Istio's present match
             import re2
 
             try:
@@ -108,6 +108,7 @@ class HTTPMatchRequest(Strict):
     method: StringMatch | None = None
     headers: Annotated[dict[str, StringMatch], AfterValidator(_headers)] | None = None
     withoutHeaders: Annotated[dict[str, StringMatch], AfterValidator(_headers)] | None = None
+    queryParams: dict[Annotated[str, Field(min_length=1)], StringMatch] | None = None
     sourceLabels: Labels | None = None
     sourceNamespace: DnsLabel | None = None
 
@@ -169,6 +170,64 @@ class DirectResponse(Strict):
     body: Body | None = None
 
 
+class HeaderOperations(Strict):
+    set: Annotated[dict[str, str], AfterValidator(_headers)] | None = None
+    add: Annotated[dict[str, str], AfterValidator(_headers)] | None = None
+    remove: list[Annotated[str, Field(pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")]] | None = None
+
+
+class Headers(Strict):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+class RegexRewrite(Strict):
+    match: str = Field(min_length=1)
+    rewrite: str
+
+    @model_validator(mode="after")
+    def _re2(self):
+        import re2
+
+        try:
+            re2.compile(self.match)
+        except re2.error as exc:
+            raise ValueError(f"invalid RE2 regex {self.match!r}: {exc}") from None
+        return self
+
+
+class Rewrite(Strict):
+    uri: Annotated[str, Field(min_length=1)] | None = None
+    authority: Annotated[str, Field(min_length=1)] | None = None
+    uriRegexRewrite: RegexRewrite | None = None
+
+    @model_validator(mode="after")
+    def _one_path(self):
+        _one_of(self.__dict__, ("uri", "uriRegexRewrite"))
+        return self
+
+
+class OriginMatch(Strict):
+    exact: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.exact is None) == (self.regex is None):
+            raise ValueError("an origin is exact or regex")
+        return self
+
+
+class CorsPolicy(Strict):
+    allowOrigins: list[OriginMatch] = Field(min_length=1)
+    allowMethods: list[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]] | \
+        None = Field(None, min_length=1)
+    allowHeaders: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    exposeHeaders: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    allowCredentials: bool | None = None
+    maxAge: Duration | None = None
+
+
 class HTTPRoute(Strict):
     name: str | None = None
     match: list[HTTPMatchRequest] | None = None
@@ -180,6 +239,9 @@ class HTTPRoute(Strict):
     timeout: Duration | None = None
     retries: Retries | None = None
     fault: Fault | None = None
+    headers: Headers | None = None
+    rewrite: Rewrite | None = None
+    corsPolicy: CorsPolicy | None = None
 
     @model_validator(mode="after")
     def _istio_rules(self):
@@ -192,6 +254,8 @@ class HTTPRoute(Strict):
                 raise ValueError(f"route weights {weights} must all be set and total 100")
         if self.mirror is None and self.mirrorPercentage is not None:
             raise ValueError("mirrorPercentage without mirror")
+        if self.rewrite is not None and self.redirect is not None:
+            raise ValueError("rewrite and redirect together")
         return self
 
 

@@ -17,6 +17,7 @@ from ...model.types import Fault, HeaderMatch, Match, PathPattern, Retry, RouteR
 from ...plan import plan_of
 from ...semantics.patterns import glob_regex
 from .context import Lowering
+from .l7 import cors_policy, header_operations, query_params, rewrite
 from .names import APP_LABEL, duration, fqdn, percent
 
 # A header test that holds for any value, i.e. "the header is present".
@@ -39,10 +40,12 @@ def header_value(h: HeaderMatch) -> dict:
     return {h.kind: h.value or ""}
 
 
-def matches(lw: Lowering, svc: Service, m: Match) -> list[dict] | None:
-    """The OR-list of HTTPMatchRequests for one rule; None for a catch-all."""
+def matches(lw: Lowering, svc: Service | None, m: Match, paths: list[PathPattern] | None = None) -> list[dict] | None:
+    """The OR-list of HTTPMatchRequests for one rule (only `paths` of its
+    paths when given); None for a catch-all."""
     if m.is_catch_all:
         return None
+    paths = m.paths if paths is None else paths
     headers: dict[str, dict] = {}
     without: dict[str, dict] = {}
     for h in m.headers:
@@ -52,13 +55,14 @@ def matches(lw: Lowering, svc: Service, m: Match) -> list[dict] | None:
                            "an Istio match holds one test per header name")
             continue
         into[h.name] = header_value(h)
+    queries = query_params(lw, m.queries)
     callers = []
     for ref in m.sources:
         caller = lw.mesh.service(ref.name)
         if caller is not None:
             callers.append({"sourceLabels": {APP_LABEL: caller.name}, "sourceNamespace": caller.namespace})
     out = []
-    for method, path, caller in itertools.product(m.methods or [None], m.paths or [None], callers or [None]):
+    for method, path, caller in itertools.product(m.methods or [None], paths or [None], callers or [None]):
         req: dict = {}
         if method:
             req["method"] = {"exact": method}
@@ -68,6 +72,8 @@ def matches(lw: Lowering, svc: Service, m: Match) -> list[dict] | None:
             req["headers"] = dict(sorted(headers.items()))
         if without:
             req["withoutHeaders"] = dict(sorted(without.items()))
+        if queries:
+            req["queryParams"] = queries
         if caller:
             req.update(caller)
         out.append(req)
@@ -81,8 +87,9 @@ def retries(lw: Lowering, svc: Service, r: Retry | None) -> dict:
     out: dict = {"attempts": r.attempts}
     if r.per_try_ms is not None:
         out["perTryTimeout"] = duration(r.per_try_ms)
-    if r.on:
-        out["retryOn"] = ",".join(r.on)
+    if r.on or r.on_status:
+        # Istio reads status codes among the conditions as retriable-status-codes.
+        out["retryOn"] = ",".join([*r.on, *(str(s) for s in r.on_status)])
     if r.backoff_ms is not None:
         out["backoff"] = duration(r.backoff_ms)
         # Envoy caps backoff at 10x the base interval; Istio cannot set the cap.
@@ -143,7 +150,43 @@ def action(lw: Lowering, svc: Service, rule: RouteRule, http: dict) -> None:
             http["directResponse"]["body"] = {"string": a.body}
 
 
-def http_rule(lw: Lowering, svc: Service, name: str, m: list[dict] | None, rule: RouteRule | None) -> dict:
+def l7_options(lw: Lowering, svc: Service, rule: RouteRule | None, path: PathPattern | None,
+               http: dict, where: str) -> None:
+    """Header operations, rewrite and CORS of the requests a rule forwards
+    (redirects and direct responses forward nothing)."""
+    if rule is not None:
+        ops = header_operations(lw, rule, where)
+        if ops:
+            http["headers"] = ops
+        rw = rewrite(lw, rule, path, where)
+        if rw:
+            http["rewrite"] = rw
+    c = svc.cors_for(rule)
+    if c is not None:
+        http["corsPolicy"] = cors_policy(lw, c)
+
+
+def path_groups(rule: RouteRule) -> list[list[PathPattern] | None]:
+    """The rule's paths in runs that share one Istio rewrite (None: all of
+    them). Istio's rewrite belongs to the http rule, not to each match, so a
+    rule whose paths need different rewrites (a glob's anchored regex beside
+    a prefix) becomes consecutive http rules, in written order: first match
+    wins either way."""
+    rw = rule.rewrite
+    if rw is None or rw.path is None or len(rule.match.paths) <= 1:
+        return [None]
+    groups: list[tuple[tuple, list[PathPattern]]] = []
+    for p in rule.match.paths:
+        key = ("glob", p.value.split("*", 1)[0]) if p.kind == "glob" else (p.kind == "regex", "")
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(p)
+        else:
+            groups.append((key, [p]))
+    return [None] if len(groups) == 1 else [g for _, g in groups]
+
+
+def http_rule(lw: Lowering, svc: Service, name: str, m: list[dict] | None, rule: RouteRule | None,
+              path: PathPattern | None = None, where: str = "") -> dict:
     http: dict = {"name": name}
     if m is not None:
         http["match"] = m
@@ -159,7 +202,19 @@ def http_rule(lw: Lowering, svc: Service, name: str, m: list[dict] | None, rule:
         http["retries"] = retries(lw, svc, retry)
         if f is not None:
             http["fault"] = fault(f)
+        l7_options(lw, svc, rule, path, http, where)
     return http
+
+
+def route_rules(lw: Lowering, svc: Service, rule: RouteRule, where: str) -> list[dict]:
+    """One http rule per rule of a route (more when its paths need different rewrites)."""
+    out = []
+    for i, group in enumerate(path_groups(rule)):
+        paths = group if group is not None else rule.match.paths
+        name = f"rule-{rule.index}" if i == 0 else f"rule-{rule.index}-{i + 1}"
+        out.append(http_rule(lw, svc, name, matches(lw, svc, rule.match, paths), rule,
+                             paths[0] if paths else None, where))
+    return out
 
 
 def virtual_service(lw: Lowering, svc: Service) -> dict | None:
@@ -171,7 +226,7 @@ def virtual_service(lw: Lowering, svc: Service) -> dict | None:
         rules.append(http_rule(lw, svc, "default", None, None))
     else:
         for rule in route.rules:
-            rules.append(http_rule(lw, svc, f"rule-{rule.index}", matches(lw, svc, rule.match), rule))
+            rules += route_rules(lw, svc, rule, f"in rule {rule.index + 1} of route `{svc.name}`")
         if not route.rules or not route.rules[-1].match.is_catch_all:
             # Semantics: a routed request that no rule matches gets 404.
             rules.append({"name": "no-route", "directResponse": {"status": 404}})
