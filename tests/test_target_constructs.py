@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +88,8 @@ BASE_MESH = ['  trust_domain "example.org"', "  mtls permissive", "  default all
 BASE_A = ["  namespace ns", "  port 8080 http", "  version v1", "  version v2"]
 BASE_B = ["  namespace ns", "  port 8080 http"]
 
+_NS = (Path(__file__).parent / "fixtures" / "northsouth").as_posix()  # a JWKS, a certificate and its key
+
 # construct -> (mesh block lines, lines for service a, top-level lines); a
 # construct the base itself uses names the base line instead (`base:`).
 CASES: dict[str, tuple[list[str], list[str], list[str]]] = {
@@ -140,6 +143,35 @@ CASES: dict[str, tuple[list[str], list[str], list[str]]] = {
     "auth-methods": ([], [], ["allow b -> a GET"]),
     "auth-paths": ([], [], ["allow b -> a GET /x/*"]),
     "rate-limit": ([], [], ["limit b -> a 10/s"]),
+    # north-south (issue 15): files a policy names are the test fixtures', by absolute path
+    "rate-limit-key": ([], [], ['limit b -> a 10/s per header "x-api-key"']),
+    "retry-status": ([], ["  retry 2 on 503, 429"], []),
+    "match-query": ([], [], ["route a {", '  query "view" = "full" -> v1', "}"]),
+    "request-headers": ([], [], ["route a {", '  * -> v1 set request header "x-from" "mesh"', "}"]),
+    "response-headers": ([], [], ["route a {", '  * -> v1 remove response header "server"', "}"]),
+    "rewrite": ([], [], ["route a {", '  prefix "/x/" -> v1 rewrite "/y/"', "}"]),
+    "rewrite-host": ([], [], ["route a {", '  * -> v1 rewrite host "a.internal"', "}"]),
+    "cors": ([], ['  cors origins "https://a.example" methods GET'], []),
+    "ingress": ([], [], ["ingress gw {", "  namespace ns", "  listen 8080 http", '  hosts "a.example"',
+                         "  * -> a", "}"]),
+    "ingress-https": ([], [], ["ingress gw {", "  namespace ns",
+                               f'  listen 8443 https cert "{_NS}/web.crt" key "{_NS}/web.key"',
+                               '  hosts "a.example"', "  * -> a", "}"]),
+    "jwt-provider": ([], [], ["jwt idp {", '  issuer "https://idp.example/"', f'  jwks "{_NS}/auth.jwks.json"', "}"]),
+    "jwt-jwks-uri": ([], [], ["jwt idp {", '  issuer "https://idp.example/"',
+                              '  jwks_uri "https://idp.example/jwks.json"', "}"]),
+    "jwt-token-location": ([], [], ["jwt idp {", '  issuer "https://idp.example/"', f'  jwks "{_NS}/auth.jwks.json"',
+                                    '  token query "access_token"', "}"]),
+    "source-internet": ([], [], ["allow internet -> a GET"]),
+    "jwt-claims": ([], [], ["jwt idp {", '  issuer "https://idp.example/"', f'  jwks "{_NS}/auth.jwks.json"', "}",
+                            'allow internet with jwt idp scope has "a:read" -> a GET']),
+    "external-http": ([], [], ["external e {", "  namespace ns", '  host "e.example"', "  port 80 http", "}"]),
+    "external-tls": ([], [], ["external e {", "  namespace ns", '  host "e.example"', "  port 443 tls", "}"]),
+    "external-tcp": ([], [], ["external e {", "  namespace ns", '  host "e.example"', "  port 5432 tcp", "}"]),
+    "egress-rule": ([], [], ["external e {", "  namespace ns", '  host "e.example"', "  port 443 tls", "}",
+                             "allow b -> e POST /v1/charges"]),
+    "egress-registry-only": (["  egress registry_only"], [], []),
+    "egress-allow-any": (["  egress allow_any"], [], []),
 }
 
 

@@ -1,4 +1,9 @@
-"""MP101 unknown services, MP102 unknown versions, MP103 duplicate names, MP104 namespaces."""
+"""MP101 unknown services, MP102 unknown versions, MP103 duplicate names, MP104 namespaces.
+
+Services, ingresses, jwt providers and external services share one name
+space (a clash is MP103). An auth rule or a limit may name an external
+service as its callee (an egress rule); assertions may name `internet` as
+their source."""
 
 from __future__ import annotations
 
@@ -22,24 +27,39 @@ def duplicate_names(mesh: Mesh):
                 first[k] = item
 
     yield from dupes(mesh.services, "service", lambda s: s.name, lambda s: s.at("name"))
+    yield from dupes(mesh.jwt_providers, "jwt provider", lambda s: s.name, lambda s: s.at("name"))
+    yield from dupes(mesh.ingresses, "ingress", lambda s: s.name, lambda s: s.at("name"))
+    yield from dupes(mesh.externals, "external service", lambda s: s.name, lambda s: s.at("name"))
+    # One name space across kinds: `orders` cannot be a service and an ingress.
+    kinds = [("service", mesh.service_map), ("ingress", mesh.ingress_map), ("jwt provider", mesh.provider_map),
+             ("external service", mesh.external_map)]
+    for i, (kind, items) in enumerate(kinds):
+        for name, item in items.items():
+            for other_kind, others in kinds[:i]:
+                if name in others:
+                    yield diag("MP103", f"{kind} `{name}` has the name of a {other_kind}", item.at("name"),
+                               labels=[Label(others[name].at("name"), f"the {other_kind} is declared here")])
+                    break
     yield from dupes(mesh.routes, "route for", lambda r: r.service.name, lambda r: r.service.span)
     yield from dupes(mesh.mesh_blocks, "mesh block", lambda m: "mesh", lambda m: m.at("name"))
     for svc in mesh.services:
         yield from dupes(svc.versions, f"version of `{svc.name}`", lambda v: v.name, lambda v: v.at("name"))
 
 
-def _unknown(known: frozenset[str], ref: Ref, what: str):
+def _unknown(known: frozenset[str], ref: Ref, what: str, kind: str = "service"):
     hint, fixes = suggest(ref.name, known, ref.span)
-    return diag("MP101", f"{what} `{ref.name}` is not a declared service{hint}", ref.span, fixes=fixes)
+    return diag("MP101", f"{what} `{ref.name}` is not a declared {kind}{hint}", ref.span, fixes=fixes)
 
 
-def _service_names(mesh: Mesh) -> frozenset[str]:
-    """Every declared service (a suggestion does not depend on their order)."""
-    return frozenset(mesh.service_map)
+def _declared_names(mesh: Mesh) -> tuple[frozenset[str], frozenset[str]]:
+    """(services, external services): sets, so a suggestion does not depend on their order."""
+    return (frozenset(mesh.service_map), frozenset(mesh.external_map))
 
 
-@rule("MP101", per_file=True, context=_service_names)
-def unknown_services(mesh: Mesh, known: frozenset[str]):
+@rule("MP101", per_file=True, context=_declared_names)
+def unknown_services(mesh: Mesh, names: tuple[frozenset[str], frozenset[str]]):
+    known, externals = names
+    callees = known | externals  # an auth rule or limit to an external is an egress rule
     for route in mesh.routes:
         if route.service.name not in known:
             yield _unknown(known, route.service, "route for")
@@ -51,16 +71,18 @@ def unknown_services(mesh: Mesh, known: frozenset[str]):
         for s in ar.sources:
             if s.kind == "service" and s.name not in known:
                 yield _unknown(known, Ref.make(name=s.name, span=s.span), "caller")
-        if ar.target.name not in known:
-            yield _unknown(known, ar.target, "callee")
+        if ar.target.name not in callees:
+            yield _unknown(callees, ar.target, "callee", "service or external service")
     for lim in mesh.rate_limits:
         for s in lim.sources:
             if s.kind == "service" and s.name not in known:
                 yield _unknown(known, Ref.make(name=s.name, span=s.span), "caller")
-        if lim.target.name not in known:
-            yield _unknown(known, lim.target, "callee")
+        if lim.target.name not in callees:
+            yield _unknown(callees, lim.target, "callee", "service or external service")
     for a in mesh.assertions:
-        refs = [a.target] + ([a.source] if a.source else [])
+        if a.target.name not in callees:
+            yield _unknown(callees, a.target, "assertion names", "service or external service")
+        refs = [a.source] if a.source and not (a.source.name == "internet" and a.kind in ("never", "can")) else []
         refs += [Ref.make(name=s.name, span=s.span) for s in a.sources if s.kind == "service"]
         for ref in refs:
             if ref.name not in known:

@@ -43,3 +43,9 @@ CODES.update(define(
     ("MP013", "unknown-config-key", "warning", "meshc.toml has a table or key meshc does not know",
      "check the spelling; unknown settings are ignored"),
 ))
+
+CODES.update(define(
+    "syntax",
+    ("MP014", "reserved-name", "error", "a service, ingress, jwt provider or external service is named `internet`",
+     "rename it: `internet` is the source word for requests that enter through an ingress"),
+))

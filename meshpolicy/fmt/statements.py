@@ -16,6 +16,8 @@ from ..syntax.nodes import Ident, Lit, Node
 CIRCUIT_ORDER = ("max_connections", "max_pending", "max_requests", "max_retries")
 OUTLIER_ORDER = ("consecutive_5xx", "consecutive_gateway", "interval", "eject", "max")
 OVERRIDE_ORDER = ("timeout", "retry", "fault")
+# After the overrides: the L7 options (header operations keep their written order).
+CORS_ORDER = ("origins", "methods", "headers", "expose", "credentials", "max_age")
 
 
 def _s(lit: Lit) -> str:
@@ -40,12 +42,29 @@ def path(node: Node) -> str:
     return f"{kind} {_s(value)}"
 
 
+def _claim_name(lit: Lit) -> str:
+    return _s(lit) if lit.text.startswith('"') else lit.text
+
+
+def jwt_requirement(node: Node) -> str:
+    """`with jwt [PROVIDER] CLAIM = "v" and CLAIM has "v"`."""
+    out = "with jwt"
+    if node.get("provider") is not None:
+        out += f" {node.get('provider').name}"
+    tests = [f"{_claim_name(c.get('claim'))} {'=' if c.get('op').value == 'eq' else 'has'} {_s(c.get('value'))}"
+             for c in node.get("claims")]
+    return out + (" " + " and ".join(tests) if tests else "")
+
+
 def source(node: Node) -> str:
     kind = node.get("kind")
     if kind == "service":
         return node.get("name").name
     if kind == "namespace":
         return f"namespace {node.get('name').name}"
+    if kind == "internet":
+        jwt = node.get("jwt")
+        return "internet" + (f" {jwt_requirement(jwt)}" if jwt is not None else "")
     return "*" if kind == "any" else "authenticated"
 
 
@@ -116,7 +135,8 @@ def labels(node: Node) -> str:
 
 
 def header(node: Node) -> str:
-    out = f"header {_s(node.get('name'))}"
+    """A header test, or a query test (the same tests under `query`)."""
+    out = f"{'query' if node.kind == 'query' else 'header'} {_s(node.get('name'))}"
     test, value = node.get("test"), node.get("value")
     if test == "exact":
         return f"{out} = {_s(value)}"
@@ -128,7 +148,7 @@ def header(node: Node) -> str:
 
 
 def match(node: Node) -> str:
-    """A route match in canonical order: from, headers, methods, paths."""
+    """A route match in canonical order: from, headers, methods, paths, queries."""
     if node.get("all"):
         return "*"
     parts = []
@@ -139,6 +159,7 @@ def match(node: Node) -> str:
         parts.append(_list(m.text for m in node.get("methods")))
     # In a route match each path is its own match item: space-separated.
     parts.extend(path(p) for p in node.get("paths"))
+    parts.extend(header(q) for q in node.get("queries", []))
     return " ".join(parts)
 
 
@@ -166,7 +187,72 @@ def rule_parts(node: Node) -> tuple[str, str]:
     for kind in OVERRIDE_ORDER:
         if kind in node.fields:
             rest += " " + statement(node.get(kind))
+    if "rewrite" in node.fields:
+        rest += " " + rewrite(node.get("rewrite"))
+    for op in node.get("header_ops", []):
+        rest += " " + header_op(op)
+    if "cors" in node.fields:
+        rest += " " + cors(node.get("cors"))
     return match(node.get("match")), rest
+
+
+def rewrite(node: Node) -> str:
+    out = "rewrite"
+    if node.get("path") is not None:
+        out += f" {_s(node.get('path'))}"
+    if node.get("host") is not None:
+        out += f" host {_s(node.get('host'))}"
+    return out
+
+
+def header_op(node: Node) -> str:
+    op = node.get("op")
+    op = op if isinstance(op, str) else op.text
+    out = f"{op} {node.get('side').text} header {_s(node.get('name'))}"
+    return out + (f" {_s(node.get('value'))}" if node.get("value") is not None else "")
+
+
+def cors(node: Node) -> str:
+    out = "cors"
+    for key in CORS_ORDER:
+        if key not in node.fields:
+            continue
+        value = node.get(key)
+        if key == "credentials":
+            out += " credentials"
+        elif key == "max_age":
+            out += f" max_age {value.text}"
+        elif key == "methods":
+            out += " methods " + _list(m.text for m in value)
+        else:
+            out += f" {key} " + _list(_s(v) for v in value)
+    return out
+
+
+def _strings(values) -> str:
+    return _list(_s(v) for v in values)
+
+
+def listen(node: Node) -> str:
+    out = f"listen {node.get('port').text} {node.get('protocol').text}"
+    for key in ("cert", "key"):
+        if node.get(key) is not None:
+            out += f" {key} {_s(node.get(key))}"
+    return out
+
+
+def token(node: Node) -> str:
+    out = f"token {node.get('where')} {_s(node.get('name'))}"
+    return out + (f" prefix {_s(node.get('prefix'))}" if node.get("prefix") is not None else "")
+
+
+def limit_key(node: Node) -> str:
+    kind = node.get("kind")
+    if kind == "source_ip":
+        return "per source_ip"
+    if kind == "claim":
+        return f"per claim {_claim_name(node.get('name'))}"
+    return f"per header {_s(node.get('name'))}"
 
 
 def _ident(i: Ident) -> str:
@@ -178,9 +264,12 @@ def _assertion(node: Node) -> str:
     reach = "~>" if node.get("transitive") else "->"
     if kind == "only":
         return f"assert only {_sources(node.get('sources'))} -> {_ident(node.get('target'))}" + _conditions(node)
+    src = _ident(node.get("source"))
+    if node.get("source_jwt") is not None:
+        src += " " + jwt_requirement(node.get("source_jwt"))
     if kind == "can":
-        return f"assert can {_ident(node.get('source'))} -> {_ident(node.get('target'))}" + _conditions(node)
-    head = f"assert {kind} {_ident(node.get('source'))} {reach} {_ident(node.get('target'))}"
+        return f"assert can {src} -> {_ident(node.get('target'))}" + _conditions(node)
+    head = f"assert {kind} {src} {reach} {_ident(node.get('target'))}"
     if kind == "never":
         return head + _conditions(node)
     return f"{head} <= {node.get('bound').text}"
@@ -200,6 +289,20 @@ def statement(node: Node) -> str:
         return "tracing " + _list(f.text for f in node.get("formats")) + (f" sample {sample.text}" if sample else "")
     if k == "metrics":
         return f"metrics {node.get('on').text}"
+    if k == "egress":
+        return f"egress {node.get('stance').text}"
+    if k == "cors":
+        return cors(node)
+    if k in ("issuer", "jwks", "jwks_uri"):
+        return f"{k} {_s(node.get('value'))}"
+    if k in ("audience", "hosts", "host"):
+        return f"{k} {_strings(node.get('values'))}"
+    if k == "token":
+        return token(node)
+    if k == "listen":
+        return listen(node)
+    if k == "ingress_jwt":
+        return "jwt " + _list(i.name for i in node.get("providers"))
     if k in ("namespace", "account"):
         return f"{k} {node.get('name').name}"
     if k == "port":
@@ -230,8 +333,10 @@ def statement(node: Node) -> str:
                 + _conditions(node))
     if k == "limit":
         burst = node.get("burst")
+        key = node.get("key")
         return (f"limit {_sources(node.get('sources'))} -> {_ident(node.get('target'))} {node.get('rate').text}"
-                + (f" burst {burst.text}" if burst is not None else ""))
+                + (f" burst {burst.text}" if burst is not None else "")
+                + (f" {limit_key(key)}" if key is not None else ""))
     if k == "assert":
         return _assertion(node)
     raise ValueError(f"no canonical form for syntax node {k!r}")

@@ -24,6 +24,7 @@ _CHOICES = {
     "default": ["deny", "allow"],
     "tracing": ["w3c", "b3", "off"],
     "metrics": ["on", "off"],
+    "egress": ["registry_only", "allow_any"],
     "balance": ["round_robin", "least_request", "random", "hash"],
     "hash": ["header", "source_ip"],
     "circuit": ["max_connections", "max_pending", "max_requests", "max_retries"],
@@ -32,11 +33,13 @@ _CHOICES = {
     "assert": ["never", "only", "can", "amplification", "latency"],
 }
 _PROTOCOLS = ["http", "http2", "grpc", "tcp"]
+_RULE_OPTIONS = ["timeout", "retry", "fault", "mirror", "rewrite", "set", "add", "remove", "cors"]
+_BLOCKS = ("mesh", "service", "route", "version", "jwt", "ingress", "external")
 
 
 @dataclass
 class Context:
-    block: str  # top, mesh, service, version, route
+    block: str  # top, mesh, service, version, route, jwt, ingress, external
     block_name: str | None  # the service a `route`/`service` block is about
     words: list[str]  # the statement so far, before the word being typed
     partial: str  # the word being typed
@@ -55,7 +58,7 @@ def context_at(text: str, offset: int) -> Context:
         elif tok.type == "PUNCT" and v == ";":
             item = []
         elif tok.type == "PUNCT" and v == "{":
-            kind = item[0] if item and item[0] in ("mesh", "service", "route", "version") else "top"
+            kind = item[0] if item and item[0] in _BLOCKS else "top"
             name = item[1] if len(item) > 1 else None
             if kind == "version":  # a version block belongs to its service
                 name = stack[-1][1]
@@ -102,7 +105,13 @@ def _units(partial: str, units: list[str]) -> list[lsp.CompletionItem]:
 
 
 def _sources(mesh: Mesh) -> list[lsp.CompletionItem]:
-    return _services(mesh) + _keywords(["namespace", "authenticated", "*"])
+    return _services(mesh) + _keywords(["namespace", "authenticated", "internet", "*"])
+
+
+def _callees(mesh: Mesh) -> list[lsp.CompletionItem]:
+    """Services, and external services (an egress rule's callee)."""
+    return _services(mesh) + [_item(e.name, lsp.CompletionItemKind.Interface, f"external {', '.join(e.hosts)}")
+                              for e in mesh.externals]
 
 
 def complete(mesh: Mesh, ctx: Context) -> list[lsp.CompletionItem]:
@@ -120,7 +129,7 @@ def complete(mesh: Mesh, ctx: Context) -> list[lsp.CompletionItem]:
             return _services(mesh)
         if first in ("allow", "deny", "limit"):
             if last == "->":
-                return _services(mesh)
+                return _callees(mesh)
             if last == "namespace":
                 return [_item(ns, lsp.CompletionItemKind.Module) for ns in sorted({s.namespace for s in mesh.services})]
             if "->" not in words:
@@ -137,6 +146,13 @@ def complete(mesh: Mesh, ctx: Context) -> list[lsp.CompletionItem]:
                 return _sources(mesh)
             return []
         return []
+    if ctx.block == "ingress" and first not in ("namespace", "account", "listen", "hosts", "jwt"):
+        # an ingress's route rule: its destinations are services
+        if last == "->" or (last == "," and "->" in words):
+            return _services(mesh) + _keywords(["redirect", "respond"])
+        if "->" in words:
+            return _keywords(_RULE_OPTIONS)
+        return _keywords(["header", "query", "prefix", "regex", "exact", "->", *HTTP_METHODS])
     if ctx.block == "route":
         retry = words[words.index("retry"):] if "retry" in words else []
         if last == "on" or (last == "," and "on" in retry):
@@ -146,8 +162,8 @@ def complete(mesh: Mesh, ctx: Context) -> list[lsp.CompletionItem]:
         if last == "from" or (last == "," and "from" in words and "->" not in words):
             return _services(mesh)
         if "->" in words:
-            return _keywords(["timeout", "retry", "fault", "mirror"])
-        return _keywords(["header", "from", "prefix", "regex", "exact", "->", *HTTP_METHODS])
+            return _keywords(_RULE_OPTIONS)
+        return _keywords(["header", "query", "from", "prefix", "regex", "exact", "->", *HTTP_METHODS])
     # mesh, service and version blocks: settings with fixed choices
     if last == "on" or (last == "," and first == "retry" and "on" in words):
         return _keywords(RETRY_CONDITIONS)

@@ -1,5 +1,6 @@
 """Document symbols (the outline): mesh, services with their versions,
-routes with their rules, and the top-level rules of one file."""
+routes with their rules, jwt providers, ingresses with their rules,
+external services, and the top-level rules of one file."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ def document_symbols(mesh: Mesh, src: SourceFile, enc: str) -> list[lsp.Document
                       K.Event, x.span, detail=f"rule {x.index + 1}") for x in r.rules]
         out.append((r.span.start, _sym(src, enc, f"route {r.service.name}", K.Interface, r.span, r.service.span,
                                        children=rules)))
+    for p in mesh.jwt_providers:
+        if p.span.file == f:
+            out.append((p.span.start, _sym(src, enc, p.name, K.Key, p.span, p.at("name"), "jwt provider")))
+    for g in mesh.ingresses:
+        if g.span.file != f:
+            continue
+        rules = [_sym(src, enc, src.text[x.span.start:x.span.end].split("->")[0].strip() or "*",
+                      K.Event, x.span, detail=f"rule {x.index + 1}") for x in g.rules]
+        out.append((g.span.start, _sym(src, enc, g.name, K.Module, g.span, g.at("name"),
+                                       f"ingress in {g.namespace}", rules)))
+    for e in mesh.externals:
+        if e.span.file == f:
+            out.append((e.span.start, _sym(src, enc, e.name, K.Interface, e.span, e.at("name"),
+                                           "external " + ", ".join(e.hosts))))
     for a in mesh.auth_rules:
         if a.span.file == f:
             out.append((a.span.start, _sym(src, enc, _text(src, a.span), K.Key, a.span, a.target.span, a.effect)))

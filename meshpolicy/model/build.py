@@ -19,7 +19,11 @@ from . import types as t
 
 # Settings a block takes at most once (ports and versions may repeat).
 _ONCE = {"namespace", "account", "mtls", "timeout", "retry", "circuit", "outlier", "balance",
-         "fault", "trust_domain", "default", "tracing", "metrics"}
+         "fault", "trust_domain", "default", "tracing", "metrics", "egress", "cors",
+         "issuer", "audience", "jwks", "jwks_uri", "ingress_jwt"}
+# A source word: `internet` is read as the internet source wherever a source
+# is, so nothing the rules could name may be called that.
+RESERVED_NAMES = frozenset({"internet"})
 
 
 class _Builder:
@@ -27,6 +31,7 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.mesh = t.Mesh.make()
         self.rule_offset = rule_offset  # auth rules in the files before this one
+        self.file_path = ""  # the file being built (jwt providers and ingresses keep it)
 
     # ---- helpers
     def _once(self, items: list[Node], where: str) -> dict[str, Node]:
@@ -57,10 +62,17 @@ class _Builder:
             kw["per_try_ms"] = f["per_try"].value
             spans["per_try"] = f["per_try"].span
         if f.get("on"):
-            kw["on"] = [c.value for c in f["on"]]
+            # `on 503, 429, connect-failure`: status codes apart from named conditions.
+            named = [c for c in f["on"] if not c.value.isdigit()]
+            codes = [c for c in f["on"] if c.value.isdigit()]
+            kw["on"] = [c.value for c in named]
             spans["on"] = f["on"][0].span.to(f["on"][-1].span)
-            for i, c in enumerate(f["on"]):
+            for i, c in enumerate(named):
                 spans[f"on.{i}"] = c.span
+            if codes:
+                kw["on_status"] = [int(c.value) for c in codes]
+                for i, c in enumerate(codes):
+                    spans[f"on_status.{i}"] = c.span
         if "backoff" in f:
             kw["backoff_ms"] = f["backoff"][0].value
             spans["backoff"] = f["backoff"][0].span
@@ -119,7 +131,40 @@ class _Builder:
 
     def source(self, n: Node) -> t.Source:
         name = n.get("name")
-        return t.Source.make(kind=n.get("kind"), name=name.name if name else None, span=n.span, spans={})
+        jwt = n.get("jwt")
+        return t.Source.make(kind=n.get("kind"), name=name.name if name else None,
+                             jwt=self.jwt_requirement(jwt) if jwt is not None else None, span=n.span, spans={})
+
+    def jwt_requirement(self, n: Node) -> t.JwtRequirement:
+        provider = n.get("provider")
+        claims = [t.ClaimTest.make(claim=c.get("claim").value, op=c.get("op").value, value=c.get("value").value,
+                                   span=c.span, spans={"claim": c.get("claim").span, "value": c.get("value").span})
+                  for c in n.get("claims")]
+        return t.JwtRequirement.make(provider=self.ref(provider) if provider is not None else None,
+                                     claims=claims, span=n.span, spans={})
+
+    def cors(self, n: Node) -> t.Cors:
+        f = n.fields
+        kw, spans = {"origins": []}, {}
+        for key in ("origins", "methods", "headers", "expose"):
+            if key in f:
+                values = [x.value for x in f[key]]
+                kw[key] = [v.lower() for v in values] if key in ("headers", "expose") else values
+                spans[key] = f[key][0].span.to(f[key][-1].span)
+                for i, x in enumerate(f[key]):
+                    spans[f"{key}.{i}"] = x.span
+        if "credentials" in f:
+            kw["credentials"] = True
+            spans["credentials"] = f["credentials"].span
+        if "max_age" in f:
+            kw["max_age_ms"] = f["max_age"].value
+            spans["max_age"] = f["max_age"].span
+        return t.Cors.make(span=n.span, spans=spans, **kw)
+
+    def _reserved(self, name: Ident, what: str) -> None:
+        if name.name in RESERVED_NAMES:
+            self.diags.append(diag("MP014", f"a {what} cannot be named `{name.name}`: it is the source word for "
+                                            "requests from outside the mesh", name.span))
 
     # ---- blocks
     def mesh_block(self, n: Node) -> None:
@@ -147,11 +192,15 @@ class _Builder:
         if "metrics" in once:
             s.metrics = once["metrics"].get("on").value
             s.spans["metrics"] = once["metrics"].span
+        if "egress" in once:
+            s.egress = once["egress"].get("stance").value
+            s.spans["egress"] = once["egress"].span
         self.mesh.mesh_blocks.append(s)
 
     def service_block(self, n: Node) -> None:
         name = n.get("name")
         once = self._once(n.children, f"service `{name.name}`")
+        self._reserved(name, "service")
         svc = t.Service.make(name=name.name, span=n.span, spans={"name": name.span})
         for item in n.children:
             k = item.kind
@@ -185,6 +234,8 @@ class _Builder:
                 svc.fault = self.fault(item)
             elif k == "version":
                 svc.versions.append(self.version(item))
+            elif k == "cors":
+                svc.cors = self.cors(item)
         if not svc.account:
             svc.account = svc.name
         self.mesh.services.append(svc)
@@ -226,6 +277,11 @@ class _Builder:
                               value=h.get("value").value if h.get("value") else None, span=h.span)
                 for h in m.get("headers")
             ],
+            queries=[
+                t.QueryMatch.make(name=q.get("name").value, kind=q.get("test"),
+                                  value=q.get("value").value if q.get("value") else None, span=q.span)
+                for q in m.get("queries", [])
+            ],
             sources=[self.ref(s) for s in m.get("sources")],
             span=m.span,
             spans={f"method.{i}": x.span for i, x in enumerate(m.get("methods"))},
@@ -253,6 +309,20 @@ class _Builder:
             action = t.DirectResponse.make(status=a.get("status").value, body=body.value if body else None,
                                       span=a.span, spans={"status": a.get("status").span})
         rule = t.RouteRule.make(index=index, match=match, action=action, span=n.span)
+        for op in n.get("header_ops", []):
+            kind = op.get("op")
+            rule.headers.append(t.HeaderOp.make(
+                side=op.get("side").value, op=kind if isinstance(kind, str) else kind.value,
+                name=op.get("name").value.lower(), value=op.get("value").value if op.get("value") else None,
+                span=op.span, spans={"name": op.get("name").span}))
+        if "rewrite" in n.fields:
+            rw = n.get("rewrite")
+            path, host = rw.get("path"), rw.get("host")
+            spans = {k: v.span for k, v in (("path", path), ("host", host)) if v is not None}
+            rule.rewrite = t.Rewrite.make(path=path.value if path else None, host=host.value if host else None,
+                                          span=rw.span, spans=spans)
+        if "cors" in n.fields:
+            rule.cors = self.cors(n.get("cors"))
         if "timeout" in n.fields:
             rule.timeout_ms = n.get("timeout").get("duration").value
             rule.spans["timeout"] = n.get("timeout").get("duration").span
@@ -280,9 +350,16 @@ class _Builder:
         spans = {"rate": n.get("rate").span}
         if burst:
             spans["burst"] = burst.span
+        key = None
+        if n.get("key") is not None:
+            k = n.get("key")
+            name = k.get("name")
+            value = None if name is None else (name.value.lower() if k.get("kind") == "header" else name.value)
+            key = t.LimitKey.make(kind=k.get("kind"), name=value, span=k.span,
+                                  spans={"name": name.span} if name is not None else {})
         self.mesh.rate_limits.append(t.RateLimit.make(
             sources=[self.source(s) for s in n.get("sources")], target=self.ref(n.get("target")),
-            requests=count, per=per, burst=burst.value if burst else None, span=n.span, spans=spans))
+            requests=count, per=per, burst=burst.value if burst else None, key=key, span=n.span, spans=spans))
 
     def assertion(self, n: Node) -> None:
         f = n.fields
@@ -290,6 +367,7 @@ class _Builder:
         a = t.Assertion.make(
             kind=f["kind"],
             source=self.ref(f["source"]) if f.get("source") else None,
+            source_jwt=self.jwt_requirement(f["source_jwt"]) if f.get("source_jwt") else None,
             sources=[self.source(s) for s in f.get("sources", [])],
             target=self.ref(f["target"]),
             transitive=f.get("transitive", False),
@@ -301,7 +379,91 @@ class _Builder:
         )
         self.mesh.assertions.append(a)
 
+    def jwt_block(self, n: Node) -> None:
+        name = n.get("name")
+        self._reserved(name, "jwt provider")
+        once = self._once(n.children, f"jwt `{name.name}`")
+        p = t.JwtProvider.make(name=name.name, file=self.file_path, span=n.span, spans={"name": name.span})
+        for k in ("issuer", "jwks", "jwks_uri"):
+            if k in once:
+                setattr(p, "jwks_file" if k == "jwks" else k, once[k].get("value").value)
+                p.spans[k] = once[k].get("value").span
+        if "audience" in once:
+            p.audiences = [v.value for v in once["audience"].get("values")]
+            p.spans["audience"] = once["audience"].span
+        for item in n.children:
+            if item.kind == "token":
+                where, tname, prefix = item.get("where"), item.get("name"), item.get("prefix")
+                p.token_from.append(t.TokenLocation.make(
+                    kind=where, name=tname.value.lower() if where == "header" else tname.value,
+                    prefix=prefix.value if prefix is not None else None, span=item.span,
+                    spans={"name": tname.span, **({"prefix": prefix.span} if prefix is not None else {})}))
+        self.mesh.jwt_providers.append(p)
+
+    def ingress_block(self, n: Node) -> None:
+        name = n.get("name")
+        self._reserved(name, "ingress")
+        once = self._once(n.children, f"ingress `{name.name}`")
+        g = t.Ingress.make(name=name.name, file=self.file_path, span=n.span, spans={"name": name.span})
+        rules = 0
+        for item in n.children:
+            k = item.kind
+            if k in _ONCE and once.get(k) is not item:
+                continue
+            if k in ("namespace", "account"):
+                setattr(g, k, item.get("name").name)
+                g.spans[k] = item.get("name").span
+            elif k == "listen":
+                cert, key = item.get("cert"), item.get("key")
+                spans = {"port": item.get("port").span, "protocol": item.get("protocol").span}
+                spans.update({k2: v.span for k2, v in (("cert", cert), ("key", key)) if v is not None})
+                g.listeners.append(t.Listener.make(
+                    port=item.get("port").value, protocol=item.get("protocol").value,
+                    cert_file=cert.value if cert is not None else None,
+                    key_file=key.value if key is not None else None, span=item.span, spans=spans))
+            elif k == "hosts":
+                for v in item.get("values"):
+                    g.spans[f"host.{len(g.hosts)}"] = v.span
+                    g.hosts.append(v.value)
+            elif k == "ingress_jwt":
+                g.jwt = [self.ref(i) for i in item.get("providers")]
+                g.spans["jwt"] = item.span
+            elif k == "rule":
+                g.rules.append(self.rule(item, rules))
+                rules += 1
+        if not g.account:
+            g.account = g.name
+        self.mesh.ingresses.append(g)
+
+    def external_block(self, n: Node) -> None:
+        name = n.get("name")
+        self._reserved(name, "external service")
+        once = self._once(n.children, f"external `{name.name}`")
+        e = t.ExternalService.make(name=name.name, span=n.span, spans={"name": name.span})
+        for item in n.children:
+            k = item.kind
+            if k in _ONCE and once.get(k) is not item:
+                continue
+            if k == "namespace":
+                e.namespace = item.get("name").name
+                e.spans["namespace"] = item.get("name").span
+            elif k == "host":
+                for v in item.get("values"):
+                    e.spans[f"host.{len(e.hosts)}"] = v.span
+                    e.hosts.append(v.value)
+            elif k == "port":
+                e.ports.append(t.ExternalPort.make(
+                    number=item.get("number").value, protocol=item.get("protocol").value, span=item.span,
+                    spans={"number": item.get("number").span, "protocol": item.get("protocol").span}))
+            elif k == "timeout":
+                e.timeout_ms = item.get("duration").value
+                e.spans["timeout"] = item.get("duration").span
+            elif k == "retry":
+                e.retry = self.retry(item)
+        self.mesh.externals.append(e)
+
     def file(self, sf: SyntaxFile) -> None:
+        self.file_path = sf.path
         self.mesh.files.append(sf.path)
         for item in sf.items:
             k = item.kind
@@ -353,6 +515,9 @@ def build(files: list[SyntaxFile], cache: ModelCache | None = None) -> tuple[t.M
         mesh.auth_rules.extend(part.auth_rules)
         mesh.rate_limits.extend(part.rate_limits)
         mesh.assertions.extend(part.assertions)
+        mesh.jwt_providers.extend(part.jwt_providers)
+        mesh.ingresses.extend(part.ingresses)
+        mesh.externals.extend(part.externals)
         diags.extend(fm.diags)
     if cache is not None:  # keep only the files of this build
         cache.clear()

@@ -31,16 +31,23 @@ BLOCK_TITLES = {
     "service": "a `service` block",
     "version": "a `version` block",
     "route": "a `route` block",
+    "jwt": "a `jwt` block",
+    "ingress": "an `ingress` block",
+    "external": "an `external` block",
 }
 # Words that open a statement, per block: for "did you mean" and for telling
 # the user which block a misplaced statement belongs in.
 STATEMENT_WORDS = {
-    "top": ["mesh", "service", "route", "allow", "deny", "limit", "assert"],
-    "mesh": ["trust_domain", "mtls", "default", "tracing", "metrics"],
+    "top": ["mesh", "service", "route", "jwt", "ingress", "external", "allow", "deny", "limit", "assert"],
+    "mesh": ["trust_domain", "mtls", "default", "tracing", "metrics", "egress"],
     "service": ["namespace", "account", "port", "mtls", "timeout", "retry", "circuit",
-                "outlier", "balance", "fault", "version"],
+                "outlier", "balance", "fault", "version", "cors"],
     "version": ["circuit", "outlier", "balance"],
-    "route": ["header", "from", "prefix", "regex", "exact", "GET", "POST", "*", "/..."],
+    "route": ["header", "query", "from", "prefix", "regex", "exact", "GET", "POST", "*", "/..."],
+    "jwt": ["issuer", "audience", "jwks", "jwks_uri", "token"],
+    "ingress": ["namespace", "account", "listen", "hosts", "jwt", "header", "query", "prefix", "regex",
+                "exact", "GET", "POST", "*", "/..."],
+    "external": ["namespace", "host", "port", "timeout", "retry"],
 }
 
 # Open-class terminals come after keywords when a token could be either.
@@ -291,17 +298,37 @@ class _Driver:
             self.vs = []
             self.end_state = self.g.end_states[kind]
         accepted = self.g.states[self.ss[-1]]
-        for name in self.g.candidates(tok.type, tok.value):
-            if name in accepted:
-                break
-        else:
+        names = [n for n in self.g.candidates(tok.type, tok.value) if n in accepted]
+        if not names:
             self._syntax_error(tok, accepted)
             return
+        name = names[0]
+        if len(names) > 1:
+            # Two readings the state accepts (`->` as an arrow or as `~>`'s class REACH): the one
+            # whose reductions end in a shift. A state may reduce on a terminal that the state the
+            # reduction leads to does not shift (LALR merged lookaheads).
+            name = next((n for n in names if self._shifts(n)), name)
         tok.type = name  # from lexical class to grammar terminal
         try:
             self._push(tok)
         except _Incomplete:
             self._syntax_error(tok, accepted)
+
+    def _shifts(self, typ: str) -> bool:
+        """Whether the current item can shift `typ` after the reductions it causes (states only)."""
+        states = self.g.states
+        ss = list(self.ss)
+        while True:
+            act = states[ss[-1]].get(typ)
+            if act is None:
+                return False
+            action, arg = act
+            if action is Shift:
+                return True
+            size, origin, _ = arg
+            if size:
+                del ss[-size:]
+            ss.append(states[ss[-1]][origin][1])
 
     def _end_item(self) -> None:
         toks = self.item

@@ -34,6 +34,9 @@ BLOCK_STARTS = {
     "service": "service_item",
     "version": "version_item",
     "route": "route_item",
+    "jwt": "jwt_item",
+    "ingress": "ingress_item",
+    "external": "external_item",
 }
 TABLES_PATH = Path(__file__).with_name("lalr_tables.json")
 REGENERATE = "python -m meshpolicy.syntax.tables --write"

@@ -168,6 +168,9 @@ class ToNodes(Transformer):
     def metrics(self, c):
         return Node("metrics", span_of(c), {"on": lit(c[0], str(c[0]) == "on")})
 
+    def egress(self, c):
+        return Node("egress", span_of(c), {"stance": lit(c[0])})
+
     # ---- service settings
     def namespace(self, c):
         return Node("namespace", span_of(c), {"name": ident(c[0])})
@@ -267,8 +270,11 @@ class ToNodes(Transformer):
 
     # ---- route rules
     def route_rule(self, c):
-        fields = {"match": c[0], "action": c[1]}
+        fields = {"match": c[0], "action": c[1], "header_ops": []}
         for override in c[2:]:
+            if override.kind == "header_op":  # repeatable, applied in written order
+                fields["header_ops"].append(override)
+                continue
             if override.kind in fields:
                 CURRENT.get().diagnostics.append(
                     diag("MP010", f"`{override.kind}` is given twice on one route rule", override.span)
@@ -278,15 +284,18 @@ class ToNodes(Transformer):
         return Node("rule", span_of(c), fields)
 
     def match_all(self, c):
-        return Node("match", span_of(c), {"all": True, "methods": [], "paths": [], "headers": [], "sources": []})
+        return Node("match", span_of(c), {"all": True, "methods": [], "paths": [], "headers": [], "queries": [],
+                                          "sources": []})
 
     def match_items(self, c):
-        fields = {"all": False, "methods": [], "paths": [], "headers": [], "sources": []}
+        fields = {"all": False, "methods": [], "paths": [], "headers": [], "queries": [], "sources": []}
         for x in c:
             if isinstance(x, tuple):
                 fields[x[0]].extend(x[1])
             elif x.kind == "path":
                 fields["paths"].append(x)
+            elif x.kind == "query":
+                fields["queries"].append(x)
             else:
                 fields["headers"].append(x)
         return Node("match", span_of(c), fields)
@@ -316,6 +325,11 @@ class ToNodes(Transformer):
         # `present`/`absent` leave no token behind, so the span ends at the name for them
         span = name.span.to(value.span) if value is not None else name.span
         return Node("header", span, {"name": name, "test": kind, "value": value})
+
+    def query_match(self, c):
+        node = self.header_match(c)
+        node.kind = "query"
+        return node
 
     def header_exact(self, c):
         return ("exact", string(c[0]))
@@ -356,6 +370,122 @@ class ToNodes(Transformer):
         body = string(c[1]) if len(c) > 1 else None
         return Node("respond", span_of(c), {"status": integer(c[0]), "body": body})
 
+    # ---- route rule options: rewrite, header operations, CORS
+    def rewrite_path(self, c):
+        host = string(c[1]) if len(c) > 1 else None
+        return Node("rewrite", span_of(c), {"path": string(c[0]), "host": host})
+
+    def rewrite_host(self, c):
+        return Node("rewrite", span_of(c), {"path": None, "host": string(c[0])})
+
+    def header_set(self, c):
+        return Node("header_op", span_of(c), {"op": lit(c[0]), "side": lit(c[1]), "name": string(c[2]),
+                                              "value": string(c[3])})
+
+    def header_remove(self, c):
+        return Node("header_op", span_of(c), {"op": "remove", "side": lit(c[0]), "name": string(c[1]),
+                                              "value": None})
+
+    def cors(self, c):
+        return Node("cors", span_of(c), _options("cors", c, {}))
+
+    def cors_origins(self, c):
+        return ("origins", [string(t) for t in c])
+
+    def cors_methods(self, c):
+        return ("methods", [lit(t) for t in c])
+
+    def cors_headers(self, c):
+        return ("headers", [string(t) for t in c])
+
+    def cors_expose(self, c):
+        return ("expose", [string(t) for t in c])
+
+    def cors_credentials(self, c):
+        return ("credentials", lit(c[0], True))
+
+    def cors_max_age(self, c):
+        return ("max_age", duration(c[0]))
+
+    # ---- jwt providers
+    def issuer(self, c):
+        return Node("issuer", span_of(c), {"value": string(c[0])})
+
+    def audience(self, c):
+        return Node("audience", span_of(c), {"values": [string(t) for t in c]})
+
+    def jwks(self, c):
+        return Node("jwks", span_of(c), {"value": string(c[0])})
+
+    def jwks_uri(self, c):
+        return Node("jwks_uri", span_of(c), {"value": string(c[0])})
+
+    def token_header(self, c):
+        prefix = string(c[1]) if len(c) > 1 else None
+        return Node("token", span_of(c), {"where": "header", "name": string(c[0]), "prefix": prefix})
+
+    def token_query(self, c):
+        return Node("token", span_of(c), {"where": "query", "name": string(c[0]), "prefix": None})
+
+    def token_cookie(self, c):
+        return Node("token", span_of(c), {"where": "cookie", "name": string(c[0]), "prefix": None})
+
+    # ---- ingress gateways
+    def listen(self, c):
+        files = {}
+        for kind, value in c[2:]:
+            if kind in files:
+                CURRENT.get().diagnostics.append(
+                    diag("MP010", f"`{kind}` is given twice in one `listen`", value.span))
+                continue
+            files[kind] = value
+        return Node("listen", span_of(c), {"port": integer(c[0]), "protocol": lit(c[1]),
+                                           "cert": files.get("cert"), "key": files.get("key")})
+
+    def listen_file(self, c):
+        return (str(c[0]), string(c[1]))
+
+    def hosts(self, c):
+        return Node("hosts", span_of(c), {"values": [string(t) for t in c]})
+
+    def ingress_jwt(self, c):
+        return Node("ingress_jwt", span_of(c), {"providers": [ident(t) for t in c]})
+
+    # ---- external services
+    def external_host(self, c):
+        return Node("host", span_of(c), {"values": [string(t) for t in c]})
+
+    def external_port(self, c):
+        return Node("port", span_of(c), {"number": integer(c[0]), "protocol": lit(c[1])})
+
+    # ---- end-user identity
+    def jwt_with_provider(self, c):
+        tests = c[1] if len(c) > 1 else []
+        return Node("jwt", span_of(c), {"provider": ident(c[0]), "claims": tests})
+
+    def jwt_any_provider(self, c):
+        return Node("jwt", span_of(c), {"provider": None, "claims": c[0]})
+
+    def claim_tests(self, c):
+        return c
+
+    def claim_test(self, c):
+        op = "eq" if str(c[1]) == "=" else "has"
+        return Node("claim", span_of([c[0], c[2]]), {"claim": c[0], "op": lit(c[1], op), "value": string(c[2])})
+
+    def claim_name(self, c):
+        t = c[0]
+        return string(t) if t.type == "STRING" else lit(t)
+
+    def key_claim(self, c):
+        return Node("limit_key", span_of(c), {"kind": "claim", "name": c[0]})
+
+    def key_header(self, c):
+        return Node("limit_key", span_of(c), {"kind": "header", "name": string(c[0])})
+
+    def key_source_ip(self, c):
+        return Node("limit_key", span_of(c), {"kind": "source_ip", "name": None})
+
     # ---- top-level statements
     @staticmethod
     def _conditions(rest) -> dict:
@@ -384,11 +514,24 @@ class ToNodes(Transformer):
     def source_authenticated(self, c):
         return Node("source", tspan(c[0]), {"kind": "authenticated", "name": None})
 
+    def source_internet(self, c):
+        jwt = c[1] if len(c) > 1 else None
+        span = tspan(c[0]).to(jwt.span) if jwt is not None else tspan(c[0])
+        return Node("source", span, {"kind": "internet", "name": None, "jwt": jwt})
+
+    def assert_source(self, c):
+        """(the source as a name, its token requirement or None)."""
+        jwt = c[1] if len(c) > 1 else None
+        return (ident(c[0]), jwt)
+
     def paths(self, c):
         return ("paths", c)
 
     def rate_limit(self, c):
-        fields = {"sources": c[0], "target": ident(c[1]), "rate": rate(c[2])}
+        key = c[-1] if isinstance(c[-1], Node) else None
+        if key is not None:
+            c = c[:-1]
+        fields = {"sources": c[0], "target": ident(c[1]), "rate": rate(c[2]), "key": key}
         fields["burst"] = integer(c[3]) if len(c) > 3 else None
         return Node("limit", span_of(c), fields)
 
@@ -400,8 +543,9 @@ class ToNodes(Transformer):
         return Node("assert", span_of(c), fields)
 
     def claim_never(self, c):
+        source, jwt = c[0]
         return self._claim(
-            "never", c, source=ident(c[0]), transitive=str(c[1]) == "~>", target=ident(c[2]),
+            "never", c, source=source, source_jwt=jwt, transitive=str(c[1]) == "~>", target=ident(c[2]),
             **self._conditions(c[3:]),
         )
 
@@ -409,7 +553,9 @@ class ToNodes(Transformer):
         return self._claim("only", c, sources=c[0], target=ident(c[1]), **self._conditions(c[2:]))
 
     def claim_can(self, c):
-        return self._claim("can", c, source=ident(c[0]), target=ident(c[1]), **self._conditions(c[2:]))
+        source, jwt = c[0]
+        return self._claim("can", c, source=source, source_jwt=jwt, target=ident(c[1]),
+                           **self._conditions(c[2:]))
 
     def claim_amplification(self, c):
         return self._claim(
