@@ -36,8 +36,12 @@ class Issued:
 
 
 def identities(mesh: Mesh) -> list[tuple[str, str, str]]:
-    """(namespace, account, spiffe id) for every service account, sorted, once each."""
+    """(namespace, account, spiffe id) for every service account and every
+    ingress gateway's (a workload with an identity of its own), sorted, once each."""
     seen = {(s.namespace, s.account): mesh.spiffe_id(s) for s in mesh.services}
+    td = mesh.settings.trust_domain
+    for g in mesh.ingresses:
+        seen.setdefault((g.namespace, g.account), f"spiffe://{td}/ns/{g.namespace}/sa/{g.account}")
     return sorted((ns, sa, sid) for (ns, sa), sid in seen.items())
 
 

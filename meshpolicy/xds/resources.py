@@ -81,7 +81,8 @@ def join(snap: Snapshot) -> dict:
             rds = hcm.pop("rds", None)
             if rds is not None:
                 rc = dict(snap.resources[ROUTE][rds["route_config_name"]])
-                rc["name"] = rc["name"].split("|", 1)[1]
+                # The listener's own name may hold `|` (an ingress's `ingress|8080`).
+                rc["name"] = rc["name"][len(listener["name"]) + 1:]
                 hcm["route_config"] = rc
         listeners.append(listener)
     clusters = []

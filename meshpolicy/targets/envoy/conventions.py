@@ -13,7 +13,7 @@ import yaml
 
 from ...codes import diag
 from ...diagnostics import Diagnostic
-from ...model.types import Mesh, Service
+from ...model.types import Ingress, Mesh, Service
 from ...plan import CertLayout
 from ...resources import target_dir
 from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, MESH_UNIQUE, OUTBOUND_PORT,
@@ -42,6 +42,7 @@ class Settings:
     connect_timeout_ms: int
     max_downstream_connections: int = 10000
     http1_apps: tuple[str, ...] = ()
+    egress_ca: str = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def _host_port(value: Any) -> tuple[str, int] | None:
@@ -73,7 +74,7 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             diags.append(diag("MP720", f"[compile.envoy] `{key}` must be a positive integer, not {v!r}"))
             merged[key] = defaults()[key]
-    for key in ("listen_address", "app_address"):
+    for key in ("listen_address", "app_address", "egress_ca"):
         if not isinstance(merged[key], str) or not merged[key]:
             diags.append(diag("MP720", f"[compile.envoy] `{key}` must be an address string"))
             merged[key] = defaults()[key]
@@ -131,6 +132,64 @@ def workloads(mesh: Mesh) -> list[Workload]:
         for v in names:
             out.append(Workload(svc, v, len(out)))
     return out
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An ingress gateway's workload: numbered after every service's, so
+    adding an ingress moves no sidecar's ports."""
+
+    ingress: Ingress
+    index: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.ingress.namespace}/{self.ingress.name}.yaml"
+
+    @property
+    def node_id(self) -> str:
+        return self.path[: -len(".yaml")]
+
+
+def gateways(mesh: Mesh, first_index: int) -> list[Gateway]:
+    """Every ingress, by name, numbered from first_index (the count of service workloads)."""
+    return [Gateway(g, first_index + i) for i, g in enumerate(sorted(mesh.ingress_map.values(), key=lambda g: g.name))]
+
+
+def gateway_port(settings: Settings, gw: Gateway, offset: int) -> int:
+    """The gateway's admin (ADMIN) and its loopback hop into the mesh
+    (OUTBOUND), as any workload's."""
+    if settings.ports == MESH_UNIQUE:
+        return settings.port_base + gw.index * settings.ports_per_workload + offset
+    return _FIXED[offset]
+
+
+def listener_port(settings: Settings, gw: Gateway, i: int) -> int:
+    """Where the gateway's i-th `listen` binds: the written port per workload
+    (a gateway is a pod of its own), or block offset FIRST_TCP + i when every
+    workload shares one host (`meshc up` maps the written port to it)."""
+    if settings.ports == MESH_UNIQUE:
+        return settings.port_base + gw.index * settings.ports_per_workload + FIRST_TCP + i
+    return gw.ingress.listeners[i].port
+
+
+def gateway_port_problems(settings: Settings, gws: list[Gateway]) -> list[Diagnostic]:
+    diags = []
+    for gw in gws:
+        g = gw.ingress
+        if settings.ports == MESH_UNIQUE:
+            if FIRST_TCP + len(g.listeners) > settings.ports_per_workload:
+                diags.append(diag("MP720", f"ingress `{g.name}` needs {FIRST_TCP + len(g.listeners)} ports "
+                                           f"but `ports_per_workload` is {settings.ports_per_workload}", g.span))
+            top = gateway_port(settings, gw, 0) + settings.ports_per_workload - 1
+            if top > 65535:
+                diags.append(diag("MP720", f"ingress `{g.name}` needs ports up to {top}, above 65535", g.span))
+            continue
+        for ls in g.listeners:
+            if ls.port in (ADMIN_PORT, OUTBOUND_PORT):
+                diags.append(diag("MP720", f"ingress `{g.name}` listens on port {ls.port}, which the gateway's "
+                                           "own admin or mesh hop uses in the per-workload layout", ls.span))
+    return diags
 
 
 def app_port(svc: Service) -> int:
@@ -192,7 +251,8 @@ def spiffe_prefix(mesh: Mesh) -> str:
     return f"spiffe://{mesh.settings.trust_domain}/"
 
 
-def cert_files(certs_dir: str, svc: Service) -> tuple[str, str]:
+def cert_files(certs_dir: str, svc: Service | Ingress) -> tuple[str, str]:
+    """The certificate of a workload's identity (a service's, or an ingress gateway's)."""
     layout = CertLayout(certs_dir)  # the plan's certificate layout, shared with meshproxy and `meshc certs`
     return layout.cert_file(svc.namespace, svc.account), layout.key_file(svc.namespace, svc.account)
 

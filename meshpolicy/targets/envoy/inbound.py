@@ -11,7 +11,8 @@ from .context import Ctx
 from .conventions import APP_CLUSTER, ca_file
 from .sds import tls_certificates
 from .ratelimit import ratelimit_filter
-from .rbac import allowed_san_matchers, rbac_filters
+from .jwt_authn import authn_filter
+from .rbac import allowed_san_matchers, rbac_filters, token_providers
 from .tracing import hcm_tracing
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -54,7 +55,12 @@ def _tls(ctx: Ctx, svc: Service) -> dict:
 
 
 def _http_filters(ctx: Ctx, svc: Service) -> list[dict]:
-    filters = rbac_filters(ctx, svc, network=False)
+    filters = []
+    providers = token_providers(ctx, svc)
+    if providers:
+        # Before RBAC and the rate limit, which read the validated claims.
+        filters.append(authn_filter(ctx, providers, refuse_invalid=False))
+    filters += rbac_filters(ctx, svc, network=False)
     rl = ratelimit_filter(ctx, svc)
     if rl is not None:
         filters.append(rl)

@@ -11,6 +11,7 @@ from ...plan import hosts, plan_of
 from .clusters import balance_of
 from .context import Ctx
 from .conventions import cluster_name
+from .l7 import CORS_FILTER, cors_policy, header_fields, query_matcher, rewrite_fields
 from .matchers import header_matcher, methods_header, route_path_match
 from .values import duration, fraction, integer_weights
 
@@ -34,7 +35,7 @@ def domains(svc: Service) -> list[str]:
 def retry_policy(ctx: Ctx, dest: Service, r: Retry | None) -> dict | None:
     if r is None or r.attempts == 0:
         return None
-    if "retriable-status-codes" in r.on:
+    if "retriable-status-codes" in r.on and not r.on_status:
         ctx.unsupported("retry on `retriable-status-codes`", r.at("on"),
                         "the policy cannot name the status codes Envoy should retry")
     if r is not dest.retry and r.budget_percent is not None:
@@ -42,8 +43,13 @@ def retry_policy(ctx: Ctx, dest: Service, r: Retry | None) -> dict | None:
         if base is None or (base.budget_percent, base.budget_min) != (r.budget_percent, r.budget_min):
             ctx.unsupported("a retry budget on a route rule", r.at("budget"),
                             "Envoy keeps retry budgets per cluster, shared by every rule")
-    on = [c for c in r.on if c != "retriable-status-codes"] or list(DEFAULT_RETRY_ON)
+    on = [c for c in r.on if c != "retriable-status-codes"]
+    if r.on_status:
+        on.append("retriable-status-codes")  # with the codes listed below
+    on = on or list(DEFAULT_RETRY_ON)
     out: dict = {"retry_on": ",".join(on), "num_retries": r.attempts}
+    if r.on_status:
+        out["retriable_status_codes"] = sorted(set(r.on_status))
     if r.per_try_ms is not None:
         out["per_try_timeout"] = duration(r.per_try_ms)
     if r.backoff_ms is not None:
@@ -151,7 +157,17 @@ def _match(rule: RouteRule) -> dict:
     headers = ([methods_header(m.methods)] if m.methods else []) + [header_matcher(h) for h in m.headers]
     if headers:
         out["headers"] = headers
+    if m.queries:
+        out["query_parameters"] = [query_matcher(q) for q in m.queries]
     return out
+
+
+def l7_options(ctx: Ctx, r: dict, rule: RouteRule, cors, where: str) -> None:
+    """A forwarding route's header ops, rewrite and CORS policy, into route r."""
+    r.update(header_fields(ctx, rule, where))
+    r["route"].update(rewrite_fields(ctx, rule, where))
+    if cors is not None:
+        r.setdefault("typed_per_filter_config", {})[CORS_FILTER] = cors_policy(cors)
 
 
 def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
@@ -172,6 +188,7 @@ def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
         r["route"] = action
         if fault is not None:
             r["typed_per_filter_config"] = {FAULT_FILTER: fault}
+        l7_options(ctx, r, rule, dest.cors_for(rule), f"in rule {rule.index + 1} of route `{dest.name}`")
     elif a.kind == "redirect":
         r["redirect"] = _redirect(ctx, rule)
     else:
@@ -208,6 +225,8 @@ def _virtual_host(ctx: Ctx, dest: Service, rules: tuple[RouteRule, ...] | None) 
         r: dict = {"name": "default", "match": {"prefix": "/"}, "route": action}
         if fault is not None:
             r["typed_per_filter_config"] = {FAULT_FILTER: fault}
+        if dest.cors is not None:
+            r.setdefault("typed_per_filter_config", {})[CORS_FILTER] = cors_policy(dest.cors)
         routes.append(r)
     else:
         routes = [_route(ctx, dest, rule, f"rule-{rule.index}") for rule in rules]

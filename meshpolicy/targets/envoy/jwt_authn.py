@@ -1,0 +1,192 @@
+"""End-user tokens: Envoy's jwt_authn filter and the RBAC principals that
+test a validated token's claims (docs/semantics.md, "Ingress, tokens and
+egress", items 1 and 2).
+
+Each provider writes its validated payload into the filter's dynamic
+metadata under the provider's own name (`payload_in_metadata`), so a rule
+can ask which provider validated the token and what its claims are. Nothing
+a caller sends can write dynamic metadata: only a token that passed the
+signature, issuer, audience and time checks gets there.
+
+At the ingress an invalid token is refused (401) whatever the route; a
+missing one passes (authorization decides). At a destination the token is
+validated again (`allow_missing_or_failed`): a token that fails there only
+fails the claim tests, so a rule without tokens still decides requests from
+callers that carry some unrelated `Authorization` header.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import re2
+
+from ...model.types import ClaimTest, Ingress, JwtProvider, JwtRequirement, Mesh
+from .context import Ctx
+
+JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+# exp/nbf leeway in seconds, as docs/semantics.md fixes it (Envoy's default too).
+CLOCK_SKEW_S = 60
+JWKS_CACHE_S = 300
+
+
+def accepted(mesh: Mesh, g: Ingress) -> list[JwtProvider]:
+    """The providers an ingress accepts: those it names, else every declared one."""
+    if g.jwt:
+        return [mesh.provider_map[r.name] for r in g.jwt if r.name in mesh.provider_map]
+    return sorted(mesh.provider_map.values(), key=lambda p: p.name)
+
+
+def jwks_path(p: JwtProvider) -> Path:
+    """The JWKS file, relative to the directory of the .mesh file that names it."""
+    f = Path(p.jwks_file or "")
+    return f if f.is_absolute() else Path(p.file).parent / f
+
+
+def jwks_cluster(p: JwtProvider) -> str:
+    return f"jwks|{p.name}"
+
+
+def _locations(p: JwtProvider) -> dict:
+    """from_headers/params/cookies; always written, since with none Envoy
+    would also read the `access_token` query parameter."""
+    out: dict = {}
+    locs = p.token_from or []
+    if not locs:
+        return {"from_headers": [{"name": "authorization", "value_prefix": "Bearer "}]}
+    for loc in locs:
+        if loc.kind == "header":
+            h: dict = {"name": loc.name}
+            if loc.prefix:
+                h["value_prefix"] = loc.prefix
+            out.setdefault("from_headers", []).append(h)
+        elif loc.kind == "query":
+            out.setdefault("from_params", []).append(loc.name)
+        else:
+            out.setdefault("from_cookies", []).append(loc.name)
+    return out
+
+
+def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
+    out: dict = {"forward": True, "payload_in_metadata": p.name, "clock_skew_seconds": CLOCK_SKEW_S,
+                 **_locations(p)}
+    if p.issuer:
+        out["issuer"] = p.issuer
+    if p.audiences:
+        out["audiences"] = list(p.audiences)
+    if p.jwks_file is not None:
+        key = ("jwks", p.name)
+        text = ctx.cache.get(key)
+        if text is None:
+            path = jwks_path(p)
+            try:
+                text = ctx.cache[key] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                # The checks read it too: only a file changed since is unreadable here.
+                ctx.report("MP001", f"cannot read the JWKS file of jwt provider `{p.name}` ({path}): "
+                                    f"{getattr(exc, 'strerror', None) or exc}", p.at("jwks_file"))
+                text = ""
+        # Inline: the keys travel with the bootstrap, no file to mount.
+        out["local_jwks"] = {"inline_string": text}
+    elif p.jwks_uri is not None:
+        out["remote_jwks"] = {"http_uri": {"uri": p.jwks_uri, "cluster": jwks_cluster(p), "timeout": "5s"},
+                              "cache_duration": f"{JWKS_CACHE_S}s",
+                              # Fetched at start, not on the first request's path.
+                              "async_fetch": {}}
+    return out
+
+
+def authn_filter(ctx: Ctx, providers: list[JwtProvider], refuse_invalid: bool) -> dict:
+    """jwt_authn over providers: at the ingress (refuse_invalid) a token no
+    provider validates is 401 and a missing one passes; at a destination
+    both pass, without a payload."""
+    alternatives = [{"provider_name": p.name} for p in providers]
+    alternatives.append({"allow_missing": {}} if refuse_invalid else {"allow_missing_or_failed": {}})
+    requires = alternatives[0] if len(alternatives) == 1 else {"requires_any": {"requirements": alternatives}}
+    return {"name": JWT_FILTER, "typed_config": {
+        "@type": JWT_AUTHN,
+        "providers": {p.name: provider_config(ctx, p) for p in providers},
+        "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+    }}
+
+
+def remote_jwks_cluster(ctx: Ctx, p: JwtProvider) -> dict | None:
+    """The cluster a `jwks_uri` is fetched through: DNS to its host, TLS for
+    https with SNI and the server verified against the egress CA bundle."""
+    if p.jwks_uri is None:
+        return None
+    parts = urlsplit(p.jwks_uri)
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    c: dict = {"name": jwks_cluster(p), "type": "STRICT_DNS", "connect_timeout": "5s",
+               "dns_lookup_family": "V4_PREFERRED",
+               "load_assignment": {"cluster_name": jwks_cluster(p), "endpoints": [{"lb_endpoints": [{"endpoint": {
+                   "address": {"socket_address": {"address": host, "port_value": port}}}}]}]}}
+    if tls:
+        c["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": UPSTREAM_TLS, "sni": host, "common_tls_context": {"validation_context": {
+                "trusted_ca": {"filename": ctx.settings.egress_ca},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}]}}}}
+    return c
+
+
+def _meta(provider: str, claim: str | None, value: dict) -> dict:
+    path = [{"key": provider}] + ([{"key": claim}] if claim is not None else [])
+    return {"metadata": {"filter": JWT_FILTER, "path": path, "value": value}}
+
+
+def _number(text: str) -> float | None:
+    """The JSON number a claim value written as a string stands for, if any."""
+    import json
+
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def claim_principal(provider: str, t: ClaimTest) -> dict:
+    """One claim test on provider's validated payload.
+
+    eq: the claim is the string (or the number/bool whose JSON text it is).
+    has: the claim is a list with the string as an element, or a string whose
+    space-separated words include it: Envoy's metadata matcher does not split
+    strings, so that is a whole-string RE2 match `(.* )?WORD( .*)?` over the
+    escaped value (`.` never crosses a newline, as splitting on spaces does
+    not). A value with a space is never one word: only the list test remains.
+    """
+    if t.op == "eq":
+        alts = [_meta(provider, t.claim, {"string_match": {"exact": t.value}})]
+        n = _number(t.value)
+        if n is not None:
+            alts.append(_meta(provider, t.claim, {"double_match": {"exact": n}}))
+        if t.value in ("true", "false"):
+            alts.append(_meta(provider, t.claim, {"bool_match": t.value == "true"}))
+    else:
+        alts = [_meta(provider, t.claim, {"list_match": {"one_of": {"string_match": {"exact": t.value}}}})]
+        if " " not in t.value and t.value:
+            word = re2.escape(t.value)
+            alts.append(_meta(provider, t.claim, {"string_match": {"safe_regex": {
+                "regex": f"(?:.* )?{word}(?: .*)?"}}}))
+    return alts[0] if len(alts) == 1 else {"or_ids": {"ids": alts}}
+
+
+def token_principal(provider: str, req: JwtRequirement) -> dict:
+    """A token validated by provider whose claims pass every test."""
+    parts = [_meta(provider, None, {"present_match": True})]
+    parts += [claim_principal(provider, t) for t in req.claims]
+    return parts[0] if len(parts) == 1 else {"and_ids": {"ids": parts}}
+
+
+def requirement_providers(mesh: Mesh, g: Ingress, req: JwtRequirement) -> list[JwtProvider]:
+    """The providers whose validation satisfies req for requests through g:
+    the named one if g accepts it, else every provider g accepts."""
+    ok = accepted(mesh, g)
+    if req.provider is not None:
+        return [p for p in ok if p.name == req.provider.name]
+    return ok

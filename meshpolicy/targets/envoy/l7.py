@@ -1,0 +1,133 @@
+"""A route rule's L7 options as Envoy route fields: query parameter matches,
+header operations, path and host rewrite, CORS (docs/semantics.md, "Ingress,
+tokens and egress", item 5). Shared by the sidecars' outbound routes and the
+ingress gateway's routes."""
+
+from __future__ import annotations
+
+import re2
+
+from ...model.types import Cors, HeaderOp, PathPattern, QueryMatch, RouteRule
+from .context import Ctx
+
+CORS_FILTER = "envoy.filters.http.cors"
+CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+APPEND = {"set": "OVERWRITE_IF_EXISTS_OR_ADD", "add": "APPEND_IF_EXISTS_OR_ADD"}
+
+
+def query_matcher(q: QueryMatch) -> dict:
+    """A route.v3.QueryParameterMatcher (Envoy matches the first occurrence
+    of the parameter)."""
+    if q.kind == "present":
+        return {"name": q.name, "present_match": True}
+    if q.kind == "exact":
+        return {"name": q.name, "string_match": {"exact": q.value or ""}}
+    if q.kind == "prefix":
+        return {"name": q.name, "string_match": {"prefix": q.value or ""}}
+    return {"name": q.name, "string_match": {"safe_regex": {"regex": q.value or ""}}}
+
+
+def literal(value: str) -> str:
+    """A policy string as an Envoy header value: `%` starts a substitution
+    (`%REQ(authorization)%` would copy the caller's token), so it is doubled."""
+    return value.replace("%", "%%")
+
+
+def _effective_ops(ops: list[HeaderOp]) -> list[HeaderOp]:
+    """The ops in written order, as Envoy applies them: it removes a
+    route's headers_to_remove before it adds headers_to_add, so an add or set
+    written before a remove of the same header is dropped here (the remove
+    undoes it anyway); adds written after a remove still follow it."""
+    out: list[HeaderOp] = []
+    for op in ops:
+        if op.op == "remove":
+            out = [o for o in out if o.name != op.name]
+        out.append(op)
+    return out
+
+
+def unsettable(name: str) -> bool:
+    """Headers Envoy's header mutations refuse (pseudo-headers and Host:
+    `rewrite host` changes the authority)."""
+    return name.startswith(":") or name == "host"
+
+
+def header_fields(ctx: Ctx, rule: RouteRule, where: str) -> dict:
+    """request/response headers_to_add and _to_remove of a forwarding route
+    (response ops apply only to forwarded requests' responses)."""
+    out: dict = {}
+    for op in _effective_ops(rule.headers):
+        if unsettable(op.name):
+            ctx.unsupported(f"`{op.op} {op.side} header \"{op.name}\"` {where}", op.span,
+                            "Envoy does not let a route change pseudo-headers or Host (use `rewrite ... host`)")
+            continue
+        if op.op == "remove":
+            out.setdefault(f"{op.side}_headers_to_remove", []).append(op.name)
+        else:
+            out.setdefault(f"{op.side}_headers_to_add", []).append({
+                "header": {"key": op.name, "value": literal(op.value or "")}, "append_action": APPEND[op.op]})
+    return out
+
+
+def _fixed_part(p: PathPattern) -> str:
+    """The part of a path pattern a rewrite replaces: a prefix, an exact
+    path, or a glob's text before its first wildcard."""
+    if p.kind == "glob":
+        return p.value.split("*", 1)[0]
+    return p.value
+
+
+def rewrite_fields(ctx: Ctx, rule: RouteRule, where: str) -> dict:
+    """prefix_rewrite / regex_rewrite and host_rewrite_literal of a route action."""
+    rw = rule.rewrite
+    if rw is None:
+        return {}
+    out: dict = {}
+    if rw.host is not None:
+        out["host_rewrite_literal"] = rw.host
+    if rw.path is None:
+        return out
+    paths = rule.match.paths
+    if any(p.kind == "regex" for p in paths):
+        ctx.unsupported(f"`rewrite` of a regex path {where}", rw.span, "the part to replace is not fixed")
+        return out
+    if len(paths) == 1 and paths[0].kind in ("exact", "prefix"):
+        # Envoy swaps the matched prefix, or the whole path of a `path` match.
+        out["prefix_rewrite"] = rw.path
+        return out
+    fixed = sorted({_fixed_part(p) for p in paths}, key=lambda s: (-len(s), s)) or [""]
+    # One leading alternation (the longest fixed part first); `\` is the
+    # substitution's escape character, so a literal one is doubled.
+    pattern = "^(?:" + "|".join(re2.escape(f) for f in fixed) + ")"
+    out["regex_rewrite"] = {"pattern": {"regex": pattern}, "substitution": rw.path.replace("\\", "\\\\")}
+    return out
+
+
+def cors_policy(c: Cors) -> dict:
+    """A per-route cors.v3.CorsPolicy: the origins exactly (`*`: any)."""
+    origins = [{"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in c.origins]
+    out: dict = {"@type": CORS_POLICY, "allow_origin_string_match": origins,
+                 # A preflight from another origin is not answered here: it
+                 # goes on like any request (and gets no CORS headers).
+                 "forward_not_matching_preflights": True}
+    if c.methods:
+        out["allow_methods"] = ",".join(c.methods)
+    if c.headers:
+        out["allow_headers"] = ",".join(c.headers)
+    if c.expose:
+        out["expose_headers"] = ",".join(c.expose)
+    if c.credentials:
+        out["allow_credentials"] = True
+    if c.max_age_ms is not None:
+        out["max_age"] = str(c.max_age_ms // 1000)
+    return out
+
+
+def cors_filter() -> dict:
+    """The HCM's CORS filter: it acts only on routes with a CorsPolicy."""
+    return {"name": CORS_FILTER, "typed_config": {"@type": CORS}}
+
+
+def uses_cors(vhosts: list[dict]) -> bool:
+    return any(CORS_FILTER in r.get("typed_per_filter_config", {}) for vh in vhosts for r in vh["routes"])

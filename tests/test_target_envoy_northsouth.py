@@ -1,0 +1,557 @@
+"""The Envoy target's north-south lowering (issue 15): an ingress gateway
+bootstrap, end-user tokens (jwt_authn) at the gateway and at the callee,
+claim-based RBAC, and the L7 rule options, checked by the strict protobuf
+parse, by `envoy --mode validate`, and on real Envoys with real tokens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from meshpolicy.compile import CompileOptions, compile_mesh
+from meshpolicy.model.types import (AuthRule, ClaimTest, Cors, DirectResponse, Forward, HeaderOp, Ingress,
+                                    JwtProvider, JwtRequirement, Listener, Match, Mesh, PathPattern, QueryMatch,
+                                    Ref, Retry, Rewrite, RouteRule, Source, TokenLocation, WeightedVersion)
+from meshpolicy.targets.envoy.json_lines import load
+
+from .conftest import ROOT, check_text, free_port_base
+
+needs_envoy = pytest.mark.skipif(shutil.which("envoy") is None, reason="needs the envoy binary")
+ISSUER, AUDIENCE = "https://auth.test/", "shop"
+BASE = """mesh m { trust_domain "example.org" }
+service a { namespace ns; port 8080 http }
+service b { namespace ns; port 8080 http }
+allow a -> b
+"""
+
+
+def _keypair():
+    import jwt  # noqa: F401  (PyJWT, with cryptography)
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", alg="RS256", use="sig")
+    return key, {"keys": [jwk]}
+
+
+def _fwd(service: str) -> Forward:
+    return Forward.make(destinations=[WeightedVersion.make(version=Ref.make(name=service))])
+
+
+def _with(mesh: Mesh, **fields) -> Mesh:
+    """A copy of a checked mesh with more of the model filled in (the
+    north-south syntax is parsed elsewhere; the lowering reads the model)."""
+    out = {f: getattr(mesh, f) for f in Mesh.model_fields}
+    out.update(fields)
+    return Mesh.make(**out)
+
+
+def _internet(*claims: ClaimTest) -> Source:
+    return Source.make(kind="internet", jwt=JwtRequirement.make(claims=list(claims)) if claims else None)
+
+
+def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=()) -> tuple[Mesh, object]:
+    """BASE plus: a jwt provider with a local JWKS, an ingress `web` on one
+    http listener for shop.test routing /api/** to b (rewrite "/", a request
+    header set), everything else answered 404; b allows the internet with a
+    token whose scope has orders:write (GET), and without a token /public/**."""
+    key, jwks = _keypair()
+    (d / "auth.jwks.json").write_text(json.dumps(jwks))
+    mesh = check_text(text).mesh
+    prov = JwtProvider.make(name="auth", issuer=ISSUER, audiences=[AUDIENCE], jwks_file="auth.jwks.json",
+                            token_from=token_from or [], file=str(d / "shop.mesh"))
+    rules = [
+        RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind="prefix", value="/api/")]),
+                       action=_fwd("b"), rewrite=Rewrite.make(path="/"),
+                       headers=[HeaderOp.make(side="request", op="set", name="x-from", value="edge 100%"),
+                                HeaderOp.make(side="response", op="set", name="x-gw", value="web")]),
+        RouteRule.make(index=1, match=Match.make(paths=[PathPattern.make(kind="exact", value="/closed")]),
+                       action=DirectResponse.make(status=403, body="closed")),
+        RouteRule.make(index=2, match=Match.make(), action=DirectResponse.make(status=404, body="no such page")),
+    ]
+    gw = Ingress.make(name="web", namespace="edge", account="web-gw",
+                      listeners=[Listener.make(port=8080, protocol="http")], hosts=["shop.test", "*.shop.test"],
+                      rules=rules, file=str(d / "shop.mesh"))
+    n = len(mesh.auth_rules)
+    auth = [AuthRule.make(index=n, effect="allow", target=Ref.make(name="b"), methods=["GET"],
+                          sources=[_internet(ClaimTest.make(claim="scope", op="has", value="orders:write"))]),
+            AuthRule.make(index=n + 1, effect="allow", target=Ref.make(name="b"), sources=[_internet()],
+                          paths=[PathPattern.make(kind="glob", value="/public/**")])]
+    auth += [r.model_copy(update={"index": n + 2 + i}) for i, r in enumerate(more_rules)]
+    return _with(mesh, jwt_providers=[prov], ingresses=[gw], auth_rules=mesh.auth_rules + auth), key
+
+
+def _compile(mesh: Mesh, certs: str = "/certs", **settings):
+    outputs, diags = compile_mesh(mesh, "envoy", CompileOptions(certs_dir=certs, settings=settings))
+    return {o.path: o for o in outputs}, diags
+
+
+def _errors(diags):
+    return [(d.code, d.message) for d in diags if d.is_error]
+
+
+def _hcm(listener: dict) -> dict:
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _listener(cfg: dict, name: str) -> dict:
+    return next(li for li in cfg["static_resources"]["listeners"] if li["name"] == name)
+
+
+# -- what is written ---------------------------------------------------------
+
+def test_ingress_bootstrap_is_its_own_workload(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    out, diags = _compile(mesh)
+    assert not _errors(diags)
+    assert sorted(out) == ["edge/web.yaml", "ns/a.yaml", "ns/b.yaml"]
+    gw = load(out["edge/web.yaml"].content)
+    assert gw["node"]["id"] == "edge/web"
+    front = _hcm(_listener(gw, "ingress|8080"))
+    assert _listener(gw, "ingress|8080")["address"]["socket_address"]["port_value"] == 8080  # per-workload
+    names = [f["name"] for f in front["http_filters"]]
+    assert names[0] == "envoy.filters.http.jwt_authn" and names[-1] == "envoy.filters.http.router"
+    req = front["http_filters"][0]["typed_config"]["rules"][0]["requires"]["requires_any"]["requirements"]
+    assert {"allow_missing": {}} in req and {"provider_name": "auth"} in req  # missing passes, invalid: 401
+    assert front["route_config"]["virtual_hosts"][0]["domains"] == ["*.shop.test", "shop.test"]
+    # The gateway calls b over mTLS with its own identity.
+    b = next(c for c in gw["static_resources"]["clusters"] if c["name"] == "b")
+    tls = b["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificates"][0]["certificate_chain"]["filename"] == "/certs/edge/web-gw/cert.pem"
+
+
+def test_header_values_are_literal_and_the_selector_cannot_be_forged(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    out, _ = _compile(mesh)
+    gw = load(out["edge/web.yaml"].content)
+    route = _hcm(_listener(gw, "ingress|8080"))["route_config"]["virtual_hosts"][0]["routes"][0]
+    adds = route["request_headers_to_add"]
+    assert adds[0] == {"header": {"key": "x-from", "value": "edge 100%%"},
+                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    assert adds[-1]["header"]["key"] == "x-meshc-ingress-service"  # last: no rule op can replace it
+    assert adds[-1]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    hop = _hcm(_listener(gw, "ingress|mesh"))["route_config"]
+    assert hop["request_headers_to_remove"] == ["x-meshc-ingress-service"]
+
+
+def test_internet_principal_is_the_gateway_and_the_claims(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    out, _ = _compile(mesh)
+    b = load(out["ns/b.yaml"].content)
+    inbound = _listener(b, "inbound")
+    hcm = _hcm(inbound)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("envoy.filters.http.jwt_authn") < names.index("envoy.filters.http.rbac")
+    jwt_cfg = hcm["http_filters"][0]["typed_config"]
+    assert jwt_cfg["rules"][0]["requires"]["requires_any"]["requirements"][-1] == {"allow_missing_or_failed": {}}
+    policies = hcm["http_filters"][1]["typed_config"]["rules"]["policies"]
+    text = json.dumps(policies["allow-1"])
+    assert "spiffe://example.org/ns/edge/sa/web-gw" in text and '"key": "scope"' in text
+    sans = inbound["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"][
+        "validation_context"]["match_typed_subject_alt_names"]
+    assert {"san_type": "URI", "matcher": {"exact": "spiffe://example.org/ns/edge/sa/web-gw"}} in sans
+    # a's sidecar is not the gateway: it never carries token filters.
+    a = load(out["ns/a.yaml"].content)
+    assert "jwt_authn" not in out["ns/a.yaml"].content and a["node"]["id"] == "ns/a"
+
+
+def test_has_on_a_space_separated_string_cannot_be_fooled():
+    """`scope has "orders:write"` as Envoy runs it: a list element equal to
+    the value, or a whole-string RE2 match over space-separated words."""
+    import re2
+
+    from meshpolicy.targets.envoy.jwt_authn import claim_principal
+
+    p = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="orders:write"))
+    regex = p["or_ids"]["ids"][1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
+    words = lambda s: "orders:write" in s.split(" ")  # noqa: E731  (docs/semantics.md's meaning)
+    for claim in ["orders:write", "a orders:write", "orders:write b", "a orders:write b", "a  orders:write",
+                  "orders:writer", "xorders:write", "orders:write\nb", "orders-write", "orders:writ", "",
+                  "a\torders:write", "ORDERS:WRITE", "orders:write ", " orders:write"]:
+        assert (re2.fullmatch(regex, claim) is not None) == words(claim), claim
+    dotted = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="a.b"))
+    r2 = dotted["or_ids"]["ids"][1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
+    assert re2.fullmatch(r2, "aXb") is None  # escaped, not a wildcard
+    spaced = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="a b"))
+    assert "safe_regex" not in json.dumps(spaced)  # never one word: only the list test
+
+
+def test_eq_on_numbers_and_booleans():
+    from meshpolicy.targets.envoy.jwt_authn import claim_principal
+
+    n = json.dumps(claim_principal("auth", ClaimTest.make(claim="level", op="eq", value="3")))
+    assert '"double_match": {"exact": 3.0}' in n
+    t = json.dumps(claim_principal("auth", ClaimTest.make(claim="admin", op="eq", value="true")))
+    assert '"bool_match": true' in t
+    s = claim_principal("auth", ClaimTest.make(claim="role", op="eq", value="admin"))
+    assert s["metadata"]["value"] == {"string_match": {"exact": "admin"}}
+
+
+def test_token_locations_are_always_explicit(tmp_path):
+    """With no location written Envoy would also read `access_token` from the
+    query: the default (Authorization: Bearer) is written out."""
+    mesh, _ = north_south(tmp_path)
+    out, _ = _compile(mesh)
+    prov = _hcm(_listener(load(out["edge/web.yaml"].content), "ingress|8080"))["http_filters"][0][
+        "typed_config"]["providers"]["auth"]
+    assert prov["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
+    assert "from_params" not in prov
+    mesh2, _ = north_south(tmp_path, token_from=[TokenLocation.make(kind="query", name="token"),
+                                                 TokenLocation.make(kind="cookie", name="session")])
+    out2, _ = _compile(mesh2)
+    prov2 = _hcm(_listener(load(out2["edge/web.yaml"].content), "ingress|8080"))["http_filters"][0][
+        "typed_config"]["providers"]["auth"]
+    assert prov2["from_params"] == ["token"] and prov2["from_cookies"] == ["session"]
+    assert "from_headers" not in prov2
+
+
+def test_jwks_gone_since_the_checks_is_mp001_not_a_traceback(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    (tmp_path / "auth.jwks.json").unlink()
+    _, diags = _compile(mesh)
+    assert "MP001" in [d.code for d in diags if d.is_error]
+
+
+def test_mesh_unique_ports_place_the_gateway_after_the_services(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    out, diags = _compile(mesh, port_base=30000, ports_per_workload=10)
+    assert not _errors(diags)
+    gw = load(out["edge/web.yaml"].content)
+    assert _listener(gw, "ingress|8080")["address"]["socket_address"]["port_value"] == 30000 + 2 * 10 + 4
+    assert _listener(gw, "ingress|mesh")["address"]["socket_address"]["port_value"] == 30000 + 2 * 10 + 1
+    assert gw["admin"]["address"]["socket_address"]["port_value"] == 30000 + 2 * 10 + 2
+    # The services' ports did not move.
+    a = load(out["ns/a.yaml"].content)
+    assert a["admin"]["address"]["socket_address"]["port_value"] == 30002
+
+
+def test_gateway_listener_on_a_reserved_port_is_mp720(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    g = mesh.ingresses[0]
+    bad = _with(mesh, ingresses=[g.model_copy(update={"listeners": [Listener.make(port=15000, protocol="http")]})])
+    _, diags = _compile(bad)
+    assert "MP720" in [d.code for d in diags]
+
+
+L7_TEXT = """mesh m { trust_domain "example.org" }
+service a { namespace ns; port 8080 http }
+service b { namespace ns; port 8080 http; version v1; version v2 }
+allow a -> b
+route b {
+  GET /orders/** -> v1
+  * -> v2
+}
+"""
+
+
+def _l7_mesh() -> Mesh:
+    """b's route with every L7 option on its first rule, and a service-level CORS."""
+    mesh = check_text(L7_TEXT).mesh
+    route = mesh.routes[0]
+    r0 = route.rules[0]
+    r0 = r0.model_copy(update={
+        "match": r0.match.model_copy(update={"queries": [QueryMatch.make(name="view", kind="exact", value="full"),
+                                                         QueryMatch.make(name="debug", kind="present")]}),
+        "headers": [HeaderOp.make(side="request", op="add", name="x-a", value="1"),
+                    HeaderOp.make(side="request", op="remove", name="x-a"),
+                    HeaderOp.make(side="request", op="add", name="x-a", value="2"),
+                    HeaderOp.make(side="response", op="remove", name="server")],
+        "rewrite": Rewrite.make(path="/v1/orders/", host="orders.internal"),
+        "retry": Retry.make(attempts=2, on=["connect-failure"], on_status=[503, 429]),
+        "cors": Cors.make(origins=["https://shop.example"], methods=["GET", "POST"], headers=["content-type"],
+                          expose=["x-total"], credentials=True, max_age_ms=3600000),
+    })
+    svc = mesh.service_map["b"].model_copy(update={"cors": Cors.make(origins=["*"])})
+    services = [svc if s.name == "b" else s for s in mesh.services]
+    return _with(mesh, services=services, routes=[route.model_copy(update={"rules": [r0, route.rules[1]]})])
+
+
+def test_l7_options_on_a_sidecar_route():
+    out, diags = _compile(_l7_mesh())
+    assert not _errors(diags), _errors(diags)
+    a = load(out["ns/a.yaml"].content)
+    hcm = _hcm(_listener(a, "outbound"))
+    assert [f["name"] for f in hcm["http_filters"]][0] == "envoy.filters.http.cors"
+    vh = next(v for v in hcm["route_config"]["virtual_hosts"] if v["name"] == "b")
+    r0, r1 = vh["routes"]
+    assert r0["match"]["query_parameters"] == [{"name": "view", "string_match": {"exact": "full"}},
+                                               {"name": "debug", "present_match": True}]
+    # add, remove, add of one header: Envoy removes before it adds, so only the last add is kept.
+    assert r0["request_headers_to_remove"] == ["x-a"]
+    assert [h["header"]["value"] for h in r0["request_headers_to_add"]] == ["2"]
+    assert r0["response_headers_to_remove"] == ["server"]
+    # A glob's fixed part `/orders/` is what the rewrite replaces.
+    import re2
+
+    assert r0["route"]["regex_rewrite"] == {"pattern": {"regex": f"^(?:{re2.escape('/orders/')})"},
+                                            "substitution": "/v1/orders/"}
+    assert r0["route"]["host_rewrite_literal"] == "orders.internal"
+    rp = r0["route"]["retry_policy"]
+    assert rp["retry_on"] == "connect-failure,retriable-status-codes" and rp["retriable_status_codes"] == [429, 503]
+    cors = r0["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert cors["allow_origin_string_match"] == [{"exact": "https://shop.example"}]
+    assert cors["allow_credentials"] is True and cors["max_age"] == "3600"
+    # The rule without CORS of its own gets the service's.
+    assert r1["typed_per_filter_config"]["envoy.filters.http.cors"]["allow_origin_string_match"] == [
+        {"safe_regex": {"regex": ".*"}}]
+
+
+def test_prefix_and_exact_rewrite_use_prefix_rewrite():
+    from meshpolicy.targets.envoy.l7 import rewrite_fields
+
+    class Sink:
+        def unsupported(self, *a):
+            raise AssertionError(a)
+
+    for kind, value in (("prefix", "/api/"), ("exact", "/old")):
+        rule = RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind=kind, value=value)]),
+                              action=_fwd("b"), rewrite=Rewrite.make(path="/new/"))
+        assert rewrite_fields(Sink(), rule, "") == {"prefix_rewrite": "/new/"}
+    rule = RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind="glob", value="/a/*/b"),
+                                                           PathPattern.make(kind="prefix", value="/a/x")]),
+                          action=_fwd("b"), rewrite=Rewrite.make(path="/n\\1"))
+    out = rewrite_fields(Sink(), rule, "")
+    import re2
+
+    # The longest fixed part first; a `\\` in the new path is literal.
+    assert out["regex_rewrite"] == {"pattern": {"regex": f"^(?:{re2.escape('/a/x')}|{re2.escape('/a/')})"},
+                                    "substitution": "/n\\\\1"}
+
+
+def test_host_header_ops_are_mp701():
+    mesh = _l7_mesh()
+    route = mesh.routes[0]
+    r0 = route.rules[0].model_copy(update={"headers": [HeaderOp.make(side="request", op="set", name="host",
+                                                                     value="x")]})
+    bad = _with(mesh, routes=[route.model_copy(update={"rules": [r0, route.rules[1]]})])
+    _, diags = _compile(bad)
+    assert "MP701" in [d.code for d in diags]
+
+
+# -- on real Envoys -----------------------------------------------------------
+
+def _envoy_validate(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["envoy", "--mode", "validate", "-c", str(path), "-l", "error"],
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_envoy
+def test_every_north_south_bootstrap_passes_envoy_validate(tmp_path):
+    from meshpolicy.certs import issue
+
+    mesh, _ = north_south(tmp_path, token_from=[TokenLocation.make(kind="header", name="authorization",
+                                                                   prefix="Bearer "),
+                                                TokenLocation.make(kind="query", name="access_token"),
+                                                TokenLocation.make(kind="cookie", name="session")])
+    g = mesh.ingresses[0]
+    (tmp_path / "certs-in").mkdir()
+    issue(mesh, tmp_path / "certs")
+    # The https listener's files, relative to the declaring file's folder.
+    shutil.copy(tmp_path / "certs" / "edge" / "web-gw" / "cert.pem", tmp_path / "certs-in" / "web.crt")
+    shutil.copy(tmp_path / "certs" / "edge" / "web-gw" / "key.pem", tmp_path / "certs-in" / "web.key")
+    g = g.model_copy(update={"listeners": g.listeners + [Listener.make(
+        port=8443, protocol="https", cert_file="certs-in/web.crt", key_file="certs-in/web.key")]})
+    remote = JwtProvider.make(name="remote", issuer="https://idp.test/", jwks_uri="https://idp.test/jwks",
+                              file=str(tmp_path / "shop.mesh"))
+    mesh = _with(mesh, ingresses=[g], jwt_providers=mesh.jwt_providers + [remote])
+    for m in (mesh, _l7_mesh()):
+        issue(m, tmp_path / "certs")
+        out, diags = _compile(m, certs=str(tmp_path / "certs"))
+        assert not _errors(diags), _errors(diags)
+        for o in out.values():
+            p = tmp_path / "out" / o.path
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(o.content)
+            r = _envoy_validate(p)
+            assert r.returncode == 0, f"{o.path}: {r.stdout}{r.stderr}"
+    gw = load((tmp_path / "out" / "edge" / "web.yaml").read_text())
+    https = _listener(gw, "ingress|8443")
+    files = https["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0]
+    assert files["certificate_chain"]["filename"] == str(tmp_path / "certs-in" / "web.crt")
+    assert any(c["name"] == "jwks|remote" for c in gw["static_resources"]["clusters"])
+
+
+STRIDE = 10
+
+
+def _request(port: int, path: str, host: str = "shop.test", headers: dict | None = None,
+             method: str = "GET") -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 headers={"Host": host, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _wait_ready(port: int, procs) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if any(p.poll() is not None for p in procs):
+            raise AssertionError("a process exited early")
+        time.sleep(0.2)
+    raise AssertionError(f"admin port {port} never became ready")
+
+
+def _token(key, **claims) -> str:
+    import jwt
+
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm="RS256",
+                      headers={"kid": "k1"})
+
+
+def _alg_none(**claims) -> str:
+    import base64
+
+    def seg(obj) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 600, **claims}
+    return f"{seg({'alg': 'none', 'typ': 'JWT', 'kid': 'k1'})}.{seg(body)}."
+
+
+def _tampered(token: str) -> str:
+    import base64
+
+    head, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["scope"] = "orders:write admin"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{forged}.{sig}"
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """The gateway, b's sidecar and b's app (tests/proxy_raw_app.py, which
+    answers with what it received), on loopback."""
+    if shutil.which("envoy") is None:
+        pytest.skip("needs the envoy binary")
+    from meshpolicy.certs import issue
+
+    d = tmp_path_factory.mktemp("ns")
+    mesh, key = north_south(d)
+    base = free_port_base(3 * STRIDE, STRIDE)
+    issue(mesh, d / "certs")
+    out, diags = _compile(mesh, certs=str(d / "certs"), port_base=base, ports_per_workload=STRIDE)
+    assert not _errors(diags), _errors(diags)
+    procs = []
+    try:
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "proxy_raw_app.py"), "--port",
+                                       str(base + STRIDE + 3), "--service", "b"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for path in ("ns/b.yaml", "edge/web.yaml"):
+            p = d / "out" / path
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(out[path].content)
+            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--use-dynamic-base-id", "-l", "error",
+                                           "--drain-time-s", "1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_ready(base + STRIDE + 2, procs)
+        _wait_ready(base + 2 * STRIDE + 2, procs)
+        yield {"port": base + 2 * STRIDE + 4, "key": key, "b_inbound": base + STRIDE}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@needs_envoy
+def test_tokens_at_the_gateway_and_claims_at_the_callee(running):
+    port, key = running["port"], running["key"]
+    bearer = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+    # No token: the callee's authorization decides (a public path passes, the rest is 403).
+    assert _request(port, "/api/public/x")[0] == 200
+    assert _request(port, "/api/orders")[0] == 403
+    # A valid token with the claim: 200, with b seeing the rewritten path and the literal header.
+    status, headers, body = _request(port, "/api/orders/7", headers=bearer(_token(key, scope="a orders:write")))
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["target"] == "/orders/7"
+    got = {k.lower(): v for k, v in seen["headers"]}
+    assert got["x-from"] == "edge 100%"
+    assert got["authorization"].startswith("Bearer ")  # forwarded unchanged
+    assert "x-meshc-ingress-service" not in got
+    assert headers.get("x-gw") == "web"
+    # The claim as a list works too; a scope without the word, or a word that only contains it, does not.
+    assert _request(port, "/api/orders", headers=bearer(_token(key, scope=["orders:write"])))[0] == 200
+    assert _request(port, "/api/orders", headers=bearer(_token(key, scope="orders:read")))[0] == 403
+    assert _request(port, "/api/orders", headers=bearer(_token(key, scope="orders:writer xorders:write")))[0] == 403
+    assert _request(port, "/api/orders", headers=bearer(_token(key)))[0] == 403  # no scope claim at all
+    # Invalid tokens: 401 at the gateway, whatever the route.
+    good = _token(key, scope="orders:write")
+    for bad in (_tampered(good), _token(key, scope="orders:write", iss="https://evil.test/"),
+                _token(key, scope="orders:write", aud="other"),
+                _token(key, scope="orders:write", exp=int(time.time()) - 3600),
+                _alg_none(scope="orders:write"), "not-a-token"):
+        assert _request(port, "/api/orders", headers=bearer(bad))[0] == 401
+        assert _request(port, "/api/public/x", headers=bearer(bad))[0] == 401
+    # POST is not in the token rule: the claims gate only what the rule names.
+    assert _request(port, "/api/orders", headers=bearer(good), method="POST")[0] == 403
+
+
+@needs_envoy
+def test_hosts_rules_and_forged_selector(running):
+    port, key = running["port"], running["key"]
+    assert _request(port, "/api/public/x", host="other.test")[0] == 404  # not one of the hosts
+    assert _request(port, "/api/public/x", host="a.shop.test")[0] == 200  # *.shop.test
+    assert _request(port, "/api/public/x", host="shop.test:8080")[0] == 200  # the port is not the host
+    status, _, body = _request(port, "/elsewhere")
+    assert (status, body) == (404, b"no such page")  # the catch-all `respond`
+    # Only jwt_authn's own 403 (another audience) becomes 401; a rule's `respond 403` stays.
+    assert _request(port, "/closed")[:3:2] == (403, b"closed")
+    # A client's own selector header is replaced, and b still never sees it.
+    status, _, body = _request(port, "/api/public/x", headers={"x-meshc-ingress-service": "a"})
+    assert status == 200
+    assert "x-meshc-ingress-service" not in {k.lower() for k, _ in json.loads(body)["headers"]}
+
+
+@needs_envoy
+def test_a_valid_token_does_not_make_a_mesh_caller_the_internet(running):
+    """The claims gate only requests whose peer is the gateway: straight to
+    b's inbound listener without the gateway's certificate, nothing passes."""
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{running['b_inbound']}/public/x", timeout=5)
+
+
+def test_the_control_plane_serves_the_same_gateway_and_callee(tmp_path):
+    """One code path: the gateway's and the callee's bootstraps split into xDS
+    resources that each parse strictly, and join back to the static target."""
+    from meshpolicy.xds.resources import join, snapshots
+    from meshpolicy.xds.server import _pack
+
+    mesh, _ = north_south(tmp_path)
+    out, diags = _compile(mesh, port_base=30000, ports_per_workload=10)
+    assert not _errors(diags)
+    snaps = snapshots(list(out.values()))
+    assert set(snaps) == {"edge/web", "ns/a", "ns/b"}
+    for node, (static, snap) in snaps.items():
+        assert json.dumps(join(snap), sort_keys=True) == json.dumps(static["static_resources"], sort_keys=True), node
+        for type_url, resources in snap.resources.items():
+            for resource in resources.values():
+                _pack(type_url, resource)
+    routes = snaps["edge/web"][1].resources["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]
+    assert sorted(routes) == ["ingress|8080|ingress", "ingress|mesh|mesh"]
