@@ -10,14 +10,16 @@ several places; the language server rebuilds models as files change).
 from __future__ import annotations
 
 from ..model.types import Mesh
-from .build import build_plan, version_settings, workloads_of
+from .build import build_plan, ingress_settings, version_settings, workloads_of
 from .cert_layout import CertLayout
 from .hosts import CLUSTER_DOMAIN, fqdn, hosts, name_fqdn
 from .scopes import Admission
-from .types import Identity, Plan, RulePlan, ServicePlan, Workload
+from .types import (ExternalPlan, Identity, IngressPlan, InternetSource, Plan, RulePlan, ServicePlan,
+                    Workload)
 
-__all__ = ["Admission", "CLUSTER_DOMAIN", "CertLayout", "Identity", "Plan", "RulePlan", "ServicePlan", "Workload",
-           "build_plan", "fqdn", "hosts", "name_fqdn", "plan_of", "version_settings", "workloads_of"]
+__all__ = ["Admission", "CLUSTER_DOMAIN", "CertLayout", "ExternalPlan", "Identity", "IngressPlan", "InternetSource",
+           "Plan", "RulePlan", "ServicePlan", "Workload", "build_plan", "fqdn", "hosts", "ingress_settings",
+           "name_fqdn", "plan_of", "version_settings", "workloads_of"]
 
 _RECENT: list[tuple[Mesh, Plan]] = []
 _KEEP = 4

@@ -11,8 +11,33 @@ from ..model.types import Mesh, Service
 
 
 def caller_has_identity(mesh: Mesh, source: str | None) -> bool:
-    """A mesh service presents a certificate; anything else has no identity."""
-    return source is not None and mesh.service(source) is not None
+    """A mesh service or an ingress gateway presents a certificate; anything
+    else has no identity."""
+    return source is not None and (mesh.service(source) is not None or source in mesh.ingress_map)
+
+
+def namespace_of(mesh: Mesh, name: str | None) -> str | None:
+    """The namespace of a workload: a service or an ingress gateway (None: neither)."""
+    if name is None:
+        return None
+    svc = mesh.service(name)
+    if svc is not None:
+        return svc.namespace
+    g = mesh.ingress_map.get(name)
+    return g.namespace if g is not None else None
+
+
+def is_ingress_identity(mesh: Mesh, name: str | None) -> bool:
+    """Does `name`'s certificate identify an ingress gateway? True for an
+    ingress, and for a service that shares an ingress's namespace and account
+    (their sidecars cannot tell the two apart, as with two services)."""
+    key = identity_of(mesh, name)
+    return key is not None and key in _cached_ingress_keys(mesh)
+
+
+def ingress_key(g) -> tuple[str, str]:
+    """An ingress gateway's identity key (namespace, account)."""
+    return (g.namespace, g.account or g.name)
 
 
 def admits(mesh: Mesh, source: str | None, destination: str) -> bool:
@@ -67,7 +92,7 @@ def same_identity(mesh: Mesh, a: str, b: str | None) -> bool:
 
 
 def identity_of(mesh: Mesh, name: str | None) -> tuple[str, str] | None:
-    """The identity key of a service name (None: not a service)."""
+    """The identity key of a service or ingress name (None: neither)."""
     return _cached(mesh)[1].get(name) if name is not None else None
 
 
@@ -79,21 +104,33 @@ def identity_mates(mesh: Mesh, name: str) -> list[str]:
     return [n for n in _groups_cached(mesh).get(identity_key(mesh, svc), []) if n != name]
 
 
-_CACHE: OrderedDict[int, tuple[Mesh, dict, dict]] = OrderedDict()
+_CACHE: OrderedDict[int, tuple[Mesh, dict, dict, frozenset]] = OrderedDict()
 
 
 def _cached(mesh: Mesh) -> tuple[dict[tuple[str, str], list[str]], dict[str, tuple[str, str]]]:
     """identity_groups and each name's identity key, for the few most recent
     meshes (asked once per rule source and request)."""
+    got = _entry(mesh)
+    return got[1], got[2]
+
+
+def _entry(mesh: Mesh) -> tuple[Mesh, dict, dict, frozenset]:
     got = _CACHE.get(id(mesh))
     if got is not None and got[0] is mesh:
-        return got[1], got[2]
+        return got
     groups = identity_groups(mesh)
     keys = {name: key for key, names in groups.items() for name in names}
-    _CACHE[id(mesh)] = (mesh, groups, keys)
+    for g in mesh.ingress_map.values():  # an ingress is a caller too (names never clash with services')
+        keys.setdefault(g.name, ingress_key(g))
+    ingress_keys = frozenset(ingress_key(g) for g in mesh.ingress_map.values())
+    got = _CACHE[id(mesh)] = (mesh, groups, keys, ingress_keys)
     while len(_CACHE) > 4:
         _CACHE.popitem(last=False)
-    return groups, keys
+    return got
+
+
+def _cached_ingress_keys(mesh: Mesh) -> frozenset:
+    return _entry(mesh)[3]
 
 
 def _groups_cached(mesh: Mesh) -> dict[tuple[str, str], list[str]]:

@@ -6,31 +6,91 @@ more clever code (Z3 encodings, target configs) is tested against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from ..model.types import AuthRule, Match, Mesh, PathPattern, RouteRule, Service, Source
-from . import admission
-from .patterns import header_matches, normalize_path, path_matches
+from ..model.types import AuthRule, Cors, Match, Mesh, PathPattern, RouteRule, Service, Source
+from . import admission, cors as cors_rules
+from .egress import caller_source_matches, undeclared_host_passes
+from .header_ops import apply_header_ops
+from .hosts import host_matches
+from .ingress import accepted_providers, validating_providers
+from .patterns import header_matches, normalize_path, path_matches, query_matches
+from .query import parse_query
+from .rewrite import rewrite_for
+from .tokens import requirement_met
+
+
+@dataclass(frozen=True)
+class Token:
+    """An end-user token a request carries (in a location of the providers
+    involved). provider: the provider whose validation it passes (signature,
+    issuer, audience, times); None: a token no provider validates (expired,
+    tampered, wrong issuer or audience, `alg: none`...). claims: its payload.
+    Equal tokens have the same provider and the same claims."""
+
+    provider: str | None
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    key: str = field(default="", init=False, repr=False)  # the claims as canonical JSON: equality and hash
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", json.dumps(dict(self.claims), sort_keys=True, default=str))
+
+    def __str__(self) -> str:
+        if self.provider is None:
+            return "jwt(invalid)"
+        claims = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.claims.items())
+        return f"jwt[{self.provider}{' ' + claims if claims else ''}]"
+
+
+INVALID_TOKEN = Token(None)
 
 
 @dataclass(frozen=True)
 class Request:
-    """source: a service name, or None for a caller with no mesh identity."""
+    """source: the caller: a service name, an ingress name (a request an
+    ingress forwards: its transport peer is the ingress), or None for a
+    caller with no mesh identity.
+
+    destination: a service; an ingress (a request from outside arriving at
+    that ingress's listener: source None); an external service (egress,
+    decided at the caller's sidecar); or any other string, taken as a host
+    name no one declares (egress to an undeclared host: the mesh's `egress`
+    stance decides). `egress.destination_for_host` maps a host to this name.
+
+    path: the request target's path; a query after `?` in it is the query
+    (else `query`, the raw query string without `?`). host: the Host /
+    :authority (None: not modelled; an ingress takes it as one of its
+    hosts). token: the end-user token it carries (None: none)."""
 
     source: str | None
     destination: str
     method: str = "GET"
     path: str = "/"
     headers: tuple[tuple[str, str], ...] = ()
+    query: str = ""
+    host: str | None = None
+    token: Token | None = None
 
     @property
     def header_map(self) -> dict[str, str]:
         return {k.lower(): v for k, v in self.headers}
 
+    @property
+    def query_params(self) -> dict[str, list[str]]:
+        """The decoded query parameters (semantics/query.py)."""
+        if "?" in self.path:
+            return parse_query(self.path)
+        return parse_query("?" + self.query) if self.query else {}
+
     def __str__(self) -> str:
         src = self.source or "(no identity)"
         hs = "".join(f' {k}="{v}"' for k, v in self.headers)
-        return f"{src} -> {self.destination} {self.method} {self.path}{hs}"
+        q = f"?{self.query}" if self.query and "?" not in self.path else ""
+        extra = (f" host={self.host}" if self.host is not None else "") + (f" {self.token}" if self.token else "")
+        return f"{src} -> {self.destination} {self.method} {self.path}{q}{hs}{extra}"
 
 
 @dataclass
@@ -51,20 +111,42 @@ class RouteResult:
     """kind: forward (weights over versions), redirect, respond, no_route
     (a route exists but no rule matched: 404), default (no route block:
     every version of the service, evenly), or rejected (the path is refused
-    with 400 before routing)."""
+    with 400 before routing).
+
+    North-south kinds: preflight (a CORS preflight from an allowed origin,
+    answered 200 by the sidecar with `cors_headers`: it reaches neither
+    authorization nor the app); at an ingress: unknown_host (404) and
+    bad_token (401), and forward's weights are over SERVICES; egress:
+    external (to an external service, weights {its name: 100}), passthrough
+    (an undeclared host under `egress allow_any`) and blackhole (an
+    undeclared host under `registry_only`: refused, 502).
+
+    cors_headers: the CORS headers the response gets (a forwarded request
+    from an allowed origin), or the preflight answer's."""
 
     kind: str
     rule: RouteRule | None = None
     weights: dict[str, float] = field(default_factory=dict)
     mirror: tuple[str, float] | None = None
     status: int | None = None
+    cors_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class Outcome:
+    """decision: the destination's authorization of `delivered` (egress: the
+    caller's sidecar's; at an ingress: whether the ingress itself let the
+    request through: host, path and token; `refused` says why not).
+    delivered: the request as the destination receives it, after the
+    route rule's rewrite and request header ops (None: as sent, normalized).
+    forwarded: at an ingress, per service it forwards to, that service's
+    outcome for the request the ingress sends (the ingress as the caller)."""
+
     request: Request
     decision: Decision
     route: RouteResult
+    delivered: Request | None = None
+    forwarded: dict[str, "Outcome"] = field(default_factory=dict)
 
 
 def identity_visible(mesh: Mesh, req: Request) -> bool:
@@ -82,10 +164,33 @@ def source_matches(mesh: Mesh, s: Source, req: Request) -> bool:
         return False
     if s.kind == "authenticated":
         return True
-    caller = mesh.service(req.source)
     if s.kind == "service":  # a certificate names an identity, shared by all its services
         return admission.same_identity(mesh, s.name, req.source)
-    return caller.namespace == s.name
+    if s.kind == "internet":
+        return internet_matches(mesh, s, req)
+    return admission.namespace_of(mesh, req.source) == s.name
+
+
+def internet_matches(mesh: Mesh, s: Source, req: Request) -> bool:
+    """`internet [with jwt ...]`: the transport peer is an ingress gateway
+    (its identity is visible: checked by the caller), and with `jwt` the
+    request's token was validated by the named provider (or, with none named,
+    by one the sending ingress accepts) and passes every claim test."""
+    if not admission.is_ingress_identity(mesh, req.source):
+        return False
+    if s.jwt is None:
+        return True
+    tok = req.token
+    if tok is None or tok.provider is None:
+        return False
+    g = mesh.ingress_map.get(req.source)
+    if g is not None:
+        accepted = accepted_providers(mesh, g)
+    else:  # a service sharing an ingress's identity: the ingresses with that identity
+        key = admission.identity_of(mesh, req.source)
+        accepted = tuple(p for g in mesh.ingress_map.values() if admission.ingress_key(g) == key
+                         for p in accepted_providers(mesh, g))
+    return requirement_met(s.jwt, tok.provider, tok.claims, set(accepted))
 
 
 def _paths_match(paths: list[PathPattern], path: str) -> bool:
@@ -138,7 +243,10 @@ def normalized(req: Request) -> Request | None:
     path = normalize_path(req.path)
     if path is None:
         return None
-    return req if path == req.path else Request(req.source, req.destination, req.method, path, req.headers)
+    if path == req.path:
+        return req
+    raw_query = req.path.partition("?")[2] if "?" in req.path else req.query
+    return replace(req, path=path, query=raw_query)
 
 
 def authorize(mesh: Mesh, req: Request) -> Decision:
@@ -152,6 +260,10 @@ def authorize(mesh: Mesh, req: Request) -> Decision:
     if norm is None:
         return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
     req = norm
+    if req.token is not None and mesh.ingress_map:
+        validators = validating_providers(mesh, req.destination)
+        if validators and req.token.provider not in validators:
+            return Decision(False, None, refused="the token is not valid for any provider the destination checks (401)")
     rules = _rules_for(mesh, req.destination, req.source)
     for r in rules:
         if r.effect == "deny" and auth_rule_matches(mesh, r, req):
@@ -168,8 +280,14 @@ def match_holds(m: Match, req: Request) -> bool:
         (not m.methods or req.method in m.methods)
         and _paths_match(m.paths, req.path)
         and all(header_matches(h, headers) for h in m.headers)
+        and (not m.queries or _queries_hold(m, req))
         and (not m.sources or any(s.name == req.source for s in m.sources))
     )
+
+
+def _queries_hold(m: Match, req: Request) -> bool:
+    params = req.query_params
+    return all(query_matches(q, params) for q in m.queries)
 
 
 def default_weights(svc: Service | None) -> dict[str, float]:
@@ -189,27 +307,172 @@ def forward_weights(rule: RouteRule) -> dict[str, float]:
     return out
 
 
-def route(mesh: Mesh, req: Request) -> RouteResult:
+def route(mesh: Mesh, req: Request, cors: bool = True) -> RouteResult:
     """The first rule of the destination's route whose match holds (on the
-    normalized path; a path refused with 400 is `rejected`)."""
+    normalized path; a path refused with 400 is `rejected`). A CORS
+    preflight from an origin the forwarding rule's policy allows
+    (`Service.cors_for`) is answered by the caller's sidecar (`preflight`).
+    cors False: CORS was already decided (by the ingress rule that sent the
+    request, which has a policy of its own)."""
     norm = normalized(req)
     if norm is None:
         return RouteResult("rejected", status=400)
     req = norm
+    svc = mesh.service(req.destination)
     r = mesh.route_map.get(req.destination)
     if r is None:
-        return RouteResult("default", weights=default_weights(mesh.service(req.destination)))
+        got = RouteResult("default", weights=default_weights(svc))
+        return with_cors(svc.cors if svc is not None and cors else None, req, got)
     for rule in r.rules:
         if match_holds(rule.match, req):
             a = rule.action
             if a.kind == "forward":
                 mirror = (a.mirror.version.name, a.mirror.percent) if a.mirror else None
-                return RouteResult("forward", rule, forward_weights(rule), mirror)
+                got = RouteResult("forward", rule, forward_weights(rule), mirror)
+                return with_cors((svc.cors_for(rule) if svc is not None else rule.cors) if cors else None, req, got)
             if a.kind == "redirect":
                 return RouteResult("redirect", rule, status=a.status)
             return RouteResult("respond", rule, status=a.status)
     return RouteResult("no_route", status=404)
 
 
+def with_cors(policy: Cors | None, req: Request, got: RouteResult) -> RouteResult:
+    """A forwarded request under a CORS policy: a preflight from an allowed
+    origin is answered 200 by the sidecar; an actual request from one gets
+    the CORS response headers; other requests are untouched."""
+    if policy is None:
+        return got
+    headers = req.header_map
+    origin = headers.get("origin")
+    if not cors_rules.origin_allowed(policy, origin):
+        return got
+    if cors_rules.is_preflight(req.method, headers):
+        return RouteResult("preflight", got.rule, status=200,
+                           cors_headers=tuple(cors_rules.preflight_headers(policy, origin)))
+    return replace(got, cors_headers=tuple(cors_rules.response_headers(policy, origin)))
+
+
+def delivered_request(req: Request, rule: RouteRule | None, **changes) -> Request:
+    """The request a forwarding rule sends on: the matched part of the path
+    rewritten (semantics/rewrite.py), the host replaced, the rule's request
+    header ops applied in written order; `changes` (new source, destination)
+    on top. `req` is the normalized request the rule matched."""
+    if rule is not None and (rule.rewrite is not None or rule.headers):
+        rw = rule.rewrite
+        if rw is not None and rw.path is not None:
+            pats = [(p.kind, p.value) for p in rule.match.paths]
+            changes["path"] = rewrite_for(pats, _pattern_holds, req.path, rw.path)
+        if rw is not None and rw.host is not None:
+            changes["host"] = rw.host
+        if rule.headers:
+            changes["headers"] = tuple(apply_header_ops(rule.headers, "request", list(req.headers)))
+    return replace(req, **changes) if changes else req
+
+
+def _pattern_holds(kind: str, value: str, path: str) -> bool:
+    return path_matches(PathPattern.make(kind=kind, value=value), path)
+
+
 def evaluate(mesh: Mesh, req: Request) -> Outcome:
-    return Outcome(req, authorize(mesh, req), route(mesh, req))
+    """A request's whole outcome (docs/semantics.md, "The order a request goes
+    through"; "Ingress, tokens and egress" for ingresses and egress)."""
+    if mesh.service(req.destination) is None:
+        if req.destination in mesh.ingress_map:
+            return evaluate_at_ingress(mesh, req)
+        return evaluate_egress(mesh, req)
+    return _evaluate_service(mesh, req)
+
+
+def _evaluate_service(mesh: Mesh, req: Request, cors_decided: bool = False) -> Outcome:
+    """East-west (and the second leg of an ingress request): routing at the
+    caller's sidecar, then the destination's authorization of the request
+    the route delivers (rewritten: the callee sees the new path)."""
+    got = route(mesh, req, cors=not cors_decided)
+    delivered = None
+    if got.kind == "forward" and got.rule is not None and (got.rule.rewrite is not None or got.rule.headers):
+        delivered = delivered_request(normalized(req), got.rule)
+    return Outcome(req, authorize(mesh, delivered or req), got, delivered)
+
+
+def evaluate_at_ingress(mesh: Mesh, req: Request) -> Outcome:
+    """A request from outside at an ingress listener: the path is normalized
+    (400), the host must be one of the ingress's `hosts` (404; none written:
+    any host), a token must be valid for a provider the ingress accepts (401;
+    no token passes), then the first ingress rule whose match holds decides
+    (none: 404): respond and redirect answer at the ingress; a forward sends
+    the request, rewritten and with the rule's header ops, to each service of
+    its weights, with the ingress as the caller and the token unchanged; each
+    service then routes and authorizes it as for any caller (`forwarded`)."""
+    g = mesh.ingress_map[req.destination]
+    norm = normalized(req)
+    if norm is None:
+        return Outcome(req, Decision(False, None, refused="the path has an escaped slash or backslash (400)"),
+                       RouteResult("rejected", status=400))
+    if req.host is not None and g.hosts and not any(host_matches(h, req.host) for h in g.hosts):
+        return Outcome(req, Decision(False, None, refused=f"`{g.name}` does not serve host {req.host} (404)"),
+                       RouteResult("unknown_host", status=404))
+    if req.token is not None and req.token.provider not in accepted_providers(mesh, g):
+        return Outcome(req, Decision(False, None, refused=f"the token is not valid for any provider `{g.name}` accepts (401)"),
+                       RouteResult("bad_token", status=401))
+    passed = Decision(True, None)
+    for rule in g.rules:
+        if not match_holds(rule.match, norm):
+            continue
+        a = rule.action
+        if a.kind != "forward":
+            return Outcome(req, passed, RouteResult(a.kind, rule, status=a.status))
+        mirror = (a.mirror.version.name, a.mirror.percent) if a.mirror else None
+        got = with_cors(rule.cors, norm, RouteResult("forward", rule, forward_weights(rule), mirror))
+        if got.kind == "preflight":
+            return Outcome(req, passed, got)
+        forwarded = {}
+        for svc in got.weights:
+            sent = delivered_request(norm, rule, source=g.name, destination=svc)
+            forwarded[svc] = _evaluate_service(mesh, sent, cors_decided=rule.cors is not None)
+        return Outcome(req, passed, got, forwarded=forwarded)
+    return Outcome(req, passed, RouteResult("no_route", status=404))
+
+
+def egress_source_matches(mesh: Mesh, s: Source, req: Request) -> bool:
+    """A rule source on the way out (semantics/egress.py)."""
+    return caller_source_matches(mesh, s, req.source)
+
+
+def authorize_egress(mesh: Mesh, req: Request) -> Decision:
+    """A request to an external service, at the caller's sidecar: the same
+    algebra as east-west (any matching deny denies, else any matching allow
+    allows, else the mesh's default stance) over the rules naming the
+    external, on the normalized path."""
+    norm = normalized(req)
+    if norm is None:
+        return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
+    rules = mesh.rules_by_target.get(req.destination, [])
+
+    def hits(r: AuthRule) -> bool:
+        return (any(egress_source_matches(mesh, s, norm) for s in r.sources)
+                and (not r.methods or norm.method in r.methods) and _paths_match(r.paths, norm.path))
+
+    for effect in ("deny", "allow"):
+        for r in rules:
+            if r.effect == effect and hits(r):
+                return Decision(effect == "allow", r)
+    return Decision(mesh.settings.default == "allow", None)
+
+
+def evaluate_egress(mesh: Mesh, req: Request) -> Outcome:
+    """A request from a workload to an external service (by name) or to an
+    undeclared host (`destination` the host): the caller's sidecar decides.
+    An external: `authorize_egress`, route `external`. An undeclared host:
+    `egress allow_any` lets it through unchecked (`passthrough`),
+    `registry_only` refuses it (`blackhole`, 502)."""
+    ext = mesh.external_map.get(req.destination)
+    if ext is None:
+        if undeclared_host_passes(mesh):
+            return Outcome(req, Decision(True, None), RouteResult("passthrough"))
+        return Outcome(req, Decision(False, None, refused=f"`{req.destination}` is neither a mesh service nor an "
+                                     "external's host (egress registry_only)"),
+                       RouteResult("blackhole", status=502))
+    decision = authorize_egress(mesh, req)
+    if decision.refused is not None:
+        return Outcome(req, decision, RouteResult("rejected", status=400))
+    return Outcome(req, decision, RouteResult("external", weights={ext.name: 100.0}))

@@ -6,7 +6,8 @@ from functools import lru_cache
 
 import re2
 
-from ..model.types import HeaderMatch, PathPattern
+from ..model.types import HeaderMatch, PathPattern, QueryMatch
+from .query import query_matches_raw
 
 
 def glob_regex(glob: str, escape=re2.escape) -> str:
@@ -71,6 +72,11 @@ def header_matches(h: HeaderMatch, headers: dict[str, str]) -> bool:
     if h.kind == "prefix":
         return value.startswith(h.value or "")
     return _compiled(h.value or "").fullmatch(value) is not None
+
+
+def query_matches(q: QueryMatch, params: dict[str, list[str]]) -> bool:
+    """A route's query test over the decoded parameters (semantics/query.py)."""
+    return query_matches_raw(q.name, q.kind, q.value, params)
 
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
