@@ -29,18 +29,92 @@ def parse_request(text: str, mesh: Mesh) -> Request:
         words = shlex.split(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if words and words[0].startswith("internet[") and not words[0].endswith("]"):
+        end = next((i for i, w in enumerate(words) if w.endswith("]")), None)
+        if end is not None:  # `internet[jwt a=1 b=2]` is one source
+            words = [" ".join(words[:end + 1])] + words[end + 1:]
     if len(words) < 3 or words[1] != "->":
         raise click.BadParameter("write the request as `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`")
     src, dst, rest = words[0], words[2], words[3:]
+    token = None
+    if src == "internet" or src.startswith("internet["):
+        return _internet_request(src, dst, rest, mesh)
     source = None if src in NO_IDENTITY else src
     names = [s.name for s in mesh.services]
     for name in (source, dst):
         if name is not None and mesh.service(name) is None:
             raise click.BadParameter(f"`{name}` is not a service of this mesh{suggest(name, names)[0]}")
-    if not mesh.service(dst).http:
+    return _with_rest(source, dst, rest, mesh, token)
+
+
+def _internet_request(src: str, dst: str, rest: list[str], mesh: Mesh) -> Request:
+    """`internet[via INGRESS jwt [PROVIDER] claim=value ...] -> DEST ...`:
+    a request from outside. DEST an ingress: the request as sent to it; DEST
+    a service: the request as the service receives it from an ingress (the
+    one named by `via`, else the first that forwards to it), carrying the
+    token. A claim written twice is a list (`scope=a scope=b`); no `jwt`: no
+    token."""
+    from ..semantics.evaluate import Token
+    from ..semantics.ingress import accepted_providers, ingresses_to
+
+    if not mesh.ingresses:
+        raise click.BadParameter("`internet` needs an ingress: this mesh declares none")
+    inner = ""
+    if src != "internet":
+        if not src.endswith("]"):
+            raise click.BadParameter("write a token as `internet[jwt claim=value ...]`")
+        inner = src[len("internet["):-1]
+    words = inner.split()
+    via = None
+    if words[:1] == ["via"]:
+        if len(words) < 2 or words[1] not in mesh.ingress_map:
+            raise click.BadParameter(f"`via` names an ingress: {', '.join(mesh.ingress_map)}")
+        via, words = words[1], words[2:]
+    if dst in mesh.ingress_map:
+        ingress = dst
+    elif mesh.service(dst) is not None:
+        ingress = via or next(iter(ingresses_to(mesh, dst)), None) or next(iter(mesh.ingress_map))
+    else:
+        names = [s.name for s in mesh.services] + list(mesh.ingress_map)
+        raise click.BadParameter(f"`{dst}` is neither a service nor an ingress of this mesh{suggest(dst, names)[0]}")
+    token = None
+    if words:
+        if words[0] != "jwt":
+            raise click.BadParameter("inside `internet[...]` write `via INGRESS` and/or `jwt [PROVIDER] claim=value ...`")
+        words = words[1:]
+        provider = None
+        if words and "=" not in words[0]:
+            provider = words.pop(0)
+            if provider not in mesh.provider_map:
+                raise click.BadParameter(f"`{provider}` is not a jwt provider of this mesh"
+                                         f"{suggest(provider, list(mesh.provider_map))[0]}")
+        claims: dict = {}
+        for w in words:
+            name, sep, value = w.partition("=")
+            if not sep or not name:
+                raise click.BadParameter(f"`{w}` is not a claim; write `claim=value`")
+            if name in claims:
+                old = claims[name]
+                claims[name] = (old if isinstance(old, list) else [old]) + [value]
+            else:
+                claims[name] = value
+        if provider is None:
+            accepted = accepted_providers(mesh, mesh.ingress_map[ingress])
+            if not accepted:
+                raise click.BadParameter(f"ingress `{ingress}` accepts no jwt provider")
+            provider = accepted[0]
+        token = Token(provider, claims)
+    if dst in mesh.ingress_map:
+        return _with_rest(None, dst, rest, mesh, token)
+    return _with_rest(ingress, dst, rest, mesh, token)
+
+
+def _with_rest(source: str | None, dst: str, rest: list[str], mesh: Mesh, token) -> Request:
+    svc = mesh.service(dst)
+    if svc is not None and not svc.http:
         if rest:
             raise click.BadParameter(f"`{dst}` speaks TCP: a connection to it has no method, path or headers")
-        return Request(source, dst, "GET", "/", ())  # TCP: only the caller is decided on (describe shows no method)
+        return Request(source, dst, "GET", "/", (), token=token)  # TCP: only the caller is decided on (describe shows no method)
     method, path = "GET", "/"
     if rest and "=" not in rest[0] and ":" not in rest[0] and not rest[0].startswith(("/", "?")) \
             and (rest[0].isupper() or rest[0].upper() in HTTP_METHODS):
@@ -62,7 +136,7 @@ def parse_request(text: str, mesh: Mesh) -> Request:
                 else "paths start with `/`, and methods are " + ", ".join(HTTP_METHODS)
             raise click.BadParameter(f"`{h}` is neither a method, a path nor a header; {hint}")
         headers.append((name.lower(), value.strip()))
-    return Request(source, dst, method, path, tuple(headers))
+    return Request(source, dst, method, path, tuple(headers), token=token)
 
 
 # A header name: RFC 9110's token
@@ -91,9 +165,17 @@ def _ms(ms: int | None) -> str:
 def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
     """The decision as docs/semantics.md orders it: transport admission, path
     normalization, authorization, routing (all computed by semantics.evaluate)."""
+    if req.destination in mesh.ingress_map:
+        return describe_ingress(mesh, req, sources)
     out = evaluate(mesh, req)
     dec = out.decision
     result: dict = {"request": shown_request(mesh, req), "decision": dec.effect}
+    if req.source in mesh.ingress_map:  # a request from the internet, as the ingress forwards it
+        result["from"] = {"internet_via": req.source,
+                          "token": None if req.token is None else {"provider": req.token.provider,
+                                                                   "claims": dict(req.token.claims)}}
+    if out.delivered is not None and out.delivered.path != req.path:
+        result["delivered_path"] = out.delivered.path
     svc = mesh.service(req.destination)
     if svc.http:
         result["path"] = {"raw": req.path, "normalized": normalize_path(req.path)}
@@ -143,8 +225,61 @@ def describe(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
     return result
 
 
-def render_text(d: dict) -> str:
+def describe_ingress(mesh: Mesh, req: Request, sources: dict[str, SourceFile]) -> dict:
+    """A request from outside at an ingress: what the ingress does (host,
+    token, its rules) and, per service it forwards to, that service's
+    decision and route for the request as forwarded (semantics.evaluate)."""
+    out = evaluate(mesh, req)
+    result: dict = {"request": str(req).replace("(no identity)", "internet", 1), "ingress": req.destination,
+                    "decision": "refused" if out.decision.refused else "passed"}
+    if out.decision.refused:
+        result["refused"] = out.decision.refused
+    r = out.route
+    route: dict = {"kind": r.kind, "weights": r.weights}
+    if r.status is not None:
+        route["status"] = r.status
+    if r.rule is not None:
+        loc, line = _where(r.rule.span, sources)
+        route.update(rule=r.rule.index + 1, location=loc, source=line)
+    result["route"] = route
+    result["forwarded"] = {name: describe(mesh, o.request, sources) for name, o in out.forwarded.items()}
+    result["reaches_app"] = any(f["reaches_app"] for f in result["forwarded"].values())
+    return result
+
+
+def _render_ingress(d: dict) -> str:
     lines = [f"request   {d['request']}"]
+    r = d["route"]
+    if d.get("refused"):
+        lines.append(f"ingress   REFUSED: {d['refused']}")
+    elif r["kind"] == "forward":
+        weights = ", ".join(f"{v} {w:g}%" for v, w in r["weights"].items())
+        lines.append(f"ingress   rule {r['rule']} at {r['location']} -> {weights}")
+    elif r["kind"] == "no_route":
+        lines.append("ingress   no rule matches: 404")
+    else:
+        lines.append(f"ingress   rule {r.get('rule', '?')} at {r.get('location')} answers {r['kind']} {r.get('status')}")
+    if r.get("source"):
+        lines.append(f"          | {r['source']}")
+    for name, f in d["forwarded"].items():
+        lines.append(f"-- at {name}:")
+        lines.extend("   " + x for x in render_text(f).splitlines())
+    if not d["forwarded"]:
+        lines.append("outcome   does not reach any service")
+    return "\n".join(lines)
+
+
+def render_text(d: dict) -> str:
+    if "forwarded" in d:
+        return _render_ingress(d)
+    lines = [f"request   {d['request']}"]
+    if d.get("from"):
+        tok = d["from"]["token"]
+        claims = " ".join(f"{k}={v}" for k, v in (tok or {}).get("claims", {}).items())
+        lines.append(f"from      the internet via ingress {d['from']['internet_via']}, "
+                     + (f"token of {tok['provider']}" + (f" with {claims}" if claims else "") if tok else "no token"))
+    if d.get("delivered_path"):
+        lines.append(f"rewrite   the route delivers {d['delivered_path']}: authorization sees that path")
     path = d.get("path") or {}
     if path.get("normalized") is None and path:
         lines.append(f"path      {path['raw']} is refused with 400: an escaped slash or backslash (%2F, %5C, \\)")
@@ -190,13 +325,17 @@ def command(paths, requests, fmt):
     """Show the decision and route for a request: the last PATHS argument is
     the request, `SOURCE -> DEST [METHOD] [PATH] [header=value ...]`.
 
-    SOURCE `anonymous` is a caller without a mesh identity. A query string
-    (`?x=1`) is dropped: matching is on the path alone.
+    SOURCE `anonymous` is a caller without a mesh identity. SOURCE
+    `internet` is a request from outside: to an ingress, as sent to it; to a
+    service, as an ingress forwards it; `internet[jwt sub=alice scope=a]`
+    carries a valid token with those claims (`jwt PROVIDER ...` names the
+    provider, `via INGRESS` the ingress).
 
     \b
     Examples:
       meshc query examples/shop "frontend -> orders GET /orders/7"
       meshc query examples/shop "frontend -> catalog GET /items/1 x-canary=always"
+      meshc query shop "internet[jwt sub=alice scope=orders:write] -> orders POST /orders"
     """
     paths = list(paths)
     if "->" in paths[-1]:

@@ -85,7 +85,7 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
     def may(m, s, d):
         return auth.probe(m, s, d) if d in too_big else auth.may_call(m, s, d, timeout, limit)
 
-    graph = callgraph.build_graph(mesh, may)
+    graph = callgraph.build_graph(mesh, may, timeout, limit)
     # edges into a destination over the limit are only what probing found:
     # "nobody calls it" would not be proved there
     unproved = {mesh.service(d).at("name") for d in too_big}

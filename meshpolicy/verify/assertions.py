@@ -9,17 +9,34 @@ from ..codes import diag
 from ..diagnostics import Diagnostic, Label
 from ..model.types import Assertion, Mesh
 from ..semantics.evaluate import source_matches
-from .atoms import key_of, matches
+from .atoms import Undecided, Unsupported, key_of, matches
+from .internet import INTERNET
 from .partition import partition
 from .witness import confirmed
 
 
+def _jwt_text(j) -> str:
+    if j is None:
+        return ""
+    tests = " and ".join(f"{t.claim} {'=' if t.op == 'eq' else 'has'} \"{t.value}\"" for t in j.claims)
+    return " with jwt" + (f" {j.provider.name}" if j.provider else "") + (f" {tests}" if tests else "")
+
+
+def _who(s) -> str:
+    if s.kind == "service":
+        return s.name
+    if s.kind == "namespace":
+        return f"namespace {s.name}"
+    if s.kind == "internet":
+        return "internet" + _jwt_text(s.jwt)
+    return "*" if s.kind == "any" else "authenticated"
+
+
 def describe(a: Assertion) -> str:
     if a.kind == "only":
-        who = ", ".join(s.name if s.kind in ("service",) else (f"namespace {s.name}" if s.kind == "namespace"
-                        else ("*" if s.kind == "any" else "authenticated")) for s in a.sources)
+        who = ", ".join(_who(s) for s in a.sources)
     else:
-        who = a.source.name if a.source else "?"
+        who = (a.source.name if a.source else "?") + _jwt_text(a.source_jwt)
     arrow = "~>" if a.transitive else "->"
     extra = " ".join([",".join(a.methods)] if a.methods else [])
     paths = ", ".join(p.value for p in a.paths)
@@ -43,13 +60,18 @@ def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> l
     verbose = _verbose(config)
     if a.kind == "never" and a.transitive:
         return _never_through(mesh, a, graph, timeout, limit, verbose)
+    if a.kind in ("never", "can") and a.source is not None and a.source.name == INTERNET:
+        return _from_internet(mesh, a, timeout, limit, verbose)
     p = partition(mesh, a.target.name, timeout, limit)
     text = describe(a)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
     if a.kind == "only":
-        others = frozenset(range(len(p.sources))) - p.box(a.sources)[0]
+        # internet callers are asked about the requests an ingress can forward (_only_internet)
+        others = frozenset(range(len(p.sources))) - p.box(a.sources)[0] - p.internet_classes()
         ans = p.find(p.scope_box(others, a.methods, a.paths), allowed=True)
+        if ans.unsat and mesh.ingresses:
+            return _only_internet(mesh, a, timeout, limit, verbose)
     else:
         src = a.source.name if a.source else None
         scope = p.scope_box(p.source_index(src), a.methods, a.paths)
@@ -112,6 +134,77 @@ def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, limit: int, ve
                      labels=_deciding(mesh, req), witness=wit)]
     if unknown:
         return [diag("MP602", f"`{text}` was not proved: the solver gave up ({unknown})", a.span)]
+    return _proved(a, text, verbose)
+
+
+def _arrivals_in_scope(mesh: Mesh, a: Assertion, timeout: int, limit: int):
+    """(ingress request, token, outcome at the target, delivered request) for
+    every class of internet request that reaches a.target within a's scope
+    (the scope is on the path the target sees, after the ingress rewrite)."""
+    from .internet import _route_rewrites, arrivals, sent_to
+
+    _route_rewrites(mesh, a.target.name)
+    for req, tok, at in arrivals(mesh, a.target.name, timeout, limit, extra_reqs=[a.source_jwt]):
+        sent = sent_to(at)
+        if _in_scope(a, sent):
+            yield req, tok, at, sent
+
+
+def _internet_witness(req, at) -> dict:
+    """The witness of a request from the internet: the request at the
+    destination (with the token's claims) and the request sent to the ingress."""
+    from .witness import as_dict
+
+    out = as_dict(at.delivered or at.request)
+    out["sent"] = as_dict(req)
+    return out
+
+
+def _from_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: bool) -> list[Diagnostic]:
+    """`never|can internet [with jwt ...] -> B [methods] [paths]`: over every
+    request an ingress can forward to B, with every token class (and only
+    tokens that meet the assertion's `with jwt`)."""
+    from ..semantics.ingress import accepted_providers
+    from .tokens import met
+
+    text = describe(a)
+    denied = None
+    try:
+        for req, tok, at, _sent in _arrivals_in_scope(mesh, a, timeout, limit):
+            if not met(a.source_jwt, tok, accepted_providers(mesh, mesh.ingress_map[req.destination])):
+                continue
+            if at.decision.allowed:
+                if a.kind == "can":
+                    return _proved(a, text, verbose)
+                return [diag("MP601", f"`{text}` is refuted: {req} reaches `{a.target.name}` as "
+                                      f"{at.delivered or at.request}, and it is allowed", a.span,
+                             labels=_deciding(mesh, at.delivered or at.request), witness=_internet_witness(req, at))]
+            denied = denied or (req, at)
+    except (Unsupported, Undecided) as exc:
+        return [diag("MP602", f"`{text}` was not proved: {exc}", a.span)]
+    if a.kind == "never":
+        return _proved(a, text, verbose)
+    if denied is None:
+        return [diag("MP601", f"`{text}` is refuted: no ingress forwards such a request to `{a.target.name}`",
+                     a.span)]
+    req, at = denied
+    return [diag("MP601", f"`{text}` is refuted: every such request is denied, e.g. {req}, which arrives as "
+                          f"{at.delivered or at.request}", a.span,
+                 labels=_deciding(mesh, at.delivered or at.request), witness=_internet_witness(req, at))]
+
+
+def _only_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: bool) -> list[Diagnostic]:
+    """The internet half of `only S -> B ...`: no request an ingress forwards
+    to B in scope is allowed unless one of S admits it."""
+    text = describe(a)
+    try:
+        for req, _tok, at, sent in _arrivals_in_scope(mesh, a, timeout, limit):
+            if at.decision.allowed and not any(source_matches(mesh, s, sent) for s in a.sources):
+                return [diag("MP601", f"`{text}` is refuted: {req} reaches `{a.target.name}` as {sent}, "
+                                      "and it is allowed", a.span,
+                             labels=_deciding(mesh, sent), witness=_internet_witness(req, at))]
+    except (Unsupported, Undecided) as exc:
+        return [diag("MP602", f"`{text}` was not proved: {exc}", a.span)]
     return _proved(a, text, verbose)
 
 

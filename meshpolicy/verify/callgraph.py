@@ -75,6 +75,8 @@ def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None 
         if rule.effect != "allow":
             continue
         for src in rule.sources:
+            if src.kind == "internet":
+                continue  # requests through an ingress: verify/internet.py
             if src.kind == "service":  # and every service sharing its identity
                 out[src.name] = None
                 out.update(dict.fromkeys(identity_mates(mesh, src.name)))
@@ -94,8 +96,11 @@ def services_by_namespace(mesh: Mesh) -> dict[str, list[str]]:
     return by_ns
 
 
-def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> Digraph:
-    """Nodes: every service plus OUTSIDE; edge attribute `witness`: an allowed Request."""
+def build_graph(mesh: Mesh, may_call: MayCall | None = None, timeout_ms: int | None = None,
+                box_limit: int | None = None) -> Digraph:
+    """Nodes: every service plus OUTSIDE; with ingresses, `internet` and each
+    ingress; each external. Edge attribute `witness`: an allowed Request
+    (verify/internet.py adds the north-south edges)."""
     may_call = may_call or _default_may_call()
     g = Digraph()
     g.add_node(OUTSIDE)
@@ -111,6 +116,12 @@ def build_graph(mesh: Mesh, may_call: MayCall | None = None) -> Digraph:
             req = may_call(mesh, caller, dest)
             if req is not None:
                 g.add_edge(caller or OUTSIDE, dest, witness=req)
+    if mesh.ingresses or mesh.externals:
+        from .internet import internet_edges
+        from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS
+
+        internet_edges(mesh, g, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms,
+                       BOX_LIMIT if box_limit is None else box_limit)
     return g
 
 
@@ -429,6 +440,13 @@ def check_assertion(mesh: Mesh, a: Assertion, config: dict | None = None, graph:
     """never A ~> B (transitive), amplification A ~> B <= N, latency A ~> B <= D.
     Returns an MP601 diagnostic when refuted, None when proved."""
     cfg = GraphConfig.from_config(config or {})
+    from .internet import INTERNET
+
+    if a.source is not None and a.source.name == INTERNET and a.kind == "never":
+        from .internet import never_reaches
+
+        g = graph if graph is not None else build_graph(mesh, may_call)
+        return never_reaches(mesh, a, g, config)
     if a.source is None or mesh.service(a.source.name) is None or mesh.service(a.target.name) is None:
         return None  # unknown names are check errors (MP101)
     g = graph if graph is not None else build_graph(mesh, may_call)

@@ -50,8 +50,11 @@ class Answer:
 
 @dataclass
 class SourceClass:
-    rep: str | None  # representative service name; None: no identity
+    rep: str | None  # representative service name; None: no identity (or the internet)
     label: str  # how a report names the class, e.g. "frontend" or "other services of namespace shop"
+    # internet callers (verify/internet.py): the ingress that forwards and the token carried
+    ingress: str | None = None
+    token: object = None
 
 
 class Partition:
@@ -112,7 +115,10 @@ class Partition:
         # one answer for the identity classes, one for "no identity")
         some = next((c.rep for c in self.sources if c.rep is not None), None)
         ok = {None: admits(self.mesh, None, self.dest), some: admits(self.mesh, some, self.dest)}
-        self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if ok[c.rep if c.rep is None else some]),
+        # (an ingress, the internet's caller, has a mesh identity too; a token
+        # the destination's sidecar validates with none of its providers is refused, 401)
+        self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if ok[c.rep if c.rep is None else some]
+                                       and self._token_passes(c)),
                              ) + tuple(self.full()[1:])
         self.route_box = [self.route_rule_box(rr) for rr in self.route_rules]
         self._solver = None
@@ -152,7 +158,7 @@ class Partition:
         named callers, and testing every rule against every class would be
         quadratic in them."""
         memo = self.__dict__.setdefault("_source_memo", {})
-        key = (s.kind, s.name)
+        key = (s.kind, s.name) if s.jwt is None else (s.kind, s.name, id(s.jwt))
         got = memo.get(key)
         if got is None:
             if s.kind == "service" and s.name in self._named:
@@ -420,7 +426,27 @@ class Partition:
             self._class_of[("other",)] = len(out)
             out.append(SourceClass(rest, "other services"))
         self._class_of[("none",)] = len(out)
-        return out + [SourceClass(None, "callers without mesh identity")]
+        out.append(SourceClass(None, "callers without mesh identity"))
+        if self.mesh.ingresses and self.mesh.service(self.dest) is not None:
+            from .internet import classes_at
+            from .tokens import shown
+
+            for g, tok in classes_at(self.mesh, self.dest):
+                out.append(SourceClass(g, f"internet via {g} ({shown(tok)})", ingress=g, token=tok))
+        return out
+
+    def _token_passes(self, c: SourceClass) -> bool:
+        if c.token is None:
+            return True
+        from ..semantics.ingress import validating_providers
+
+        validators = self.__dict__.get("_validators")
+        if validators is None:
+            validators = self.__dict__["_validators"] = validating_providers(self.mesh, self.dest)
+        return not validators or c.token.provider in validators
+
+    def internet_classes(self) -> frozenset[int]:
+        return frozenset(i for i, c in enumerate(self.sources) if c.ingress is not None)
 
     def class_key(self, name: str | None) -> tuple:
         svc = self.mesh.service(name) if name is not None else None
@@ -451,7 +477,8 @@ class Partition:
         return z3.Or(*[var == i for i in idxs])
 
     def req(self, s: int, m: int = 0, p: int = 0, headers: tuple = ()) -> Request:
-        return Request(self.sources[s].rep, self.dest, self.methods[m], self.paths[p].witness, headers)
+        c = self.sources[s]
+        return Request(c.rep, self.dest, self.methods[m], self.paths[p].witness, headers, token=c.token)
 
     def source_index(self, name: str | None) -> frozenset[int]:
         """The class of a caller (a service name; None or an unknown name: no identity)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model.types import Mesh
-from ..semantics.evaluate import Outcome, Request, evaluate
+from ..semantics.evaluate import Outcome, Request, authorize, evaluate
 
 
 class WitnessMismatch(AssertionError):
@@ -14,7 +14,7 @@ class WitnessMismatch(AssertionError):
 
 
 def as_dict(req: Request) -> dict:
-    return {
+    out = {
         "request": str(req),
         "source": req.source,
         "destination": req.destination,
@@ -22,11 +22,26 @@ def as_dict(req: Request) -> dict:
         "path": req.path,
         "headers": dict(req.headers),
     }
+    # north-south: the query and host sent, and the end-user token's claims
+    if req.query:
+        out["query"] = req.query
+    if req.host is not None:
+        out["host"] = req.host
+    if req.token is not None:
+        from .tokens import token_dict
+
+        out["token"] = token_dict(req.token)
+    return out
 
 
 def confirmed(mesh: Mesh, req: Request, claim: Callable[[Outcome], bool], what: str) -> dict:
     """The witness dict for req, after checking that it shows `what`."""
     out = evaluate(mesh, req)
+    if out.delivered is not None and out.delivered.path != req.path:
+        # a route rule rewrote the path: the destination's authorization saw
+        # the delivered request, and the verifier's questions are about what
+        # that authorization sees; the witness is such a request as received
+        out = Outcome(req, authorize(mesh, req), out.route, None, out.forwarded)
     if not claim(out):
         raise WitnessMismatch(f"verifier witness `{req}` does not show that {what} "
                               f"(reference evaluator: {out.decision.effect}, route {out.route.kind})")
