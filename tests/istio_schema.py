@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -103,6 +104,39 @@ CEL = {
     "self.selector.matchLabels : {}).size() > 0) : true":
         lambda v: "portLevelMtls" not in v or bool(v.get("selector", {}).get("matchLabels")),
     "self.all(key, 0 < int(key) && int(key) <= 65535)": lambda v: all(0 < int(k) <= 65535 for k in v),
+    # ServiceEntry, Gateway, RequestAuthentication (issue 15)
+    '!((has(self.addresses) ? self.addresses : []).exists(k, k.contains("/")) && '
+    '!((has(self.resolution) ? self.resolution : "NONE") in ["STATIC", "NONE"]))':
+        lambda v: not (any("/" in k for k in v.get("addresses", []))
+                       and v.get("resolution", "NONE") not in ("STATIC", "NONE")),
+    '((has(self.resolution) ? self.resolution : "") == "DNS_ROUND_ROBIN") ? '
+    '((has(self.endpoints) ? self.endpoints : []).size() <= 1) : true':
+        lambda v: v.get("resolution") != "DNS_ROUND_ROBIN" or len(v.get("endpoints", [])) <= 1,
+    '((has(self.resolution) ? self.resolution : "NONE") == "NONE") ? !has(self.endpoints) : true':
+        lambda v: v.get("resolution", "NONE") != "NONE" or "endpoints" not in v,
+    '(has(self.address) ? self.address : "").startsWith("unix://") ? !has(self.ports) : true':
+        lambda v: not v.get("address", "").startswith("unix://") or "ports" not in v,
+    "(has(self.workloadSelector) ? 1 : 0) + (has(self.endpoints) ? 1 : 0) <= 1":
+        lambda v: ("workloadSelector" in v) + ("endpoints" in v) <= 1,
+    "has(self.address) || has(self.network)": lambda v: "address" in v or "network" in v,
+    'self != "*"': lambda v: v != "*",
+    'self.all(key, size(key) < 63 && key.matches("^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"))':
+        lambda v: all(len(k) < 63 and re.fullmatch(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?", k) for k in v),
+    "self.all(l1, self.exists_one(l2, l1.number == l2.number))":
+        lambda v: all(sum(1 for b in v if b.get("number") == a.get("number")) == 1 for a in v),
+    'self.startsWith("unix://") ? !self.endsWith("/") : true':
+        lambda v: not v.startswith("unix://") or not v.endswith("/"),
+    'self.startsWith("unix://") ? (self.substring(7, 8) == "/" || self.substring(7, 8) == "@") : true':
+        lambda v: not v.startswith("unix://") or v[7:8] in ("/", "@"),
+    "(has(self.credentialName) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1":
+        lambda v: ("credentialName" in v) + ("credentialNames" in v) <= 1,
+    "(has(self.credentialNames) ? 1 : 0) + (has(self.tlsCertificates) ? 1 : 0) <= 1":
+        lambda v: ("credentialNames" in v) + ("tlsCertificates" in v) <= 1,
+    "(has(self.tlsCertificates) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1":
+        lambda v: ("credentialNames" in v) + ("tlsCertificates" in v) <= 1,
+    "(has(self.jwksUri) ? 1 : 0) + (has(self.jwks_uri) ? 1 : 0) + (has(self.jwks) ? 1 : 0) <= 1":
+        lambda v: ("jwksUri" in v) + ("jwks_uri" in v) + ("jwks" in v) <= 1,
+    'url(self).getScheme() in ["http", "https"]': lambda v: urlsplit(v).scheme in ("http", "https"),
 }
 
 

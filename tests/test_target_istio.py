@@ -252,7 +252,10 @@ def test_default_allow_emits_no_allow_policies_and_no_scoping():
     docs = documents(outputs)
     aps = [d for d in docs if d["kind"] == "AuthorizationPolicy"]
     assert [d["spec"]["action"] for d in aps] == ["DENY"]
-    assert not [d for d in docs if d["kind"] == "Sidecar"]
+    # no scoping: only the mesh-wide Sidecar carrying the egress stance, importing everything
+    sidecars = [d for d in docs if d["kind"] == "Sidecar"]
+    assert [(d["metadata"]["namespace"], d["spec"]["egress"]) for d in sidecars] == [
+        ("istio-system", [{"hosts": ["*/*"]}])]
 
 
 def test_authorization_sources_and_paths():

@@ -280,3 +280,86 @@ route api { query "a" = "1" query "a" prefix "x" -> v1 }
     assert checked.ok
     _, diags = compile_mesh(checked.mesh, "istio")
     assert codes(errors(diags)) == ["MP701"] and "`a`" in errors(diags)[0].message
+
+
+# ---- egress ----------------------------------------------------------------------
+
+EGRESS = """mesh m { trust_domain "example.org"; egress %(stance)s; default %(default)s }
+service orders { namespace shop; port 8080 http; version v1 }
+service pay { namespace shop; port 8080 http; version v1 }
+service web { namespace front; port 8080 http; version v1 }
+external stripe { namespace billing; host "api.stripe.com"; port 443 tls; port 80 http; timeout 2s; retry 2 on connect-failure }
+external db { namespace billing; host "db.example.com"; port 5432 tcp }
+allow orders -> stripe POST /v1/charges, /v1/tokens/*
+deny pay -> stripe /v1/refunds/**
+allow pay -> stripe
+allow namespace shop -> db
+%(extra)s
+"""
+
+
+def egress_text(stance="registry_only", default="deny", extra=""):
+    return EGRESS % {"stance": stance, "default": default, "extra": extra}
+
+
+def test_externals_compile_to_valid_service_entries_and_tls_origination():
+    _, docs, diags = compiled(egress_text())
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    assert_valid(docs)
+    se = find(docs, "ServiceEntry", "stripe")
+    assert se["metadata"]["namespace"] == "billing"
+    assert se["spec"]["hosts"] == ["api.stripe.com"] and se["spec"]["location"] == "MESH_EXTERNAL"
+    # the app speaks plain HTTP to its sidecar on both ports; 443 is originated as TLS
+    assert {(p["number"], p["protocol"]) for p in se["spec"]["ports"]} == {(443, "HTTP"), (80, "HTTP")}
+    assert find(docs, "ServiceEntry", "db")["spec"]["ports"] == [{"number": 5432, "name": "tcp-5432",
+                                                                    "protocol": "TCP"}]
+    dr = find(docs, "DestinationRule", "stripe")
+    assert dr["spec"]["trafficPolicy"]["portLevelSettings"] == [
+        {"port": {"number": 443}, "tls": {"mode": "SIMPLE", "sni": "api.stripe.com",
+                                           "subjectAltNames": ["api.stripe.com"]}}]
+    vs = find(docs, "VirtualService", "stripe")
+    assert [h["name"] for h in vs["spec"]["http"]] == ["deny-1", "allow-0", "allow-2", "default"]
+    assert vs["spec"]["http"][1]["timeout"] == "2s" and vs["spec"]["http"][1]["retries"]["attempts"] == 2
+
+
+@pytest.mark.parametrize("stance, mode", [("registry_only", "REGISTRY_ONLY"), ("allow_any", "ALLOW_ANY")])
+@pytest.mark.parametrize("default", ["deny", "allow"])
+def test_every_sidecar_carries_the_egress_stance(stance, mode, default):
+    extra = "" if default == "deny" else "deny web -> db"
+    _, docs, diags = compiled(egress_text(stance, default, extra))
+    sidecars = [d for d in docs if d["kind"] == "Sidecar"]
+    root = find(docs, "Sidecar", "default")
+    assert root["metadata"]["namespace"] == "istio-system" and "workloadSelector" not in root["spec"]
+    assert all(s["spec"]["outboundTrafficPolicy"] == {"mode": mode} for s in sidecars)
+    assert len(sidecars) == (4 if default == "deny" else 1)
+    if default == "allow" or stance == "allow_any":
+        # refusing `web` the tcp external needs web's own Sidecar under registry_only
+        assert codes(errors(diags)) == ["MP701"] and "db" in errors(diags)[0].message
+    else:
+        assert errors(diags) == []
+        assert_valid(docs)
+
+
+def test_sidecars_import_the_externals_their_service_may_reach():
+    _, docs, _ = compiled(egress_text())
+    hosts = {d["metadata"]["name"]: d["spec"]["egress"][0]["hosts"] for d in docs
+             if d["kind"] == "Sidecar" and d["metadata"]["namespace"] != "istio-system"}
+    assert "billing/api.stripe.com" in hosts["orders"] and "billing/db.example.com" in hosts["orders"]
+    assert "billing/api.stripe.com" in hosts["pay"]
+    assert not any(h.startswith("billing/") for h in hosts["web"])  # nothing admits web
+    # under allow_any a host left out would pass through: every HTTP external is imported
+    _, docs, _ = compiled(egress_text("allow_any", extra="allow web -> db"))
+    web = find(docs, "Sidecar", "web")["spec"]["egress"][0]["hosts"]
+    assert "billing/api.stripe.com" in web
+
+
+def test_wildcard_host_with_tls_origination_is_mp701():
+    text = """mesh m { trust_domain "example.org" }
+service a { namespace ns; port 8080 http }
+external cdn { namespace ns; host "*.cdn.example.com"; port 443 tls }
+allow a -> cdn
+"""
+    checked = check_text(text)
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
+    outputs, diags = compile_mesh(checked.mesh, "istio")
+    assert codes(errors(diags)) == ["MP701"] and "*.cdn.example.com" in errors(diags)[0].message

@@ -13,6 +13,7 @@ from ...diagnostics import Diagnostic
 from ...model.types import Mesh
 from . import layout
 from .context import Lowering
+from .egress import externals
 from .names import DNS1123_LABEL
 from .ratelimit import envoy_filters
 from .routing import virtual_service
@@ -50,6 +51,7 @@ def lower_documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], li
         docs.append(destination_rule(lw, svc))
     docs += peer_authentications(lw)
     docs += authorization_policies(lw)
+    docs += externals(lw)
     docs += sidecars(lw)
     docs.append(telemetry(lw))
     docs += envoy_filters(lw)

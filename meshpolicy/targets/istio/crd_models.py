@@ -328,7 +328,20 @@ class RetryBudget(Strict):
 
 
 class ClientTLS(Strict):
-    mode: Literal["DISABLE", "ISTIO_MUTUAL"]
+    mode: Literal["DISABLE", "ISTIO_MUTUAL", "SIMPLE"]
+    sni: Annotated[str, Field(min_length=1)] | None = None
+    subjectAltNames: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _origination_only(self):
+        if self.mode != "SIMPLE" and (self.sni is not None or self.subjectAltNames is not None):
+            raise ValueError("sni and subjectAltNames belong to TLS origination (SIMPLE)")
+        return self
+
+
+class PortTrafficPolicy(Strict):
+    port: PortSelector
+    tls: ClientTLS
 
 
 class SubsetPolicy(Strict):
@@ -340,6 +353,7 @@ class SubsetPolicy(Strict):
 class TrafficPolicy(SubsetPolicy):
     retryBudget: RetryBudget | None = None
     tls: ClientTLS | None = None
+    portLevelSettings: list[PortTrafficPolicy] | None = Field(None, min_length=1)
 
 
 class Subset(Strict):
@@ -466,9 +480,54 @@ class WorkloadSelector(Strict):
     labels: Labels = Field(min_length=1)
 
 
+class OutboundTrafficPolicy(Strict):
+    mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"]
+
+
 class SidecarSpec(Strict):
-    workloadSelector: WorkloadSelector
+    workloadSelector: WorkloadSelector | None = None  # none: the mesh-wide default (root namespace)
     egress: list[Egress] = Field(min_length=1)
+    outboundTrafficPolicy: OutboundTrafficPolicy | None = None
+
+
+# ---- ServiceEntry ---------------------------------------------------------------
+
+_EXTERNAL_HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _external_host(h: str) -> str:
+    if len(h) > 253 or not _EXTERNAL_HOST.fullmatch(h):
+        raise ValueError(f"{h!r} is not a DNS name (optionally `*.`-prefixed)")
+    return h
+
+
+class ServicePort(Strict):
+    number: Port
+    name: Annotated[str, Field(min_length=1)]
+    protocol: Literal["HTTP", "TLS", "TCP", "HTTPS"]
+
+
+class ServiceEntrySpec(Strict):
+    hosts: list[Annotated[str, AfterValidator(_external_host)]] = Field(min_length=1)
+    location: Literal["MESH_EXTERNAL"]
+    resolution: Literal["DNS", "NONE"]
+    ports: list[ServicePort] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _istio_rules(self):
+        if self.resolution == "DNS" and any(h.startswith("*") for h in self.hosts):
+            raise ValueError("DNS resolution needs hosts without wildcards")
+        numbers = [p.number for p in self.ports]
+        names = [p.name for p in self.ports]
+        if len(set(numbers)) != len(numbers) or len(set(names)) != len(names):
+            raise ValueError("port numbers and names must be unique")
+        return self
+
+
+class ServiceEntry(Resource):
+    apiVersion: Literal["networking.istio.io/v1"]
+    kind: Literal["ServiceEntry"]
+    spec: ServiceEntrySpec
 
 
 class Sidecar(Resource):
@@ -604,5 +663,5 @@ class EnvoyFilter(Resource):
 MODELS: dict[tuple[str, str], type[Resource]] = {
     (m.model_fields["apiVersion"].annotation.__args__[0], m.model_fields["kind"].annotation.__args__[0]): m
     for m in (VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Sidecar, Telemetry,
-              EnvoyFilter)
+              EnvoyFilter, ServiceEntry)
 }
