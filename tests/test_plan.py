@@ -306,3 +306,111 @@ def test_certificates_are_where_the_targets_point(shop_mesh, tmp_path):
     assert layout.ca_file in named
     for path in named:
         assert Path(path).is_file(), path
+
+
+# ---- north-south (issue 15) ---------------------------------------------------
+
+def _ns_mesh(extra: str = ""):
+    from .test_semantics_northsouth import SHOP
+
+    return _mesh(SHOP.replace("EGRESS", "") + extra)
+
+
+def test_ingress_gateways_are_planned_as_workloads():
+    mesh = _ns_mesh()
+    plan = build_plan(mesh)
+    web = plan.ingress("web")
+    assert (web.namespace, web.account, web.spiffe_id) == ("edge", "web", "spiffe://cluster.local/ns/edge/sa/web")
+    assert web.identity.ingresses == ("web",) and web.identity.services == ()
+    assert plan.ingress("partners").account == "partner-gw"
+    assert web.providers == ("auth",) and plan.ingress("partners").providers == ("partner",)
+    assert web.hosts == ["shop.example.com", "*.shop.example.com"] and [x.port for x in web.listeners] == [8080]
+    assert web.callees == ("orders", "frontend", "billing")
+    assert [r.kind for r in web.rules] == ["forward", "redirect", "forward", "forward", "respond"]
+    assert web.rules[2].weights == {"frontend": 80.0, "billing": 20.0}
+    assert plan.callees("web") == ["billing", "frontend", "orders"]
+    assert plan.identities[("edge", "partner-gw")].ingresses == ("partners",)
+    assert plan.providers["auth"].issuer == "https://auth.shop.example/"
+
+
+def test_services_admit_ingresses_by_their_internet_sources():
+    plan = build_plan(_ns_mesh())
+    orders = plan.callers("orders")
+    assert orders["web"].source.kind == "internet" and orders["web"].providers == ("auth",)
+    assert orders["partners"].providers == ("partner",)
+    assert "`internet` with a token" in orders["web"].reason
+    assert plan.callers("frontend")["web"].providers == ()  # `allow internet -> frontend GET`: no token needed
+    assert plan.callers("billing")["web"].source.kind == "namespace"
+    assert plan.service("orders").jwt_providers == ("auth", "partner")
+    assert plan.service("frontend").jwt_providers == ("auth",)
+    assert plan.service("payments").jwt_providers == ()
+    sources = plan.service("orders").internet
+    assert [(s.rule.index, s.ingresses, s.providers) for s in sources] == [
+        (4, {"web": ("auth",), "partners": ("partner",)}, ("auth", "partner")),
+        (5, {"web": ("auth",)}, ("auth",)),  # `with jwt auth`: partners does not accept auth
+        (6, {"partners": ("partner",)}, ("partner",)),
+    ]
+
+
+def test_a_deny_asking_for_a_token_does_not_shut_the_ingress_out():
+    plan = build_plan(_ns_mesh('deny internet with jwt role = "banned" -> frontend\n'))
+    assert "web" in plan.callers("frontend")
+    plan = build_plan(_ns_mesh("deny internet -> frontend\n"))
+    assert "web" not in plan.callers("frontend")
+
+
+def test_externals_and_their_callers():
+    plan = build_plan(_ns_mesh())
+    stripe = plan.external("stripe")
+    assert stripe.hosts == ["api.stripe.com"] and stripe.tls_ports == [443] and stripe.l7
+    assert set(stripe.callers) == {"payments"}  # namespace shop is denied everything
+    assert plan.external_callees("payments") == ["stripe"] and plan.external_callees("orders") == []
+    assert plan.egress == "registry_only"
+    assert "stripe" not in plan.callees("payments")  # services only there
+    loose = build_plan(_ns_mesh().model_copy(update={"settings": _ns_mesh().settings.model_copy(
+        update={"default": "allow"})}))
+    assert None not in loose.external("stripe").callers and "billing" in loose.external("stripe").callers
+
+
+def test_effective_cors_per_rule_and_ingress_settings():
+    from meshpolicy.plan import ingress_settings
+
+    mesh = _ns_mesh()
+    plan = build_plan(mesh)
+    rules = plan.service("orders").rules
+    assert rules[0].cors is None and rules[2].cors.origins == ["https://shop.example.com"]
+    mesh2 = _ns_mesh('route payments {\n  /r -> respond 204\n  * -> v1 timeout 2s\n}\n')
+    svc = mesh2.service("payments")
+    sp = build_plan(mesh2).service("payments")
+    assert sp.rules[0].cors is None and sp.rules[1].cors is None
+    ing_rule = mesh.ingress_map["web"].rules[0]
+    assert ingress_settings(ing_rule, svc, mesh2.route_map["payments"].rules[1]).timeout_ms == 2000
+
+
+def test_ingress_scope_admits_every_request_an_ingress_gets_allowed():
+    """Soundness, as for services: every request an ingress forwards that the
+    destination allows comes from a caller the plan admits there; every
+    allowed egress request from a caller the external's plan admits."""
+    from meshpolicy.semantics import Request
+    from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token
+
+    for extra in ("", "deny internet -> frontend\n", 'deny internet with jwt role = "x" -> orders\n'):
+        mesh = _ns_mesh(extra)
+        plan = build_plan(mesh)
+        tokens = [None, INVALID_TOKEN, Token("auth", {"scope": "orders:write admin", "role": "admin"}),
+                  Token("partner", {"role": "x"}), Token("auth", {"role": "x"})]
+        seen = 0
+        for g in ("web", "partners"):
+            for method in ("GET", "POST", "DELETE"):
+                for path in ("/", "/api/orders/7", "/orders/1", "/admin/x", "/split", "/api/orders/../admin/x"):
+                    for tok in tokens:
+                        out = evaluate(mesh, Request(None, g, method, path, token=tok))
+                        for svc, o in out.forwarded.items():
+                            if o.decision.allowed:
+                                seen += 1
+                                assert g in plan.callers(svc), (extra, g, svc, o.request)
+        assert seen
+        for caller in [s.name for s in mesh.services]:
+            for method in ("GET", "POST"):
+                if evaluate(mesh, Request(caller, "stripe", method, "/v1/charges")).decision.allowed:
+                    assert caller in plan.external("stripe").callers

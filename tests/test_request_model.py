@@ -166,3 +166,43 @@ def test_verifier_does_not_claim_raw_spellings_get_past_a_deny():
     # every witness of the verifier is a normalized path
     assert all(normalize_path(d.witness["path"]) == d.witness["path"]
                for d in diags if d.witness and "path" in d.witness and d.code != "MP505")
+
+
+# ---- north-south requests follow the same steps (issue 15) ----------------------
+
+NS = """
+mesh m { mtls MODE; default deny }
+jwt auth { issuer "https://a.example/"; jwks_uri "https://a.example/jwks" }
+service orders { namespace shop; account orders; port 8080 http }
+ingress web { namespace edge; listen 8080 http; /** -> orders }
+allow internet with jwt role = "admin" -> orders
+allow * -> orders GET /public/**
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "permissive", "off"])
+def test_an_ingress_is_a_caller_with_identity(mode):
+    from meshpolicy.semantics.evaluate import Token
+
+    mesh = mesh_of(NS.replace("MODE", mode))
+    admin = Token("auth", {"role": "admin"})
+    assert admits(mesh, "web", "orders")  # the ingress presents a certificate, even under strict
+    out = evaluate(mesh, Request(None, "web", "DELETE", "/x", token=admin)).forwarded["orders"]
+    # with mTLS off no identity is visible: `internet` cannot match, only `*` can
+    assert out.decision.allowed is (mode != "off")
+    assert evaluate(mesh, Request(None, "web", "GET", "/public/a")).forwarded["orders"].decision.allowed
+    # the ingress normalizes first, and the service sees the normalized path with the query kept
+    got = evaluate(mesh, Request(None, "web", "GET", "/x/../public/a?x=1", token=admin)).forwarded["orders"]
+    assert (got.request.path, got.request.query, got.request.token) == ("/public/a", "x=1", admin)
+
+
+def test_normalizing_keeps_the_query_host_and_token():
+    from meshpolicy.semantics.evaluate import Token, normalized
+
+    tok = Token("auth", {"sub": "a"})
+    req = Request("web", "orders", "GET", "//a/./b?q=1", host="h.example", token=tok)
+    got = normalized(req)
+    assert (got.path, got.query, got.host, got.token) == ("/a/b", "q=1", "h.example", tok)
+    assert got.query_params == {"q": ["1"]}
+    # the old five-field form is unchanged
+    assert normalized(Request("a", "b", "GET", "/x")) == Request("a", "b", "GET", "/x")

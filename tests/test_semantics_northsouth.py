@@ -204,3 +204,267 @@ def test_cors_origins_and_headers():
     bare = {"origins": ["*"], "methods": [], "headers": [], "expose": [], "credentials": False, "max_age_ms": None}
     assert cors_mod.preflight_headers(bare, "https://a") == [("access-control-allow-origin", "https://a")]
     assert cors_mod.response_headers(bare, "https://a") == [("access-control-allow-origin", "https://a")]
+
+
+# ---- the reference evaluator, end to end ------------------------------------------
+
+from meshpolicy.semantics import Request, evaluate  # noqa: E402
+from meshpolicy.semantics.egress import destination_for_host  # noqa: E402
+from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token, authorize  # noqa: E402
+from meshpolicy.semantics.ingress import accepted_providers, validating_providers  # noqa: E402
+
+from .conftest import check_text  # noqa: E402
+
+SHOP = """
+mesh shop { EGRESS }
+jwt auth {
+  issuer "https://auth.shop.example/"
+  audience "shop-api"
+  jwks_uri "https://auth.shop.example/jwks"
+}
+jwt partner {
+  issuer "https://partner.example/"
+  jwks_uri "https://partner.example/jwks"
+}
+service orders { namespace shop; port 8080 http; version v1 { app: "orders" }; version v2 { app: "orders2" } }
+service frontend { namespace shop; port 8080 http }
+service payments { namespace pay; port 8080 http; version v1 { app: "payments" } }
+service billing { namespace edge; port 8080 http }
+ingress web {
+  namespace edge
+  listen 8080 http
+  hosts "shop.example.com", "*.shop.example.com"
+  jwt auth
+  /api/orders/** -> orders rewrite "/orders/" set request header "x-from" "web"
+  GET /old/** -> redirect "/new"
+  GET /split -> frontend 80%, billing 20%
+  GET /** -> frontend
+  * -> respond 404 "no such page"
+}
+ingress partners {
+  namespace edge
+  account partner-gw
+  listen 9090 http
+  jwt partner
+  /** -> orders
+}
+external stripe {
+  namespace pay
+  host "api.stripe.com"
+  port 443 tls
+}
+allow payments -> stripe POST /v1/charges
+deny namespace shop -> stripe
+allow internet -> frontend GET
+allow namespace edge -> billing GET
+allow internet with jwt scope has "orders:write" -> orders POST /orders
+allow internet with jwt auth role = "admin" and scope has "admin" -> orders /admin/**
+allow internet with jwt partner -> orders GET /orders/**
+allow frontend -> orders GET
+route orders {
+  GET /orders/** query "view" = "full" -> v2
+  GET /orders/legacy/** -> v1 rewrite "/orders/"
+  * -> v1 cors origins "https://shop.example.com" methods GET, POST headers "content-type" credentials
+}
+"""
+
+ORIGIN = "https://shop.example.com"
+
+
+def _shop(egress="egress registry_only"):
+    checked = check_text(SHOP.replace("EGRESS", egress))
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    return checked.mesh
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return _shop()
+
+
+def _at(ingress, method, target, host="shop.example.com", token=None, headers=()):
+    return Request(None, ingress, method, target, tuple(headers), host=host, token=token)
+
+
+WRITER = Token("auth", {"scope": "orders:read orders:write", "sub": "alice"})
+ADMIN = Token("auth", {"scope": ["admin"], "role": "admin"})
+
+
+def test_ingress_hosts_paths_and_tokens_are_checked_first(shop):
+    got = evaluate(shop, _at("web", "GET", "/", host="evil.example"))
+    assert (got.route.kind, got.route.status, got.decision.allowed) == ("unknown_host", 404, False)
+    assert evaluate(shop, _at("web", "GET", "/", host="shop.example.com.")).route.kind == "forward"
+    assert evaluate(shop, _at("web", "GET", "/", host="a.b.shop.example.com:443")).route.kind == "forward"
+    assert evaluate(shop, _at("web", "GET", "/", host="shop.example.com.evil")).route.status == 404
+    assert evaluate(shop, _at("web", "GET", "/a%2Fb")).route.status == 400
+    # an invalid token is refused whatever the route, even where no token is needed
+    for target in ("/", "/api/orders/1", "/nowhere"):
+        bad = evaluate(shop, _at("web", "GET", target, token=INVALID_TOKEN))
+        assert (bad.route.kind, bad.route.status, bad.decision.allowed) == ("bad_token", 401, False)
+    # a token of a provider this ingress does not accept is invalid here
+    assert evaluate(shop, _at("web", "GET", "/", token=Token("partner", {}))).route.status == 401
+    # no token passes authentication: authorization decides
+    assert evaluate(shop, _at("web", "GET", "/")).forwarded["frontend"].decision.allowed
+
+
+def test_ingress_rules_in_order(shop):
+    redirect = evaluate(shop, _at("web", "GET", "/old/x"))
+    assert (redirect.route.kind, redirect.route.status, redirect.forwarded) == ("redirect", 301, {})
+    assert evaluate(shop, _at("web", "DELETE", "/x")).route.kind == "respond"
+    assert evaluate(shop, _at("web", "DELETE", "/x")).route.status == 404
+    split = evaluate(shop, _at("web", "GET", "/split"))
+    assert split.route.weights == {"frontend": 80.0, "billing": 20.0}
+    # each service gets the request from the ingress; billing admits it by the ingress's namespace
+    assert set(split.forwarded) == {"frontend", "billing"}
+    assert all(o.request.source == "web" for o in split.forwarded.values())
+    assert split.forwarded["billing"].decision.allowed
+    assert split.forwarded["billing"].decision.rule.sources[0].kind == "namespace"
+    assert evaluate(shop, _at("partners", "POST", "/x", host=None)).route.weights == {"orders": 100.0}
+    nothing = check_text(SHOP.replace('  * -> respond 404 "no such page"\n', "")).mesh
+    assert evaluate(nothing, _at("web", "DELETE", "/x")).route.kind == "no_route"
+    assert evaluate(nothing, _at("web", "DELETE", "/x")).route.status == 404
+
+
+def test_forward_rewrites_and_the_service_authorizes_what_it_receives(shop):
+    got = evaluate(shop, _at("web", "POST", "/api/orders/", token=WRITER))
+    at_orders = got.forwarded["orders"]
+    sent = at_orders.request
+    assert (sent.source, sent.destination, sent.path, sent.token) == ("web", "orders", "/orders/", WRITER)
+    assert ("x-from", "web") in sent.headers
+    assert not at_orders.decision.allowed  # POST /orders/ is not POST /orders
+    # the exact path the rule allows cannot be reached through this ingress rule (`/api/orders/**`
+    # needs a `/` after `orders`), but the query survives the rewrite and decides the route there:
+    full = evaluate(shop, _at("web", "GET", "/api/orders/7?view=full", token=WRITER)).forwarded["orders"]
+    assert full.request.path == "/orders/7" and full.route.weights == {"v2": 100.0}
+    assert not full.decision.allowed  # GET /orders/7 needs an admin or partner token
+    admin = evaluate(shop, _at("web", "DELETE", "/api/orders/../admin/x", token=ADMIN))
+    assert admin.route.kind == "respond"  # normalized to /api/admin/x first: no ingress rule forwards it
+
+
+def test_internet_sources_and_claims(shop):
+    def at_orders(method, path, token, via="web"):
+        return authorize(shop, Request(via, "orders", method, path, token=token))
+
+    assert at_orders("POST", "/orders", WRITER).allowed
+    assert not at_orders("POST", "/orders", None).allowed  # the rule asks for a token
+    assert not at_orders("POST", "/orders", Token("auth", {"scope": "orders:read"})).allowed
+    assert not at_orders("POST", "/orders", Token("auth", {})).allowed  # a missing claim fails
+    assert at_orders("GET", "/admin/x", ADMIN).allowed
+    assert not at_orders("GET", "/admin/x", Token("auth", {"role": "admin"})).allowed  # `and`
+    # `with jwt auth` names the provider: a partner token with the same claims does not do
+    assert not at_orders("GET", "/admin/x", Token("partner", {"scope": "admin", "role": "admin"}), "partners").allowed
+    assert at_orders("GET", "/orders/1", Token("partner", {}), "partners").allowed
+    # without a named provider, the token must come from one the sending ingress accepts
+    assert at_orders("POST", "/orders", Token("partner", {"scope": "orders:write"}), "partners").allowed
+    assert not at_orders("POST", "/orders", Token("auth", {"scope": "orders:write"}), "partners").allowed
+    # a service never matches `internet`, whatever token it carries
+    assert not authorize(shop, Request("frontend", "orders", "POST", "/orders", token=WRITER)).allowed
+    assert not authorize(shop, Request("billing", "frontend", "GET", "/")).allowed
+    assert authorize(shop, Request("web", "frontend", "GET", "/")).allowed
+
+
+def test_a_destination_checking_tokens_refuses_an_invalid_one_from_anyone(shop):
+    assert validating_providers(shop, "orders") == {"auth", "partner"}
+    assert validating_providers(shop, "payments") == frozenset()
+    d = authorize(shop, Request("frontend", "orders", "GET", "/x", token=INVALID_TOKEN))
+    assert not d.allowed and "401" in d.refused
+    assert authorize(shop, Request("frontend", "orders", "GET", "/x")).allowed
+
+
+@pytest.mark.parametrize("source, kind, want", [
+    ("*", "any", True), ("authenticated", "authenticated", True),
+    ("namespace edge", "namespace", True), ("namespace shop", "namespace", False), ("billing", "service", False),
+])
+def test_other_sources_and_the_ingress_identity(source, kind, want):
+    mesh = check_text(SHOP.replace("EGRESS", "") + f"\nallow {source} -> payments\n").mesh
+    assert authorize(mesh, Request("web", "payments", "GET", "/")).allowed is want
+
+
+def test_the_ingress_identity_is_seen_only_over_mtls():
+    mesh = check_text(SHOP.replace("EGRESS", "").replace(
+        "service frontend { namespace shop;", "service frontend { namespace shop; mtls off;")).mesh
+    assert not authorize(mesh, Request("web", "frontend", "GET", "/")).allowed
+
+
+def test_egress(shop):
+    assert evaluate(shop, Request("payments", "stripe", "POST", "/v1/charges")).decision.allowed
+    out = evaluate(shop, Request("payments", "stripe", "GET", "/v1/charges"))
+    assert (out.decision.allowed, out.decision.rule, out.route.kind) == (False, None, "external")
+    denied = evaluate(shop, Request("orders", "stripe", "POST", "/v1/charges")).decision
+    assert not denied.allowed and denied.rule.effect == "deny"
+    assert not evaluate(shop, Request("web", "stripe", "POST", "/v1/charges")).decision.allowed
+    blocked = evaluate(shop, Request("payments", "example.org", "GET", "/"))
+    assert (blocked.route.kind, blocked.route.status, blocked.decision.allowed) == ("blackhole", 502, False)
+    open_mesh = _shop("egress allow_any")
+    passed = evaluate(open_mesh, Request("payments", "example.org", "GET", "/"))
+    assert (passed.route.kind, passed.decision.allowed, passed.decision.rule) == ("passthrough", True, None)
+    # hosts name destinations
+    assert destination_for_host(shop, "api.stripe.com:443") == "stripe"
+    assert destination_for_host(shop, "orders.shop.svc.cluster.local") == "orders"
+    assert destination_for_host(shop, "Example.org") == "example.org"
+
+
+def test_default_allow_lets_egress_out():
+    mesh = check_text(SHOP.replace("EGRESS", "default allow")).mesh
+    assert evaluate(mesh, Request("billing", "stripe", "GET", "/")).decision.allowed
+    assert not evaluate(mesh, Request("orders", "stripe", "GET", "/")).decision.allowed  # the deny still denies
+
+
+def test_query_matches_and_rewrite_east_west(shop):
+    assert evaluate(shop, Request("frontend", "orders", "GET", "/orders/1?view=full")).route.weights == {"v2": 100.0}
+    assert evaluate(shop, Request("frontend", "orders", "GET", "/orders/1", query="view=full")).route.weights == \
+        {"v2": 100.0}
+    assert evaluate(shop, Request("frontend", "orders", "GET", "/orders/1?view=short")).route.weights == {"v1": 100.0}
+    legacy = evaluate(shop, Request("frontend", "orders", "GET", "/orders/legacy/7"))
+    assert legacy.delivered.path == "/orders/7" and legacy.decision.allowed
+    assert evaluate(shop, Request("frontend", "orders", "GET", "/orders/1")).delivered is None
+
+
+def test_cors(shop):
+    pre = evaluate(shop, Request("frontend", "orders", "OPTIONS", "/orders", (
+        ("origin", ORIGIN), ("access-control-request-method", "POST"))))
+    assert (pre.route.kind, pre.route.status) == ("preflight", 200)
+    assert dict(pre.route.cors_headers)["access-control-allow-methods"] == "GET,POST"
+    # another origin's preflight is an ordinary OPTIONS request: routed, then authorized (and denied)
+    other = evaluate(shop, Request("frontend", "orders", "OPTIONS", "/orders", (
+        ("origin", "https://evil.example"), ("access-control-request-method", "POST"))))
+    assert other.route.kind == "forward" and not other.route.cors_headers and not other.decision.allowed
+    actual = evaluate(shop, Request("frontend", "orders", "GET", "/x", (("origin", ORIGIN),)))
+    assert dict(actual.route.cors_headers) == {"access-control-allow-origin": ORIGIN,
+                                               "access-control-allow-credentials": "true"}
+    # a rule of its own without cors: the service has none either
+    assert not evaluate(shop, Request("frontend", "orders", "GET", "/orders/1?view=full",
+                                      (("origin", ORIGIN),))).route.cors_headers
+    # through the ingress, the service's route answers the preflight (the ingress rule has no policy)
+    via = evaluate(shop, _at("web", "OPTIONS", "/api/orders/1", headers=(
+        ("origin", ORIGIN), ("access-control-request-method", "GET"))))
+    assert via.forwarded["orders"].route.kind == "preflight"
+
+
+def test_service_cors_and_the_rules_own():
+    text = SHOP.replace("EGRESS", "").replace(
+        "service payments { namespace pay;", 'service payments { namespace pay; cors origins "*";')
+    text += 'route payments {\n  /own -> respond 204\n  /x -> v1 cors origins "https://a.example"\n  * -> v1\n}\n'
+    checked = check_text(text)
+    assert checked.ok, [d.code for d in checked.diagnostics if d.is_error]
+    mesh = checked.mesh
+    hdr = (("origin", ORIGIN),)
+    assert evaluate(mesh, Request("orders", "payments", "GET", "/y", hdr)).route.cors_headers  # the service's `*`
+    assert not evaluate(mesh, Request("orders", "payments", "GET", "/x", hdr)).route.cors_headers  # replaced
+    assert evaluate(mesh, Request("orders", "payments", "GET", "/x", (("origin", "https://a.example"),))).route.cors_headers
+    assert not evaluate(mesh, Request("orders", "payments", "GET", "/own", hdr)).route.cors_headers  # not forwarded
+
+
+def test_accepted_providers(shop):
+    assert accepted_providers(shop, shop.ingress_map["web"]) == ("auth",)
+    every = check_text(SHOP.replace("EGRESS", "").replace("  jwt auth\n  /api", "  /api")).mesh
+    assert accepted_providers(every, every.ingress_map["web"]) == ("auth", "partner")
+
+
+def test_request_text_and_token_equality():
+    assert Token("auth", {"a": [1, 2]}) == Token("auth", {"a": [1, 2]})
+    assert Token("auth", {"a": 1}) != Token("auth", {"a": "1"})
+    assert hash(Token("auth", {"b": 1, "a": 2})) == hash(Token("auth", {"a": 2, "b": 1}))
+    r = Request("web", "orders", "GET", "/x", query="a=1", host="h", token=Token("auth", {"sub": "al"}))
+    assert str(r) == "web -> orders GET /x?a=1 host=h jwt[auth sub=al]"
+    assert str(Request(None, "orders", "GET", "/x")) == "(no identity) -> orders GET /x"
