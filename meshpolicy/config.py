@@ -2,7 +2,8 @@
 
 Bad values are reported (MP012) and dropped, unknown keys reported (MP013),
 so every later reader sees only well-typed settings. Target tables under
-[compile.<target>] are checked by their targets, which know their keys.
+[compile.<target>] are checked by their targets, which know their keys,
+except `waive`, which every target reads (targets/waivers.py).
 """
 
 from __future__ import annotations
@@ -113,6 +114,20 @@ def _shown(v: Any) -> str:
     return _REPR.repr(v)
 
 
+def _waivers(target: str, table: dict, src: SourceFile | None, where: str, diags: list[Diagnostic]) -> dict:
+    """[compile.<target>] with `waive` checked (targets/waivers.py): bad
+    names are reported and dropped; the rest of the table is the target's."""
+    if "waive" not in table:
+        return table
+    from .targets.waivers import check
+
+    kept, problems = check(table["waive"], f"[compile.{target}] of {where}")
+    span = _span_of_key(src, f"compile.{target}", "waive")
+    for code, _name, message in problems:
+        diags.append(diag(code, message, span))
+    return {**table, "waive": list(kept)}
+
+
 def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str, Any], list[Diagnostic]]:
     diags: list[Diagnostic] = []
     out: dict[str, Any] = {}
@@ -155,7 +170,7 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                 elif not isinstance(v, dict):
                     bad(f"compile.{k}", None, "must be a table")
                 else:
-                    kept[k] = v
+                    kept[k] = _waivers(k, v, src, where, diags)
             out["compile"] = kept
         elif top == "up":
             if not isinstance(value, dict):

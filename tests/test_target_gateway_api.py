@@ -176,20 +176,116 @@ def test_code_fixtures(code, tmp_path):
         assert errors == ({code} if name == "bad" else set()), (name, errors)
 
 
-def test_shop_names_what_it_cannot_express_and_writes_nothing(tmp_path):
+def _shop_with(tmp_path, gateway_table: str):
+    """A copy of examples/shop whose [compile.gateway-api] table is gateway_table."""
+    import re
+
+    mesh_dir = tmp_path / "shop"
+    shutil.copytree(EXAMPLES / "shop", mesh_dir)
+    toml = (EXAMPLES / "shop" / "meshc.toml").read_text()
+    toml = re.sub(r"(?ms)^\[compile\.gateway-api\]\n.*?(?=^\[|\Z)", "", toml)
+    (mesh_dir / "meshc.toml").write_text(toml + "\n" + gateway_table)
+    return mesh_dir
+
+
+def _compile_json(mesh_dir, out):
+    r = run_meshc("compile", str(mesh_dir), "--target", "gateway-api", "-o", str(out), "--format", "json")
+    return r, json.loads(r.stdout)["diagnostics"]
+
+
+def test_shop_without_its_waivers_names_what_it_cannot_express_and_writes_nothing(tmp_path):
     for flavour in (None, "istio", "linkerd"):
         work = tmp_path / (flavour or "standard")
-        out = work / "out"
         cfg = f'[compile.gateway-api]\nmesh = "{flavour}"\n' if flavour else ""
-        mesh_dir = work / "shop"
-        shutil.copytree(EXAMPLES / "shop", mesh_dir)
-        (mesh_dir / "meshc.toml").write_text((EXAMPLES / "shop" / "meshc.toml").read_text() + cfg
-                                             if (EXAMPLES / "shop" / "meshc.toml").exists() else cfg)
-        r = run_meshc("compile", str(mesh_dir), "--target", "gateway-api", "-o", str(out), "--format", "json")
+        out = work / "out"
+        r, diags = _compile_json(_shop_with(work, cfg), out)
         assert r.returncode == 1, r.stdout
-        errors = [d for d in json.loads(r.stdout)["diagnostics"] if d["severity"] == "error"]
+        errors = [d for d in diags if d["severity"] == "error"]
         assert errors and {d["code"] for d in errors} == {"MP701"}, flavour
+        assert not any(d["code"] == "MP706" for d in diags)
         assert not out.exists()
+
+
+def test_shop_with_its_waivers_fails_only_on_what_no_waiver_may_drop(tmp_path):
+    """examples/shop/meshc.toml waives resilience tuning for gateway-api (mesh
+    = "istio"); what is left is routing on the caller (`from`) and a direct
+    response, which change where a request goes and are never waivable."""
+    out = tmp_path / "out"
+    r, diags = _compile_json(EXAMPLES / "shop", out)
+    errors = [d for d in diags if d["severity"] == "error"]
+    assert r.returncode == 1 and not out.exists()
+    assert {d["code"] for d in errors} == {"MP701"}
+    assert sorted(d["message"].split(":")[0].split("express ")[1].split(" in rule")[0] for d in errors) == \
+        ["`from`", "`respond`"]
+    waived = sorted(d["message"].rsplit("`", 2)[-2] for d in diags if d["code"] == "MP706")
+    assert waived == ["fault-abort", "fault-delay", "retry", "retry", "retry", "retry-backoff", "retry-budget",
+                      "timeout"]
+    assert not [d for d in diags if d["code"] == "MP709"]
+
+
+# The shop's route rules no waiver may drop: routing on the caller, a direct
+# response, and rules whose first-match order a Gateway route would not keep
+# (the header canaries and the regex path rank below more specific paths;
+# the catch-all `GET -> v1` ranks above the globs, written as regexes).
+NOT_IN_A_GATEWAY_ROUTE = ("from frontend GET /items/*", "DELETE /orders/*", 'header "x-canary"', "GET /search regex",
+                          "GET    ")
+
+
+def shop_expressible_text() -> dict[str, str]:
+    """The shop's files without the route rules of NOT_IN_A_GATEWAY_ROUTE."""
+    texts = {}
+    for f in sorted((EXAMPLES / "shop").glob("*.mesh")):
+        lines = [ln for ln in f.read_text().splitlines(keepends=True)
+                 if not ln.lstrip().startswith(NOT_IN_A_GATEWAY_ROUTE)]
+        texts[f.name] = "".join(lines)
+    return texts
+
+
+def test_shop_rules_compile_to_istio_flavour_valid_and_with_the_policys_meaning(tmp_path):
+    from . import istio_schema
+    from .conftest import check_texts
+    from .test_target_istio_meaning import Cluster
+
+    checked = check_texts(shop_expressible_text())
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    import tomllib
+
+    settings = tomllib.loads((EXAMPLES / "shop" / "meshc.toml").read_text())["compile"]["gateway-api"]
+    outputs, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(settings=settings))
+    assert [d for d in diags if d.is_error] == []
+    assert {d.code for d in diags} <= {"MP706", "MP710"}
+    kust = next(o.content for o in outputs if o.path == "kustomization.yaml")
+    assert "fault-abort: " in kust and "retry-budget: " in kust  # the output records the waivers
+    docs = documents(outputs)
+    kinds = {d["kind"] for d in docs}
+    assert {"HTTPRoute", "GRPCRoute", "AuthorizationPolicy", "PeerAuthentication", "DestinationRule",
+            "EnvoyFilter"} <= kinds
+    # the rate limits are enforced at their callers, as the istio target writes them
+    limited = {d["metadata"]["name"] for d in docs if d["kind"] == "EnvoyFilter"}
+    assert limited == {"frontend-ratelimit", "gateway-ratelimit", "orders-ratelimit"}
+    # nothing waived is written: no retries, faults or GRPCRoute timeouts
+    text = "".join(o.content for o in outputs if o.path != "kustomization.yaml")
+    assert "retries:" not in text and "fixedDelay" not in text and "abort:" not in text
+    # meaning: authorization and routing as the reference evaluator says
+    mesh = checked.mesh
+    for req in request_space(mesh):
+        want = evaluate(mesh, req)
+        if want.decision.refused is None:
+            assert Cluster(mesh, docs).allowed(req) == want.decision.allowed, req
+        r = want.route
+        if r.kind == "rejected":
+            continue
+        got = routes(docs, mesh, req)
+        kind = "forward" if r.kind == "default" and got[0] == "forward" else r.kind
+        assert got[0] == kind, (req, got, r.kind)
+        if kind == "forward":
+            assert {k: round(v, 6) for k, v in got[2].items() if v} == \
+                {k: round(v, 6) for k, v in (r.weights or {None: 100.0}).items() if v}, req
+            assert got[3] == r.mirror, req
+    reason = kube_schema.missing("gateway-api") or istio_schema.MISSING
+    if reason:
+        pytest.skip(reason)
+    assert _crd_problems(outputs) == []
 
 
 # ---- meaning ------------------------------------------------------------------------

@@ -123,6 +123,12 @@ def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt
     if diags or not quiet:
         if not (to_stdout and not diags):
             emit(diags, checked.project.files, fmt, color=color, quiet=quiet, out=stream, tool_command="compile")
+    if fmt == "text" and not quiet:
+        from ..targets.waivers import summary
+
+        line = summary(diags)  # waived constructs: also recorded in the output itself
+        if line:
+            click.echo(line, err=to_stdout)
     code = EXIT_USAGE if any(d.code in OUTPUT_REFUSED for d in diags) else exit_code(diags, fail_on)
     if code == EXIT_OK and not to_stdout and not quiet and fmt == "text":
         click.echo(f"wrote {len(outputs)} file{'s' * (len(outputs) != 1)} to {outdir}")

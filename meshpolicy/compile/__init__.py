@@ -35,6 +35,9 @@ class CompileOptions:
     sds_dir: str | None = None
     # The target's table from meshc.toml ([compile.<target>]), e.g. port conventions.
     settings: dict[str, Any] = field(default_factory=dict)
+    # Constructs the user waived ([compile.<target>] waive; targets/waivers.py):
+    # compile_mesh moves them here from settings, so targets never see the key.
+    waive: tuple[str, ...] = ()
 
 
 class Target(Protocol):
@@ -64,10 +67,16 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,
     # Lowering and checking build millions of small, mostly acyclic objects
     # while the whole model stays alive: the cyclic GC would rescan it again
     # and again (istio at 1000 services: 22% of compile CPU, gateway-api 68%).
-    options = options or CompileOptions()
+    options, diags = _split_waivers(target, options or CompileOptions())
+    if has_errors(diags):
+        return [], diags
     with gc_paused():
-        outputs, diags = t.lower(mesh, options)
+        outputs, lowered = t.lower(mesh, options)
+        diags = diags + lowered
         diags = diags + _manifest_rejections(target, mesh, options, diags)
+        if options.waive and not has_errors(diags):  # a failed lowering may stop before some uses
+            diags = diags + _needless_waivers(target, options.waive, diags)
+            outputs = _record_waivers(outputs, diags)
         outputs = sorted(outputs, key=lambda o: o.path)
         if not has_errors(diags):
             if progress:
@@ -84,8 +93,54 @@ def _manifest_rejections(target: str, mesh: Mesh, options: CompileOptions,
     from ..targets.base import rejections
 
     flavour = options.settings.get("mesh") if isinstance(options.settings, dict) else None
-    done = {d.span for d in diags if d.code == "MP701"}
-    return [d for d in rejections(target, mesh, flavour) if d.span not in done]
+    done = {d.span for d in diags if d.code in ("MP701", "MP706")}
+    return [d for d in rejections(target, mesh, flavour, options.waive) if d.span not in done]
+
+
+def _split_waivers(target: str, options: CompileOptions) -> tuple[CompileOptions, list[Diagnostic]]:
+    """`waive` out of the target's settings into options.waive, checked again
+    for callers that did not read meshc.toml through config.py."""
+    from dataclasses import replace
+
+    settings = options.settings if isinstance(options.settings, dict) else {}
+    if "waive" not in settings:
+        return options, []
+    from ..codes import diag
+    from ..targets.waivers import check
+
+    kept, problems = check(settings["waive"], f"[compile.{target}]")
+    rest = {k: v for k, v in settings.items() if k != "waive"}
+    return (replace(options, settings=rest, waive=tuple(dict.fromkeys(options.waive + kept))),
+            [diag(code, message) for code, _name, message in problems])
+
+
+def _needless_waivers(target: str, waive: tuple[str, ...], diags: list[Diagnostic]) -> list[Diagnostic]:
+    """MP709 for each waived construct no use of which was left out."""
+    from ..codes import diag
+    from ..targets.waivers import construct_of
+
+    used = {construct_of(d) for d in diags if d.code == "MP706"}
+    return [diag("MP709", f"`{c}` is waived for the {target} target, but no use of it needed the waiver "
+                          "(the policy does not use it, or the target expresses it)") for c in waive if c not in used]
+
+
+def _record_waivers(outputs: list[Output], diags: list[Diagnostic]) -> list[Output]:
+    """The output says what was waived: comment lines after the first line
+    of kustomization.yaml (where a reviewer of Kubernetes output starts),
+    else a WAIVED.txt next to the other files."""
+    from ..targets.waivers import record
+
+    lines = record(diags)
+    if not lines:
+        return outputs
+    head = ["Waived by meshc.toml (not in this output; meshc compile reports each use as MP706):"]
+    out = [o for o in outputs if o.path != "kustomization.yaml"]
+    kust = next((o for o in outputs if o.path == "kustomization.yaml"), None)
+    if kust is None:
+        return out + [Output("WAIVED.txt", "\n".join(head + [f"- {x}" for x in lines]) + "\n")]
+    first, _, rest = kust.content.partition("\n")
+    comment = "".join(f"# {x}\n" for x in head + [f"  {x}" for x in lines])
+    return out + [Output(kust.path, f"{first}\n{comment}{rest}")]
 
 
 def write_atomic(outdir: Path, outputs: list[Output], *, force: bool = False) -> list[Diagnostic]:

@@ -1,5 +1,6 @@
 """What every target shares: the one MP701 wording, the pack manifest, and
-the one place where a generator target rejects what it cannot express.
+the one place where a generator target rejects what it cannot express
+(or, when the user waived it, reports it as not lowered: waivers.py).
 
 A pack is the top-level folder targets/<name>/: its manifest.yaml (name,
 summary, output layout, settings, and per construct of
@@ -28,6 +29,17 @@ def cannot_express(target: str, construct: str, span: Span | None, why: str, hel
     """MP701, worded once for every target: the target, the construct as
     written, where, and why."""
     return diag("MP701", f"the {target} target cannot express {construct}: {why}", span, help=help)
+
+
+def refuse(target: str, key: str, construct: str, span: Span | None, why: str, waive=()) -> Diagnostic:
+    """What a target says about a use of construct `key` it cannot lower
+    (a partial construct's value): MP701, or MP706 when `key` is waived.
+    Either way the caller leaves that use out of its output."""
+    if key in waive:
+        from .waivers import waived
+
+        return waived(target, key, construct, span)
+    return cannot_express(target, construct, span, why)
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,13 @@ def manifest(target: str) -> Manifest:
                     tuple(raw.get("resources") or ()))
 
 
-def rejections(target: str, mesh, flavour: str | None = None) -> list[Diagnostic]:
+def rejections(target: str, mesh, flavour: str | None = None, waive=()) -> list[Diagnostic]:
     """MP701 for each use of a construct the manifest says the target (with
-    this mesh flavour) cannot express; one per construct and place."""
+    this mesh flavour) cannot express; one per construct and place. A
+    waived construct (`[compile.<target>] waive`, targets/waivers.py) is
+    MP706 instead, a warning per use: the target does not lower it."""
+    from .waivers import waived
+
     m = manifest(target)
     out, seen = [], set()
     for use in constructs_used(mesh):
@@ -97,6 +113,9 @@ def rejections(target: str, mesh, flavour: str | None = None) -> list[Diagnostic
         if key in seen:
             continue
         seen.add(key)
+        if use.construct in waive:
+            out.append(waived(target, use.construct, use.what, use.span))
+            continue
         why = s.why
         help_ = None
         if s.support == "flavour":

@@ -44,6 +44,18 @@ class Dialect:
     redirect_codes: tuple[int, ...]
     timeouts: bool = True
     reject: Callable[[str, Span | None, str], None] = lambda construct, span, why: None
+    # Waived constructs ([compile.<target>] waive) and where their uses are reported (MP706).
+    waive: tuple[str, ...] = ()
+    waived: Callable[[str, str, Span | None], None] = lambda key, construct, span: None
+
+    def drop(self, key: str, construct: str, span: Span | None, why: str) -> bool:
+        """A use of `key` this dialect cannot hold: True when it is waived
+        (reported; the caller leaves it out and goes on), else MP701 and False."""
+        if key in self.waive:
+            self.waived(key, construct, span)
+            return True
+        self.reject(construct, span, why)
+        return False
 
 
 def duration(ms: int) -> str:
@@ -242,15 +254,19 @@ def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect) -> dict | No
         out["backendRefs"] = refs
         if rp.mirror is not None:
             if not d.mirror:
-                d.reject(f"`mirror` {where}", rule.action.mirror.span, "the target has no request mirroring")
-                return None
-            out["filters"] = [mirror_filter(sp, rp.mirror, port)]
+                if not d.drop("mirror", f"`mirror` {where}", rule.action.mirror.span,
+                              "the target has no request mirroring"):
+                    return None
+            else:
+                out["filters"] = [mirror_filter(sp, rp.mirror, port)]
         if rp.timeout_ms is not None:
             if not d.timeouts:
-                d.reject(f"`timeout` {where}", rule.at("timeout") if rule and rule.timeout_ms else svc.at("timeout"),
-                         "this route kind has no timeouts")
-                return None
-            out["timeouts"] = {"request": duration(rp.timeout_ms)}
+                if not d.drop("timeout", f"`timeout` {where}",
+                              rule.at("timeout") if rule and rule.timeout_ms else svc.at("timeout"),
+                              "this route kind has no timeouts"):
+                    return None
+            else:
+                out["timeouts"] = {"request": duration(rp.timeout_ms)}
     elif rp.kind == "redirect":
         f = redirect_filter(rule.action.uri, rule.action.status, d, rule.action.span, where)
         if f is None:
@@ -323,9 +339,9 @@ def grpc_rules(sp: ServicePlan, port: int, d: Dialect) -> list[dict] | None:
             d.reject(f"`{rp.kind}` {where}", rule.action.span, "a GRPCRoute only forwards")
             failed = True
             continue
-        if rp.timeout_ms is not None:
-            d.reject(f"`timeout` {where}", rule.span if rule else sp.service.at("timeout"),
-                     "GRPCRoute has no timeouts in the standard channel")
+        if rp.timeout_ms is not None and not d.drop(
+                "timeout", f"`timeout` {where}", rule.at("timeout") if rule and rule.timeout_ms
+                else sp.service.at("timeout"), "GRPCRoute has no timeouts in the standard channel"):
             failed = True
             continue
         refs = backend_refs(sp, rp.weights, port, d, rule.span if rule else sp.service.span, where)
@@ -335,10 +351,12 @@ def grpc_rules(sp: ServicePlan, port: int, d: Dialect) -> list[dict] | None:
         out["backendRefs"] = refs
         if rp.mirror is not None:
             if not d.mirror:
-                d.reject(f"`mirror` {where}", rule.action.mirror.span, "the target has no request mirroring")
-                failed = True
-                continue
-            out["filters"] = [mirror_filter(sp, rp.mirror, port)]
+                if not d.drop("mirror", f"`mirror` {where}", rule.action.mirror.span,
+                              "the target has no request mirroring"):
+                    failed = True
+                    continue
+            else:
+                out["filters"] = [mirror_filter(sp, rp.mirror, port)]
         rules.append(out)
     return None if failed else rules
 

@@ -62,7 +62,8 @@ SHAPES: dict[tuple[str, str], dict] = {
 }
 # Istio's resources (mesh = "istio") are the istio target's, checked by its own models.
 ISTIO_KINDS = {("security.istio.io/v1", "PeerAuthentication"), ("security.istio.io/v1", "AuthorizationPolicy"),
-               ("networking.istio.io/v1", "DestinationRule"), ("telemetry.istio.io/v1", "Telemetry")}
+               ("networking.istio.io/v1", "DestinationRule"), ("telemetry.istio.io/v1", "Telemetry"),
+               ("networking.istio.io/v1alpha3", "EnvoyFilter")}
 
 _SCALARS = {
     "str": lambda v: isinstance(v, str),

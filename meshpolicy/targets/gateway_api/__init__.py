@@ -6,10 +6,12 @@ over per-version Services, with timeouts, mirrors and redirects.
 The standard channel has no authorization, mTLS or traffic policy; with
 `[compile.gateway-api] mesh = "istio"` those come from Istio's own
 resources (PeerAuthentication, AuthorizationPolicy, DestinationRule per
-version Service, Telemetry: the istio target's builders), with
+version Service, Telemetry, the rate-limit EnvoyFilters: the istio
+target's builders), with
 `mesh = "linkerd"` from the linkerd target's (Servers, authorizations,
 rate limits, retry annotations). The pack manifest (targets/gateway-api/)
-says, per flavour, what is MP701.
+says, per flavour, what is MP701; a construct waived in
+`[compile.gateway-api] waive` is MP706 instead and left out (waivers.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..http_routes import Dialect, grpc_rules, version_services
 from ..kube import APP_LABEL, check_names, files, read_settings
 from ..linkerd import dedupe
 from ..linkerd import routes as linkerd_routes
+from ..waivers import waived
 from . import istio_flavour
 
 NAME = "gateway-api"
@@ -73,9 +76,10 @@ def routes_of(sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
 
 def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
     plan = plan_of(mesh)
-    diags: list[Diagnostic] = rejections(NAME, mesh, flavour) + check_names(NAME, mesh)
+    diags: list[Diagnostic] = rejections(NAME, mesh, flavour, options.waive) + check_names(NAME, mesh)
     d = Dialect(NAME, regex=flavour is not None, mirror=True, redirect_codes=(301, 302, 303, 307, 308),
-                reject=lambda c, span, why: diags.append(cannot_express(NAME, c, span, why)))
+                reject=lambda c, span, why: diags.append(cannot_express(NAME, c, span, why)),
+                waive=options.waive, waived=lambda key, c, span: diags.append(waived(NAME, key, c, span)))
     docs: list[dict] = []
     for sp in plan.services.values():
         docs += routes_of(sp, d, flavour)

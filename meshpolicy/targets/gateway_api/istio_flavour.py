@@ -3,7 +3,14 @@ resources, built by the istio target's builders (one meaning, one place):
 PeerAuthentication and AuthorizationPolicy as for the istio target, a
 DestinationRule per version Service for its circuit breaker, outlier
 detection and balancer (Istio applies a DestinationRule to the host a
-backendRef names), and Telemetry for tracing and `metrics off`.
+backendRef names), Telemetry for tracing and `metrics off`, and each
+rate limit as the istio target's EnvoyFilter on the callers' sidecars
+(their outbound virtual host `<fqdn>:<port>` is the same whether a
+VirtualService or a GAMMA HTTPRoute routes it).
+
+Not carried: retries and faults. Istio reads them from a VirtualService,
+and does not read a VirtualService for a host an HTTPRoute routes; the
+standard channel has neither, so they stay MP701 (or waived).
 
 MP701s from those builders name the gateway-api target and the flavour.
 """
@@ -19,6 +26,7 @@ from ...plan import fqdn, name_fqdn, plan_of
 from ..base import cannot_express
 from ..http_routes import version_service
 from ..istio.context import Lowering
+from ..istio.ratelimit import envoy_filters
 from ..istio.security import authorization_policies, peer_authentications
 from ..istio.telemetry import telemetry
 from ..istio.traffic import policy
@@ -47,7 +55,7 @@ def destination_rules(lw: Lowering) -> list[dict]:
 
 def documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
     lw = FlavourLowering(mesh, options)
-    docs = peer_authentications(lw) + authorization_policies(lw) + destination_rules(lw)
+    docs = peer_authentications(lw) + authorization_policies(lw) + destination_rules(lw) + envoy_filters(lw)
     s = mesh.settings
     if s.tracing.enabled or not s.metrics:
         docs.append(telemetry(lw))

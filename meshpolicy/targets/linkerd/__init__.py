@@ -18,6 +18,7 @@ from ...model.types import Mesh
 from ...plan import plan_of
 from ..base import cannot_express, rejections
 from ..http_routes import Dialect
+from ..waivers import waived
 from ..kube import check_names, files, read_settings
 from . import policy, routes
 
@@ -25,15 +26,16 @@ NAME = "linkerd"
 ROUTE_API = "policy.linkerd.io/v1beta3"
 
 
-def dialect(target: str, diags: list[Diagnostic]) -> Dialect:
+def dialect(target: str, diags: list[Diagnostic], waive: tuple[str, ...] = ()) -> Dialect:
     return Dialect(target, regex=True, mirror=False, redirect_codes=(301, 302),
-                   reject=lambda c, span, why: diags.append(cannot_express(target, c, span, why)))
+                   reject=lambda c, span, why: diags.append(cannot_express(target, c, span, why)),
+                   waive=waive, waived=lambda key, c, span: diags.append(waived(target, key, c, span)))
 
 
-def lower_documents(mesh: Mesh) -> tuple[list[dict], list[Diagnostic]]:
+def lower_documents(mesh: Mesh, waive: tuple[str, ...] = ()) -> tuple[list[dict], list[Diagnostic]]:
     plan = plan_of(mesh)
-    diags: list[Diagnostic] = rejections(NAME, mesh) + check_names(NAME, mesh)
-    d = dialect(NAME, diags)
+    diags: list[Diagnostic] = rejections(NAME, mesh, None, waive) + check_names(NAME, mesh)
+    d = dialect(NAME, diags, waive)
     auth = policy.Authorizations(mesh)
     docs: list[dict] = policy.namespaces(mesh)
     for sp in plan.services.values():
@@ -67,7 +69,7 @@ class LinkerdTarget:
         _settings, diags = read_settings(NAME, options.settings, {})
         if diags:
             return [], diags
-        docs, diags = lower_documents(mesh)
+        docs, diags = lower_documents(mesh, options.waive)
         if has_errors(diags):
             return [], diags
         return files(NAME, mesh.settings.name, docs), diags

@@ -30,9 +30,13 @@ def retry_annotations(sp: ServicePlan, grpc: bool, d: Dialect) -> dict[str, str]
     if len({(r.attempts, r.per_try_ms, tuple(r.on), r.non_idempotent) for r in (rp.retry for rp in live)}) > 1 \
             or len(live) != len(forwarded):
         rp = live[0]
-        d.reject(f"different retries on the rules of route `{sp.name}`", rp.retry.span,
-                 "Linkerd reads one retry policy per route, from its annotations")
-        return None
+        if not d.drop("retry", f"`retry {rp.retry.attempts}` (one of different retries on route `{sp.name}`)",
+                      rp.retry.span, "Linkerd reads one retry policy per route, from its annotations"):
+            return None
+        # waived: the route retries nothing; each retry left out is reported
+        for r in {x.retry.span: x.retry for x in live if x.retry.span != rp.retry.span}.values():
+            d.waived("retry", f"`retry {r.attempts}` (one of different retries on route `{sp.name}`)", r.span)
+        return {}
     r: Retry = live[0].retry
     # Without `on`, the conditions every target retries on by default (docs/targets/envoy.md).
     on = list(r.on) or list(DEFAULT_RETRY_ON)
@@ -41,10 +45,10 @@ def retry_annotations(sp: ServicePlan, grpc: bool, d: Dialect) -> dict[str, str]
     else:
         bad = [c for c in on if c not in HTTP_CONDITIONS]
     if bad:
-        d.reject(f"retry on `{', '.join(bad)}` on `{sp.name}`", r.at("on"),
-                 "Linkerd retries on " + ("gRPC statuses " + ", ".join(GRPC_CONDITIONS) if grpc
-                                          else "`5xx` and `gateway-error`"))
-        return None
+        waived = d.drop("retry", f"retry on `{', '.join(bad)}` on `{sp.name}`", r.at("on"),
+                        "Linkerd retries on " + ("gRPC statuses " + ", ".join(GRPC_CONDITIONS) if grpc
+                                                 else "`5xx` and `gateway-error`"))
+        return {} if waived else None
     out = {"retry.linkerd.io/limit": str(r.attempts)}
     out["retry.linkerd.io/grpc" if grpc else "retry.linkerd.io/http"] = ",".join(on)
     if r.per_try_ms is not None:
