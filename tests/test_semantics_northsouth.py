@@ -468,3 +468,19 @@ def test_request_text_and_token_equality():
     r = Request("web", "orders", "GET", "/x", query="a=1", host="h", token=Token("auth", {"sub": "al"}))
     assert str(r) == "web -> orders GET /x?a=1 host=h jwt[auth sub=al]"
     assert str(Request(None, "orders", "GET", "/x")) == "(no identity) -> orders GET /x"
+
+
+def test_limit_buckets():
+    from meshpolicy.semantics.limit_keys import SHARED, bucket_key
+
+    assert bucket_key("claim", "sub", {"sub": "alice"}, {}, None) == "alice"
+    assert bucket_key("claim", "n", {"n": 3}, {}, None) == "3"
+    assert bucket_key("claim", "r", {"r": ["b", "a"]}, {}, None) == '["b","a"]'
+    assert bucket_key("claim", "sub", {}, {}, None) is SHARED
+    assert bucket_key("claim", "sub", None, {}, None) is SHARED
+    assert bucket_key("header", "x-api-key", None, {"x-api-key": "k1"}, None) == "k1"
+    assert bucket_key("header", "x-api-key", None, {"x-api-key": ""}, None) == ""
+    assert bucket_key("header", "x-api-key", None, {}, None) is SHARED
+    assert bucket_key("source_ip", None, None, {"x-forwarded-for": "1.2.3.4"}, "10.0.0.9") == "10.0.0.9"
+    with pytest.raises(ValueError):
+        bucket_key("cookie", "x", None, {}, None)
