@@ -396,10 +396,12 @@ def _evaluate_service(mesh: Mesh, req: Request, cors_decided: bool = False) -> O
 
 def evaluate_at_ingress(mesh: Mesh, req: Request) -> Outcome:
     """A request from outside at an ingress listener: the path is normalized
-    (400), the host must be one of the ingress's `hosts` (404; none written:
-    any host), a token must be valid for a provider the ingress accepts (401;
-    no token passes), then the first ingress rule whose match holds decides
-    (none: 404): respond and redirect answer at the ingress; a forward sends
+    (400), a token must be valid for a provider the ingress accepts (401; no
+    token passes; checked before the host, as Istio's and Envoy's jwt_authn
+    filter runs before routing), the host must be one of the ingress's
+    `hosts` (404; none written: any host), then the first ingress rule
+    whose match holds decides (none: 404): respond and redirect answer at
+    the ingress; a forward sends
     the request, rewritten and with the rule's header ops, to each service of
     its weights, with the ingress as the caller and the token unchanged; each
     service then routes and authorizes it as for any caller (`forwarded`)."""
@@ -408,12 +410,12 @@ def evaluate_at_ingress(mesh: Mesh, req: Request) -> Outcome:
     if norm is None:
         return Outcome(req, Decision(False, None, refused="the path has an escaped slash or backslash (400)"),
                        RouteResult("rejected", status=400))
+    if req.token is not None and req.token.provider not in accepted_providers(mesh, g):
+        why = f"the token is not valid for any provider `{g.name}` accepts (401)"
+        return Outcome(req, Decision(False, None, refused=why), RouteResult("bad_token", status=401))
     if req.host is not None and g.hosts and not any(host_matches(h, req.host) for h in g.hosts):
         return Outcome(req, Decision(False, None, refused=f"`{g.name}` does not serve host {req.host} (404)"),
                        RouteResult("unknown_host", status=404))
-    if req.token is not None and req.token.provider not in accepted_providers(mesh, g):
-        return Outcome(req, Decision(False, None, refused=f"the token is not valid for any provider `{g.name}` accepts (401)"),
-                       RouteResult("bad_token", status=401))
     passed = Decision(True, None)
     for rule in g.rules:
         if not match_holds(rule.match, norm):
