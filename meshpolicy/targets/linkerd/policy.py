@@ -7,9 +7,10 @@ AuthorizationPolicy on each of the service's Servers requiring a
 MeshTLSAuthentication of the callers' service accounts (`*` for
 `authenticated`) or, for `*` on a permissive service, a
 NetworkAuthentication of every address. Linkerd only allows, so a deny
-rule is written by leaving its callers out of the allows: it must cover
-every method and path and the allows must list identities. Who the plan
+rule is written by leaving its callers out of the allows. Who the plan
 admits is the reference for each identity list (tests/test_target_linkerd.py).
+A destination whose rules name methods or paths is authorized per inbound
+route instead (route_authz.py, tests/test_linkerd_authz.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ...model.types import AuthRule, Mesh, RateLimit, Service, Source
 from ...plan import ServicePlan, plan_of
 from ..base import cannot_express
 from ..kube import APP_LABEL
+from . import route_authz
 
 POLICY = "policy.linkerd.io"
 PROTOCOLS = {"http": "HTTP/1", "http2": "HTTP/2", "grpc": "gRPC", "tcp": "opaque"}
@@ -43,7 +45,11 @@ def denies_everyone(mesh: Mesh, sp: ServicePlan) -> bool:
 
 def servers(mesh: Mesh, sp: ServicePlan) -> list[dict]:
     svc = sp.service
-    access = "deny" if denies_everyone(mesh, sp) else default_policy(mesh, sp.mtls)
+    # With route-scoped rules every request is authorized by its inbound
+    # route's class, the default stance included (route_authz.py), so the
+    # Server itself admits nobody.
+    closed = denies_everyone(mesh, sp) or route_authz.route_scoped(mesh, sp.name)
+    access = "deny" if closed else default_policy(mesh, sp.mtls)
     return [{
         "apiVersion": f"{POLICY}/v1beta3",
         "kind": "Server",
@@ -85,15 +91,11 @@ class Authorizations:
         return None
 
     def _denied(self, sp: ServicePlan) -> set[tuple[str, str]] | None:
-        """Identities shut out by deny rules (None: everyone); MP701 for what a deny cannot say."""
+        """Identities shut out by deny rules (None: everyone); none names methods or paths here."""
         out: set[tuple[str, str]] = set()
         visible = sp.mtls != "off"
         for r in self.mesh.rules_by_target.get(sp.name, []):
             if r.effect != "deny":
-                continue
-            if r.methods or r.paths:
-                self.reject(f"the deny rule #{r.index + 1} on methods or paths", r.span,
-                            "Linkerd only allows; a deny is written by leaving callers out, for every request")
                 continue
             for s in r.sources:
                 if s.kind == "any":
@@ -108,21 +110,20 @@ class Authorizations:
 
     def documents(self, sp: ServicePlan) -> list[dict]:
         svc = sp.service
+        if denies_everyone(self.mesh, sp):
+            return []  # `deny *`: the Servers deny everyone (servers())
+        if route_authz.route_scoped(self.mesh, sp.name):
+            return route_authz.route_documents(self, sp)
         rules = [r for r in self.mesh.rules_by_target.get(sp.name, []) if r.effect == "allow"]
         denied = self._denied(sp)
         if denied is None:
-            return []  # `deny *`: the Servers deny everyone (servers())
+            return []
         if denied and self.mesh.settings.default == "allow":
             self.reject(f"a deny rule on `{svc.name}` in a mesh that allows by default", svc.at("name"),
                         "Linkerd only allows: everyone but the denied callers cannot be listed")
             return []
         out = []
         for r in rules:
-            if r.methods or r.paths:
-                self.reject(f"the methods or paths of allow rule #{r.index + 1}", r.span,
-                            "Linkerd authorizes per route and picks one route per request; meshc writes "
-                            "server-wide authorizations only")
-                continue
             auth = self._authentication(sp, r, denied)
             if auth is None:
                 continue

@@ -1,0 +1,380 @@
+"""Method- and path-scoped authorization as Linkerd inbound routes.
+
+Linkerd authorizes a request by the one inbound HTTPRoute (parentRef: the
+Server) it matches: an AuthorizationPolicy targeting that route admits its
+authentications, a route nobody authorizes refuses (403), and a request no
+route matches is refused (404). So for a destination whose allow or deny
+rules name methods or paths, its request space is cut into classes that
+the policy treats alike, one HTTPRoute and one AuthorizationPolicy per
+class, and the Server itself authorizes nothing (accessPolicy deny).
+
+Classes. The rules' path patterns split the path space into atoms (the
+verifier's meshpolicy/verify/atoms.py: every path in an atom matches the
+same patterns), and the methods the rules name, plus "any other method",
+split the methods. A cell (method, atom) gets every caller's decision
+from the reference evaluator on the atom's witness, which stands for the
+whole atom because no rule can tell its paths apart; cells with the same
+callers admitted form one class.
+
+Layout. The proxy picks, among the matches that hold, the one with the
+longest path match (a RegularExpression or Exact match counts the whole
+path, a PathPrefix its prefix, no path counts 1), then one with a method,
+then more headers, and only then route order (creation time, then name:
+nothing meshc controls). So every emitted match is a whole-path one
+(Exact or an anchored RegularExpression) of one rule pattern, and:
+
+- a catch-all route (PathPrefix `/`) holds the class of the path `/` for
+  an unnamed method (D0), and loses to every other match, except for the
+  path `/` itself, which by the choice of D0 no method-less match covers;
+- tier "any method": a pattern is written without a method, in class X,
+  when every atom it matches has class X (for a method the rules do not
+  name) and X is not D0;
+- tier per named method M: a pattern is written with `method: M`, in class
+  X, when every atom it matches has class X for M and some of them would
+  otherwise (by the tier above) get another class. A method-specific match
+  beats a method-less one of the same whole-path length.
+
+Every atom's resulting class is then checked against its cell; when two
+patterns overlap and their shared paths are authorized differently from
+the rest of either (say `/orders/**` allowed and `/orders/admin/*` denied
+for the same method), whole-path matches tie and no layout is exact: that
+is MP750, never a guess.
+
+Regex dialect. Linkerd's proxy compiles RegularExpression paths with the
+Rust `regex` crate and requires the match to span the whole path. The
+crate's syntax is RE2's (no look-around, no backreferences; the same
+repetition, class and group syntax), with one difference that matters
+here: `\\d`, `\\w`, `\\s` and `\\b` are Unicode-aware, RE2's are ASCII. So
+Perl classes are spelled as the ASCII sets RE2 means (`dialect_regex`),
+and what cannot be spelled so (`\\b`, `\\B`, a negated Perl class inside a
+set) or that only RE2 has (`\\Q...\\E`, `\\C`, octal escapes) is MP751.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...codes import diag
+from ...model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern
+from ...plan import ServicePlan
+from ...semantics.evaluate import Request, authorize
+from ..meshproxy.lower import anchored, literal
+from ...semantics.patterns import glob_regex
+
+POLICY = "policy.linkerd.io"
+MAX_MATCHES = 8  # per rule (the CRD's maxItems)
+MAX_RULES = 16  # per route (the CRD's maxItems)
+OTHER = None  # the method tier of every method the rules do not name
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Who a class admits: mesh identities (namespace, account), identities
+    the mesh does not know (`authenticated`, `*`), callers without one."""
+
+    identities: frozenset[tuple[str, str]]
+    strangers: bool
+    unauthenticated: bool
+
+    @property
+    def nobody(self) -> bool:
+        return not (self.identities or self.strangers or self.unauthenticated)
+
+
+@dataclass
+class Layout:
+    """One destination's classes: the catch-all's, then the others with
+    their (method or None, path pattern key) matches, in a stable order."""
+
+    default: Admitted
+    classes: list[tuple[Admitted, list[tuple[str | None, tuple[str, str]]]]]
+
+
+def route_scoped(mesh: Mesh, dest: str) -> bool:
+    """Does some allow or deny rule of the destination name methods or paths?"""
+    return any(r.methods or r.paths for r in mesh.rules_by_target.get(dest, []))
+
+
+class Unlayable(Exception):
+    def __init__(self, code: str, message: str, span=None):
+        super().__init__(message)
+        self.code = code
+        self.span = span
+
+
+def dialect_regex(regex: str) -> str:
+    """An RE2 regex spelled so the Rust `regex` crate reads it the same:
+    Perl classes become the ASCII sets RE2 defines them as. Raises
+    Unlayable (MP751) for what has no such spelling."""
+    ascii_sets = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}
+    out, i, in_set, set_start = [], 0, False, False
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\" and i + 1 < len(regex):
+            e = regex[i + 1]
+            if e in "dws":
+                out.append(ascii_sets[e] if in_set else f"[{ascii_sets[e]}]")
+            elif e in "DWS":
+                if in_set:
+                    raise Unlayable("MP751", f"`\\{e}` inside a character set has no ASCII spelling there")
+                out.append(f"[^{ascii_sets[e.lower()]}]")
+            elif e in "bB":
+                raise Unlayable("MP751", f"`\\{e}` (a word boundary)")
+            elif e in "QEC0123456789":  # RE2 only: quoting, any byte, octal
+                raise Unlayable("MP751", f"`\\{e}`, which the regex crate does not have")
+            else:
+                out.append(regex[i:i + 2])
+            i += 2
+            continue
+        if in_set:
+            if c == "[" and regex.startswith("[:", i):
+                end = regex.find(":]", i + 2)
+                if end > 0:  # a POSIX class such as [:digit:]: ASCII in both dialects
+                    out.append(regex[i:end + 2])
+                    i = end + 2
+                    set_start = False
+                    continue
+            if c == "]" and not set_start:
+                in_set = False
+            set_start = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_set = True
+            out.append(c)
+            i += 1
+            if i < len(regex) and regex[i] == "^":
+                out.append("^")
+                i += 1
+            set_start = True  # a `]` first in a set is a literal
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def path_match(key: tuple[str, str]) -> dict:
+    """A whole-path Linkerd match for one pattern (never a PathPrefix: its
+    length ranks below a whole-path match, and it matches path segments,
+    not the policy's string prefix)."""
+    kind, value = key
+    if kind == "exact":
+        return {"type": "Exact", "value": value}
+    if kind == "prefix":
+        rx = "^" + literal(value) + "(?s:.*)$"
+    elif kind == "glob":
+        rx = anchored(glob_regex(value, escape=literal))
+    else:
+        rx = anchored(dialect_regex(value))
+    return {"type": "RegularExpression", "value": rx}
+
+
+class Classes:
+    """The cells of one destination and their layout (see the module doc)."""
+
+    def __init__(self, mesh: Mesh, plan, sp: ServicePlan):
+        self.mesh = mesh
+        self.plan = plan
+        self.sp = sp
+        self.rules: list[AuthRule] = mesh.rules_by_target.get(sp.name, [])
+        named = {m for r in self.rules for m in r.methods}
+        self.methods = [m for m in HTTP_METHODS if m in named]
+        # a method no rule names stands for all of them (an extension method if the rules name every standard one)
+        self.other = next((m for m in HTTP_METHODS if m not in named), "PROPFIND")
+        self.keys = list(dict.fromkeys((p.kind, p.value) for r in self.rules for p in r.paths))
+        self.callers = self._callers()
+
+    def _callers(self) -> dict[tuple[str, str], list[str]]:
+        """Mesh identities and the services presenting each."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for p in self.plan.services.values():
+            out.setdefault((p.identity.namespace, p.identity.account), []).append(p.name)
+        return out
+
+    def atoms(self):
+        from ...verify.atoms import Undecided, Unsupported, split
+
+        try:
+            return split(self.keys, "path")
+        except (Unsupported, Undecided) as exc:
+            raise Unlayable("MP750", f"its path patterns cannot be split into classes exactly ({exc})") from None
+
+    def _applies(self, r: AuthRule, method: str, members: frozenset) -> bool:
+        return (not r.methods or method in r.methods) and (not r.paths or any((p.kind, p.value) in members
+                                                                                for p in r.paths))
+
+    def admitted(self, method: str, witness: str, members: frozenset) -> Admitted:
+        """A cell's callers, by the reference evaluator on the atom's witness."""
+        dest = self.sp.name
+        ids = set()
+        for ident, names in self.callers.items():
+            got = {authorize(self.mesh, Request(n, dest, method, witness)).allowed for n in names}
+            if len(got) != 1:
+                raise Unlayable("MP750", f"services sharing the identity {ident[1]}.{ident[0]} are authorized "
+                                         "differently, and Linkerd tells callers apart by identity only")
+            if got.pop():
+                ids.add(ident)
+        unauth = authorize(self.mesh, Request(None, dest, method, witness)).allowed
+        # An identity the mesh does not know: admitted by an allow for
+        # `authenticated` or `*` (or the default), refused by such a deny.
+        applying = [r for r in self.rules if self._applies(r, method, members)]
+        broad = lambda r: any(s.kind in ("any", "authenticated") for s in r.sources)  # noqa: E731
+        if any(r.effect == "deny" and broad(r) for r in applying):
+            strangers = False
+        else:
+            strangers = any(r.effect == "allow" and broad(r) for r in applying) or self.mesh.settings.default == "allow"
+        return Admitted(frozenset(ids), strangers and self.sp.mtls != "off", unauth)
+
+    def layout(self) -> Layout:
+        atoms = self.atoms()
+        tiers = [(OTHER, self.other)] + [(m, m) for m in self.methods]
+        cell = {(t, i): self.admitted(method, a.witness, a.members)
+                for t, method in tiers for i, a in enumerate(atoms)}
+        from ...verify.atoms import matches
+
+        at_root = frozenset(k for k in self.keys if matches(k, "/"))
+        d0 = cell[(OTHER, next(i for i, a in enumerate(atoms) if a.members == at_root))]
+        order: list[Admitted] = []
+        emitted: dict[Admitted, list[tuple[str | None, tuple[str, str]]]] = {}
+        resolved = {}
+        for t, _method in tiers:
+            below = {i: (d0 if t is OTHER else resolved[(OTHER, i)]) for i in range(len(atoms))}
+            cover: dict[int, Admitted] = {}
+            for k in self.keys:
+                inside = [i for i, a in enumerate(atoms) if k in a.members]
+                got = {cell[(t, i)] for i in inside}
+                if len(got) != 1:
+                    continue
+                x = got.pop()
+                if all(below[i] == x for i in inside):
+                    continue
+                if x not in emitted:
+                    emitted[x] = []
+                    order.append(x)
+                emitted[x].append((t, k))
+                for i in inside:
+                    cover[i] = x
+            for i, a in enumerate(atoms):
+                resolved[(t, i)] = cover.get(i, below[i])
+                if resolved[(t, i)] != cell[(t, i)]:
+                    raise Unlayable("MP750", _overlap(t, a.witness, [k for k in self.keys if k in a.members]))
+        return Layout(d0, [(x, emitted[x]) for x in order])
+
+
+def _overlap(tier: str | None, witness: str, keys: list[tuple[str, str]]) -> str:
+    method = f"{tier} " if tier else ""
+    pats = ", ".join(f"`{v}`" for _k, v in keys) or "no pattern"
+    return (f"a request like `{method}{witness}` (matched by {pats}) is authorized differently from other "
+            "requests its patterns match, where they overlap other patterns; Linkerd ranks whole-path "
+            "matches alike and would choose between overlapping routes by creation time")
+
+
+def route_documents(auth, sp: ServicePlan) -> list[dict]:
+    """The inbound routes, authorizations and authentications of a
+    route-scoped destination (`auth` is policy.Authorizations, which keeps
+    the findings and the namespaces needing the all-networks authentication)."""
+    svc = sp.service
+    span = next((r.span for r in auth.mesh.rules_by_target.get(sp.name, []) if r.methods or r.paths), svc.at("name"))
+    tcp = [p for p in svc.ports if p.protocol == "tcp"]
+    if tcp:
+        auth.reject(f"methods or paths in the rules for `{svc.name}` on its tcp port {tcp[0].number}", span,
+                    "an opaque Server has no HTTP routes")
+        return []
+    for r in auth.mesh.rules_by_target.get(sp.name, []):
+        for p in r.paths:
+            if p.kind == "regex":
+                try:
+                    dialect_regex(p.value)
+                except Unlayable as exc:
+                    auth.diags.append(diag("MP751", f"the path regex `{p.value}` in the rules for `{svc.name}` "
+                                                    f"uses {exc}, which Linkerd's proxy (the Rust regex crate) "
+                                                    "reads differently from RE2", p.span or r.span))
+                    return []
+    try:
+        lay = Classes(auth.mesh, auth.plan, sp).layout()
+    except Unlayable as exc:
+        auth.diags.append(diag(exc.code, f"the linkerd target cannot lay out the authorization of `{svc.name}` "
+                                         f"as Linkerd routes: {exc}", exc.span or span))
+        return []
+    all_ids = frozenset((p.identity.namespace, p.identity.account) for p in auth.plan.services.values())
+    classes = [(lay.default, [])] + lay.classes
+    docs: list[dict] = []
+    refs = []
+    for i, (adm, _m) in enumerate(classes):
+        name = f"{svc.name}-{'default' if i == 0 else f'class-{i}'}"
+        got = _authentication(auth, sp, adm, name, all_ids, span)
+        if got is False:
+            return []
+        ref, extra = got if got is not None else (None, [])
+        docs += extra
+        refs.append((name, ref))
+    for p in svc.ports:
+        server = f"{svc.name}-{p.number}"
+        for (name, ref), (_adm, matches) in zip(refs, classes):
+            route = f"{server}-{name[len(svc.name) + 1:]}"
+            rules = _rules(matches)
+            if rules is None:
+                auth.diags.append(diag("MP750", f"the linkerd target cannot lay out the authorization of "
+                                                f"`{svc.name}` as Linkerd routes: one class needs "
+                                                f"{len(matches)} matches, more than a route holds "
+                                                f"({MAX_RULES * MAX_MATCHES})", span))
+                return []
+            docs.append({
+                "apiVersion": f"{POLICY}/v1beta3", "kind": "HTTPRoute",
+                "metadata": {"name": route, "namespace": svc.namespace},
+                "spec": {"parentRefs": [{"group": POLICY, "kind": "Server", "name": server}], "rules": rules},
+            })
+            if ref is not None:
+                docs.append({
+                    "apiVersion": f"{POLICY}/v1alpha1", "kind": "AuthorizationPolicy",
+                    "metadata": {"name": route, "namespace": svc.namespace},
+                    "spec": {"targetRef": {"group": POLICY, "kind": "HTTPRoute", "name": route},
+                             "requiredAuthenticationRefs": [ref]},
+                })
+    return docs
+
+
+def _rules(matches) -> list[dict] | None:
+    if not matches:  # the catch-all: every request, ranked lowest
+        return [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]
+    ms = []
+    for method, key in matches:
+        one: dict = {"path": path_match(key)}
+        if method is not None:
+            one["method"] = method
+        ms.append(one)
+    chunks = [ms[i:i + MAX_MATCHES] for i in range(0, len(ms), MAX_MATCHES)]
+    if len(chunks) > MAX_RULES:
+        return None
+    return [{"matches": c} for c in chunks]
+
+
+def _authentication(auth, sp: ServicePlan, adm: Admitted, name: str, all_ids, span):
+    """(ref, documents) for a class; None: nobody is admitted (no
+    AuthorizationPolicy: Linkerd refuses the route); False after a finding."""
+    svc = sp.service
+    if adm.unauthenticated:
+        if not (adm.strangers and adm.identities >= all_ids):
+            auth.reject(f"the authorization of `{svc.name}` for callers without an identity next to a deny", span,
+                        "callers without an identity are allowed by address, which cannot leave denied "
+                        "identities out")
+            return False
+        auth.network_namespaces.add(svc.namespace)
+        return {"group": POLICY, "kind": "NetworkAuthentication", "name": "all-networks"}, []
+    if adm.identities >= all_ids and adm.strangers:
+        spec: dict = {"identities": ["*"]}
+    elif adm.identities:
+        # identities the mesh does not know are left out when some mesh identity is
+        # (a MeshTLSAuthentication cannot say "all but"), as for server-wide rules
+        spec = {"identityRefs": [{"kind": "ServiceAccount", "name": a, "namespace": ns}
+                                 for ns, a in sorted(adm.identities)]}
+    elif adm.strangers:
+        auth.reject(f"the authorization of `{svc.name}` for identities outside the mesh only", span,
+                    "a MeshTLSAuthentication cannot name every identity but the mesh's own")
+        return False
+    else:
+        return None
+    doc = {"apiVersion": f"{POLICY}/v1alpha1", "kind": "MeshTLSAuthentication",
+           "metadata": {"name": name, "namespace": svc.namespace}, "spec": spec}
+    return {"group": POLICY, "kind": "MeshTLSAuthentication", "name": name}, [doc]
