@@ -77,7 +77,10 @@ def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=()) ->
                                 HeaderOp.make(side="response", op="set", name="x-gw", value="web")]),
         RouteRule.make(index=1, match=Match.make(paths=[PathPattern.make(kind="exact", value="/closed")]),
                        action=DirectResponse.make(status=403, body="closed")),
-        RouteRule.make(index=2, match=Match.make(), action=DirectResponse.make(status=404, body="no such page")),
+        RouteRule.make(index=2, match=Match.make(paths=[PathPattern.make(kind="exact", value="/q")], queries=[
+            QueryMatch.make(name="view", kind="exact", value="full item")]),
+            action=DirectResponse.make(status=200, body="query matched")),
+        RouteRule.make(index=3, match=Match.make(), action=DirectResponse.make(status=404, body="no such page")),
     ]
     gw = Ingress.make(name="web", namespace="edge", account="web-gw",
                       listeners=[Listener.make(port=8080, protocol="http")], hosts=["shop.test", "*.shop.test"],
@@ -153,7 +156,10 @@ def test_internet_principal_is_the_gateway_and_the_claims(tmp_path):
     names = [f["name"] for f in hcm["http_filters"]]
     assert names.index("envoy.filters.http.jwt_authn") < names.index("envoy.filters.http.rbac")
     jwt_cfg = hcm["http_filters"][0]["typed_config"]
-    assert jwt_cfg["rules"][0]["requires"]["requires_any"]["requirements"][-1] == {"allow_missing_or_failed": {}}
+    # The plan's validating providers: an invalid token is 401 here too, a missing one passes.
+    assert jwt_cfg["rules"][0]["requires"]["requires_any"]["requirements"] == [
+        {"provider_name": "auth"}, {"allow_missing": {}}]
+    assert "local_reply_config" in hcm  # another audience's 403 is 401 too
     policies = hcm["http_filters"][1]["typed_config"]["rules"]["policies"]
     text = json.dumps(policies["allow-1"])
     assert "spiffe://example.org/ns/edge/sa/web-gw" in text and '"key": "scope"' in text
@@ -284,8 +290,10 @@ def test_l7_options_on_a_sidecar_route():
     assert [f["name"] for f in hcm["http_filters"]][0] == "envoy.filters.http.cors"
     vh = next(v for v in hcm["route_config"]["virtual_hosts"] if v["name"] == "b")
     r0, r1 = vh["routes"]
-    assert r0["match"]["query_parameters"] == [{"name": "view", "string_match": {"exact": "full"}},
-                                               {"name": "debug", "present_match": True}]
+    from meshpolicy.targets.envoy.l7 import encodings
+
+    assert r0["match"]["query_parameters"] == [{"name": "view", "string_match": {"safe_regex": {
+        "regex": encodings("full")}}}, {"name": "debug", "present_match": True}]
     # add, remove, add of one header: Envoy removes before it adds, so only the last add is kept.
     assert r0["request_headers_to_remove"] == ["x-a"]
     assert [h["header"]["value"] for h in r0["request_headers_to_add"]] == ["2"]
@@ -304,6 +312,40 @@ def test_l7_options_on_a_sidecar_route():
     # The rule without CORS of its own gets the service's.
     assert r1["typed_per_filter_config"]["envoy.filters.http.cors"]["allow_origin_string_match"] == [
         {"safe_regex": {"regex": ".*"}}]
+
+
+def test_query_values_match_every_spelling_that_decodes_to_them():
+    """Envoy compares a parameter's raw text; the policy tests the decoded
+    value (semantics/query.py): the pattern admits exactly the raw spellings
+    that decode to the tested value."""
+    import re2
+
+    from meshpolicy.semantics.query import parse_query
+    from meshpolicy.targets.envoy.l7 import encodings
+
+    for value, raws in {
+        # (a raw space never reaches a route: it is no valid request target)
+        "full item": ["full+item", "full%20item", "f%75ll+item", "full%2Bitem", "full+itemx", "fullitem"],
+        "a+b": ["a+b", "a%2Bb", "a%2bb", "a%20b"],
+        "50%": ["50%25", "50%2"],  # a bare `%` is read as written by Python's decoder: only %25 here
+        "é/x": ["é/x", "%C3%A9/x", "%c3%a9%2F%78", "e/x"],
+        "a&b": ["a%26b", "a&b"],
+    }.items():
+        for raw in raws:
+            decoded = parse_query(f"/q?view={raw}")["view"][0]  # what the route test sees
+            # Envoy's raw value of a parameter ends at the first `&` too.
+            assert (re2.fullmatch(encodings(value), raw.split("&")[0]) is not None) == (decoded == value), (value, raw)
+    assert re2.fullmatch(encodings("ab") + ".*", "%61b%zz") is not None  # prefix: the rest as it comes
+
+
+def test_query_regex_is_mp701():
+    mesh = _l7_mesh()
+    route = mesh.routes[0]
+    r0 = route.rules[0]
+    r0 = r0.model_copy(update={"match": r0.match.model_copy(update={
+        "queries": [QueryMatch.make(name="view", kind="regex", value="f.*")]})})
+    _, diags = _compile(_with(mesh, routes=[route.model_copy(update={"rules": [r0, route.rules[1]]})]))
+    assert "MP701" in [d.code for d in diags]
 
 
 def test_prefix_and_exact_rewrite_use_prefix_rewrite():
@@ -521,6 +563,13 @@ def test_hosts_rules_and_forged_selector(running):
     assert _request(port, "/api/public/x", host="shop.test:8080")[0] == 200  # the port is not the host
     status, _, body = _request(port, "/elsewhere")
     assert (status, body) == (404, b"no such page")  # the catch-all `respond`
+    # Query tests compare the decoded value (semantics/query.py), the first occurrence only.
+    from meshpolicy.semantics.query import parse_query, query_matches_raw
+
+    for query in ("view=full+item", "view=full%20item", "view=x&view=full+item", "view=full+item&view=x",
+                  "view=full%2Bitem", "other=1"):
+        expect = query_matches_raw("view", "exact", "full item", parse_query(f"/q?{query}"))
+        assert (_request(port, f"/q?{query}")[0] == 200) == expect, query
     # Only jwt_authn's own 403 (another audience) becomes 401; a rule's `respond 403` stays.
     assert _request(port, "/closed")[:3:2] == (403, b"closed")
     # A client's own selector header is replaced, and b still never sees it.
@@ -555,3 +604,151 @@ def test_the_control_plane_serves_the_same_gateway_and_callee(tmp_path):
                 _pack(type_url, resource)
     routes = snaps["edge/web"][1].resources["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]
     assert sorted(routes) == ["ingress|8080|ingress", "ingress|mesh|mesh"]
+
+
+# -- egress -------------------------------------------------------------------
+
+EGRESS = """mesh m {{ trust_domain "example.org"; egress {stance} }}
+service a {{ namespace ns; port 8080 http }}
+service b {{ namespace ns; port 8080 http }}
+external stripe {{ namespace pay; host "localhost"; port {tls_port} tls; timeout 2s }}
+external pg {{ host "db.example.net"; port 5432 tcp }}
+allow a -> b
+allow a -> stripe POST /v1/**
+deny a -> stripe /v1/admin/**
+allow a -> pg
+"""
+
+
+def _egress_mesh(stance: str = "registry_only", tls_port: int = 443) -> Mesh:
+    checked = check_text(EGRESS.format(stance=stance, tls_port=tls_port))
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
+    return checked.mesh
+
+
+def test_egress_only_where_the_plan_lets_the_caller_out():
+    out, diags = _compile(_egress_mesh())
+    assert not _errors(diags), _errors(diags)
+    a, b = load(out["ns/a.yaml"].content), load(out["ns/b.yaml"].content)
+    a_hcm = _hcm(_listener(a, "outbound"))
+    names = [vh["name"] for vh in a_hcm["route_config"]["virtual_hosts"]]
+    assert "external|stripe|localhost|443" in names and "egress|any" not in names  # registry_only
+    assert [li["name"] for li in a["static_resources"]["listeners"]] == ["inbound", "outbound", "outbound|tcp|pg|5432"]
+    tls = next(c for c in a["static_resources"]["clusters"] if c["name"] == "external|stripe|localhost|443")
+    ctx = tls["transport_socket"]["typed_config"]
+    assert ctx["sni"] == "localhost"
+    assert ctx["common_tls_context"]["validation_context"]["trusted_ca"]["filename"] == \
+        "/etc/ssl/certs/ca-certificates.crt"  # the system bundle unless [compile.envoy] egress_ca says
+    # b is named by no egress rule: no route out, no cluster, no tcp listener.
+    assert "external|" not in out["ns/b.yaml"].content
+    assert [li["name"] for li in b["static_resources"]["listeners"]] == ["inbound", "outbound"]
+
+
+def test_allow_any_adds_the_dynamic_forward_proxy():
+    out, diags = _compile(_egress_mesh("allow_any"))
+    assert not _errors(diags), _errors(diags)
+    for path in ("ns/a.yaml", "ns/b.yaml"):
+        cfg = load(out[path].content)
+        hcm = _hcm(_listener(cfg, "outbound"))
+        assert hcm["route_config"]["virtual_hosts"][-1]["domains"] == ["*"]
+        assert "envoy.filters.http.dynamic_forward_proxy" in [f["name"] for f in hcm["http_filters"]]
+        assert any(c["name"] == "egress|any" for c in cfg["static_resources"]["clusters"])
+
+
+def _ca_and_server_cert(d: Path, host: str):
+    """A CA, and a server certificate for `host` signed by it (PEM files)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("egress test CA")).issuer_name(name("egress test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name(host)).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+TLS_STAND_IN = """
+import http.server, json, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        body = json.dumps({"method": self.command, "path": self.path, "host": self.headers.get("host")}).encode()
+        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = _answer
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"""
+
+
+@needs_envoy
+def test_egress_originates_verified_tls_and_applies_the_callers_rules(tmp_path):
+    from meshpolicy.certs import issue
+
+    base = free_port_base(3 * STRIDE, STRIDE)
+    tls_port = base + 2 * STRIDE  # outside every workload's block
+    good_ca, cert, key = _ca_and_server_cert(tmp_path / "pki", "localhost")
+    other_ca, _, _ = _ca_and_server_cert(tmp_path / "other", "localhost")
+    mesh = _egress_mesh(tls_port=tls_port)
+    issue(mesh, tmp_path / "certs")
+    procs = [subprocess.Popen([sys.executable, "-c", TLS_STAND_IN, str(tls_port), str(cert), str(key)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        ports = {}
+        for name, ca, b in (("trusted", good_ca, base), ("untrusted", other_ca, base + STRIDE)):
+            # a alone (workload 0) is started; each copy on its own block of ports.
+            out, diags = _compile(mesh, certs=str(tmp_path / "certs"), port_base=b, ports_per_workload=STRIDE,
+                                  egress_ca=str(ca))
+            assert not _errors(diags), _errors(diags)
+            p = tmp_path / name / "a.yaml"
+            p.parent.mkdir(parents=True)
+            p.write_text(out["ns/a.yaml"].content)
+            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--use-dynamic-base-id", "-l", "error",
+                                           "--drain-time-s", "1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait_ready(b + 2, procs)
+            ports[name] = b + 1
+        out_port = ports["trusted"]
+        # Allowed: plain HTTP from the app, TLS from the sidecar, the stand-in's answer.
+        status, _, body = _request(out_port, "/v1/charges", host="localhost", method="POST")
+        assert status == 200 and json.loads(body)["path"] == "/v1/charges"
+        assert _request(out_port, "/v1/charges", host=f"localhost:{tls_port}", method="POST")[0] == 200
+        assert _request(out_port, "/v1/charges", host="localhost")[0] == 403  # GET: no allow rule (default deny)
+        assert _request(out_port, "/v1/admin/keys", host="localhost", method="POST")[0] == 403  # the deny
+        assert _request(out_port, "/v1/%2e%2e/admin/x", host="localhost", method="POST")[0] in (400, 403)
+        # A host nobody declares (registry_only): no route out of the sidecar.
+        assert _request(out_port, "/", host="elsewhere.example")[0] == 404
+        # The server's certificate is checked against egress_ca: another CA's is refused.
+        assert _request(ports["untrusted"], "/v1/charges", host="localhost", method="POST")[0] == 503
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -6,9 +6,9 @@ from ...model.types import Service
 from .clusters import app_cluster, collector_cluster, destination_cluster
 from .context import Ctx
 from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, local_address, port
-from .jwt_authn import remote_jwks_cluster
+from .egress import egress_clusters, egress_http_filters, egress_vhosts, tcp_externals, tcp_listener_filters
+from .jwt_authn import remote_jwks_cluster, validating
 from .l7 import cors_filter, uses_cors
-from .rbac import token_providers
 from .inbound import PATH_NORMALIZATION, HCM, TCP_PROXY, inbound_listener, router, socket
 from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
 from .tracing import collector, hcm_tracing
@@ -30,7 +30,7 @@ def _tcp_listener(ctx: Ctx, dest: Service, port_value: int) -> dict:
 
 
 def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: int) -> dict:
-    filters = []
+    filters = egress_http_filters(vhosts)
     if uses_cors(vhosts):
         # First, as Istio orders them: a preflight it answers meets no fault
         # and reaches neither the destination nor its authorization.
@@ -50,8 +50,9 @@ def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: i
                 {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
 
 
-def tcp_destinations(ctx: Ctx, svc: Service) -> list[Service]:
-    return [d for d in ctx.callable_from(svc) if not d.http]
+def tcp_destinations(ctx: Ctx, svc: Service) -> list:
+    """What takes an outbound tcp listener: tcp services, then external tcp ports."""
+    return [d for d in ctx.callable_from(svc) if not d.http] + tcp_externals(ctx, svc)
 
 
 def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = True) -> dict:
@@ -63,19 +64,26 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = 
                                                                    key=lambda s: s.name)
     http_dests = [d for d in dests if d.http]
     tcp_dests = [d for d in dests if not d.http]
-    vhosts = [virtual_host(ctx, svc, d) for d in http_dests]
+    vhosts = [virtual_host(ctx, svc, d) for d in http_dests] + egress_vhosts(ctx, svc)
     listeners = [inbound_listener(ctx, svc, port(st, w, INBOUND)),
                  _outbound_listener(ctx, svc, vhosts, port(st, w, OUTBOUND))]
     listeners += [_tcp_listener(ctx, d, port(st, w, FIRST_TCP + k)) for k, d in enumerate(tcp_dests)]
+    for k, (ext, ext_port) in enumerate(tcp_externals(ctx, svc), start=len(tcp_dests)):
+        proxy = tcp_listener_filters(ctx, ext, ext_port)
+        if proxy is not None:
+            listeners.append({"name": f"outbound|tcp|{ext.name}|{ext_port}",
+                              "address": socket(local_address(st), port(st, w, FIRST_TCP + k)),
+                              "filter_chains": [{"filters": [proxy]}]})
     clusters = [app_cluster(ctx, svc, port(st, w, APP))]
     for d in dests:
         for v in sorted(v.name for v in d.versions) or [None]:
             clusters.append(destination_cluster(ctx, svc, d, v, index))
+    clusters += egress_clusters(ctx, svc)
     used = set().union(*(clusters_used(vh) for vh in vhosts)) if vhosts else set()
     known = {c["name"] for c in clusters}
     for name in sorted(used - known):  # a route names a version its service lacks (checks report it)
         ctx.report("MP702", f"a route of `{svc.name}`'s sidecar names unknown cluster `{name}`", None)
-    for prov in token_providers(ctx, svc):
+    for prov in validating(ctx.mesh, svc.name):
         jc = remote_jwks_cluster(ctx, prov)
         if jc is not None:
             clusters.append(jc)

@@ -11,8 +11,8 @@ from .context import Ctx
 from .conventions import APP_CLUSTER, ca_file
 from .sds import tls_certificates
 from .ratelimit import ratelimit_filter
-from .jwt_authn import authn_filter
-from .rbac import allowed_san_matchers, rbac_filters, token_providers
+from .jwt_authn import AUDIENCE_401, authn_filter, validating
+from .rbac import allowed_san_matchers, rbac_filters
 from .tracing import hcm_tracing
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -56,10 +56,10 @@ def _tls(ctx: Ctx, svc: Service) -> dict:
 
 def _http_filters(ctx: Ctx, svc: Service) -> list[dict]:
     filters = []
-    providers = token_providers(ctx, svc)
+    providers = validating(ctx.mesh, svc.name)
     if providers:
         # Before RBAC and the rate limit, which read the validated claims.
-        filters.append(authn_filter(ctx, providers, refuse_invalid=False))
+        filters.append(authn_filter(ctx, providers))
     filters += rbac_filters(ctx, svc, network=False)
     rl = ratelimit_filter(ctx, svc)
     if rl is not None:
@@ -98,6 +98,8 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "0s"}}]}]},
         "http_filters": _http_filters(ctx, svc),
     }
+    if hcm["http_filters"][0]["name"] == "envoy.filters.http.jwt_authn":
+        hcm.update(AUDIENCE_401)
     tracing = hcm_tracing(ctx, svc.name)
     if tracing:
         hcm["tracing"] = tracing

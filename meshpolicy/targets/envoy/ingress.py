@@ -22,22 +22,22 @@ from pathlib import Path
 
 from ...model.types import Ingress, Listener, RouteRule
 from ...semantics.evaluate import forward_weights
+from ...semantics.ingress import forwards_to
 from ...semantics.identity_names import PEER, XFCC, spellings
 from .bootstrap import overload_manager
 from .clusters import destination_cluster, endpoint
 from .context import Ctx
 from .conventions import ADMIN, OUTBOUND, Gateway, gateway_port, listener_port, local_address
 from .inbound import DOWNSTREAM_TLS, HCM, PATH_NORMALIZATION, router, socket
-from .jwt_authn import accepted, authn_filter, remote_jwks_cluster
+from .jwt_authn import AUDIENCE_401, accepted, authn_filter, remote_jwks_cluster
 from .l7 import CORS_FILTER, cors_filter, cors_policy, header_fields, rewrite_fields, uses_cors
 from .outbound import FAULT, FAULT_FILTER, _match, _redirect, virtual_host
-from .values import integer_weights
+from .values import duration, integer_weights
 
 # Names the service a front route chose; set (never appended) by the gateway
 # on every forwarded request, so a client's copy never survives, and removed
 # by the mesh hop before the request leaves the gateway.
 SELECTOR = "x-meshc-ingress-service"
-CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 HOP_CLUSTER = "ingress|mesh"
 
 
@@ -63,7 +63,7 @@ def _select(service: str) -> dict:
 
 def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule) -> dict:
     where = f"in rule {rule.index + 1} of ingress `{g.name}`"
-    r: dict = {"name": f"rule-{rule.index}", "match": _match(rule)}
+    r: dict = {"name": f"rule-{rule.index}", "match": _match(rule, ctx, where)}
     a = rule.action
     if a.kind == "redirect":
         r["redirect"] = _redirect(ctx, rule)
@@ -74,9 +74,15 @@ def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule) -> dict:
             resp["body"] = {"inline_string": a.body}
         r["direct_response"] = resp
         return r
+    for what, value in (("retry", rule.retry), ("fault", rule.fault), ("mirror", a.mirror)):
+        if value is not None:
+            # The destination service's own route carries these (at the mesh hop).
+            ctx.unsupported(f"`{what}` {where}", value.span, "an ingress rule picks the service; that service's "
+                            "own route rules retry, inject faults and mirror")
     live = [(s, w) for s, w in forward_weights(rule).items() if w > 0] or list(forward_weights(rule).items())[:1]
-    # No timeout here: the mesh hop's route (the service's own) decides it.
-    action: dict = {"timeout": "0s"}
+    # The rule's own timeout bounds the whole exchange; none written: none here
+    # (the service's route, at the mesh hop, has its own).
+    action: dict = {"timeout": duration(rule.timeout_ms) if rule.timeout_ms is not None else "0s"}
     if len(live) == 1:
         action["cluster"] = HOP_CLUSTER
     else:
@@ -100,8 +106,8 @@ def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule) -> dict:
 
 
 def destinations(g: Ingress) -> list[str]:
-    """The services the gateway's rules forward to, sorted."""
-    return sorted({d.version.name for r in g.rules if r.action.kind == "forward" for d in r.action.destinations})
+    """The services the gateway's rules forward to (semantics/ingress.py), sorted."""
+    return sorted(forwards_to(g))
 
 
 def _front_listener(ctx: Ctx, gw: Gateway, i: int, routes: list[dict]) -> dict:
@@ -110,7 +116,7 @@ def _front_listener(ctx: Ctx, gw: Gateway, i: int, routes: list[dict]) -> dict:
     filters = []
     providers = accepted(ctx.mesh, g)
     if providers:
-        filters.append(authn_filter(ctx, providers, refuse_invalid=True))
+        filters.append(authn_filter(ctx, providers))
     vh = {"name": g.name, "domains": sorted(set(g.hosts)), "routes": routes}
     if uses_cors([vh]):
         filters.append(cors_filter())
@@ -121,16 +127,10 @@ def _front_listener(ctx: Ctx, gw: Gateway, i: int, routes: list[dict]) -> dict:
         # limits, X-Forwarded-For), and `Host: a.example:8443` is host a.example.
         "use_remote_address": True,
         "strip_any_host_port": True,
+        "strip_trailing_host_dot": True,
         # Identity headers from outside mean nothing: drop them.
         "forward_client_cert_details": "SANITIZE",
-        # jwt_authn answers a token for another audience with 403; the
-        # policy's meaning is 401 for every invalid token. Only that local
-        # reply is remapped (a rule's own `respond 403` keeps its status).
-        **({"local_reply_config": {"mappers": [{"filter": {"extension_filter": {
-            "name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-                "@type": CEL_FILTER,
-                "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn_access_denied')"}}},
-            "status_code": 401}]}} if providers else {}),
+        **(AUDIENCE_401 if providers else {}),
         "route_config": {"name": "ingress",
                          "request_headers_to_remove": [n for n in spellings(PEER) + spellings(XFCC) if n != XFCC],
                          "virtual_hosts": [vh]},

@@ -8,11 +8,10 @@ can ask which provider validated the token and what its claims are. Nothing
 a caller sends can write dynamic metadata: only a token that passed the
 signature, issuer, audience and time checks gets there.
 
-At the ingress an invalid token is refused (401) whatever the route; a
-missing one passes (authorization decides). At a destination the token is
-validated again (`allow_missing_or_failed`): a token that fails there only
-fails the claim tests, so a rule without tokens still decides requests from
-callers that carry some unrelated `Authorization` header.
+At the ingress, and at every destination that validates tokens (the
+plan's `jwt_providers`: those of the ingresses that forward to it and those
+its rules name), an invalid token is refused (401) whatever the route; a
+missing one passes (authorization decides).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from urllib.parse import urlsplit
 import re2
 
 from ...model.types import ClaimTest, Ingress, JwtProvider, JwtRequirement, Mesh
+from ...plan import plan_of
+from ...semantics.ingress import accepted_providers
 from .context import Ctx
 
 JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
@@ -34,10 +35,14 @@ JWKS_CACHE_S = 300
 
 
 def accepted(mesh: Mesh, g: Ingress) -> list[JwtProvider]:
-    """The providers an ingress accepts: those it names, else every declared one."""
-    if g.jwt:
-        return [mesh.provider_map[r.name] for r in g.jwt if r.name in mesh.provider_map]
-    return sorted(mesh.provider_map.values(), key=lambda p: p.name)
+    """The providers an ingress accepts (semantics/ingress.py)."""
+    return [mesh.provider_map[n] for n in accepted_providers(mesh, g)]
+
+
+def validating(mesh: Mesh, dest: str) -> list[JwtProvider]:
+    """The providers a destination's sidecar validates tokens with (the plan's)."""
+    sp = plan_of(mesh).service(dest)
+    return [mesh.provider_map[n] for n in sorted(sp.jwt_providers)] if sp is not None else []
 
 
 def jwks_path(p: JwtProvider) -> Path:
@@ -99,18 +104,27 @@ def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
     return out
 
 
-def authn_filter(ctx: Ctx, providers: list[JwtProvider], refuse_invalid: bool) -> dict:
-    """jwt_authn over providers: at the ingress (refuse_invalid) a token no
-    provider validates is 401 and a missing one passes; at a destination
-    both pass, without a payload."""
-    alternatives = [{"provider_name": p.name} for p in providers]
-    alternatives.append({"allow_missing": {}} if refuse_invalid else {"allow_missing_or_failed": {}})
-    requires = alternatives[0] if len(alternatives) == 1 else {"requires_any": {"requirements": alternatives}}
+def authn_filter(ctx: Ctx, providers: list[JwtProvider]) -> dict:
+    """jwt_authn over providers: a token none of them validates is refused
+    (401, see AUDIENCE_401), a missing one passes (authorization decides)."""
+    alternatives = [{"provider_name": p.name} for p in providers] + [{"allow_missing": {}}]
+    requires = {"requires_any": {"requirements": alternatives}}
     return {"name": JWT_FILTER, "typed_config": {
         "@type": JWT_AUTHN,
         "providers": {p.name: provider_config(ctx, p) for p in providers},
         "rules": [{"match": {"prefix": "/"}, "requires": requires}],
     }}
+
+
+CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+# jwt_authn answers a token for another audience with 403; the policy's
+# meaning is 401 for every invalid token. Only jwt_authn's own local reply is
+# remapped (a rule's `respond 403` and an RBAC denial keep their status).
+AUDIENCE_401 = {"local_reply_config": {"mappers": [{"filter": {"extension_filter": {
+    "name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+        "@type": CEL_FILTER,
+        "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn_access_denied')"}}},
+    "status_code": 401}]}}
 
 
 def remote_jwks_cluster(ctx: Ctx, p: JwtProvider) -> dict | None:
@@ -181,12 +195,3 @@ def token_principal(provider: str, req: JwtRequirement) -> dict:
     parts = [_meta(provider, None, {"present_match": True})]
     parts += [claim_principal(provider, t) for t in req.claims]
     return parts[0] if len(parts) == 1 else {"and_ids": {"ids": parts}}
-
-
-def requirement_providers(mesh: Mesh, g: Ingress, req: JwtRequirement) -> list[JwtProvider]:
-    """The providers whose validation satisfies req for requests through g:
-    the named one if g accepts it, else every provider g accepts."""
-    ok = accepted(mesh, g)
-    if req.provider is not None:
-        return [p for p in ok if p.name == req.provider.name]
-    return ok

@@ -16,16 +16,42 @@ CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPol
 APPEND = {"set": "OVERWRITE_IF_EXISTS_OR_ADD", "add": "APPEND_IF_EXISTS_OR_ADD"}
 
 
-def query_matcher(q: QueryMatch) -> dict:
-    """A route.v3.QueryParameterMatcher (Envoy matches the first occurrence
-    of the parameter)."""
+def _hex(byte: int) -> str:
+    return "%" + "".join(f"[{d.lower()}{d}]" if d.isalpha() else d for d in f"{byte:02X}")
+
+
+def encodings(value: str) -> str:
+    """An RE2 pattern for every way a query string can spell `value`.
+
+    Envoy compares a parameter's raw, undecoded text, while the policy's
+    query tests see the form-decoded value (semantics/query.py). So each
+    character may come as itself (unless decoding would change it: `%`, `+`,
+    `&`, `#`, spaces and controls), as its UTF-8 bytes percent-encoded
+    (either letter case), and a space also as `+`."""
+    out = []
+    for c in value:
+        alts = ["".join(_hex(b) for b in c.encode("utf-8"))]
+        if c == " ":
+            alts.append(re2.escape("+"))
+        elif c not in "%+&#" and c.isprintable() and not c.isspace():
+            alts.append(re2.escape(c))
+        out.append(f"(?:{'|'.join(alts)})")
+    return "".join(out)
+
+
+def query_matcher(ctx: Ctx, q: QueryMatch, where: str) -> dict | None:
+    """A route.v3.QueryParameterMatcher. Envoy tests the parameter's first
+    occurrence, as the policy does; its value is matched in every spelling
+    that decodes to the tested one (`encodings`). A regex over the decoded
+    value has no such translation: MP701."""
     if q.kind == "present":
         return {"name": q.name, "present_match": True}
-    if q.kind == "exact":
-        return {"name": q.name, "string_match": {"exact": q.value or ""}}
-    if q.kind == "prefix":
-        return {"name": q.name, "string_match": {"prefix": q.value or ""}}
-    return {"name": q.name, "string_match": {"safe_regex": {"regex": q.value or ""}}}
+    if q.kind == "regex":
+        ctx.unsupported(f"the query regex test `{q.name}` {where}", q.span,
+                        "Envoy matches a query parameter's raw, undecoded text")
+        return None
+    tail = ".*" if q.kind == "prefix" else ""
+    return {"name": q.name, "string_match": {"safe_regex": {"regex": encodings(q.value or "") + tail}}}
 
 
 def literal(value: str) -> str:

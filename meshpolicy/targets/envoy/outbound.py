@@ -37,12 +37,12 @@ def retry_policy(ctx: Ctx, dest: Service, r: Retry | None) -> dict | None:
         return None
     if "retriable-status-codes" in r.on and not r.on_status:
         ctx.unsupported("retry on `retriable-status-codes`", r.at("on"),
-                        "the policy cannot name the status codes Envoy should retry")
+                        "the policy cannot name the status codes Envoy should retry", key="retry")
     if r is not dest.retry and r.budget_percent is not None:
         base = dest.retry
         if base is None or (base.budget_percent, base.budget_min) != (r.budget_percent, r.budget_min):
             ctx.unsupported("a retry budget on a route rule", r.at("budget"),
-                            "Envoy keeps retry budgets per cluster, shared by every rule")
+                            "Envoy keeps retry budgets per cluster, shared by every rule", key="retry-budget")
     on = [c for c in r.on if c != "retriable-status-codes"]
     if r.on_status:
         on.append("retriable-status-codes")  # with the codes listed below
@@ -64,13 +64,15 @@ def fault_config(ctx: Ctx, f: Fault) -> dict:
     if f.delay_ms is not None:
         pct = fraction(f.delay_percent if f.delay_percent is not None else 100.0)
         if pct is None:
-            ctx.unsupported("a fault delay percentage finer than 0.0001%", f.span, "Envoy counts per million")
+            ctx.unsupported("a fault delay percentage finer than 0.0001%", f.span, "Envoy counts per million",
+                            key="fault-delay")  # refused or waived: injected 0% of the time
             pct = {"numerator": 0, "denominator": "MILLION"}
         out["delay"] = {"fixed_delay": duration(f.delay_ms), "percentage": pct}
     if f.abort_status is not None:
         pct = fraction(f.abort_percent if f.abort_percent is not None else 100.0)
         if pct is None:
-            ctx.unsupported("a fault abort percentage finer than 0.0001%", f.span, "Envoy counts per million")
+            ctx.unsupported("a fault abort percentage finer than 0.0001%", f.span, "Envoy counts per million",
+                            key="fault-abort")
             pct = {"numerator": 0, "denominator": "MILLION"}
         out["abort"] = {"http_status": f.abort_status, "percentage": pct}
     return out
@@ -151,14 +153,15 @@ def _redirect(ctx: Ctx, rule: RouteRule) -> dict:
     return out
 
 
-def _match(rule: RouteRule) -> dict:
+def _match(rule: RouteRule, ctx: Ctx | None = None, where: str = "") -> dict:
     m = rule.match
     out = route_path_match(m.paths)
     headers = ([methods_header(m.methods)] if m.methods else []) + [header_matcher(h) for h in m.headers]
     if headers:
         out["headers"] = headers
-    if m.queries:
-        out["query_parameters"] = [query_matcher(q) for q in m.queries]
+    queries = [qm for q in m.queries if (qm := query_matcher(ctx, q, where)) is not None]
+    if queries:
+        out["query_parameters"] = queries
     return out
 
 
@@ -172,7 +175,7 @@ def l7_options(ctx: Ctx, r: dict, rule: RouteRule, cors, where: str) -> None:
 
 def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
     a = rule.action
-    r: dict = {"name": name, "match": _match(rule)}
+    r: dict = {"name": name, "match": _match(rule, ctx, f"in rule {rule.index + 1} of route `{dest.name}`")}
     if a.kind == "forward":
         weights = list(plan_of(ctx.mesh).services[dest.name].rules[rule.index].weights.items())
         action = _forward(ctx, dest, weights, rule.span)
@@ -180,7 +183,8 @@ def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
         if a.mirror is not None:
             frac = fraction(a.mirror.percent)
             if frac is None:
-                ctx.unsupported("a mirror percentage finer than 0.0001%", a.mirror.span, "Envoy counts per million")
+                ctx.unsupported("a mirror percentage finer than 0.0001%", a.mirror.span, "Envoy counts per million",
+                                key="mirror")
             else:
                 action["request_mirror_policies"] = [{
                     "cluster": cluster_name(dest.name, a.mirror.version.name),

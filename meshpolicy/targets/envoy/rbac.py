@@ -9,10 +9,11 @@ an ALLOW filter without policies denies everything.
 
 from __future__ import annotations
 
-from ...model.types import AuthRule, JwtRequirement, Service, Source
+from ...model.types import AuthRule, Service, Source
 from .conventions import spiffe_prefix
 from .context import Ctx
-from .jwt_authn import requirement_providers, token_principal
+from ...semantics.ingress import providers_admitted
+from .jwt_authn import token_principal
 from .matchers import methods_header, string_matcher
 
 RBAC_HTTP = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -45,44 +46,24 @@ def ingress_id(mesh, g) -> str:
 def internet_principal(ctx: Ctx, s: Source) -> dict:
     """`internet [with jwt ...]`: the peer is one of the mesh's ingress
     gateways and, with a token requirement, the token that gateway forwarded
-    was validated (here, again) by a provider that gateway accepts, with
-    claims passing every test."""
+    was validated (here, again) by a provider that can meet it for that
+    gateway (semantics/ingress.py `providers_admitted`), with claims passing
+    every test."""
     mesh = ctx.mesh
     alts = []
     for g in sorted(mesh.ingress_map.values(), key=lambda g: g.name):
+        providers = providers_admitted(mesh, s, g)
+        if providers is None:
+            continue
         peer = {"authenticated": {"principal_name": {"exact": ingress_id(mesh, g)}}}
-        if s.jwt is None:
+        if not providers:
             alts.append(peer)
             continue
-        tokens = [token_principal(p.name, s.jwt) for p in requirement_providers(mesh, g, s.jwt)]
-        if tokens:
-            alts.append({"and_ids": {"ids": [peer, tokens[0] if len(tokens) == 1 else {"or_ids": {"ids": tokens}}]}})
+        tokens = [token_principal(p, s.jwt) for p in sorted(providers)]
+        alts.append({"and_ids": {"ids": [peer, tokens[0] if len(tokens) == 1 else {"or_ids": {"ids": tokens}}]}})
     if not alts:
-        return {"not_id": {"any": True}}  # no ingress (or none accepting the provider): nobody
+        return {"not_id": {"any": True}}  # no ingress can send what it needs: nobody
     return alts[0] if len(alts) == 1 else {"or_ids": {"ids": alts}}
-
-
-def token_providers(ctx: Ctx, dest: Service) -> list:
-    """The providers a destination's rules test tokens of: its jwt_authn filter's."""
-    mesh = ctx.mesh
-    names: dict[str, object] = {}
-    for r in mesh.rules_by_target.get(dest.name, []):
-        for s in r.sources:
-            if s.kind == "internet" and s.jwt is not None:
-                for g in mesh.ingress_map.values():
-                    for p in requirement_providers(mesh, g, s.jwt):
-                        names[p.name] = p
-    for lim in mesh.rate_limits:
-        if lim.target.name == dest.name and lim.key is not None and lim.key.kind == "claim":
-            for s in lim.sources:
-                if s.kind == "internet":
-                    for g in mesh.ingress_map.values():
-                        for p in requirement_providers(mesh, g, s.jwt or _ANY_TOKEN):
-                            names[p.name] = p
-    return [names[n] for n in sorted(names)]
-
-
-_ANY_TOKEN = JwtRequirement.make()
 
 
 def permission(rule: AuthRule) -> dict:
