@@ -18,8 +18,9 @@ import pytest
 
 from meshpolicy.compile import CompileOptions, compile_mesh
 from meshpolicy.model.types import (AuthRule, ClaimTest, Cors, DirectResponse, Forward, HeaderOp, Ingress,
-                                    JwtProvider, JwtRequirement, Listener, Match, Mesh, PathPattern, QueryMatch,
-                                    Ref, Retry, Rewrite, RouteRule, Source, TokenLocation, WeightedVersion)
+                                    JwtProvider, JwtRequirement, LimitKey, Listener, Match, Mesh, PathPattern,
+                                    QueryMatch, RateLimit, Ref, Retry, Rewrite, RouteRule, Source, TokenLocation,
+                                    WeightedVersion)
 from meshpolicy.targets.envoy.json_lines import load
 
 from .conftest import ROOT, check_text, free_port_base
@@ -60,7 +61,7 @@ def _internet(*claims: ClaimTest) -> Source:
     return Source.make(kind="internet", jwt=JwtRequirement.make(claims=list(claims)) if claims else None)
 
 
-def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=()) -> tuple[Mesh, object]:
+def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), limits=()) -> tuple[Mesh, object]:
     """BASE plus: a jwt provider with a local JWKS, an ingress `web` on one
     http listener for shop.test routing /api/** to b (rewrite "/", a request
     header set), everything else answered 404; b allows the internet with a
@@ -91,7 +92,8 @@ def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=()) ->
             AuthRule.make(index=n + 1, effect="allow", target=Ref.make(name="b"), sources=[_internet()],
                           paths=[PathPattern.make(kind="glob", value="/public/**")])]
     auth += [r.model_copy(update={"index": n + 2 + i}) for i, r in enumerate(more_rules)]
-    return _with(mesh, jwt_providers=[prov], ingresses=[gw], auth_rules=mesh.auth_rules + auth), key
+    return _with(mesh, jwt_providers=[prov], ingresses=[gw], auth_rules=mesh.auth_rules + auth,
+                 rate_limits=mesh.rate_limits + list(limits)), key
 
 
 def _compile(mesh: Mesh, certs: str = "/certs", **settings):
@@ -744,6 +746,96 @@ def test_egress_originates_verified_tls_and_applies_the_callers_rules(tmp_path):
         assert _request(out_port, "/", host="elsewhere.example")[0] == 404
         # The server's certificate is checked against egress_ca: another CA's is refused.
         assert _request(ports["untrusted"], "/v1/charges", host="localhost", method="POST")[0] == 503
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+# -- keyed rate limits ----------------------------------------------------------
+
+def _limit(key: LimitKey, *sources: Source, n: int = 2) -> RateLimit:
+    return RateLimit.make(sources=list(sources), target=Ref.make(name="b"), requests=n, per="m", key=key)
+
+
+def _ratelimit_cfg(out) -> dict:
+    b = load(out["ns/b.yaml"].content)
+    return next(f for f in _hcm(_listener(b, "inbound"))["http_filters"]
+                if f["name"] == "envoy.filters.http.local_ratelimit")["typed_config"]
+
+
+def test_keyed_limits_share_one_first_entry_and_a_bucket_for_no_value(tmp_path):
+    token = Source.make(kind="internet", jwt=JwtRequirement.make())
+    mesh, _ = north_south(tmp_path, limits=[
+        _limit(LimitKey.make(kind="header", name="x-api-key"), Source.make(kind="service", name="a"), token),
+        _limit(LimitKey.make(kind="source_ip"), Source.make(kind="service", name="a"), _internet())])
+    out, diags = _compile(mesh)
+    assert not _errors(diags), _errors(diags)
+    cfg = _ratelimit_cfg(out)
+    header = [r["actions"] for r in cfg["rate_limits"] if any('"limit-0"' in json.dumps(a) for a in r["actions"])]
+    # a, and the gateway with a validated token: each with the key's value, and each without one.
+    assert len(header) == 4
+    assert {json.dumps(a[-1], sort_keys=True) for a in header} == {
+        json.dumps({"request_headers": {"header_name": "x-api-key", "descriptor_key": "key"}}, sort_keys=True),
+        json.dumps({"header_value_match": {"descriptor_key": "key-absent", "descriptor_value": "x-api-key",
+                                           "expect_match": False, "headers": [{"name": "x-api-key",
+                                                                               "present_match": True}]}},
+                   sort_keys=True)}
+    ip = [r["actions"] for r in cfg["rate_limits"] if any('"limit-1"' in json.dumps(a) for a in r["actions"])]
+    # a: its own address; through the gateway: the client's, as the gateway set it.
+    assert sorted(json.dumps(a[-1]) for a in ip) == sorted([
+        json.dumps({"remote_address": {}}),
+        json.dumps({"request_headers": {"header_name": "x-meshc-client-ip", "descriptor_key": "key"}})])
+    gw = load(out["edge/web.yaml"].content)
+    route = _hcm(_listener(gw, "ingress|8080"))["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert {"header": {"key": "x-meshc-client-ip", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} in route["request_headers_to_add"]
+
+
+def test_claim_tests_in_a_limit_source_are_mp701(tmp_path):
+    mesh, _ = north_south(tmp_path, limits=[
+        _limit(None, _internet(ClaimTest.make(claim="role", op="eq", value="admin")))])
+    _, diags = _compile(mesh)
+    assert "MP701" in [d.code for d in diags]
+
+
+@needs_envoy
+def test_one_bucket_per_claim_value_on_real_envoys(tmp_path):
+    from meshpolicy.certs import issue
+
+    token = Source.make(kind="internet", jwt=JwtRequirement.make())
+    mesh, key = north_south(tmp_path, limits=[_limit(LimitKey.make(kind="claim", name="sub"), token)])
+    base = free_port_base(3 * STRIDE, STRIDE)
+    issue(mesh, tmp_path / "certs")
+    out, diags = _compile(mesh, certs=str(tmp_path / "certs"), port_base=base, ports_per_workload=STRIDE)
+    assert not _errors(diags), _errors(diags)
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "proxy_raw_app.py"), "--port",
+                               str(base + STRIDE + 3), "--service", "b"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for path in ("ns/b.yaml", "edge/web.yaml"):
+            p = tmp_path / "out" / path
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(out[path].content)
+            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--use-dynamic-base-id", "-l", "error",
+                                           "--drain-time-s", "1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_ready(base + STRIDE + 2, procs)
+        _wait_ready(base + 2 * STRIDE + 2, procs)
+        port = base + 2 * STRIDE + 4
+
+        def get(**claims) -> int:
+            return _request(port, "/api/public/x", headers={"Authorization": f"Bearer {_token(key, **claims)}"})[0]
+
+        assert [get(sub="alice") for _ in range(3)] == [200, 200, 429]
+        assert [get(sub="bob") for _ in range(3)] == [200, 200, 429]  # a bucket of its own
+        assert [get(sub=None) for _ in range(3)] == [200, 200, 429]  # no `sub`: one shared bucket
+        # Without a token the source (`internet with jwt`) does not match: not limited.
+        assert [_request(port, "/api/public/x")[0] for _ in range(3)] == [200, 200, 200]
     finally:
         for p in procs:
             p.terminate()

@@ -31,6 +31,7 @@ from .conventions import ADMIN, OUTBOUND, Gateway, gateway_port, listener_port, 
 from .inbound import DOWNSTREAM_TLS, HCM, PATH_NORMALIZATION, router, socket
 from .jwt_authn import AUDIENCE_401, accepted, authn_filter, remote_jwks_cluster
 from .l7 import CORS_FILTER, cors_filter, cors_policy, header_fields, rewrite_fields, uses_cors
+from .ratelimit import CLIENT_IP
 from .outbound import FAULT, FAULT_FILTER, _match, _redirect, virtual_host
 from .values import duration, integer_weights
 
@@ -97,9 +98,12 @@ def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule) -> dict:
     r["route"] = action
     r.update(header_fields(ctx, rule, where))
     action.update(rewrite_fields(ctx, rule, where))
+    adds = r.setdefault("request_headers_to_add", [])
+    # After the rule's own operations, so none of them can replace these.
+    adds.append({"header": {"key": CLIENT_IP, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
     if len(live) == 1:
-        # After the rule's own operations, so none of them can replace it.
-        r.setdefault("request_headers_to_add", []).append(_select(live[0][0]))
+        adds.append(_select(live[0][0]))
     if rule.cors is not None:
         r["typed_per_filter_config"] = {CORS_FILTER: cors_policy(rule.cors)}
     return r
