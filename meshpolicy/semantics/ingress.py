@@ -5,6 +5,8 @@ destination's sidecar validates a forwarded token with."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from ..model.types import Ingress, Mesh, Source
 
 
@@ -38,6 +40,23 @@ def ingresses_to(mesh: Mesh, dest: str) -> tuple[str, ...]:
 
 
 def validating_providers(mesh: Mesh, dest: str) -> frozenset[str]:
+    """`_validating_providers`, kept per mesh (the evaluator asks it for every
+    request that carries a token)."""
+    got = _CACHE.get(id(mesh))
+    if got is None or got[0] is not mesh:
+        got = _CACHE[id(mesh)] = (mesh, {})
+        while len(_CACHE) > 4:
+            _CACHE.popitem(last=False)
+    per_dest = got[1]
+    if dest not in per_dest:
+        per_dest[dest] = _validating_providers(mesh, dest)
+    return per_dest[dest]
+
+
+_CACHE: OrderedDict[int, tuple[Mesh, dict[str, frozenset[str]]]] = OrderedDict()
+
+
+def _validating_providers(mesh: Mesh, dest: str) -> frozenset[str]:
     """The providers `dest`'s sidecar validates a request's token with: those
     accepted by every ingress that forwards to it (so a token an ingress let
     through is valid there too), and those that `internet with jwt` sources of
