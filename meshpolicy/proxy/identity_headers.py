@@ -8,6 +8,12 @@ peer may set them: every copy a caller sent, in any letter case, is removed
 on every path (inbound, outbound, mirrors, retries), then the inbound side
 adds its own when the peer has a certificate (Envoy's SANITIZE_SET).
 Spellings with `_` for `-` go too (semantics/identity_names.py).
+
+`x-meshproxy-client-ip` (the outside client's address, which an ingress
+passes to the services it forwards to, for `per source_ip` limits) is
+stripped the same way: only an ingress sets it, and a callee reads it only
+from an ingress peer. There is no header carrying validated claims: every
+sidecar that needs claims validates the token itself.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import hashlib
 
 from ..semantics.identity_names import PEER, XFCC, is_identity
 from .upstream import HOP_BY_HOP
+
+CLIENT_IP = "x-meshproxy-client-ip"
 
 
 def forwardable(headers) -> list[tuple[str, str]]:
@@ -26,7 +34,8 @@ def forwardable(headers) -> list[tuple[str, str]]:
         if k.lower() == "connection":
             conn_named |= {t.strip().lower() for t in v.split(",")}
     return [(k, v) for k, v in headers
-            if (name := k.lower()) not in HOP_BY_HOP and not is_identity(name) and name not in conn_named]
+            if (name := k.lower()) not in HOP_BY_HOP and not is_identity(name) and name not in conn_named
+            and name.replace("_", "-") != CLIENT_IP]
 
 
 def identity_headers(own_id: str, peer_id: str | None, peer_der: bytes | None) -> list[tuple[str, str]]:

@@ -1,4 +1,10 @@
-"""`python -m meshpolicy.proxy.main --config WORKLOAD.json` (what `meshc proxy` runs)."""
+"""`python -m meshpolicy.proxy.main --config WORKLOAD.json` (what `meshc proxy` runs).
+
+The same command runs a sidecar or an ingress gateway: an ingress
+workload's config (`meshc compile --target meshproxy` writes
+`<namespace>/<ingress>.json`) starts its listeners instead of inbound ones.
+A config it will not run (unreadable, format version 1, invalid) is one
+error line and exit status 2."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .server import Proxy, load_config
+from .server import ConfigError, Proxy, load_config
 
 
 async def serve(config_path: Path, ready_file: Path | None = None) -> None:
@@ -34,6 +40,11 @@ def run(config_path: Path, log_level: str = "warning") -> int:
         uvloop.install()
     except ImportError:
         pass
+    try:
+        load_config(config_path)  # refused before anything listens: one line, exit 2
+    except ConfigError as exc:
+        logging.getLogger("meshproxy").error("%s", exc)
+        return 2
     asyncio.run(serve(config_path))
     return 0
 

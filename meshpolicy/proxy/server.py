@@ -1,6 +1,10 @@
 """The meshproxy sidecar: inbound mTLS + authorization + rate limits in front of
 the local app; outbound routing, faults, retries, timeouts, mirroring, outlier
 detection and circuit breaking for the app's calls; metrics on the admin port.
+North-south (issue 15): end-user tokens validated with PyJWT (jwt_verify.py),
+an ingress mode (ingress.py) and egress to external services (egress.py);
+the L7 rule options (rewrite, header operations, CORS) apply wherever a
+route rule forwards (`l7.py`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from aiohttp import HttpVersion11, web
 from aiohttp.web_protocol import RequestHandler
 
 from ..wire import evaluate as ev
-from . import tls
-from .identity_headers import forwardable, identity_headers
+from . import l7, tls
+from .egress import EgressMixin
+from .identity_headers import CLIENT_IP, forwardable, identity_headers
+from .ingress import IngressMixin
+from .jwt_verify import Verifier
 from .metrics import Metrics
+from .request_info import query_params, request_tokens, split_absolute
 from .request_target import forward_target, valid_method
 from .tracing import propagate
 from .upstream import HOP_BY_HOP, Pool, StreamedBody, UpstreamError
@@ -37,17 +45,37 @@ POOL_SWEEP_SECONDS = 5.0
 BAD_TARGET = "meshproxy: request target refused (see docs/semantics.md, Paths)\n"
 
 
-def load_config(path: Path) -> dict:
-    from ..wire.config import WorkloadConfig
+class ConfigError(ValueError):
+    """A config file meshproxy will not run: unreadable, another format
+    version, or not what the format allows."""
 
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    WorkloadConfig.model_validate(raw, strict=False)  # refuse a config the format does not allow
+
+def load_config(path: Path) -> dict:
+    from pydantic import ValidationError
+
+    from ..wire.config import WorkloadConfig, refusal
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc}") from None
+    why = refusal(raw)
+    if why:
+        raise ConfigError(f"{path}: {why}")
+    try:
+        WorkloadConfig.model_validate(raw, strict=False)  # refuse a config the format does not allow
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: not a valid meshproxy config: {exc}") from None
     return raw
 
 
-def retryable(outcome: int | str, retry_on: list[str]) -> bool:
-    """Envoy's retry-on semantics for the conditions meshc emits."""
-    conds = set(retry_on or DEFAULT_RETRY_ON)
+def retryable(outcome: int | str, retry_on: list[str], on_status: list[int] = ()) -> bool:
+    """Envoy's retry-on semantics for the conditions meshc emits; on_status:
+    the statuses written among the conditions (`on 503, 429`). Conditions
+    written (names or statuses) replace the default set."""
+    if isinstance(outcome, int) and outcome in on_status:
+        return True
+    conds = set(retry_on) if (retry_on or on_status) else set(DEFAULT_RETRY_ON)
     if isinstance(outcome, int):
         return ("5xx" in conds and outcome >= 500) or ("gateway-error" in conds and outcome in GATEWAY_ERRORS) \
             or ("retriable-4xx" in conds and outcome == 409) \
@@ -100,7 +128,7 @@ class Upstreams:
         metrics.ejections.labels(dest["service"], str(version)).inc()
 
 
-class Proxy:
+class Proxy(IngressMixin, EgressMixin):
     def __init__(self, cfg: dict, config_path: Path | None = None):
         self.cfg = cfg
         self.config_path = config_path
@@ -111,9 +139,21 @@ class Proxy:
         self.watcher = tls.CertWatcher(ident)
         self._load_tls()
         self.buckets = ev.TokenBuckets(cfg)
+        self._load_north_south()
         self._servers: list = []
         self._tasks: list[asyncio.Task] = []
         self.app_pool = Pool(None)  # plaintext to the local app
+
+    def _load_north_south(self) -> None:
+        """Token validators (JWKS parsed once), the ingress peers a callee
+        trusts the client address from, and the egress TLS context."""
+        cfg = self.cfg
+        self.verifiers = {p["name"]: Verifier.from_config(p) for p in cfg["jwt"]}
+        auth = cfg["inbound"]["authorization"]
+        principals = [p for e in auth["deny"] + auth["allow"] for p in e["principals"]]
+        principals += [p for lim in cfg["inbound"]["rate_limits"] for p in lim["principals"]]
+        self.ingress_peers = {g["spiffe_id"] for p in principals if p["kind"] == "internet" for g in p["ingresses"]}
+        self._load_egress()
 
     def _refresh_gauges(self) -> None:
         now = time.monotonic()
@@ -132,14 +172,17 @@ class Proxy:
 
     async def start(self) -> None:
         lst = self.cfg["listeners"]
+        if self.cfg["ingress"] is not None:
+            await self.start_ingress()
         for listener in lst["inbound"]:
             sock = _listen(listener["address"], listener["port"])
             server = _Server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
             self._tasks.append(asyncio.create_task(self._accept(sock, listener, server)))
             self._servers.append(sock)
-        out = _Server(self.handle_outbound)
         loop = asyncio.get_running_loop()
-        self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
+        if self.cfg["ingress"] is None:  # an ingress has no app to send calls through it
+            out = _Server(self.handle_outbound)
+            self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
         for d in self.cfg["outbound"]["destinations"]:
             if d["tcp_listener"]:
                 ep = d["tcp_listener"]
@@ -181,6 +224,7 @@ class Proxy:
             return False
         self.cfg = cfg
         self.buckets = ev.TokenBuckets(cfg)
+        self._load_north_south()
         self._load_tls()
         log.info("config reloaded")
         return True
@@ -262,10 +306,19 @@ class Proxy:
         if isinstance(checked, web.Response):
             return done(checked)
         path, target = checked
-        if not self.buckets.admit(peer_id, peer_addr, time.monotonic()):
+        tokens = None
+        if self.verifiers:  # validated here again: never trusted from the caller
+            tokens = request_tokens(self.verifiers, request, query_params(target))
+            if tokens.unvalidated_token(list(self.verifiers)):
+                return done(unauthorized())
+        client_ip = peer_addr
+        if peer_id is not None and peer_id in self.ingress_peers:
+            client_ip = request.headers.get(CLIENT_IP, peer_addr)  # the outside client, as the ingress saw it
+        single = {k.lower(): v for k, v in request.headers.items()} if self.buckets.limits else {}
+        if not self.buckets.admit(peer_id, peer_addr, time.monotonic(), single, tokens, client_ip):
             self.metrics.ratelimited.labels(source).inc()
             return done(web.Response(status=429, text="local_rate_limited\n"))
-        decision = ev.inbound_decision(cfg, peer_id, request.method, path)
+        decision = ev.inbound_decision(cfg, peer_id, request.method, path, tokens)
         if not decision.allowed:
             return done(web.Response(status=403, text="RBAC: access denied\n",
                                      headers={"x-meshproxy-rule": str(decision.rule)}))
@@ -318,10 +371,14 @@ class Proxy:
         cfg = self.cfg
         me = cfg["workload"]["service"]
         host = request.headers.get("Host", "")
+        absolute = split_absolute(request.raw_path.encode("utf-8", "surrogateescape"))
+        if absolute is not None:  # an HTTP proxy client's `GET http://host/path`: the authority is the host
+            host = absolute[0]
         headers = {k.lower(): v for k, v in request.headers.items()}
-        checked = check_request(request)
+        checked = check_request(request, absolute[1] if absolute else None)
         path, target = ("/", b"") if isinstance(checked, web.Response) else checked
-        choice = ev.route(cfg, host, request.method, path, headers)
+        query = query_params(target)
+        choice = ev.route(cfg, host, request.method, path, headers, query)
         # A Host the config does not know is the caller's free text: one
         # label value for all of them, or each would add a metric series.
         dest_name = choice.destination or "(unknown)"
@@ -333,34 +390,65 @@ class Proxy:
         if isinstance(checked, web.Response):
             return done(checked)
         if choice.kind == "unknown_destination":
+            ext = ev.find_external(cfg, host)
+            if ext is not None:
+                dest_name = ext["name"]
+                return done(await self.handle_external(request, ext, host, path, target))
+            if cfg["egress"]["stance"] == "allow_any":
+                return done(await self.pass_through(request, host, target))
             return done(web.Response(status=403, text=f"meshproxy: `{me}` may not call `{host}`\n"))
-        if choice.kind == "no_route":
-            return done(web.Response(status=404, text="meshproxy: no route rule matches\n"))
-        if choice.kind == "redirect":
-            return done(web.Response(status=choice.status, headers={"location": choice.route["action"]["uri"]}))
-        if choice.kind == "respond":
-            return done(web.Response(status=choice.status, text=choice.route["action"]["body"] or ""))
         dest = ev.find_destination(cfg, host)
+        return done(await self.routed(dest, choice, request, path, target, host))
+
+    async def routed(self, dest: dict, choice, request: web.BaseRequest, path: str, target: bytes, host: str,
+                     headers: list[tuple[str, str]] | None = None, timeout_ms: int | None = None,
+                     cors_of_ingress: bool = False) -> web.Response:
+        """A route's choice for a request to `dest`: the answer of a respond,
+        redirect or no_route; CORS preflights; else the rule's rewrite and
+        request header operations, then forwarding (faults, mirror, timeout,
+        retries), then its response header operations and CORS headers.
+        headers: what to forward (default: the caller's, minus hop-by-hop and
+        identity headers; an ingress passes its own); timeout_ms: the ingress
+        rule's timeout, which replaces the route rule's; cors_of_ingress: the
+        ingress rule has a CORS policy, so this rule's is not applied."""
+        if choice.kind == "no_route":
+            return web.Response(status=404, text="meshproxy: no route rule matches\n")
         rule = choice.route
+        if choice.kind == "redirect":
+            return web.Response(status=choice.status, headers={"location": rule["action"]["uri"]})
+        if choice.kind == "respond":
+            return web.Response(status=choice.status, text=rule["action"]["body"] or "")
+        if cors_of_ingress and rule["cors"] is not None:
+            rule = {**rule, "cors": None}
+        if timeout_ms is not None:
+            rule = {**rule, "timeout_ms": timeout_ms}
+        preflight = l7.preflight_answer(rule, request)
+        if preflight is not None:
+            return preflight
+        target, host = l7.rewritten(rule, path, target, host)
+        if target is None:
+            return web.Response(status=400, text=BAD_TARGET)
         body = await read_body(request)
-        fwd = propagate(forwardable(request.headers.items()), cfg["tracing"])
+        base = forwardable(request.headers.items()) if headers is None else headers
+        fwd = l7.request_ops(rule, propagate(base, self.cfg["tracing"]))
         fault = rule["fault"]
         if fault:
             if fault["delay_ms"] and random.random() * 100 < (fault["delay_percent"] or 0):
                 await asyncio.sleep(fault["delay_ms"] / 1000)
             if fault["abort_status"] and random.random() * 100 < (fault["abort_percent"] or 0):
-                return done(web.Response(status=fault["abort_status"], text="fault filter abort\n"))
+                return web.Response(status=fault["abort_status"], text="fault filter abort\n")
         mirror = choice.mirror
         if mirror and not isinstance(body, StreamedBody) and random.random() * 100 < mirror[1]:
-            asyncio.create_task(self._mirror(dest, mirror[0], request, target, fwd, body))
+            asyncio.create_task(self._mirror(dest, mirror[0], request, target, fwd, body, host))
         timeout = rule["timeout_ms"] / 1000 if rule["timeout_ms"] else None
         try:
-            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, target, fwd, body), timeout)
+            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, target, fwd, body, host),
+                                          timeout)
         except asyncio.TimeoutError:
-            return done(web.Response(status=504, text="upstream request timeout\n"))
-        return done(resp)
+            return web.Response(status=504, text="upstream request timeout\n")
+        return l7.response_ops(rule, request, resp)
 
-    async def _attempts(self, dest, choice, rule, request, target, fwd, body) -> web.Response:
+    async def _attempts(self, dest, choice, rule, request, target, fwd, body, host) -> web.Response:
         retry = rule["retry"] or {}
         retries = 0 if isinstance(body, StreamedBody) else retry.get("retries", 0) or 0  # sent once, not held
         per_try = retry.get("per_try_timeout_ms")
@@ -385,7 +473,7 @@ class Proxy:
             addr, port = ev.upstream_address(dest, version)
             try:
                 call = self.pool.request(addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"],
-                                         method=request.method, target=target, host=request.host,
+                                         method=request.method, target=target, host=host,
                                          headers=fwd, body=body)
                 r = await (asyncio.wait_for(call, per_try / 1000) if per_try else call)
                 outcome: int | str = r.status
@@ -403,7 +491,8 @@ class Proxy:
                 if attempt:
                     self.state.retries[svc] -= 1
             self.state.record(dest, version, outcome, time.monotonic(), self.metrics)
-            if attempt == retries or not retryable(outcome, retry.get("retry_on") or []):
+            if attempt == retries or not retryable(outcome, retry.get("retry_on") or [],
+                                                   retry.get("on_status") or []):
                 return last
             if not self._budget_allows(retry, svc):
                 return last
@@ -444,12 +533,12 @@ class Proxy:
         allowed = max(retry.get("budget_min_retries") or 3, math.floor(active * pct / 100))
         return self.state.retries.get(svc, 0) < allowed
 
-    async def _mirror(self, dest, version, request, target, fwd, body) -> None:
+    async def _mirror(self, dest, version, request, target, fwd, body, host) -> None:
         try:
             addr, port = ev.upstream_address(dest, version)
             await asyncio.wait_for(self.pool.request(
                 addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"], method=request.method,
-                target=target, host=f"{request.host}-shadow", headers=fwd, body=body), 10)
+                target=target, host=f"{host}-shadow", headers=fwd, body=body), 10)
         except Exception as exc:  # a mirror's failure never reaches the caller
             log.debug("mirror failed: %s", exc)
 
@@ -462,17 +551,25 @@ def upstream_failure(kind: str) -> web.Response:
     return web.Response(status=503, text=f"upstream connect error or disconnect/reset ({kind})\n")
 
 
-def check_request(request: web.BaseRequest) -> web.Response | tuple[str, bytes]:
+def check_request(request: web.BaseRequest, origin_form: bytes | None = None) -> web.Response | tuple[str, bytes]:
     """(normalized path, target to forward), or the answer to a request
     meshproxy will not forward, as Envoy answers it: 426 for anything but
     HTTP/1.1 (HTTP/1.0 and 0.9 carry no reliable Host and framing), 400 for
-    a method or target that is not one valid request line."""
+    a method or target that is not one valid request line. origin_form: the
+    path and query of an absolute-form target (the outbound side's)."""
     if request.version != HttpVersion11:
         resp = web.Response(status=426, text="meshproxy: HTTP/1.1 required\n")
         resp.force_close()
         return resp
-    forward = forward_target(request.raw_path) if valid_method(request.method) else None
+    raw = request.raw_path if origin_form is None else origin_form.decode("ascii")
+    forward = forward_target(raw) if valid_method(request.method) else None
     return web.Response(status=400, text=BAD_TARGET) if forward is None else forward
+
+
+def unauthorized() -> web.Response:
+    """401 for a token no accepted provider validates (RFC 6750's challenge)."""
+    return web.Response(status=401, text="Jwt verification fails\n",
+                        headers={"www-authenticate": 'Bearer error="invalid_token"'})
 
 
 def _peer(request: web.BaseRequest) -> tuple[str | None, bytes | None, str]:

@@ -122,11 +122,15 @@ class Pool:
         """Close connections idle longer than idle_timeout (called periodically)."""
         return self.close_idle(older_than=time.monotonic() - self.idle_timeout)
 
-    async def _connect(self, addr: str, port: int, expected_id: str | None, use_tls: bool) -> _Conn:
+    async def _connect(self, addr: str, port: int, expected_id: str | None, use_tls: bool,
+                       server_name: str | None = None) -> _Conn:
+        """server_name: SNI and the name the certificate must carry (TLS
+        origination to an external host); None: a mesh peer, checked by
+        SPIFFE ID instead."""
         try:
             reader, writer = await asyncio.open_connection(
-                addr, port, ssl=self.ssl if use_tls else None, server_hostname="" if use_tls else None,
-                limit=_MAX_LINE)
+                addr, port, ssl=self.ssl if use_tls else None,
+                server_hostname=(server_name or "") if use_tls else None, limit=_MAX_LINE)
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError("connect-failure", str(exc)) from None
         if use_tls and expected_id is not None:
@@ -134,7 +138,7 @@ class Pool:
             if got != expected_id:
                 writer.close()
                 raise UpstreamError("identity", f"peer is {got!r}, expected {expected_id!r}")
-        key = (addr, port)
+        key = _key(addr, port, server_name)
         self.open_count[key] = self.open_count.get(key, 0) + 1
         return _Conn(reader, writer)
 
@@ -152,9 +156,9 @@ class Pool:
 
     async def request(self, addr: str, port: int, *, use_tls: bool, expected_id: str | None, method: str,
                       target: bytes, host: str, headers: list[tuple[str, str]],
-                      body: bytes | StreamedBody) -> Response:
-        key = (addr, port)
-        conn = self._take_idle(key) or await self._connect(addr, port, expected_id, use_tls)
+                      body: bytes | StreamedBody, server_name: str | None = None) -> Response:
+        key = _key(addr, port, server_name)  # one TLS name per pooled connection
+        conn = self._take_idle(key) or await self._connect(addr, port, expected_id, use_tls, server_name)
         try:
             resp, keep = await _exchange(conn, method, target, host, headers, body)
         except FramingError as exc:
@@ -177,6 +181,10 @@ class Pool:
     def _drop(self, key, conn: _Conn) -> None:
         conn.close()
         self.open_count[key] = max(0, self.open_count.get(key, 1) - 1)
+
+
+def _key(addr: str, port: int, server_name: str | None) -> tuple:
+    return (addr, port) if server_name is None else (addr, port, server_name)
 
 
 def _head(method: str, target: bytes, host: str, headers, body) -> bytes:

@@ -1,5 +1,5 @@
 """Which algorithms a JWKS key may verify (pure: no crypto, no PyJWT), read by
-the compiler (MP731: a provider whose JWKS has no usable key) and by
+the checker (MP223: a provider whose JWKS has no usable key), the compiler and
 meshproxy's validator (meshpolicy/proxy/jwt_verify.py).
 
 Only asymmetric algorithms, and only the key's own: its `alg` when given,

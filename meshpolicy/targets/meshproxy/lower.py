@@ -14,11 +14,10 @@ from ...model import types as m
 from ...plan import CertLayout, plan_of
 from ...plan.hosts import upstream_host
 from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
-from ...semantics.evaluate import forward_weights
 from ...semantics.patterns import glob_regex
 from ...wire.config import FORMAT_VERSION
-from ...semantics.ingress import accepted_providers, forwards_to, validating_providers
-from .northsouth import ingress_spiffe_id, internet_principal, l7, provider_configs, query_test, source_admits_workload
+from ...semantics.egress import caller_source_matches
+from .northsouth import internet_principal, l7, provider_configs, query_test
 from .ports import ADMIN, OUTBOUND, WorkloadPorts, local_address, needed, workload_keys, workload_ports
 
 
@@ -133,12 +132,6 @@ def outlier(o: m.Outlier | None) -> dict | None:
         return None
     return {"consecutive_5xx": o.consecutive_5xx, "consecutive_gateway": o.consecutive_gateway,
             "interval_ms": o.interval_ms, "base_ejection_ms": o.eject_ms, "max_ejection_percent": o.max_percent}
-
-
-def _resolve(folder: Path, name: str) -> Path:
-    """A file a .mesh file names, relative to that file's folder, made absolute."""
-    p = Path(name)
-    return (p if p.is_absolute() else folder / p).absolute()
 
 
 def cors_of(c):
@@ -274,7 +267,7 @@ class Lowering:
                 "rate_limits": limits,
             }
             # the providers this sidecar validates tokens with (semantics.ingress)
-            used = set(validating_providers(mesh, svc.name))
+            used = set(self.plan.services[svc.name].jwt_providers)
             # a limit on `internet with jwt` reads its key (a claim) or its
             # sources' tokens: those providers are validated here too
             for lim in limits:
@@ -358,7 +351,7 @@ class Lowering:
             "timeout_ms": timeout_ms,
             "retry": retry(rule_retry),
             "fault": fault(rule_fault),
-            **l7(r, svc.cors_for(r)),
+            **l7(r, self.plan.services[svc.name].rules[r.index].cors),
         }
 
     # ---- egress -------------------------------------------------------------
@@ -374,7 +367,7 @@ class Lowering:
         for e in mesh.externals:
             entries = {"deny": [], "allow": []}
             for r in mesh.rules_by_target.get(e.name, []):
-                if any(source_admits_workload(mesh, s, svc) for s in r.sources):
+                if any(caller_source_matches(mesh, s, svc.name) for s in r.sources):
                     entries[r.effect].append({"rule": r.index, "methods": list(dict.fromkeys(r.methods)),
                                               "paths": [path_matcher(p) for p in r.paths]})
             ports = []
@@ -391,20 +384,20 @@ class Lowering:
     # ---- ingress gateways ---------------------------------------------------
     def ingress_workload(self, g: m.Ingress) -> dict:
         mesh = self.mesh
-        account = g.account or g.name
-        called = list(forwards_to(g))
+        gp = self.plan.ingresses[g.name]
+        account = gp.account
+        called = list(gp.callees)
         base = self.settings["port_base"] + self.ingress_index[g.name] * self.settings["ports_per_workload"]
         unique = self.settings["ports"] == MESH_UNIQUE
         local = local_address(self.settings)
-        folder = Path(g.file or ".").parent
-        providers = accepted_providers(mesh, g)
+        providers = gp.providers
         return {
             "version": FORMAT_VERSION,
             "mesh": mesh.settings.name,
             "workload": {"kind": "ingress", "service": g.name, "version": None, "namespace": g.namespace,
                          "account": account, "labels": {}},
             "identity": {
-                "spiffe_id": ingress_spiffe_id(mesh, g),
+                "spiffe_id": gp.spiffe_id,
                 "trust_domain": mesh.settings.trust_domain,
                 "cert_file": self.certs.cert_file(g.namespace, account),
                 "key_file": self.certs.key_file(g.namespace, account),
@@ -423,13 +416,10 @@ class Lowering:
             "egress": {"stance": "registry_only", "ca_file": None},
             "jwt": provider_configs(mesh, providers, self._jwks),
             "ingress": {
-                "listeners": [{"address": self.settings["listen_address"], "port": li.port, "protocol": li.protocol,
-                               "cert_file": str(_resolve(folder, li.cert_file)) if li.cert_file else None,
-                               "key_file": str(_resolve(folder, li.key_file)) if li.key_file else None}
-                              for li in g.listeners],
+                "listeners": [self.ingress_listener(gp, li) for li in gp.listeners],
                 "hosts": list(g.hosts),
                 "providers": list(providers),
-                "rules": [self.ingress_rule(r) for r in g.rules],
+                "rules": [self.ingress_rule(r, rp) for r, rp in zip(g.rules, gp.rules)],
             },
             "tracing": {"enabled": mesh.settings.tracing.enabled,
                         "formats": list(mesh.settings.tracing.formats) if mesh.settings.tracing.enabled else [],
@@ -438,11 +428,18 @@ class Lowering:
             "metrics": {"enabled": mesh.settings.metrics, "path": "/metrics"},
         }
 
-    def ingress_rule(self, r: m.RouteRule) -> dict:
+    def ingress_listener(self, gp, li: m.Listener) -> dict:
+        files = gp.cert_paths(li)  # resolved against the declaring file; absolute for the proxy's cwd
+        return {"address": self.settings["listen_address"], "port": li.port, "protocol": li.protocol,
+                "cert_file": str(Path(files[0]).absolute()) if files else None,
+                "key_file": str(Path(files[1]).absolute()) if files else None}
+
+    def ingress_rule(self, r: m.RouteRule, rp) -> dict:
+        """rp: the plan's RulePlan of the rule (weights over services, its own CORS)."""
         a = r.action
-        if a.kind == "forward":  # weights as a route's (semantics), over services
+        if a.kind == "forward":
             action = {"kind": "forward", "destinations": [{"service": name, "weight": w}
-                                                          for name, w in forward_weights(r).items()]}
+                                                          for name, w in rp.weights.items()]}
         elif a.kind == "redirect":
             action = {"kind": "redirect", "uri": a.uri, "status": a.status}
         else:
@@ -455,5 +452,5 @@ class Lowering:
                       "queries": [query_test(q) for q in mt.queries], "sources": []},
             "action": action,
             "timeout_ms": r.timeout_ms,
-            **l7(r, r.cors),
+            **l7(r, rp.cors),
         }

@@ -16,7 +16,6 @@ from pathlib import Path
 from ...codes import diag
 from ...diagnostics import Diagnostic
 from ...model import types as m
-from ...semantics.admission import same_identity
 from ...semantics.ingress import accepted_providers
 from ...semantics.tokens import locations_of
 from ...wire.jwks import jwks_problem
@@ -94,9 +93,9 @@ def read_jwks(p: m.JwtProvider, cache: dict) -> str | None:
 
 
 def jwks_diagnostics(mesh: m.Mesh, cache: dict) -> list[Diagnostic]:
-    """MP731 for a provider meshproxy would validate with whose JWKS file
-    cannot be read at compile time or holds no key it can verify with
-    (every token would then be 401): refused rather than compiled."""
+    """MP223 (the checker's finding, wire.jwks's reading) when a JWKS file
+    changed between check and compile so that meshproxy could not verify
+    with it: refused rather than compiled with the provider left out."""
     out = []
     for p in mesh.provider_map.values():
         if not p.jwks_file:
@@ -104,20 +103,6 @@ def jwks_diagnostics(mesh: m.Mesh, cache: dict) -> list[Diagnostic]:
         text = read_jwks(p, cache)
         problem = "cannot be read" if text is None else jwks_problem(text)
         if problem:
-            out.append(diag("MP731", f"jwt provider `{p.name}`: the JWKS file `{jwks_path(p)}` {problem}",
+            out.append(diag("MP223", f"the JWKS file `{jwks_path(p)}` of jwt provider `{p.name}` {problem}",
                             p.at("jwks_file") if "jwks_file" in p.spans else p.span))
     return out
-
-
-# ---- egress -----------------------------------------------------------------
-
-def source_admits_workload(mesh: m.Mesh, s: m.Source, svc: m.Service) -> bool:
-    """Does a rule source name this calling workload, at its own sidecar
-    (which knows its identity whatever any callee's mTLS)? A service name
-    matches every service sharing that identity, as east-west; internet
-    never names a workload."""
-    if s.kind == "service":
-        return same_identity(mesh, s.name, svc.name)
-    if s.kind == "namespace":
-        return s.name == svc.namespace
-    return s.kind in ("authenticated", "any")

@@ -1,0 +1,136 @@
+"""Ingress mode: a meshproxy started on an ingress workload's config (the
+`ingress` section set) takes requests from outside the mesh.
+
+For each request, in this order (docs/semantics.md, "Ingress, tokens and
+egress"): the request line is checked as on every listener (400/426); a
+token at any accepted provider's locations that none of them validates is
+401 (no token passes: the destination's authorization decides; checked
+before the host, as jwt_authn filters run before routing); the Host must
+match one of `hosts` (404); the first matching rule decides
+(none: 404); a forward picks a service by weight, applies the rule's
+rewrite and request header operations, and sends the request as a mesh
+caller (mTLS with the ingress's identity) through that service's own route.
+The token travels unchanged (the forwarded headers are the caller's, minus
+hop-by-hop and identity headers), and the callee validates it again.
+`https` listeners terminate TLS with the listener's certificate files (no
+client certificate asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+
+from aiohttp import web
+
+from ..wire import evaluate as ev
+from . import l7
+from .identity_headers import CLIENT_IP, forwardable
+from .request_info import header_lists, query_params, request_tokens
+
+
+def listener_context(listener: dict) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(listener["cert_file"], listener["key_file"])
+    return ctx
+
+
+class IngressMixin:
+    cfg: dict
+
+    async def start_ingress(self) -> None:
+        from .server import _Server
+
+        loop = asyncio.get_running_loop()
+        for listener in self.cfg["ingress"]["listeners"]:
+            ctx = listener_context(listener) if listener["protocol"] == "https" else None
+            server = _Server(self.handle_ingress)
+            self._servers.append(await loop.create_server(server, listener["address"], listener["port"], ssl=ctx,
+                                                          ssl_handshake_timeout=10 if ctx else None))
+
+    async def handle_ingress(self, request: web.BaseRequest) -> web.StreamResponse:
+        from .server import _peer, check_request
+
+        started = time.monotonic()
+        cfg = self.cfg
+        me = cfg["workload"]["service"]
+        dest_name = "(none)"
+
+        def done(resp: web.StreamResponse) -> web.StreamResponse:
+            self.metrics.observe("ingress", "internet", dest_name, resp.status, time.monotonic() - started)
+            return resp
+
+        checked = check_request(request)
+        if isinstance(checked, web.Response):
+            return done(checked)
+        path, target = checked
+        host = request.headers.get("Host", "")
+        query = query_params(target)
+        headers = header_lists(request)
+        single = {k: v[0] for k, v in headers.items()}
+        providers = cfg["ingress"]["providers"]
+        if providers:
+            tokens = request_tokens(self.verifiers, request, query, headers)
+            if tokens.unvalidated_token(providers):
+                from .server import unauthorized
+
+                return done(unauthorized())
+        choice = ev.ingress_route(cfg, host, request.method, path, single, query)
+        if choice.kind == "no_host":
+            return done(web.Response(status=404, text=f"meshproxy: `{me}` serves no such host\n"))
+        if choice.kind == "no_route":
+            return done(web.Response(status=404, text="meshproxy: no ingress rule matches\n"))
+        rule = choice.route
+        if choice.kind == "redirect":
+            return done(web.Response(status=choice.status, headers={"location": rule["action"]["uri"]}))
+        if choice.kind == "respond":
+            return done(web.Response(status=choice.status, text=rule["action"]["body"] or ""))
+        preflight = l7.preflight_answer(rule, request)
+        if preflight is not None:
+            return done(preflight)
+        service = self._pick_service(choice.weights)
+        dest_name = service
+        dest = ev.service_destination(cfg, service)
+        new_target, new_host = l7.rewritten(rule, path, target, host)
+        if new_target is None:
+            from .server import BAD_TARGET
+
+            return done(web.Response(status=400, text=BAD_TARGET))
+        new_path = ev.rewritten_path(rule, path)
+        # the service's own route, as any caller's request to it is routed
+        svc_choice = ev.route(cfg, new_host, request.method, new_path, single, query_params(new_target), dest=dest)
+        _, _, client = _peer(request)
+        # the caller's headers (token included, byte for byte) after the
+        # ingress rule's operations; the service's rule applies its own next
+        fwd = l7.request_ops(rule, forwardable(request.headers.items())) + [(CLIENT_IP, client)]
+        forward = _Rewritten(request, new_target)
+        # one timeout and one CORS policy: the ingress rule's own, else the
+        # service route's (plan.ingress_settings, docs/semantics.md)
+        resp = await self.routed(dest, svc_choice, forward, new_path, new_target, new_host, headers=fwd,
+                                 timeout_ms=rule["timeout_ms"], cors_of_ingress=rule["cors"] is not None)
+        return done(l7.response_ops(rule, request, resp))
+
+    @staticmethod
+    def _pick_service(weights: dict[str, float]) -> str:
+        pool = [(s, w) for s, w in weights.items() if w > 0]
+        r = random.random() * sum(w for _, w in pool)
+        for s, w in pool:
+            r -= w
+            if r < 0:
+                return s
+        return pool[-1][0]
+
+
+class _Rewritten:
+    """The request as the ingress forwards it: the same method, headers and
+    body, the rewritten target (routed() reads only these)."""
+
+    def __init__(self, request: web.BaseRequest, target: bytes):
+        self._request = request
+        self.raw_path = target.decode("ascii")
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
