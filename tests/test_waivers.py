@@ -201,3 +201,20 @@ def test_code_fixtures(code, tmp_path):
         assert (code in got) == (name == "bad"), (name, got)
         if name == "good":
             assert r.returncode == 0, r.stderr
+
+
+OUTLIER = POLICY.replace("  timeout 2s\n", "  timeout 2s\n  outlier consecutive_5xx 5 interval 10s eject 30s max 12.5%\n") \
+    .replace("  fault delay 100ms 5%\n", "").replace(" fault abort 503 1%", "")
+
+
+@pytest.mark.parametrize("target, field", [("istio", "maxEjectionPercent"), ("envoy", "max_ejection_percent")])
+def test_istio_and_envoy_own_partial_refusals_honour_the_waiver(target, field):
+    """A fractional outlier `max` is the target's own MP701 (the rest of the
+    outlier is expressible); waived, it is MP706 and the max is left out."""
+    outputs, diags = _compile(OUTLIER, target, {})
+    assert [d.code for d in diags if d.is_error] == ["MP701"]
+    outputs, diags = _compile(OUTLIER, target, {"waive": ["outlier"]})
+    assert [d for d in diags if d.is_error] == [] and _mp706(diags) == [("outlier", 18)]
+    text = "".join(o.content for o in outputs)
+    assert field not in text and ("consecutive5xxErrors" in text or "consecutive_5xx" in text)
+    assert ("WAIVED.txt" in {o.path for o in outputs}) == (target == "envoy")

@@ -76,12 +76,14 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,
         diags = diags + _manifest_rejections(target, mesh, options, diags)
         if options.waive and not has_errors(diags):  # a failed lowering may stop before some uses
             diags = diags + _needless_waivers(target, options.waive, diags)
-            outputs = _record_waivers(outputs, diags)
         outputs = sorted(outputs, key=lambda o: o.path)
         if not has_errors(diags):
             if progress:
                 progress(f"checking {len(outputs)} {target} files", 1, 2)
             diags = diags + t.validate(outputs)
+        if options.waive and not has_errors(diags):
+            # after validation: the record is meshc's note, not one of the target's files
+            outputs = sorted(_record_waivers(outputs, diags), key=lambda o: o.path)
     return outputs, diags
 
 

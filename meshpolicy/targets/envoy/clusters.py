@@ -71,10 +71,11 @@ def _outlier(ctx: Ctx, o: Outlier) -> dict:
     if o.eject_ms is not None:
         out["base_ejection_time"] = duration(o.eject_ms)
     if o.max_percent is not None:
-        if o.max_percent != int(o.max_percent):
+        if o.max_percent != int(o.max_percent):  # refused or waived: not written
             ctx.unsupported("a fractional outlier `max` percentage", o.at("max_percent"),
-                            "Envoy's max_ejection_percent is a whole number")
-        out["max_ejection_percent"] = int(o.max_percent)
+                            "Envoy's max_ejection_percent is a whole number", key="outlier")
+        else:
+            out["max_ejection_percent"] = int(o.max_percent)
     return out
 
 

@@ -10,7 +10,7 @@ from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh, Service
 from ...span import Span
-from ..base import cannot_express
+from ..base import refuse
 from .conventions import Settings
 from .scope import callable_services
 
@@ -39,6 +39,10 @@ class Ctx:
             self._seen.add(key)
             self.diags.append(d)
 
-    def unsupported(self, construct: str, span: Span | None, why: str) -> None:
-        """MP701: the construct, where it was written, and the target."""
-        self.record(cannot_express("envoy", construct, span, why))
+    def unsupported(self, construct: str, span: Span | None, why: str, key: str | None = None) -> bool:
+        """MP701: the construct, where it was written, and the target. With
+        `key` (its name in targets/constructs.py) waived in meshc.toml, MP706
+        instead; True then, and the caller leaves this use out."""
+        d = refuse("envoy", key or "", construct, span, why, self.options.waive if key else ())
+        self.record(d)
+        return d.code == "MP706"

@@ -23,7 +23,7 @@ from ...compile import CompileOptions
 from ...diagnostics import Diagnostic
 from ...model.types import Mesh
 from ...plan import fqdn, name_fqdn, plan_of
-from ..base import cannot_express
+from ..base import refuse
 from ..http_routes import version_service
 from ..istio.context import Lowering
 from ..istio.ratelimit import envoy_filters
@@ -34,8 +34,11 @@ from ..istio.traffic import policy
 
 @dataclass
 class FlavourLowering(Lowering):
-    def unsupported(self, construct, span, why) -> None:
-        self.diagnostics.append(cannot_express("gateway-api", f"{construct} (with mesh = \"istio\")", span, why))
+    def unsupported(self, construct, span, why, key: str | None = None) -> bool:
+        d = refuse("gateway-api", key or "", f"{construct} (with mesh = \"istio\")", span, why,
+                   self.options.waive if key else ())
+        self.diagnostics.append(d)
+        return d.code == "MP706"
 
 
 def destination_rules(lw: Lowering) -> list[dict]:

@@ -95,10 +95,10 @@ def retries(lw: Lowering, svc: Service, r: Retry | None) -> dict:
         # Envoy caps backoff at 10x the base interval; Istio cannot set the cap.
         if r.backoff_max_ms is not None and r.backoff_max_ms != 10 * r.backoff_ms:
             lw.unsupported("a retry backoff `max` other than 10x the base interval", r.at("backoff_max_ms"),
-                           "Istio sets only the base interval; Envoy then caps backoff at 10x it")
+                           "Istio sets only the base interval; Envoy then caps backoff at 10x it", key="retry-backoff")
     elif r.backoff_max_ms is not None:
         lw.unsupported("a retry backoff `max` without a base interval", r.at("backoff_max_ms"),
-                       "Istio sets only the base backoff interval")
+                       "Istio sets only the base backoff interval", key="retry-backoff")
     return out
 
 

@@ -42,7 +42,8 @@ def connection_pool(lw: Lowering, svc: Service, c: CircuitBreaker) -> dict:
             if name == "max_retries" and all(r.attempts == 0 for r in service_retries(lw, svc)):
                 continue  # nothing retries: no limit and a zero limit mean the same
             lw.unsupported(f"circuit `{name} 0`", c.at(name),
-                           "Istio reads 0 as unset (no limit); with retries configured this would change meaning")
+                           "Istio reads 0 as unset (no limit); with retries configured this would change meaning",
+                           key="circuit")
             continue
         into[key] = v
     out: dict = {}
@@ -64,10 +65,11 @@ def outlier_detection(lw: Lowering, o: Outlier) -> dict:
     if o.eject_ms is not None:
         out["baseEjectionTime"] = duration(o.eject_ms)
     if o.max_percent is not None:
-        if o.max_percent != int(o.max_percent):
+        if o.max_percent != int(o.max_percent):  # refused or waived: not written
             lw.unsupported(f"outlier `max {o.max_percent}%`", o.at("max_percent"),
-                           "Istio's maxEjectionPercent is a whole percent")
-        out["maxEjectionPercent"] = int(o.max_percent)
+                           "Istio's maxEjectionPercent is a whole percent", key="outlier")
+        else:
+            out["maxEjectionPercent"] = int(o.max_percent)
     return out
 
 
@@ -94,12 +96,13 @@ def retry_budget(lw: Lowering, svc: Service) -> dict | None:
                 budget is None or (r.budget_percent, r.budget_min) != (budget.budget_percent, budget.budget_min)):
             lw.unsupported("a retry `budget` on a route rule", r.at("budget_percent"),
                            "Istio keeps one retry budget per destination (DestinationRule), "
-                           "so it must be the service's own")
+                           "so it must be the service's own", key="retry-budget")
     if budget is None:
         return None
     if svc.circuit is not None and svc.circuit.max_retries is not None:
-        lw.unsupported("a retry `budget` together with circuit `max_retries`", budget.at("budget_percent"),
-                       "Envoy ignores max_retries when a retry budget is set")
+        if lw.unsupported("a retry `budget` together with circuit `max_retries`", budget.at("budget_percent"),
+                          "Envoy ignores max_retries when a retry budget is set", key="retry-budget"):
+            return None  # waived: the budget is left out, max_retries holds
     out: dict = {"percent": percent(budget.budget_percent)}
     if budget.budget_min is not None:
         out["minRetryConcurrency"] = budget.budget_min
