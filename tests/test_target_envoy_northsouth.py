@@ -61,6 +61,17 @@ def _internet(*claims: ClaimTest) -> Source:
     return Source.make(kind="internet", jwt=JwtRequirement.make(claims=list(claims)) if claims else None)
 
 
+# Written-order header operations Envoy applies removes-first: lowered so the
+# result is semantics/header_ops.py's.
+HEADER_OPS = [HeaderOp.make(side="request", op="add", name="x-o", value="1"),
+              HeaderOp.make(side="request", op="remove", name="x-o"),
+              HeaderOp.make(side="request", op="add", name="x-o", value="2"),
+              HeaderOp.make(side="request", op="add", name="x-o", value="3"),
+              HeaderOp.make(side="request", op="add", name="x-p", value="1"),
+              HeaderOp.make(side="request", op="set", name="x-p", value="2"),
+              HeaderOp.make(side="request", op="set", name="x-q", value="q")]
+
+
 def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), limits=()) -> tuple[Mesh, object]:
     """BASE plus: a jwt provider with a local JWKS, an ingress `web` on one
     http listener for shop.test routing /api/** to b (rewrite "/", a request
@@ -75,7 +86,10 @@ def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), li
         RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind="prefix", value="/api/")]),
                        action=_fwd("b"), rewrite=Rewrite.make(path="/"),
                        headers=[HeaderOp.make(side="request", op="set", name="x-from", value="edge 100%"),
-                                HeaderOp.make(side="response", op="set", name="x-gw", value="web")]),
+                                *HEADER_OPS,
+                                HeaderOp.make(side="response", op="set", name="x-gw", value="web")],
+                       cors=Cors.make(origins=["https://shop.test"], methods=["GET", "PUT"], headers=["x-api-key"],
+                                      expose=["x-gw"], max_age_ms=600000)),
         RouteRule.make(index=1, match=Match.make(paths=[PathPattern.make(kind="exact", value="/closed")]),
                        action=DirectResponse.make(status=403, body="closed")),
         RouteRule.make(index=2, match=Match.make(paths=[PathPattern.make(kind="exact", value="/q")], queries=[
@@ -555,6 +569,34 @@ def test_tokens_at_the_gateway_and_claims_at_the_callee(running):
         assert _request(port, "/api/public/x", headers=bearer(bad))[0] == 401
     # POST is not in the token rule: the claims gate only what the rule names.
     assert _request(port, "/api/orders", headers=bearer(good), method="POST")[0] == 403
+
+
+@needs_envoy
+def test_header_operations_and_cors_as_the_semantics_say(running):
+    from meshpolicy.semantics.cors import preflight_headers
+    from meshpolicy.semantics.header_ops import apply_header_ops
+
+    port = running["port"]
+    sent = [("x-o", "client"), ("x-p", "client"), ("x-q", "client")]
+    status, _, body = _request(port, "/api/public/x", headers=dict(sent))
+    assert status == 200
+    got = [(k.lower(), v) for k, v in json.loads(body)["headers"] if k.lower() in ("x-o", "x-p", "x-q")]
+    want = [(k, v) for k, v in apply_header_ops(HEADER_OPS, "request", sent)]
+    assert sorted(got) == sorted(want), (got, want)
+    # A preflight from an allowed origin is answered at the gateway (b never sees it).
+    pre = {"Origin": "https://shop.test", "Access-Control-Request-Method": "PUT"}
+    status, headers, _ = _request(port, "/api/orders", headers=pre, method="OPTIONS")
+    assert status == 200
+    h = {k.lower(): v for k, v in headers.items()}
+    cors = Cors.make(origins=["https://shop.test"], methods=["GET", "PUT"], headers=["x-api-key"], expose=["x-gw"],
+                     max_age_ms=600000)
+    for name, value in preflight_headers(cors, "https://shop.test"):
+        assert h.get(name) == value, name
+    # An actual request from it gets the origin back; another origin gets no CORS headers.
+    _, headers, _ = _request(port, "/api/public/x", headers={"Origin": "https://shop.test"})
+    assert headers.get("access-control-allow-origin") == "https://shop.test"
+    _, headers, _ = _request(port, "/api/public/x", headers={"Origin": "https://evil.test"})
+    assert "access-control-allow-origin" not in {k.lower() for k in headers}
 
 
 @needs_envoy

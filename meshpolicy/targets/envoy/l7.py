@@ -61,16 +61,17 @@ def literal(value: str) -> str:
 
 
 def _effective_ops(ops: list[HeaderOp]) -> list[HeaderOp]:
-    """The ops in written order, as Envoy applies them: it removes a
-    route's headers_to_remove before it adds headers_to_add, so an add or set
-    written before a remove of the same header is dropped here (the remove
-    undoes it anyway); adds written after a remove still follow it."""
-    out: list[HeaderOp] = []
-    for op in ops:
-        if op.op == "remove":
-            out = [o for o in out if o.name != op.name]
-        out.append(op)
-    return out
+    """The ops whose effect survives, so that Envoy's order gives the written
+    order's result (semantics/header_ops.py). Envoy applies a route's
+    removes first, then its overwriting adds, then its appending adds, each
+    in list order (seen on Envoy 1.40: `add x 1; set x 2` left `x: 2, 1`).
+    Per header name only the last set or remove and the adds after it
+    matter: a set/remove discards every value before it."""
+    last: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        if op.op in ("set", "remove"):
+            last[(op.side, op.name)] = i
+    return [op for i, op in enumerate(ops) if i >= last.get((op.side, op.name), 0)]
 
 
 def unsettable(name: str) -> bool:
