@@ -354,12 +354,306 @@ def test_sidecars_import_the_externals_their_service_may_reach():
 
 
 def test_wildcard_host_with_tls_origination_is_mp701():
+    # The checker refuses wildcard external hosts (MP240); a model built
+    # another way (an importer, the LSP) must still never lower one with TLS.
     text = """mesh m { trust_domain "example.org" }
 service a { namespace ns; port 8080 http }
-external cdn { namespace ns; host "*.cdn.example.com"; port 443 tls }
+external cdn { namespace ns; host "a.cdn.example.com"; port 443 tls }
 allow a -> cdn
 """
     checked = check_text(text)
     assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
+    checked.mesh.external_map["cdn"].hosts = ["*.cdn.example.com"]
     outputs, diags = compile_mesh(checked.mesh, "istio")
     assert codes(errors(diags)) == ["MP701"] and "*.cdn.example.com" in errors(diags)[0].message
+
+
+# ---- ingress and tokens: Istio's gateway and the callee's sidecar, emulated --------
+
+def host_ok(patterns: list[str], host: str) -> bool:
+    """Envoy's virtual host domains: exact (any case), `*.suffix`, `*`."""
+    h = host.lower()
+    return any(p == "*" or p.lower() == h or (p.startswith("*.") and h.endswith(p[1:].lower()) and len(h) > len(p) - 1)
+               for p in patterns)
+
+
+class Istio:
+    """The emitted resources, and what Istio's gateway and sidecars do with them."""
+
+    def __init__(self, mesh, docs):
+        self.mesh, self.docs = mesh, docs
+
+    def selecting(self, kind, namespace, app):
+        for d in self.docs:
+            if d["kind"] == kind and d["metadata"]["namespace"] == namespace and \
+                    d["spec"].get("selector", {}).get("matchLabels", {}).get("app") == app:
+                yield d
+
+    def token_check(self, namespace, app, token):
+        """RequestAuthentication: None (passes; the validated provider or no
+        token) or 401. A token whose issuer no jwtRule names fails too."""
+        ras = list(self.selecting("RequestAuthentication", namespace, app))
+        if token is None or not ras:
+            return None
+        if token.provider is None:
+            return 401
+        issuers = {r["issuer"] for ra in ras for r in ra["spec"]["jwtRules"]}
+        return None if self.mesh.provider_map[token.provider].issuer in issuers else 401
+
+    def split_claims(self, namespace, app):
+        out = {"scope", "permission"}
+        for ra in self.selecting("RequestAuthentication", namespace, app):
+            for r in ra["spec"]["jwtRules"]:
+                out.update(r.get("spaceDelimitedClaims", []))
+        return out
+
+    @staticmethod
+    def claim_holds(claims, name, values, split):
+        """Envoy's metadata matcher as Istio builds it for request.auth.claims."""
+        if name not in claims:
+            return False
+        v = claims[name]
+        if isinstance(v, str) and name in split:
+            v = [w for w in v.split(" ") if w]
+        if isinstance(v, str):
+            return v in values
+        if isinstance(v, list):
+            return any(isinstance(x, str) and x in values for x in v)
+        return False
+
+    def gateway(self, gname, method, path, query, headers, host, token):
+        """('status', code) or ('forward', svc, {subset: weight}, delivered path)."""
+        g = self.mesh.ingress_map[gname]
+        status = self.token_check(g.namespace, g.name, token)
+        if status is not None:
+            return ("status", status)
+        gw = find(self.docs, "Gateway", gname)
+        if not host_ok(gw["spec"]["servers"][0]["hosts"], host):
+            return ("status", 404)
+        vs = next(d for d in self.docs if d["kind"] == "VirtualService" and d["spec"].get("gateways"))
+        got = pick(vs, method, path, parse_query("?" + query) if query else {}, dict(headers))
+        if got is None:
+            return ("status", 404)
+        http, m = got
+        if "directResponse" in http:
+            return ("status", http["directResponse"]["status"])
+        if "redirect" in http:
+            return ("status", http["redirect"]["redirectCode"])
+        hosts = {d["destination"]["host"] for d in http["route"]}
+        assert len(hosts) == 1
+        svc = next(s for s in self.mesh.services if f"{s.name}.{s.namespace}.svc.cluster.local" in hosts)
+        weights = {}
+        for d in http["route"]:
+            sub = d["destination"].get("subset")
+            if sub is None:
+                weights.update({v.name: 100.0 / len(svc.versions) for v in svc.versions})
+            else:
+                weights[sub] = weights.get(sub, 0.0) + float(d.get("weight", 100))
+        return ("forward", svc.name, weights, envoy_rewrite(http, m, path))
+
+    def allowed(self, gname, svc_name, method, path, token) -> bool | int:
+        """The callee's sidecar: its RequestAuthentication (401), then its
+        AuthorizationPolicies, the caller being the ingress gateway."""
+        svc = self.mesh.service(svc_name)
+        status = self.token_check(svc.namespace, svc.name, token)
+        if status is not None:
+            return status
+        ras = list(self.selecting("RequestAuthentication", svc.namespace, svc.name))
+        claims = token.claims if token is not None and token.provider is not None and ras else None
+        if claims is not None:
+            claims = {**claims, "iss": self.mesh.provider_map[token.provider].issuer}
+        split = self.split_claims(svc.namespace, svc.name)
+        g = self.mesh.ingress_map[gname]
+        principal = f"{self.mesh.settings.trust_domain}/ns/{g.namespace}/sa/{g.account or g.name}"
+
+        def rule_holds(rule):
+            if "from" in rule and not any(principal in f["source"].get("principals", []) or
+                                          "*" in f["source"].get("principals", []) for f in rule["from"]):
+                return False
+            if "to" in rule:
+                op = rule["to"][0]["operation"]
+                if "methods" in op and method not in op["methods"]:
+                    return False
+                from .test_target_istio_meaning import Cluster
+                if "paths" in op and not any(Cluster.path_matches(p, path) for p in op["paths"]):
+                    return False
+            for c in rule.get("when", []):
+                name = c["key"][len("request.auth.claims["):-1]
+                if claims is None or not self.claim_holds(claims, name, c["values"], split):
+                    return False
+            return True
+
+        applies = [d["spec"] for d in self.docs if d["kind"] == "AuthorizationPolicy" and (
+            (d["metadata"]["namespace"] == "istio-system" and "selector" not in d["spec"]) or
+            (d["metadata"]["namespace"] == svc.namespace and
+             d["spec"].get("selector", {}).get("matchLabels", {}).get("app") == svc.name))]
+        if any(s.get("action") == "DENY" and any(rule_holds(r) for r in s.get("rules", [])) for s in applies):
+            return False
+        allows = [s for s in applies if s.get("action", "ALLOW") == "ALLOW"]
+        return not allows or any(rule_holds(r) for s in allows for r in s.get("rules", []))
+
+
+NS_FILES = {
+    "shop.mesh": """mesh shop { trust_domain "example.org" }
+jwt auth {
+  issuer "https://auth.shop.example/"
+  audience "shop-api"
+  jwks "auth.jwks.json"
+}
+jwt partner {
+  issuer "https://partner.example/"
+  jwks_uri "https://partner.example/jwks"
+  token header "x-partner-token"
+  token query "access_token"
+}
+service orders { namespace shop; port 8080 http; version v1; version v2 }
+service frontend { namespace web; port 8080 http; version v1 }
+ingress web {
+  namespace edge
+  account web-gateway
+  listen 8080 http
+  listen 8443 https cert "web.crt" key "web.key"
+  hosts "shop.example.com", "*.shop.example.com"
+  /api/orders/** -> orders rewrite "/orders/"
+  /api/** -> orders rewrite "/"
+  header "x-beta" present GET /** -> frontend set request header "x-beta" "1"
+  GET /** -> frontend
+  * -> respond 404 "no such page"
+}
+route orders {
+  GET /orders/** query "view" = "full" -> v2
+  PUT /orders -> v1 retry 2 on 503, 429
+  /admin/** -> v2
+  /orders/legacy/** -> v1 rewrite "/v1/"
+  prefix "/orders" -> v1 80%, v2 20% rewrite "/o"
+}
+allow internet -> frontend GET
+allow internet with jwt scope has "orders:write" -> orders POST /orders
+allow internet with jwt auth role = "admin" and scope has "admin" -> orders /admin/**
+allow internet with jwt partner -> orders GET /orders/*
+deny internet with jwt tier = "banned" -> orders
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def ns_mesh(tmp_path_factory):
+    import base64
+    import json as _json
+
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from meshpolicy.pipeline import check_project
+    from meshpolicy.project import load
+
+    d = tmp_path_factory.mktemp("ns")
+    for name, text in NS_FILES.items():
+        (d / name).write_text(text)
+    n = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+
+    def b64(i):
+        return base64.urlsafe_b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    (d / "auth.jwks.json").write_text(_json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256",
+                                                             "n": b64(n.n), "e": b64(n.e)}]}))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (d / "web.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.example.com")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (d / "web.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    checked = check_project(load([d]))
+    assert checked.ok, [(x.code, x.message) for x in checked.diagnostics]
+    outputs, diags = compile_mesh(checked.mesh, "istio")
+    docs = [x for o in outputs if o.path != "kustomization.yaml" for x in yaml.safe_load_all(o.content) if x]
+    return checked.mesh, docs, diags, outputs, (d / "web.key").read_text()
+
+
+def test_ingress_and_tokens_compile_to_valid_resources(ns_mesh):
+    mesh, docs, diags, outputs, private_key = ns_mesh
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    assert_valid(docs)
+    gw = find(docs, "Gateway", "web")
+    assert gw["metadata"]["namespace"] == "edge" and gw["spec"]["selector"] == {"app": "web"}
+    https = next(s for s in gw["spec"]["servers"] if s["port"]["number"] == 8443)
+    assert https["tls"] == {"mode": "SIMPLE", "credentialName": "web-tls-8443"}
+    vs = find(docs, "VirtualService", "web")
+    assert vs["spec"]["gateways"] == ["edge/web"]
+    # no private key in the output: the Secret is the user's (docs/targets/istio.md)
+    assert not any(d["kind"] == "Secret" for d in docs)
+    body = private_key.splitlines()[1]
+    assert all(body not in o.content for o in outputs)
+    ra = find(docs, "RequestAuthentication", "web-jwt")
+    rules = {r["issuer"]: r for r in ra["spec"]["jwtRules"]}
+    assert set(rules) == {"https://auth.shop.example/", "https://partner.example/"}
+    assert rules["https://auth.shop.example/"]["fromHeaders"] == [{"name": "authorization", "prefix": "Bearer "}]
+    assert rules["https://partner.example/"]["fromHeaders"] == [{"name": "x-partner-token"}]
+    assert rules["https://partner.example/"]["fromParams"] == ["access_token"]
+    assert rules["https://partner.example/"]["jwksUri"] == "https://partner.example/jwks"
+    assert all(r["forwardOriginalToken"] for r in rules.values())
+    callee = find(docs, "RequestAuthentication", "orders-jwt")
+    assert callee["spec"]["jwtRules"][0]["spaceDelimitedClaims"] == ["scope"]
+    # the gateway's pods are allowed everything by the default-deny mesh
+    assert find(docs, "AuthorizationPolicy", "web-ingress")["spec"]["rules"] == [{}]
+
+
+def _tokens(mesh):
+    from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token
+
+    return [None, INVALID_TOKEN,
+            Token("auth", {"sub": "a", "scope": "orders:write read"}),
+            Token("auth", {"sub": "a", "scope": ["orders:write"]}),
+            Token("auth", {"sub": "a", "role": "admin", "scope": "admin"}),
+            Token("auth", {"sub": "a", "role": "admin", "scope": "read"}),
+            Token("auth", {"sub": "a", "role": "admin", "scope": "admin", "tier": "banned"}),
+            Token("partner", {"sub": "p"})]
+
+
+NS_REQUESTS = [(m, p, q, h) for m, p, q, h in itertools.product(
+    ["GET", "POST", "DELETE"],
+    ["/", "/api/orders/7", "/api/orders/", "/api/orders", "/api/admin/x", "/api/x", "/app", "/orders",
+     "/api/orders/legacy/a/b", "/api/orders/legacy"],
+    ["", "view=full"],
+    [(), (("x-beta", "yes"),)])]
+
+
+def test_ingress_and_tokens_mean_what_the_evaluator_says(ns_mesh):
+    from meshpolicy.semantics.evaluate import Request, evaluate
+
+    mesh, docs = ns_mesh[:2]
+    istio = Istio(mesh, docs)
+    checked = 0
+    for (method, path, query, headers), token, host in itertools.product(
+            NS_REQUESTS, _tokens(mesh), ["shop.example.com", "a.b.shop.example.com", "evil.example"]):
+        req = Request(None, "web", method, path, headers, query, host, token)
+        want = evaluate(mesh, req)
+        got = istio.gateway("web", method, path, query, headers, host, token)
+        where = f"{req}"
+        if want.route.kind != "forward":
+            assert got == ("status", want.route.status), where
+            continue
+        (svc, outcome), = want.forwarded.items()
+        if outcome.route.kind in ("respond", "redirect", "no_route"):
+            assert got == ("status", outcome.route.status), where
+            continue
+        assert got[0] == "forward" and got[1] == svc, (where, got)
+        weights = {k: round(v, 6) for k, v in outcome.route.weights.items()} or \
+            {v.name: round(100.0 / len(mesh.service(svc).versions), 6) for v in mesh.service(svc).versions}
+        assert {k: round(v, 6) for k, v in got[2].items()} == weights, (where, got)
+        delivered = outcome.delivered or outcome.request
+        assert got[3] == delivered.path, (where, got)
+        verdict = istio.allowed("web", svc, method, got[3], token)
+        if outcome.decision.refused and "401" in outcome.decision.refused:
+            assert verdict == 401, where
+        else:
+            assert verdict == outcome.decision.allowed, (where, verdict)
+            checked += 1
+    assert checked > 100

@@ -14,12 +14,14 @@ from ...model.types import Mesh
 from . import layout
 from .context import Lowering
 from .egress import externals
+from .ingress import ingresses
 from .names import DNS1123_LABEL
 from .ratelimit import envoy_filters
 from .routing import virtual_service
 from .scoping import sidecars
 from .security import authorization_policies, peer_authentications
 from .telemetry import telemetry
+from .tokens import request_authentications
 from .traffic import destination_rule
 
 
@@ -52,6 +54,8 @@ def lower_documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], li
     docs += peer_authentications(lw)
     docs += authorization_policies(lw)
     docs += externals(lw)
+    docs += ingresses(lw)
+    docs += request_authentications(lw)
     docs += sidecars(lw)
     docs.append(telemetry(lw))
     docs += envoy_filters(lw)

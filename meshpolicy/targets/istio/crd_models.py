@@ -9,6 +9,7 @@ package never reads the CRD files at run time.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
@@ -259,8 +260,16 @@ class HTTPRoute(Strict):
         return self
 
 
+def _gateway_ref(g: str) -> str:
+    ns, _, name = g.partition("/")
+    if not _DNS_LABEL.fullmatch(ns) or not _DNS_LABEL.fullmatch(name):
+        raise ValueError(f"gateway {g!r} must be NAMESPACE/NAME")
+    return g
+
+
 class VirtualServiceSpec(Strict):
     hosts: list[str] = Field(min_length=1)
+    gateways: list[Annotated[str, AfterValidator(_gateway_ref)]] | None = Field(None, min_length=1)
     http: list[HTTPRoute] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -446,9 +455,21 @@ class To(Strict):
     operation: Operation
 
 
+def _condition_key(k: str) -> str:
+    if not re.fullmatch(r"request\.auth\.claims\[[^\[\]]+\]", k):
+        raise ValueError(f"{k!r} is not request.auth.claims[NAME]")
+    return k
+
+
+class Condition(Strict):
+    key: Annotated[str, AfterValidator(_condition_key)]
+    values: list[str] = Field(min_length=1)
+
+
 class Rule(Strict):
     from_: list[From] | None = Field(None, alias="from", min_length=1)
     to: list[To] | None = Field(None, min_length=1)
+    when: list[Condition] | None = Field(None, min_length=1)
 
 
 class AuthorizationPolicySpec(Strict):
@@ -461,6 +482,50 @@ class AuthorizationPolicy(Resource):
     apiVersion: Literal["security.istio.io/v1"]
     kind: Literal["AuthorizationPolicy"]
     spec: AuthorizationPolicySpec
+
+
+class JwtHeader(Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")]
+    prefix: str | None = None
+
+
+class JwtRule(Strict):
+    issuer: str = Field(min_length=1)
+    audiences: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    jwks: str | None = None
+    jwksUri: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
+    fromHeaders: list[JwtHeader] | None = Field(None, min_length=1)
+    fromParams: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    fromCookies: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    forwardOriginalToken: bool
+    spaceDelimitedClaims: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1,
+                                                                                  max_length=64)
+
+    @model_validator(mode="after")
+    def _keys(self):
+        if (self.jwks is None) == (self.jwksUri is None):
+            raise ValueError("exactly one of jwks and jwksUri")
+        if self.jwks is not None:
+            try:
+                keys = json.loads(self.jwks).get("keys")
+            except (ValueError, AttributeError):
+                keys = None
+            if not isinstance(keys, list) or not keys:
+                raise ValueError("jwks is not a JWKS with keys")
+        if not (self.fromHeaders or self.fromParams or self.fromCookies):
+            raise ValueError("the token locations are written out (Istio's default also reads ?access_token=)")
+        return self
+
+
+class RequestAuthenticationSpec(Strict):
+    selector: Selector
+    jwtRules: list[JwtRule] = Field(min_length=1, max_length=4096)
+
+
+class RequestAuthentication(Resource):
+    apiVersion: Literal["security.istio.io/v1"]
+    kind: Literal["RequestAuthentication"]
+    spec: RequestAuthenticationSpec
 
 
 # ---- Sidecar, Telemetry, EnvoyFilter -----------------------------------------
@@ -488,6 +553,49 @@ class SidecarSpec(Strict):
     workloadSelector: WorkloadSelector | None = None  # none: the mesh-wide default (root namespace)
     egress: list[Egress] = Field(min_length=1)
     outboundTrafficPolicy: OutboundTrafficPolicy | None = None
+
+
+# ---- Gateway ----------------------------------------------------------------------
+
+class GatewayPort(Strict):
+    number: Port
+    name: Annotated[str, Field(min_length=1)]
+    protocol: Literal["HTTP", "HTTPS"]
+
+
+class ServerTLS(Strict):
+    mode: Literal["SIMPLE"]
+    credentialName: DnsLabel | Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+
+
+class Server(Strict):
+    port: GatewayPort
+    hosts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    tls: ServerTLS | None = None
+
+    @model_validator(mode="after")
+    def _tls(self):
+        if (self.port.protocol == "HTTPS") != (self.tls is not None):
+            raise ValueError("an HTTPS server needs tls, an HTTP server has none")
+        return self
+
+
+class GatewaySpec(Strict):
+    selector: Labels = Field(min_length=1)
+    servers: list[Server] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ports(self):
+        numbers = [x.port.number for x in self.servers]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError("one server per port")
+        return self
+
+
+class Gateway(Resource):
+    apiVersion: Literal["networking.istio.io/v1"]
+    kind: Literal["Gateway"]
+    spec: GatewaySpec
 
 
 # ---- ServiceEntry ---------------------------------------------------------------
@@ -663,5 +771,5 @@ class EnvoyFilter(Resource):
 MODELS: dict[tuple[str, str], type[Resource]] = {
     (m.model_fields["apiVersion"].annotation.__args__[0], m.model_fields["kind"].annotation.__args__[0]): m
     for m in (VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Sidecar, Telemetry,
-              EnvoyFilter, ServiceEntry)
+              EnvoyFilter, ServiceEntry, Gateway, RequestAuthentication)
 }

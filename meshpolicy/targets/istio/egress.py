@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 
 from ...model.types import AuthRule, ExternalService, Service, Source
+from ...plan import plan_of
 from ...semantics import admission
 from .context import Lowering
 from .names import APP_LABEL, duration
@@ -167,26 +168,11 @@ def virtual_services(lw: Lowering, ext: ExternalService) -> list[dict]:
     return out
 
 
-def _selects(cond: dict, caller: Service) -> bool:
-    """Does a match condition of source_conditions select this caller?"""
-    if "sourceNamespace" in cond and cond["sourceNamespace"] != caller.namespace:
-        return False
-    return cond.get("sourceLabels", {APP_LABEL: caller.name}) == {APP_LABEL: caller.name}
-
-
 def may_reach(lw: Lowering, caller: Service, ext: ExternalService) -> bool:
-    """Whether some request from `caller` to `ext` can be allowed
-    (conservative: methods and paths are decided per request): not when a
-    deny for every method and path names it, else when an allow rule does or
-    the mesh allows by default."""
-    rules = lw.mesh.rules_by_target.get(ext.name, [])
-
-    def names(r: AuthRule) -> bool:
-        return any(_selects(c, caller) for s in r.sources for c in source_conditions(lw, s) or [])
-
-    if any(r.effect == "deny" and not r.methods and not r.paths and names(r) for r in rules):
-        return False
-    return lw.mesh.settings.default == "allow" or any(r.effect == "allow" and names(r) for r in rules)
+    """The plan's answer (conservative: methods and paths are decided per
+    request, by the VirtualService)."""
+    ep = plan_of(lw.mesh).external(ext.name)
+    return ep is not None and caller.name in ep.callers
 
 
 def sidecar_hosts(lw: Lowering, caller: Service) -> list[str]:

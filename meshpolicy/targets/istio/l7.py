@@ -46,7 +46,7 @@ def query_params(lw: Lowering, queries: list[QueryMatch]) -> dict[str, dict]:
     return dict(sorted(out.items()))
 
 
-def _fold(ops: list[HeaderOp]) -> tuple[bool, list[str]]:
+def fold(ops: list[HeaderOp]) -> tuple[bool, list[str]]:
     """What a written sequence of operations on one header leaves: whether
     the original values are dropped, and the values added after."""
     drop, values = False, []
@@ -62,15 +62,20 @@ def _fold(ops: list[HeaderOp]) -> tuple[bool, list[str]]:
 
 def header_operations(lw: Lowering, rule: RouteRule, where: str) -> dict:
     """HTTPRoute.headers for the rule's request and response operations."""
+    return header_operations_of(lw, rule.headers, where)
+
+
+def header_operations_of(lw: Lowering, ops_written: list[HeaderOp], where: str) -> dict:
+    """HTTPRoute.headers for operations in the order they apply, per side."""
     out: dict = {}
     for side in ("request", "response"):
         by_name: dict[str, list[HeaderOp]] = {}
-        for op in rule.headers:
+        for op in ops_written:
             if op.side == side:
                 by_name.setdefault(op.name, []).append(op)
         ops: dict = {}
         for name, written in by_name.items():
-            drop, values = _fold(written)
+            drop, values = fold(written)
             if len(values) > 1:
                 lw.unsupported(f"{len(values)} values left in {side} header `{name}` {where}", written[-1].span,
                                "Istio's header operations hold one value per header name and operation")

@@ -75,8 +75,18 @@ def envoy_filters(lw: Lowering) -> list[dict]:
         dest = mesh.service(lim.target.name)
         if dest is None:
             continue
+        if lim.key is not None:
+            lw.unsupported(f"`per {lim.key.kind}` on the rate limit on `{dest.name}`", lim.key.span,
+                           "Envoy's local rate limit keeps a bucket per descriptor value only in a bounded cache "
+                           "that forgets buckets (max_dynamic_descriptors), not one per distinct value")
+            continue
         callers: list[Service] = []
         for s in lim.sources:
+            if s.kind == "internet":
+                lw.unsupported("a rate limit from `internet`", s.span,
+                               "Istio's rate limits are enforced at the caller's sidecar, and meshc does not yet "
+                               "patch the ingress gateway's Envoy")
+                continue
             got = _callers(lw, s, dest)
             if got is None:
                 lw.unsupported("a rate limit from `*`", s.span,

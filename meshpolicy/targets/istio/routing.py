@@ -113,8 +113,8 @@ def fault(f: Fault) -> dict:
 
 def action(lw: Lowering, svc: Service, rule: RouteRule, http: dict) -> None:
     a = rule.action
-    host = fqdn(svc)
     if a.kind == "forward":
+        host = fqdn(svc)
         dests = []
         weights = plan_of(lw.mesh).services[svc.name].rules[rule.index].weights  # the evaluator's shares
         written = {d.version.name: d for d in a.destinations}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ...model.types import AuthRule, PathPattern, Service
 from .context import Lowering
 from .names import ROOT_NAMESPACE, principal, selector
+from .tokens import internet_rules
 
 _MTLS = {"strict": "STRICT", "permissive": "PERMISSIVE", "off": "DISABLE"}
 
@@ -69,6 +70,8 @@ def _sources(lw: Lowering, rule: AuthRule) -> list[dict] | None:
     for s in rule.sources:
         if s.kind == "any":
             return None
+        if s.kind == "internet":
+            continue  # its own rules: tokens.internet_rules
         if s.kind == "authenticated":
             principals.append("*")
         elif s.kind == "namespace":
@@ -87,22 +90,31 @@ def _sources(lw: Lowering, rule: AuthRule) -> list[dict] | None:
     return out
 
 
-def _rule(lw: Lowering, rule: AuthRule) -> dict | None:
-    srcs = _sources(lw, rule)
-    out: dict = {}
-    if srcs is not None:
-        if not srcs:
-            return None  # no source can match (e.g. every named caller is unknown)
-        out["from"] = srcs
+def _rules(lw: Lowering, rule: AuthRule) -> list[dict]:
+    """One AuthorizationPolicy rule for the rule's service, namespace and
+    `authenticated` sources (or `*`), plus those of each `internet` source
+    (their claim conditions must not constrain the other sources)."""
     op: dict = {}
     if rule.methods:
         op["methods"] = list(rule.methods)
     if rule.paths:
         paths = [istio_path(lw, p) for p in rule.paths]
         op["paths"] = [p for p in paths if p is not None]
-    if op:
-        out["to"] = [{"operation": op}]
-    return out
+    to = [{"operation": op}] if op else None
+    srcs = _sources(lw, rule)
+    out: list[dict] = []
+    if srcs is None:
+        out.append({"to": to} if to else {})
+        return out  # `*`: every request, internet ones included
+    if srcs:
+        r: dict = {"from": srcs}
+        if to:
+            r["to"] = to
+        out.append(r)
+    for s in rule.sources:
+        if s.kind == "internet":
+            out += internet_rules(lw, rule, s, to)
+    return out  # empty: no source can match (e.g. every named caller is unknown)
 
 
 def authorization_policies(lw: Lowering) -> list[dict]:
@@ -122,8 +134,7 @@ def authorization_policies(lw: Lowering) -> list[dict]:
         for effect in ("deny", "allow"):
             if effect == "allow" and mesh.settings.default == "allow":
                 continue
-            lowered = [_rule(lw, r) for r in rules if r.effect == effect]
-            lowered = [r for r in lowered if r is not None]
+            lowered = [x for r in rules if r.effect == effect for x in _rules(lw, r)]
             if lowered:
                 out.append(policy(svc, effect, lowered))
     return out

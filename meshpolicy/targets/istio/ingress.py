@@ -1,0 +1,439 @@
+"""Ingress gateways: a Gateway (one server per listener) and a VirtualService
+bound to it (docs/targets/istio.md, "Ingress: Gateway and VirtualService").
+
+The meaning (docs/semantics.md, "Ingress, tokens and egress"): an ingress
+rule picks a SERVICE, and that service's own `route` then applies (versions,
+splits, timeouts, retries) with the ingress as the caller. Istio's gateway
+applies only the VirtualService bound to it, never the destination's mesh
+VirtualService, and a sidecar does not route inbound requests again. So each
+ingress rule is MERGED with the routed service's rules: for every rule R of
+the service's route, in order, one http rule whose match is the ingress
+rule's match and R's match (R's read on the request the ingress rule
+delivers: its path rewritten, its request headers changed), whose action
+and settings are R's, whose rewrite is the two rewrites composed into one,
+and whose header operations are the ingress rule's then R's (responses: R's
+then the ingress rule's). First match wins at both steps, and the product
+keeps that order: the first ingress rule that matches, then the first of
+the service's rules. What one Istio match cannot hold is MP701 naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import re2
+
+from ...model.types import HeaderMatch, HeaderOp, Ingress, Match, PathPattern, RouteRule, Service
+from ...semantics.patterns import header_matches, path_matches
+from ...semantics.rewrite import fixed_part
+from .context import Lowering
+from .l7 import cors_policy, fold, header_operations_of
+from .names import APP_LABEL, duration, fqdn
+from .routing import action, matches, retries, fault
+
+NOT_FOUND = {"status": 404}
+
+
+def gateway_selector(g: Ingress) -> dict:
+    """The gateway's pods: `app: <ingress>` (Istio's gateway Helm chart labels
+    a release's pods `app: <release>`; install it under the ingress's name)."""
+    return {APP_LABEL: g.name}
+
+
+def gateway_principal(lw: Lowering, g: Ingress) -> str:
+    return f"{lw.mesh.settings.trust_domain}/ns/{g.namespace}/sa/{g.account or g.name}"
+
+
+def credential_name(g: Ingress, port: int) -> str:
+    """The TLS Secret an https listener reads (written by the user: see the docs)."""
+    return f"{g.name}-tls-{port}"
+
+
+def gateway(lw: Lowering, g: Ingress) -> dict | None:
+    hosts = list(g.hosts) or ["*"]
+    servers = []
+    for ls in g.listeners:
+        server: dict = {"port": {"number": ls.port, "name": f"{ls.protocol}-{ls.port}",
+                                 "protocol": ls.protocol.upper()}, "hosts": hosts}
+        if ls.protocol == "https":
+            server["tls"] = {"mode": "SIMPLE", "credentialName": credential_name(g, ls.port)}
+        servers.append(server)
+    if not servers:
+        return None
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": g.name, "namespace": g.namespace},
+        "spec": {"selector": gateway_selector(g), "servers": servers},
+    }
+
+
+# ---- paths: the service's rules read the path the ingress rule delivers ---------
+
+class _Rewrite:
+    """A path rewrite as a function of the path: paths starting with `fixed`
+    get it replaced by `to`; `whole`: the whole path becomes `to`."""
+
+    def __init__(self, fixed: str, to: str, whole: bool):
+        self.fixed, self.to, self.whole = fixed, to, whole
+
+
+def _rewrite_of(rule: RouteRule, path: PathPattern | None) -> _Rewrite | None:
+    rw = rule.rewrite
+    if rw is None or rw.path is None:
+        return None
+    if path is None:
+        return _Rewrite("", rw.path, True)  # no path test: the whole path (semantics/rewrite.py)
+    return _Rewrite(fixed_part(path.kind, path.value) or "", rw.path, path.kind == "exact")
+
+
+def _compose(first: _Rewrite | None, then: _Rewrite | None) -> _Rewrite | None:
+    """One rewrite doing `first` and then `then` on paths both matched."""
+    if first is None:
+        return then
+    if then is None:
+        return first
+    if then.whole:
+        return _Rewrite("", then.to, True)
+    if first.whole:  # first gives a constant path, which `then` matched
+        return _Rewrite("", then.to + first.to[len(then.fixed):], True)
+    if len(then.fixed) <= len(first.to):
+        return _Rewrite(first.fixed, then.to + first.to[len(then.fixed):], False)
+    return _Rewrite(first.fixed + then.fixed[len(first.to):], then.to, False)
+
+
+def _rewrite_field(rw: _Rewrite | None, host: str | None) -> dict | None:
+    out: dict = {}
+    if rw is not None:
+        out["uriRegexRewrite"] = {"match": "^.*" if rw.whole else "^" + re2.escape(rw.fixed),
+                                  "rewrite": rw.to.replace("\\", "\\\\")}
+    if host is not None:
+        out["authority"] = host
+    return out or None
+
+
+def _literal_prefix(p: PathPattern) -> str | None:
+    """A string every path the pattern matches starts with (None: regex)."""
+    return None if p.kind == "regex" else fixed_part(p.kind, p.value)
+
+
+def _as_prefix(p: PathPattern) -> str | None:
+    """The prefix a pattern is equivalent to, if it is one: `prefix "x"`,
+    or a glob whose only wildcard is a trailing `**`."""
+    if p.kind == "prefix":
+        return p.value
+    if p.kind == "glob" and p.value.endswith("**") and "*" not in p.value[:-2]:
+        return p.value[:-2]
+    return None
+
+
+def _implies(a: PathPattern, b: PathPattern) -> bool:
+    """Every path `a` matches, `b` matches too (sufficient, not necessary)."""
+    if (a.kind, a.value) == (b.kind, b.value):
+        return True
+    pre, lit = _as_prefix(b), _literal_prefix(a)
+    return pre is not None and lit is not None and lit.startswith(pre)
+
+
+def _delivered_pattern(p: PathPattern, rw: _Rewrite | None) -> PathPattern | bool:
+    """A pattern of the service's rule, read on the delivered path, as a
+    pattern of the original path; True/False when the rewrite decides it."""
+    if rw is None:
+        return p
+    if rw.whole:
+        return path_matches(p, rw.to)  # every delivered path is `rw.to`
+    if p.kind == "regex":
+        raise _Inexpressible("a regex path after the ingress rule's rewrite")
+    lit = fixed_part(p.kind, p.value) or ""
+    if lit.startswith(rw.to):  # delivered = to + rest, original = fixed + rest
+        return PathPattern.make(kind=p.kind, value=rw.fixed + p.value[len(rw.to):])
+    if p.kind == "exact":
+        return False  # delivered paths start with `to`, the exact path does not
+    if rw.to.startswith(lit):
+        # Every delivered path starts with `to`, which already passes the
+        # pattern's literal part: a prefix (or `prefix**` glob) always holds.
+        if _as_prefix(p) is not None:
+            return True
+        raise _Inexpressible(f"the path `{p.value}` after the ingress rule's rewrite to `{rw.to}`")
+    return False  # the delivered path never starts with the pattern's literal part
+
+
+class _Inexpressible(Exception):
+    pass
+
+
+def _path_and(ingress_path: PathPattern | None, service_path: PathPattern | None) -> PathPattern | None:
+    """One pattern matching exactly the paths both match."""
+    if ingress_path is None:
+        return service_path
+    if service_path is None:
+        return ingress_path
+    if _implies(service_path, ingress_path):
+        return service_path
+    if _implies(ingress_path, service_path):
+        return ingress_path
+    raise _Inexpressible(f"the path `{ingress_path.value}` and the route's path `{service_path.value}` together")
+
+
+# ---- headers, methods, queries: the match of one merged http rule --------------
+
+def _header_tests(ingress_rule: RouteRule, r: RouteRule) -> list[HeaderMatch] | None:
+    """R's header tests read on the delivered request: a header the ingress
+    rule sets or removes is known (the test is decided); None: R never holds."""
+    out = []
+    for h in r.match.headers:
+        ops = [o for o in ingress_rule.headers if o.side == "request" and o.name == h.name]
+        if not ops:
+            out.append(h)
+            continue
+        drop, values = fold(ops)
+        if not drop:
+            raise _Inexpressible(f"the header test `{h.name}` after the ingress rule adds to it")
+        if not header_matches(h, {h.name: values[0]} if values else {}):
+            return None
+    return out
+
+
+def _merged_match(g: Ingress, ingress_rule: RouteRule, r: RouteRule | None, path: PathPattern | None,
+                  rw: _Rewrite | None, r_path: PathPattern | None) -> Match | None:
+    """The match of one merged http rule; None when no request can meet both."""
+    im = ingress_rule.match
+    methods = list(im.methods)
+    headers = list(im.headers)
+    queries = list(im.queries)
+    pattern = path
+    if r is not None:
+        m = r.match
+        if m.sources and g.name not in {s.name for s in m.sources}:
+            return None  # `from X` names a service; the caller here is the ingress
+        if m.methods:
+            methods = [x for x in methods if x in m.methods] if methods else list(m.methods)
+            if not methods:
+                return None
+        tests = _header_tests(ingress_rule, r)
+        if tests is None:
+            return None
+        for h in tests:
+            if any(x.name == h.name and (x.kind, x.value) != (h.kind, h.value) for x in headers):
+                raise _Inexpressible(f"two tests of header `{h.name}` (the ingress rule's and the route's)")
+            if not any(x.name == h.name for x in headers):
+                headers.append(h)
+        for q in m.queries:
+            if any(x.name == q.name and (x.kind, x.value) != (q.kind, q.value) for x in queries):
+                raise _Inexpressible(f"two tests of query parameter `{q.name}` (the ingress rule's and the route's)")
+            if not any(x.name == q.name for x in queries):
+                queries.append(q)
+        if r_path is not None:
+            got = _delivered_pattern(r_path, rw)
+            if got is False:
+                return None
+            if got is not True:
+                pattern = _path_and(path, got)
+    return Match.make(methods=methods, paths=[pattern] if pattern is not None else [], headers=headers,
+                      queries=queries)
+
+
+# ---- the merged http rules --------------------------------------------------------
+
+def _route_rules(lw: Lowering, svc: Service) -> list[RouteRule | None | str]:
+    """The service's rules in order: RouteRules; None for a service without
+    a route (every version); "no-route" when the last rule is not a catch-all."""
+    route = lw.mesh.route_map.get(svc.name)
+    if route is None:
+        return [None]
+    out: list[RouteRule | None | str] = list(route.rules)
+    if not route.rules or not route.rules[-1].match.is_catch_all:
+        out.append("no-route")
+    return out
+
+
+def _service_action(lw: Lowering, svc: Service, r: RouteRule | None | str, http: dict) -> None:
+    if r == "no-route":
+        http["directResponse"] = dict(NOT_FOUND)
+        return
+    if r is None:
+        http["route"] = [{"destination": {"host": fqdn(svc)}}]
+    else:
+        action(lw, svc, r, http)
+    if "route" in http:
+        timeout, retry, f = svc.settings_for(r if isinstance(r, RouteRule) else None)
+        if timeout is not None:
+            http["timeout"] = duration(timeout)
+        http["retries"] = retries(lw, svc, retry)
+        if f is not None:
+            http["fault"] = fault(f)
+
+
+def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, where: str) -> list[dict]:
+    out: list[dict] = []
+    ipaths: list[PathPattern | None] = list(ingress_rule.match.paths) or [None]
+    if ingress_rule.rewrite is None or ingress_rule.rewrite.path is None:
+        groups: list[list[PathPattern | None]] = [ipaths]  # one rewrite (none) for every path
+    else:
+        groups = [[p] for p in ipaths]  # the rewrite depends on the path that matched
+    n = 0
+    for group in groups:
+        rw_i = _rewrite_of(ingress_rule, group[0]) if len(group) == 1 else None
+        for r in _route_rules(lw, svc):
+            rule = r if isinstance(r, RouteRule) else None
+            rpaths: list[PathPattern | None] = list(rule.match.paths) if rule is not None and rule.match.paths \
+                else [None]
+            for ip, rp in itertools.product(group, rpaths):
+                try:
+                    match = _merged_match(g, ingress_rule, rule, ip, rw_i, rp)
+                except _Inexpressible as exc:
+                    lw.unsupported(f"{exc} {where}", ingress_rule.span,
+                                   "one Istio match holds one path, one test per header and per query "
+                                   "parameter; the ingress rule and the service's route rule must fit in it")
+                    return []
+                if match is None:
+                    continue
+                n += 1
+                http: dict = {"name": f"ingress-{ingress_rule.index}-{n}"}
+                m = matches(lw, None, match)
+                if m is not None:
+                    http["match"] = m
+                _service_action(lw, svc, r, http)
+                if "route" in http:
+                    rw_r = _rewrite_of(rule, rp) if rule is not None else None
+                    host = (rule.rewrite.host if rule is not None and rule.rewrite is not None else None) \
+                        or (ingress_rule.rewrite.host if ingress_rule.rewrite is not None else None)
+                    rw = _rewrite_field(_compose(rw_i, rw_r), host)
+                    if rw:
+                        http["rewrite"] = rw
+                    ops: list[HeaderOp] = [o for o in ingress_rule.headers if o.side == "request"]
+                    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "request"]
+                    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "response"]
+                    ops += [o for o in ingress_rule.headers if o.side == "response"]
+                    headers = header_operations_of(lw, ops, where)
+                    if headers:
+                        http["headers"] = headers
+                    c = ingress_rule.cors or svc.cors_for(rule)
+                    if c is not None:
+                        http["corsPolicy"] = cors_policy(lw, c)
+                out.append(http)
+    return out
+
+
+def _split(lw: Lowering, g: Ingress, ingress_rule: RouteRule, where: str) -> list[dict]:
+    """A split across services: Istio matches before it splits, so it is
+    exact only when no service routes (each gets its whole share, every
+    version evenly) and what they apply is the same."""
+    from ...semantics.evaluate import forward_weights
+
+    weights = forward_weights(ingress_rule)
+    svcs = [lw.mesh.service(name) for name in weights]
+    settings = {tuple(map(repr, s.settings_for(None))) + (repr(s.cors),) for s in svcs if s is not None}
+    if any(s is None or lw.mesh.route_map.get(s.name) is not None for s in svcs) or len(settings) > 1:
+        lw.unsupported(f"a split across services {where}", ingress_rule.action.span,
+                       "Istio matches before it splits, so each service's own route, or different timeouts, "
+                       "retries, faults or CORS of the services, cannot apply after the split")
+        return []
+    if any(w != int(w) for w in weights.values()):
+        lw.unsupported(f"the weights of the split across services {where}", ingress_rule.action.span,
+                       "Istio route weights are whole percents")
+        return []
+    svc = svcs[0]
+    http: dict = {"name": f"ingress-{ingress_rule.index}-1"}
+    m = matches(lw, None, ingress_rule.match)
+    if m is not None:
+        http["match"] = m
+    http["route"] = [{"destination": {"host": fqdn(s)}, "weight": int(weights[s.name])} for s in svcs]
+    timeout, retry, f = svc.settings_for(None)
+    if timeout is not None:
+        http["timeout"] = duration(timeout)
+    http["retries"] = retries(lw, svc, retry)
+    if f is not None:
+        http["fault"] = fault(f)
+    rw = _rewrite_field(_rewrite_of(ingress_rule, ingress_rule.match.paths[0] if ingress_rule.match.paths
+                                    else None) if len(ingress_rule.match.paths) <= 1 else None,
+                        ingress_rule.rewrite.host if ingress_rule.rewrite is not None else None)
+    if ingress_rule.rewrite is not None and ingress_rule.rewrite.path is not None and \
+            len(ingress_rule.match.paths) > 1:
+        lw.unsupported(f"`rewrite` with several paths on a split across services {where}",
+                       ingress_rule.rewrite.span, "the rewrite depends on the path that matched")
+        return []
+    if rw:
+        http["rewrite"] = rw
+    headers = header_operations_of(lw, ingress_rule.headers, where)
+    if headers:
+        http["headers"] = headers
+    c = ingress_rule.cors or svc.cors
+    if c is not None:
+        http["corsPolicy"] = cors_policy(lw, c)
+    return [http]
+
+
+def ingress_http_rules(lw: Lowering, g: Ingress) -> list[dict]:
+    out: list[dict] = []
+    for ir in g.rules:
+        where = f"in rule {ir.index + 1} of ingress `{g.name}`"
+        for what, value in (("timeout", ir.timeout_ms), ("retry", ir.retry), ("fault", ir.fault)):
+            if value is not None:
+                lw.unsupported(f"`{what}` {where}", ir.at("timeout") if what == "timeout" else value.span,
+                               "the routed service's own settings apply to what an ingress forwards, and "
+                               "the merged http rule holds one of each")
+        a = ir.action
+        if a.kind != "forward":
+            http: dict = {"name": f"ingress-{ir.index}"}
+            m = matches(lw, None, ir.match)
+            if m is not None:
+                http["match"] = m
+            action(lw, None, ir, http)
+            out.append(http)
+            continue
+        if a.mirror is not None:
+            lw.unsupported(f"`mirror` {where}", a.mirror.span,
+                           "the merged http rule mirrors at most what the service's route mirrors")
+        names = list(dict.fromkeys(d.version.name for d in a.destinations))
+        if len(names) > 1:
+            out += _split(lw, g, ir, where)
+            continue
+        svc = lw.mesh.service(names[0])
+        if svc is None:
+            continue  # the checker reports an ingress destination that is not a service
+        if not svc.http:
+            lw.unsupported(f"forwarding to the tcp service `{svc.name}` {where}", a.span,
+                           "an ingress rule is an HTTP route")
+            continue
+        out += _merge(lw, g, ir, svc, where)
+    if not g.rules or not g.rules[-1].match.is_catch_all:
+        out.append({"name": "no-route", "directResponse": dict(NOT_FOUND)})
+    return out
+
+
+def virtual_service(lw: Lowering, g: Ingress) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": g.name, "namespace": g.namespace},
+        "spec": {"hosts": list(g.hosts) or ["*"], "gateways": [f"{g.namespace}/{g.name}"],
+                 "http": ingress_http_rules(lw, g)},
+    }
+
+
+def gateway_authorization(lw: Lowering, g: Ingress) -> dict | None:
+    """A default-deny mesh's allow-nothing policy (root namespace) applies to
+    gateway pods too; an ingress has no authorization step of its own (host,
+    token and rules decide), so its pods allow every request."""
+    if lw.mesh.settings.default != "deny":
+        return None
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": f"{g.name}-ingress", "namespace": g.namespace},
+        "spec": {"selector": {"matchLabels": gateway_selector(g)}, "action": "ALLOW", "rules": [{}]},
+    }
+
+
+def ingresses(lw: Lowering) -> list[dict]:
+    out: list[dict] = []
+    for g in lw.mesh.ingress_map.values():
+        gw = gateway(lw, g)
+        if gw is None:
+            continue
+        out += [gw, virtual_service(lw, g)]
+        ap = gateway_authorization(lw, g)
+        if ap is not None:
+            out.append(ap)
+    return out
