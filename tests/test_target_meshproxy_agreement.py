@@ -227,3 +227,192 @@ def test_agreement_on_examples():
                         for headers in ((), (("x-canary", "always"),), (("end-user", "jason"),),
                                         (("x-chaos", "1"),)):
                             check_agreement(mesh, configs, Request(src, dst, method, path, headers))
+
+
+# ---- north-south (issue 15) -------------------------------------------------
+# An ingress with two providers, internet rules with claims, a route with
+# query tests and a rewrite, CORS, and an external with caller-side rules:
+# every request below is decided by the reference evaluator and by the
+# meshproxy evaluator reading only the compiled configs.
+
+NS_FIXTURES = (__import__("pathlib").Path(__file__).parent / "fixtures" / "northsouth").as_posix()
+NS_MESH = f"""
+mesh m {{ trust_domain "t.example"; default deny; egress registry_only }}
+jwt auth {{ issuer "https://auth.example/"; jwks "{NS_FIXTURES}/auth.jwks.json" }}
+jwt partner {{ issuer "https://partner.example/"; jwks "{NS_FIXTURES}/auth.jwks.json" }}
+jwt other {{ issuer "https://other.example/"; jwks "{NS_FIXTURES}/auth.jwks.json" }}
+ingress web {{
+  namespace edge
+  listen 8080 http
+  hosts "shop.example.com", "*.api.example.com"
+  jwt auth, partner
+  /api/** -> orders rewrite "/" set request header "x-from" "web"
+  prefix "/split" -> orders 50%, front 50%
+  GET /old/** -> redirect "/new" 301
+  /app/** -> front cors origins "https://shop.example.com" methods GET, POST
+  * -> respond 404 "none"
+}}
+external pay {{ namespace pay; host "api.pay.example"; port 443 tls }}
+service front {{ namespace web; port 8080 http; cors origins "https://a.example" }}
+service orders {{ namespace shop; port 8080 http; version v1; version v2 }}
+service payer {{ namespace pay; port 8080 http }}
+route orders {{
+  GET /orders/** query "view" = "full" -> v2
+  GET /orders/** query "page" present -> v1 50%, v2 50%
+  * -> v1
+}}
+allow internet -> front
+allow internet with jwt scope has "orders:write" -> orders POST /orders/**
+allow internet with jwt partner role = "admin" -> orders /admin/**
+deny internet with jwt scope has "banned" -> orders
+allow internet -> orders GET /orders/**
+allow payer -> orders
+allow payer -> pay POST /v1/charges
+deny namespace pay -> pay /v1/admin/**
+allow front -> pay GET
+"""
+
+NS_TOKENS = [None, ("auth", {"scope": "orders:write"}), ("auth", {"scope": "orders:read banned"}),
+             ("partner", {"role": "admin"}), ("partner", {"role": "user", "scope": "orders:write"}),
+             ("auth", {"role": "admin"}), ("other", {"scope": "orders:write"}), ("invalid", {})]
+NS_PATHS = ["/api/orders/7", "/api/orders/7?view=full", "/api/orders/1?page=2&view=x", "/api/admin/x",
+            "/split/a", "/old/x", "/app/x", "/nothing", "/api/", "/api/%2e%2e/admin/x"]
+NS_HOSTS = ["shop.example.com", "a.b.api.example.com", "api.example.com", "SHOP.example.com.", "evil.example"]
+
+
+class _Tokens:
+    """The proxy's view of a request's token, from the reference's Token:
+    the provider that validated it gives its claims, every other none."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def claims_for(self, provider: str):
+        t = self.token
+        return dict(t.claims) if t is not None and t.provider == provider else None
+
+
+def _ref_token(t):
+    from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token
+
+    if t is None:
+        return None
+    return INVALID_TOKEN if t[0] == "invalid" else Token(t[0], t[1])
+
+
+@pytest.fixture(scope="module")
+def ns_compiled():
+    return _compiled(NS_MESH)
+
+
+def _ingress_says(cfg, req, tokens):
+    """The ingress's answer as meshproxy gives it: (kind, status, rule, weights)."""
+    accepted = cfg["ingress"]["providers"]
+    if req.token is not None and not any(tokens.claims_for(p) is not None for p in accepted):
+        return "bad_token", 401, None, {}
+    path, _, query = req.path.partition("?")
+    from meshpolicy.semantics.patterns import normalize_path
+    from meshpolicy.semantics.query import parse_query
+
+    norm = normalize_path(path)
+    if norm is None:
+        return "rejected", 400, None, {}
+    got = ev.ingress_route(cfg, req.host, req.method, norm, dict(req.headers), parse_query("?" + query))
+    kind = {"no_host": "unknown_host"}.get(got.kind, got.kind)
+    return kind, got.status, got.rule, got.weights
+
+
+def test_north_south_agreement(ns_compiled):
+    from meshpolicy.semantics.evaluate import Request as R
+
+    mesh, configs = ns_compiled
+    gw = configs["web"][0]
+    peer = gw["identity"]["spiffe_id"]
+    checked = 0
+    for token in NS_TOKENS:
+        for path in NS_PATHS:
+            for host in NS_HOSTS:
+                for method in ("GET", "POST", "DELETE"):
+                    req = R(None, "web", method, path, host=host, token=_ref_token(token))
+                    want = evaluate(mesh, req)
+                    tokens = _Tokens(req.token)
+                    kind, status, rule, weights = _ingress_says(gw, req, tokens)
+                    assert kind == want.route.kind, f"ingress kind disagrees on {req}"
+                    assert status == (want.route.status if kind != "forward" else None), req
+                    assert rule == (want.route.rule.index if want.route.rule else None), req
+                    if kind != "forward":
+                        continue
+                    assert weights == pytest.approx(want.route.weights), req
+                    ing_rule = next(r for r in gw["ingress"]["rules"] if r["rule"] == rule)
+                    norm_path = want.request.path.partition("?")[0]
+                    from meshpolicy.semantics.patterns import normalize_path
+
+                    new_path = ev.rewritten_path(ing_rule, normalize_path(norm_path))
+                    for svc, out in want.forwarded.items():
+                        assert out.delivered is None or out.delivered.path.partition("?")[0] == new_path or \
+                            (out.delivered or out.request).path.partition("?")[0] == new_path, req
+                        # the service's own route, evaluated at the ingress
+                        dest = ev.service_destination(gw, svc)
+                        from meshpolicy.semantics.query import parse_query
+
+                        sent = out.request
+                        got_r = ev.route(gw, host, method, new_path, dict(sent.headers),
+                                         parse_query(sent.path) if "?" in sent.path else
+                                         parse_query("?" + sent.query), dest=dest)
+                        w = out.route
+                        wkind = "forward" if w.kind == "default" else w.kind
+                        assert got_r.kind == wkind, f"service route disagrees on {req} -> {svc}"
+                        assert got_r.rule == (w.rule.index if w.rule else None), req
+                        # and its authorization at the callee, with the forwarded token
+                        delivered = out.delivered or out.request
+                        for cfg in configs[svc]:
+                            got = ev.inbound_decision(cfg, peer, method, delivered.path.partition("?")[0], tokens)
+                            unvalidated = req.token is not None and cfg["jwt"] and not any(
+                                tokens.claims_for(p["name"]) is not None for p in cfg["jwt"])
+                            if out.decision.refused is not None:
+                                assert unvalidated, f"callee refusal disagrees on {req} -> {svc}"
+                                continue
+                            assert not unvalidated, req
+                            assert (got.allowed, got.rule) == (out.decision.allowed, out.decision.rule.index
+                                                               if out.decision.rule else None), \
+                                f"callee decision disagrees on {req} -> {svc}"
+                        checked += 1
+    assert checked > 100
+
+
+def test_north_south_east_west_and_egress_agreement(ns_compiled):
+    from meshpolicy.semantics.evaluate import Request as R
+
+    mesh, configs = ns_compiled
+    for src in ("payer", "front", "orders"):
+        caller = configs[src][0]
+        for dest in ("orders", "pay", "undeclared.example"):
+            for method in ("GET", "POST"):
+                for path in ("/v1/charges", "/v1/admin/x", "/orders/1", "/admin/x"):
+                    for token in NS_TOKENS:
+                        req = R(src, dest, method, path, token=_ref_token(token))
+                        want = evaluate(mesh, req)
+                        tokens = _Tokens(req.token)
+                        if dest == "orders":
+                            if src == "orders":
+                                continue
+                            for cfg in configs["orders"]:
+                                got = ev.inbound_decision(cfg, caller["identity"]["spiffe_id"], method, path, tokens)
+                                unvalidated = req.token is not None and not any(
+                                    tokens.claims_for(p["name"]) is not None for p in cfg["jwt"])
+                                if want.decision.refused is not None:
+                                    assert unvalidated, req
+                                else:
+                                    assert (got.allowed, got.rule) == (
+                                        want.decision.allowed,
+                                        want.decision.rule.index if want.decision.rule else None), req
+                            continue
+                        ext = ev.find_external(caller, "api.pay.example" if dest == "pay" else dest)
+                        if dest != "pay":
+                            # registry_only: refused at the caller (the reference's blackhole;
+                            # meshproxy answers 403, docs/targets/meshproxy.md)
+                            assert ext is None and want.route.kind == "blackhole", req
+                            continue
+                        got = ev.egress_decision(ext, method, path)
+                        assert (got.allowed, got.rule) == (want.decision.allowed, want.decision.rule.index
+                                                           if want.decision.rule else None), f"egress disagrees on {req}"

@@ -489,12 +489,13 @@ class IngressRule(Strict):
 
 
 class Ingress(Strict):
-    """An ingress gateway: Host must match one of hosts (exact, or `*.suffix`
-    for one label or more) else 404; a token none of `providers` validates
-    is 401; then the first matching rule decides (none: 404)."""
+    """An ingress gateway: a token none of `providers` validates is 401;
+    Host must match one of hosts (semantics.hosts: exact, or `*.suffix` for
+    one label or more; none: any host) else 404; then the first matching
+    rule decides (none: 404)."""
 
     listeners: list[IngressListener] = Field(min_length=1)
-    hosts: list[Name] = Field(min_length=1)
+    hosts: list[Name]  # none written: any host
     providers: list[Name]
     rules: list[IngressRule]
 

@@ -319,11 +319,11 @@ def upstream_address(dest: dict, version: str | None, service_port: int | None =
 def ingress_route(cfg: dict, host: str, method: str, path: str, headers: dict[str, str] | None = None,
                   query: dict[str, list[str]] | None = None) -> RouteChoice:
     """What an ingress does with an outside request (after the token check):
-    kind `no_host` (404) when Host matches none of its hosts, `no_route`
+    kind `no_host` (404) when Host matches none of its hosts (if it lists any), `no_route`
     (404) when no rule matches, else the first matching rule's action;
     forward `weights` are over services."""
     g = cfg["ingress"]
-    if not any_host_matches(g["hosts"], host):
+    if g["hosts"] and not any_host_matches(g["hosts"], host):
         return RouteChoice("no_host", status=404)
     hs = {k.lower(): v for k, v in (headers or {}).items()}
     for r in g["rules"]:

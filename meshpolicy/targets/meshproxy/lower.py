@@ -267,14 +267,10 @@ class Lowering:
                 "rate_limits": limits,
             }
             # the providers this sidecar validates tokens with (semantics.ingress)
-            used = set(self.plan.services[svc.name].jwt_providers)
-            # a limit on `internet with jwt` reads its key (a claim) or its
-            # sources' tokens: those providers are validated here too
-            for lim in limits:
-                for pr in lim["principals"]:
-                    if pr["kind"] == "internet" and pr["jwt"]:
-                        used |= {pr["provider"]} if pr["provider"] else {n for g in pr["ingresses"]
-                                                                         for n in g["providers"]}
+            # the providers this sidecar validates tokens with (401 for a
+            # token none validates); a limit keyed by a claim reads the same
+            # tokens (a provider no ingress to here accepts sends none)
+            used = self.plan.services[svc.name].jwt_providers
             self._inbound_cache[svc.name + "\0providers"] = used
         return self._inbound_cache[svc.name]
 
