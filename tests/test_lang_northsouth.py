@@ -127,7 +127,7 @@ def test_jwt_provider(spec):
     assert p.jwks_file == f"{NS.as_posix()}/auth.jwks.json" and p.jwks_uri is None and p.file == "ns.mesh"
     assert [(t.kind, t.name, t.prefix) for t in p.token_from] == [
         ("header", "authorization", "Bearer "), ("query", "access_token", None), ("cookie", "session", None)]
-    assert p.at("issuer").line == 6 and p.at("jwks").line == 8
+    assert p.at("issuer").line == 6 and p.at("jwks_file").line == 8
     assert spec.provider_map["auth"] is p
 
 
@@ -194,6 +194,12 @@ def test_claim_names_may_be_strings_and_a_provider_alone():
     j = mesh.auth_rules[1].sources[0].jwt
     assert j.provider.name == "idp" and j.claims == []
     assert [s.kind for s in mesh.auth_rules[2].sources] == ["internet", "service"]
+    mesh, diags = _model("allow internet with jwt -> a\nassert never internet with jwt ~> a\n")
+    assert not diags
+    j = mesh.auth_rules[0].sources[0].jwt
+    assert j.provider is None and j.claims == [] and j.span.line == 1 and j.span.col == 7
+    assert mesh.assertions[0].source_jwt.span.line == 2
+    assert format_text("allow internet with jwt -> a\n").text == "allow internet with jwt -> a\n"
 
 
 def test_limit_keys(spec):
@@ -262,7 +268,7 @@ def test_service_cors_and_cors_for(spec):
 def test_spans_point_at_what_was_written(spec):
     lines = SPEC.splitlines()
     p = spec.jwt_providers[0]
-    assert lines[p.at("audience").line - 1].strip().startswith("audience")
+    assert lines[p.at("audiences").line - 1].strip().startswith("audience")
     g = spec.ingresses[0]
     assert lines[g.listeners[1].at("cert").line - 1].strip().startswith("listen 8443")
     r = spec.routes[0].rules[1]
@@ -389,3 +395,227 @@ def test_fmt_canonical_forms():
     # match: methods, paths, then queries; options: rewrite, header operations in written order, cors
     assert ('GET /x query "v" = "1" -> v1 remove response header "server" set request header "X-A" "1" '
             'cors origins "https://a.example" credentials') in out
+
+
+# ---- checks (MP220-MP252) ---------------------------------------------------------------------
+
+EDGE = 'ingress edge {\n  listen 8080 http\n  hosts "shop.example.com"\n  * -> web\n}\n'
+WEB = "service web {\n  port 8080 http\n  version v1\n}\n"
+
+
+def _codes_of(text: str, name: str = "test.mesh") -> list[str]:
+    return codes(check_texts({name: text}).diagnostics)
+
+
+@pytest.mark.parametrize("content, bad", [
+    ((NS / "auth.jwks.json").read_bytes(), False),
+    (b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', True),     # symmetric keys are never used
+    (b'{"keys": [{"kty": "RSA", "alg": "none", "n": "x", "e": "AQAB"}]}', True),
+    (b'{"kid": "x"}', True),                                     # no keys list
+    (b"not json", True),
+    (b"\xff\xfe", True),                                         # not UTF-8
+    (b'{"keys": []}' + b" " * (1 << 20), True),                  # over 1 MiB
+    (None, True),                                                # missing
+])
+def test_jwks_file_is_read_relative_to_the_mesh_file(tmp_path, content, bad):
+    from meshpolicy.project import load
+
+    from .conftest import check_project
+
+    sub = tmp_path / "policy"
+    sub.mkdir()
+    if content is not None:
+        (sub / "keys.json").write_bytes(content)
+    (sub / "p.mesh").write_text(HEAD + WEB + EDGE + 'jwt idp {\n  issuer "https://i.example/"\n'
+                                '  jwks "keys.json"\n}\nallow internet with jwt idp -> web\n')
+    diags = check_project(load([sub / "p.mesh"])).diagnostics
+    assert ("MP223" in codes(diags)) == bad, [(d.code, d.message) for d in diags]
+
+
+def test_jwks_that_is_not_a_regular_file(tmp_path):
+    import os
+
+    from meshpolicy.project import load
+
+    from .conftest import check_project
+
+    os.mkfifo(tmp_path / "fifo.json")  # opening it would block: never opened
+    (tmp_path / "dir.json").mkdir()
+    for name in ("fifo.json", "dir.json"):
+        (tmp_path / "p.mesh").write_text(HEAD + WEB + EDGE + f'jwt idp {{\n  issuer "https://i.example/"\n'
+                                         f'  jwks "{name}"\n}}\nallow internet with jwt idp -> web\n')
+        assert "MP223" in codes(check_project(load([tmp_path / "p.mesh"])).diagnostics), name
+
+
+def test_provider_settings():
+    assert _codes_of(HEAD + 'jwt p {\n}\n').count("MP220") == 1
+    assert "MP222" in _codes_of(HEAD + 'jwt p {\n}\n')
+    got = _codes_of(HEAD + f'jwt p {{\n  issuer "i"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n'
+                    '  jwks_uri "https://i.example/k"\n}\n')
+    assert "MP221" in got and "MP223" not in got
+    for uri, bad in (("https://i.example/k", False), ("http://i.example/k", True), ("https://", True),
+                     ("https://i.example/k\\nx", True), ("file:///etc/keys", True)):
+        got = _codes_of(HEAD + f'jwt p {{\n  issuer "i"\n  jwks_uri "{uri}"\n}}\n')
+        assert ("MP226" in got) == bad, uri
+
+
+def test_unknown_provider_and_no_provider():
+    idp = f'jwt idp {{\n  issuer "i"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n}}\n'
+    r = check_text(HEAD + WEB + idp + 'ingress edge {\n  listen 80 http\n  hosts "a.example"\n  jwt ipd\n'
+                   '  * -> web\n}\nallow internet with jwt idq -> web\nassert never internet with jwt idz ~> web\n')
+    unknown = [d for d in r.diagnostics if d.code == "MP224"]
+    assert len(unknown) == 3 and unknown[0].fixes[0].replacement == "idp"
+    r = check_text(HEAD + WEB + EDGE + 'allow internet with jwt role = "x" -> web\n'
+                   'limit internet with jwt -> web 1/s per claim "sub"\n')
+    assert codes(r.diagnostics).count("MP225") == 2 and "MP224" not in codes(r.diagnostics)
+
+
+def test_ingress_shape():
+    got = _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  listen 80 http\n  listen 70000 http\n'
+                    '  hosts "a.example"\n  from web -> web\n}\nallow internet -> web\n')
+    assert got.count("MP233") == 2 and "MP230" in got
+    assert "MP234" in _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  hosts "a.example"\n}\n')
+    got = _codes_of(HEAD + WEB + 'external x {\n  host "x.example"\n  port 443 tls\n}\n'
+                    'ingress g {\n  listen 80 http\n  hosts "a.example"\n  /x -> x\n  /y -> nothing\n  * -> web\n}\n'
+                    "allow internet -> web\n")
+    assert "MP231" in got and got.count("MP101") == 1  # `nothing` is unknown; `x` is an external
+
+
+def test_listener_files(tmp_path):
+    from meshpolicy.project import load
+
+    from .conftest import check_project
+
+    (tmp_path / "c.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    (tmp_path / "plain.txt").write_text("hello\n")
+    cases = {'listen 443 https cert "c.pem" key "c.pem"': False, 'listen 443 https': True,
+             'listen 443 https cert "c.pem"': True, 'listen 443 https cert "c.pem" key "nope.pem"': True,
+             'listen 443 https cert "plain.txt" key "c.pem"': True, 'listen 80 http cert "c.pem"': True}
+    for line, bad in cases.items():
+        (tmp_path / "p.mesh").write_text(HEAD + WEB + f'ingress g {{\n  {line}\n  hosts "a.example"\n  * -> web\n}}\n'
+                                         "allow internet -> web\n")
+        got = codes(check_project(load([tmp_path / "p.mesh"])).diagnostics)
+        assert ("MP232" in got) == bad, (line, got)
+
+
+@pytest.mark.parametrize("line, bad", [
+    ("allow internet -> web /admin/**", True),
+    ('allow internet -> web prefix "/internal"', True),
+    ("allow internet -> web /api/debug", True),
+    ("allow internet -> web /Actuator/health", True),
+    ("allow internet -> web /administrator", False),
+    ("allow internet -> web /api/**", False),
+    ('allow internet with jwt role = "admin" -> web /admin/**', False),
+    ("deny internet -> web /admin/**", False),
+])
+def test_admin_paths_without_token(line, bad):
+    idp = f'jwt idp {{\n  issuer "i"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n}}\n'
+    assert ("MP235" in _codes_of(HEAD + WEB + idp + EDGE + line + "\n")) == bad
+
+
+def test_admin_paths_of_the_callees_routes_when_the_rule_names_none():
+    route = 'route web {\n  /admin/** -> v1\n  * -> v1\n}\n'
+    assert "MP235" in _codes_of(HEAD + WEB + EDGE + route + "allow internet -> web\n")
+    assert "MP235" not in _codes_of(HEAD + WEB + EDGE + "allow internet -> web\n")
+
+
+def test_internet_rules_that_cannot_match():
+    idp = f'jwt idp {{\n  issuer "i"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n}}\n'
+    other = f'jwt other {{\n  issuer "o"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n}}\n'
+    gw = 'ingress edge {\n  listen 8080 http\n  hosts "a.example"\n  jwt idp\n  * -> web\n}\n'
+    assert "MP236" in _codes_of(HEAD + WEB + idp + other + gw + "allow internet with jwt other -> web\n")
+    assert "MP236" not in _codes_of(HEAD + WEB + idp + other + gw + "allow internet with jwt idp -> web\n")
+    # no `jwt` list on the ingress: it accepts every declared provider
+    assert "MP236" not in _codes_of(HEAD + WEB + idp + other + EDGE + "allow internet with jwt other -> web\n")
+    assert "MP237" in _codes_of(HEAD + WEB + "allow internet -> web\n")
+    assert "MP237" in _codes_of(HEAD + WEB + "service api {\n  port 80 http\n}\n" + EDGE + "allow internet -> api\n")
+
+
+def test_per_claim_needs_a_token_on_every_source():
+    idp = f'jwt idp {{\n  issuer "i"\n  jwks "{NS.as_posix()}/auth.jwks.json"\n}}\n'
+    base = HEAD + WEB + idp + EDGE + "service b {\n  port 80 http\n}\n"
+    assert "MP238" in _codes_of(base + 'limit internet with jwt, b -> web 1/s per claim "sub"\n')
+    assert "MP238" not in _codes_of(base + 'limit internet with jwt -> web 1/s per claim "sub"\n')
+    assert "MP238" not in _codes_of(base + 'limit b -> web 1/s per header "x-key"\n')
+
+
+@pytest.mark.parametrize("host, ingress_ok, external_ok", [
+    ("api.example.com", True, True),
+    ("API.Example.com", True, True),
+    ("*.example.com", True, False),
+    ("*", True, False),
+    ("a.*.example.com", False, False),
+    ("-bad.example.com", False, False),
+    ("under_score.example", False, False),
+    ("a" * 64 + ".example", False, False),
+    ("", False, False),
+    ("10.0.0.5", True, True),
+])
+def test_host_names(host, ingress_ok, external_ok):
+    from meshpolicy.checks.hosts import host_problem
+
+    assert (host_problem(host, wildcard=True) is None) == ingress_ok
+    assert (host_problem(host, wildcard=False) is None) == external_ok
+
+
+def test_rewrite_host_may_carry_a_port():
+    from meshpolicy.checks.hosts import host_problem
+
+    assert host_problem("orders.internal:8080", wildcard=False, port=True) is None
+    assert host_problem("orders.internal:99999", wildcard=False, port=True) is not None
+    assert "MP240" in _codes_of(HEAD + WEB + 'route web {\n  * -> v1 rewrite host "a b"\n}\nallow * -> web\n')
+
+
+def test_egress_checks():
+    ext = 'external db {\n  host "db.example"\n  port 5432 tcp\n}\n'
+    assert "MP241" in _codes_of(HEAD + WEB + ext + "allow web -> db /x\n")
+    assert "MP241" in _codes_of(HEAD + WEB + ext + "limit web -> db 1/s\n")
+    assert "MP241" not in _codes_of(HEAD + WEB + ext + "allow web -> db\n")
+    assert "MP242" in _codes_of(HEAD + WEB + "external e {\n  port 443 tls\n}\n")
+    assert "MP243" in _codes_of(HEAD + WEB + ext + "allow internet -> db\n")
+
+
+@pytest.mark.parametrize("origin, ok", [
+    ("https://shop.example.com", True), ("http://localhost:3000", True), ("https://[::1]:8443", True),
+    ("*", True), ("https://shop.example.com/", False), ("shop.example.com", False),
+    ("https://shop.example.com/app", False), ("https://*.example.com", False), ("null", False),
+])
+def test_cors_origins(origin, ok):
+    got = _codes_of(HEAD + f'service web {{\n  port 80 http\n  cors origins "{origin}"\n}}\nallow * -> web\n')
+    assert ("MP246" not in got) == ok
+
+
+def test_cors_credentials_and_missing_origins():
+    assert "MP245" in _codes_of(HEAD + WEB + 'route web {\n  * -> v1 cors origins "https://a.example", "*" '
+                                'credentials\n}\nallow * -> web\n')
+    assert "MP247" in _codes_of(HEAD + WEB + 'route web {\n  * -> v1 cors credentials\n}\nallow * -> web\n')
+
+
+@pytest.mark.parametrize("op, bad", [
+    ('set request header "x-a" "1"', False),
+    ('remove response header "server"', False),
+    ('set request header ":path" "/x"', True),
+    ('set request header "Host" "a"', True),
+    ('remove request header "connection"', True),
+    ('set response header "content-length" "0"', True),
+    ('add request header "x-forwarded-client-cert" "By=x"', True),
+    ('remove response header "x-forwarded-client-cert"', False),
+])
+def test_header_operations(op, bad):
+    assert ("MP252" in _codes_of(HEAD + WEB + f'route web {{\n  * -> v1 {op}\n}}\nallow * -> web\n')) == bad
+
+
+def test_rewrites():
+    assert "MP250" in _codes_of(HEAD + WEB + 'route web {\n  regex "/a/.*" -> v1 rewrite "/"\n}\nallow * -> web\n')
+    assert "MP250" not in _codes_of(HEAD + WEB + 'route web {\n  regex "/a/.*" -> v1 rewrite host "b"\n}\n'
+                                    "allow * -> web\n")
+    assert "MP251" in _codes_of(HEAD + WEB + 'route web {\n  /a -> respond 200 rewrite "/b"\n}\nallow * -> web\n')
+
+
+def test_existing_value_checks_cover_the_new_places():
+    got = _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  hosts "a.example"\n'
+                    '  header "x y" present -> respond 700\n  * -> web 60%, web 30%\n}\n'
+                    'route web {\n  * -> v1 retry 2 on 503, 42, conect-failure set request header "x-a" "a\\nb"\n'
+                    '  query "q" ~ "(?=x)" -> v1\n}\nallow internet -> web\n')
+    for code in ("MP210", "MP207", "MP201", "MP106", "MP214", "MP204"):
+        assert code in got, code

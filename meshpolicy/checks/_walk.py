@@ -1,7 +1,8 @@
 """Shared walks over the model, so each rule module reads one topic only.
 
 Each walk visits every place a kind of value can be written (services,
-versions, route rules, auth rules, limits, assertions) in one linear pass.
+versions, route rules, ingress rules, external services, auth rules, limits,
+assertions) in one linear pass.
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..model.types import (
-    CircuitBreaker, Fault, Mesh, Outlier, PathPattern, Retry, RouteRule, Service,
+    CircuitBreaker, Cors, Fault, JwtRequirement, Mesh, Outlier, PathPattern, Retry, RouteRule, Service, Source,
 )
 from ..span import Span
 
 
+def route_rules(mesh: Mesh) -> Iterator[RouteRule]:
+    """Every rule written with the route grammar: those of `route` blocks,
+    then those of `ingress` blocks (whose destinations name services)."""
+    for route in mesh.routes:
+        yield from route.rules
+    for g in mesh.ingresses:
+        yield from g.rules
+
+
 def _service_and_rule_settings(mesh: Mesh, field: str) -> Iterator:
-    """`field` (retry or fault) as set on each service and each route rule."""
+    """`field` (retry or fault) as set on each service, route or ingress rule and external service."""
     for svc in mesh.services:
         if getattr(svc, field) is not None:
             yield getattr(svc, field)
-    for route in mesh.routes:
-        for r in route.rules:
-            if getattr(r, field) is not None:
-                yield getattr(r, field)
+    for r in route_rules(mesh):
+        if getattr(r, field) is not None:
+            yield getattr(r, field)
+    for e in mesh.externals:
+        if getattr(e, field, None) is not None:
+            yield getattr(e, field)
 
 
 def retries(mesh: Mesh) -> Iterator[Retry]:
@@ -44,9 +56,8 @@ def outliers_and_circuits(mesh: Mesh) -> Iterator[Outlier | CircuitBreaker]:
 
 
 def paths(mesh: Mesh) -> Iterator[PathPattern]:
-    for route in mesh.routes:
-        for r in route.rules:
-            yield from r.match.paths
+    for r in route_rules(mesh):
+        yield from r.match.paths
     for ar in mesh.auth_rules:
         yield from ar.paths
     for a in mesh.assertions:
@@ -55,17 +66,55 @@ def paths(mesh: Mesh) -> Iterator[PathPattern]:
 
 def methods(mesh: Mesh) -> Iterator[tuple[str, Span]]:
     """Every method written, with its own span where the model keeps one."""
-    for route in mesh.routes:
-        for r in route.rules:
-            m = r.match
-            for i, name in enumerate(m.methods):
-                yield name, m.spans.get(f"method.{i}", m.span)
+    for r in route_rules(mesh):
+        m = r.match
+        for i, name in enumerate(m.methods):
+            yield name, m.spans.get(f"method.{i}", m.span)
+    for c in cors_policies(mesh):
+        for i, name in enumerate(c.methods):
+            yield name, c.spans.get(f"methods.{i}", c.span)
     for ar in mesh.auth_rules:
         for i, name in enumerate(ar.methods):
             yield name, ar.spans.get(f"method.{i}", ar.span)
     for a in mesh.assertions:
         for i, name in enumerate(a.methods):
             yield name, a.spans.get(f"method.{i}", a.span)
+
+
+def cors_policies(mesh: Mesh) -> Iterator[Cors]:
+    """Every `cors` written: on services, then on route and ingress rules."""
+    for svc in mesh.services:
+        if svc.cors is not None:
+            yield svc.cors
+    for r in route_rules(mesh):
+        if r.cors is not None:
+            yield r.cors
+
+
+def internet_sources(mesh: Mesh) -> Iterator[tuple[str, Source]]:
+    """(what it is in, source) for every `internet` source of a rule, limit or `only` assertion."""
+    for ar in mesh.auth_rules:
+        for s in ar.sources:
+            if s.kind == "internet":
+                yield f"{ar.effect} rule #{ar.index + 1}", s
+    for lim in mesh.rate_limits:
+        for s in lim.sources:
+            if s.kind == "internet":
+                yield f"the limit on `{lim.target.name}`", s
+    for a in mesh.assertions:
+        for s in a.sources:
+            if s.kind == "internet":
+                yield f"`assert {a.kind}`", s
+
+
+def jwt_requirements(mesh: Mesh) -> Iterator[JwtRequirement]:
+    """Every `with jwt ...` written: on internet sources and on assertions' `internet` source."""
+    for _, s in internet_sources(mesh):
+        if s.jwt is not None:
+            yield s.jwt
+    for a in mesh.assertions:
+        if a.source_jwt is not None:
+            yield a.source_jwt
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..codes import diag
 from ..model.types import Mesh
 from ..span import Span
 from . import rule
-from ._walk import paths
+from ._walk import cors_policies, jwt_requirements, paths, route_rules
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 HEADER_VALUE_ALLOWS = "\t"
@@ -38,7 +38,8 @@ def control_char(value: str | None, allowed: str = "") -> str | None:
 
 
 def _strings(mesh: Mesh) -> Iterator[tuple[str, str, Span, str]]:
-    """(what, value, span, allowed controls) for every string written in the policy."""
+    """(what, value, span, allowed controls) for every string written in the policy. `what` is a
+    string, or (template, names...) formatted only for a finding (most strings have none)."""
     for m in mesh.mesh_blocks:
         yield "the trust domain", m.trust_domain, m.at("trust_domain"), ""
     for svc in mesh.services:
@@ -48,20 +49,57 @@ def _strings(mesh: Mesh) -> Iterator[tuple[str, str, Span, str]]:
         for v in svc.versions:
             for key, value in v.labels.items():
                 span = v.spans.get(f"label.{key}", v.at("name"))
-                yield f"a label key of version `{v.name}`", key, span, ""
-                yield f"label `{_shown(key)}` of version `{v.name}`", value, span, ""
+                yield ("a label key of version `{}`", v.name), key, span, ""
+                yield ("label `{}` of version `{}`", key, v.name), value, span, ""
     for p in paths(mesh):
-        yield f"a {p.kind} path", p.value, p.span, ""
-    for route in mesh.routes:
-        for r in route.rules:
-            for h in r.match.headers:
-                yield "a header name", h.name, h.span, ""
-                yield f"the value for header `{_shown(h.name)}`", h.value, h.span, HEADER_VALUE_ALLOWS
-            a = r.action
-            if a.kind == "redirect":
-                yield "the redirect target", a.uri, a.span, ""
-            elif a.kind == "respond":
-                yield "the response body", a.body, a.span, BODY_ALLOWS
+        yield ("a {} path", p.kind), p.value, p.span, ""
+    for r in route_rules(mesh):
+        for h in r.match.headers:
+            yield "a header name", h.name, h.span, ""
+            yield ("the value for header `{}`", h.name), h.value, h.span, HEADER_VALUE_ALLOWS
+        for q in r.match.queries:
+            yield "a query parameter name", q.name, q.span, ""
+            yield ("the value for query parameter `{}`", q.name), q.value, q.span, ""
+        for op in r.headers:
+            yield "a header name", op.name, op.at("name"), ""
+            yield ("the value set for header `{}`", op.name), op.value, op.span, HEADER_VALUE_ALLOWS
+        if r.rewrite is not None:
+            yield "the rewritten path", r.rewrite.path, r.rewrite.at("path"), ""
+            yield "the rewritten host", r.rewrite.host, r.rewrite.at("host"), ""
+        a = r.action
+        if a.kind == "redirect":
+            yield "the redirect target", a.uri, a.span, ""
+        elif a.kind == "respond":
+            yield "the response body", a.body, a.span, BODY_ALLOWS
+    for c in cors_policies(mesh):
+        for key in ("origins", "headers", "expose"):
+            for i, value in enumerate(getattr(c, key)):
+                what = "a CORS origin" if key == "origins" else "a CORS header name"
+                yield what, value, c.spans.get(f"{key}.{i}", c.span), ""
+    for p in mesh.jwt_providers:
+        for field, what in (("issuer", "the issuer"), ("jwks_file", "the JWKS file"), ("jwks_uri", "the JWKS URI")):
+            yield what, getattr(p, field), p.at(field), ""
+        for a in p.audiences:
+            yield "an audience", a, p.at("audiences"), ""
+        for loc in p.token_from:
+            yield ("the token {} name", loc.kind), loc.name, loc.at("name"), ""
+            yield "the token prefix", loc.prefix, loc.at("prefix"), HEADER_VALUE_ALLOWS
+    for g in mesh.ingresses:
+        for i, h in enumerate(g.hosts):
+            yield "a host", h, g.spans.get(f"host.{i}", g.span), ""
+        for ls in g.listeners:
+            yield "the certificate file", ls.cert_file, ls.at("cert"), ""
+            yield "the key file", ls.key_file, ls.at("key"), ""
+    for e in mesh.externals:
+        for i, h in enumerate(e.hosts):
+            yield "a host", h, e.spans.get(f"host.{i}", e.span), ""
+    for req in jwt_requirements(mesh):
+        for t in req.claims:
+            yield "a claim name", t.claim, t.at("claim"), ""
+            yield ("the value for claim `{}`", t.claim), t.value, t.at("value"), ""
+    for lim in mesh.rate_limits:
+        if lim.key is not None:
+            yield ("the {} name of a limit key", lim.key.kind), lim.key.name, lim.key.at("name"), ""
 
 
 def _shown(s: str) -> str:
@@ -73,4 +111,6 @@ def control_characters(mesh: Mesh):
     for what, value, span, allowed in _strings(mesh):
         ch = control_char(value, allowed)
         if ch is not None:
+            if isinstance(what, tuple):
+                what = what[0].format(*(_shown(str(a)) for a in what[1:]))
             yield diag("MP214", f"{what} holds the control character U+{ord(ch):04X}", span)

@@ -10,7 +10,7 @@ from ..codes import diag
 from ..diagnostics import Label
 from ..model.types import Mesh, Outlier
 from . import rule
-from ._walk import faults, outliers_and_circuits, retries
+from ._walk import cors_policies, faults, outliers_and_circuits, retries, route_rules
 
 
 def _all(mesh: Mesh):
@@ -18,10 +18,15 @@ def _all(mesh: Mesh):
     for svc in mesh.services:
         if svc.timeout_ms is not None:
             yield svc.timeout_ms, svc.at("timeout"), "timeout"
-    for route in mesh.routes:
-        for r in route.rules:
-            if r.timeout_ms is not None:
-                yield r.timeout_ms, r.at("timeout"), "timeout"
+    for r in route_rules(mesh):
+        if r.timeout_ms is not None:
+            yield r.timeout_ms, r.at("timeout"), "timeout"
+    for e in mesh.externals:
+        if e.timeout_ms is not None:
+            yield e.timeout_ms, e.at("timeout"), "timeout"
+    for c in cors_policies(mesh):
+        if c.max_age_ms is not None:
+            yield c.max_age_ms, c.at("max_age"), "CORS max_age"
     for r in retries(mesh):
         if r.per_try_ms is not None:
             yield r.per_try_ms, r.at("per_try"), "per-try timeout"

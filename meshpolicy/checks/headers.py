@@ -1,4 +1,5 @@
-"""MP210: header names in matches and hash balancing must be HTTP tokens."""
+"""MP210: header names in matches, hash balancing, header operations, CORS
+lists, keyed limits and token locations must be HTTP tokens."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
+from ._walk import cors_policies, route_rules
 from .controls import control_char
 
 # RFC 9110 token; a leading `:` names an HTTP/2 pseudo-header such as `:authority`.
@@ -14,10 +16,23 @@ _HEADER = re.compile(r":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _names(mesh: Mesh):
-    for route in mesh.routes:
-        for r in route.rules:
-            for h in r.match.headers:
-                yield h.name, h.span
+    for r in route_rules(mesh):
+        for h in r.match.headers:
+            yield h.name, h.span
+        for op in r.headers:
+            yield op.name, op.at("name")
+    for c in cors_policies(mesh):
+        for key in ("headers", "expose"):
+            for i, name in enumerate(getattr(c, key)):
+                if name != "*":
+                    yield name, c.spans.get(f"{key}.{i}", c.span)
+    for lim in mesh.rate_limits:
+        if lim.key is not None and lim.key.kind == "header":
+            yield lim.key.name or "", lim.key.at("name")
+    for p in mesh.jwt_providers:
+        for loc in p.token_from:
+            if loc.kind == "header":
+                yield loc.name, loc.at("name")
     for svc in mesh.services:
         for holder in (svc, *svc.versions):
             b = holder.balance

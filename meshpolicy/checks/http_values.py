@@ -12,6 +12,7 @@ import re
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
+from ._walk import route_rules
 from .controls import control_char
 
 # RFC 3986 characters allowed in a URI (percent-escapes included); no spaces, quotes or controls.
@@ -36,9 +37,8 @@ def _redirect_problem(uri: str) -> str | None:
 
 @rule("MP213", per_file=True)
 def http_values(mesh: Mesh):
-    for route in mesh.routes:
-        for r in route.rules:
-            if r.action.kind == "redirect":
-                problem = _redirect_problem(r.action.uri)
-                if problem:
-                    yield diag("MP213", f"redirect target `{r.action.uri!r}` {problem}", r.action.span)
+    for r in route_rules(mesh):
+        if r.action.kind == "redirect":
+            problem = _redirect_problem(r.action.uri)
+            if problem:
+                yield diag("MP213", f"redirect target `{r.action.uri!r}` {problem}", r.action.span)

@@ -51,14 +51,16 @@ def _unknown(known: frozenset[str], ref: Ref, what: str, kind: str = "service"):
     return diag("MP101", f"{what} `{ref.name}` is not a declared {kind}{hint}", ref.span, fixes=fixes)
 
 
-def _declared_names(mesh: Mesh) -> tuple[frozenset[str], frozenset[str]]:
-    """(services, external services): sets, so a suggestion does not depend on their order."""
-    return (frozenset(mesh.service_map), frozenset(mesh.external_map))
+def _declared_names(mesh: Mesh) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(services, external services, ingresses and jwt providers): sets, so a
+    suggestion does not depend on their order."""
+    return (frozenset(mesh.service_map), frozenset(mesh.external_map),
+            frozenset(mesh.ingress_map) | frozenset(mesh.provider_map))
 
 
 @rule("MP101", per_file=True, context=_declared_names)
-def unknown_services(mesh: Mesh, names: tuple[frozenset[str], frozenset[str]]):
-    known, externals = names
+def unknown_services(mesh: Mesh, names: tuple[frozenset[str], frozenset[str], frozenset[str]]):
+    known, externals, others = names
     callees = known | externals  # an auth rule or limit to an external is an egress rule
     for route in mesh.routes:
         if route.service.name not in known:
@@ -79,6 +81,18 @@ def unknown_services(mesh: Mesh, names: tuple[frozenset[str], frozenset[str]]):
                 yield _unknown(known, Ref.make(name=s.name, span=s.span), "caller")
         if lim.target.name not in callees:
             yield _unknown(callees, lim.target, "callee", "service or external service")
+    for g in mesh.ingresses:  # an ingress forwards to services (another kind of name is MP231)
+        for r in g.rules:
+            if r.action.kind != "forward":
+                continue
+            refs = [d.version for d in r.action.destinations]
+            refs += [r.action.mirror.version] if r.action.mirror is not None else []
+            for ref in refs:
+                if ref.name not in known and ref.name not in externals and ref.name not in others:
+                    yield _unknown(known, ref, f"ingress `{g.name}` forwards to")
+            for src in r.match.sources:
+                if src.name not in known:
+                    yield _unknown(known, src, "caller")
     for a in mesh.assertions:
         if a.target.name not in callees:
             yield _unknown(callees, a.target, "assertion names", "service or external service")

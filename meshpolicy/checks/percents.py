@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
-from ._walk import faults, outliers_and_circuits, retries
+from ._walk import faults, outliers_and_circuits, retries, route_rules
 
 
 def _all(mesh: Mesh):
@@ -16,16 +16,15 @@ def _all(mesh: Mesh):
             yield f.delay_percent, f.at("delay_percent"), "fault delay percentage"
         if f.abort_percent is not None:
             yield f.abort_percent, f.at("abort_percent"), "fault abort percentage"
-    for route in mesh.routes:
-        for r in route.rules:
-            if r.action.kind != "forward":
-                continue
-            for d in r.action.destinations:
-                if d.weight is not None:
-                    yield d.weight, d.at("weight"), "split weight"
-            m = r.action.mirror
-            if m is not None:
-                yield m.percent, m.at("percent"), "mirror percentage"
+    for r in route_rules(mesh):
+        if r.action.kind != "forward":
+            continue
+        for d in r.action.destinations:
+            if d.weight is not None:
+                yield d.weight, d.at("weight"), "split weight"
+        m = r.action.mirror
+        if m is not None:
+            yield m.percent, m.at("percent"), "mirror percentage"
     for o in outliers_and_circuits(mesh):
         if getattr(o, "max_percent", None) is not None:
             yield o.max_percent, o.at("max_percent"), "outlier `max` ejection percentage"

@@ -7,18 +7,20 @@ from __future__ import annotations
 from ..codes import diag
 from ..model.types import Mesh
 from . import rule
-from ._walk import paths
+from ._walk import paths, route_rules
 
 
 def _regexes(mesh: Mesh):
     for p in paths(mesh):
         if p.kind == "regex":
             yield p.value, p.span, "path regex"
-    for route in mesh.routes:
-        for r in route.rules:
-            for h in r.match.headers:
-                if h.kind == "regex":
-                    yield h.value or "", h.span, f"regex for header `{h.name}`"
+    for r in route_rules(mesh):
+        for h in r.match.headers:
+            if h.kind == "regex":
+                yield h.value or "", h.span, f"regex for header `{h.name}`"
+        for q in r.match.queries:
+            if q.kind == "regex":
+                yield q.value or "", q.span, f"regex for query parameter `{q.name}`"
 
 
 def re2_error(pattern: str) -> str | None:

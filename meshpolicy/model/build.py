@@ -384,13 +384,13 @@ class _Builder:
         self._reserved(name, "jwt provider")
         once = self._once(n.children, f"jwt `{name.name}`")
         p = t.JwtProvider.make(name=name.name, file=self.file_path, span=n.span, spans={"name": name.span})
-        for k in ("issuer", "jwks", "jwks_uri"):
-            if k in once:
-                setattr(p, "jwks_file" if k == "jwks" else k, once[k].get("value").value)
-                p.spans[k] = once[k].get("value").span
+        for k, field in (("issuer", "issuer"), ("jwks", "jwks_file"), ("jwks_uri", "jwks_uri")):
+            if k in once:  # spans by field name
+                setattr(p, field, once[k].get("value").value)
+                p.spans[field] = once[k].get("value").span
         if "audience" in once:
             p.audiences = [v.value for v in once["audience"].get("values")]
-            p.spans["audience"] = once["audience"].span
+            p.spans["audiences"] = once["audience"].span
         for item in n.children:
             if item.kind == "token":
                 where, tname, prefix = item.get("where"), item.get("name"), item.get("prefix")
@@ -422,6 +422,7 @@ class _Builder:
                     cert_file=cert.value if cert is not None else None,
                     key_file=key.value if key is not None else None, span=item.span, spans=spans))
             elif k == "hosts":
+                g.spans.setdefault("hosts", item.span)
                 for v in item.get("values"):
                     g.spans[f"host.{len(g.hosts)}"] = v.span
                     g.hosts.append(v.value)
@@ -448,6 +449,7 @@ class _Builder:
                 e.namespace = item.get("name").name
                 e.spans["namespace"] = item.get("name").span
             elif k == "host":
+                e.spans.setdefault("hosts", item.span)
                 for v in item.get("values"):
                     e.spans[f"host.{len(e.hosts)}"] = v.span
                     e.hosts.append(v.value)

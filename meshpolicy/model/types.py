@@ -9,6 +9,7 @@ field name to where that field's value was written. Every later stage
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import PurePath
 from typing import Annotated, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
@@ -423,6 +424,14 @@ class JwtProvider(Node):
     jwks_uri: str | None = None
     token_from: list[TokenLocation] = Field(default_factory=list)
     file: str = ""  # the .mesh file it was declared in
+
+
+def declared_path(declaring_file: str, written: str) -> PurePath:
+    """A file a policy names (a JWKS, a certificate, a key) as the reader
+    opens it: as written when absolute, else relative to the directory of
+    the .mesh file that names it (`JwtProvider.file`, `Ingress.file`)."""
+    p = PurePath(written)
+    return p if p.is_absolute() else PurePath(declaring_file or ".").parent / p
 
 
 class Listener(Node):

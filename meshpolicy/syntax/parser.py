@@ -298,16 +298,18 @@ class _Driver:
             self.vs = []
             self.end_state = self.g.end_states[kind]
         accepted = self.g.states[self.ss[-1]]
-        names = [n for n in self.g.candidates(tok.type, tok.value) if n in accepted]
-        if not names:
+        cands = self.g.candidates(tok.type, tok.value)
+        for i, name in enumerate(cands):
+            if name in accepted:
+                break
+        else:
             self._syntax_error(tok, accepted)
             return
-        name = names[0]
-        if len(names) > 1:
+        if i + 1 < len(cands) and any(n in accepted for n in cands[i + 1:]):
             # Two readings the state accepts (`->` as an arrow or as `~>`'s class REACH): the one
             # whose reductions end in a shift. A state may reduce on a terminal that the state the
             # reduction leads to does not shift (LALR merged lookaheads).
-            name = next((n for n in names if self._shifts(n)), name)
+            name = next((n for n in cands[i:] if n in accepted and self._shifts(n)), name)
         tok.type = name  # from lexical class to grammar terminal
         try:
             self._push(tok)

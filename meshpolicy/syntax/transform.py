@@ -464,7 +464,7 @@ class ToNodes(Transformer):
         return Node("jwt", span_of(c), {"provider": ident(c[0]), "claims": tests})
 
     def jwt_any_provider(self, c):
-        return Node("jwt", span_of(c), {"provider": None, "claims": c[0]})
+        return Node("jwt", span_of(c), {"provider": None, "claims": c[0] if c else []})
 
     def claim_tests(self, c):
         return c
@@ -514,14 +514,22 @@ class ToNodes(Transformer):
     def source_authenticated(self, c):
         return Node("source", tspan(c[0]), {"kind": "authenticated", "name": None})
 
+    @staticmethod
+    def _bare_jwt(internet: Tok, jwt: Node | None) -> None:
+        """`with jwt` alone leaves no token in its node: it is placed at `internet`."""
+        if jwt is not None and not jwt.span.line:
+            jwt.span = tspan(internet)
+
     def source_internet(self, c):
         jwt = c[1] if len(c) > 1 else None
+        self._bare_jwt(c[0], jwt)
         span = tspan(c[0]).to(jwt.span) if jwt is not None else tspan(c[0])
         return Node("source", span, {"kind": "internet", "name": None, "jwt": jwt})
 
     def assert_source(self, c):
         """(the source as a name, its token requirement or None)."""
         jwt = c[1] if len(c) > 1 else None
+        self._bare_jwt(c[0], jwt)
         return (ident(c[0]), jwt)
 
     def paths(self, c):

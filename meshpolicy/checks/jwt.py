@@ -1,0 +1,107 @@
+"""JWT providers and the token requirements that name them:
+MP220-MP222 and MP226 (a provider's own settings), MP223 (its JWKS file),
+MP224 (an unknown provider), MP225 (a token required with no provider).
+
+A `jwks` file is read here, at check time, so a wrong path or a file that is
+not a JWKS is reported with the policy rather than as every token being
+refused at run time. It is resolved against the directory of the .mesh file
+that names it, read only when it is a regular file (a FIFO or a device would
+block or never end) and at most MAX_JWKS_BYTES (a JWKS holds a few keys)."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+from ..codes import diag
+from ..diagnostics import Label
+from ..model.types import JwtProvider, Mesh, declared_path
+from . import rule
+from ._names import suggest
+from ._walk import jwt_requirements
+
+MAX_JWKS_BYTES = 1 << 20
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?")
+
+
+@rule("MP220", "MP221", "MP222", "MP226", per_file=True)
+def provider_settings(mesh: Mesh):
+    for p in mesh.jwt_providers:
+        if p.jwks_file is None and p.jwks_uri is None:
+            yield diag("MP220", f"jwt provider `{p.name}` names neither `jwks` nor `jwks_uri`", p.at("name"))
+        elif p.jwks_file is not None and p.jwks_uri is not None:
+            yield diag("MP221", f"jwt provider `{p.name}` names both `jwks` and `jwks_uri`", p.at("jwks_uri"),
+                       labels=[Label(p.at("jwks_file"), "`jwks` here")])
+        if p.issuer is None:
+            yield diag("MP222", f"jwt provider `{p.name}` has no `issuer`", p.at("name"))
+        if p.jwks_uri is not None and not _HTTPS_URL.fullmatch(p.jwks_uri):
+            yield diag("MP226", f"`jwks_uri` of jwt provider `{p.name}` is not an absolute https URL",
+                       p.at("jwks_uri"))
+
+
+def read_jwks(path: Path) -> tuple[str | None, str | None]:
+    """(the file's text, None) or (None, why it cannot be used)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "is not a regular file"
+    if st.st_size > MAX_JWKS_BYTES:
+        return None, f"is {st.st_size} bytes, over the {MAX_JWKS_BYTES} bytes a JWKS may have"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JWKS_BYTES + 1)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if len(data) > MAX_JWKS_BYTES:
+        return None, f"is over the {MAX_JWKS_BYTES} bytes a JWKS may have"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+
+
+def jwks_file_problem(p: JwtProvider) -> str | None:
+    """Why a provider's `jwks` file gives no key to validate tokens with, or None."""
+    from ..wire.jwks import jwks_problem  # the validators' own reading of a JWKS
+
+    text, problem = read_jwks(Path(declared_path(p.file, p.jwks_file or "")))
+    if text is not None:
+        problem = jwks_problem(text)  # "not JSON ...", "not a JWKS ...", "no RSA, EC or OKP ..."
+        if problem is not None:
+            problem = ("has " if problem.startswith("no ") else "is ") + problem
+    return problem
+
+
+# Not per file: the JWKS file may change while the .mesh file does not.
+@rule("MP223")
+def unusable_jwks(mesh: Mesh):
+    for p in mesh.jwt_providers:
+        if p.jwks_file is None or p.jwks_uri is not None:
+            continue  # MP220/MP221
+        problem = jwks_file_problem(p)
+        if problem:
+            yield diag("MP223", f"the JWKS file `{declared_path(p.file, p.jwks_file)}` of jwt provider "
+                                f"`{p.name}` {problem}", p.at("jwks_file"))
+
+
+@rule("MP224", "MP225")
+def unknown_providers(mesh: Mesh):
+    known = mesh.provider_map
+    refs = [r for g in mesh.ingresses for r in g.jwt]
+    refs += [req.provider for req in jwt_requirements(mesh) if req.provider is not None]
+    if not known:
+        for req in jwt_requirements(mesh):
+            yield diag("MP225", "this requires a token, but the mesh declares no jwt provider", req.span)
+        for g in mesh.ingresses:
+            if g.jwt:
+                yield diag("MP225", f"ingress `{g.name}` accepts tokens, but the mesh declares no jwt provider",
+                           g.at("jwt"))
+        return
+    for ref in refs:
+        if ref.name not in known:
+            hint, fixes = suggest(ref.name, known, ref.span)
+            yield diag("MP224", f"`{ref.name}` is not a declared jwt provider{hint}", ref.span, fixes=fixes)
