@@ -317,7 +317,7 @@ def test_l7_options_on_a_sidecar_route():
     # A glob's fixed part `/orders/` is what the rewrite replaces.
     import re2
 
-    assert r0["route"]["regex_rewrite"] == {"pattern": {"regex": f"^(?:{re2.escape('/orders/')})"},
+    assert r0["route"]["regex_rewrite"] == {"pattern": {"regex": "^" + re2.escape("/orders/")},
                                             "substitution": "/v1/orders/"}
     assert r0["route"]["host_rewrite_literal"] == "orders.internal"
     rp = r0["route"]["retry_policy"]
@@ -364,26 +364,59 @@ def test_query_regex_is_mp701():
     assert "MP701" in [d.code for d in diags]
 
 
-def test_prefix_and_exact_rewrite_use_prefix_rewrite():
-    from meshpolicy.targets.envoy.l7 import rewrite_fields
+def test_rewrite_is_semantics_rewrite_for():
+    """Each rule's routes, emulated as Envoy applies them (first matching route;
+    prefix_rewrite swaps the matched prefix or the whole `path`; regex_rewrite
+    replaces its match), rewrite like semantics/rewrite.py `rewrite_for`."""
+    import re2
+
+    from meshpolicy.semantics.patterns import path_matches
+    from meshpolicy.semantics.rewrite import rewrite_for
+    from meshpolicy.targets.envoy.l7 import per_path, rewrite_fields
+    from meshpolicy.targets.envoy.matchers import route_path_match
 
     class Sink:
         def unsupported(self, *a):
             raise AssertionError(a)
 
-    for kind, value in (("prefix", "/api/"), ("exact", "/old")):
-        rule = RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind=kind, value=value)]),
-                              action=_fwd("b"), rewrite=Rewrite.make(path="/new/"))
-        assert rewrite_fields(Sink(), rule, "") == {"prefix_rewrite": "/new/"}
-    rule = RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind="glob", value="/a/*/b"),
-                                                           PathPattern.make(kind="prefix", value="/a/x")]),
-                          action=_fwd("b"), rewrite=Rewrite.make(path="/n\\1"))
-    out = rewrite_fields(Sink(), rule, "")
-    import re2
+    def envoy_rewrite(rule, path):
+        for _, variant in per_path(rule):
+            m = route_path_match(variant.match.paths)
+            hit = (path == m["path"] if "path" in m else path.startswith(m["prefix"]) if "prefix" in m
+                   else re2.fullmatch(m["safe_regex"]["regex"], path) is not None)
+            if not hit:
+                continue
+            f = rewrite_fields(Sink(), variant, "")
+            if "prefix_rewrite" in f:
+                matched = m.get("path") or m.get("prefix")
+                return f["prefix_rewrite"] + path[len(matched):]
+            rx = f["regex_rewrite"]
+            return re2.sub(rx["pattern"]["regex"], rx["substitution"].replace("\\\\", "\\"), path, count=1)
+        return None
 
-    # The longest fixed part first; a `\\` in the new path is literal.
-    assert out["regex_rewrite"] == {"pattern": {"regex": f"^(?:{re2.escape('/a/x')}|{re2.escape('/a/')})"},
-                                    "substitution": "/n\\\\1"}
+    def pat(kind, value):
+        return PathPattern.make(kind=kind, value=value)
+
+    cases = [
+        [pat("prefix", "/api/")],
+        [pat("exact", "/old")],
+        [pat("glob", "/a/**")],
+        [pat("glob", "/a/*/b"), pat("prefix", "/a/x")],
+        [pat("glob", "/a/**"), pat("prefix", "/a/x/")],
+        [pat("prefix", "/a/x/"), pat("glob", "/a/**")],
+        [],
+    ]
+    paths = ["/api/orders", "/old", "/a/x/b", "/a/x/c", "/a/y/b", "/a/x/", "/b", "/api/"]
+    for patterns in cases:
+        rule = RouteRule.make(index=0, match=Match.make(paths=patterns), action=_fwd("b"),
+                              rewrite=Rewrite.make(path="/n/"))
+        for path in paths:
+            matches = not patterns or any(path_matches(p, path) for p in patterns)
+            if not matches:
+                continue
+            want = rewrite_for([(p.kind, p.value) for p in patterns],
+                               lambda k, v, x: path_matches(PathPattern.make(kind=k, value=v), x), path, "/n/")
+            assert envoy_rewrite(rule, path) == want, (patterns, path)
 
 
 def test_host_header_ops_are_mp701():

@@ -30,7 +30,7 @@ from .context import Ctx
 from .conventions import ADMIN, OUTBOUND, Gateway, gateway_port, listener_port, local_address
 from .inbound import DOWNSTREAM_TLS, HCM, PATH_NORMALIZATION, router, socket
 from .jwt_authn import AUDIENCE_401, accepted, authn_filter, remote_jwks_cluster
-from .l7 import CORS_FILTER, cors_filter, cors_policy, header_fields, rewrite_fields, uses_cors
+from .l7 import CORS_FILTER, cors_filter, cors_policy, header_fields, per_path, rewrite_fields, uses_cors
 from .ratelimit import CLIENT_IP
 from .outbound import FAULT, FAULT_FILTER, _match, _redirect, virtual_host
 from .values import duration, integer_weights
@@ -62,9 +62,9 @@ def _select(service: str) -> dict:
     return {"header": {"key": SELECTOR, "value": service}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule) -> dict:
+def _front_route(ctx: Ctx, g: Ingress, rule: RouteRule, suffix: str = "") -> dict:
     where = f"in rule {rule.index + 1} of ingress `{g.name}`"
-    r: dict = {"name": f"rule-{rule.index}", "match": _match(rule, ctx, where)}
+    r: dict = {"name": f"rule-{rule.index}{suffix}", "match": _match(rule, ctx, where)}
     a = rule.action
     if a.kind == "redirect":
         r["redirect"] = _redirect(ctx, rule)
@@ -183,7 +183,7 @@ def ingress_bootstrap(ctx: Ctx, gw: Gateway, index: dict) -> dict:
     g = gw.ingress
     st = ctx.settings
     hop_port = gateway_port(st, gw, OUTBOUND)
-    routes = [_front_route(ctx, g, rule) for rule in g.rules]
+    routes = [_front_route(ctx, g, variant, sfx) for rule in g.rules for sfx, variant in per_path(rule)]
     listeners = [_front_listener(ctx, gw, i, routes) for i in range(len(g.listeners))]
     hop, used = _hop_listener(ctx, g, hop_port)
     listeners.append(hop)

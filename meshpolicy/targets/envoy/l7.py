@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re2
 
-from ...model.types import Cors, HeaderOp, PathPattern, QueryMatch, RouteRule
+from ...model.types import Cors, HeaderOp, QueryMatch, RouteRule
+from ...semantics.rewrite import fixed_part
 from .context import Ctx
 
 CORS_FILTER = "envoy.filters.http.cors"
@@ -97,16 +98,23 @@ def header_fields(ctx: Ctx, rule: RouteRule, where: str) -> dict:
     return out
 
 
-def _fixed_part(p: PathPattern) -> str:
-    """The part of a path pattern a rewrite replaces: a prefix, an exact
-    path, or a glob's text before its first wildcard."""
-    if p.kind == "glob":
-        return p.value.split("*", 1)[0]
-    return p.value
+def per_path(rule: RouteRule) -> list[tuple[str, RouteRule]]:
+    """A rule as the Envoy routes it becomes, with their name suffixes: one
+    per path pattern when it rewrites the path and lists several, in written
+    order. The first pattern that matches decides what a rewrite replaces
+    (semantics/rewrite.py `rewrite_for`), and Envoy's first matching route
+    is exactly that one."""
+    paths = rule.match.paths
+    if rule.rewrite is None or rule.rewrite.path is None or len(paths) < 2:
+        return [("", rule)]
+    return [("" if k == 0 else f"-{k + 1}",
+             rule.model_copy(update={"match": rule.match.model_copy(update={"paths": [p]})}))
+            for k, p in enumerate(paths)]
 
 
 def rewrite_fields(ctx: Ctx, rule: RouteRule, where: str) -> dict:
-    """prefix_rewrite / regex_rewrite and host_rewrite_literal of a route action."""
+    """prefix_rewrite / regex_rewrite and host_rewrite_literal of a route
+    action (a rule with one path pattern, or none: see per_path)."""
     rw = rule.rewrite
     if rw is None:
         return {}
@@ -116,19 +124,26 @@ def rewrite_fields(ctx: Ctx, rule: RouteRule, where: str) -> dict:
     if rw.path is None:
         return out
     paths = rule.match.paths
-    if any(p.kind == "regex" for p in paths):
+    if not paths:
+        # No pattern: the whole path is replaced (the query is kept).
+        out["regex_rewrite"] = {"pattern": {"regex": "^.*"}, "substitution": _substitution(rw.path)}
+        return out
+    p = paths[0]
+    fixed = fixed_part(p.kind, p.value)
+    if fixed is None:
         ctx.unsupported(f"`rewrite` of a regex path {where}", rw.span, "the part to replace is not fixed")
         return out
-    if len(paths) == 1 and paths[0].kind in ("exact", "prefix"):
+    if p.kind in ("exact", "prefix"):
         # Envoy swaps the matched prefix, or the whole path of a `path` match.
         out["prefix_rewrite"] = rw.path
-        return out
-    fixed = sorted({_fixed_part(p) for p in paths}, key=lambda s: (-len(s), s)) or [""]
-    # One leading alternation (the longest fixed part first); `\` is the
-    # substitution's escape character, so a literal one is doubled.
-    pattern = "^(?:" + "|".join(re2.escape(f) for f in fixed) + ")"
-    out["regex_rewrite"] = {"pattern": {"regex": pattern}, "substitution": rw.path.replace("\\", "\\\\")}
+    else:  # a glob: its text before the first wildcard
+        out["regex_rewrite"] = {"pattern": {"regex": "^" + re2.escape(fixed)}, "substitution": _substitution(rw.path)}
     return out
+
+
+def _substitution(path: str) -> str:
+    """`\\` starts a capture group reference in a substitution: a literal one is doubled."""
+    return path.replace("\\", "\\\\")
 
 
 def cors_policy(c: Cors) -> dict:

@@ -11,7 +11,7 @@ from ...plan import hosts, plan_of
 from .clusters import balance_of
 from .context import Ctx
 from .conventions import cluster_name
-from .l7 import CORS_FILTER, cors_policy, header_fields, query_matcher, rewrite_fields
+from .l7 import CORS_FILTER, cors_policy, header_fields, per_path, query_matcher, rewrite_fields
 from .matchers import header_matcher, methods_header, route_path_match
 from .values import duration, fraction, integer_weights
 
@@ -233,7 +233,8 @@ def _virtual_host(ctx: Ctx, dest: Service, rules: tuple[RouteRule, ...] | None) 
             r.setdefault("typed_per_filter_config", {})[CORS_FILTER] = cors_policy(dest.cors)
         routes.append(r)
     else:
-        routes = [_route(ctx, dest, rule, f"rule-{rule.index}") for rule in rules]
+        routes = [_route(ctx, dest, variant, f"rule-{rule.index}{sfx}")
+                  for rule in rules for sfx, variant in per_path(rule)]
     return {"name": dest.name, "domains": domains(dest), "routes": routes}
 
 
