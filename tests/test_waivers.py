@@ -218,3 +218,17 @@ def test_istio_and_envoy_own_partial_refusals_honour_the_waiver(target, field):
     text = "".join(o.content for o in outputs)
     assert field not in text and ("consecutive5xxErrors" in text or "consecutive_5xx" in text)
     assert ("WAIVED.txt" in {o.path for o in outputs}) == (target == "envoy")
+
+
+def test_the_record_is_the_same_from_any_working_directory(tmp_path):
+    """Uses are named relative to the mesh's folder, so the output does not
+    depend on where meshc ran."""
+    proj = tmp_path / "proj" / "mesh"
+    proj.mkdir(parents=True)
+    (proj / "p.mesh").write_text(POLICY)
+    (proj / "meshc.toml").write_text('[compile.gateway-api]\nmesh = "istio"\n'
+                                     'waive = ["retry", "retry-backoff", "fault-delay", "fault-abort"]\n')
+    a = run_meshc("compile", "mesh", "--target", "gateway-api", "--stdout", cwd=tmp_path / "proj")
+    b = run_meshc("compile", str(proj), "--target", "gateway-api", "--stdout", cwd=ROOT)
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout and "#   fault-delay: p.mesh:18\n" in a.stdout

@@ -83,7 +83,7 @@ def compile_mesh(mesh: Mesh, target: str, options: CompileOptions | None = None,
             diags = diags + t.validate(outputs)
         if options.waive and not has_errors(diags):
             # after validation: the record is meshc's note, not one of the target's files
-            outputs = sorted(_record_waivers(outputs, diags), key=lambda o: o.path)
+            outputs = sorted(_record_waivers(outputs, diags, mesh.files), key=lambda o: o.path)
     return outputs, diags
 
 
@@ -126,13 +126,13 @@ def _needless_waivers(target: str, waive: tuple[str, ...], diags: list[Diagnosti
                           "(the policy does not use it, or the target expresses it)") for c in waive if c not in used]
 
 
-def _record_waivers(outputs: list[Output], diags: list[Diagnostic]) -> list[Output]:
+def _record_waivers(outputs: list[Output], diags: list[Diagnostic], files: list[str]) -> list[Output]:
     """The output says what was waived: comment lines after the first line
     of kustomization.yaml (where a reviewer of Kubernetes output starts),
     else a WAIVED.txt next to the other files."""
     from ..targets.waivers import record
 
-    lines = record(diags)
+    lines = record(diags, files)
     if not lines:
         return outputs
     head = ["Waived by meshc.toml (not in this output; meshc compile reports each use as MP706):"]

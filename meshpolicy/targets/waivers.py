@@ -84,16 +84,29 @@ def waived(target: str, construct: str, what: str, span: Span | None) -> Diagnos
                          f"([compile.{target}] waive in meshc.toml)", span)
 
 
-def record(diags: list[Diagnostic]) -> list[str]:
+def record(diags: list[Diagnostic], files: list[str] = ()) -> list[str]:
     """What was waived, as comment-safe lines for the output: one per
-    construct with its uses (`file:line`); file names are escaped so no
-    character of theirs can end a comment."""
+    construct with its uses (`file:line`, relative to the folder holding
+    the mesh's `files`, so the output is the same from any working
+    directory); file names are escaped so no character of theirs can end
+    a comment."""
+    import os
+
+    try:
+        base = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
+    except ValueError:  # paths on different drives
+        base = None
+
+    def where(f: str) -> str:
+        rel = os.path.relpath(os.path.abspath(f), base) if base else f
+        return json.dumps(rel.replace(os.sep, "/"))[1:-1]
+
     uses: dict[str, list[str]] = {}
     for d in diags:
         if d.code != "MP706":
             continue
         s = d.span
-        uses.setdefault(construct_of(d), []).append(f"{json.dumps(s.file)[1:-1]}:{s.line}" if s else "?")
+        uses.setdefault(construct_of(d), []).append(f"{where(s.file)}:{s.line}" if s else "?")
     return [f"{c}: {', '.join(sorted(set(u), key=u.index))}" for c, u in sorted(uses.items())]
 
 
