@@ -67,6 +67,7 @@ service quota {{ namespace shop; port 8080 http }}
 service payments {{ namespace pay; port 8080 http }}
 route orders {{
   GET /orders/special query "view" = "full" -> respond 418 "full view"
+  GET /orders/flaky/** -> v1 retry 2 on 503
   * -> v1
 }}
 allow internet -> frontend
@@ -111,9 +112,17 @@ def make_leaf(ca, host: str, folder: Path, stem: str) -> tuple[Path, Path]:
     return crt, pem
 
 
+FAILS: dict[str, int] = {}  # target -> times answered 503 so far
+
+
 async def app_handler(request: web.BaseRequest) -> web.Response:
-    """Every service's app: reports what reached it."""
+    """Every service's app: reports what reached it; `x-fail-times: N`
+    makes it answer 503 to the first N requests for that target."""
     body = await request.read()
+    fail = int(request.headers.get("x-fail-times", "0"))
+    if FAILS.get(request.raw_path, 0) < fail:
+        FAILS[request.raw_path] = FAILS.get(request.raw_path, 0) + 1
+        return web.Response(status=503, text="try again")
     doc = {"service": request.app_name, "method": request.method, "target": request.raw_path,
            "headers": [[k, v] for k, v in request.raw_headers and
                        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]],
@@ -359,6 +368,13 @@ def test_rate_limit_per_claim(mesh):
     assert request(port, "GET", "/quota/x", bearer(bob))[0] == 200  # a bucket of its own
 
 
+def test_retry_on_status(mesh):
+    port = mesh["ports"]["http_port"]
+    assert request(port, "GET", "/api/orders/flaky/a", {"x-fail-times": "2"})[0] == 200  # two retries
+    assert request(port, "GET", "/api/orders/flaky/b", {"x-fail-times": "3"})[0] == 503
+    assert request(port, "GET", "/api/orders/other/c", {"x-fail-times": "1"})[0] == 503  # no retry there
+
+
 # ---- east-west: internet rules never admit a mesh caller -----------------------
 
 def _outbound(mesh, service: str) -> int:
@@ -422,6 +438,34 @@ def test_egress_refuses_a_certificate_for_another_host(mesh, tmp_path):
     finally:
         loop.run(proxy.stop())
         loop.run(runner.cleanup())
+
+
+def test_allow_any_passes_undeclared_hosts_through(mesh, tmp_path):
+    """The same payments workload under `egress allow_any`: a host nobody
+    declares is forwarded as plain HTTP, unchecked; registry_only: 403."""
+    from .conftest import free_port_base as fpb
+
+    cfg = json.loads(json.dumps(next(c for c in mesh["configs"].values()
+                                     if c["workload"]["service"] == "payments")))
+    loop = mesh["loop"]
+    plain = fpb(1)
+    runner = loop.run(start_app(plain, "outside", app_handler))
+    cfg["egress"]["stance"] = "allow_any"
+    cfg["listeners"]["outbound"]["port"] = out = fpb(1)
+    cfg["listeners"]["admin"]["port"] = fpb(1)
+    cfg["listeners"]["inbound"][0]["port"] = fpb(1)
+    cfg["listeners"]["inbound"][0]["app"]["port"] = fpb(1)
+    proxy = Proxy(cfg)
+    loop.run(proxy.start())
+    try:
+        status, _, body = request(out, "GET", "/anything?q=%0d", {"Host": f"127.0.0.1:{plain}"})
+        assert status == 200 and seen(body)["target"] == "/anything?q=%0d"
+        # the external's rules still apply to the external
+        assert request(out, "GET", "/v1/charges", {"Host": "api.pay.test"})[0] == 403
+    finally:
+        loop.run(proxy.stop())
+        loop.run(runner.cleanup())
+    assert request(_outbound(mesh, "payments"), "GET", "/", {"Host": f"127.0.0.1:{plain}"})[0] == 403
 
 
 # ---- config versions --------------------------------------------------------

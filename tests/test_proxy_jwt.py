@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from meshpolicy.proxy.jwt_verify import MAX_TOKEN_BYTES, RequestTokens, Verifier, allowed_algorithms
+from meshpolicy.proxy.jwt_verify import (MAX_TOKEN_BYTES, MAX_TOKENS_PER_REQUEST, RequestTokens, Verifier,
+                                         allowed_algorithms)
 
 from .jwt_tokens import AUDIENCE, ISSUER, Keys, good_claims, hs256_with_public_key, tampered, unsigned
 
@@ -111,3 +112,17 @@ def test_token_locations_and_unvalidated_tokens(keys):
     # one valid and one invalid token: the invalid one still makes it 401 at the ingress
     t = RequestTokens({"auth": v}, {"authorization": [f"Bearer {good}"]}, {"access_token": [bad]}, {})
     assert t.validated(["auth"]) is not None and t.unvalidated_token(["auth"])
+
+
+def test_many_tokens_in_one_request_are_refused_without_checking_them(keys):
+    """Each token costs a signature check per provider: past
+    MAX_TOKENS_PER_REQUEST the request is refused like an invalid token."""
+    v = provider(keys, tokens=[{"kind": "header", "name": "authorization", "prefix": "Bearer "}])
+    calls = []
+    real = v.verify
+    v.verify = lambda t: calls.append(t) or real(t)
+    many = [f"Bearer {keys.token({'n': i})}" for i in range(MAX_TOKENS_PER_REQUEST + 1)]
+    t = RequestTokens({"auth": v}, {"authorization": many}, {}, {})
+    assert t.unvalidated_token(["auth"]) and calls == []
+    few = RequestTokens({"auth": v}, {"authorization": many[:MAX_TOKENS_PER_REQUEST]}, {}, {})
+    assert not few.unvalidated_token(["auth"]) and len(calls) == MAX_TOKENS_PER_REQUEST

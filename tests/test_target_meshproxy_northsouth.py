@@ -195,3 +195,48 @@ def test_output_rules_catch_broken_north_south_files(files):
     assert broken("shop/orders/v1.json", lambda c: c.update(jwt=[])) == {"MP702"}
     assert broken("edge/web.json", lambda c: c["outbound"]["destinations"][0]["routes"][0]["match"].update(
         queries=[{"name": "q", "kind": "regex", "value": "(unclosed"}])) == {"MP702"}
+
+
+def test_keyed_buckets(files):
+    """One bucket per key value (semantics.limit_keys): per header, per
+    claim; requests without a value share one bucket."""
+    from meshpolicy.wire import evaluate as ev
+
+    cfg = copy.deepcopy(files["shop/orders/v1.json"])
+    for lim in cfg["inbound"]["rate_limits"]:
+        lim.update(max_tokens=1, tokens_per_fill=1, fill_interval_ms=60_000)
+    front = files["web/frontend.json"]["identity"]["spiffe_id"]
+    gw = files["edge/web.json"]["identity"]["spiffe_id"]
+    b = ev.TokenBuckets(cfg)
+    # per header: frontend's calls, one bucket per x-api-key value
+    assert b.admit(front, "10.0.0.1", 0.0, {"x-api-key": "k1"})
+    assert not b.admit(front, "10.0.0.1", 0.1, {"x-api-key": "k1"})
+    assert b.admit(front, "10.0.0.1", 0.2, {"x-api-key": "k2"})
+    assert b.admit(front, "10.0.0.1", 0.3, {}) and not b.admit(front, "10.0.0.2", 0.4, {})  # shared, no key
+
+    class T:
+        def __init__(self, claims):
+            self.claims = claims
+
+        def claims_for(self, p):
+            return self.claims if p == "auth" else None
+
+    # per claim: through the ingress with a token of auth
+    assert b.admit(gw, "10.0.0.9", 1.0, {}, T({"sub": "alice"}))
+    assert not b.admit(gw, "10.0.0.9", 1.1, {}, T({"sub": "alice"}))
+    assert b.admit(gw, "10.0.0.9", 1.2, {}, T({"sub": "bob"}))
+    assert b.admit(gw, "10.0.0.9", 1.3, {}, T({"sub": 7}))  # a non-string claim by its JSON text
+
+
+def test_source_ip_key_reads_the_client_address(files):
+    from meshpolicy.wire import evaluate as ev
+
+    cfg = copy.deepcopy(files["shop/orders/v1.json"])
+    lim = cfg["inbound"]["rate_limits"][1]
+    lim.update(key={"kind": "source_ip", "name": None}, max_tokens=1, tokens_per_fill=1, fill_interval_ms=60_000)
+    cfg["inbound"]["rate_limits"] = [lim]
+    front = files["web/frontend.json"]["identity"]["spiffe_id"]
+    b = ev.TokenBuckets(cfg)
+    assert b.admit(front, "10.0.0.1", 0.0, {}, None, "203.0.113.5")
+    assert not b.admit(front, "10.0.0.1", 0.1, {}, None, "203.0.113.5")
+    assert b.admit(front, "10.0.0.1", 0.2, {}, None, "203.0.113.6")

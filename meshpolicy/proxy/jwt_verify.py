@@ -41,6 +41,10 @@ log = logging.getLogger("meshproxy")
 # a token over 8 KB is refused before any parsing (JSON and base64 of a
 # caller's bytes cost time and memory in proportion).
 MAX_TOKEN_BYTES = 8192
+# Distinct tokens one request may carry (all locations together): each costs
+# a signature check per provider, so a request with hundreds of tokens would
+# buy that much CPU; more than this is answered like an invalid token (401).
+MAX_TOKENS_PER_REQUEST = 4
 # Clock skew allowed on exp and nbf: Envoy jwt_authn's default (clock_skew_seconds).
 LEEWAY_SECONDS = 60
 
@@ -140,7 +144,7 @@ class RequestTokens:
             v = self.verifiers.get(provider)
             got = None
             if v is not None:
-                for t in v.tokens(self.headers, self.query, self.cookies):
+                for t in v.tokens(self.headers, self.query, self.cookies)[:MAX_TOKENS_PER_REQUEST]:
                     got = self._verify(provider, t)
                     if got is not None:
                         break
@@ -163,4 +167,6 @@ class RequestTokens:
         seen: list[str] = []
         for p in known:
             seen += [t for t in self.verifiers[p].tokens(self.headers, self.query, self.cookies) if t not in seen]
+        if len(seen) > MAX_TOKENS_PER_REQUEST:
+            return True
         return any(all(self._verify(p, t) is None for p in known) for t in seen)
