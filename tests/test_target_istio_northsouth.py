@@ -657,3 +657,123 @@ def test_ingress_and_tokens_mean_what_the_evaluator_says(ns_mesh):
             assert verdict == outcome.decision.allowed, (where, verdict)
             checked += 1
     assert checked > 100
+
+
+def egress_verdict(docs, mesh, caller: str, ext_name: str, method: str, path: str) -> bool:
+    """What Istio does with a request from `caller`'s sidecar to an external:
+    its Sidecar must import the host (else REGISTRY_ONLY refuses it, ALLOW_ANY
+    passes it through unchecked); then the host's VirtualService, keeping
+    only the matches whose source conditions select the caller."""
+    svc = mesh.service(caller)
+    ext = mesh.external_map[ext_name]
+    host = ext.hosts[0]
+    own = [d for d in docs if d["kind"] == "Sidecar" and d["metadata"]["namespace"] == svc.namespace
+           and d["spec"].get("workloadSelector", {}).get("labels") == {"app": svc.name}]
+    sidecar = own[0] if own else find(docs, "Sidecar", "default")
+    hosts = [h for e in sidecar["spec"]["egress"] for h in e["hosts"]]
+    if f"{ext.namespace}/{host}" not in hosts and "*/*" not in hosts:
+        return sidecar["spec"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+    vs = [d for d in docs if d["kind"] == "VirtualService" and d["spec"]["hosts"] == [host]]
+    if not vs:
+        return True  # a tcp port: the import decides
+    for http in vs[0]["spec"]["http"]:
+        ms = http.get("match")
+        if ms is not None:
+            ms = [m for m in ms if m.get("sourceLabels", {"app": svc.name}) == {"app": svc.name}
+                  and m.get("sourceNamespace", svc.namespace) == svc.namespace]
+            if not any(match_holds({k: v for k, v in m.items() if not k.startswith("source")}, method, path, {}, {})
+                       for m in ms):
+                continue
+        return "route" in http
+    raise AssertionError("no http rule matched")
+
+
+@pytest.mark.parametrize("stance", ["registry_only", "allow_any"])
+@pytest.mark.parametrize("default", ["deny", "allow"])
+def test_egress_means_what_the_evaluator_says(stance, default):
+    from meshpolicy.semantics.evaluate import Request, evaluate
+
+    extra = "allow web -> db\nallow namespace front -> stripe GET\ndeny authenticated -> stripe DELETE"
+    mesh, docs, diags = compiled(egress_text(stance, default, extra))
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    checked = 0
+    for caller, ext, method, path in itertools.product(
+            ["orders", "pay", "web"], ["stripe", "db"], ["GET", "POST", "DELETE"],
+            ["/", "/v1/charges", "/v1/tokens/x", "/v1/tokens/x/y", "/v1/refunds/1"]):
+        if ext == "db" and (method, path) != ("GET", "/"):
+            continue  # tcp: no methods or paths
+        want = evaluate(mesh, Request(caller, ext, method, path)).decision.allowed
+        got = egress_verdict(docs, mesh, caller, ext, method, path)
+        assert got == want, (caller, ext, method, path, got)
+        checked += 1
+    assert checked == 3 * 3 * 5 + 3  # every request of the space
+
+
+def test_undeclared_hosts_follow_the_stance():
+    from meshpolicy.semantics.evaluate import Request, evaluate
+
+    for stance, mode in (("registry_only", "REGISTRY_ONLY"), ("allow_any", "ALLOW_ANY")):
+        mesh, docs, _ = compiled(egress_text(stance, "deny", "allow web -> db"))
+        want = evaluate(mesh, Request("orders", "example.net", "GET", "/")).decision.allowed
+        assert want == (mode == "ALLOW_ANY")
+        assert {d["spec"]["outboundTrafficPolicy"]["mode"] for d in docs if d["kind"] == "Sidecar"} == {mode}
+
+
+NS_BASE = """mesh m { trust_domain "example.org" }
+jwt auth { issuer "https://auth.example/"; jwks_uri "https://auth.example/jwks" }
+service orders { namespace shop; port 8080 http; version v1; version v2 }
+service frontend { namespace web; port 8080 http; version v1 }
+service static { namespace web; port 8080 http; version v1 }
+"""
+
+
+@pytest.mark.parametrize("extra, named", [
+    # the ingress path and the route's path, neither implying the other, cannot be one Istio match
+    ('ingress web { namespace edge; listen 8080 http; /a/*/x -> orders }\n'
+     'route orders { /a/b/* -> v2\n * -> v1 }', "/a/*/x"),
+    # a regex path of the route after the ingress rule's rewrite
+    ('ingress web { namespace edge; listen 8080 http; /api/** -> orders rewrite "/" }\n'
+     'route orders { regex "/o[0-9]+" -> v2\n * -> v1 }', "regex"),
+    # a split across services one of which routes
+    ('ingress web { namespace edge; listen 8080 http; * -> orders 50%, frontend 50% }\n'
+     'route orders { * -> v1 }', "split across services"),
+    ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+     'allow internet with jwt scope = "read" -> frontend', "scope"),
+    ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+     'allow internet with jwt admin = "true" -> frontend', "admin"),
+    ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+     'allow internet with jwt "a[0]" = "x" -> frontend', "a[0]"),
+    ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+     'limit internet -> frontend 10/s', "internet"),
+    ('limit static -> frontend 10/s per header "x-api-key"', "per header"),
+])
+def test_what_istio_cannot_hold_is_mp701(extra, named):
+    checked = check_text(NS_BASE + extra)
+    assert not [d for d in checked.diagnostics if d.is_error], [(d.code, d.message) for d in checked.diagnostics]
+    _, diags = compile_mesh(checked.mesh, "istio")
+    errs = errors(diags)
+    assert errs and {d.code for d in errs} == {"MP701"}, [(d.code, d.message) for d in diags]
+    assert any(named in d.message and "istio" in d.message for d in errs), [d.message for d in errs]
+
+
+def test_split_across_unrouted_services_is_exact():
+    _, docs, diags = compiled(NS_BASE + 'ingress web { namespace edge; listen 8080 http\n'
+                                        '  * -> frontend 30%, static 70% }\n')
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    assert_valid(docs)
+    http = find(docs, "VirtualService", "web")["spec"]["http"]
+    assert http[0]["route"] == [{"destination": {"host": "frontend.web.svc.cluster.local"}, "weight": 30},
+                                {"destination": {"host": "static.web.svc.cluster.local"}, "weight": 70}]
+
+
+def test_has_on_a_custom_claim_splits_it_and_scope_needs_no_listing():
+    _, docs, diags = compiled(NS_BASE + 'ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+                                        'allow internet with jwt roles has "admin" and scope has "x" -> frontend\n')
+    assert errors(diags) == []
+    ra = find(docs, "RequestAuthentication", "frontend-jwt")
+    assert ra["spec"]["jwtRules"][0]["spaceDelimitedClaims"] == ["roles", "scope"]
+    ap = find(docs, "AuthorizationPolicy", "frontend-allow")
+    assert ap["spec"]["rules"][0]["when"] == [
+        {"key": "request.auth.claims[iss]", "values": ["https://auth.example/"]},
+        {"key": "request.auth.claims[roles]", "values": ["admin"]},
+        {"key": "request.auth.claims[scope]", "values": ["x"]}]
