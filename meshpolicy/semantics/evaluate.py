@@ -250,9 +250,12 @@ def normalized(req: Request) -> Request | None:
 
 
 def authorize(mesh: Mesh, req: Request) -> Decision:
-    """Transport admission first, then path normalization; then any matching
-    deny denies, else any matching allow allows, else the default stance. The
-    deciding rule is the first matching one in file order."""
+    """Transport admission first, then path normalization; then a token none
+    of the destination's validating providers validates is refused (401,
+    semantics/ingress.py); then any matching deny denies, else any matching
+    allow allows, else the default stance. The deciding rule is the first
+    matching one in file order. `req` is the request as the destination
+    receives it (`Outcome.delivered` when a route rule rewrote it)."""
     why = admission.refusal(mesh, req.source, req.destination)
     if why is not None:
         return Decision(False, None, refused=why)
