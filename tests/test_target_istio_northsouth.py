@@ -777,3 +777,21 @@ def test_has_on_a_custom_claim_splits_it_and_scope_needs_no_listing():
         {"key": "request.auth.claims[iss]", "values": ["https://auth.example/"]},
         {"key": "request.auth.claims[roles]", "values": ["admin"]},
         {"key": "request.auth.claims[scope]", "values": ["x"]}]
+
+
+def test_ingress_rule_settings_replace_the_services():
+    _, docs, diags = compiled(NS_BASE + 'service api { namespace shop; port 8080 http; timeout 5s; retry 3 }\n'
+                                        'ingress web { namespace edge; listen 8080 http\n'
+                                        '  /slow/** -> api timeout 30s\n  * -> api }\n')
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    http = find(docs, "VirtualService", "web")["spec"]["http"]
+    assert (http[0]["timeout"], http[0]["retries"]["attempts"]) == ("30s", 3)
+    assert (http[1]["timeout"], http[1]["retries"]["attempts"]) == ("5s", 3)
+
+
+def test_limits_the_ingress_would_be_charged_by_are_mp701():
+    checked = check_text(NS_BASE + 'ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
+                                   'limit authenticated -> frontend 10/s\n')
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
+    _, diags = compile_mesh(checked.mesh, "istio")
+    assert codes(errors(diags)) == ["MP701"] and "`web`" in errors(diags)[0].message

@@ -12,7 +12,8 @@ rule's match and R's match (R's read on the request the ingress rule
 delivers: its path rewritten, its request headers changed), whose action
 and settings are R's, whose rewrite is the two rewrites composed into one,
 and whose header operations are the ingress rule's then R's (responses: R's
-then the ingress rule's). First match wins at both steps, and the product
+then the ingress rule's); the ingress rule's own timeout, retry and fault
+replace the service's (plan.ingress_settings). First match wins at both steps, and the product
 keeps that order: the first ingress rule that matches, then the first of
 the service's rules. What one Istio match cannot hold is MP701 naming it.
 """
@@ -24,6 +25,7 @@ import itertools
 import re2
 
 from ...model.types import HeaderMatch, HeaderOp, Ingress, Match, PathPattern, RouteRule, Service
+from ...plan import ingress_settings
 from ...semantics.patterns import header_matches, path_matches
 from ...semantics.rewrite import fixed_part
 from .context import Lowering
@@ -247,7 +249,8 @@ def _route_rules(lw: Lowering, svc: Service) -> list[RouteRule | None | str]:
     return out
 
 
-def _service_action(lw: Lowering, svc: Service, r: RouteRule | None | str, http: dict) -> None:
+def _service_action(lw: Lowering, svc: Service, ingress_rule: RouteRule, r: RouteRule | None | str,
+                    http: dict) -> None:
     if r == "no-route":
         http["directResponse"] = dict(NOT_FOUND)
         return
@@ -256,7 +259,8 @@ def _service_action(lw: Lowering, svc: Service, r: RouteRule | None | str, http:
     else:
         action(lw, svc, r, http)
     if "route" in http:
-        timeout, retry, f = svc.settings_for(r if isinstance(r, RouteRule) else None)
+        # the ingress rule's own setting, else the service's (plan.ingress_settings)
+        timeout, retry, f = ingress_settings(ingress_rule, svc, r if isinstance(r, RouteRule) else None)
         if timeout is not None:
             http["timeout"] = duration(timeout)
         http["retries"] = retries(lw, svc, retry)
@@ -293,7 +297,7 @@ def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, wher
                 m = matches(lw, None, match)
                 if m is not None:
                     http["match"] = m
-                _service_action(lw, svc, r, http)
+                _service_action(lw, svc, ingress_rule, r, http)
                 if "route" in http:
                     rw_r = _rewrite_of(rule, rp) if rule is not None else None
                     host = (rule.rewrite.host if rule is not None and rule.rewrite is not None else None) \
@@ -339,7 +343,7 @@ def _split(lw: Lowering, g: Ingress, ingress_rule: RouteRule, where: str) -> lis
     if m is not None:
         http["match"] = m
     http["route"] = [{"destination": {"host": fqdn(s)}, "weight": int(weights[s.name])} for s in svcs]
-    timeout, retry, f = svc.settings_for(None)
+    timeout, retry, f = ingress_settings(ingress_rule, svc, None)
     if timeout is not None:
         http["timeout"] = duration(timeout)
     http["retries"] = retries(lw, svc, retry)
@@ -368,11 +372,6 @@ def ingress_http_rules(lw: Lowering, g: Ingress) -> list[dict]:
     out: list[dict] = []
     for ir in g.rules:
         where = f"in rule {ir.index + 1} of ingress `{g.name}`"
-        for what, value in (("timeout", ir.timeout_ms), ("retry", ir.retry), ("fault", ir.fault)):
-            if value is not None:
-                lw.unsupported(f"`{what}` {where}", ir.at("timeout") if what == "timeout" else value.span,
-                               "the routed service's own settings apply to what an ingress forwards, and "
-                               "the merged http rule holds one of each")
         a = ir.action
         if a.kind != "forward":
             http: dict = {"name": f"ingress-{ir.index}"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from ...model.types import RateLimit, Service, Source
+from ...plan import plan_of
 from .context import Lowering
 from .names import fqdn, selector
 
@@ -35,6 +36,16 @@ def _callers(lw: Lowering, s: Source, dest: Service) -> list[Service] | None:
     if s.kind == "authenticated":
         return every
     return None
+
+
+def _gateways_matched(lw: Lowering, s: Source, dest: Service) -> list[str]:
+    """The ingresses forwarding to `dest` whose identity the source matches
+    (an ingress is an authenticated caller, of its namespace)."""
+    if lw.mesh.mtls_of(dest) == "off" or s.kind not in ("authenticated", "namespace"):
+        return []
+    plan = plan_of(lw.mesh)
+    return [name for name, ip in plan.ingresses.items()
+            if dest.name in ip.callees and (s.kind == "authenticated" or ip.namespace == s.name)]
 
 
 def _seconds(ns: int) -> str:
@@ -86,6 +97,12 @@ def envoy_filters(lw: Lowering) -> list[dict]:
                 lw.unsupported("a rate limit from `internet`", s.span,
                                "Istio's rate limits are enforced at the caller's sidecar, and meshc does not yet "
                                "patch the ingress gateway's Envoy")
+                continue
+            gateways = _gateways_matched(lw, s, dest)
+            if gateways:
+                lw.unsupported(f"a rate limit whose source `{s.name or s.kind}` matches the ingress `{gateways[0]}`",
+                               s.span, "Istio's rate limits are enforced at the caller's sidecar, and meshc does "
+                                       "not patch the ingress gateway's Envoy")
                 continue
             got = _callers(lw, s, dest)
             if got is None:

@@ -161,7 +161,8 @@ def l7_options(lw: Lowering, svc: Service, rule: RouteRule | None, path: PathPat
         rw = rewrite(lw, rule, path, where)
         if rw:
             http["rewrite"] = rw
-    c = svc.cors_for(rule)
+    sp = plan_of(lw.mesh).services[svc.name]
+    c = (sp.rules[rule.index] if rule is not None and sp.rules is not None else sp.default).cors
     if c is not None:
         http["corsPolicy"] = cors_policy(lw, c)
 
