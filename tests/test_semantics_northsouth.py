@@ -487,3 +487,40 @@ def test_limit_buckets():
     assert bucket_key("source_ip", None, None, {"x-forwarded-for": "1.2.3.4"}, "10.0.0.9") == "10.0.0.9"
     with pytest.raises(ValueError):
         bucket_key("cookie", "x", None, {}, None)
+
+
+TOKEN_OPS = """
+jwt auth { issuer "https://a.example/"; jwks_uri "https://a.example/jwks" }
+jwt q { issuer "https://q.example/"; jwks_uri "https://q.example/jwks"; token query "access_token" }
+service orders { namespace shop; port 8080 http }
+ingress web {
+  namespace edge
+  listen 8080 http
+  /strip/** -> orders remove request header "authorization"
+  /fixed/** -> orders set request header "authorization" "Bearer static-token"
+  /other/** -> orders set request header "x-user" "u" add request header "authorization" "Bearer second"
+  /** -> orders
+}
+allow internet with jwt sub = "alice" -> orders
+allow internet -> orders GET /open/**
+"""
+
+
+@pytest.mark.parametrize("path, want_token", [
+    ("/x", "same"), ("/strip/x", None), ("/fixed/x", "invalid"), ("/other/x", "same"),
+])
+def test_header_ops_on_the_token_header_take_the_token_with_them(path, want_token):
+    from meshpolicy.semantics.tokens import token_after_header_ops
+
+    mesh = check_text(TOKEN_OPS).mesh
+    alice = Token("auth", {"sub": "alice"})
+    out = evaluate(mesh, Request(None, "web", "GET", path, token=alice)).forwarded["orders"]
+    got = out.request.token
+    assert got == {"same": alice, "invalid": INVALID_TOKEN, None: None}[want_token]
+    assert out.decision.allowed is (want_token == "same")
+    if want_token == "invalid":
+        assert "401" in out.decision.refused  # orders validates tokens: the policy's literal one is not valid
+    # a token in the query is not touched by header operations
+    q_tok = Token("q", {"sub": "alice"})
+    assert evaluate(mesh, Request(None, "web", "GET", path, token=q_tok)).forwarded["orders"].request.token == q_tok
+    assert token_after_header_ops(("header", "authorization", "Bearer "), []) == "kept"

@@ -20,7 +20,7 @@ from .ingress import accepted_providers, validating_providers
 from .patterns import header_matches, normalize_path, path_matches, query_matches
 from .query import parse_query
 from .rewrite import rewrite_for
-from .tokens import requirement_met
+from .tokens import locations_of, requirement_met, token_after_header_ops
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class Request:
     path: the request target's path; a query after `?` in it is the query
     (else `query`, the raw query string without `?`). host: the Host /
     :authority (None: not modelled; an ingress takes it as one of its
-    hosts). token: the end-user token it carries (None: none)."""
+    hosts). token: the end-user token it carries (None: none), at its
+    provider's first token location (`Authorization: Bearer` by default)."""
 
     source: str | None
     destination: str
@@ -355,11 +356,13 @@ def with_cors(policy: Cors | None, req: Request, got: RouteResult) -> RouteResul
     return replace(got, cors_headers=tuple(cors_rules.response_headers(policy, origin)))
 
 
-def delivered_request(req: Request, rule: RouteRule | None, **changes) -> Request:
+def delivered_request(mesh: Mesh, req: Request, rule: RouteRule | None, **changes) -> Request:
     """The request a forwarding rule sends on: the matched part of the path
     rewritten (semantics/rewrite.py), the host replaced, the rule's request
-    header ops applied in written order; `changes` (new source, destination)
-    on top. `req` is the normalized request the rule matched."""
+    header ops applied in written order (a token in a header they remove or
+    overwrite goes with it: `token_after_header_ops`); `changes` (new
+    source, destination) on top. `req` is the normalized request the rule
+    matched."""
     if rule is not None and (rule.rewrite is not None or rule.headers):
         rw = rule.rewrite
         if rw is not None and rw.path is not None:
@@ -369,6 +372,12 @@ def delivered_request(req: Request, rule: RouteRule | None, **changes) -> Reques
             changes["host"] = rw.host
         if rule.headers:
             changes["headers"] = tuple(apply_header_ops(rule.headers, "request", list(req.headers)))
+            if req.token is not None and req.token.provider in mesh.provider_map:
+                # the token sits at its provider's first location (Request's docstring)
+                loc = locations_of(mesh.provider_map[req.token.provider])[0]
+                fate = token_after_header_ops(loc, rule.headers)
+                if fate != "kept":
+                    changes["token"] = INVALID_TOKEN if fate == "replaced" else None
     return replace(req, **changes) if changes else req
 
 
@@ -393,7 +402,7 @@ def _evaluate_service(mesh: Mesh, req: Request, cors_decided: bool = False) -> O
     got = route(mesh, req, cors=not cors_decided)
     delivered = None
     if got.kind == "forward" and got.rule is not None and (got.rule.rewrite is not None or got.rule.headers):
-        delivered = delivered_request(normalized(req), got.rule)
+        delivered = delivered_request(mesh, normalized(req), got.rule)
     return Outcome(req, authorize(mesh, delivered or req), got, delivered)
 
 
@@ -432,7 +441,7 @@ def evaluate_at_ingress(mesh: Mesh, req: Request) -> Outcome:
             return Outcome(req, passed, got)
         forwarded = {}
         for svc in got.weights:
-            sent = delivered_request(norm, rule, source=g.name, destination=svc)
+            sent = delivered_request(mesh, norm, rule, source=g.name, destination=svc)
             forwarded[svc] = _evaluate_service(mesh, sent, cors_decided=rule.cors is not None)
         return Outcome(req, passed, got, forwarded=forwarded)
     return Outcome(req, passed, RouteResult("no_route", status=404))

@@ -175,3 +175,26 @@ def _as_list(v: list[str] | str | None) -> list[str]:
     if v is None:
         return []
     return [v] if isinstance(v, str) else list(v)
+
+
+_ORIGINAL = "\0token"  # stands for the caller's own value while header ops run
+
+
+def token_after_header_ops(loc: Location | tuple, ops: Iterable[Any]) -> str:
+    """What a rule's request header operations do to a token carried at
+    location `loc`: "kept" (it travels on unchanged: also every query or
+    cookie location), "removed" (the header is gone, or holds no value with
+    the location's prefix: no token), or "replaced" (the header now holds a
+    value the policy wrote: a token the policy's author put there, which the
+    evaluator cannot validate and takes as invalid)."""
+    from .header_ops import apply_header_ops
+
+    kind, name, prefix = (tuple(loc) + (None,))[:3]
+    if kind != "header":
+        return "kept"
+    after = [v for k, v in apply_header_ops(ops, "request", [(name, _ORIGINAL)]) if k.lower() == name]
+    if _ORIGINAL in after:
+        return "kept"
+    if tokens_in([(kind, name, prefix)], {name: after}, {}, {}):
+        return "replaced"
+    return "removed"
