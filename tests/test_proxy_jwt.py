@@ -126,3 +126,20 @@ def test_many_tokens_in_one_request_are_refused_without_checking_them(keys):
     assert t.unvalidated_token(["auth"]) and calls == []
     few = RequestTokens({"auth": v}, {"authorization": many[:MAX_TOKENS_PER_REQUEST]}, {}, {})
     assert not few.unvalidated_token(["auth"]) and len(calls) == MAX_TOKENS_PER_REQUEST
+
+
+def test_cached_token_is_checked_against_the_clock_again(keys):
+    """A validated token is kept (same bytes only); its exp is checked again
+    on every later use, so it stops passing once it expires."""
+    import time
+
+    v = provider(keys)
+    v.leeway = 0
+    token = keys.token(exp_in=1)
+    assert v.verify(token) is not None and token in v._valid
+    assert v.verify(tampered(token)) is None  # other bytes: verified afresh, and refused
+    time.sleep(1.6)
+    assert v.verify(token) is None and token not in v._valid
+    # invalid tokens are never kept
+    v.verify(keys.token(iss="https://evil.example/"))
+    assert len(v._valid) == 0

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -47,6 +49,13 @@ MAX_TOKEN_BYTES = 8192
 MAX_TOKENS_PER_REQUEST = 4
 # Clock skew allowed on exp and nbf: Envoy jwt_authn's default (clock_skew_seconds).
 LEEWAY_SECONDS = 60
+# Tokens already validated, per provider (least recently used dropped): the
+# same token is usually sent many times, and PyJWT's parse and RSA check cost
+# ~0.25 ms. Keyed by the whole token (signature included), so a hit is the
+# same bytes that verified; exp and nbf are checked again on every hit.
+# Envoy's jwt_authn keeps such a cache too (jwt_cache_config). Only valid
+# tokens are kept: a caller cannot fill it with tokens it made up.
+CACHE_SIZE = 1024
 
 @dataclass(frozen=True)
 class Key:
@@ -88,6 +97,7 @@ class Verifier:
     keys: list[Key]
     locations: tuple[Location, ...]
     leeway: float = LEEWAY_SECONDS
+    _valid: OrderedDict = field(default_factory=OrderedDict, repr=False)  # token -> claims
 
     @classmethod
     def from_config(cls, p: dict) -> "Verifier":
@@ -98,6 +108,28 @@ class Verifier:
         """The token's claims if it is valid for this provider, else None."""
         if len(token) > MAX_TOKEN_BYTES or not token.isascii():
             return None
+        cached = self._valid.get(token)
+        if cached is not None:
+            if self._times_hold(cached):
+                self._valid.move_to_end(token)
+                return cached
+            del self._valid[token]
+            return None
+        claims = self._verify(token)
+        if claims is not None:
+            self._valid[token] = claims
+            if len(self._valid) > CACHE_SIZE:
+                self._valid.popitem(last=False)
+        return claims
+
+    def _times_hold(self, claims: dict) -> bool:
+        """exp and nbf against the clock, as PyJWT checks them (a token that
+        verified has numeric ones, or none)."""
+        now = time.time()
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        return (exp is None or now <= exp + self.leeway) and (nbf is None or now >= nbf - self.leeway)
+
+    def _verify(self, token: str) -> dict | None:
         try:
             header = jwt.get_unverified_header(token)
         except InvalidTokenError:
