@@ -20,9 +20,13 @@ def command(config, log_level):
     file (a config that fails validation is refused and the old one keeps
     serving); certificate files are reloaded when they change.
 
+    The same command runs an ingress gateway from its compiled file
+    (`<namespace>/<ingress>.json`): it listens on the ingress's listeners.
+
     \b
     Example:
       meshc proxy --config out/meshproxy/shop/orders/v1.json
+      meshc proxy --config out/meshproxy/edge/web.json
     """
     from pydantic import ValidationError
 
