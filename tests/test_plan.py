@@ -414,3 +414,24 @@ def test_ingress_scope_admits_every_request_an_ingress_gets_allowed():
             for method in ("GET", "POST"):
                 if evaluate(mesh, Request(caller, "stripe", method, "/v1/charges")).decision.allowed:
                     assert caller in plan.external("stripe").callers
+
+
+def test_token_providers_without_an_ingress_are_the_evaluators():
+    """A sidecar checks tokens for `internet with jwt P` rules even when no
+    ingress forwards there yet: the plan and the evaluator say the same."""
+    from meshpolicy.semantics import Request
+    from meshpolicy.semantics.evaluate import INVALID_TOKEN
+    from meshpolicy.semantics.ingress import validating_providers
+
+    mesh = _mesh("""
+jwt idp { issuer "https://idp.example/"; jwks_uri "https://idp.example/jwks" }
+service a { namespace ns; port 80 http }
+service b { namespace ns; port 80 http }
+allow internet with jwt idp scope has "a:read" -> a GET
+allow b -> a
+""")
+    plan = build_plan(mesh)
+    assert plan.service("a").jwt_providers == ("idp",) == tuple(validating_providers(mesh, "a"))
+    assert plan.service("b").jwt_providers == ()
+    assert [s.ingresses for s in plan.service("a").internet] == [{}]
+    assert "401" in evaluate(mesh, Request("b", "a", "GET", "/", token=INVALID_TOKEN)).decision.refused

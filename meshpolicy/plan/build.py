@@ -133,8 +133,8 @@ def build_plan(mesh: Mesh) -> Plan:
             default=default_plan(svc),
             callers=admissions(mesh, name, by_ns, names),
             rate_limits=limits.get(name, []),
-            jwt_providers=_ordered(mesh, validating_providers(mesh, name)) if mesh.ingresses else (),
-            internet=internet_sources(mesh, name) if mesh.ingresses else [],
+            jwt_providers=_ordered(mesh, validating_providers(mesh, name)) if mesh.jwt_providers else (),
+            internet=internet_sources(mesh, name),
         )
     ingresses = {name: _ingress_plan(mesh, g, identities) for name, g in mesh.ingress_map.items()}
     externals = {

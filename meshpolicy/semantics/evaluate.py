@@ -264,7 +264,7 @@ def authorize(mesh: Mesh, req: Request) -> Decision:
     if norm is None:
         return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
     req = norm
-    if req.token is not None and mesh.ingress_map:
+    if req.token is not None:
         validators = validating_providers(mesh, req.destination)
         if validators and req.token.provider not in validators:
             return Decision(False, None, refused="the token is not valid for any provider the destination checks (401)")
