@@ -68,6 +68,7 @@ service payments {{ namespace pay; port 8080 http }}
 route orders {{
   GET /orders/special query "view" = "full" -> respond 418 "full view"
   GET /orders/flaky/** -> v1 retry 2 on 503
+  GET /orders/via header "x-via" = "web" -> respond 299 "set by the ingress"
   * -> v1
 }}
 allow internet -> frontend
@@ -324,6 +325,8 @@ def test_rewrite_query_match_and_header_operations(mesh):
     assert status == 200 and got["target"] == "/orders/list?x=%2F1"  # query bytes as they came
     assert got["header_map"]["x-via"] == ["web"]  # set: the caller's value replaced
     assert "x-internal" not in headers and headers["x-total"] == "3"  # removed on the response only
+    # the service's route sees the ingress rule's header operations
+    assert request(port, "GET", "/api/orders/via")[0] == 299
     # the orders route's query match, seen through the ingress (the rewritten path)
     assert request(port, "GET", "/api/orders/special?view=full")[0] == 418
     assert request(port, "GET", "/api/orders/special?view=fast")[0] == 200

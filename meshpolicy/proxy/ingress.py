@@ -101,11 +101,15 @@ class IngressMixin:
             return done(web.Response(status=400, text=BAD_TARGET))
         new_path = ev.rewritten_path(rule, path)
         # the service's own route, as any caller's request to it is routed
-        svc_choice = ev.route(cfg, new_host, request.method, new_path, single, query_params(new_target), dest=dest)
         _, _, client = _peer(request)
         # the caller's headers (token included, byte for byte) after the
-        # ingress rule's operations; the service's rule applies its own next
+        # ingress rule's operations; the service's route matches on them and
+        # its rule applies its own operations next
         fwd = l7.request_ops(rule, forwardable(request.headers.items())) + [(CLIENT_IP, client)]
+        sent: dict[str, str] = {}
+        for k, v in fwd:
+            sent.setdefault(k.lower(), v)
+        svc_choice = ev.route(cfg, new_host, request.method, new_path, sent, query_params(new_target), dest=dest)
         forward = _Rewritten(request, new_target)
         # one timeout and one CORS policy: the ingress rule's own, else the
         # service route's (plan.ingress_settings, docs/semantics.md)
