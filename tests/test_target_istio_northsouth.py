@@ -795,3 +795,16 @@ def test_limits_the_ingress_would_be_charged_by_are_mp701():
     assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
     _, diags = compile_mesh(checked.mesh, "istio")
     assert codes(errors(diags)) == ["MP701"] and "`web`" in errors(diags)[0].message
+
+
+def test_ingress_mirror_copies_to_the_whole_service():
+    _, docs, diags = compiled(NS_BASE + 'ingress web { namespace edge; listen 8080 http\n'
+                                        '  * -> frontend mirror static 10% }\n')
+    assert errors(diags) == [], [(d.code, d.message) for d in diags]
+    assert_valid(docs)
+    http = find(docs, "VirtualService", "web")["spec"]["http"][0]
+    assert http["mirror"] == {"host": "static.web.svc.cluster.local"} and http["mirrorPercentage"] == {"value": 10.0}
+    checked = check_text(NS_BASE + 'route static { * -> v1 }\ningress web { namespace edge; listen 8080 http\n'
+                                   '  * -> frontend mirror static 10% }\n')
+    _, diags = compile_mesh(checked.mesh, "istio")
+    assert codes(errors(diags)) == ["MP701"] and "mirror static" in errors(diags)[0].message

@@ -30,7 +30,7 @@ from ...semantics.patterns import header_matches, path_matches
 from ...semantics.rewrite import fixed_part
 from .context import Lowering
 from .l7 import cors_policy, fold, header_operations_of
-from .names import APP_LABEL, duration, fqdn
+from .names import APP_LABEL, duration, fqdn, percent
 from .routing import action, matches, retries, fault
 
 NOT_FOUND = {"status": 404}
@@ -315,8 +315,35 @@ def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, wher
                     c = ingress_rule.cors or svc.cors_for(rule)
                     if c is not None:
                         http["corsPolicy"] = cors_policy(lw, c)
+                    if not _ingress_mirror(lw, ingress_rule, http, rw_r, where):
+                        return []
                 out.append(http)
     return out
+
+
+def _ingress_mirror(lw: Lowering, ingress_rule: RouteRule, http: dict, rw_r: "_Rewrite | None", where: str) -> bool:
+    """An ingress rule's `mirror SERVICE P%` on a merged http rule: the copy
+    goes to the whole service (its own route cannot apply at the gateway, so
+    a mirrored service with a `route` is MP701), carrying what the ingress
+    rule delivers (so not with the route rule's own rewrite or mirror).
+    False after MP701."""
+    m = ingress_rule.action.mirror
+    if m is None:
+        return True
+    target = lw.mesh.service(m.version.name)
+    why = None
+    if target is None or lw.mesh.route_map.get(target.name) is not None:
+        why = "the mirrored service's own route cannot apply to the copy at the gateway"
+    elif "mirror" in http:
+        why = "the merged http rule holds one mirror, and the service's route rule mirrors too"
+    elif rw_r is not None:
+        why = "the copy must carry the ingress rule's rewrite only, and the merged rule rewrites once"
+    if why is not None:
+        lw.unsupported(f"`mirror {m.version.name}` {where}", m.span, why)
+        return False
+    http["mirror"] = {"host": fqdn(target)}
+    http["mirrorPercentage"] = {"value": percent(m.percent)}
+    return True
 
 
 def _split(lw: Lowering, g: Ingress, ingress_rule: RouteRule, where: str) -> list[dict]:
@@ -343,6 +370,8 @@ def _split(lw: Lowering, g: Ingress, ingress_rule: RouteRule, where: str) -> lis
     if m is not None:
         http["match"] = m
     http["route"] = [{"destination": {"host": fqdn(s)}, "weight": int(weights[s.name])} for s in svcs]
+    if not _ingress_mirror(lw, ingress_rule, http, None, where):
+        return []
     timeout, retry, f = ingress_settings(ingress_rule, svc, None)
     if timeout is not None:
         http["timeout"] = duration(timeout)
@@ -381,9 +410,6 @@ def ingress_http_rules(lw: Lowering, g: Ingress) -> list[dict]:
             action(lw, None, ir, http)
             out.append(http)
             continue
-        if a.mirror is not None:
-            lw.unsupported(f"`mirror` {where}", a.mirror.span,
-                           "the merged http rule mirrors at most what the service's route mirrors")
         names = list(dict.fromkeys(d.version.name for d in a.destinations))
         if len(names) > 1:
             out += _split(lw, g, ir, where)
