@@ -32,6 +32,7 @@ UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Up
 # exp/nbf leeway in seconds, as docs/semantics.md fixes it (Envoy's default too).
 CLOCK_SKEW_S = 60
 JWKS_CACHE_S = 300
+JWT_CACHE_SIZE = 1000  # verified tokens kept per provider and worker thread
 
 
 def accepted(mesh: Mesh, g: Ingress) -> list[JwtProvider]:
@@ -77,6 +78,9 @@ def _locations(p: JwtProvider) -> dict:
 
 def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
     out: dict = {"forward": True, "payload_in_metadata": p.name, "clock_skew_seconds": CLOCK_SKEW_S,
+                 # Tokens already verified skip the signature check; each
+                 # lookup still checks exp/nbf (Envoy's jwt_cache).
+                 "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE},
                  **_locations(p)}
     if p.issuer:
         out["issuer"] = p.issuer
