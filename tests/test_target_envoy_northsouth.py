@@ -195,14 +195,14 @@ def test_has_on_a_space_separated_string_cannot_be_fooled():
     from meshpolicy.targets.envoy.jwt_authn import claim_principal
 
     p = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="orders:write"))
-    regex = p["or_ids"]["ids"][1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
+    regex = p["or_ids"]["ids"][-1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
     words = lambda s: "orders:write" in s.split(" ")  # noqa: E731  (docs/semantics.md's meaning)
     for claim in ["orders:write", "a orders:write", "orders:write b", "a orders:write b", "a  orders:write",
                   "orders:writer", "xorders:write", "orders:write\nb", "orders-write", "orders:writ", "",
                   "a\torders:write", "ORDERS:WRITE", "orders:write ", " orders:write"]:
         assert (re2.fullmatch(regex, claim) is not None) == words(claim), claim
     dotted = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="a.b"))
-    r2 = dotted["or_ids"]["ids"][1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
+    r2 = dotted["or_ids"]["ids"][-1]["metadata"]["value"]["string_match"]["safe_regex"]["regex"]
     assert re2.fullmatch(r2, "aXb") is None  # escaped, not a wildcard
     spaced = claim_principal("auth", ClaimTest.make(claim="scope", op="has", value="a b"))
     assert "safe_regex" not in json.dumps(spaced)  # never one word: only the list test
@@ -213,6 +213,12 @@ def test_eq_on_numbers_and_booleans():
 
     n = json.dumps(claim_principal("auth", ClaimTest.make(claim="level", op="eq", value="3")))
     assert '"double_match": {"exact": 3.0}' in n
+    # A list of numbers `has` one by its JSON text too; a fraction or a huge integer is only a string.
+    listed = json.dumps(claim_principal("auth", ClaimTest.make(claim="groups", op="has", value="42")))
+    assert '"list_match": {"one_of": {"double_match": {"exact": 42.0}}}' in listed
+    for text in ("2.5", "1e3", "9007199254740993", "03"):
+        assert "double_match" not in json.dumps(claim_principal("auth", ClaimTest.make(claim="x", op="eq",
+                                                                                     value=text)))
     t = json.dumps(claim_principal("auth", ClaimTest.make(claim="admin", op="eq", value="true")))
     assert '"bool_match": true' in t
     s = claim_principal("auth", ClaimTest.make(claim="role", op="eq", value="admin"))
@@ -440,10 +446,18 @@ def _envoy_validate(path: Path) -> subprocess.CompletedProcess:
 def test_every_north_south_bootstrap_passes_envoy_validate(tmp_path):
     from meshpolicy.certs import issue
 
+    numbers = AuthRule.make(index=0, effect="allow", target=Ref.make(name="b"), sources=[_internet(
+        ClaimTest.make(claim="level", op="eq", value="3"), ClaimTest.make(claim="groups", op="has", value="42"),
+        ClaimTest.make(claim="admin", op="eq", value="true"))])
     mesh, _ = north_south(tmp_path, token_from=[TokenLocation.make(kind="header", name="authorization",
                                                                    prefix="Bearer "),
                                                 TokenLocation.make(kind="query", name="access_token"),
-                                                TokenLocation.make(kind="cookie", name="session")])
+                                                TokenLocation.make(kind="cookie", name="session")],
+                          more_rules=[numbers],
+                          limits=[_limit(LimitKey.make(kind="claim", name="sub"),
+                                         Source.make(kind="internet", jwt=JwtRequirement.make())),
+                                  _limit(LimitKey.make(kind="header", name="x-api-key"),
+                                         Source.make(kind="service", name="a"))])
     g = mesh.ingresses[0]
     (tmp_path / "certs-in").mkdir()
     issue(mesh, tmp_path / "certs")
@@ -455,7 +469,7 @@ def test_every_north_south_bootstrap_passes_envoy_validate(tmp_path):
     remote = JwtProvider.make(name="remote", issuer="https://idp.test/", jwks_uri="https://idp.test/jwks",
                               file=str(tmp_path / "shop.mesh"))
     mesh = _with(mesh, ingresses=[g], jwt_providers=mesh.jwt_providers + [remote])
-    for m in (mesh, _l7_mesh()):
+    for m in (mesh, _l7_mesh(), _egress_mesh("allow_any")):
         issue(m, tmp_path / "certs")
         out, diags = _compile(m, certs=str(tmp_path / "certs"))
         assert not _errors(diags), _errors(diags)

@@ -16,6 +16,7 @@ missing one passes (authorization decides).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -157,36 +158,36 @@ def _meta(provider: str, claim: str | None, value: dict) -> dict:
     return {"metadata": {"filter": JWT_FILTER, "path": path, "value": value}}
 
 
-def _number(text: str) -> float | None:
-    """The JSON number a claim value written as a string stands for, if any."""
-    import json
-
-    try:
-        v = json.loads(text)
-    except ValueError:
-        return None
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def _scalar_matchers(text: str) -> list[dict]:
+    """ValueMatchers for a claim (or list element) whose JSON text is `text`
+    (semantics/tokens.py `claim_passes_raw`): the string itself, and the
+    number or bool it spells. Payload numbers are doubles in Envoy's
+    metadata: only integers below 2^53 are compared, and a claim written
+    `3.0` matches `"3"` there (its JSON text is `3.0`)."""
+    out = [{"string_match": {"exact": text}}]
+    if re.fullmatch(r"-?(?:0|[1-9][0-9]{0,15})", text) and abs(int(text)) < 2 ** 53:
+        out.append({"double_match": {"exact": float(int(text))}})
+    if text in ("true", "false"):
+        out.append({"bool_match": text == "true"})
+    return out
 
 
 def claim_principal(provider: str, t: ClaimTest) -> dict:
     """One claim test on provider's validated payload.
 
     eq: the claim is the string (or the number/bool whose JSON text it is).
-    has: the claim is a list with the string as an element, or a string whose
+    has: the claim is a list with such an element, or a string whose
     space-separated words include it: Envoy's metadata matcher does not split
-    strings, so that is a whole-string RE2 match `(.* )?WORD( .*)?` over the
-    escaped value (`.` never crosses a newline, as splitting on spaces does
-    not). A value with a space is never one word: only the list test remains.
+    strings, so that is a whole-string RE2 match `(?:.* )?WORD(?: .*)?` over
+    the escaped value (`.` never crosses a newline, as splitting on spaces
+    does not). A value with a space, or empty, is never one word: only the
+    list test remains.
     """
+    scalars = _scalar_matchers(t.value)
     if t.op == "eq":
-        alts = [_meta(provider, t.claim, {"string_match": {"exact": t.value}})]
-        n = _number(t.value)
-        if n is not None:
-            alts.append(_meta(provider, t.claim, {"double_match": {"exact": n}}))
-        if t.value in ("true", "false"):
-            alts.append(_meta(provider, t.claim, {"bool_match": t.value == "true"}))
+        alts = [_meta(provider, t.claim, m) for m in scalars]
     else:
-        alts = [_meta(provider, t.claim, {"list_match": {"one_of": {"string_match": {"exact": t.value}}}})]
+        alts = [_meta(provider, t.claim, {"list_match": {"one_of": m}}) for m in scalars]
         if " " not in t.value and t.value:
             word = re2.escape(t.value)
             alts.append(_meta(provider, t.claim, {"string_match": {"safe_regex": {
