@@ -652,6 +652,11 @@ def test_hosts_rules_and_forged_selector(running):
     assert _request(port, "/api/public/x", host="other.test")[0] == 404  # not one of the hosts
     assert _request(port, "/api/public/x", host="a.shop.test")[0] == 200  # *.shop.test
     assert _request(port, "/api/public/x", host="shop.test:8080")[0] == 200  # the port is not the host
+    from meshpolicy.semantics.hosts import any_host_matches
+
+    for host in ("shop.test.", "SHOP.Test", "a.b.shop.test", ".shop.test", "xshop.test", "shop.test.evil"):
+        assert (_request(port, "/api/public/x", host=host)[0] == 200) == any_host_matches(
+            ["shop.test", "*.shop.test"], host), host
     status, _, body = _request(port, "/elsewhere")
     assert (status, body) == (404, b"no such page")  # the catch-all `respond`
     # Query tests compare the decoded value (semantics/query.py), the first occurrence only.
