@@ -938,3 +938,51 @@ def test_one_bucket_per_claim_value_on_real_envoys(tmp_path):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@needs_envoy
+def test_gateway_and_callee_run_on_served_config(tmp_path):
+    """The control plane serves the gateway's and the callee's resources (the
+    same lowering as the static files) to real Envoys: they ACK, and tokens
+    and claims are enforced as with the static bootstraps."""
+    from meshpolicy.certs import issue
+    from meshpolicy.xds.resources import snapshots, xds_bootstrap
+    from meshpolicy.xds.server import ControlPlane
+
+    mesh, key = north_south(tmp_path)
+    base = free_port_base(3 * STRIDE, STRIDE)
+    issue(mesh, tmp_path / "certs")
+    out, diags = _compile(mesh, certs=str(tmp_path / "certs"), port_base=base, ports_per_workload=STRIDE)
+    assert not _errors(diags), _errors(diags)
+    boots = snapshots([out["ns/b.yaml"], out["edge/web.yaml"]])
+    cp = ControlPlane()
+    cp_port = cp.start()
+    cp.publish({n: s for n, (_, s) in boots.items()})
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "proxy_raw_app.py"), "--port",
+                               str(base + STRIDE + 3), "--service", "b"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for node, (static, _) in boots.items():
+            cfg = tmp_path / (node.replace("/", "-") + ".json")
+            cfg.write_text(json.dumps(xds_bootstrap(static, cp_port)))
+            procs.append(subprocess.Popen(["envoy", "-c", str(cfg), "--use-dynamic-base-id", "-l", "error"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for node, (_, snap) in boots.items():
+            assert cp.wait_acked(node, snap, timeout=30), f"{node} never ACKed its config"
+        port = base + 2 * STRIDE + 4
+        deadline = time.time() + 15
+        while _request(port, "/api/public/x")[0] != 200 and time.time() < deadline:
+            time.sleep(0.2)  # listeners warm up after the ACK
+        bearer = {"Authorization": f"Bearer {_token(key, scope='orders:write')}"}
+        assert _request(port, "/api/orders", headers=bearer)[0] == 200
+        assert _request(port, "/api/orders")[0] == 403
+        assert _request(port, "/api/orders", headers={"Authorization": "Bearer x.y.z"})[0] == 401
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        cp.stop()
