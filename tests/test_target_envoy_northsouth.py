@@ -743,6 +743,11 @@ def test_egress_only_where_the_plan_lets_the_caller_out():
 def test_allow_any_adds_the_dynamic_forward_proxy():
     out, diags = _compile(_egress_mesh("allow_any"))
     assert not _errors(diags), _errors(diags)
+    # b may not call stripe: under allow_any its hosts are refused, not passed through as unknown.
+    b_vhosts = _hcm(_listener(load(out["ns/b.yaml"].content), "outbound"))["route_config"]["virtual_hosts"]
+    refused = next(vh for vh in b_vhosts if vh["name"] == "external|stripe|refused")
+    assert "localhost" in refused["domains"] and refused["routes"][0]["direct_response"]["status"] == 403
+    assert b_vhosts.index(refused) < len(b_vhosts) - 1  # before the catch-all
     for path in ("ns/a.yaml", "ns/b.yaml"):
         cfg = load(out[path].content)
         hcm = _hcm(_listener(cfg, "outbound"))

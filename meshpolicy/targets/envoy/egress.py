@@ -17,7 +17,9 @@ An undeclared host: under `egress registry_only` no virtual host answers
 it, so the caller sees Envoy's 404 (as for a mesh service it may not call);
 under `allow_any` a catch-all virtual host sends it through the dynamic
 forward proxy as plain HTTP to the Host's host:port (80 by default),
-unchecked.
+unchecked. A declared external's host is never "undeclared": where the
+rules keep this workload from it, its hosts answer 403 under `allow_any`
+too (and have no virtual host under `registry_only`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,19 @@ def egress_vhosts(ctx: Ctx, caller: Service) -> list[dict]:
                 vhosts.append({"name": f"external|{ext.name}|{h}|{p.number}", "domains": domains,
                                "routes": [route]})
     if ctx.mesh.settings.egress == "allow_any":
+        # A declared external this workload may not call is decided by the
+        # rules, not passed through as an unknown host would be: refused here.
+        allowed = {e.name for e in externals_of(ctx, caller)}
+        for ext in sorted(ctx.mesh.external_map.values(), key=lambda e: e.name):
+            if ext.name in allowed:
+                continue
+            # Envoy's `*.suffix` domains are what the checked hosts mean (hosts.py).
+            domains = sorted({d for h in (h.lower() for h in ext.hosts)
+                              for d in [h] + [f"{h}:{p.number}" for p in ext.ports]})
+            if domains:
+                vhosts.append({"name": f"external|{ext.name}|refused", "domains": domains, "routes": [{
+                    "name": "refused", "match": {"prefix": "/"},
+                    "direct_response": {"status": 403, "body": {"inline_string": "RBAC: access denied"}}}]})
         vhosts.append({"name": "egress|any", "domains": ["*"], "routes": [{
             "name": "any-host", "match": {"prefix": "/"}, "route": {"cluster": ANY_HOST_CLUSTER, "timeout": "0s"}}]})
     return vhosts
