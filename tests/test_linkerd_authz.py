@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 from meshpolicy.semantics.evaluate import Request, authorize
 from meshpolicy.targets.linkerd import lower_documents
 from meshpolicy.targets.linkerd.route_authz import dialect_regex
+from meshpolicy.verify.atoms import is_normalized
 
 from . import kube_schema
 from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
@@ -156,7 +157,11 @@ def extra_paths(n: int = 3) -> list[str]:
     return sorted(out)
 
 
-PATHS = sorted(set(PROBE_PATHS) | set(extra_paths(2)))
+# Spellings the policy normalizes (or refuses) and Linkerd sees as sent.
+UNNORMALIZED_PATHS = ("/orders/../admin", "/./orders", "//orders", "/orders/%2E%2E/admin", "/%61dmin", "/items/%31",
+                      "/orders/7/..", "/admin/keys/.", "/.;/admin", "/a%2Fb", "/a%2fb", "/orders/7?x=1", "/items/1%",
+                      "/items/%2", "/items/ 1", "/items/\u00e9", "*", "/admin\\x", "/orders/..;/admin")
+PATHS = sorted(set(PROBE_PATHS) | set(extra_paths(2)) | set(UNNORMALIZED_PATHS))
 MORE_PATHS = sorted(set(PATHS) | set(extra_paths(3)))  # for the generated policies, drawn from
 
 
@@ -172,11 +177,27 @@ def documents_of(text: str):
     return checked.mesh, docs, diags
 
 
+def route_scoped(docs, mesh, dest: str) -> bool:
+    svc = mesh.service(dest)
+    return any(d["kind"] == "HTTPRoute" and d["metadata"]["namespace"] == svc.namespace
+               and d["spec"]["parentRefs"][0]["kind"] == "Server"
+               and d["spec"]["parentRefs"][0]["name"] == f"{svc.name}-{svc.ports[0].number}" for d in docs)
+
+
 def agree(mesh, docs, reqs) -> int:
+    """Compare every request: on a normalized path, Linkerd's decision is the
+    reference's; on any other path, a Server authorized per route refuses
+    (the policy would normalize it first, Linkerd cannot: stricter, never looser)."""
     n = 0
     for req in reqs:
-        want = authorize(mesh, req).allowed
-        assert linkerd_decision(docs, mesh, req) == want, f"authorization disagrees on {req} (reference: {want})"
+        seen = Request(req.source, req.destination, req.method, req.path.split("?", 1)[0])  # uri.path()
+        if is_normalized(seen.path):
+            want = authorize(mesh, req).allowed
+        elif route_scoped(docs, mesh, req.destination):
+            want = False
+        else:
+            continue  # server-wide authorization does not look at the path
+        assert linkerd_decision(docs, mesh, seen) == want, f"authorization disagrees on {req} (expected: {want})"
         n += 1
     return n
 
@@ -215,7 +236,7 @@ CASES = {
     "root-covering": "allow web -> api GET /**\nallow mob -> api /**\n",
     "deny-everything-but": "allow authenticated -> api /orders, /orders/*\ndeny ops -> api /orders/*\n",
     "string-prefix": 'allow web -> api prefix "/adm"\nallow mob -> api GET prefix "/orders"\n',
-    "regex": 'allow web -> api regex "/items/\\\\d+"\nallow mob -> api GET regex "/admin(/.*)?"\n',
+    "regex": 'allow web -> api regex "/items/\\\\d+"\nallow mob -> api GET regex "/admin(/[a-z0-9]+)*"\n',
     "default-allow": "deny ops -> api POST /orders/*\n",
 }
 
@@ -386,3 +407,48 @@ def test_code_fixtures(code, tmp_path):
         if name == "good":
             docs = [d for d in yaml.safe_load_all(r.stdout) if d]
             assert any(d["kind"] == "AuthorizationPolicy" for d in docs)
+
+
+# ---- matches restricted to normalized paths ----------------------------------------------
+
+def _automaton_spelling(rx: str) -> str:
+    """An anchored regex of ours as the verifier's automata read it (they take
+    whole-string RE2 without inline flags: `(?s:.)` is any character)."""
+    body = rx[len("^(?:"):-2] if rx.startswith("^(?:") else rx[len("^(?s:"):-2]
+    if rx.startswith("^(?s:"):
+        body = re.sub(r"(?<!\\)\.", r"[\\s\\S]", body)
+    return body
+
+
+PATTERNS = [("glob", "/orders/**"), ("glob", "/orders/*"), ("glob", "/a/*/b"), ("glob", "/a/**/b"),
+            ("prefix", "/adm"), ("prefix", "/orders/"), ("prefix", "/"), ("glob", "/**"), ("glob", "/*"),
+            ("glob", "/a.*"), ("glob", "/.*/x"), ("glob", "/x/*.json"), ("prefix", "/a/."), ("glob", "/a/.**"),
+            ("prefix", "/a%20"), ("glob", "/*/**/*"), ("glob", "/a;*"), ("prefix", "/a/..b"), ("glob", "/legacy/**")]
+
+
+@pytest.mark.parametrize("key", PATTERNS, ids=lambda k: f"{k[0]}:{k[1]}")
+def test_a_pattern_match_holds_for_exactly_its_normalized_paths(key):
+    """Checked exactly by the verifier's automata: the written regex's
+    language is the pattern's intersected with NORMALIZED_PATH."""
+    from meshpolicy.targets.linkerd.normal_paths import pattern_regex
+    from meshpolicy.verify.atoms import NORMALIZED_PATH
+    from meshpolicy.verify.automata import witness
+
+    rx = pattern_regex(*key)
+    assert rx is not None and len(rx) <= 1024
+    written, normal = ("regex", _automaton_spelling(rx)), ("regex", NORMALIZED_PATH)
+    assert witness((written,), (normal,)) is None  # only normalized paths
+    assert witness((written,), (key,)) is None  # only the pattern's
+    assert witness((key, normal), (written,)) is None  # all of those
+
+
+def test_the_unnormalized_route_matches_exactly_the_other_paths():
+    from meshpolicy.targets.linkerd.normal_paths import UNNORMALIZED
+    from meshpolicy.verify.atoms import NORMALIZED_PATH
+    from meshpolicy.verify.automata import witness
+
+    other, normal = ("regex", _automaton_spelling(UNNORMALIZED)), ("regex", NORMALIZED_PATH)
+    assert witness((other, normal), ()) is None
+    assert witness((("regex", r"[\s\S]*"),), (other, normal)) is None
+    for p in UNNORMALIZED_PATHS:
+        assert (re2.fullmatch(UNNORMALIZED, p.split("?")[0]) is not None) != is_normalized(p.split("?")[0]), p

@@ -16,14 +16,16 @@ CODES = define(
      "a destination's allow and deny rules with methods or paths cannot be written as Linkerd inbound routes "
      "that bring every request to the authorization the policy gives it: two path patterns overlap and "
      "their shared paths are authorized differently from the rest of either, and Linkerd ranks whole-path "
-     "matches alike (then by creation time); or a class needs more matches than a route holds",
+     "matches alike (then by creation time); or a pattern's match, restricted to normalized paths, is "
+     "longer than a route holds (1024 characters), or a class needs more matches than a route holds",
      "make the patterns of differently authorized rules disjoint (e.g. `/orders/*` and `/orders/admin/*` "
      "instead of `/orders/**` next to `/orders/admin/*`), or compile for a target that orders rules "
      "(docs/targets/linkerd.md)"),
     ("MP751", "linkerd-regex-dialect", "error",
-     "a path regex of an allow or deny rule uses a construct that Linkerd's proxy (the Rust regex crate, "
-     "Unicode-aware) reads differently from RE2 and that has no ASCII spelling, a word boundary (`\\b`, "
-     "`\\B`) or a negated Perl class (`\\D`, `\\W`, `\\S`) inside a set, or that only RE2 has: "
-     "`\\Q...\\E`, `\\C`, an octal escape",
-     "spell the class out in ASCII, e.g. `[^0-9/]` for `[\\D/]` (docs/targets/linkerd.md)"),
-)
+     "a path regex of an allow or deny rule can match a path that is not normalized (Linkerd matches the "
+     "path as sent, the policy the normalized one), or uses a construct that Linkerd's proxy (the Rust "
+     "regex crate, Unicode-aware) reads differently from RE2 and that has no ASCII spelling, a word "
+     "boundary (`\\b`, `\\B`) or a negated Perl class (`\\D`, `\\W`, `\\S`) inside a set, or that only "
+     "RE2 has: `\\Q...\\E`, `\\C`, an octal escape",
+     "match whole segments only (e.g. `/items/[0-9]+` rather than `/items/.*`; a glob such as `/items/**` "
+     "is restricted to normalized paths by meshc), and spell classes out in ASCII (docs/targets/linkerd.md)"))

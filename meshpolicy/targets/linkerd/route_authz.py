@@ -58,8 +58,8 @@ from ...codes import diag
 from ...model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern
 from ...plan import ServicePlan
 from ...semantics.evaluate import Request, authorize
-from ..meshproxy.lower import anchored, literal
-from ...semantics.patterns import glob_regex
+from ..meshproxy.lower import anchored
+from . import normal_paths
 
 POLICY = "policy.linkerd.io"
 MAX_MATCHES = 8  # per rule (the CRD's maxItems)
@@ -154,19 +154,22 @@ def dialect_regex(regex: str) -> str:
     return "".join(out)
 
 
-def path_match(key: tuple[str, str]) -> dict:
-    """A whole-path Linkerd match for one pattern (never a PathPrefix: its
-    length ranks below a whole-path match, and it matches path segments,
-    not the policy's string prefix)."""
+def path_match(key: tuple[str, str]) -> dict | None:
+    """A whole-path Linkerd match for one pattern, holding only for
+    normalized paths (normal_paths.py); never a PathPrefix: its length ranks
+    below a whole-path match, and it matches path segments, not the policy's
+    string prefix. None: no normalized path matches the pattern. Raises
+    NotLayable (MP750) or Unlayable (MP751)."""
     kind, value = key
     if kind == "exact":
         return {"type": "Exact", "value": value}
-    if kind == "prefix":
-        rx = "^" + literal(value) + "(?s:.*)$"
-    elif kind == "glob":
-        rx = anchored(glob_regex(value, escape=literal))
-    else:
-        rx = anchored(dialect_regex(value))
+    if kind in ("prefix", "glob"):
+        rx = normal_paths.pattern_regex(kind, value)
+        return None if rx is None else {"type": "RegularExpression", "value": rx}
+    rx = anchored(dialect_regex(value))
+    outside = normal_paths.regex_is_normal(value)
+    if outside is not None:
+        raise Unlayable("MP751", f"a path that is not normalized (`{outside}`), which Linkerd would match as sent")
     return {"type": "RegularExpression", "value": rx}
 
 
@@ -281,16 +284,22 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
         auth.reject(f"methods or paths in the rules for `{svc.name}` on its tcp port {tcp[0].number}", span,
                     "an opaque Server has no HTTP routes")
         return []
+    written: dict[tuple[str, str], dict | None] = {}
     for r in auth.mesh.rules_by_target.get(sp.name, []):
         for p in r.paths:
-            if p.kind == "regex":
-                try:
-                    dialect_regex(p.value)
-                except Unlayable as exc:
-                    auth.diags.append(diag("MP751", f"the path regex `{p.value}` in the rules for `{svc.name}` "
-                                                    f"uses {exc}, which Linkerd's proxy (the Rust regex crate) "
-                                                    "reads differently from RE2", p.span or r.span))
-                    return []
+            try:
+                written[(p.kind, p.value)] = path_match((p.kind, p.value))
+            except Unlayable as exc:
+                auth.diags.append(diag("MP751", f"the path regex `{p.value}` in the rules for `{svc.name}` "
+                                                f"matches {exc}" if "normalized" in str(exc) else
+                                                f"the path regex `{p.value}` in the rules for `{svc.name}` "
+                                                f"uses {exc}, which Linkerd's proxy (the Rust regex crate) "
+                                                "reads differently from RE2", p.span or r.span))
+                return []
+            except normal_paths.NotLayable as exc:
+                auth.diags.append(diag("MP750", f"the linkerd target cannot lay out the authorization of "
+                                                f"`{svc.name}` as Linkerd routes: {exc}", p.span or r.span))
+                return []
     try:
         lay = Classes(auth.mesh, auth.plan, sp).layout()
     except Unlayable as exc:
@@ -313,7 +322,7 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
         server = f"{svc.name}-{p.number}"
         for (name, ref), (_adm, matches) in zip(refs, classes):
             route = f"{server}-{name[len(svc.name) + 1:]}"
-            rules = _rules(matches)
+            rules = _rules(matches, written)
             if rules is None:
                 auth.diags.append(diag("MP750", f"the linkerd target cannot lay out the authorization of "
                                                 f"`{svc.name}` as Linkerd routes: one class needs "
@@ -332,15 +341,29 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
                     "spec": {"targetRef": {"group": POLICY, "kind": "HTTPRoute", "name": route},
                              "requiredAuthenticationRefs": [ref]},
                 })
+        # Paths the policy would normalize or refuse: a route nobody is
+        # authorized on, so Linkerd refuses them (normal_paths.py). A
+        # one-character path (`OPTIONS *`) ties with the catch-all on length:
+        # a method outranks it.
+        rx = {"type": "RegularExpression", "value": normal_paths.UNNORMALIZED}
+        ms = [{"path": rx}] + [{"path": rx, "method": m} for m in HTTP_METHODS]
+        docs.append({
+            "apiVersion": f"{POLICY}/v1beta3", "kind": "HTTPRoute",
+            "metadata": {"name": f"{server}-unnormalized", "namespace": svc.namespace},
+            "spec": {"parentRefs": [{"group": POLICY, "kind": "Server", "name": server}],
+                     "rules": [{"matches": ms[i:i + MAX_MATCHES]} for i in range(0, len(ms), MAX_MATCHES)]},
+        })
     return docs
 
 
-def _rules(matches) -> list[dict] | None:
+def _rules(matches, written: dict) -> list[dict] | None:
     if not matches:  # the catch-all: every request, ranked lowest
         return [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]
     ms = []
     for method, key in matches:
-        one: dict = {"path": path_match(key)}
+        path = written[key]
+        assert path is not None, (key, "a pattern with normalized paths in its class has a match")
+        one: dict = {"path": path}
         if method is not None:
             one["method"] = method
         ms.append(one)
