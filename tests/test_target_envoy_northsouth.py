@@ -72,7 +72,8 @@ HEADER_OPS = [HeaderOp.make(side="request", op="add", name="x-o", value="1"),
               HeaderOp.make(side="request", op="set", name="x-q", value="q")]
 
 
-def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), limits=()) -> tuple[Mesh, object]:
+def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), limits=(),
+                https: bool = False) -> tuple[Mesh, object]:
     """BASE plus: a jwt provider with a local JWKS, an ingress `web` on one
     http listener for shop.test routing /api/** to b (rewrite "/", a request
     header set), everything else answered 404; b allows the internet with a
@@ -98,7 +99,9 @@ def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), li
         RouteRule.make(index=3, match=Match.make(), action=DirectResponse.make(status=404, body="no such page")),
     ]
     gw = Ingress.make(name="web", namespace="edge", account="web-gw",
-                      listeners=[Listener.make(port=8080, protocol="http")], hosts=["shop.test", "*.shop.test"],
+                      listeners=[Listener.make(port=8080, protocol="http")] + ([Listener.make(
+                          port=8443, protocol="https", cert_file="tls/web.crt", key_file="tls/web.key")]
+                          if https else []), hosts=["shop.test", "*.shop.test"],
                       rules=rules, file=str(d / "shop.mesh"))
     n = len(mesh.auth_rules)
     auth = [AuthRule.make(index=n, effect="allow", target=Ref.make(name="b"), methods=["GET"],
@@ -554,9 +557,13 @@ def running(tmp_path_factory):
     from meshpolicy.certs import issue
 
     d = tmp_path_factory.mktemp("ns")
-    mesh, key = north_south(d)
+    mesh, key = north_south(d, https=True)
     base = free_port_base(3 * STRIDE, STRIDE)
     issue(mesh, d / "certs")
+    # The https listener's pair, next to the policy (any certificate will do: the gateway's own here).
+    (d / "tls").mkdir()
+    shutil.copy(d / "certs" / "edge" / "web-gw" / "cert.pem", d / "tls" / "web.crt")
+    shutil.copy(d / "certs" / "edge" / "web-gw" / "key.pem", d / "tls" / "web.key")
     out, diags = _compile(mesh, certs=str(d / "certs"), port_base=base, ports_per_workload=STRIDE)
     assert not _errors(diags), _errors(diags)
     procs = []
@@ -573,7 +580,8 @@ def running(tmp_path_factory):
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_ready(base + STRIDE + 2, procs)
         _wait_ready(base + 2 * STRIDE + 2, procs)
-        yield {"port": base + 2 * STRIDE + 4, "key": key, "b_inbound": base + STRIDE}
+        yield {"port": base + 2 * STRIDE + 4, "https_port": base + 2 * STRIDE + 5, "key": key,
+               "b_inbound": base + STRIDE, "ca": d / "certs" / "ca.pem"}
     finally:
         for p in procs:
             p.terminate()
@@ -672,6 +680,21 @@ def test_hosts_rules_and_forged_selector(running):
     status, _, body = _request(port, "/api/public/x", headers={"x-meshc-ingress-service": "a"})
     assert status == 200
     assert "x-meshc-ingress-service" not in {k.lower() for k, _ in json.loads(body)["headers"]}
+
+
+@needs_envoy
+def test_https_listener_terminates_tls_with_the_policys_files(running):
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(running["ca"]))
+    ctx.check_hostname = False  # the certificate names a SPIFFE URI, not shop.test; the chain is checked
+    bearer = {"Authorization": f"Bearer {_token(running['key'], scope='orders:write')}", "Host": "shop.test"}
+    req = urllib.request.Request(f"https://127.0.0.1:{running['https_port']}/api/orders/1", headers=bearer)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        assert r.status == 200 and json.loads(r.read())["target"] == "/orders/1"
+    with pytest.raises(OSError):  # plaintext to the https listener is no HTTP exchange
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{running['https_port']}/api/public/x",
+                                                      headers={"Host": "shop.test"}), timeout=5)
 
 
 @needs_envoy
