@@ -524,3 +524,53 @@ def test_header_ops_on_the_token_header_take_the_token_with_them(path, want_toke
     q_tok = Token("q", {"sub": "alice"})
     assert evaluate(mesh, Request(None, "web", "GET", path, token=q_tok)).forwarded["orders"].request.token == q_tok
     assert token_after_header_ops(("header", "authorization", "Bearer "), []) == "kept"
+
+
+def test_outcome_status_says_who_answers(shop):
+    def status(req):
+        return evaluate(shop, req).status
+
+    assert status(_at("web", "GET", "/", token=INVALID_TOKEN)) == 401
+    assert status(_at("web", "GET", "/", host="evil.example")) == 404
+    assert status(_at("web", "GET", "/a%2fb")) == 400
+    assert status(_at("web", "GET", "/old/x")) == 301
+    assert status(_at("web", "DELETE", "/x")) == 404  # the ingress's own `respond 404`
+    assert status(_at("web", "GET", "/index.html")) is None  # frontend's app answers
+    assert status(_at("web", "POST", "/api/orders/1")) == 403  # orders' sidecar denies
+    assert status(_at("web", "GET", "/split")) is None  # a split: each service's outcome says
+    assert status(Request("frontend", "orders", "GET", "/x", token=INVALID_TOKEN)) == 401
+    assert status(Request("frontend", "orders", "OPTIONS", "/x", (
+        ("origin", ORIGIN), ("access-control-request-method", "GET")))) == 200
+    assert status(Request("payments", "example.org")) == 502
+    assert status(Request("payments", "stripe", "GET", "/")) == 403
+    assert status(Request("payments", "stripe", "POST", "/v1/charges")) is None
+    # strict mTLS refuses a caller without identity: no answer at all
+    assert status(Request(None, "orders", "GET", "/x")) is None
+    assert evaluate(shop, Request(None, "orders", "GET", "/x")).decision.refused
+
+
+def test_response_headers_the_caller_gets():
+    from meshpolicy.semantics.evaluate import caller_response_headers
+
+    mesh = check_text("""
+service api { namespace ns; port 80 http; version v1 { app: "api" } }
+ingress gw {
+  namespace edge
+  listen 8080 http
+  /** -> api remove response header "server" add response header "x-via" "gw"
+}
+route api {
+  /r -> respond 204
+  /** -> v1 set response header "x-via" "api" cors origins "https://a.example"
+}
+allow internet -> api
+""").mesh
+    out = evaluate(mesh, Request(None, "gw", "GET", "/x", (("origin", "https://a.example"),)))
+    got = caller_response_headers(out, [("Server", "app"), ("content-type", "text/plain")])
+    # the service rule's ops first (set x-via api), then the ingress rule's (remove server, add x-via gw)
+    assert got == [("content-type", "text/plain"), ("x-via", "api"), ("x-via", "gw"),
+                   ("access-control-allow-origin", "https://a.example")]
+    # east-west: the service rule's ops only; a `respond` answer gets none
+    assert caller_response_headers(evaluate(mesh, Request("api", "api", "GET", "/x")), [("a", "1")]) == [
+        ("a", "1"), ("x-via", "api")]
+    assert caller_response_headers(evaluate(mesh, Request("api", "api", "GET", "/r")), [("a", "1")]) == [("a", "1")]

@@ -101,6 +101,10 @@ class Decision:
     # Why the request was refused before any rule saw it: the transport
     # (strict mTLS, no identity) or a path normalization refuses (400).
     refused: str | None = None
+    # the HTTP status of a refusal that has one (400 path, 401 token, 404
+    # host at an ingress, 502 undeclared host); None: the transport refused
+    # (no answer) or no refusal
+    status: int | None = None
 
     @property
     def effect(self) -> str:
@@ -148,6 +152,54 @@ class Outcome:
     route: RouteResult
     delivered: Request | None = None
     forwarded: dict[str, "Outcome"] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int | None:
+        """The status the caller gets when the mesh answers, not the app: a
+        route's own answer (400, 401, 404, redirect, respond, a preflight's
+        200, 502), a refusal's (400, 401), 403 for a denied request; None when
+        the request reaches the app or the external (or the transport refuses
+        it: no answer at all, `decision.refused` says why). At an ingress
+        that forwards: the one service's answer (None with a split: see
+        `forwarded`)."""
+        if self.route.kind in _ANSWERED:
+            return self.route.status
+        if self.forwarded:
+            return next(iter(self.forwarded.values())).status if len(self.forwarded) == 1 else None
+        if self.decision.refused is not None:
+            return self.decision.status
+        return None if self.decision.allowed else 403
+
+
+_ANSWERED = frozenset({"rejected", "bad_token", "unknown_host", "no_route", "redirect", "respond", "preflight",
+                       "blackhole"})
+
+
+def response_ops(out: Outcome, service: str | None = None) -> list:
+    """The response header operations a forwarded request's response meets,
+    in the order they apply: the destination's route rule's, then (through an
+    ingress) the ingress rule's. service: which of an ingress's services (the
+    only one when None)."""
+    if out.forwarded:
+        inner = out.forwarded[service] if service is not None else next(iter(out.forwarded.values()))
+        own = out.route.rule.headers if out.route.rule is not None else []
+        return response_ops(inner) + [o for o in own if o.side == "response"]
+    rule = out.route.rule if out.route.kind == "forward" else None
+    return [o for o in rule.headers if o.side == "response"] if rule is not None else []
+
+
+def caller_response_headers(out: Outcome, app_headers: list[tuple[str, str]],
+                            service: str | None = None) -> list[tuple[str, str]]:
+    """The response headers the caller gets when the app answered with
+    `app_headers`: the response operations (`response_ops`), then the CORS
+    headers of an allowed origin (`RouteResult.cors_headers`: the ingress
+    rule's when it has a policy, else the service's route's)."""
+    headers = apply_header_ops(response_ops(out, service), "response", list(app_headers))
+    cors = out.route.cors_headers
+    if not cors and out.forwarded:
+        inner = out.forwarded[service] if service is not None else next(iter(out.forwarded.values()))
+        cors = inner.route.cors_headers
+    return headers + list(cors)
 
 
 def identity_visible(mesh: Mesh, req: Request) -> bool:
@@ -262,12 +314,13 @@ def authorize(mesh: Mesh, req: Request) -> Decision:
         return Decision(False, None, refused=why)
     norm = normalized(req)
     if norm is None:
-        return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
+        return Decision(False, None, refused="the path has an escaped slash or backslash (400)", status=400)
     req = norm
     if req.token is not None:
         validators = validating_providers(mesh, req.destination)
         if validators and req.token.provider not in validators:
-            return Decision(False, None, refused="the token is not valid for any provider the destination checks (401)")
+            why = "the token is not valid for any provider the destination checks (401)"
+            return Decision(False, None, refused=why, status=401)
     rules = _rules_for(mesh, req.destination, req.source)
     for r in rules:
         if r.effect == "deny" and auth_rule_matches(mesh, r, req):
@@ -420,14 +473,14 @@ def evaluate_at_ingress(mesh: Mesh, req: Request) -> Outcome:
     g = mesh.ingress_map[req.destination]
     norm = normalized(req)
     if norm is None:
-        return Outcome(req, Decision(False, None, refused="the path has an escaped slash or backslash (400)"),
-                       RouteResult("rejected", status=400))
+        return Outcome(req, Decision(False, None, refused="the path has an escaped slash or backslash (400)",
+                                     status=400), RouteResult("rejected", status=400))
     if req.token is not None and req.token.provider not in accepted_providers(mesh, g):
         why = f"the token is not valid for any provider `{g.name}` accepts (401)"
-        return Outcome(req, Decision(False, None, refused=why), RouteResult("bad_token", status=401))
+        return Outcome(req, Decision(False, None, refused=why, status=401), RouteResult("bad_token", status=401))
     if req.host is not None and g.hosts and not any(host_matches(h, req.host) for h in g.hosts):
-        return Outcome(req, Decision(False, None, refused=f"`{g.name}` does not serve host {req.host} (404)"),
-                       RouteResult("unknown_host", status=404))
+        return Outcome(req, Decision(False, None, refused=f"`{g.name}` does not serve host {req.host} (404)",
+                                     status=404), RouteResult("unknown_host", status=404))
     passed = Decision(True, None)
     for rule in g.rules:
         if not match_holds(rule.match, norm):
@@ -459,7 +512,7 @@ def authorize_egress(mesh: Mesh, req: Request) -> Decision:
     external, on the normalized path."""
     norm = normalized(req)
     if norm is None:
-        return Decision(False, None, refused="the path has an escaped slash or backslash (400)")
+        return Decision(False, None, refused="the path has an escaped slash or backslash (400)", status=400)
     rules = mesh.rules_by_target.get(req.destination, [])
 
     def hits(r: AuthRule) -> bool:
@@ -484,7 +537,7 @@ def evaluate_egress(mesh: Mesh, req: Request) -> Outcome:
         if undeclared_host_passes(mesh):
             return Outcome(req, Decision(True, None), RouteResult("passthrough"))
         return Outcome(req, Decision(False, None, refused=f"`{req.destination}` is neither a mesh service nor an "
-                                     "external's host (egress registry_only)"),
+                                     "external's host (egress registry_only)", status=502),
                        RouteResult("blackhole", status=502))
     decision = authorize_egress(mesh, req)
     if decision.refused is not None:
