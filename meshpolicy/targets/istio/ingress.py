@@ -164,16 +164,23 @@ class _Inexpressible(Exception):
     pass
 
 
-def _path_and(ingress_path: PathPattern | None, service_path: PathPattern | None) -> PathPattern | None:
-    """One pattern matching exactly the paths both match."""
+def _path_and(ingress_path: PathPattern | None, service_path: PathPattern | None) -> PathPattern | None | bool:
+    """One pattern matching exactly the paths both match; False when none
+    can (the service's rule never holds after this ingress path)."""
     if ingress_path is None:
         return service_path
     if service_path is None:
         return ingress_path
+    for exact, other in ((ingress_path, service_path), (service_path, ingress_path)):
+        if exact.kind == "exact":  # one path at most
+            return exact if path_matches(other, exact.value) else False
     if _implies(service_path, ingress_path):
         return service_path
     if _implies(ingress_path, service_path):
         return ingress_path
+    a, b = _literal_prefix(ingress_path), _literal_prefix(service_path)
+    if a is not None and b is not None and not a.startswith(b) and not b.startswith(a):
+        return False  # no path starts with both
     raise _Inexpressible(f"the path `{ingress_path.value}` and the route's path `{service_path.value}` together")
 
 
@@ -231,6 +238,8 @@ def _merged_match(g: Ingress, ingress_rule: RouteRule, r: RouteRule | None, path
                 return None
             if got is not True:
                 pattern = _path_and(path, got)
+                if pattern is False:
+                    return None
     return Match.make(methods=methods, paths=[pattern] if pattern is not None else [], headers=headers,
                       queries=queries)
 
