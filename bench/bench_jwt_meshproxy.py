@@ -104,7 +104,7 @@ def start(stack: contextlib.ExitStack, name: str, folder: Path, jwks: Path) -> t
     base = PORTS[name]
     folder.mkdir()
     shutil.copy(jwks, folder / "auth.jwks.json")
-    listen = base + 2 * STRIDE + 5  # past both workloads' port blocks
+    listen = 8080  # as written; mesh-unique puts it in the gateway's port block (read back below)
     with_jwt = name == "jwt"
     provider = f'jwt auth {{ issuer "{ISSUER}"; audience "{AUDIENCE}"; jwks "auth.jwks.json" }}' if with_jwt else ""
     (folder / "bench.mesh").write_text(MESH.format(provider=provider, listen=listen,
@@ -125,6 +125,8 @@ def start(stack: contextlib.ExitStack, name: str, folder: Path, jwks: Path) -> t
     procs = [subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(folder), "-e", "stderr",
                                "-c", str(conf)], stderr=subprocess.DEVNULL)]
     pids = []
+    gateway = next(json.loads(o.content) for o in outputs if o.path == "bench/edge.json")
+    listen = gateway["ingress"]["listeners"][0]["port"]
     for o in sorted(outputs, key=lambda o: o.path != "bench/server.json"):  # the server first
         p = folder / "out" / o.path
         p.parent.mkdir(parents=True, exist_ok=True)

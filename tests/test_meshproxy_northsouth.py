@@ -190,6 +190,10 @@ def mesh(tmp_path_factory):
                                   CompileOptions(certs_dir=str(folder / "certs"), settings=settings))
     assert codes(diags) == [], [d.message for d in diags]
     configs = {o.path: json.loads(o.content) for o in outputs}
+    # mesh-unique: the ingress's listeners sit in its port block (as Envoy's
+    # gateway), in the order written: http, then https
+    listeners = configs["edge/web.json"]["ingress"]["listeners"]
+    ports.update(http_port=listeners[0]["port"], https_port=listeners[1]["port"])
     loop = Loop()
     proxies, runners = [], []
     try:

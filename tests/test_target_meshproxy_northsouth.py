@@ -240,3 +240,27 @@ def test_source_ip_key_reads_the_client_address(files):
     assert b.admit(front, "10.0.0.1", 0.0, {}, None, "203.0.113.5")
     assert not b.admit(front, "10.0.0.1", 0.1, {}, None, "203.0.113.5")
     assert b.admit(front, "10.0.0.1", 0.2, {}, None, "203.0.113.6")
+
+
+def test_ingress_ports_follow_the_envoy_layout():
+    """Mesh-unique: gateways by name after the services, listener i at
+    block offset 4 + i (what the Envoy target does, so `meshc up` maps a
+    written port the same way for both); per-workload: the written port."""
+    text = MESH + 'ingress api { namespace edge; listen 9000 http; * -> orders }\n'
+    _, outputs, diags = compiled(text, ports="mesh-unique", port_base=30000, ports_per_workload=10)
+    assert codes(diags) == []
+    files = {o.path: json.loads(o.content) for o in outputs}
+    services = 4  # frontend, orders v1 and v2, payments
+    api, web = files["edge/api.json"], files["edge/web.json"]
+    assert api["listeners"]["admin"]["port"] == 30000 + services * 10 + 2
+    assert [li["port"] for li in api["ingress"]["listeners"]] == [30000 + services * 10 + 4]
+    assert [li["port"] for li in web["ingress"]["listeners"]] == [30000 + (services + 1) * 10 + 4,
+                                                                   30000 + (services + 1) * 10 + 5]
+    _, _, diags = compiled(text, ports="mesh-unique", port_base=30000, ports_per_workload=5)
+    assert "MP730" in codes(diags)  # web needs 4 + 2 ports
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == []
+    assert [li["port"] for li in json.loads(next(o.content for o in outputs if o.path == "edge/web.json"))
+            ["ingress"]["listeners"]] == [8080, 8443]
+    _, _, diags = compiled(text.replace("listen 9000 http", "listen 15000 http"))
+    assert codes(diags) == ["MP730"]

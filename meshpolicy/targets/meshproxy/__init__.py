@@ -18,7 +18,7 @@ from ...gc_pause import gc_paused
 from ...model.types import Mesh, Service
 from ..base import cannot_express
 from .lower import Lowering
-from ..port_layout import MESH_UNIQUE
+from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
 from .northsouth import jwks_diagnostics
 from .ports import SettingsError, per_workload_problems, read_settings
 
@@ -58,6 +58,11 @@ class MeshproxyTarget:
             for name in sorted({s for s, _ in low.keys}):
                 diags += [diag("MP730", f"[compile.meshproxy]: {p}", mesh.service_map[name].span)
                           for p in per_workload_problems(mesh.service_map[name], low.tcp_destinations(name))]
+            for g in mesh.ingress_map.values():  # a gateway's own admin and outbound ports
+                diags += [diag("MP730", f"[compile.meshproxy]: ingress `{g.name}` listens on port {li.port}, which "
+                                        "its sidecar's admin or outbound listener uses in the per-workload layout",
+                               li.span)
+                          for li in g.listeners if li.port in (ADMIN_PORT, OUTBOUND_PORT)]
         diags += jwks_diagnostics(mesh, low._jwks) + ingress_rule_problems(mesh)
         if diags:
             return [], diags

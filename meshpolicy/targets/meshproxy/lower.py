@@ -18,7 +18,7 @@ from ...semantics.patterns import glob_regex
 from ...wire.config import FORMAT_VERSION
 from ...semantics.egress import caller_source_matches
 from .northsouth import internet_principal, l7, provider_configs, query_test
-from .ports import ADMIN, OUTBOUND, WorkloadPorts, local_address, needed, workload_keys, workload_ports
+from .ports import ADMIN, FIRST_EXTRA, OUTBOUND, WorkloadPorts, local_address, needed, workload_keys, workload_ports
 
 
 _META = frozenset("\\.+*?()|[]{}^$")
@@ -161,9 +161,9 @@ class Lowering:
         self._dest_cache: dict[str, dict] = {}
         self._inbound_cache: dict[str, dict] = {}
         self._jwks: dict[str, str | None] = {}  # provider -> JWKS text (None: unreadable)
-        # ingress gateways are workloads too, after the services (their
-        # mesh-unique ports follow the services', which keep theirs)
-        self.ingress_index = {g.name: len(self.keys) + i for i, g in enumerate(mesh.ingresses)}
+        # ingress gateways are workloads too, by name after the services (the
+        # Envoy target's numbering: adding one moves no sidecar's ports)
+        self.ingress_index = {name: len(self.keys) + i for i, name in enumerate(sorted(mesh.ingress_map))}
 
     def callable(self, name: str) -> list[str]:
         if name not in self._callable:
@@ -180,8 +180,10 @@ class Lowering:
         return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_destinations(service))
 
     def ports_needed(self) -> int:
-        """The most ports any workload needs (an ingress: admin and outbound)."""
-        return max((needed(self.mesh.service_map[s], self.tcp_destinations(s)) for s, _ in self.keys), default=0)
+        """The most ports any workload needs (an ingress: its block's first
+        four, then one per listener)."""
+        return max([needed(self.mesh.service_map[s], self.tcp_destinations(s)) for s, _ in self.keys]
+                   + [FIRST_EXTRA + len(g.listeners) for g in self.mesh.ingresses], default=0)
 
     def workload_count(self) -> int:
         return len(self.keys) + len(self.mesh.ingresses)
@@ -412,7 +414,8 @@ class Lowering:
             "egress": {"stance": "registry_only", "ca_file": None},
             "jwt": provider_configs(mesh, providers, self._jwks),
             "ingress": {
-                "listeners": [self.ingress_listener(gp, li) for li in gp.listeners],
+                "listeners": [self.ingress_listener(gp, li, base + FIRST_EXTRA + i if unique else li.port)
+                              for i, li in enumerate(gp.listeners)],
                 "hosts": list(g.hosts),
                 "providers": list(providers),
                 "rules": [self.ingress_rule(r, rp) for r, rp in zip(g.rules, gp.rules)],
@@ -424,9 +427,12 @@ class Lowering:
             "metrics": {"enabled": mesh.settings.metrics, "path": "/metrics"},
         }
 
-    def ingress_listener(self, gp, li: m.Listener) -> dict:
+    def ingress_listener(self, gp, li: m.Listener, port: int) -> dict:
+        """port: the written one per workload (a gateway is a pod of its
+        own); mesh-unique, block offset 4 + i, as the Envoy target (`meshc up`
+        maps the written port to it)."""
         files = gp.cert_paths(li)  # resolved against the declaring file; absolute for the proxy's cwd
-        return {"address": self.settings["listen_address"], "port": li.port, "protocol": li.protocol,
+        return {"address": self.settings["listen_address"], "port": port, "protocol": li.protocol,
                 "cert_file": str(Path(files[0]).absolute()) if files else None,
                 "key_file": str(Path(files[1]).absolute()) if files else None}
 
