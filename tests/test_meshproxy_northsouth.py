@@ -184,7 +184,7 @@ def mesh(tmp_path_factory):
     assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
     issue(checked.mesh, folder / "certs")
     settings = {"ports": "mesh-unique", "port_base": base, "listen_address": "127.0.0.1",
-                "egress_ca_file": str(folder / "ca.pem"),
+                "egress_ca": str(folder / "ca.pem"),
                 "external_endpoints": {"pay:443": f"127.0.0.1:{ports['ext']}"}}
     outputs, diags = compile_mesh(checked.mesh, "meshproxy",
                                   CompileOptions(certs_dir=str(folder / "certs"), settings=settings))

@@ -137,7 +137,7 @@ def test_externals_per_caller(files):
 
 
 def test_local_stand_in_settings():
-    _, outputs, diags = compiled(egress_ca_file="/tmp/ca.pem", external_endpoints={"stripe:443": "127.0.0.1:9443"})
+    _, outputs, diags = compiled(egress_ca="/tmp/ca.pem", external_endpoints={"stripe:443": "127.0.0.1:9443"})
     assert codes(diags) == []
     pay = json.loads(next(o.content for o in outputs if o.path == "pay/payments.json"))
     assert pay["egress"]["ca_file"] == "/tmp/ca.pem"
@@ -145,7 +145,7 @@ def test_local_stand_in_settings():
     for bad in ({"external_endpoints": {"stripe": "127.0.0.1:9443"}},
                 {"external_endpoints": {"stripe:443": "127.0.0.1"}},
                 {"external_endpoints": {"stripe:443": "127.0.0.1:99999"}},
-                {"egress_ca_file": ""}):
+                {"egress_ca": ""}):
         _, outs, diags = compiled(**bad)
         assert codes(diags) == ["MP730"] and outs == [], bad
 

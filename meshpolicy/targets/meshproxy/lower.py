@@ -354,7 +354,7 @@ class Lowering:
 
     # ---- egress -------------------------------------------------------------
     def egress(self) -> dict:
-        return {"stance": self.mesh.settings.egress, "ca_file": self.settings["egress_ca_file"]}
+        return {"stance": self.mesh.settings.egress, "ca_file": self.settings["egress_ca"]}
 
     def externals(self, svc: m.Service) -> list[dict]:
         """Every external service, with the rules naming it that apply to

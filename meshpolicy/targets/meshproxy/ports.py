@@ -21,7 +21,7 @@ workload i owns ports `port_base + i * ports_per_workload + k`:
 `[compile.meshproxy]` in meshc.toml sets `ports` (the layout) and overrides
 listen_address, app_address, port_base and ports_per_workload; http1_apps lists services declared http2 or
 grpc whose application speaks HTTP/1.1 too (meshproxy speaks only HTTP/1.1).
-egress_ca_file: the CA file TLS origination to external services trusts
+egress_ca: the CA file TLS origination to external services trusts
 instead of the system store; external_endpoints: "<external>:<port>" ->
 "<address>:<port>" to dial instead of resolving the external's host
 (both for `meshc up`'s local stand-in of an external service).
@@ -39,7 +39,7 @@ from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, M
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_EXTRA = 0, 1, 2, 3, 4
 DEFAULTS = {"ports": "per-workload", "listen_address": "127.0.0.1", "app_address": "127.0.0.1",
             "port_base": 20000, "ports_per_workload": 10, "http1_apps": [],
-            "egress_ca_file": None, "external_endpoints": {}}
+            "egress_ca": None, "external_endpoints": {}}
 
 
 _EXTERNAL_KEY = re.compile(r"[a-z0-9][a-z0-9-]*:[0-9]{1,5}")
@@ -71,9 +71,9 @@ def read_settings(settings: dict) -> dict:
     apps = out["http1_apps"]
     if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
         raise SettingsError(f"`http1_apps` must be a list of service names, not {apps!r}")
-    ca = out["egress_ca_file"]
+    ca = out["egress_ca"]
     if ca is not None and (not isinstance(ca, str) or not ca):
-        raise SettingsError(f"`egress_ca_file` must be a file path, not {ca!r}")
+        raise SettingsError(f"`egress_ca` must be a file path, not {ca!r}")
     eps = out["external_endpoints"]
     if not isinstance(eps, dict) or not all(
             isinstance(k, str) and _EXTERNAL_KEY.fullmatch(k) and isinstance(v, str) and _ENDPOINT.fullmatch(v)
