@@ -73,7 +73,7 @@ HEADER_OPS = [HeaderOp.make(side="request", op="add", name="x-o", value="1"),
 
 
 def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), limits=(),
-                https: bool = False) -> tuple[Mesh, object]:
+                https: bool = False, jwks_uri: str | None = None) -> tuple[Mesh, object]:
     """BASE plus: a jwt provider with a local JWKS, an ingress `web` on one
     http listener for shop.test routing /api/** to b (rewrite "/", a request
     header set), everything else answered 404; b allows the internet with a
@@ -81,7 +81,8 @@ def north_south(d: Path, *, text: str = BASE, token_from=None, more_rules=(), li
     key, jwks = _keypair()
     (d / "auth.jwks.json").write_text(json.dumps(jwks))
     mesh = check_text(text).mesh
-    prov = JwtProvider.make(name="auth", issuer=ISSUER, audiences=[AUDIENCE], jwks_file="auth.jwks.json",
+    where = {"jwks_uri": jwks_uri} if jwks_uri else {"jwks_file": "auth.jwks.json"}
+    prov = JwtProvider.make(name="auth", issuer=ISSUER, audiences=[AUDIENCE], **where,
                             token_from=token_from or [], file=str(d / "shop.mesh"))
     rules = [
         RouteRule.make(index=0, match=Match.make(paths=[PathPattern.make(kind="prefix", value="/api/")]),
@@ -1132,3 +1133,58 @@ def test_a_written_policy_compiles_through_the_cli_and_validates(tmp_path):
     payments = (tmp_path / "out" / "shop" / "payments.yaml").read_text()
     assert "external|stripe|api.stripe.com|443" in payments
     assert "external|stripe" not in (tmp_path / "out" / "shop" / "frontend.yaml").read_text()
+
+
+@needs_envoy
+def test_a_remote_jwks_is_fetched_over_verified_tls(tmp_path):
+    """`jwks_uri`: the gateway and the callee fetch the keys through their
+    `jwks|<provider>` cluster (TLS, the server checked against egress_ca)
+    before their listeners open, and validate with them."""
+    from meshpolicy.certs import issue
+
+    base = free_port_base(4 * STRIDE, STRIDE)
+    jwks_port = base + 3 * STRIDE
+    ca, cert, key_file = _ca_and_server_cert(tmp_path / "pki", "localhost")
+    mesh, key = north_south(tmp_path, jwks_uri=f"https://localhost:{jwks_port}/jwks.json")
+    (tmp_path / "jwks.json").write_text((tmp_path / "auth.jwks.json").read_text())
+    issue(mesh, tmp_path / "certs")
+    out, diags = _compile(mesh, certs=str(tmp_path / "certs"), port_base=base, ports_per_workload=STRIDE,
+                          egress_ca=str(ca))
+    assert not _errors(diags), _errors(diags)
+    serve = TLS_STAND_IN.replace("def _answer(self):", "def _answer(self):\n        return self._jwks()")
+    serve = serve.replace("    do_GET = do_POST = _answer", "    do_GET = do_POST = _answer\n"
+                          "    def _jwks(self):\n"
+                          f"        body = open({str(tmp_path / 'jwks.json')!r}, 'rb').read()\n"
+                          "        self.send_response(200); self.send_header('content-length', str(len(body)))\n"
+                          "        self.end_headers(); self.wfile.write(body)")
+    procs = [subprocess.Popen([sys.executable, "-c", serve, str(jwks_port), str(cert), str(key_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([sys.executable, str(ROOT / "tests" / "proxy_raw_app.py"), "--port",
+                               str(base + STRIDE + 3), "--service", "b"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(0.5)
+        for path in ("ns/b.yaml", "edge/web.yaml"):
+            p = tmp_path / "out" / path
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(out[path].content)
+            procs.append(subprocess.Popen(["envoy", "-c", str(p), "--use-dynamic-base-id", "-l", "error",
+                                           "--drain-time-s", "1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_ready(base + STRIDE + 2, procs)
+        _wait_ready(base + 2 * STRIDE + 2, procs)
+        port = base + 2 * STRIDE + 4
+        good = _token(key, scope="orders:write")
+        deadline = time.time() + 15
+        while _request(port, "/api/orders", headers={"Authorization": f"Bearer {good}"})[0] != 200:
+            assert time.time() < deadline, "the remote JWKS never validated a good token"
+            time.sleep(0.2)
+        assert _request(port, "/api/orders", headers={"Authorization": f"Bearer {_tampered(good)}"})[0] == 401
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
