@@ -236,7 +236,9 @@ def test_token_locations_are_always_explicit(tmp_path):
     out, _ = _compile(mesh)
     prov = _hcm(_listener(load(out["edge/web.yaml"].content), "ingress|8080"))["http_filters"][0][
         "typed_config"]["providers"]["auth"]
-    assert prov["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
+    # `Bearer ` in every letter case (Envoy compares prefixes with case, the policy without).
+    assert len(prov["from_headers"]) == 64 and {"name": "authorization", "value_prefix": "bEaReR "} in prov[
+        "from_headers"] and {h["name"] for h in prov["from_headers"]} == {"authorization"}
     assert "from_params" not in prov
     mesh2, _ = north_south(tmp_path, token_from=[TokenLocation.make(kind="query", name="token"),
                                                  TokenLocation.make(kind="cookie", name="session")])
@@ -617,6 +619,9 @@ def test_tokens_at_the_gateway_and_claims_at_the_callee(running):
     assert _request(port, "/api/orders", headers=bearer(_token(key)))[0] == 403  # no scope claim at all
     # Invalid tokens: 401 at the gateway, whatever the route.
     good = _token(key, scope="orders:write")
+    # The Bearer prefix in any letter case (semantics/tokens.py).
+    assert _request(port, "/api/orders", headers={"Authorization": f"bearer {good}"})[0] == 200
+    assert _request(port, "/api/orders", headers={"Authorization": "BEARER x.y.z"})[0] == 401
     for bad in (_tampered(good), _token(key, scope="orders:write", iss="https://evil.test/"),
                 _token(key, scope="orders:write", aud="other"),
                 _token(key, scope="orders:write", exp=int(time.time()) - 3600),

@@ -25,6 +25,7 @@ import re2
 from ...model.types import ClaimTest, Ingress, JwtProvider, JwtRequirement, Mesh
 from ...plan import plan_of
 from ...semantics.ingress import accepted_providers
+from ...semantics.tokens import locations_of
 from .context import Ctx
 
 JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
@@ -57,19 +58,37 @@ def jwks_cluster(p: JwtProvider) -> str:
     return f"jwks|{p.name}"
 
 
-def _locations(p: JwtProvider) -> dict:
+MAX_PREFIX_LETTERS = 8  # 2^8 spellings of a token prefix at most
+
+
+def letter_cases(prefix: str) -> list[str]:
+    """Every spelling of prefix in upper and lower case letters: Envoy
+    compares `value_prefix` with letter case, the policy without
+    (semantics/tokens.py: `bearer x` is a Bearer token, RFC 7235)."""
+    out = [""]
+    for c in prefix:
+        variants = sorted({c.lower(), c.upper()}, reverse=True)
+        out = [o + v for o in out for v in variants]
+    return out
+
+
+def _locations(ctx: Ctx, p: JwtProvider) -> dict:
     """from_headers/params/cookies; always written, since with none Envoy
     would also read the `access_token` query parameter."""
     out: dict = {}
-    locs = p.token_from or []
-    if not locs:
-        return {"from_headers": [{"name": "authorization", "value_prefix": "Bearer "}]}
-    for loc in locs:
+    for loc in locations_of(p):
         if loc.kind == "header":
-            h: dict = {"name": loc.name}
-            if loc.prefix:
-                h["value_prefix"] = loc.prefix
-            out.setdefault("from_headers", []).append(h)
+            if not loc.prefix:
+                out.setdefault("from_headers", []).append({"name": loc.name})
+                continue
+            letters = sum(c.isalpha() for c in loc.prefix)
+            if letters > MAX_PREFIX_LETTERS:
+                ctx.unsupported(f"the token prefix `{loc.prefix}` of jwt provider `{p.name}`", p.at("token_from"),
+                                f"Envoy compares token prefixes with letter case: more than {MAX_PREFIX_LETTERS} "
+                                "letters are too many spellings to list")
+                continue
+            out.setdefault("from_headers", []).extend(
+                {"name": loc.name, "value_prefix": v} for v in letter_cases(loc.prefix))
         elif loc.kind == "query":
             out.setdefault("from_params", []).append(loc.name)
         else:
@@ -82,7 +101,7 @@ def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
                  # Tokens already verified skip the signature check; each
                  # lookup still checks exp/nbf (Envoy's jwt_cache).
                  "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE},
-                 **_locations(p)}
+                 **_locations(ctx, p)}
     if p.issuer:
         out["issuer"] = p.issuer
     if p.audiences:
