@@ -870,6 +870,14 @@ def test_egress_originates_verified_tls_and_applies_the_callers_rules(tmp_path):
         assert _request(out_port, "/v1/charges", host="localhost")[0] == 403  # GET: no allow rule (default deny)
         assert _request(out_port, "/v1/admin/keys", host="localhost", method="POST")[0] == 403  # the deny
         assert _request(out_port, "/v1/%2e%2e/admin/x", host="localhost", method="POST")[0] in (400, 403)
+        # The reference evaluator decides the same (egress: at the caller's sidecar).
+        from meshpolicy.semantics.evaluate import Request, evaluate
+
+        for method, path in (("POST", "/v1/charges"), ("GET", "/v1/charges"), ("POST", "/v1/admin/keys"),
+                             ("POST", "/v1/x/../admin/k"), ("DELETE", "/v1/a")):
+            out = evaluate(mesh, Request("a", "stripe", method, path, host="localhost"))
+            want = 200 if out.decision.allowed else 403
+            assert _request(out_port, path, host="localhost", method=method)[0] == want, (method, path)
         # A host nobody declares (registry_only): no route out of the sidecar.
         assert _request(out_port, "/", host="elsewhere.example")[0] == 404
         # The server's certificate is checked against egress_ca: another CA's is refused.
