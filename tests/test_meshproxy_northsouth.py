@@ -60,6 +60,7 @@ ingress web {{
   * -> respond 404 "no such page"
 }}
 external pay {{ namespace pay; host "api.pay.test"; port 443 tls }}
+external db {{ namespace pay; host "db.pay.test"; port 5432 tcp }}
 service frontend {{ namespace web; port 8080 http
   cors origins "https://shop.example.com" methods GET, POST credentials expose "x-total" }}
 service orders {{ namespace shop; port 8080 http; version v1 }}
@@ -79,6 +80,7 @@ allow internet with jwt auth -> quota
 limit internet with jwt auth -> quota 2/m per claim "sub"
 allow payments -> orders
 allow payments -> pay POST /v1/charges
+allow payments -> db
 """
 
 
@@ -156,6 +158,25 @@ class Loop:
         self.thread.join(10)
 
 
+class _TcpRunner:
+    def __init__(self, server):
+        self.server = server
+
+    async def cleanup(self):
+        self.server.close()
+
+
+async def start_tcp_echo(port: int):
+    """The tcp external's stand-in: echoes bytes, prefixed."""
+    async def echo(reader, writer):
+        while data := await reader.read(4096):
+            writer.write(b"db:" + data)
+            await writer.drain()
+        writer.close()
+
+    return _TcpRunner(await asyncio.start_server(echo, "127.0.0.1", port))
+
+
 async def start_app(port: int, name: str, handler, ssl_ctx=None):
     async def wrapped(request):
         request.app_name = name
@@ -178,14 +199,14 @@ def mesh(tmp_path_factory):
     make_leaf(ca, "shop.example.com", folder, "web")
     ext_crt, ext_key = make_leaf(ca, "api.pay.test", folder, "ext")
     base = free_port_base(80)
-    ports = {"http_port": base + 70, "https_port": base + 71, "ext": base + 72}
+    ports = {"http_port": base + 70, "https_port": base + 71, "ext": base + 72, "db": base + 73}
     text = MESH.format(dir=folder.as_posix(), issuer=ISSUER, audience=AUDIENCE, **ports)
     checked = check_text(text)
     assert checked.ok, [(d.code, d.message) for d in checked.diagnostics if d.is_error]
     issue(checked.mesh, folder / "certs")
     settings = {"ports": "mesh-unique", "port_base": base, "listen_address": "127.0.0.1",
                 "egress_ca": str(folder / "ca.pem"),
-                "external_endpoints": {"pay:443": f"127.0.0.1:{ports['ext']}"}}
+                "external_endpoints": {"pay:443": f"127.0.0.1:{ports['ext']}", "db:5432": f"127.0.0.1:{ports['db']}"}}
     outputs, diags = compile_mesh(checked.mesh, "meshproxy",
                                   CompileOptions(certs_dir=str(folder / "certs"), settings=settings))
     assert codes(diags) == [], [d.message for d in diags]
@@ -207,6 +228,7 @@ def mesh(tmp_path_factory):
         ext_ctx.load_cert_chain(ext_crt, ext_key)
         ext_ctx.sni_callback = lambda _obj, name, _ctx: SNI.append(name)
         runners.append(loop.run(start_app(ports["ext"], "pay", external_handler, ext_ctx)))
+        runners.append(loop.run(start_tcp_echo(ports["db"])))
         yield {"folder": folder, "keys": keys, "configs": configs, "ports": ports, "loop": loop, "ca": ca,
                "ext_key": ext_key}
     finally:
@@ -420,6 +442,29 @@ def test_egress_tls_origination_and_caller_side_rules(mesh):
     assert request(out, "GET", "/", {"Host": "example.org"})[0] == 403
 
 
+def relocated(cfg: dict) -> dict:
+    """A copy of a workload's config on fresh ports, without tcp listeners
+    (a second proxy for the same workload beside the first)."""
+    cfg = json.loads(json.dumps(cfg))
+    ls = cfg["listeners"]
+    for ep in (ls["outbound"], ls["admin"], ls["inbound"][0], ls["inbound"][0]["app"]):
+        ep["port"] = free_port_base(1)
+    for e in cfg["outbound"]["externals"]:
+        for p in e["ports"]:
+            p["listener"] = None
+    return cfg
+
+
+def test_egress_tcp_port(mesh):
+    cfg = next(c for c in mesh["configs"].values() if c["workload"]["service"] == "payments")
+    listener = next(e for e in cfg["outbound"]["externals"] if e["name"] == "db")["ports"][0]["listener"]
+    with socket.create_connection(("127.0.0.1", listener["port"]), timeout=10) as s:
+        s.sendall(b"select 1")
+        assert s.recv(100) == b"db:select 1"
+    fe = next(c for c in mesh["configs"].values() if c["workload"]["service"] == "frontend")
+    assert next(e for e in fe["outbound"]["externals"] if e["name"] == "db")["ports"][0]["listener"] is None
+
+
 def test_egress_refuses_a_certificate_for_another_host(mesh, tmp_path):
     """The stand-in now serves a certificate for another name: TLS
     origination must fail (503), not send the request."""
@@ -432,12 +477,9 @@ def test_egress_refuses_a_certificate_for_another_host(mesh, tmp_path):
     port = fpb(1)
     loop = mesh["loop"]
     runner = loop.run(start_app(port, "wrong", external_handler, ctx))
-    cfg2 = json.loads(json.dumps(cfg))
-    cfg2["outbound"]["externals"][0]["ports"][0]["dial"]["port"] = port
-    cfg2["listeners"]["outbound"]["port"] = out = fpb(1)
-    cfg2["listeners"]["admin"]["port"] = fpb(1)
-    cfg2["listeners"]["inbound"][0]["port"] = fpb(1)
-    cfg2["listeners"]["inbound"][0]["app"]["port"] = fpb(1)
+    cfg2 = relocated(cfg)
+    next(e for e in cfg2["outbound"]["externals"] if e["name"] == "pay")["ports"][0]["dial"]["port"] = port
+    out = cfg2["listeners"]["outbound"]["port"]
     proxy = Proxy(cfg2)
     loop.run(proxy.start())
     try:
@@ -452,16 +494,12 @@ def test_allow_any_passes_undeclared_hosts_through(mesh, tmp_path):
     declares is forwarded as plain HTTP, unchecked; registry_only: 403."""
     from .conftest import free_port_base as fpb
 
-    cfg = json.loads(json.dumps(next(c for c in mesh["configs"].values()
-                                     if c["workload"]["service"] == "payments")))
+    cfg = relocated(next(c for c in mesh["configs"].values() if c["workload"]["service"] == "payments"))
     loop = mesh["loop"]
     plain = fpb(1)
     runner = loop.run(start_app(plain, "outside", app_handler))
     cfg["egress"]["stance"] = "allow_any"
-    cfg["listeners"]["outbound"]["port"] = out = fpb(1)
-    cfg["listeners"]["admin"]["port"] = fpb(1)
-    cfg["listeners"]["inbound"][0]["port"] = fpb(1)
-    cfg["listeners"]["inbound"][0]["app"]["port"] = fpb(1)
+    out = cfg["listeners"]["outbound"]["port"]
     proxy = Proxy(cfg)
     loop.run(proxy.start())
     try:

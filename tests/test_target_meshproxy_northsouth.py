@@ -128,7 +128,7 @@ def test_externals_per_caller(files):
     pay = files["pay/payments.json"]
     ext = pay["outbound"]["externals"][0]
     assert ext["name"] == "stripe" and ext["hosts"] == ["api.stripe.com"] and ext["timeout_ms"] == 2000
-    assert ext["ports"] == [{"port": 443, "protocol": "tls", "dial": None}]
+    assert ext["ports"] == [{"port": 443, "protocol": "tls", "dial": None, "listener": None}]
     assert [e["methods"] for e in ext["allow"]] == [["POST"]] and len(ext["deny"]) == 1
     assert pay["egress"] == {"stance": "registry_only", "ca_file": None}
     # frontend: no rule names it, the default (deny) decides at its sidecar
@@ -152,7 +152,7 @@ def test_local_stand_in_settings():
 
 @pytest.mark.parametrize("extra, construct", [
     ('jwt remote { issuer "https://r.test/"; jwks_uri "https://r.test/jwks" }', "jwks_uri"),
-    ('external db { namespace pay; host "db.example.com"; port 5432 tcp }', "tcp"),
+    ('external db { namespace pay; host "db.example.com", "db2.example.com"; port 5432 tcp }', "tcp, two hosts"),
 ])
 def test_refused_constructs(extra, construct):
     _, _, diags = compiled(MESH + extra + "\n")
@@ -264,3 +264,14 @@ def test_ingress_ports_follow_the_envoy_layout():
             ["ingress"]["listeners"]] == [8080, 8443]
     _, _, diags = compiled(text.replace("listen 9000 http", "listen 15000 http"))
     assert codes(diags) == ["MP730"]
+
+
+def test_tcp_external_listener_only_where_the_plan_lets_the_caller_out():
+    text = MESH + 'external db { namespace pay; host "db.example.com"; port 5432 tcp }\nallow payments -> db\n'
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == []
+    files = {o.path: json.loads(o.content) for o in outputs}
+    db = next(e for e in files["pay/payments.json"]["outbound"]["externals"] if e["name"] == "db")
+    assert db["ports"][0]["listener"] == {"address": "127.0.0.1", "port": 15100}  # the first outbound tcp listener
+    fe = next(e for e in files["web/frontend.json"]["outbound"]["externals"] if e["name"] == "db")
+    assert fe["ports"][0]["listener"] is None

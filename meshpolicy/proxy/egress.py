@@ -11,6 +11,10 @@ sidecar (docs/targets/meshproxy.md, "Egress").
   plain HTTP. The request target is forwarded as the bytes that came.
 - Any other Host under `allow_any`: forwarded as plain HTTP to that
   host:port (80 when none), no L7 policy; under `registry_only`: 403.
+- A `tcp` port: a local listener of its own (only where the workload may
+  reach the external); each connection is decided by the rules without
+  methods or paths (the checker refuses those on tcp) and piped to the
+  host:port (or `dial`), bytes as they are.
 """
 
 from __future__ import annotations
@@ -50,6 +54,30 @@ class EgressMixin:
         else:
             self.egress_pool = Pool(ctx)
             self.plain_pool = Pool(None)  # allow_any pass-through
+
+    async def start_egress(self) -> None:
+        for ext in self.cfg["outbound"]["externals"]:
+            for port in ext["ports"]:
+                ep = port["listener"]
+                if ep is not None:
+                    self._servers.append(await asyncio.start_server(
+                        lambda r, w, ext=ext, port=port: self._tcp_external(r, w, ext, port),
+                        ep["address"], ep["port"]))
+
+    async def _tcp_external(self, reader, writer, ext: dict, port: dict) -> None:
+        from .server import _pipe_both
+
+        if not ev.egress_decision(ext, "", "").allowed:
+            writer.close()
+            return
+        dial = port["dial"]
+        addr, number = (dial["address"], dial["port"]) if dial else (ext["hosts"][0], port["port"])
+        try:
+            ur, uw = await asyncio.wait_for(asyncio.open_connection(addr, number), 10)
+        except (OSError, asyncio.TimeoutError):
+            writer.close()
+            return
+        await _pipe_both(reader, writer, ur, uw)
 
     async def handle_external(self, request: web.BaseRequest, ext: dict, host: str, path: str,
                               target: bytes) -> web.Response:

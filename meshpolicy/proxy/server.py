@@ -183,6 +183,7 @@ class Proxy(IngressMixin, EgressMixin):
         if self.cfg["ingress"] is None:  # an ingress has no app to send calls through it
             out = _Server(self.handle_outbound)
             self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
+        await self.start_egress()
         for d in self.cfg["outbound"]["destinations"]:
             if d["tcp_listener"]:
                 ep = d["tcp_listener"]

@@ -388,13 +388,16 @@ class Destination(Strict):
 
 class ExternalPort(Strict):
     """http: plain HTTP to host:port; tls: the proxy originates TLS (SNI and
-    certificate check against the host); tcp: bytes, no L7 policy. dial:
-    connect here instead of resolving the host (`meshc up`'s stand-in);
-    SNI and the certificate check still use the host."""
+    certificate check against the host); tcp: bytes, no L7 policy, through
+    `listener` (the local port the app connects to; null when this workload
+    may not reach it, and for http/tls ports). dial: connect here instead of
+    resolving the host (`meshc up`'s stand-in); SNI and the certificate
+    check still use the host."""
 
     port: PortNumber
     protocol: Literal["http", "tls", "tcp"]
     dial: Endpoint | None
+    listener: Endpoint | None
 
 
 class EgressEntry(Strict):

@@ -57,13 +57,13 @@ class MeshproxyTarget:
         else:
             for name in sorted({s for s, _ in low.keys}):
                 diags += [diag("MP730", f"[compile.meshproxy]: {p}", mesh.service_map[name].span)
-                          for p in per_workload_problems(mesh.service_map[name], low.tcp_destinations(name))]
+                          for p in per_workload_problems(mesh.service_map[name], low.tcp_listeners(name))]
             for g in mesh.ingress_map.values():  # a gateway's own admin and outbound ports
                 diags += [diag("MP730", f"[compile.meshproxy]: ingress `{g.name}` listens on port {li.port}, which "
                                         "its sidecar's admin or outbound listener uses in the per-workload layout",
                                li.span)
                           for li in g.listeners if li.port in (ADMIN_PORT, OUTBOUND_PORT)]
-        diags += jwks_diagnostics(mesh, low._jwks) + ingress_rule_problems(mesh)
+        diags += jwks_diagnostics(mesh, low._jwks) + ingress_rule_problems(mesh) + tcp_external_problems(mesh)
         if diags:
             return [], diags
         outputs = [Output(output_path(mesh.service_map[s], v), dump(low.workload(s, v)))
@@ -110,6 +110,17 @@ def ingress_rule_problems(mesh: Mesh) -> list[Diagnostic]:
                                               "meshproxy applies them on the service's own route",
                                               help="write it on the service's `route` instead"))
     return out
+
+
+def tcp_external_problems(mesh: Mesh) -> list[Diagnostic]:
+    """MP701: a tcp port of an external with several hosts. A tcp
+    connection carries no host to choose one by (the Envoy target refuses
+    it alike)."""
+    return [cannot_express("meshproxy", f"tcp port {p.number} of external `{e.name}` with {len(e.hosts)} hosts",
+                           e.at("hosts") if "hosts" in e.spans else e.span,
+                           "a tcp connection carries no host name to choose one by",
+                           help="declare one external per host for tcp ports")
+            for e in mesh.external_map.values() for p in e.ports if p.protocol == "tcp" and len(e.hosts) > 1]
 
 
 def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:

@@ -175,14 +175,25 @@ class Lowering:
             self._tcp[name] = [d for d in self.callable(name) if not self.mesh.service_map[d].http]
         return self._tcp[name]
 
+    def tcp_externals(self, name: str) -> list[tuple[m.ExternalService, int]]:
+        """(external, tcp port) pairs the plan lets `name` reach, by name:
+        each one outbound tcp listener after the tcp services' (the Envoy
+        target's order)."""
+        return [(self.mesh.external_map[e], p.number) for e in self.plan.external_callees(name)
+                for p in self.mesh.external_map[e].ports if p.protocol == "tcp"]
+
+    def tcp_listeners(self, name: str) -> list[str]:
+        """What takes an outbound tcp listener: tcp services, then external tcp ports."""
+        return self.tcp_destinations(name) + [f"external|{e.name}|{n}" for e, n in self.tcp_externals(name)]
+
     def ports(self, service: str, version: str | None) -> WorkloadPorts:
         svc = self.mesh.service_map[service]
-        return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_destinations(service))
+        return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_listeners(service))
 
     def ports_needed(self) -> int:
         """The most ports any workload needs (an ingress: its block's first
         four, then one per listener)."""
-        return max([needed(self.mesh.service_map[s], self.tcp_destinations(s)) for s, _ in self.keys]
+        return max([needed(self.mesh.service_map[s], self.tcp_listeners(s)) for s, _ in self.keys]
                    + [FIRST_EXTRA + len(g.listeners) for g in self.mesh.ingresses], default=0)
 
     def workload_count(self) -> int:
@@ -224,7 +235,7 @@ class Lowering:
                 ],
             },
             "inbound": self.inbound(svc),
-            "outbound": {"destinations": dests, "externals": self.externals(svc)},
+            "outbound": {"destinations": dests, "externals": self.externals(svc, ports, local)},
             "egress": self.egress(),
             "jwt": provider_configs(mesh, self._inbound_cache[svc.name + "\0providers"], self._jwks),
             "ingress": None,
@@ -356,9 +367,10 @@ class Lowering:
     def egress(self) -> dict:
         return {"stance": self.mesh.settings.egress, "ca_file": self.settings["egress_ca"]}
 
-    def externals(self, svc: m.Service) -> list[dict]:
+    def externals(self, svc: m.Service, ports: WorkloadPorts | None = None, local: str = "") -> list[dict]:
         """Every external service, with the rules naming it that apply to
-        this caller (a workload none allows is refused 403 by the default)."""
+        this caller (a workload none allows is refused 403 by the default);
+        a tcp port the plan lets it reach has a local listener."""
         mesh = self.mesh
         dial = self.settings["external_endpoints"]
         out = []
@@ -368,13 +380,15 @@ class Lowering:
                 if any(caller_source_matches(mesh, s, svc.name) for s in r.sources):
                     entries[r.effect].append({"rule": r.index, "methods": list(dict.fromkeys(r.methods)),
                                               "paths": [path_matcher(p) for p in r.paths]})
-            ports = []
+            out_ports = []
             for p in e.ports:
                 at = dial.get(f"{e.name}:{p.number}")
-                ports.append({"port": p.number, "protocol": p.protocol,
-                              "dial": {"address": at.rsplit(":", 1)[0], "port": int(at.rsplit(":", 1)[1])}
-                              if at else None})
-            out.append({"name": e.name, "namespace": e.namespace, "hosts": list(e.hosts), "ports": ports,
+                listen = ports.tcp.get(f"external|{e.name}|{p.number}") if ports and p.protocol == "tcp" else None
+                out_ports.append({"port": p.number, "protocol": p.protocol,
+                                  "dial": {"address": at.rsplit(":", 1)[0], "port": int(at.rsplit(":", 1)[1])}
+                                  if at else None,
+                                  "listener": {"address": local, "port": listen} if listen else None})
+            out.append({"name": e.name, "namespace": e.namespace, "hosts": list(e.hosts), "ports": out_ports,
                         **entries, "default": mesh.settings.default, "timeout_ms": e.timeout_ms,
                         "retry": retry(e.retry)})
         return out

@@ -47,6 +47,7 @@ def listening(cfg: WorkloadConfig) -> list[tuple[str, int]]:
     out = [(ls.admin.address, ls.admin.port), (ls.outbound.address, ls.outbound.port)]
     out += [(i.address, i.port) for i in ls.inbound]
     out += [(d.tcp_listener.address, d.tcp_listener.port) for d in cfg.outbound.destinations if d.tcp_listener]
+    out += [(p.listener.address, p.listener.port) for e in cfg.outbound.externals for p in e.ports if p.listener]
     if cfg.ingress is not None:
         out += [(li.address, li.port) for li in cfg.ingress.listeners]
     return out
@@ -97,6 +98,8 @@ def north_south_rules(cfg: WorkloadConfig) -> tuple[list[str], list[tuple[str | 
             if missing:
                 out.append(f"an internet principal names provider `{missing[0]}`, which `jwt` does not list")
     for e in cfg.outbound.externals:
+        if any(p.listener is not None and p.protocol != "tcp" for p in e.ports):
+            out.append(f"external `{e.name}`: only a tcp port has a local listener")
         for kind, entries in (("deny", e.deny), ("allow", e.allow)):
             regexes += [(m.regex, f"external `{e.name}` {kind} rule {x.rule} path") for x in entries for m in x.paths]
     if cfg.ingress is not None:
