@@ -435,3 +435,71 @@ allow b -> a
     assert plan.service("b").jwt_providers == ()
     assert [s.ingresses for s in plan.service("a").internet] == [{}]
     assert "401" in evaluate(mesh, Request("b", "a", "GET", "/", token=INVALID_TOKEN)).decision.refused
+
+
+# ---- north-south scopes on generated policies -----------------------------------
+
+from hypothesis import strategies as st  # noqa: E402
+
+_NS_SOURCES = ("*", "authenticated", "namespace edge", "namespace shop", "a", "internet",
+               "internet with jwt p1", "internet with jwt p2", 'internet with jwt role = "admin"',
+               'internet with jwt p1 scope has "w"')
+_NS_PATHS = ("/", "/a/1", "/b/x/y", "/admin/z")
+
+
+@st.composite
+def _ns_policies(draw):
+    """Small north-south policies: three services, one or two ingresses with
+    their providers, rules whose sources include `internet` with and without
+    token requirements, in a random mTLS mode and default stance."""
+    out = ["mesh m {", f"  mtls {draw(st.sampled_from(('strict', 'permissive', 'off')))}",
+           f"  default {draw(st.sampled_from(('allow', 'deny')))}", "}"]
+    out += [f'jwt {p} {{ issuer "https://{p}.example/"; jwks_uri "https://{p}.example/jwks" }}' for p in ("p1", "p2")]
+    for name, ns in (("a", "shop"), ("b", "shop"), ("c", "edge")):
+        out.append(f"service {name} {{ namespace {ns}; port 80 http }}")
+    for g in ("g1", "g2")[: draw(st.integers(1, 2))]:
+        accepts = draw(st.sampled_from(("", "  jwt p1", "  jwt p2", "  jwt p1, p2")))
+        rules = []
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(("/**", "/a/**", "/b/**", "/admin/**")))
+            dest = draw(st.sampled_from(("a", "b", "c", "a 50%, c 50%")))
+            rules.append(f"  {path} -> {dest}")
+        ns = draw(st.sampled_from(("edge", "gw")))
+        out += [f"ingress {g} {{", f"  namespace {ns}", "  listen 8080 http", accepts, *rules, "}"]
+    for _ in range(draw(st.integers(1, 6))):
+        effect = draw(st.sampled_from(("allow", "allow", "deny")))
+        src = draw(st.sampled_from(_NS_SOURCES))
+        dest = draw(st.sampled_from(("a", "b", "c")))
+        what = draw(st.sampled_from(("", " GET", " /admin/**", " POST /a/**")))
+        out.append(f"{effect} {src} -> {dest}{what}")
+    return "\n".join(out) + "\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_ns_policies())
+def test_ingress_scopes_and_internet_sources_agree_with_the_evaluator(text):
+    from meshpolicy.semantics import Request
+    from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token
+
+    checked = check_text(text)
+    mesh = checked.mesh
+    plan = build_plan(mesh)
+    tokens = [None, INVALID_TOKEN, Token("p1", {"role": "admin", "scope": "w"}), Token("p2", {"role": "admin"}),
+              Token("p1", {})]
+    for g in mesh.ingress_map:
+        for method in ("GET", "POST"):
+            for path in _NS_PATHS:
+                for tok in tokens:
+                    out = evaluate(mesh, Request(None, g, method, path, token=tok))
+                    for svc, o in out.forwarded.items():
+                        if not o.decision.allowed:
+                            continue
+                        assert g in plan.callers(svc), (g, svc, o.request)
+                        r = o.decision.rule
+                        if r is None:
+                            continue
+                        # the deciding rule's internet sources name this ingress, with the token's provider
+                        internet = [s for s in plan.service(svc).internet if s.rule is r]
+                        if internet and all(x.kind == "internet" for x in r.sources):
+                            assert any(g in s.ingresses and (s.source.jwt is None or tok.provider in s.ingresses[g])
+                                       for s in internet), (g, svc, o.request, r.index)
