@@ -4,5 +4,6 @@ The verifier's encodings, the targets' lowerings and the conformance tests
 all agree with `evaluate`; tests compare every one of them against it.
 """
 
-from .evaluate import Decision, Outcome, Request, RouteResult, authorize, evaluate, route  # noqa: F401
+from .evaluate import (INVALID_TOKEN, Decision, Outcome, Request, RouteResult, Token, authorize,  # noqa: F401
+                       evaluate, route)
 from .patterns import glob_regex, header_matches, path_matches  # noqa: F401
