@@ -16,7 +16,7 @@ import yaml
 from meshpolicy.compile import compile_mesh
 from meshpolicy.semantics import cors as cors_sem
 from meshpolicy.semantics.header_ops import apply_header_ops
-from meshpolicy.semantics.patterns import path_matches
+from meshpolicy.semantics.patterns import normalize_path, path_matches
 from meshpolicy.semantics.query import parse_query, query_matches_raw
 from meshpolicy.semantics.rewrite import rewrite_for
 from meshpolicy.targets.istio.output_check import check_document
@@ -442,17 +442,16 @@ class Istio:
             return ("status", http["directResponse"]["status"])
         if "redirect" in http:
             return ("status", http["redirect"]["redirectCode"])
-        hosts = {d["destination"]["host"] for d in http["route"]}
-        assert len(hosts) == 1
-        svc = next(s for s in self.mesh.services if f"{s.name}.{s.namespace}.svc.cluster.local" in hosts)
-        weights = {}
+        by_host = {f"{s.name}.{s.namespace}.svc.cluster.local": s for s in self.mesh.services}
+        weights: dict[tuple[str, str], float] = {}
         for d in http["route"]:
+            svc = by_host[d["destination"]["host"]]
+            share = float(d.get("weight", 100))
             sub = d["destination"].get("subset")
-            if sub is None:
-                weights.update({v.name: 100.0 / len(svc.versions) for v in svc.versions})
-            else:
-                weights[sub] = weights.get(sub, 0.0) + float(d.get("weight", 100))
-        return ("forward", svc.name, weights, envoy_rewrite(http, m, path))
+            for v, w in ({v.name: 100.0 / len(svc.versions) for v in svc.versions} if sub is None
+                         else {sub: 100.0}).items():
+                weights[(svc.name, v)] = weights.get((svc.name, v), 0.0) + share * w / 100
+        return ("forward", {k: round(v, 6) for k, v in weights.items()}, envoy_rewrite(http, m, path))
 
     def allowed(self, gname, svc_name, method, path, token) -> bool | int:
         """The callee's sidecar: its RequestAuthentication (401), then its
@@ -461,6 +460,8 @@ class Istio:
         status = self.token_check(svc.namespace, svc.name, token)
         if status is not None:
             return status
+        # the sidecar normalizes the path first (MeshConfig MERGE_SLASHES, docs/targets/istio.md)
+        path = normalize_path(path)
         ras = list(self.selecting("RequestAuthentication", svc.namespace, svc.name))
         claims = token.claims if token is not None and token.provider is not None and ras else None
         if claims is not None:
@@ -607,6 +608,19 @@ def test_ingress_and_tokens_compile_to_valid_resources(ns_mesh):
     assert find(docs, "AuthorizationPolicy", "web-ingress")["spec"]["rules"] == [{}]
 
 
+def expected_shares(mesh, want) -> dict[tuple[str, str], float]:
+    """(service, version) -> percent: the ingress's split over services, then
+    each service's own weights (every version evenly without a route)."""
+    out: dict[tuple[str, str], float] = {}
+    for svc, outcome in want.forwarded.items():
+        share = want.route.weights[svc]
+        weights = outcome.route.weights or {v.name: 100.0 / len(mesh.service(svc).versions)
+                                            for v in mesh.service(svc).versions}
+        for v, w in weights.items():
+            out[(svc, v)] = round(out.get((svc, v), 0.0) + share * w / 100, 6)
+    return out
+
+
 def _tokens(mesh):
     from meshpolicy.semantics.evaluate import INVALID_TOKEN, Token
 
@@ -646,13 +660,11 @@ def test_ingress_and_tokens_mean_what_the_evaluator_says(ns_mesh):
         if outcome.route.kind in ("respond", "redirect", "no_route"):
             assert got == ("status", outcome.route.status), where
             continue
-        assert got[0] == "forward" and got[1] == svc, (where, got)
-        weights = {k: round(v, 6) for k, v in outcome.route.weights.items()} or \
-            {v.name: round(100.0 / len(mesh.service(svc).versions), 6) for v in mesh.service(svc).versions}
-        assert {k: round(v, 6) for k, v in got[2].items()} == weights, (where, got)
+        assert got[0] == "forward", (where, got)
+        assert got[1] == expected_shares(mesh, want), (where, got)
         delivered = outcome.delivered or outcome.request
-        assert got[3] == delivered.path, (where, got)
-        verdict = istio.allowed("web", svc, method, got[3], token)
+        assert got[2] == delivered.path, (where, got)
+        verdict = istio.allowed("web", svc, method, got[2], token)
         if outcome.decision.refused and "401" in outcome.decision.refused:
             assert verdict == 401, where
         else:
@@ -738,7 +750,11 @@ service static { namespace web; port 8080 http; version v1 }
      'route orders { regex "/o[0-9]+" -> v2\n * -> v1 }', "regex"),
     # a split across services one of which routes
     ('ingress web { namespace edge; listen 8080 http; * -> orders 50%, frontend 50% }\n'
-     'route orders { * -> v1 }', "split across services"),
+     'route orders { /x -> respond 418 "t"\n * -> v1 }', "split across services"),
+    ('ingress web { namespace edge; listen 8080 http; * -> orders 50%, frontend 50% }\n'
+     'route orders { * -> v1 timeout 2s }', "split across services"),
+    ('ingress web { namespace edge; listen 8080 http; * -> orders 50%, frontend 50% }\n'
+     'route orders { * -> v1 33%, v2 67% }', "share"),
     ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
      'allow internet with jwt scope = "read" -> frontend', "scope"),
     ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
@@ -817,9 +833,10 @@ def test_ingress_mirror_copies_to_the_whole_service():
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-GEN_PATHS = ("/api/**", "/api/orders/*", 'prefix "/api/"', 'prefix "/api/o"', '"/api/orders"', "/**", "/a/*/b")
-GEN_SERVICE_PATHS = ("/orders/**", "/orders/*", 'prefix "/orders"', 'prefix "/o"', '"/orders"', '"/"', "/x/**",
-                     "/**", "/*/b")
+GEN_PATHS = ("/api/**", "/api/orders/*", 'prefix "/api/"', 'prefix "/api/o"', 'exact "/api/orders"', "/**",
+             "/a/*/b")
+GEN_SERVICE_PATHS = ("/orders/**", "/orders/*", 'prefix "/orders"', 'prefix "/o"', 'exact "/orders"', 'exact "/"',
+                     "/x/**", "/**", "/*/b")
 GEN_REWRITES = ("", ' rewrite "/"', ' rewrite "/orders/"', ' rewrite "/v2"')
 GEN_PROBES = ("/", "/api", "/api/", "/api/orders", "/api/orders/", "/api/orders/7", "/api/orders/7/x", "/api/o",
               "/api/x/b", "/a/x/b", "/orders", "/orders/1", "/x/y", "/other")
@@ -833,7 +850,7 @@ def ingress_meshes(draw):
         m = draw(st.sampled_from(("", "GET ", "POST ")))
         hdr = draw(st.sampled_from(("", ' header "x-t" present', ' header "x-t" absent')))
         act = draw(st.sampled_from(("v1", "v2", "v1 50%, v2 50%", 'respond 418 "t"')))
-        rw = draw(st.sampled_from(GEN_REWRITES)) if not act.startswith("respond") and p != '"/"' else ""
+        rw = draw(st.sampled_from(GEN_REWRITES)) if not act.startswith("respond") else ""
         route.append(f"  {m}{p}{hdr} -> {act}{rw}")
     if draw(st.booleans()):
         route.append("  * -> v1")
@@ -843,11 +860,16 @@ def ingress_meshes(draw):
         m = draw(st.sampled_from(("", "GET ")))
         rw = draw(st.sampled_from(GEN_REWRITES))
         op = draw(st.sampled_from(("", ' set request header "x-t" "1"', ' remove request header "x-t"')))
-        rules.append(f"  {m}{p} -> orders{rw}{op}")
+        dest = draw(st.sampled_from(("orders", "orders", "orders 50%, static 50%", "orders 30%, static 70%")))
+        rules.append(f"  {m}{p} -> {dest}{rw}{op}")
     claim = draw(st.sampled_from(('scope has "w"', 'role = "admin"', 'role has "admin"')))
+    static_route = draw(st.sampled_from(("", 'route static { * -> v1 }', 'route static { GET /** -> v1\n  * -> v1 }',
+                                         'route static { /x/** -> v1 rewrite "/"\n  * -> v1 }')))
     return f"""mesh m {{ trust_domain "example.org" }}
 jwt auth {{ issuer "https://auth.example/"; jwks_uri "https://auth.example/jwks" }}
 service orders {{ namespace shop; port 8080 http; version v1; version v2 }}
+service static {{ namespace shop; port 8080 http; version v1 }}
+{static_route}
 ingress web {{
   namespace edge
   listen 8080 http
@@ -858,6 +880,7 @@ route orders {{
 }}
 allow internet with jwt {claim} -> orders POST
 allow internet -> orders GET /orders/**, /v2/**, /, prefix "/o"
+allow internet -> static GET
 """
 
 
@@ -887,14 +910,15 @@ def test_generated_ingresses_mean_what_the_evaluator_says(text):
         if want.route.kind != "forward":
             assert got == ("status", want.route.status), (req, got)
             continue
-        (svc, outcome), = want.forwarded.items()
-        if outcome.route.kind in ("respond", "redirect", "no_route"):
-            assert got == ("status", outcome.route.status), (req, got)
+        answered = [o.route.status for o in want.forwarded.values()
+                    if o.route.kind in ("respond", "redirect", "no_route")]
+        if answered:
+            assert len(want.forwarded) == 1 and got == ("status", answered[0]), (req, got)
             continue
         assert got[0] == "forward", (req, got)
-        assert {k: round(v, 6) for k, v in got[2].items()} == \
-            {k: round(v, 6) for k, v in outcome.route.weights.items()}, (req, got)
-        assert got[3] == (outcome.delivered or outcome.request).path, (req, got)
-        verdict = istio.allowed("web", svc, method, got[3], token)
-        if not (outcome.decision.refused and "401" in outcome.decision.refused):
-            assert verdict == outcome.decision.allowed, (req, verdict)
+        assert got[1] == expected_shares(mesh, want), (req, got)
+        for svc, outcome in want.forwarded.items():
+            assert got[2] == (outcome.delivered or outcome.request).path, (req, got)
+            verdict = istio.allowed("web", svc, method, got[2], token)
+            if not (outcome.decision.refused and "401" in outcome.decision.refused):
+                assert verdict == outcome.decision.allowed, (req, verdict)

@@ -277,14 +277,16 @@ def _service_action(lw: Lowering, svc: Service, ingress_rule: RouteRule, r: Rout
             http["fault"] = fault(f)
 
 
-def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, where: str) -> list[dict]:
-    out: list[dict] = []
+def _entries(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service,
+             where: str) -> list[tuple[Match, dict]] | None:
+    """The merged rules of an ingress rule and `svc`'s route, in order: each
+    its match and its http rule without name and match. None after MP701."""
+    out: list[tuple[Match, dict]] = []
     ipaths: list[PathPattern | None] = list(ingress_rule.match.paths) or [None]
     if ingress_rule.rewrite is None or ingress_rule.rewrite.path is None:
         groups: list[list[PathPattern | None]] = [ipaths]  # one rewrite (none) for every path
     else:
         groups = [[p] for p in ipaths]  # the rewrite depends on the path that matched
-    n = 0
     for group in groups:
         rw_i = _rewrite_of(ingress_rule, group[0]) if len(group) == 1 else None
         for r in _route_rules(lw, svc):
@@ -298,14 +300,10 @@ def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, wher
                     lw.unsupported(f"{exc} {where}", ingress_rule.span,
                                    "one Istio match holds one path, one test per header and per query "
                                    "parameter; the ingress rule and the service's route rule must fit in it")
-                    return []
+                    return None
                 if match is None:
                     continue
-                n += 1
-                http: dict = {"name": f"ingress-{ingress_rule.index}-{n}"}
-                m = matches(lw, None, match)
-                if m is not None:
-                    http["match"] = m
+                http: dict = {}
                 _service_action(lw, svc, ingress_rule, r, http)
                 if "route" in http:
                     rw_r = _rewrite_of(rule, rp) if rule is not None else None
@@ -325,9 +323,46 @@ def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, wher
                     if c is not None:
                         http["corsPolicy"] = cors_policy(lw, c)
                     if not _ingress_mirror(lw, ingress_rule, http, rw_r, where):
-                        return []
-                out.append(http)
+                        return None
+                out.append((match, http))
     return out
+
+
+def _named(lw: Lowering, ingress_rule: RouteRule, entries: list[tuple[Match, dict]]) -> list[dict]:
+    out = []
+    for n, (match, body) in enumerate(entries, 1):
+        http: dict = {"name": f"ingress-{ingress_rule.index}-{n}"}
+        m = matches(lw, None, match)
+        if m is not None:
+            http["match"] = m
+        http.update(body)
+        out.append(http)
+    return out
+
+
+def _merge(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, where: str) -> list[dict]:
+    entries = _entries(lw, g, ingress_rule, svc, where)
+    return [] if entries is None else _named(lw, ingress_rule, entries)
+
+
+def _match_and(a: Match, b: Match) -> Match | None:
+    """Both matches at once (None: no request meets both); _Inexpressible
+    when one Istio match cannot hold it."""
+    methods = [x for x in a.methods if x in b.methods] if a.methods and b.methods else list(a.methods or b.methods)
+    if (a.methods and b.methods) and not methods:
+        return None
+    path = _path_and(a.paths[0] if a.paths else None, b.paths[0] if b.paths else None)
+    if path is False:
+        return None
+    headers, queries = list(a.headers), list(a.queries)
+    for mine, theirs, what in ((headers, b.headers, "header"), (queries, b.queries, "query parameter")):
+        for t in theirs:
+            same = [x for x in mine if x.name == t.name]
+            if same and (same[0].kind, same[0].value) != (t.kind, t.value):
+                raise _Inexpressible(f"two tests of {what} `{t.name}` from the services of a split")
+            if not same:
+                mine.append(t)
+    return Match.make(methods=methods, paths=[path] if path is not None else [], headers=headers, queries=queries)
 
 
 def _ingress_mirror(lw: Lowering, ingress_rule: RouteRule, http: dict, rw_r: "_Rewrite | None", where: str) -> bool:
@@ -356,54 +391,65 @@ def _ingress_mirror(lw: Lowering, ingress_rule: RouteRule, http: dict, rw_r: "_R
 
 
 def _split(lw: Lowering, g: Ingress, ingress_rule: RouteRule, where: str) -> list[dict]:
-    """A split across services: Istio matches before it splits, so it is
-    exact only when no service routes (each gets its whole share, every
-    version evenly) and what they apply is the same."""
+    """A split across services, then each service's own route. Istio
+    matches before it splits, so the services' merged rule lists are
+    combined: one http rule per combination of one rule of each service, in
+    lexicographic order, matching where all of them match. As each list ends
+    with a rule that holds wherever the ingress rule does, the first
+    combination that matches pairs the first rule of each service that
+    matches, which is what the services would pick. Each combination must
+    forward (a share answered directly cannot be split) with the same
+    settings, rewrite, header operations and CORS; the shares (service
+    weight x version weight) must be whole percents."""
     from ...semantics.evaluate import forward_weights
 
     weights = forward_weights(ingress_rule)
-    svcs = [lw.mesh.service(name) for name in weights]
-    settings = {tuple(map(repr, s.settings_for(None))) + (repr(s.cors),) for s in svcs if s is not None}
-    if any(s is None or lw.mesh.route_map.get(s.name) is not None for s in svcs) or len(settings) > 1:
-        lw.unsupported(f"a split across services {where}", ingress_rule.action.span,
-                       "Istio matches before it splits, so each service's own route, or different timeouts, "
-                       "retries, faults or CORS of the services, cannot apply after the split")
-        return []
-    if any(w != int(w) for w in weights.values()):
-        lw.unsupported(f"the weights of the split across services {where}", ingress_rule.action.span,
-                       "Istio route weights are whole percents")
-        return []
-    svc = svcs[0]
-    http: dict = {"name": f"ingress-{ingress_rule.index}-1"}
-    m = matches(lw, None, ingress_rule.match)
-    if m is not None:
-        http["match"] = m
-    http["route"] = [{"destination": {"host": fqdn(s)}, "weight": int(weights[s.name])} for s in svcs]
-    if not _ingress_mirror(lw, ingress_rule, http, None, where):
-        return []
-    timeout, retry, f = ingress_settings(ingress_rule, svc, None)
-    if timeout is not None:
-        http["timeout"] = duration(timeout)
-    http["retries"] = retries(lw, svc, retry)
-    if f is not None:
-        http["fault"] = fault(f)
-    rw = _rewrite_field(_rewrite_of(ingress_rule, ingress_rule.match.paths[0] if ingress_rule.match.paths
-                                    else None) if len(ingress_rule.match.paths) <= 1 else None,
-                        ingress_rule.rewrite.host if ingress_rule.rewrite is not None else None)
-    if ingress_rule.rewrite is not None and ingress_rule.rewrite.path is not None and \
-            len(ingress_rule.match.paths) > 1:
-        lw.unsupported(f"`rewrite` with several paths on a split across services {where}",
-                       ingress_rule.rewrite.span, "the rewrite depends on the path that matched")
-        return []
-    if rw:
-        http["rewrite"] = rw
-    headers = header_operations_of(lw, ingress_rule.headers, where)
-    if headers:
-        http["headers"] = headers
-    c = ingress_rule.cors or svc.cors
-    if c is not None:
-        http["corsPolicy"] = cors_policy(lw, c)
-    return [http]
+    lists = []
+    for name in weights:
+        svc = lw.mesh.service(name)
+        if svc is None or not svc.http:
+            return []
+        entries = _entries(lw, g, ingress_rule, svc, where)
+        if entries is None:
+            return []
+        lists.append((name, entries))
+    out: list[tuple[Match, dict]] = []
+    for combo in itertools.product(*(entries for _, entries in lists)):
+        try:
+            match: Match | None = combo[0][0]
+            for m, _ in combo[1:]:
+                match = _match_and(match, m) if match is not None else None
+        except _Inexpressible as exc:
+            lw.unsupported(f"{exc} {where}", ingress_rule.action.span,
+                           "Istio matches before it splits: each combination of the services' rules must be one "
+                           "Istio match")
+            return []
+        if match is None:
+            continue
+        bodies = [body for _, body in combo]
+        if any("route" not in b for b in bodies):
+            lw.unsupported(f"a split across services {where}", ingress_rule.action.span,
+                           "Istio matches before it splits, so a share that a service's route answers itself "
+                           "(respond, redirect, no route) cannot be split off")
+            return []
+        rest = [{k: v for k, v in b.items() if k != "route"} for b in bodies]
+        if any(r != rest[0] for r in rest[1:]):
+            lw.unsupported(f"a split across services {where}", ingress_rule.action.span,
+                           "Istio matches before it splits, so the services' routes must apply the same timeout, "
+                           "retries, fault, rewrite, header operations, mirror and CORS where they meet")
+            return []
+        route = []
+        for (name, _), body in zip(lists, bodies):
+            for d in body["route"]:
+                share = weights[name] * d.get("weight", 100) / 100
+                if share != int(share):
+                    lw.unsupported(f"the share {share:g}% of `{name}` in a split across services {where}",
+                                   ingress_rule.action.span, "Istio route weights are whole percents")
+                    return []
+                if share:
+                    route.append({"destination": d["destination"], "weight": int(share)})
+        out.append((match, {"route": route, **rest[0]}))
+    return _named(lw, ingress_rule, out)
 
 
 def ingress_http_rules(lw: Lowering, g: Ingress) -> list[dict]:
