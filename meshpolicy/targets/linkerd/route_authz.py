@@ -69,16 +69,13 @@ OTHER = None  # the method tier of every method the rules do not name
 
 @dataclass(frozen=True)
 class Admitted:
-    """Who a class admits: mesh identities (namespace, account), identities
-    the mesh does not know (`authenticated`, `*`), callers without one."""
+    """Who a class admits: caller classes (Classes.caller_classes: mesh
+    identities the destination's rules cannot tell apart), identities the
+    mesh does not know (`authenticated`, `*`), callers without one."""
 
-    identities: frozenset[tuple[str, str]]
+    classes: frozenset[int]
     strangers: bool
     unauthenticated: bool
-
-    @property
-    def nobody(self) -> bool:
-        return not (self.identities or self.strangers or self.unauthenticated)
 
 
 @dataclass
@@ -173,6 +170,30 @@ def path_match(key: tuple[str, str]) -> dict | None:
     return {"type": "RegularExpression", "value": rx}
 
 
+@dataclass
+class _IdentityIndex:
+    services: dict[tuple[str, str], list[str]]  # identity -> the services presenting it
+    by_namespace: dict[str, list[tuple[str, str]]]
+
+
+_INDEX: dict[int, tuple[object, _IdentityIndex]] = {}
+
+
+def _identity_index(plan) -> _IdentityIndex:
+    """Per plan, once (a compile asks for every route-scoped destination)."""
+    got = _INDEX.get(id(plan))
+    if got is None or got[0] is not plan:
+        services: dict[tuple[str, str], list[str]] = {}
+        for p in plan.services.values():
+            services.setdefault((p.identity.namespace, p.identity.account), []).append(p.name)
+        by_ns: dict[str, list[tuple[str, str]]] = {}
+        for ident in services:
+            by_ns.setdefault(ident[0], []).append(ident)
+        _INDEX.clear()
+        got = _INDEX[id(plan)] = (plan, _IdentityIndex(services, by_ns))
+    return got[1]
+
+
 class Classes:
     """The cells of one destination and their layout (see the module doc)."""
 
@@ -186,13 +207,36 @@ class Classes:
         # a method no rule names stands for all of them (an extension method if the rules name every standard one)
         self.other = next((m for m in HTTP_METHODS if m not in named), "PROPFIND")
         self.keys = list(dict.fromkeys((p.kind, p.value) for r in self.rules for p in r.paths))
-        self.callers = self._callers()
+        self.caller_classes = self._caller_classes()
 
-    def _callers(self) -> dict[tuple[str, str], list[str]]:
-        """Mesh identities and the services presenting each."""
-        out: dict[tuple[str, str], list[str]] = {}
-        for p in self.plan.services.values():
-            out.setdefault((p.identity.namespace, p.identity.account), []).append(p.name)
+    def _caller_classes(self) -> list[tuple[str, frozenset[tuple[str, str]]]]:
+        """(a representative service, the identities) per class of mesh
+        identities that the destination's rules cannot tell apart: those
+        matching the same rule sources (a service's identity, a namespace's
+        identities; `authenticated` and `*` match them all). Asking the
+        reference evaluator once per class, not once per identity, keeps a
+        1000-service mesh in budget; the representative stands for its class
+        exactly as in the verifier's partition (verify/partition.py)."""
+        index = _identity_index(self.plan)
+        keys: dict[tuple[str, str], set] = {}
+        for r in self.rules:
+            for j, src in enumerate(r.sources):
+                if src.kind == "service":
+                    ident = self.plan.service(src.name).identity
+                    found = [(ident.namespace, ident.account)]
+                elif src.kind == "namespace":
+                    found = index.by_namespace.get(src.name, [])
+                else:
+                    continue
+                for ident in found:
+                    keys.setdefault(ident, set()).add((r.index, j))
+        groups: dict[frozenset, list] = {}
+        for ident, key in keys.items():
+            groups.setdefault(frozenset(key), []).append(ident)
+        out = [(index.services[g[0]][0], frozenset(g)) for g in groups.values()]
+        if len(keys) < len(index.services):  # the identities no source names: one class
+            rest = frozenset(index.services) - frozenset(keys)
+            out.append((index.services[next(iter(sorted(rest)))][0], rest))
         return out
 
     def atoms(self):
@@ -210,14 +254,8 @@ class Classes:
     def admitted(self, method: str, witness: str, members: frozenset) -> Admitted:
         """A cell's callers, by the reference evaluator on the atom's witness."""
         dest = self.sp.name
-        ids = set()
-        for ident, names in self.callers.items():
-            got = {authorize(self.mesh, Request(n, dest, method, witness)).allowed for n in names}
-            if len(got) != 1:
-                raise Unlayable("MP750", f"services sharing the identity {ident[1]}.{ident[0]} are authorized "
-                                         "differently, and Linkerd tells callers apart by identity only")
-            if got.pop():
-                ids.add(ident)
+        ids = frozenset(i for i, (rep, _ids) in enumerate(self.caller_classes)
+                        if authorize(self.mesh, Request(rep, dest, method, witness)).allowed)
         unauth = authorize(self.mesh, Request(None, dest, method, witness)).allowed
         # An identity the mesh does not know: admitted by an allow for
         # `authenticated` or `*` (or the default), refused by such a deny.
@@ -227,7 +265,7 @@ class Classes:
             strangers = False
         else:
             strangers = any(r.effect == "allow" and broad(r) for r in applying) or self.mesh.settings.default == "allow"
-        return Admitted(frozenset(ids), strangers and self.sp.mtls != "off", unauth)
+        return Admitted(ids, strangers and self.sp.mtls != "off", unauth)
 
     def layout(self) -> Layout:
         atoms = self.atoms()
@@ -301,18 +339,19 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
                                                 f"`{svc.name}` as Linkerd routes: {exc}", p.span or r.span))
                 return []
     try:
-        lay = Classes(auth.mesh, auth.plan, sp).layout()
+        classes_of = Classes(auth.mesh, auth.plan, sp)
+        lay = classes_of.layout()
     except Unlayable as exc:
         auth.diags.append(diag(exc.code, f"the linkerd target cannot lay out the authorization of `{svc.name}` "
                                          f"as Linkerd routes: {exc}", exc.span or span))
         return []
-    all_ids = frozenset((p.identity.namespace, p.identity.account) for p in auth.plan.services.values())
+    every = frozenset(range(len(classes_of.caller_classes)))
     classes = [(lay.default, [])] + lay.classes
     docs: list[dict] = []
     refs = []
     for i, (adm, _m) in enumerate(classes):
         name = f"{svc.name}-{'default' if i == 0 else f'class-{i}'}"
-        got = _authentication(auth, sp, adm, name, all_ids, span)
+        got = _authentication(auth, sp, adm, name, classes_of.caller_classes, every, span)
         if got is False:
             return []
         ref, extra = got if got is not None else (None, [])
@@ -373,25 +412,25 @@ def _rules(matches, written: dict) -> list[dict] | None:
     return [{"matches": c} for c in chunks]
 
 
-def _authentication(auth, sp: ServicePlan, adm: Admitted, name: str, all_ids, span):
+def _authentication(auth, sp: ServicePlan, adm: Admitted, name: str, callers, every, span):
     """(ref, documents) for a class; None: nobody is admitted (no
     AuthorizationPolicy: Linkerd refuses the route); False after a finding."""
     svc = sp.service
     if adm.unauthenticated:
-        if not (adm.strangers and adm.identities >= all_ids):
+        if not (adm.strangers and adm.classes == every):
             auth.reject(f"the authorization of `{svc.name}` for callers without an identity next to a deny", span,
                         "callers without an identity are allowed by address, which cannot leave denied "
                         "identities out")
             return False
         auth.network_namespaces.add(svc.namespace)
         return {"group": POLICY, "kind": "NetworkAuthentication", "name": "all-networks"}, []
-    if adm.identities >= all_ids and adm.strangers:
+    if adm.classes == every and adm.strangers:
         spec: dict = {"identities": ["*"]}
-    elif adm.identities:
+    elif adm.classes:
         # identities the mesh does not know are left out when some mesh identity is
         # (a MeshTLSAuthentication cannot say "all but"), as for server-wide rules
-        spec = {"identityRefs": [{"kind": "ServiceAccount", "name": a, "namespace": ns}
-                                 for ns, a in sorted(adm.identities)]}
+        ids = sorted(set().union(*[callers[i][1] for i in adm.classes]))
+        spec = {"identityRefs": [{"kind": "ServiceAccount", "name": a, "namespace": ns} for ns, a in ids]}
     elif adm.strangers:
         auth.reject(f"the authorization of `{svc.name}` for identities outside the mesh only", span,
                     "a MeshTLSAuthentication cannot name every identity but the mesh's own")
