@@ -463,7 +463,8 @@ def test_every_north_south_bootstrap_passes_envoy_validate(tmp_path):
                           limits=[_limit(LimitKey.make(kind="claim", name="sub"),
                                          Source.make(kind="internet", jwt=JwtRequirement.make())),
                                   _limit(LimitKey.make(kind="header", name="x-api-key"),
-                                         Source.make(kind="service", name="a"))])
+                                         Source.make(kind="service", name="a")),
+                                  _limit(None, _internet(), Source.make(kind="internet", jwt=JwtRequirement.make()))])
     g = mesh.ingresses[0]
     (tmp_path / "certs-in").mkdir()
     issue(mesh, tmp_path / "certs")
@@ -930,6 +931,20 @@ def test_keyed_limits_share_one_first_entry_and_a_bucket_for_no_value(tmp_path):
     route = _hcm(_listener(gw, "ingress|8080"))["route_config"]["virtual_hosts"][0]["routes"][0]
     assert {"header": {"key": "x-meshc-client-ip", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} in route["request_headers_to_add"]
+
+
+def test_unkeyed_internet_limit_buckets_per_gateway_and_provider(tmp_path):
+    mesh, _ = north_south(tmp_path, limits=[
+        _limit(None, _internet(), Source.make(kind="internet", jwt=JwtRequirement.make()))])
+    out, diags = _compile(mesh)
+    assert not _errors(diags), _errors(diags)
+    cfg = _ratelimit_cfg(out)
+    sid = "spiffe://example.org/ns/edge/sa/web-gw"
+    entries = [d["entries"] for d in cfg["descriptors"]]
+    # `internet`: the gateway's own bucket; `internet with jwt`: one more, for requests the provider validated.
+    assert [{"key": "limit-0", "value": "internet"}] in entries
+    assert [{"key": "limit-0", "value": "internet"}, {"key": "token-auth", "value": ISSUER}] in entries
+    assert all(json.dumps(r).count(f";URI={sid}") == 1 for r in cfg["rate_limits"])
 
 
 def test_claim_tests_in_a_limit_source_are_mp701(tmp_path):
