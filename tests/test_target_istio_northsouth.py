@@ -764,6 +764,9 @@ service static { namespace web; port 8080 http; version v1 }
     ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
      'limit internet -> frontend 10/s', "internet"),
     ('limit static -> frontend 10/s per header "x-api-key"', "per header"),
+    # Kubernetes names: an ingress's name and account, an external's name
+    ('ingress Web_gw { namespace edge; listen 8080 http; hosts "a.example"; * -> frontend }', "Web_gw"),
+    ('external Pay_x { namespace pay; host "api.pay.example"; port 443 tls }\nallow static -> Pay_x', "Pay_x"),
 ])
 def test_what_istio_cannot_hold_is_mp701(extra, named):
     checked = check_text(NS_BASE + extra)

@@ -37,6 +37,18 @@ def _check_names(lw: Lowering) -> None:
             if not DNS1123_LABEL.fullmatch(v.name) or len(v.name) > 63:
                 lw.unsupported(f"the version name `{v.name}`", v.at("name"),
                                "Istio subset names are DNS-1123 labels: lower-case letters, digits and `-`")
+    # Ingresses and externals name resources too (their account: a service account).
+    for kind, items in (("ingress", lw.mesh.ingress_map.values()), ("external", lw.mesh.external_map.values())):
+        for x in items:
+            values = [("name", x.name), ("namespace", x.namespace)]
+            if kind == "ingress":
+                values.append(("account", x.account or x.name))
+            for what, value in values:
+                # `-jwt`, `-ingress`, `-tls-<port>` and `-<n>` suffixes must still fit in 63 characters
+                if not DNS1123_LABEL.fullmatch(value) or len(value) > (63 if what != "name" else 48):
+                    lw.unsupported(f"the {kind} {what} `{value}`", x.at(what) if what in x.spans else x.span,
+                                   "Kubernetes names are DNS-1123 labels (lower-case letters, digits and `-`), "
+                                   "and meshc adds suffixes of up to 15 characters to this one")
 
 
 def lower_documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
