@@ -77,6 +77,7 @@ allow internet -> orders GET /orders/**
 allow internet with jwt scope has "orders:write" -> orders POST /orders/**
 allow internet with jwt auth role = "admin" -> orders /orders/admin/**
 allow internet with jwt auth -> quota
+deny internet with jwt auth -> quota /quota/denied/**
 limit internet with jwt auth -> quota 2/m per claim "sub"
 allow payments -> orders
 allow payments -> pay POST /v1/charges
@@ -395,6 +396,10 @@ def test_rate_limit_per_claim(mesh):
     got = [request(port, "GET", "/quota/x", bearer(alice))[0] for _ in range(3)]
     assert got == [200, 200, 429]
     assert request(port, "GET", "/quota/x", bearer(bob))[0] == 200  # a bucket of its own
+    # authorization comes first: a request the rules refuse takes no token
+    carol = keys.token({"sub": "carol-q"})
+    assert [request(port, "GET", "/quota/denied/1", bearer(carol))[0] for _ in range(2)] == [403, 403]
+    assert [request(port, "GET", "/quota/y", bearer(carol))[0] for _ in range(3)] == [200, 200, 429]
 
 
 def test_retry_on_status(mesh):

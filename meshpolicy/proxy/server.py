@@ -315,14 +315,16 @@ class Proxy(IngressMixin, EgressMixin):
         client_ip = peer_addr
         if peer_id is not None and peer_id in self.ingress_peers:
             client_ip = request.headers.get(CLIENT_IP, peer_addr)  # the outside client, as the ingress saw it
-        single = {k.lower(): v for k, v in request.headers.items()} if self.buckets.limits else {}
-        if not self.buckets.admit(peer_id, peer_addr, time.monotonic(), single, tokens, client_ip):
-            self.metrics.ratelimited.labels(source).inc()
-            return done(web.Response(status=429, text="local_rate_limited\n"))
+        # authorization, then rate limits (docs/semantics.md; Envoy's RBAC
+        # filter runs before its local_ratelimit): a denied request takes no token
         decision = ev.inbound_decision(cfg, peer_id, request.method, path, tokens)
         if not decision.allowed:
             return done(web.Response(status=403, text="RBAC: access denied\n",
                                      headers={"x-meshproxy-rule": str(decision.rule)}))
+        single = {k.lower(): v for k, v in request.headers.items()} if self.buckets.limits else {}
+        if not self.buckets.admit(peer_id, peer_addr, time.monotonic(), single, tokens, client_ip):
+            self.metrics.ratelimited.labels(source).inc()
+            return done(web.Response(status=429, text="local_rate_limited\n"))
         body = await read_body(request)
         headers = forwardable(request.headers.items()) + identity_headers(cfg["identity"]["spiffe_id"], peer_id,
                                                                           peer_der)
