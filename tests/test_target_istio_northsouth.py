@@ -764,6 +764,8 @@ service static { namespace web; port 8080 http; version v1 }
     ('ingress web { namespace edge; listen 8080 http; * -> frontend }\n'
      'limit internet -> frontend 10/s', "internet"),
     ('limit static -> frontend 10/s per header "x-api-key"', "per header"),
+    ('external db { namespace pay; host "db.example.com"; port 5432 tcp; timeout 2s }\nallow static -> db',
+     "timeout"),
     # Kubernetes names: an ingress's name and account, an external's name
     ('ingress Web_gw { namespace edge; listen 8080 http; hosts "a.example"; * -> frontend }', "Web_gw"),
     ('external Pay_x { namespace pay; host "api.pay.example"; port 443 tls }\nallow static -> Pay_x', "Pay_x"),

@@ -156,6 +156,11 @@ def egress_http_rules(lw: Lowering, ext: ExternalService, host: str) -> list[dic
 
 def virtual_services(lw: Lowering, ext: ExternalService) -> list[dict]:
     if not l7_ports(ext):
+        for what, value in (("timeout", ext.timeout_ms), ("retry", ext.retry)):
+            if value is not None:
+                lw.unsupported(f"`{what}` on external `{ext.name}`",
+                               ext.at("timeout") if what == "timeout" else value.span,
+                               "Istio applies timeouts and retries to HTTP routes, and its ports are all tcp")
         return []
     out = []
     for i, host in enumerate(ext.hosts):
