@@ -1216,3 +1216,17 @@ def test_a_remote_jwks_is_fetched_over_verified_tls(tmp_path):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_ingress_rule_timeout_is_the_front_routes_and_retry_is_mp701(tmp_path):
+    mesh, _ = north_south(tmp_path)
+    g = mesh.ingresses[0]
+    timed = g.rules[0].model_copy(update={"timeout_ms": 1500})
+    out, diags = _compile(_with(mesh, ingresses=[g.model_copy(update={"rules": [timed] + g.rules[1:]})]))
+    assert not _errors(diags)
+    route = _hcm(_listener(load(out["edge/web.yaml"].content), "ingress|8080"))["route_config"][
+        "virtual_hosts"][0]["routes"][0]
+    assert route["route"]["timeout"] == "1.500s"
+    retried = g.rules[0].model_copy(update={"retry": Retry.make(attempts=2)})
+    _, diags = _compile(_with(mesh, ingresses=[g.model_copy(update={"rules": [retried] + g.rules[1:]})]))
+    assert [d.code for d in diags if d.is_error] == ["MP701"]
