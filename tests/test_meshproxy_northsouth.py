@@ -518,6 +518,26 @@ def test_allow_any_passes_undeclared_hosts_through(mesh, tmp_path):
     assert request(_outbound(mesh, "payments"), "GET", "/", {"Host": f"127.0.0.1:{plain}"})[0] == 403
 
 
+def _served_cert(port: int, ca: Path) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="shop.example.com") as tls_sock:
+            return tls_sock.getpeercert(binary_form=True)
+
+
+def test_https_listener_takes_new_certificate_files(mesh):
+    import time
+
+    port, folder = mesh["ports"]["https_port"], mesh["folder"]
+    before = _served_cert(port, folder / "ca.pem")
+    make_leaf(mesh["ca"], "shop.example.com", folder, "web")  # the same files, a new certificate
+    deadline = time.monotonic() + 10
+    while _served_cert(port, folder / "ca.pem") == before and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert _served_cert(port, folder / "ca.pem") != before
+    assert request(port, "GET", "/app/tls", tls_ca=folder / "ca.pem", server_name="shop.example.com")[0] == 200
+
+
 # ---- config versions --------------------------------------------------------
 
 def test_version_1_config_is_refused_clearly(mesh, tmp_path):

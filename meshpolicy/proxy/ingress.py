@@ -13,7 +13,8 @@ caller (mTLS with the ingress's identity) through that service's own route.
 The token travels unchanged (the forwarded headers are the caller's, minus
 hop-by-hop and identity headers), and the callee validates it again.
 `https` listeners terminate TLS with the listener's certificate files (no
-client certificate asked).
+client certificate asked); when the files change they are loaded into the
+listener's context in place, so new connections get the new certificate.
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ class IngressMixin:
 
     async def start_ingress(self) -> None:
         from .server import _Server
+        from .tls import CertWatcher
 
         loop = asyncio.get_running_loop()
+        self.listener_certs = []
         for listener in self.cfg["ingress"]["listeners"]:
             ctx = listener_context(listener) if listener["protocol"] == "https" else None
+            if ctx is not None:
+                files = {"cert_file": listener["cert_file"], "key_file": listener["key_file"],
+                         "ca_file": listener["cert_file"]}
+                self.listener_certs.append((ctx, listener, CertWatcher(files)))
             server = _Server(self.handle_ingress)
             self._servers.append(await loop.create_server(server, listener["address"], listener["port"], ssl=ctx,
                                                           ssl_handshake_timeout=10 if ctx else None))
@@ -116,6 +123,19 @@ class IngressMixin:
         resp = await self.routed(dest, svc_choice, forward, new_path, new_target, new_host, headers=fwd,
                                  timeout_ms=rule["timeout_ms"], cors_of_ingress=rule["cors"] is not None)
         return done(l7.response_ops(rule, request, resp))
+
+    def reload_listener_certs(self) -> None:
+        """Called with the identity's check (every second): an https
+        listener's changed files go into its context (a bad pair is logged
+        and the old one kept)."""
+        for ctx, listener, watcher in getattr(self, "listener_certs", ()):
+            if watcher.changed():
+                try:
+                    ctx.load_cert_chain(listener["cert_file"], listener["key_file"])
+                except (OSError, ssl.SSLError) as exc:
+                    import logging
+
+                    logging.getLogger("meshproxy").error("listener certificate reload failed: %s", exc)
 
     @staticmethod
     def _pick_service(weights: dict[str, float]) -> str:

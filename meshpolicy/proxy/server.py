@@ -233,6 +233,7 @@ class Proxy(IngressMixin, EgressMixin):
     async def _watch_certs(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.reload_listener_certs()
             if self.watcher.changed():
                 try:
                     self._load_tls()
