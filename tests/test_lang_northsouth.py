@@ -619,3 +619,37 @@ def test_existing_value_checks_cover_the_new_places():
                     '  query "q" ~ "(?=x)" -> v1\n}\nallow internet -> web\n')
     for code in ("MP210", "MP207", "MP201", "MP106", "MP214", "MP204"):
         assert code in got, code
+
+
+# ---- language server lists ----------------------------------------------------------------------
+
+def test_completion_in_the_new_blocks():
+    from meshpolicy.lsp.complete import complete, context_at
+
+    mesh = check_text(HEAD + WEB + 'external stripe {\n  host "api.stripe.com"\n  port 443 tls\n}\n').mesh
+
+    def labels(text):
+        return {i.label for i in complete(mesh, context_at(text, len(text)))}
+
+    assert {"issuer", "jwks", "jwks_uri", "token", "audience"} <= labels("jwt p {\n  ")
+    assert {"listen", "hosts", "jwt", "GET", "query"} <= labels("ingress g {\n  ")
+    assert "web" in labels("ingress g {\n  GET /x -> ")                       # destinations are services
+    assert {"rewrite", "set", "cors"} <= labels("ingress g {\n  GET /x -> web ")
+    assert {"host", "port", "timeout"} <= labels("external e {\n  ")
+    assert "stripe" in labels("allow web -> ")                                 # an egress rule's callee
+    assert "internet" in labels("allow ")
+    assert {"registry_only", "allow_any"} <= labels("mesh m {\n  egress ")
+
+
+def test_outline_lists_the_new_blocks():
+    from lsprotocol import types as lsp
+
+    from meshpolicy.lsp.symbols import document_symbols
+    from meshpolicy.span import SourceFile
+
+    text = SPEC
+    mesh, _ = _model(text, "ns.mesh")
+    names = [s.name for s in document_symbols(mesh, SourceFile("ns.mesh", text), "utf-16")]
+    assert {"auth", "web", "stripe"} <= set(names)
+    web = next(s for s in document_symbols(mesh, SourceFile("ns.mesh", text), "utf-16") if s.name == "web")
+    assert web.kind == lsp.SymbolKind.Module and len(web.children) == 3

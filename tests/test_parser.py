@@ -122,3 +122,28 @@ def test_unclosed_string_is_one_diagnostic():
     # the next statement is read again
     _, diags = parse('mesh m {\n  trust_domain "a.b\n  mtls strct\n}')
     assert codes(diags) == ["MP002", "MP004"] and sorted(d.span.line for d in diags) == [2, 3]
+
+
+def test_north_south_keywords_stay_contextual():
+    # `jwt`, `host`, `query`, `set`, `cors` name services; `internet` does not (it is a source word)
+    tree, diags = parse("service jwt { port 80 http }\nservice host { port 80 http }\nservice set { port 80 http }\n"
+                        "allow jwt, host -> set\nroute set {\n  query \"q\" present -> v1 set request header \"a\" \"b\"\n}\n"
+                        "jwt cors {\n  issuer \"i\"\n  jwks_uri \"https://i.example/k\"\n}\n")
+    assert diags == []
+    assert [n.get("block") for n in tree.items if n.kind == "block_open"] == ["service"] * 3 + ["route", "jwt"]
+
+
+def test_a_broken_item_in_a_new_block_costs_that_item_only():
+    _, diags = parse('jwt p {\n  isuer "i"\n  jwks\n  jwks_uri "https://i.example/k"\n}\n'
+                     'ingress g {\n  listen 80\n  hosts "a.example"\n  * -> a\n}\nexternal e {\n  port 443 https\n}\n')
+    assert [(d.code, d.span.line) for d in diags] == [("MP009", 2), ("MP002", 3), ("MP002", 7), ("MP002", 12)]
+    assert diags[0].fixes[0].replacement == "issuer"
+
+
+def test_arrow_after_a_token_requirement():
+    # `->` is both the rules' arrow and one of `~>`/`->` of a never-assertion: the driver takes the
+    # reading whose reductions end in a shift (LALR merges the lookaheads of the states before it).
+    for src in ('assert never internet with jwt role = "x" -> a\n', "assert never a -> b\n",
+                'allow internet with jwt role = "x" -> a\n', 'assert can internet with jwt p -> a\n'):
+        _, diags = parse(src)
+        assert diags == [], (src, [(d.code, d.message) for d in diags])
