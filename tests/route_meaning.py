@@ -3,8 +3,9 @@ read only from the YAML plus the documented deployment convention (pods
 labelled `app: <service>` and their version's labels, running as the
 service's account; Service `<service>-<version>` selects a version's pods).
 
-- routes(): Gateway API route semantics (GAMMA): the routes whose parentRef
-  is the destination Service; among every match of every rule that holds,
+- routes(): Gateway API route semantics (GAMMA): the route whose parentRef
+  is the destination Service, in the caller's namespace (a consumer
+  route) or else the Service's own; among every match of every rule that holds,
   the most specific wins (Exact path, then longer PathPrefix, then a
   method, then more headers; a RegularExpression ranks lowest here, as the
   spec leaves it open), ties to the earlier rule; no match is 404.
@@ -53,18 +54,27 @@ def _rank(m: dict) -> tuple:
     return (kind, length, "method" in m, len(m.get("headers", [])))
 
 
-def route_of(docs: list[dict], service: str, namespace: str) -> dict | None:
-    for d in docs:
-        if d["kind"] in ("HTTPRoute", "GRPCRoute") and d["metadata"]["namespace"] == namespace and any(
-                p["name"] == service and p.get("kind", "Service") == "Service" for p in d["spec"]["parentRefs"]):
-            return d
+def route_of(docs: list[dict], service: str, namespace: str, caller_namespace: str | None = None) -> dict | None:
+    """The route a caller in caller_namespace meets (GAMMA): its own
+    namespace's route for the Service (a consumer route), else the
+    Service's own route (the producer route, in the Service's namespace)."""
+    def attached(d: dict, ns: str) -> bool:
+        return d["kind"] in ("HTTPRoute", "GRPCRoute") and d["metadata"]["namespace"] == ns and any(
+            p["name"] == service and p.get("kind", "Service") == "Service" and p.get("namespace", ns) == namespace
+            for p in d["spec"]["parentRefs"])
+
+    for ns in dict.fromkeys(n for n in (caller_namespace, namespace) if n):
+        for d in docs:
+            if attached(d, ns):
+                return d
     return None
 
 
 def routes(docs: list[dict], mesh, req) -> tuple:
     """(kind, rule index or None, weights, mirror, status) like the reference's."""
     svc = mesh.service(req.destination)
-    route = route_of(docs, svc.name, svc.namespace)
+    caller = mesh.service(req.source) if req.source else None
+    route = route_of(docs, svc.name, svc.namespace, caller.namespace if caller is not None else None)
     if route is None:
         shares = {v.name: 100.0 / len(svc.versions) for v in svc.versions}
         return ("default", None, shares, None, None)
@@ -78,6 +88,9 @@ def routes(docs: list[dict], mesh, req) -> tuple:
     if best is None:
         return ("no_route", None, {}, None, 404)
     _, i, rule = best
+    # a named rule says which policy rule it is (routes may leave rules out)
+    name = rule.get("name", "")
+    i = int(name[5:]) - 1 if name.startswith("rule-") else None if name == "default" else i
     for f in rule.get("filters", []):
         if f["type"] == "RequestRedirect":
             return ("redirect", i, {}, None, f["requestRedirect"].get("statusCode", 302))

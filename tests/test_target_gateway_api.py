@@ -12,6 +12,7 @@ import shutil
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from meshpolicy.compile import CompileOptions, compile_mesh
 from meshpolicy.semantics.evaluate import evaluate
@@ -208,27 +209,29 @@ def test_shop_without_its_waivers_names_what_it_cannot_express_and_writes_nothin
 
 def test_shop_with_its_waivers_fails_only_on_what_no_waiver_may_drop(tmp_path):
     """examples/shop/meshc.toml waives resilience tuning for gateway-api (mesh
-    = "istio"); what is left is routing on the caller (`from`) and a direct
-    response, which change where a request goes and are never waivable."""
+    = "istio"); what is left is routing no waiver may drop: a direct
+    response and first-match rule orders a Gateway route would change.
+    (`from frontend` is a consumer route in namespace `web`.)"""
     out = tmp_path / "out"
     r, diags = _compile_json(EXAMPLES / "shop", out)
     errors = [d for d in diags if d["severity"] == "error"]
     assert r.returncode == 1 and not out.exists()
     assert {d["code"] for d in errors} == {"MP701"}
-    assert sorted(d["message"].split(":")[0].split("express ")[1].split(" in rule")[0] for d in errors) == \
-        ["`from`", "`respond`"]
+    what = [d["message"].split(":")[0].split("express ")[1] for d in errors]
+    assert [w for w in what if not w.startswith("the order of rules")] == ["`respond` in rule 4 of route `orders`"]
+    assert len(what) > 1 and not any("`from`" in w for w in what)
     waived = sorted(d["message"].rsplit("`", 2)[-2] for d in diags if d["code"] == "MP706")
     assert waived == ["fault-abort", "fault-delay", "retry", "retry", "retry", "retry-backoff", "retry-budget",
                       "timeout"]
     assert not [d for d in diags if d["code"] == "MP709"]
 
 
-# The shop's route rules no waiver may drop: routing on the caller, a direct
-# response, and rules whose first-match order a Gateway route would not keep
-# (the header canaries and the regex path rank below more specific paths;
-# the catch-all `GET -> v1` ranks above the globs, written as regexes).
-NOT_IN_A_GATEWAY_ROUTE = ("from frontend GET /items/*", "DELETE /orders/*", 'header "x-canary"', "GET /search regex",
-                          "GET    ")
+# The shop's route rules no waiver may drop: a direct response, and rules
+# whose first-match order a Gateway route would not keep (the header
+# canaries and the regex path rank below more specific paths; the catch-all
+# `GET -> v1` ranks above the globs, written as regexes). `from frontend`
+# stays: it is a consumer route in namespace `web`.
+NOT_IN_A_GATEWAY_ROUTE = ("DELETE /orders/*", 'header "x-canary"', "GET /search regex", "GET    ")
 
 
 def shop_expressible_text() -> dict[str, str]:
@@ -259,7 +262,18 @@ def test_shop_rules_compile_to_istio_flavour_valid_and_with_the_policys_meaning(
     docs = documents(outputs)
     kinds = {d["kind"] for d in docs}
     assert {"HTTPRoute", "GRPCRoute", "AuthorizationPolicy", "PeerAuthentication", "DestinationRule",
-            "EnvoyFilter"} <= kinds
+            "EnvoyFilter", "ReferenceGrant"} <= kinds
+    # `from frontend` is catalog's consumer route in frontend's namespace, granted its backends
+    consumer = [d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["namespace"] == "web"
+                and d["spec"]["parentRefs"][0].get("namespace") == "shop"]
+    # (rules numbered in the shortened route: `from frontend ...` and the /legacy/** redirect)
+    assert [(d["metadata"]["name"], [r["name"] for r in d["spec"]["rules"]]) for d in consumer] == \
+        [("catalog", ["rule-1", "rule-2"])]
+    producer = next(d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["namespace"] == "shop"
+                    and d["metadata"]["name"] == "catalog")
+    assert [r["name"] for r in producer["spec"]["rules"]] == ["rule-2"]
+    grant = next(d for d in docs if d["kind"] == "ReferenceGrant")
+    assert grant["metadata"]["namespace"] == "shop" and grant["spec"]["from"][0]["namespace"] == "web"
     # the rate limits are enforced at their callers, as the istio target writes them
     limited = {d["metadata"]["name"] for d in docs if d["kind"] == "EnvoyFilter"}
     assert limited == {"frontend-ratelimit", "gateway-ratelimit", "orders-ratelimit"}
@@ -333,3 +347,131 @@ def _agree(text: str, flavour: str, allowed) -> None:
             assert got[4] == r.status, req
         if r.rule is not None:
             assert got[1] == r.rule.index, f"route rule disagrees on {req}"
+
+
+# ---- rule order: regex paths with distinct literal starts never overlap ------------------
+
+LEAD_PATTERNS = [("prefix", "/adm"), ("prefix", "/a.b"), ("glob", "/orders/*"), ("glob", "/orders/**"),
+                 ("glob", "/a+b/*"), ("regex", "/items/[0-9]+"), ("regex", "/admin(/.*)?"), ("regex", "/ab*c"),
+                 ("regex", "/x+y"), ("regex", "(/a)?/b"), ("regex", "/a{2}b"), ("regex", "/x?"),
+                 ("regex", "/a|/b"), ("regex", "^/s/[a-z]+$"), ("regex", "/a\\.b/c")]
+
+
+@pytest.mark.parametrize("kind, value", LEAD_PATTERNS)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_regex_paths_lead_starts_every_path_it_matches(kind, value, data):
+    """_lead is what the order check's disjointness rests on: every path a
+    generated RegularExpression matches starts with it."""
+    import re
+
+    from meshpolicy.model.types import PathPattern
+    from meshpolicy.targets.http_routes import Dialect, _lead, path_match
+    from meshpolicy.span import Span
+
+    span = Span("t.mesh", 1, 1, 1, 1, 0, 0)
+    rx = path_match(PathPattern(span=span, kind=kind, value=value), Dialect("gateway-api", True, True, ()), "")["value"]
+    path = data.draw(st.from_regex(re.compile(rx), fullmatch=True))
+    assert path.startswith(_lead(rx)), (rx, path, _lead(rx))
+
+
+def test_regex_rules_with_distinct_starts_keep_their_order():
+    """`GET /items/* -> ...` then `GET /legacy/** -> redirect`: both are
+    RegularExpressions, which rank as the mesh likes, but no path matches
+    both, so their order cannot matter (it was MP701)."""
+    text = ROUTING.split("route api {")[0] + '''route api {
+  GET /items/* -> v2
+  GET /legacy/** -> redirect "/items" 301
+}
+'''
+    _, outputs, diags = compiled(text, "istio")
+    assert [d for d in diags if d.is_error] == []
+    _, outputs, diags = compiled(text.replace("GET /legacy/**", "GET /items/**"), "istio")
+    assert [d.code for d in diags if d.is_error] == ["MP701"]  # these two overlap: order matters
+
+
+# ---- `from`: GAMMA consumer routes (mesh = "istio") ----------------------------------------
+
+CONSUMERS = """
+mesh m {
+  trust_domain "example.org"
+  mtls strict
+  default allow
+}
+service web {
+  namespace front
+  port 8080 http
+}
+service admin {
+  namespace ops
+  port 8080 http
+}
+service api {
+  namespace back
+  port 8080 http
+  version v1
+  version v2
+}
+route api {
+  from web GET /items/* -> v2
+  from admin, web /admin/** -> v1 mirror v2 10%
+  exact "/health" -> v1
+}
+"""
+
+
+def test_from_is_a_consumer_route_per_calling_namespace():
+    mesh, outputs, diags = compiled(CONSUMERS, "istio")
+    assert [d for d in diags if d.is_error] == []
+    docs = documents(outputs)
+    routes_ = {(d["metadata"]["namespace"], d["metadata"]["name"]): [r["name"] for r in d["spec"]["rules"]]
+               for d in docs if d["kind"] == "HTTPRoute"}
+    assert routes_ == {("back", "api"): ["rule-3"], ("front", "api"): ["rule-1", "rule-2", "rule-3"],
+                       ("ops", "api"): ["rule-2", "rule-3"]}
+    grants = {d["spec"]["from"][0]["namespace"]: sorted(t["name"] for t in d["spec"]["to"])
+              for d in docs if d["kind"] == "ReferenceGrant"}
+    assert grants == {"front": ["api-v1", "api-v2"], "ops": ["api-v1", "api-v2"]}
+    assert all(d["metadata"]["namespace"] == "back" for d in docs if d["kind"] == "ReferenceGrant")
+    for req in request_space(mesh):
+        want = evaluate(mesh, req).route
+        if want.kind == "rejected":
+            continue
+        got = routes(docs, mesh, req)
+        assert (got[0], got[1]) == (want.kind if want.kind != "default" else got[0],
+                                    want.rule.index if want.rule else None), req
+        if got[0] == "forward":
+            assert {k: round(v, 6) for k, v in got[2].items() if v} == \
+                {k: round(v, 6) for k, v in (want.weights or {None: 100.0}).items() if v}, req
+            assert got[3] == want.mirror, req
+    reason = kube_schema.missing("gateway-api")
+    if reason:
+        pytest.skip(reason)
+    assert [p for p in _crd_problems(outputs) if p[0] in ("HTTPRoute", "ReferenceGrant")] == []
+
+
+@pytest.mark.parametrize("change, why", [
+    ("service admin {\n  namespace ops", "service admin {\n  namespace front"),  # front: web but not admin
+    ("from web GET /items/*", "from api GET /items/*"),  # the service's own namespace
+])
+def test_from_that_no_consumer_route_holds_is_mp701(change, why):
+    _, outputs, diags = compiled(CONSUMERS.replace(change, why), "istio")
+    assert [d.code for d in diags if d.is_error] == ["MP701"] and outputs == []
+
+
+def test_from_without_the_istio_flavour_is_mp701():
+    for flavour in (None, "linkerd"):
+        _, outputs, diags = compiled(CONSUMERS, flavour)
+        assert "MP701" in [d.code for d in diags if d.is_error] and outputs == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(small_policies(mtls_modes=("strict", "permissive"), actions=("forward", "split", "redirect", "mirror"),
+                      header_kinds=("exact", "prefix", "regex", "present"), assertions=False))
+def test_istio_flavour_routes_with_from_agree_with_the_reference(text):
+    """Generated policies with their `from` rules (auth rules as written):
+    wherever the istio flavour compiles them, each caller's route (its
+    namespace's consumer route, else the service's own) picks what the
+    reference evaluator picks."""
+    from .test_target_istio_meaning import Cluster
+
+    _agree(text, "istio", lambda docs, mesh, req: Cluster(mesh, docs).allowed(req))

@@ -101,11 +101,13 @@ def header_match(h: HeaderMatch, d: Dialect, where: str) -> dict | None:
     return {"type": "RegularExpression", "name": h.name, "value": rx}
 
 
-def http_matches(rule: RouteRule, d: Dialect, where: str) -> list[dict] | None:
+def http_matches(rule: RouteRule, d: Dialect, where: str, callers_chosen: bool = False) -> list[dict] | None:
     """The rule's match as HTTPRouteMatches (methods x paths, headers on each);
-    [] matches everything. None after an MP701."""
+    [] matches everything. None after an MP701. callers_chosen: the route
+    holding this rule serves only callers its `from` names (a GAMMA
+    consumer route), so the `from` is already decided."""
     m = rule.match
-    if m.sources:
+    if m.sources and not callers_chosen:
         d.reject(f"`from` {where}", m.span, "a route cannot match on the caller")
         return None
     names = [h.name for h in m.headers]
@@ -147,11 +149,59 @@ def _rank(m: dict) -> tuple | None:
     return (kind, len(path["value"]), "method" in m, len(m.get("headers", [])))
 
 
+_RX_META = set(".^$*+?()[]{}|\\")
+
+
+def _lead(rx: str) -> str:
+    """A literal every string matching the anchored regex rx starts with
+    ("" when none is certain: no anchor, an alternation, a flag group)."""
+    if not rx.startswith("^") or "|" in rx:
+        return ""
+    i = 1
+    if rx.startswith("(?:", i):  # the group the targets wrap a glob or regex in
+        i += 3
+    out: list[str] = []
+    while i < len(rx):
+        c = rx[i]
+        if c == "\\" and i + 1 < len(rx) and not rx[i + 1].isalnum():
+            out.append(rx[i + 1])
+            i += 2
+            continue
+        if c in _RX_META:
+            if c in "*?{+" and out:
+                out.pop()  # the last character is quantified: maybe absent or repeated
+            if c == ")" and rx[i + 1:i + 2] in ("*", "?", "{", "+"):
+                return ""  # the wrapping group itself is quantified
+            break
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _paths_disjoint(x: dict, y: dict) -> bool:
+    """No path matches both (one of them a RegularExpression): they start
+    with literals neither of which extends the other."""
+    if x["type"] != "RegularExpression":
+        x, y = y, x
+    if x["type"] != "RegularExpression":
+        return False
+    lx = _lead(x["value"])
+    if y["type"] == "RegularExpression":
+        ly = _lead(y["value"])
+    elif y["type"] == "Exact":
+        return not y["value"].startswith(lx)
+    else:  # PathPrefix: every path it matches starts with the prefix (without a trailing slash)
+        ly = y["value"].rstrip("/")
+    return not (lx.startswith(ly) or ly.startswith(lx))
+
+
 def _disjoint(a: dict, b: dict) -> bool:
     """Provably no request matches both."""
     if "method" in a and "method" in b and a["method"] != b["method"]:
         return True
     pa, pb = a.get("path"), b.get("path")
+    if pa and pb and _paths_disjoint(pa, pb):
+        return True
     if pa and pb and pa["type"] == pb["type"] == "Exact" and pa["value"] != pb["value"]:
         return True
     for x, y in ((pa, pb), (pb, pa)):
@@ -234,7 +284,7 @@ def redirect_filter(uri: str, status: int, d: Dialect, span, where: str) -> dict
     return {"type": "RequestRedirect", "requestRedirect": body}
 
 
-def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect) -> dict | None:
+def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect, callers_chosen: bool = False) -> dict | None:
     """One HTTPRoute rule for a rule plan (the route's rule, or the default one)."""
     svc: Service = sp.service
     rule = rp.rule
@@ -242,7 +292,7 @@ def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect) -> dict | No
     span = rule.span if rule is not None else svc.span
     out: dict = {}
     if rule is not None:
-        matches = http_matches(rule, d, where)
+        matches = http_matches(rule, d, where, callers_chosen)
         if matches is None:
             return None
         if matches:
@@ -278,11 +328,14 @@ def http_rule(sp: ServicePlan, rp: RulePlan, port: int, d: Dialect) -> dict | No
     return out
 
 
-def http_rules(sp: ServicePlan, port: int, d: Dialect) -> list[dict] | None:
-    """Every rule of the service's route (or the default one), in order; None after an MP701."""
+def http_rules(sp: ServicePlan, port: int, d: Dialect, plans: list[RulePlan] | None = None,
+               callers_chosen: bool = False) -> list[dict] | None:
+    """Every rule of the service's route (or the default one), or of `plans`
+    (the rules one group of callers meets, see http_matches), in order;
+    None after an MP701."""
     rules, pairs, failed = [], [], False
-    for rp in sp.rule_plans:
-        r = http_rule(sp, rp, port, d)
+    for rp in sp.rule_plans if plans is None else plans:
+        r = http_rule(sp, rp, port, d, callers_chosen)
         if r is None:
             failed = True
             continue

@@ -35,7 +35,7 @@ FILTER = {"!type": "str",
                                                                                   "denominator": "int"}},
           "requestRedirect": {"scheme": "str", "hostname": "str", "port": "int", "statusCode": "redirect",
                               "path": {"!type": "str", "replaceFullPath": "str", "replacePrefixMatch": "str"}}}
-HTTP_RULE = {"matches": [{"path": PATH, "method": "method", "headers": [HEADER]}], "filters": [FILTER],
+HTTP_RULE = {"name": "label", "matches": [{"path": PATH, "method": "method", "headers": [HEADER]}], "filters": [FILTER],
              "backendRefs": [BACKEND], "timeouts": {"request": "duration", "backendRequest": "duration"}}
 GRPC_RULE = {"matches": [{"method": {"type": "str", "service": "str", "method": "str"}, "headers": [HEADER]}],
              "filters": [FILTER], "backendRefs": [BACKEND]}
@@ -50,6 +50,9 @@ SHAPES: dict[tuple[str, str], dict] = {
     ("v1", "Service"): {"!selector": {"*": "str"}, "!ports": [{"name": "str", "!port": "int", "targetPort": "int",
                                                                "appProtocol": "str"}]},
     ("v1", "Namespace"): None,
+    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): {
+        "!from": [{"!group": "str", "!kind": "str", "!namespace": "label"}],
+        "!to": [{"!group": "str", "!kind": "str", "name": "name"}]},
     ("policy.linkerd.io/v1beta3", "Server"): {"!podSelector": {"matchLabels": {"*": "str"}}, "!port": "int",
                                               "proxyProtocol": "str", "accessPolicy": "str"},
     ("policy.linkerd.io/v1alpha1", "AuthorizationPolicy"): {"!targetRef": TARGET_REF,

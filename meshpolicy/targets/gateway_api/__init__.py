@@ -21,12 +21,12 @@ from ...diagnostics import Diagnostic, has_errors
 from ...model.types import Mesh
 from ...plan import ServicePlan, plan_of
 from ..base import cannot_express, rejections
-from ..http_routes import Dialect, grpc_rules, version_services
+from ..http_routes import Dialect, grpc_rules, http_rules, version_services
 from ..kube import APP_LABEL, check_names, files, read_settings
 from ..linkerd import dedupe
 from ..linkerd import routes as linkerd_routes
 from ..waivers import waived
-from . import istio_flavour
+from . import consumers, istio_flavour
 
 NAME = "gateway-api"
 API = "gateway.networking.k8s.io/v1"
@@ -37,7 +37,44 @@ def _parent(sp: ServicePlan, port: int) -> dict:
     return {"group": "", "kind": "Service", "name": sp.name, "port": port}
 
 
-def routes_of(sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
+def _rule_name(rp) -> str:
+    """A rule's name in the YAML: the policy rule it comes from (routes may
+    leave rules out, see consumers.py), so a reviewer and the tests can tell."""
+    return "default" if rp.rule is None else f"rule-{rp.rule.index + 1}"
+
+
+def _http_routes(sp: ServicePlan, d: Dialect, flavour: str | None, ports: list, http: list, namespace: str,
+                 plans: list | None, callers_chosen: bool) -> list[dict]:
+    """One HTTPRoute per http port of the service, in `namespace` (another
+    than the service's: a consumer route, whose refs name the service's namespace)."""
+    svc = sp.service
+    plans = sp.rule_plans if plans is None else plans
+    elsewhere = namespace != svc.namespace
+    docs = []
+    for p in http:
+        rules = http_rules(sp, p.number, d, plans, callers_chosen)
+        ann = linkerd_routes.retry_annotations(sp, False, d) if flavour == "linkerd" else {}
+        if rules is None or ann is None:
+            continue
+        for rp, rule in zip(plans, rules):
+            rule["name"] = _rule_name(rp)
+            if elsewhere:
+                refs = list(rule.get("backendRefs", []))
+                refs += [f["requestMirror"]["backendRef"] for f in rule.get("filters", []) if "requestMirror" in f]
+                for ref in refs:
+                    ref["namespace"] = svc.namespace
+        meta: dict = {"name": svc.name if len(ports) == 1 else f"{svc.name}-{p.number}", "namespace": namespace}
+        if ann:
+            meta["annotations"] = ann
+        parent = _parent(sp, p.number)
+        if elsewhere:
+            parent["namespace"] = svc.namespace
+        docs.append({"apiVersion": API, "kind": "HTTPRoute", "metadata": meta,
+                     "spec": {"parentRefs": [parent], "rules": rules}})
+    return docs
+
+
+def routes_of(mesh: Mesh, sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
     svc = sp.service
     if not linkerd_routes.needs_route(sp):
         return []
@@ -53,11 +90,15 @@ def routes_of(sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
     docs = []
     http = [p for p in ports if p.protocol != "grpc"]
     if http:
-        http_docs, _ok = linkerd_routes.http_route(sp, API, d, retries=flavour == "linkerd")
-        for doc in http_docs:
-            doc["spec"]["parentRefs"] = [_parent(sp, ref["port"]) for ref in doc["spec"]["parentRefs"]]
-        docs += [doc for doc in http_docs if any(ref["port"] in {p.number for p in http}
-                                                 for ref in doc["spec"]["parentRefs"])]
+        # consumer routes are a mesh's choice (GAMMA's MeshConsumerRoute): Istio has them
+        views = consumers.caller_views(mesh, sp, d) if flavour == "istio" else {}
+        if views is not None:
+            docs += _http_routes(sp, d, flavour, ports, http, svc.namespace,
+                                 consumers.producer_plans(sp) if views else None, False)
+            for ns, plans in views.items():
+                mine = _http_routes(sp, d, flavour, ports, http, ns, plans, True)
+                if mine:
+                    docs += mine + [consumers.reference_grant(sp, ns, "HTTPRoute", mine)]
     for p in ports:
         if p.protocol != "grpc":
             continue
@@ -82,7 +123,7 @@ def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) ->
                 waive=options.waive, waived=lambda key, c, span: diags.append(waived(NAME, key, c, span)))
     docs: list[dict] = []
     for sp in plan.services.values():
-        docs += routes_of(sp, d, flavour)
+        docs += routes_of(mesh, sp, d, flavour)
         docs += version_services(sp, APP_LABEL)
     if flavour == "istio":
         more, extra = istio_flavour.documents(mesh, options)
