@@ -144,7 +144,11 @@ def test_ingress_bootstrap_is_its_own_workload(tmp_path):
     assert _listener(gw, "ingress|8080")["address"]["socket_address"]["port_value"] == 8080  # per-workload
     names = [f["name"] for f in front["http_filters"]]
     assert names[0] == "envoy.filters.http.jwt_authn" and names[-1] == "envoy.filters.http.router"
-    req = front["http_filters"][0]["typed_config"]["rules"][0]["requires"]["requires_any"]["requirements"]
+    rules = front["http_filters"][0]["typed_config"]["rules"]
+    assert rules[-1] == {"match": {"prefix": "/"}}  # no token where the policy reads one: nothing to verify
+    assert rules[0]["match"]["headers"] == [{"name": "authorization", "string_match": {"safe_regex": {
+        "regex": "(?i)Bearer\\ .*"}}}]
+    req = rules[0]["requires"]["requires_any"]["requirements"]
     assert {"allow_missing": {}} in req and {"provider_name": "auth"} in req  # missing passes, invalid: 401
     assert front["route_config"]["virtual_hosts"][0]["domains"] == ["*.shop.test", "shop.test"]
     # The gateway calls b over mTLS with its own identity.
@@ -620,9 +624,13 @@ def test_tokens_at_the_gateway_and_claims_at_the_callee(running):
     assert _request(port, "/api/orders", headers=bearer(_token(key)))[0] == 403  # no scope claim at all
     # Invalid tokens: 401 at the gateway, whatever the route.
     good = _token(key, scope="orders:write")
-    # The Bearer prefix in any letter case (semantics/tokens.py).
+    # The Bearer prefix in any letter case, and only at the start of the value (semantics/tokens.py):
+    # `Basic Bearer <t>` carries no token at all.
     assert _request(port, "/api/orders", headers={"Authorization": f"bearer {good}"})[0] == 200
     assert _request(port, "/api/orders", headers={"Authorization": "BEARER x.y.z"})[0] == 401
+    assert _request(port, "/api/orders", headers={"Authorization": f"Basic Bearer {good}"})[0] == 403
+    assert _request(port, "/api/public/x", headers={"Authorization": "Basic Bearer x.y.z"})[0] == 200
+    assert _request(port, "/api/orders", headers={"Authorization": f"xBearer {good}"})[0] == 403
     for bad in (_tampered(good), _token(key, scope="orders:write", iss="https://evil.test/"),
                 _token(key, scope="orders:write", aud="other"),
                 _token(key, scope="orders:write", exp=int(time.time()) - 3600),

@@ -128,15 +128,45 @@ def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
     return out
 
 
+def carries_token(providers: list[JwtProvider]) -> list[dict]:
+    """RouteMatches, one per token location, for requests that carry a token
+    there as semantics/tokens.py reads them: a header whose value STARTS with
+    the prefix (any letter case), a query parameter, a cookie. Envoy's
+    extractor would find a prefix anywhere in a value (`Basic Bearer <t>`
+    gave it a token), so verification is only asked for requests these
+    match; any other request carries no token."""
+    out, seen = [], set()
+    for p in providers:
+        for loc in locations_of(p):
+            key = (loc.kind, loc.name, (loc.prefix or "").lower())
+            if key in seen:
+                continue
+            seen.add(key)
+            if loc.kind == "header":
+                value = {"safe_regex": {"regex": "(?i)" + re2.escape(loc.prefix) + ".*"}} if loc.prefix else None
+                h: dict = {"name": loc.name, **({"string_match": value} if value else {"present_match": True})}
+                out.append({"prefix": "/", "headers": [h]})
+            elif loc.kind == "query":
+                out.append({"prefix": "/", "query_parameters": [{"name": loc.name, "present_match": True}]})
+            else:
+                cookie = re2.escape(loc.name)
+                out.append({"prefix": "/", "headers": [{"name": "cookie", "string_match": {"safe_regex": {
+                    "regex": f"(?:.*;)? *{cookie}=.*"}}}]})
+    return out
+
+
 def authn_filter(ctx: Ctx, providers: list[JwtProvider]) -> dict:
     """jwt_authn over providers: a token none of them validates is refused
-    (401, see AUDIENCE_401), a missing one passes (authorization decides)."""
+    (401, see AUDIENCE_401), a missing one passes (authorization decides).
+    A request that carries no token where the policy reads tokens is not
+    verified at all (the last rule has no requirement)."""
     alternatives = [{"provider_name": p.name} for p in providers] + [{"allow_missing": {}}]
     requires = {"requires_any": {"requirements": alternatives}}
+    rules = [{"match": m, "requires": requires} for m in carries_token(providers)]
     return {"name": JWT_FILTER, "typed_config": {
         "@type": JWT_AUTHN,
         "providers": {p.name: provider_config(ctx, p) for p in providers},
-        "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+        "rules": rules + [{"match": {"prefix": "/"}}],
     }}
 
 
