@@ -538,6 +538,40 @@ def test_https_listener_takes_new_certificate_files(mesh):
     assert request(port, "GET", "/app/tls", tls_ca=folder / "ca.pem", server_name="shop.example.com")[0] == 200
 
 
+def test_meshc_proxy_starts_an_ingress_from_its_compiled_file(mesh, tmp_path):
+    """The documented way to run an ingress: `meshc proxy --config <ns>/<ingress>.json`."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cfg = json.loads(json.dumps(mesh["configs"]["edge/web.json"]))
+    cfg["listeners"]["admin"]["port"] = admin = free_port_base(1)
+    cfg["listeners"]["outbound"]["port"] = free_port_base(1)
+    for li in cfg["ingress"]["listeners"]:
+        li["port"] = free_port_base(1)
+    path = tmp_path / "web.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "meshpolicy.cli", "proxy", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.2)
+        port = cfg["ingress"]["listeners"][0]["port"]
+        assert request(port, "GET", "/app/x", bearer(mesh["keys"].token(exp_in=-600)))[0] == 401
+        assert request(port, "GET", "/app/x")[0] == 200  # through to frontend's sidecar, started in-process
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # ---- config versions --------------------------------------------------------
 
 def test_version_1_config_is_refused_clearly(mesh, tmp_path):
