@@ -36,9 +36,19 @@ def _table(plan) -> str:
 
     rows = [("workload", "app", "inbound", "outbound", "admin / metrics")]
     for w in plan.workloads:
-        rows.append((w.key, str(w.app_port), str(w.inbound_port), str(w.outbound_port), metrics_url(plan, w)))
+        if not w.is_ingress:
+            rows.append((w.key, str(w.app_port), str(w.inbound_port), str(w.outbound_port), metrics_url(plan, w)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    for w in plan.workloads:
+        if w.is_ingress:
+            for written, port, protocol in w.listeners:
+                hosts = f" (hosts {', '.join(w.hosts)})" if w.hosts else " (any host)"
+                lines.append(f"ingress {w.key}: {protocol}://127.0.0.1:{port}{hosts}"
+                             + (f" [listen {written}]" if written != port else ""))
+    for s in plan.standins:
+        lines.append(f"external {s.key_name}: stand-in on {'https' if s.cert else 'http'}://127.0.0.1:{s.local_port}")
+    return "\n".join(lines)
 
 
 @click.command("up")
@@ -51,7 +61,14 @@ def _table(plan) -> str:
 @click.option("--check", "smoke", is_flag=True, help="Start, run a smoke test of every allowed call, stop.")
 @click.option("--watch", is_flag=True, help="Recompile and reload sidecars when a .mesh file changes.")
 @click.option("--no-verify", is_flag=True, help="Skip `meshc verify` before starting (check still runs).")
-def command(paths, proxy, workdir, smoke, watch, no_verify):
+@click.option("--token", "token_provider", metavar="PROVIDER", default=None,
+              help="Print a token signed by this run's local key for the JWT provider PROVIDER (its issuer and "
+                   "audience, expiring after --ttl) and exit; the running mesh accepts it.")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
+              help="With --token: a claim (a string; NAME:=JSON for a number, list or bool). Repeatable.")
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 86400),
+              help="With --token: seconds until the token expires.")
+def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, claims, ttl):
     """Run the mesh on this machine (loopback only): one app and one sidecar
     per workload, mTLS between sidecars with certificates from the mesh CA.
 
@@ -69,6 +86,7 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     Examples:
       meshc up examples/bookinfo --proxy meshproxy
       meshc up examples/bookinfo --check
+      meshc up examples/shop --token auth --claim sub=alice --claim scope=orders:write
     """
     from ..run import up
     from ..run.supervisor import Supervisor
@@ -81,6 +99,9 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
     renew_now = threading.Event()  # SIGUSR1: rotate every workload certificate now
     signal.signal(signal.SIGUSR1, lambda *_: renew_now.set())
     project = load(list(paths))
+    if token_provider is not None or claims:
+        _print_token(project, workdir, token_provider, claims, ttl)
+        return
     with progress_bar(project) as progress:
         checked, diags = _checked_mesh(paths, not no_verify, progress, project)
         if not has_errors(diags) and not stop.is_set():
@@ -133,6 +154,7 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                    f"({len(plan.workloads)} workloads; logs in {workdir / 'logs'})")
         click.echo(_table(plan))
         if smoke:
+            from ..run import ns_probes
             from ..verify import callgraph
 
             graph = callgraph.build_graph(checked.mesh)
@@ -143,7 +165,17 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
                 got = p.detail or str(p.observed)
                 click.echo(f"{mark} {p.request}  expected {p.expect_status}, got {got}")
             failed = [p for p in probes if not p.ok]
-            click.echo(f"{len(probes) - len(failed)} passed, {len(failed)} failed")
+            # north-south: ingress listeners with and without (bad) tokens, egress to the stand-ins
+            ns = ns_probes.ingress_probes(plan.mesh, workdir, plan) + ns_probes.egress_probes(plan.mesh, plan)
+            for p in ns:
+                ns_probes.run(plan, p)
+                mark = "ok  " if p.ok else "FAIL"
+                expect = "/".join(str(x) for x in sorted(p.expect))
+                click.echo(f"{mark} {p.describe()}  expected {expect}{f' ({p.why})' if p.why else ''}, "
+                           f"got {p.detail or p.observed}")
+            failed += [p for p in ns if not p.ok]
+            total = len(probes) + len(ns)
+            click.echo(f"{total - len(failed)} passed, {len(failed)} failed")
             sys.exit(EXIT_ERRORS if failed else EXIT_OK)
         files = {f: f.stat().st_mtime_ns for f in mesh_files(root)}
         lifetime = up.cert_lifetime(checked.project.config)
@@ -182,6 +214,31 @@ def command(paths, proxy, workdir, smoke, watch, no_verify):
             stop.wait(0.5)
         click.echo("meshc up: stopping", err=True)
     sys.exit(code)
+
+
+def _print_token(project, workdir, provider, claims, ttl) -> None:
+    """`meshc up --token P`: a token from the run's local key for P, on stdout."""
+    from ..run import local_jwt
+
+    if provider is None:
+        click.echo("meshc up: --claim needs --token PROVIDER", err=True)
+        sys.exit(EXIT_USAGE)
+    checked, diags = _checked_mesh(None, False, project=project)
+    if has_errors(diags):
+        emit(diags, checked.project.files, "text", out=sys.stderr, quiet=True)
+        sys.exit(EXIT_ERRORS)
+    mesh = checked.mesh
+    if provider not in mesh.provider_map:
+        names = ", ".join(sorted(mesh.provider_map)) or "none"
+        click.echo(f"meshc up: the policy declares no JWT provider `{provider}` (its providers: {names})", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        payload = local_jwt.parse_claims(tuple(claims))
+    except ValueError as exc:
+        click.echo(f"meshc up: --claim {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    workdir = workdir or up_workdir(checked.project.root)
+    click.echo(local_jwt.mint(mesh, workdir, provider, payload, ttl))
 
 
 def _reload(paths, plan, sup, workdir, with_verify, override=None):

@@ -45,6 +45,14 @@ class Workload:
     tcp_ports: dict[str, int] = field(default_factory=dict)  # tcp destination -> local listener
     index: int = 0
     epoch: int = 0  # Envoy hot-restart epoch
+    kind: str = "service"  # or "ingress": a gateway, no app, no inbound listener
+    # an ingress's listeners: (the port the policy writes, where it listens here, http|https)
+    listeners: list[tuple[int, int, str]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # an ingress's hosts
+
+    @property
+    def is_ingress(self) -> bool:
+        return self.kind == "ingress"
 
     @property
     def key(self) -> str:
@@ -65,17 +73,29 @@ class Plan:
     statics: dict = field(default_factory=dict)  # node id -> the static bootstrap it was cut from
     control_plane: object | None = None  # meshpolicy.xds.server.ControlPlane, once started
     collector_port: int | None = None  # meshc's trace collector (run/collector.py), when tracing is on
+    # The mesh as this run compiled it: the policy with each JWT provider's
+    # JWKS replaced by the run's local key (run/local_jwt.py); same meaning.
+    mesh: Mesh | None = None
+    standins: list = field(default_factory=list)  # run/standins.StandIn, one per external http/tls port
 
 
-def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
+def _meshproxy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Workload]:
     out = []
     for f in sorted(config_dir.rglob("*.json")):
         if f.name.startswith("."):  # meshc's own bookkeeping (the output manifest), not a sidecar config
             continue
         c = json.loads(f.read_text())
         lst = c["listeners"]
-        inbound = lst["inbound"][0]
         w = c["workload"]
+        if w.get("kind") == "ingress":
+            g = c["ingress"]
+            out.append(Workload(w["service"], None, w["namespace"], f, lst["admin"]["port"], lst["outbound"]["port"],
+                                0, 0, kind="ingress", hosts=list(g["hosts"]),
+                                # listener j is the policy's j-th `listen` (targets/meshproxy/ports.py)
+                                listeners=[(written, x["port"], x["protocol"]) for written, x in
+                                           zip(_written_ports(mesh, w["service"], g), g["listeners"])]))
+            continue
+        inbound = lst["inbound"][0]
         tcp = {d["service"]: d["tcp_listener"]["port"] for d in c["outbound"]["destinations"] if d["tcp_listener"]}
         out.append(Workload(w["service"], w["version"], w["namespace"], f, lst["admin"]["port"],
                             lst["outbound"]["port"], inbound["port"], inbound["app"]["port"],
@@ -83,7 +103,27 @@ def _meshproxy_workloads(config_dir: Path) -> list[Workload]:
     return out
 
 
-def _envoy_workloads(config_dir: Path, mesh: Mesh) -> list[Workload]:
+def _ingress_listeners(c: dict) -> list[tuple[int, int, str]]:
+    """A gateway bootstrap's front listeners `ingress|<written port>`; https
+    when its filter chain terminates TLS."""
+    out = []
+    for lst in c["static_resources"]["listeners"]:
+        name, _, written = lst["name"].partition("|")
+        if name == "ingress" and written.isdigit():
+            tls = any("transport_socket" in fc for fc in lst.get("filter_chains", []))
+            out.append((int(written), lst["address"]["socket_address"]["port_value"], "https" if tls else "http"))
+    return out
+
+
+def _written_ports(mesh: Mesh | None, name: str, g: dict) -> list[int]:
+    """An ingress's listener ports as the policy writes them (listener j is
+    its j-th `listen`, targets/meshproxy/ports.py); without the mesh, where
+    they listen."""
+    model = mesh.ingress_map.get(name) if mesh is not None else None
+    return [lst.port for lst in model.listeners] if model else [x["port"] for x in g["listeners"]]
+
+
+def _envoy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Workload]:
     out = []
     for f in sorted(config_dir.rglob("*.yaml")):
         c = yaml.safe_load(f.read_text())
@@ -91,6 +131,12 @@ def _envoy_workloads(config_dir: Path, mesh: Mesh) -> list[Workload]:
         parts = node.split("/")
         ns, svc, version = parts[0], parts[1], parts[2] if len(parts) > 2 else None
         listeners = {lst["name"]: lst["address"]["socket_address"] for lst in c["static_resources"]["listeners"]}
+        if "ingress|mesh" in listeners:  # a gateway (docs/targets/envoy.md)
+            g = mesh.ingress_map.get(svc) if mesh is not None else None
+            out.append(Workload(svc, None, ns, f, c["admin"]["address"]["socket_address"]["port_value"],
+                                listeners["ingress|mesh"]["port_value"], 0, 0, kind="ingress",
+                                hosts=list(g.hosts) if g else [], listeners=_ingress_listeners(c)))
+            continue
         tcp = {name.split("|", 2)[2]: a["port_value"] for name, a in listeners.items()
                if name.startswith("outbound|tcp|")}
         app = next(cl for cl in c["static_resources"]["clusters"] if cl["name"] == "inbound|app")
@@ -109,10 +155,15 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
 
     from .state import private_dir
 
+    from . import local_jwt, standins as standin_plan
+
     private_dir(workdir)
     certs = private_dir(workdir / "certs")
     issue(mesh, certs, lifetime_s=cert_lifetime(config))
+    mesh = local_jwt.localize(mesh, workdir)  # the run's own token issuers, same meaning
     settings = dict(config.get("compile", {}).get(proxy, {}))
+    standins = standin_plan.plan_standins(mesh, workdir, settings.get("external_endpoints") or {})
+    standin_plan.sidecar_settings(standins, settings, certs)
     if proxy in ("envoy", "meshproxy"):
         # Every workload on this one host: each needs its own ports (the
         # per-workload layout gives all of them 15000/15001/15006).
@@ -138,10 +189,11 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
     diags += write_atomic(workdir / "config", outputs)
     if has_errors(diags):
         return None, diags
-    plan = Plan(proxy, workdir)
+    plan = Plan(proxy, workdir, mesh=mesh, standins=standins)
     plan.collector_port = collector_port
     cfg_dir = workdir / "config"
-    plan.workloads = _meshproxy_workloads(cfg_dir) if proxy == "meshproxy" else _envoy_workloads(cfg_dir, mesh)
+    plan.workloads = (_meshproxy_workloads(cfg_dir, mesh) if proxy == "meshproxy"
+                      else _envoy_workloads(cfg_dir, mesh))
     if proxy == "envoy" and config.get("up", {}).get("xds", True):
         from ..xds.resources import snapshots
 
@@ -284,7 +336,16 @@ def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
 def planned_ports(plan: Plan) -> list[tuple[str, int, str]]:
     """(address, port, what) for every listener the run will open."""
     out = []
+    for s in plan.standins:
+        out.append(("127.0.0.1", s.local_port, f"stand-in for {s.key_name} (delete standins/ports.json in the "
+                                               "work directory to pick another)"))
     for w in plan.workloads:
+        if w.is_ingress:
+            out += [("127.0.0.1", w.admin_port, f"admin of ingress {w.key}")]
+            out += [("127.0.0.1", port, f"listener {written} of ingress {w.key}") for written, port, _ in w.listeners]
+            if plan.proxy == "envoy":
+                out.append(("127.0.0.1", w.outbound_port, f"mesh hop of ingress {w.key}"))
+            continue
         out += [(w.address, w.app_port, f"app of {w.key}"),
                 ("127.0.0.1", w.inbound_port, f"inbound listener of {w.key}"),
                 ("127.0.0.1", w.outbound_port, f"outbound listener of {w.key}"),
@@ -335,9 +396,16 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         collector = Collector(plan.workdir)
         collector.start(plan.collector_port)
         sup.on_exit.append(collector.stop)
+    from . import standins
+
+    for s in plan.standins:
+        sup.start(f"standin:{s.key_name}", standins.argv(s, plan.token))
     for w in plan.workloads:
         if stop is not None and stop.is_set():
             return
+        if w.is_ingress:  # a gateway: no app behind it
+            sup.start(f"sidecar:{w.key}", sidecar_argv(plan, w))
+            continue
         argv = app_argv(w, apps, plan.token)
         if not (apps.get(w.service) or {}).get("command"):
             plan.echo_services.add(w.service)
@@ -351,14 +419,18 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
         sup.on_exit.append(plan.control_plane.stop)
 
 
-def _app_listening(w: Workload) -> bool:
+def _listening(address: str, port: int) -> bool:
     import socket
 
     try:
-        with socket.create_connection((w.address, w.app_port), timeout=1):
+        with socket.create_connection((address, port), timeout=1):
             return True
     except OSError:
         return False
+
+
+def _app_listening(w: Workload) -> bool:
+    return w.is_ingress or _listening(w.address, w.app_port)
 
 
 def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0, stop=None) -> list[str]:
@@ -366,7 +438,8 @@ def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0, stop=None) ->
     (empty: all ready). Gives up early on a crash or when `stop` is set."""
     deadline = time.monotonic() + timeout
     pending = list(plan.workloads)
-    while pending and time.monotonic() < deadline:
+    standins = list(plan.standins)
+    while (pending or standins) and time.monotonic() < deadline:
         if sup.crashed() or (stop is not None and stop.is_set()):
             break
         still = []
@@ -381,12 +454,13 @@ def wait_ready(plan: Plan, sup: Supervisor, timeout: float = 60.0, stop=None) ->
             except OSError:
                 still.append(w)
         pending = still
-        if pending:
+        standins = [s for s in standins if not _listening("127.0.0.1", s.local_port)]
+        if pending or standins:
             if stop is not None:
                 stop.wait(0.1)
             else:
                 time.sleep(0.1)
-    return [w.key for w in pending]
+    return [w.key for w in pending] + [f"stand-in {s.key_name}" for s in standins]
 
 
 def hot_reload(plan: Plan, new: Plan, sup: Supervisor) -> None:
@@ -446,8 +520,8 @@ def smoke_probes(mesh: Mesh, graph) -> list[Probe]:
 
     probes = []
     for u, v in sorted(graph.edges):
-        if u == OUTSIDE:
-            continue
+        if u == OUTSIDE or mesh.service(u) is None or mesh.service(v) is None:
+            continue  # north-south edges (internet, ingresses, externals): run/ns_probes.py
         w = graph.edges[u, v]["witness"]
         candidates = [w, Request(u, v, "DELETE", "/__meshc_up_check/denied")]
         for req in candidates:

@@ -43,6 +43,8 @@ class Settings:
     max_downstream_connections: int = 10000
     http1_apps: tuple[str, ...] = ()
     egress_ca: str = "/etc/ssl/certs/ca-certificates.crt"
+    # "<external>:<port>" -> (address, port) dialled instead of the host (`meshc up`'s stand-ins)
+    external_endpoints: tuple[tuple[str, tuple[str, int]], ...] = ()
 
 
 def _host_port(value: Any) -> tuple[str, int] | None:
@@ -52,6 +54,17 @@ def _host_port(value: Any) -> tuple[str, int] | None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         return None
     return host, int(port)
+
+
+def _ip_port(value: Any) -> bool:
+    """An IP address and port (a STATIC cluster's endpoint cannot be a name)."""
+    import ipaddress
+
+    hp = _host_port(value)
+    try:
+        return hp is not None and bool(ipaddress.ip_address(hp[0].strip("[]")))
+    except ValueError:
+        return False
 
 
 def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
@@ -83,6 +96,14 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
         diags.append(diag("MP720", f"[compile.envoy] `http1_apps` must be a list of service names, not {apps!r}"))
         apps = []
     merged["http1_apps"] = tuple(apps)
+    eps = merged.get("external_endpoints") or {}
+    good = isinstance(eps, dict) and all(isinstance(k, str) and _host_port(k) and _ip_port(v)
+                                         for k, v in eps.items())
+    if not good:
+        diags.append(diag("MP720", "[compile.envoy] `external_endpoints` maps \"<external>:<port>\" to "
+                                   f"\"<ip address>:<port>\", not {eps!r}"))
+        eps = {}
+    merged["external_endpoints"] = tuple(sorted((k, _host_port(v)) for k, v in eps.items()))
     for key in ("zipkin_collector", "otlp_collector"):
         hp = _host_port(merged[key])
         if hp is None:

@@ -151,9 +151,13 @@ def egress_clusters(ctx: Ctx, caller: Service) -> list[dict]:
                 continue  # egress_tcp_listeners reports it
             for h in hosts[:1] if p.protocol == "tcp" else hosts:
                 name = cluster_of(ext, h, p.number)
+                at = dict(ctx.settings.external_endpoints).get(f"{ext.name}:{p.number}")
                 c: dict = {"name": name, "type": "LOGICAL_DNS", "dns_lookup_family": "V4_PREFERRED",
                            "connect_timeout": duration(ctx.settings.connect_timeout_ms),
                            "load_assignment": endpoint(name, h, p.number)}
+                if at is not None:  # [compile.envoy] external_endpoints: dial there, SNI and SAN stay the host
+                    c.update(type="STATIC", load_assignment=endpoint(name, at[0], at[1]))
+                    del c["dns_lookup_family"]
                 if p.protocol == "tls":
                     c["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
                         "@type": UPSTREAM_TLS, "sni": h, "common_tls_context": {"validation_context": {
