@@ -11,8 +11,13 @@ Two generators:
     bare/exact/prefix/glob/regex paths, every header test, `from`; every
     action: forward, split, mirror, redirect, respond; timeout/retry/fault
     overrides), allow/deny rules with every source kind, methods and paths,
-    limits, and every assertion kind. Statements and top-level items come in
-    random order. With `messy=True` the same programs are laid out badly:
+    limits, and every assertion kind; and north-south (issue 15): the
+    egress stance, jwt providers (a local JWKS or a URL, token locations),
+    ingresses (listeners http/https, hosts, accepted providers, route rules
+    to services), external services with egress rules, `internet` sources
+    with claim tests, keyed limits, query tests, header operations,
+    rewrites, CORS on services and rules, and retry on status codes.
+    Statements and top-level items come in random order. With `messy=True` the same programs are laid out badly:
     random spacing, `;` separators, one-line blocks, statements continued
     over lines after `,` `->` `~>` `<=` `=`, blank lines, own-line and
     trailing comments (some non-ASCII) and CRLF line ends, for the
@@ -46,6 +51,7 @@ tests/test_fmt.py check that on each run.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -219,6 +225,12 @@ TIMEOUTS = ("1s", "1500ms", "2s", "1m", "1.5s")  # all >= (3 + 1) x the longest 
 PER_TRY = ("100ms", "250ms", "0.25s")
 DURATIONS = ("50ms", "1s", "2m", "1h", "10s")
 PERCENTS = ("0%", "1%", "5%", "12.5%", "50%", "100%", "0.1%")
+# north-south: names of their own (ingress, jwt and external names share the services' name space)
+PROVIDER_NAMES = ("idp", "partners")
+INGRESS_NAMES = ("edge", "public-gw")
+EXTERNAL_NAMES = ("stripe", "maps-api")
+_NS = (Path(__file__).parent / "fixtures" / "northsouth").as_posix()  # a JWKS, a certificate and its key
+RETRY_STATUSES = ("503", "429", "502")
 COMMENTS = ("# note", "#tight", "# ünïcödé ✓ 東京", "# -> { not code } ;", "##", "# trailing spaces   ", "#")
 
 # A statement is a list of tokens; a block is (opener tokens, children).
@@ -247,7 +259,8 @@ def _retry(draw) -> Stmt:
     if draw(st.booleans()):
         opts.append(["per_try", draw(st.sampled_from(PER_TRY))])
     if draw(st.booleans()):
-        conds = draw(st.lists(st.sampled_from(RETRY_CONDITIONS), min_size=1, max_size=3, unique=True))
+        conds = draw(st.lists(st.sampled_from(RETRY_CONDITIONS + RETRY_STATUSES), min_size=1, max_size=3,
+                              unique=True))
         opts.append(["on", *_commas(conds)])
     if draw(st.booleans()):
         opts.append(["backoff", draw(st.sampled_from(("10ms", "25ms")))]
@@ -349,6 +362,8 @@ def _service(draw, name: str, tcp: bool, versions: list[str]):
         items.append(draw(_balance(http)))
     if http and draw(st.booleans()):
         items.append(draw(_fault()))
+    if http and draw(st.integers(0, 3)) == 0:
+        items.append(draw(_cors()))
     for v in versions:
         items.append(draw(_version(v, http)))
     return (["service", name], draw(st.permutations(items)))
@@ -375,20 +390,80 @@ _HEADER = st.sampled_from([
 ])
 
 
+_QUERY = st.sampled_from([
+    ["query", quote("view"), "=", quote("full")],
+    ["query", quote("page"), "prefix", quote("1")],
+    ["query", quote("id"), "~", quote("[0-9]+")],
+    ["query", quote("debug"), "present"],
+])
+_HEADER_OP = st.sampled_from([
+    ["set", "request", "header", quote("x-from"), quote("mesh")],
+    ["add", "request", "header", quote("x-trace-tag"), quote("a b")],
+    ["remove", "request", "header", quote("x-internal")],
+    ["set", "response", "header", quote("cache-control"), quote("no-store")],
+    ["add", "response", "header", quote("x-served-by"), quote("mesh")],
+    ["remove", "response", "header", quote("server")],
+])
+
+
 @st.composite
-def _rule(draw, names: list[str], versions: list[str]) -> Stmt:
+def _cors(draw) -> Stmt:
+    credentials = draw(st.booleans())
+    origins = draw(st.lists(st.sampled_from(("https://shop.example.com", "http://localhost:3000", "https://a.example:8443")
+                                            + (() if credentials else ("*",))), min_size=1, max_size=2, unique=True))
+    opts = [["origins", *_commas([quote(o) for o in origins])]]
+    if draw(st.booleans()):
+        opts.append(["methods", *_commas(draw(st.lists(st.sampled_from(("GET", "POST", "PUT")), min_size=1,
+                                                       max_size=2, unique=True)))])
+    if draw(st.booleans()):
+        opts.append(["headers", *_commas([quote(h) for h in draw(st.lists(
+            st.sampled_from(("content-type", "Authorization", "x-api-key")), min_size=1, max_size=2, unique=True))])])
+    if draw(st.booleans()):
+        opts.append(["expose", quote("x-total")])
+    if credentials:
+        opts.append(["credentials"])
+    if draw(st.booleans()):
+        opts.append(["max_age", draw(st.sampled_from(("1h", "600s")))])
+    return ["cors"] + [t for o in draw(st.permutations(opts)) for t in o]
+
+
+@st.composite
+def _l7_options(draw, forwards: bool, regex_path: bool) -> list[Stmt]:
+    """Rewrite, header operations and CORS for a rule (a rewrite only where it forwards)."""
+    out: list[Stmt] = []
+    if forwards and draw(st.integers(0, 3)) == 0:
+        rw = ["rewrite"]
+        if not regex_path and draw(st.booleans()):
+            rw.append(quote(draw(st.sampled_from(("/", "/v2/", "/orders")))))
+        if len(rw) == 1 or draw(st.booleans()):
+            rw += ["host", quote(draw(st.sampled_from(("orders.internal", "api.internal:8080"))))]
+        out.append(rw)
+    if draw(st.integers(0, 3)) == 0:
+        out.extend(draw(st.lists(_HEADER_OP, min_size=1, max_size=3)))
+    if forwards and draw(st.integers(0, 4)) == 0:
+        out.append(draw(_cors()))
+    return out
+
+
+@st.composite
+def _rule(draw, names: list[str], versions: list[str], ingress: bool = False) -> Stmt:
+    """A route rule; with `ingress`, an ingress's (no `from`; `names` are the services it may forward to)."""
     match: list = []
+    regex_path = False
     if draw(st.integers(0, 4)) == 0:
         match = ["*"]
     else:
         items = []
-        if draw(st.booleans()):
+        if not ingress and draw(st.booleans()):
             items.append(["from", *_commas(draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True)))])
         items.extend(draw(st.lists(_HEADER, max_size=2)))
+        items.extend(draw(st.lists(_QUERY, max_size=1)))
         if draw(st.booleans()):
             items.append(_commas(draw(st.lists(st.sampled_from(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")),
                                                min_size=1, max_size=3, unique=True))))
-        items.extend(draw(st.lists(_path(), max_size=2)))
+        paths = draw(st.lists(_path(), max_size=2))
+        regex_path = any(p[0] == "regex" for p in paths)
+        items.extend(paths)
         if not items:
             items.append(["GET"])
         match = [t for it in draw(st.permutations(items)) for t in it]
@@ -410,22 +485,116 @@ def _rule(draw, names: list[str], versions: list[str]) -> Stmt:
         action = ["respond", str(draw(st.sampled_from((200, 403, 405, 503))))]
         action += draw(st.sampled_from(([], [quote("nope")], [quote('say "hi"\\\t ünï')])))
     overrides = []
-    if draw(st.integers(0, 3)) == 0:
-        overrides.append(["timeout", draw(st.sampled_from(TIMEOUTS))])
-    if draw(st.integers(0, 3)) == 0:
-        overrides.append(draw(_retry()))
-    if draw(st.integers(0, 3)) == 0:
-        overrides.append(draw(_fault()))
+    if not ingress:  # timeout, retry and fault belong to the service's own route
+        if draw(st.integers(0, 3)) == 0:
+            overrides.append(["timeout", draw(st.sampled_from(TIMEOUTS))])
+        if draw(st.integers(0, 3)) == 0:
+            overrides.append(draw(_retry()))
+        if draw(st.integers(0, 3)) == 0:
+            overrides.append(draw(_fault()))
+    overrides += draw(_l7_options(kind in ("forward", "split", "mirror"), regex_path))
     return match + ["->"] + action + [t for o in draw(st.permutations(overrides)) for t in o]
 
 
-def _source(names):
-    return st.one_of(
+def _source(names, providers=(), internet: bool = False):
+    """A rule source; with `internet`, also `internet [with jwt [P] claims]` (claims only with providers)."""
+    kinds = [
         st.sampled_from(names).map(lambda n: [n]),
         st.sampled_from(NAMESPACES).map(lambda ns: ["namespace", ns]),
         st.just(["*"]),
         st.just(["authenticated"]),
-    )
+    ]
+    if internet:
+        kinds.append(_internet(providers))
+    return st.one_of(*kinds)
+
+
+_CLAIM = st.sampled_from([
+    ["scope", "has", quote("orders:write")],
+    ["role", "=", quote("admin")],
+    [quote("https://shop.example/roles"), "has", quote("admin")],
+    ["email_verified", "=", quote("true")],
+])
+
+
+@st.composite
+def _jwt_requirement(draw, providers) -> list[str]:
+    out = ["with", "jwt"]
+    if draw(st.booleans()):
+        out.append(draw(st.sampled_from(providers)))
+    claims = draw(st.lists(_CLAIM, max_size=2))
+    for i, c in enumerate(claims):
+        out += (["and"] if i else []) + c
+    return out
+
+
+@st.composite
+def _internet(draw, providers, token: bool | None = None) -> list[str]:
+    """`internet`, with a token requirement when providers exist (always with token=True)."""
+    if providers and (token or (token is None and draw(st.booleans()))):
+        return ["internet"] + draw(_jwt_requirement(providers))
+    return ["internet"]
+
+
+@st.composite
+def _jwt_provider(draw, name: str) -> Block:
+    items = [_tok("issuer", quote(f"https://{name}.example/"))]
+    if draw(st.booleans()):
+        items.append(["audience", *_commas([quote(a) for a in draw(st.lists(st.sampled_from(("shop-api", "shop-web")),
+                                                                             min_size=1, max_size=2, unique=True))])])
+    if draw(st.booleans()):
+        items.append(_tok("jwks", quote(f"{_NS}/auth.jwks.json")))
+    else:
+        items.append(_tok("jwks_uri", quote(f"https://{name}.example/.well-known/jwks.json")))
+    locations = draw(st.lists(st.sampled_from((
+        ["token", "header", quote("authorization"), "prefix", quote("Bearer ")],
+        ["token", "header", quote("x-token")],
+        ["token", "query", quote("access_token")],
+        ["token", "cookie", quote("session")],
+    )), max_size=2, unique_by=lambda t: " ".join(t))) if draw(st.booleans()) else []
+    items += locations
+    return (["jwt", name], draw(st.permutations(items)))
+
+
+@st.composite
+def _ingress(draw, name: str, services: list[str], providers: list[str]) -> Block:
+    items: list = []
+    if draw(st.booleans()):
+        items.append(_tok("namespace", draw(st.sampled_from(NAMESPACES))))
+    if draw(st.booleans()):
+        items.append(_tok("account", f"{name}-gw"))
+    ports = draw(st.lists(st.sampled_from((8080, 8443, 80, 443)), min_size=1, max_size=2, unique=True))
+    for port in ports:
+        if port in (8443, 443) and draw(st.booleans()):
+            items.append(["listen", str(port), "https", "cert", quote(f"{_NS}/web.crt"), "key", quote(f"{_NS}/web.key")])
+        else:
+            items.append(_tok("listen", port, "http"))
+    items.append(["hosts", *_commas([quote(h) for h in draw(st.lists(
+        st.sampled_from(("shop.example.com", "*.shop.example.com", "api.example.com")), min_size=1, max_size=2,
+        unique=True))])])
+    if providers and draw(st.booleans()):
+        items.append(["jwt", *_commas(draw(st.lists(st.sampled_from(providers), min_size=1, max_size=2, unique=True)))])
+    items.extend(draw(st.lists(_rule(services, services, ingress=True), min_size=1, max_size=3)))
+    return ([f"ingress", name], draw(st.permutations(items)))
+
+
+@st.composite
+def _external(draw, name: str) -> tuple[Block, bool]:
+    """(the block, whether it has an http or tls port, so that rules to it may name methods and paths)."""
+    items: list = []
+    if draw(st.booleans()):
+        items.append(_tok("namespace", draw(st.sampled_from(NAMESPACES))))
+    hosts = draw(st.lists(st.sampled_from((f"api.{name}.example", f"{name}.example.com", "10.0.0.7")), min_size=1,
+                          max_size=2, unique=True))
+    items.append(["host", *_commas([quote(h) for h in hosts])])
+    protocols = draw(st.lists(st.sampled_from(("http", "tls", "tcp")), min_size=1, max_size=2, unique=True))
+    for proto in protocols:
+        items.append(_tok("port", {"http": 80, "tls": 443, "tcp": 5432}[proto], proto))
+    if draw(st.booleans()):
+        items.append(_tok("timeout", draw(st.sampled_from(TIMEOUTS))))
+    if draw(st.booleans()):
+        items.append(["retry", "2", "on", "connect-failure"])
+    return (["external", name], draw(st.permutations(items))), protocols != ["tcp"]
 
 
 @st.composite
@@ -459,6 +628,8 @@ def _mesh_block(draw) -> Block:
                                                                                  ["sample", "100%"]))))
     if draw(st.booleans()):
         items.append(_tok("metrics", draw(st.sampled_from(("on", "off")))))
+    if draw(st.integers(0, 3)) == 0:
+        items.append(_tok("egress", draw(st.sampled_from(("registry_only", "allow_any")))))
     return (["mesh", draw(st.sampled_from(("shop", "m", "prod-1")))], draw(st.permutations(items)))
 
 
@@ -481,31 +652,58 @@ def _program(draw):
     for n in routed:
         rules = draw(st.lists(_rule(names, versions[n]), min_size=0, max_size=4))
         items.append((["route", n], rules))
+    # north-south: providers, ingresses (to http services), externals
+    providers = draw(st.lists(st.sampled_from(PROVIDER_NAMES), max_size=2, unique=True))
+    items.extend(draw(_jwt_provider(p)) for p in providers)
+    if http:
+        for g in draw(st.lists(st.sampled_from(INGRESS_NAMES), max_size=2, unique=True)):
+            items.append(draw(_ingress(g, http, providers)))
+    externals = {}
+    for e in draw(st.lists(st.sampled_from(EXTERNAL_NAMES), max_size=2, unique=True)):
+        block, l7 = draw(_external(e))
+        items.append(block)
+        externals[e] = l7
     for _ in range(draw(st.integers(0, 4))):
         target = draw(st.sampled_from(names))
-        srcs = draw(st.lists(_source(names), min_size=1, max_size=3))
+        srcs = draw(st.lists(_source(names, providers, internet=not tcp[target]), min_size=1, max_size=3))
         items.append([draw(st.sampled_from(("allow", "deny")))] + _commas(srcs) + ["->", target]
                      + draw(_conditions(not tcp[target])))
-    if http:
+    for e, l7 in externals.items():  # egress rules: any source but the internet
         for _ in range(draw(st.integers(0, 2))):
             srcs = draw(st.lists(_source(names), min_size=1, max_size=2))
+            items.append([draw(st.sampled_from(("allow", "deny")))] + _commas(srcs) + ["->", e]
+                         + draw(_conditions(l7)))
+    if http:
+        for _ in range(draw(st.integers(0, 2))):
+            key = draw(st.sampled_from(([], ["per", "header", quote("x-api-key")], ["per", "source_ip"])
+                                       + ((["per", "claim", quote("sub")], ["per", "claim", "sub"]) if providers
+                                          else ())))
+            if key[:2] == ["per", "claim"]:  # only tokens carry claims
+                srcs = draw(st.lists(_internet(providers, token=True), min_size=1, max_size=2))
+            else:
+                srcs = draw(st.lists(_source(names, providers, internet=True), min_size=1, max_size=2))
             stmt = ["limit"] + _commas(srcs) + ["->", draw(st.sampled_from(http)),
                                                  f"{draw(st.integers(1, 10_000))}/{draw(st.sampled_from('smh'))}"]
-            items.append(stmt + draw(st.sampled_from(([], ["burst", "10"]))))
+            items.append(stmt + draw(st.sampled_from(([], ["burst", "10"]))) + key)
     for _ in range(draw(st.integers(0, 4))):
         a, b = draw(st.sampled_from(names)), draw(st.sampled_from(names))
+        if draw(st.integers(0, 3)) == 0:
+            a = " ".join(draw(_internet(providers)))
         reach = draw(st.sampled_from(("->", "~>")))
         kind = draw(st.sampled_from(("never", "only", "can", "amplification", "latency")))
         if kind == "never":
-            items.append(["assert", "never", a, reach, b] + draw(_conditions(not tcp[b])))
+            items.append(["assert", "never", *a.split(" "), reach, b] + draw(_conditions(not tcp[b])))
         elif kind == "only":
-            items.append(["assert", "only"] + _commas(draw(st.lists(_source(names), min_size=1, max_size=2)))
+            items.append(["assert", "only"]
+                         + _commas(draw(st.lists(_source(names, providers, internet=True), min_size=1, max_size=2)))
                          + ["->", b] + draw(_conditions(not tcp[b])))
         elif kind == "can":
-            items.append(["assert", "can", a, "->", b] + draw(_conditions(not tcp[b])))
+            items.append(["assert", "can", *a.split(" "), "->", b] + draw(_conditions(not tcp[b])))
         elif kind == "amplification":
+            a = a if not a.startswith("internet") else draw(st.sampled_from(names))
             items.append(["assert", "amplification", a, reach, b, "<=", str(draw(st.integers(1, 100)))])
         else:
+            a = a if not a.startswith("internet") else draw(st.sampled_from(names))
             items.append(["assert", "latency", a, reach, b, "<=", draw(st.sampled_from(DURATIONS))])
     return draw(st.permutations(items))
 

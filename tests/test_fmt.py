@@ -304,12 +304,21 @@ def _features(node, out: set) -> None:
         out.update(f"{k} {opt}" for opt in ("sample", "per_try", "backoff", "budget") if f.get(opt))
         out.update(f"{k} {opt}" for opt in ("on", "non_idempotent") if f.get(opt))
         out.update(f"{k} {opt} 2" for opt in ("backoff", "budget") if len(f.get(opt) or ()) > 1)
+        out.update(["retry status"] if any(c.text.isdigit() for c in f.get("on") or ()) else [])
     elif k in ("circuit", "outlier", "fault"):
         out.update(f"{k} {opt}" for opt in f)
     elif k == "balance":
         out.add(f"balance {f['policy'].value}")
     elif k in ("mtls", "port", "metrics", "default"):
         out.add(f"{k} {next(iter(f.values())).text}" if k != "port" else f"port {f['protocol'].text}")
+    elif k == "token":
+        out.add(f"token {f['where']}" + (" prefix" if f.get("prefix") else ""))
+    elif k == "listen":
+        out.add(f"listen {f['protocol'].text}")
+    elif k == "egress":
+        out.add(f"egress {f['stance'].text}")
+    elif k == "cors":
+        out.update(f"cors {opt}" for opt in f)
     elif k == "labels":
         out.update("label string key" for key, _ in f["labels"] if key.text.startswith('"'))
     elif k == "rule":
@@ -317,6 +326,14 @@ def _features(node, out: set) -> None:
         out.add("match *" if m.get("all") else "match")
         out.update(f"match {part}" for part in ("methods", "sources") if m.get(part))
         out.update(f"header {h.get('test')}" for h in m.get("headers"))
+        out.update(f"query {q.get('test')}" for q in m.get("queries"))
+        out.update(f"header op {o.get('op') if isinstance(o.get('op'), str) else o.get('op').text} "
+                   f"{o.get('side').text}" for o in f.get("header_ops", []))
+        if "rewrite" in f:
+            out.update(f"rewrite {part}" for part in ("path", "host") if f["rewrite"].get(part))
+        if "cors" in f:
+            out.add("rule cors")
+            _features(f["cors"], out)
         out.update(f"override {o}" for o in ("timeout", "retry", "fault") if o in f)
         if a.kind == "forward":
             out.add("split" if len(a.get("destinations")) > 1 else "forward")
@@ -333,6 +350,15 @@ def _features(node, out: set) -> None:
         out.add(f"{k} {f.get('kind') or (f.get('effect').text if k == 'auth' else f['rate'].value[1])}")
         out.update(["transitive"] if f.get("transitive") else [])
         out.update(["burst"] if f.get("burst") else [])
+        if f.get("key") is not None:
+            out.add(f"limit key {f['key'].get('kind')}")
+        jwts = [s.get("jwt") for s in f.get("sources", []) if s.get("jwt")] + ([f["source_jwt"]] if f.get("source_jwt") else [])
+        for j in jwts:
+            out.add("jwt provider" if j.get("provider") else "jwt any provider")
+            out.update(f"claim {c.get('op').value}" for c in j.get("claims"))
+            out.update(["claim string name"] if any(c.get("claim").text.startswith('"') for c in j.get("claims")) else [])
+        if k == "assert" and f.get("source") is not None and f["source"].name == "internet":
+            out.add(f"assert {f.get('kind')} internet")
     for p in list(f.get("paths", [])) + list(f["match"].get("paths") if k == "rule" else []):
         out.add(f"path {p.get('kind')}" + (" string" if p.get("value").text.startswith('"') else ""))
     for child in node.children:
@@ -355,6 +381,16 @@ ALL_FEATURES = {
     "override retry", "override fault", "auth allow", "auth deny", "source service", "source namespace",
     "source any", "source authenticated", "methods", "limit s", "limit m", "limit h", "burst",
     "assert never", "assert only", "assert can", "assert amplification", "assert latency", "transitive",
+    # north-south (issue 15)
+    "block jwt", "block ingress", "block external", "egress registry_only", "egress allow_any", "issuer",
+    "audience", "jwks", "jwks_uri", "token header", "token header prefix", "token query", "token cookie",
+    "listen http", "listen https", "hosts", "ingress_jwt", "host", "port tls", "retry status",
+    "query exact", "query prefix", "query regex", "query present", "header op set request",
+    "header op add request", "header op remove request", "header op set response", "header op add response",
+    "header op remove response", "rewrite path", "rewrite host", "rule cors", "cors", "cors origins",
+    "cors methods", "cors headers", "cors expose", "cors credentials", "cors max_age", "source internet",
+    "jwt provider", "jwt any provider", "claim eq", "claim has", "claim string name", "limit key claim",
+    "limit key header", "limit key source_ip", "assert never internet", "assert can internet",
 }
 
 
