@@ -21,7 +21,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT_VERSION = 2
+from .version import FORMAT_VERSION  # noqa: F401  (re-exported: the models' version)
 HttpStatus = Annotated[int, Field(ge=200, le=599)]
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]

@@ -15,7 +15,7 @@ from ...plan import CertLayout, plan_of
 from ...plan.hosts import upstream_host
 from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
 from ...semantics.patterns import glob_regex
-from ...wire.config import FORMAT_VERSION
+from ...wire.version import FORMAT_VERSION
 from ...semantics.egress import caller_source_matches
 from .northsouth import internet_principal, l7, provider_configs, query_test
 from .ports import ADMIN, FIRST_EXTRA, OUTBOUND, WorkloadPorts, local_address, needed, workload_keys, workload_ports
