@@ -47,10 +47,12 @@ def _holds(m: dict, req) -> bool:
     return True
 
 
-def _rank(m: dict) -> tuple:
+def _rank(m: dict, regex_rank: bool = False) -> tuple:
+    """regex_rank: Istio's order (pilot's sortHTTPRoutes): a longer regular
+    expression ranks higher; otherwise all of them rank alike, lowest."""
     path = m.get("path", {"type": "PathPrefix", "value": "/"})
     kind = {"Exact": 3, "PathPrefix": 2, "RegularExpression": 1}[path["type"]]
-    length = len(path["value"]) if kind > 1 else 0
+    length = len(path["value"]) if kind > 1 or regex_rank else 0
     return (kind, length, "method" in m, len(m.get("headers", [])))
 
 
@@ -70,7 +72,7 @@ def route_of(docs: list[dict], service: str, namespace: str, caller_namespace: s
     return None
 
 
-def routes(docs: list[dict], mesh, req) -> tuple:
+def routes(docs: list[dict], mesh, req, regex_rank: bool = False) -> tuple:
     """(kind, rule index or None, weights, mirror, status) like the reference's."""
     svc = mesh.service(req.destination)
     caller = mesh.service(req.source) if req.source else None
@@ -82,7 +84,7 @@ def routes(docs: list[dict], mesh, req) -> tuple:
     for i, rule in enumerate(route["spec"]["rules"]):
         for m in rule.get("matches") or [{}]:
             if _holds(m, req):
-                key = (_rank(m), -i)
+                key = (_rank(m, regex_rank), -i)
                 if best is None or key > best[0]:
                     best = (key, i, rule)
     if best is None:

@@ -6,8 +6,9 @@ Policy route rules are first-match in order; a Gateway-style route picks
 the most specific match instead (an exact path over a prefix, a longer
 prefix over a shorter one, then a method, then more headers; rule order
 only breaks ties, and regular expressions rank as the implementation
-likes). `order_problems` finds rules whose order the route would not keep
-for some request both could match; each is MP701, never a silent reorder.
+likes: Istio below every other match, longer first). `order_problems` finds
+rules whose order the route would not keep for some request both could
+match; each is MP701, never a silent reorder.
 
 Versions are reached through one Service per version, `<service>-<version>`
 (selecting the service's pods by `app` and the version's labels), because a
@@ -43,6 +44,8 @@ class Dialect:
     mirror: bool
     redirect_codes: tuple[int, ...]
     timeouts: bool = True
+    # the implementation's order of RegularExpression matches is known (Istio's, see _rank)
+    regex_rank: bool = False
     reject: Callable[[str, Span | None, str], None] = lambda construct, span, why: None
     # Waived constructs ([compile.<target>] waive) and where their uses are reported (MP706).
     waive: tuple[str, ...] = ()
@@ -140,12 +143,16 @@ def http_matches(rule: RouteRule, d: Dialect, where: str, callers_chosen: bool =
 
 # ---- precedence ---------------------------------------------------------------------
 
-def _rank(m: dict) -> tuple | None:
-    """Gateway API precedence of a match, higher first; None: implementation-specific (a regex path)."""
+def _rank(m: dict, regex_rank: bool = False) -> tuple | None:
+    """Gateway API precedence of a match, higher first; None: implementation-specific
+    (a regex path), unless regex_rank: Istio's GAMMA translation (pilot's
+    sortHTTPRoutes, one route per match) ranks Exact over PathPrefix over
+    RegularExpression, then the longer value (a regex's length too), then a
+    method, then more headers; equal ranks keep rule order."""
     path = m.get("path", {"type": "PathPrefix", "value": "/"})
-    if path["type"] == "RegularExpression":
+    if path["type"] == "RegularExpression" and not regex_rank:
         return None
-    kind = 2 if path["type"] == "Exact" else 1
+    kind = {"Exact": 3, "PathPrefix": 2, "RegularExpression": 1}[path["type"]]
     return (kind, len(path["value"]), "method" in m, len(m.get("headers", [])))
 
 
@@ -219,7 +226,8 @@ def _segment_prefix(prefix: str, path: str) -> bool:
     return not p or path == p or path.startswith(p + "/")
 
 
-def order_problems(rules: list[tuple[RouteRule, list[dict]]]) -> list[tuple[RouteRule, RouteRule]]:
+def order_problems(rules: list[tuple[RouteRule, list[dict]]],
+                   regex_rank: bool = False) -> list[tuple[RouteRule, RouteRule]]:
     """Pairs (earlier, later) where some request matching both would be taken
     by the later rule: it ranks higher, or the two cannot be ranked."""
     out = []
@@ -227,7 +235,7 @@ def order_problems(rules: list[tuple[RouteRule, list[dict]]]) -> list[tuple[Rout
         for a, b in itertools.product(mi or [{}], mj or [{}]):
             if _disjoint(a, b):
                 continue
-            ka, kb = _rank(a), _rank(b)
+            ka, kb = _rank(a, regex_rank), _rank(b, regex_rank)
             if ka is None or kb is None or kb > ka:
                 out.append((ri, rj))
                 break
@@ -344,7 +352,7 @@ def http_rules(sp: ServicePlan, port: int, d: Dialect, plans: list[RulePlan] | N
             pairs.append((rp.rule, r.get("matches", [])))
     if failed:
         return None
-    for earlier, later in order_problems(pairs):
+    for earlier, later in order_problems(pairs, d.regex_rank):
         d.reject(f"the order of rules {earlier.index + 1} and {later.index + 1} of route `{sp.name}`", later.span,
                  f"a request both match would take rule {later.index + 1}: routes prefer the more specific match "
                  "(exact path, longer prefix, a method, more headers; regular expressions rank as the mesh likes), "

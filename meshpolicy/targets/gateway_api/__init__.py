@@ -119,6 +119,7 @@ def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) ->
     plan = plan_of(mesh)
     diags: list[Diagnostic] = rejections(NAME, mesh, flavour, options.waive) + check_names(NAME, mesh)
     d = Dialect(NAME, regex=flavour is not None, mirror=True, redirect_codes=(301, 302, 303, 307, 308),
+                regex_rank=flavour == "istio",
                 reject=lambda c, span, why: diags.append(cannot_express(NAME, c, span, why)),
                 waive=options.waive, waived=lambda key, c, span: diags.append(waived(NAME, key, c, span)))
     docs: list[dict] = []
