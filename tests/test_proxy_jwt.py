@@ -81,8 +81,10 @@ def test_algorithms_come_from_the_jwks_only(keys):
     assert allowed_algorithms({"kty": "RSA"}) >= {"RS256", "PS512"}
     assert allowed_algorithms({"kty": "EC", "crv": "P-384"}) == {"ES384"}
     assert allowed_algorithms({"kty": "OKP", "crv": "Ed25519"}) == {"EdDSA"}
+    assert allowed_algorithms({"kty": "RSA", "alg": "RS256", "use": "sig", "key_ops": ["verify"]}) == {"RS256"}
     for bad in ({"kty": "oct", "k": "c2VjcmV0"}, {"kty": "RSA", "alg": "HS256"}, {"kty": "RSA", "alg": "none"},
-                {"kty": "EC", "crv": "P-999"}):
+                {"kty": "EC", "crv": "P-999"}, {"kty": "RSA", "use": "enc"}, {"kty": "RSA", "key_ops": ["encrypt"]},
+                {"kty": "RSA", "alg": "RS256", "key_ops": "verify"}):
         assert allowed_algorithms(bad) == frozenset(), bad
     # an RSA key without `alg` allows PS256 and RS512 too
     v = provider(keys, rsa_alg=None)

@@ -19,7 +19,14 @@ ASYMMETRIC = frozenset(RSA_ALGORITHMS) | frozenset(EC_BY_CURVE.values()) | {"EdD
 
 def allowed_algorithms(jwk: dict) -> frozenset[str]:
     """The algorithms a JWKS key may verify. Nothing for `oct` keys, unknown
-    types, or an `alg` such as `none` or `HS256`."""
+    types, an `alg` such as `none` or `HS256`, or a key whose `use` is not
+    `sig` or whose `key_ops` leave out `verify` (RFC 7517 4.2, 4.3: an
+    encryption key never verifies a signature)."""
+    if jwk.get("use", "sig") != "sig":
+        return frozenset()
+    ops = jwk.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        return frozenset()
     alg = jwk.get("alg")
     if alg is not None:
         return frozenset({alg}) if alg in ASYMMETRIC else frozenset()
@@ -44,5 +51,6 @@ def jwks_problem(text: str) -> str | None:
     if not isinstance(keys, list):
         return "not a JWKS (no `keys` list)"
     if not any(isinstance(k, dict) and allowed_algorithms(k) for k in keys):
-        return "no RSA, EC or OKP public key with an asymmetric algorithm (symmetric `oct` keys are not used)"
+        return ("no RSA, EC or OKP public key with an asymmetric algorithm for signatures (symmetric `oct` keys "
+                "and keys for encryption are not used)")
     return None
