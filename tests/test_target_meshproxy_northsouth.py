@@ -153,6 +153,7 @@ def test_local_stand_in_settings():
 @pytest.mark.parametrize("extra, construct", [
     ('jwt remote { issuer "https://r.test/"; jwks_uri "https://r.test/jwks" }', "jwks_uri"),
     ('external db { namespace pay; host "db.example.com", "db2.example.com"; port 5432 tcp }', "tcp, two hosts"),
+    ('external db { namespace pay; host "db.example.com"; port 5432 tcp; timeout 2s }', "tcp with a timeout"),
 ])
 def test_refused_constructs(extra, construct):
     _, _, diags = compiled(MESH + extra + "\n")

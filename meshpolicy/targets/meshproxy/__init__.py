@@ -113,14 +113,24 @@ def ingress_rule_problems(mesh: Mesh) -> list[Diagnostic]:
 
 
 def tcp_external_problems(mesh: Mesh) -> list[Diagnostic]:
-    """MP701: a tcp port of an external with several hosts. A tcp
-    connection carries no host to choose one by (the Envoy target refuses
-    it alike)."""
-    return [cannot_express("meshproxy", f"tcp port {p.number} of external `{e.name}` with {len(e.hosts)} hosts",
-                           e.at("hosts") if "hosts" in e.spans else e.span,
-                           "a tcp connection carries no host name to choose one by",
-                           help="declare one external per host for tcp ports")
-            for e in mesh.external_map.values() for p in e.ports if p.protocol == "tcp" and len(e.hosts) > 1]
+    """MP701: a tcp port of an external with several hosts (a tcp
+    connection carries no host to choose one by; the Envoy target refuses it
+    alike), and `timeout`/`retry` on an external with only tcp ports (they
+    apply to HTTP requests; nothing would apply them)."""
+    out = [cannot_express("meshproxy", f"tcp port {p.number} of external `{e.name}` with {len(e.hosts)} hosts",
+                          e.at("hosts") if "hosts" in e.spans else e.span,
+                          "a tcp connection carries no host name to choose one by",
+                          help="declare one external per host for tcp ports")
+           for e in mesh.external_map.values() for p in e.ports if p.protocol == "tcp" and len(e.hosts) > 1]
+    for e in mesh.external_map.values():
+        if e.ports and all(p.protocol == "tcp" for p in e.ports):
+            for what, value in (("timeout", e.timeout_ms), ("retry", e.retry)):
+                if value is not None:
+                    out.append(cannot_express("meshproxy", f"`{what}` on external `{e.name}`",
+                                              e.at(what) if what in e.spans else e.span,
+                                              "its ports are all tcp, and meshproxy applies timeouts and "
+                                              "retries to HTTP requests only"))
+    return out
 
 
 def http2_ports(mesh: Mesh, http1_apps: list[str]) -> list[Diagnostic]:
