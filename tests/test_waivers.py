@@ -232,3 +232,13 @@ def test_the_record_is_the_same_from_any_working_directory(tmp_path):
     b = run_meshc("compile", str(proj), "--target", "gateway-api", "--stdout", cwd=ROOT)
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
     assert a.stdout == b.stdout and "#   fault-delay: p.mesh:18\n" in a.stdout
+
+
+def test_meshc_up_reads_envoy_output_with_a_waiver_record():
+    """`meshc up` turns the Envoy target's files into xDS snapshots; the
+    record of waivers next to them is not a bootstrap."""
+    from meshpolicy.xds.resources import snapshots
+
+    outputs, diags = _compile(OUTLIER, "envoy", {"waive": ["outlier"]})
+    assert "WAIVED.txt" in {o.path for o in outputs}
+    assert sorted(snapshots(outputs)) == sorted(snapshots([o for o in outputs if o.path != "WAIVED.txt"]))

@@ -19,6 +19,11 @@ from ..model.types import Mesh
 from ..targets import REGISTRY, TARGETS  # the target registry (names -> modules)
 
 
+# The record of waivers for targets without a kustomization.yaml (envoy,
+# meshproxy): a note next to their files, not one of them.
+WAIVED_FILE = "WAIVED.txt"
+
+
 @dataclass(frozen=True)
 class Output:
     path: str  # relative, '/'-separated
@@ -139,7 +144,7 @@ def _record_waivers(outputs: list[Output], diags: list[Diagnostic], files: list[
     out = [o for o in outputs if o.path != "kustomization.yaml"]
     kust = next((o for o in outputs if o.path == "kustomization.yaml"), None)
     if kust is None:
-        return out + [Output("WAIVED.txt", "\n".join(head + [f"- {x}" for x in lines]) + "\n")]
+        return out + [Output(WAIVED_FILE, "\n".join(head + [f"- {x}" for x in lines]) + "\n")]
     first, _, rest = kust.content.partition("\n")
     comment = "".join(f"# {x}\n" for x in head + [f"  {x}" for x in lines])
     return out + [Output(kust.path, f"{first}\n{comment}{rest}")]

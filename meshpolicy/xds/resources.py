@@ -120,10 +120,13 @@ def xds_bootstrap(static: dict, control_plane_port: int) -> dict:
 
 def snapshots(outputs) -> dict[str, tuple[dict, Snapshot]]:
     """node id -> (its static bootstrap, its snapshot), from the Envoy target's outputs."""
+    from ..compile import WAIVED_FILE
     from ..targets.envoy.json_lines import load
 
     out = {}
     for o in outputs:
+        if o.path == WAIVED_FILE:  # what [compile.envoy] waive left out: a note, not a bootstrap
+            continue
         static = load(o.content)
         out[static["node"]["id"]] = (static, split(static))
     return out
