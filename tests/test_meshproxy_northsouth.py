@@ -59,7 +59,7 @@ ingress web {{
   /app/** -> frontend
   * -> respond 404 "no such page"
 }}
-external pay {{ namespace pay; host "api.pay.test"; port 443 tls }}
+external pay {{ namespace pay; host "api.pay.test"; port 443 tls; timeout 5s; retry 2 on 503 }}
 external db {{ namespace pay; host "db.pay.test"; port 5432 tcp }}
 service frontend {{ namespace web; port 8080 http
   cors origins "https://shop.example.com" methods GET, POST credentials expose "x-total" }}
@@ -138,6 +138,11 @@ SNI: list[str | None] = []  # the server names TLS clients of the external stand
 
 
 async def external_handler(request: web.BaseRequest) -> web.Response:
+    fail = int(request.headers.get("x-fail-times", "0"))
+    key = "ext" + request.raw_path
+    if FAILS.get(key, 0) < fail:
+        FAILS[key] = FAILS.get(key, 0) + 1
+        return web.Response(status=503, text="try again")
     doc = {"method": request.method, "target": request.raw_path, "host": request.headers.get("Host"),
            "sni": SNI[-1] if SNI else None}
     return web.Response(text=json.dumps(doc))
@@ -458,6 +463,12 @@ def relocated(cfg: dict) -> dict:
         for p in e["ports"]:
             p["listener"] = None
     return cfg
+
+
+def test_egress_retries_and_timeout_of_the_external(mesh):
+    out = _outbound(mesh, "payments")
+    assert request(out, "POST", "/v1/charges?r=1", {"Host": "api.pay.test", "x-fail-times": "2"}, b"{}")[0] == 200
+    assert request(out, "POST", "/v1/charges?r=2", {"Host": "api.pay.test", "x-fail-times": "3"}, b"{}")[0] == 503
 
 
 def test_egress_tcp_port(mesh):

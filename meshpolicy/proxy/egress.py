@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
+import time
 
 from aiohttp import web
 
@@ -98,27 +100,38 @@ class EgressMixin:
         body = await read_body(request)
         headers = forwardable(request.headers.items())
         retry = ext["retry"] or {}
-        retries = retry.get("retries", 0) if isinstance(body, bytes) else 0
-        timeout = ext["timeout_ms"] / 1000 if ext["timeout_ms"] else None
+        retries = retry.get("retries", 0) if isinstance(body, bytes) else 0  # a streamed body is sent once
+        per_try = retry.get("per_try_timeout_ms")
+        base = retry.get("backoff_base_ms") or 25
+        cap = retry.get("backoff_max_ms") or 10 * base
+        deadline = time.monotonic() + ext["timeout_ms"] / 1000 if ext["timeout_ms"] else None
         last: web.Response | None = None
         for attempt in range(retries + 1):
+            left = deadline - time.monotonic() if deadline is not None else None
+            limit = min(x for x in (left, per_try / 1000 if per_try else None) if x is not None) \
+                if (left is not None or per_try) else None
+            if limit is not None and limit <= 0:
+                return web.Response(status=504, text="upstream request timeout\n")
             try:
                 call = self.egress_pool.request(addr, number, use_tls=use_tls, expected_id=None,
                                                 method=request.method, target=target, host=host, headers=headers,
                                                 body=body, server_name=name if use_tls else None)
-                r = await (asyncio.wait_for(call, timeout) if timeout else call)
+                r = await (asyncio.wait_for(call, limit) if limit is not None else call)
             except UpstreamError as exc:
                 log.debug("external call failed: %s", exc)
                 outcome: int | str = "connect-failure" if exc.kind in ("connect-failure", "identity") else exc.kind
                 last = upstream_failure(exc.kind)
             except asyncio.TimeoutError:
-                return web.Response(status=504, text="upstream request timeout\n")
+                if deadline is not None and time.monotonic() >= deadline:
+                    return web.Response(status=504, text="upstream request timeout\n")
+                outcome, last = "per-try-timeout", web.Response(status=504, text="upstream per-try timeout\n")
             else:
                 outcome = r.status
                 last = web.Response(status=r.status, body=r.body,
                                     headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP])
             if attempt == retries or not retryable(outcome, retry.get("retry_on") or [], retry.get("on_status") or []):
                 break
+            await asyncio.sleep(random.uniform(0, min(base * 2 ** attempt, cap)) / 1000)
         return last
 
     async def pass_through(self, request: web.BaseRequest, host: str, target: bytes) -> web.Response:
