@@ -83,7 +83,7 @@ class EgressMixin:
 
     async def handle_external(self, request: web.BaseRequest, ext: dict, host: str, path: str,
                               target: bytes) -> web.Response:
-        from .server import read_body, retryable, upstream_failure
+        from .server import read_body, retryable
 
         port = ev.external_port(ext, host)
         if port is None or port["protocol"] == "tcp":
@@ -106,33 +106,52 @@ class EgressMixin:
         cap = retry.get("backoff_max_ms") or 10 * base
         deadline = time.monotonic() + ext["timeout_ms"] / 1000 if ext["timeout_ms"] else None
         last: web.Response | None = None
+        key = (f"external|{ext['name']}", None)  # the retry budget counts as for a service
         for attempt in range(retries + 1):
-            left = deadline - time.monotonic() if deadline is not None else None
-            limit = min(x for x in (left, per_try / 1000 if per_try else None) if x is not None) \
-                if (left is not None or per_try) else None
-            if limit is not None and limit <= 0:
-                return web.Response(status=504, text="upstream request timeout\n")
+            if attempt:
+                self.state.retries[key[0]] = self.state.retries.get(key[0], 0) + 1
+            self.state.active[key] = self.state.active.get(key, 0) + 1
             try:
-                call = self.egress_pool.request(addr, number, use_tls=use_tls, expected_id=None,
-                                                method=request.method, target=target, host=host, headers=headers,
-                                                body=body, server_name=name if use_tls else None)
-                r = await (asyncio.wait_for(call, limit) if limit is not None else call)
-            except UpstreamError as exc:
-                log.debug("external call failed: %s", exc)
-                outcome: int | str = "connect-failure" if exc.kind in ("connect-failure", "identity") else exc.kind
-                last = upstream_failure(exc.kind)
-            except asyncio.TimeoutError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return web.Response(status=504, text="upstream request timeout\n")
-                outcome, last = "per-try-timeout", web.Response(status=504, text="upstream per-try timeout\n")
-            else:
-                outcome = r.status
-                last = web.Response(status=r.status, body=r.body,
-                                    headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP])
+                last, outcome = await self._external_try(request, ext, addr, number, use_tls, name, host, target,
+                                                         headers, body, deadline, per_try)
+            finally:
+                self.state.active[key] -= 1
+                if attempt:
+                    self.state.retries[key[0]] -= 1
+            if outcome == "timeout":
+                return last
             if attempt == retries or not retryable(outcome, retry.get("retry_on") or [], retry.get("on_status") or []):
+                break
+            if not self._budget_allows(retry, key[0]):
                 break
             await asyncio.sleep(random.uniform(0, min(base * 2 ** attempt, cap)) / 1000)
         return last
+
+    async def _external_try(self, request, ext, addr, number, use_tls, name, host, target, headers, body,
+                            deadline, per_try) -> tuple[web.Response, int | str]:
+        """One attempt: (the answer, its outcome for the retry conditions;
+        "timeout" when the external's whole timeout ran out)."""
+        from .server import upstream_failure
+
+        left = deadline - time.monotonic() if deadline is not None else None
+        limit = min(x for x in (left, per_try / 1000 if per_try else None) if x is not None) \
+            if (left is not None or per_try) else None
+        if limit is not None and limit <= 0:
+            return web.Response(status=504, text="upstream request timeout\n"), "timeout"
+        try:
+            call = self.egress_pool.request(addr, number, use_tls=use_tls, expected_id=None,
+                                            method=request.method, target=target, host=host, headers=headers,
+                                            body=body, server_name=name if use_tls else None)
+            r = await (asyncio.wait_for(call, limit) if limit is not None else call)
+        except UpstreamError as exc:
+            log.debug("external call failed: %s", exc)
+            return upstream_failure(exc.kind), "connect-failure" if exc.kind == "connect-failure" else exc.kind
+        except asyncio.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                return web.Response(status=504, text="upstream request timeout\n"), "timeout"
+            return web.Response(status=504, text="upstream per-try timeout\n"), "per-try-timeout"
+        return web.Response(status=r.status, body=r.body,
+                            headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP]), r.status
 
     async def pass_through(self, request: web.BaseRequest, host: str, target: bytes) -> web.Response:
         """allow_any: a host nobody declared, as plain HTTP, unchecked."""
