@@ -2,8 +2,12 @@
 JSON config alone (a plain dict, as `json.load` gives it).
 
 This is the logic the runtime proxy uses, kept free of the compiler's model:
-only string equality, `startswith` and RE2 searches of the anchored regexes
-the config carries. Tests check it agrees with meshpolicy.semantics.evaluate.
+string equality, `startswith` and RE2 searches of the anchored regexes the
+config carries, and for north-south the pure functions over plain values in
+meshpolicy.semantics (hosts, query, tokens, limit_keys, rewrite), so each
+meaning is written once. End-user tokens come in already validated (a
+`Tokens` object: provider -> claims). Tests check it agrees with
+meshpolicy.semantics.evaluate.
 """
 
 from __future__ import annotations
