@@ -49,7 +49,7 @@ from meshpolicy.verify.atoms import is_normalized
 from . import kube_schema
 from .conftest import EXAMPLES, ROOT, check_text, codes, run_meshc
 from .route_meaning import linkerd_allowed
-from .strategies import METHODS, PROBE_PATHS, request_space, small_policies
+from .strategies import METHODS, PROBE_PATHS, small_policies
 
 AUTHZ_CODES = {"MP750", "MP751"}
 

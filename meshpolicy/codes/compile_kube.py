@@ -15,12 +15,13 @@ CODES = define(
     ("MP750", "linkerd-authz-layout", "error",
      "a destination's allow and deny rules with methods or paths cannot be written as Linkerd inbound routes "
      "that bring every request to the authorization the policy gives it: two path patterns overlap and "
-     "their shared paths are authorized differently from the rest of either, and Linkerd ranks whole-path "
-     "matches alike (then by creation time); or a pattern's match, restricted to normalized paths, is "
+     "their shared paths are authorized differently from the rest of either in a way Linkerd's ranking "
+     "(whole-path matches alike, then a PathPrefix by length, then a method, then creation time) cannot "
+     "resolve; or a pattern's match, restricted to normalized paths, is "
      "longer than a route holds (1024 characters), or a class needs more matches than a route holds",
-     "make the patterns of differently authorized rules disjoint (e.g. `/orders/*` and `/orders/admin/*` "
-     "instead of `/orders/**` next to `/orders/admin/*`), or compile for a target that orders rules "
-     "(docs/targets/linkerd.md)"),
+     "authorize a subtree `P/**` like `P` itself (Linkerd's PathPrefix matches both: `allow ... /orders, "
+     "/orders/**` next to `deny ... /orders/admin/*` is laid out), or make the patterns of differently "
+     "authorized rules disjoint, or compile for a target that orders rules (docs/targets/linkerd.md)"),
     ("MP751", "linkerd-regex-dialect", "error",
      "a path regex of an allow or deny rule can match a path that is not normalized (Linkerd matches the "
      "path as sent, the policy the normalized one), or uses a construct that Linkerd's proxy (the Rust "

@@ -20,25 +20,28 @@ Layout. The proxy picks, among the matches that hold, the one with the
 longest path match (a RegularExpression or Exact match counts the whole
 path, a PathPrefix its prefix, no path counts 1), then one with a method,
 then more headers, and only then route order (creation time, then name:
-nothing meshc controls). So every emitted match is a whole-path one
-(Exact or an anchored RegularExpression) of one rule pattern, and:
+nothing meshc controls). `_winners` is that ranking; the layout emits
+matches tier by tier (the methods the rules do not name first, without a
+method; then each named method, with it) and keeps only what the ranking
+resolves to each cell's class:
 
-- a catch-all route (PathPrefix `/`) holds the class of the path `/` for
-  an unnamed method (D0), and loses to every other match, except for the
-  path `/` itself, which by the choice of D0 no method-less match covers;
-- tier "any method": a pattern is written without a method, in class X,
-  when every atom it matches has class X (for a method the rules do not
-  name) and X is not D0;
-- tier per named method M: a pattern is written with `method: M`, in class
-  X, when every atom it matches has class X for M and some of them would
-  otherwise (by the tier above) get another class. A method-specific match
-  beats a method-less one of the same whole-path length.
+- a catch-all route (PathPrefix `/`) holds the class of `/` for an unnamed
+  method (D0); `/` is an atom of its own, so no method-less whole-path
+  match of another class ties with the catch-all there;
+- a whole-path match (Exact, or a RegularExpression holding only for
+  normalized paths: normal_paths.py) of a pattern every atom of which has
+  one class in the tier, when some of them would otherwise get another;
+- a PathPrefix P for a subtree pattern (`P/**`, or the prefix `P/`), which
+  every whole-path match outranks, when it fixes atoms of the subtree and
+  what it would break is fixable by a whole-path match (the stem P is an
+  atom of its own; its Exact match would tie with the PathPrefix).
 
-Every atom's resulting class is then checked against its cell; when two
-patterns overlap and their shared paths are authorized differently from
-the rest of either (say `/orders/**` allowed and `/orders/admin/*` denied
-for the same method), whole-path matches tie and no layout is exact: that
-is MP750, never a guess.
+Every atom of every tier is then checked by the ranking (exact on the
+witnesses: every other path of an atom is longer than any prefix holding
+on it). When patterns overlap and their shared paths are authorized
+differently from the rest of either in a way no ranking resolves (say
+`/orders/**` allowed, `/orders` and `/orders/admin/*` not), two routes
+would tie: that is MP750, never a guess.
 
 Regex dialect. Linkerd's proxy compiles RegularExpression paths with the
 Rust `regex` crate and requires the match to span the whole path. The
@@ -56,7 +59,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ...codes import diag
-from ...model.types import HTTP_METHODS, AuthRule, Mesh, PathPattern
+from ...model.types import HTTP_METHODS, AuthRule, Mesh
 from ...plan import ServicePlan
 from ...semantics.evaluate import Request, authorize
 from ..meshproxy.lower import anchored
