@@ -151,7 +151,6 @@ def test_local_stand_in_settings():
 
 
 @pytest.mark.parametrize("extra, construct", [
-    ('jwt remote { issuer "https://r.test/"; jwks_uri "https://r.test/jwks" }', "jwks_uri"),
     ('external db { namespace pay; host "db.example.com", "db2.example.com"; port 5432 tcp }', "tcp, two hosts"),
     ('external db { namespace pay; host "db.example.com"; port 5432 tcp; timeout 2s }', "tcp with a timeout"),
 ])

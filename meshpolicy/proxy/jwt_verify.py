@@ -101,8 +101,17 @@ class Verifier:
 
     @classmethod
     def from_config(cls, p: dict) -> "Verifier":
-        return cls(p["name"], p["issuer"], list(p["audiences"]), load_keys(p["jwks"]),
+        """A `jwks_uri` provider starts with no keys (jwks_fetch.py fills them)."""
+        keys = load_keys(p["jwks"]) if p.get("jwks") is not None else []
+        return cls(p["name"], p["issuer"], list(p["audiences"]), keys,
                    tuple(Location(t["kind"], t["name"], t["prefix"]) for t in p["tokens"]))
+
+    def set_keys(self, keys: list[Key]) -> None:
+        """New keys (a remote JWKS refreshed): tokens validated with the old
+        ones are validated again."""
+        if keys != self.keys:
+            self.keys = keys
+            self._valid.clear()
 
     def verify(self, token: str) -> dict | None:
         """The token's claims if it is valid for this provider, else None."""

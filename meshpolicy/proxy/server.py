@@ -148,12 +148,47 @@ class Proxy(IngressMixin, EgressMixin):
         """Token validators (JWKS parsed once), the ingress peers a callee
         trusts the client address from, and the egress TLS context."""
         cfg = self.cfg
+        old = getattr(self, "verifiers", {})
+        old_uris = getattr(self, "_jwks_uris", {})
         self.verifiers = {p["name"]: Verifier.from_config(p) for p in cfg["jwt"]}
+        self._jwks_uris = {p["name"]: p.get("jwks_uri") for p in cfg["jwt"]}
+        for name, uri in self._jwks_uris.items():  # a reload keeps a remote JWKS already fetched
+            if uri and old_uris.get(name) == uri and name in old:
+                self.verifiers[name].set_keys(old[name].keys)
         auth = cfg["inbound"]["authorization"]
         principals = [p for e in auth["deny"] + auth["allow"] for p in e["principals"]]
         principals += [p for lim in cfg["inbound"]["rate_limits"] for p in lim["principals"]]
         self.ingress_peers = {g["spiffe_id"] for p in principals if p["kind"] == "internet" for g in p["ingresses"]}
         self._load_egress()
+
+    async def _start_remote_jwks(self) -> None:
+        """jwks_uri providers: one fetch each before listening (bounded by
+        jwks_fetch.FETCH_TIMEOUT), then refreshed in the background."""
+        from . import jwks_fetch
+        from .egress import egress_context
+
+        remote = [(p["name"], p["jwks_uri"]) for p in self.cfg["jwt"] if p.get("jwks_uri")]
+        if not remote:
+            return
+        ctx = egress_context(self.cfg["egress"]["ca_file"])
+        got = await asyncio.gather(*(jwks_fetch.refresh_once(self.verifiers[n], uri, ctx) for n, uri in remote))
+        self._refreshers(dict(zip(remote, got)))
+
+    def _refreshers(self, fetched: dict[tuple[str, str], bool | None]) -> None:
+        """One refresh task per (provider, jwks_uri) of the config; those of
+        providers a reload removed are cancelled, new ones fetch at once."""
+        from . import jwks_fetch
+        from .egress import egress_context
+
+        tasks = self.__dict__.setdefault("_jwks_tasks", {})
+        wanted = {(p["name"], p["jwks_uri"]) for p in self.cfg["jwt"] if p.get("jwks_uri")}
+        for key in set(tasks) - wanted:
+            tasks.pop(key).cancel()
+        ctx = egress_context(self.cfg["egress"]["ca_file"])
+        for key in wanted - set(tasks):
+            name, uri = key
+            tasks[key] = asyncio.get_event_loop().create_task(jwks_fetch.keep_fresh(
+                lambda n=name: self.verifiers.get(n), uri, ctx, fetched.get(key)))
 
     def _refresh_gauges(self) -> None:
         now = time.monotonic()
@@ -172,6 +207,7 @@ class Proxy(IngressMixin, EgressMixin):
 
     async def start(self) -> None:
         lst = self.cfg["listeners"]
+        await self._start_remote_jwks()
         if self.cfg["ingress"] is not None:
             await self.start_ingress()
         for listener in lst["inbound"]:
@@ -202,7 +238,7 @@ class Proxy(IngressMixin, EgressMixin):
         self._tasks.append(asyncio.create_task(self._sweep_pools()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self.__dict__.get("_jwks_tasks", {}).values()]:
             t.cancel()
         for s in self._servers:
             if isinstance(s, socket.socket):
@@ -226,6 +262,8 @@ class Proxy(IngressMixin, EgressMixin):
         self.cfg = cfg
         self.buckets = ev.TokenBuckets(cfg)
         self._load_north_south()
+        if "_jwks_tasks" in self.__dict__ or any(p.get("jwks_uri") for p in cfg["jwt"]):
+            self._refreshers({})
         self._load_tls()
         log.info("config reloaded")
         return True

@@ -447,13 +447,16 @@ class TokenLocation(Strict):
 
 class JwtProvider(Strict):
     """issuer: the `iss` a token must carry; audiences: `aud` must name one
-    (any when empty); jwks: the JWKS as JSON text (the public keys, read
-    from the policy's file at compile time)."""
+    (any when empty); exactly one of jwks (the JWKS as JSON text: the public
+    keys, read from the policy's file at compile time) and jwks_uri (an
+    https URL the proxy fetches the JWKS from when it starts, then every
+    5 minutes; tokens of the provider are refused until a fetch succeeds)."""
 
     name: Name
     issuer: Name
     audiences: list[Name]
-    jwks: Name
+    jwks: Name | None
+    jwks_uri: Name | None
     tokens: list[TokenLocation] = Field(min_length=1)
 
 

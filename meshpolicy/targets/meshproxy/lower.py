@@ -425,7 +425,8 @@ class Lowering:
                         "rate_limits": []},
             "outbound": {"destinations": [{**self.destination(d), "tcp_listener": None} for d in called],
                          "externals": []},
-            "egress": {"stance": "registry_only", "ca_file": None},
+            # no app sends through a gateway; ca_file: what a jwks_uri fetch trusts
+            "egress": {"stance": "registry_only", "ca_file": self.settings["egress_ca"]},
             "jwt": provider_configs(mesh, providers, self._jwks),
             "ingress": {
                 "listeners": [self.ingress_listener(gp, li, base + FIRST_EXTRA + i if unique else li.port)

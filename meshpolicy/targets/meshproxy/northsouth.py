@@ -68,11 +68,14 @@ def provider_configs(mesh: m.Mesh, names: set[str] | list[str], cache: dict) -> 
     out = []
     for name in sorted(set(names)):
         p = mesh.provider_map[name]
-        text = read_jwks(p, cache)
-        if text is None or jwks_problem(text) is not None:
-            continue
-        jwks = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))  # compact, one line
+        jwks = None
+        if p.jwks_uri is None:
+            text = read_jwks(p, cache)
+            if text is None or jwks_problem(text) is not None:
+                continue
+            jwks = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))  # compact, one line
         out.append({"name": p.name, "issuer": p.issuer or "", "audiences": list(p.audiences), "jwks": jwks,
+                    "jwks_uri": p.jwks_uri,
                     "tokens": [{"kind": loc.kind, "name": loc.name, "prefix": loc.prefix if loc.kind == "header"
                                 else None} for loc in locations_of(p)]})
     return out

@@ -86,6 +86,10 @@ def north_south_rules(cfg: WorkloadConfig) -> tuple[list[str], list[tuple[str | 
     if not is_ingress and not cfg.listeners.inbound:
         out.append("a service workload needs inbound listeners")
     providers = {p.name for p in cfg.jwt}
+    if any((p.jwks is None) == (p.jwks_uri is None) for p in cfg.jwt):
+        out.append("a jwt provider needs exactly one of `jwks` and `jwks_uri`")
+    if any(p.jwks_uri is not None and not p.jwks_uri.startswith("https://") for p in cfg.jwt):
+        out.append("a `jwks_uri` must be an https URL")
     if len(providers) != len(cfg.jwt):
         out.append("a jwt provider is listed twice")
     auth = cfg.inbound.authorization
