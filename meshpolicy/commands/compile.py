@@ -58,7 +58,9 @@ def _verify(checked, progress=None) -> list:
 
 @click.command("compile")
 @click.argument("paths", nargs=-1, type=click.Path(), required=True)
-@click.option("--target", "-t", type=click.Choice(TARGETS), required=True, help="What to generate.")
+@click.option("--target", "-t", "target_arg", required=True, metavar="TARGET[,TARGET...]|all",
+              help=f"What to generate: {', '.join(TARGETS)}; several, comma-separated, or `all` "
+                   "write each target's files under a folder named after it.")
 @click.option("--output", "-o", "outdir", type=click.Path(file_okay=False), help="Directory to (re)write.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the files instead of writing a directory.")
 @click.option("--certs-dir", default=None, help="Where workloads find their certificates at run time.")
@@ -68,7 +70,7 @@ def _verify(checked, progress=None) -> list:
               help="Replace --output even when it holds files meshc did not write (they are deleted).")
 @report_options
 @fail_on_option
-def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt, color, quiet, fail_on):
+def command(paths, target_arg, outdir, to_stdout, certs_dir, with_verify, force, fmt, color, quiet, fail_on):
     """Compile the mesh that PATHS belong to into TARGET's configuration.
 
     Output is deterministic and sorted. The output directory is replaced as a
@@ -77,14 +79,27 @@ def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt
     only replaced when it is new, empty, or output meshc wrote (listed in its
     .meshc-output); otherwise exit 2, unless --force.
 
+    Several targets (`--target istio,envoy` or `all`) read, check and plan
+    the mesh once; DIR then holds a folder per target (DIR/istio/...), and
+    is written only when every target compiled: one failing target writes
+    nothing.
+
     \b
     Examples:
       meshc compile examples/shop --target istio -o out/istio
       meshc compile examples/bookinfo --target envoy --stdout
       meshc compile . --verify --target istio -o deploy/istio
+      meshc compile examples/shop --target istio,envoy -o out/shop
     """
     if bool(outdir) == bool(to_stdout):
         raise click.UsageError("give exactly one of --output DIR and --stdout")
+    from ..compile.several import parse_targets
+
+    try:
+        targets = parse_targets(target_arg)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--target'") from None
+    several = "," in target_arg or target_arg.strip() == "all"  # a folder per target
     from .common import progress_bar
 
     project = load(list(paths))
@@ -101,12 +116,20 @@ def command(paths, target, outdir, to_stdout, certs_dir, with_verify, force, fmt
         if checked.ok and with_verify and not has_errors(diags):
             diags += checked.more(_verify(checked, progress), VERIFY_STAGES)
         if checked.ok and not has_errors(diags):
-            settings = checked.project.config.get("compile", {}).get(target, {})
-            options = CompileOptions(settings=settings)
-            if certs_dir:
-                options.certs_dir = certs_dir
-            outputs, cdiags = compile_mesh(checked.mesh, target, options, progress=progress)
-            diags += checked.more(cdiags, compile_stages(target))
+            options = {}
+            for target in targets:
+                options[target] = CompileOptions(settings=checked.project.config.get("compile", {}).get(target, {}))
+                if certs_dir:
+                    options[target].certs_dir = certs_dir
+            if several:
+                from ..compile.several import compile_targets
+
+                outputs, cdiags = compile_targets(checked.mesh, targets, options, progress=progress)
+                stages = frozenset().union(*(compile_stages(t) for t in targets))
+            else:
+                outputs, cdiags = compile_mesh(checked.mesh, targets[0], options[targets[0]], progress=progress)
+                stages = compile_stages(targets[0])
+            diags += checked.more(cdiags, stages)
         # --fail-on warning: a failing compile writes nothing, as with errors
         if not has_errors(diags) and exit_code(diags, fail_on) == EXIT_OK:
             if to_stdout:
