@@ -473,7 +473,9 @@ def test_unknown_provider_and_no_provider():
 def test_ingress_shape():
     got = _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  listen 80 http\n  listen 70000 http\n'
                     '  hosts "a.example"\n  from web -> web\n}\nallow internet -> web\n')
-    assert got.count("MP233") == 2 and "MP230" in got
+    assert got.count("MP233") == 1 and "MP230" in got and got.count("MP206") == 1
+    got = _codes_of(HEAD + WEB + 'external e {\n  host "e.example"\n  port 443 tls\n  port 443 http\n  port 0 tcp\n}\n')
+    assert got.count("MP206") == 2
     assert "MP234" in _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  hosts "a.example"\n}\n')
     got = _codes_of(HEAD + WEB + 'external x {\n  host "x.example"\n  port 443 tls\n}\n'
                     'ingress g {\n  listen 80 http\n  hosts "a.example"\n  /x -> x\n  /y -> nothing\n  * -> web\n}\n'

@@ -1,6 +1,7 @@
 """Ingress gateways: MP230 (`from` in an ingress rule), MP231 (a destination
 that is not a service), MP232 (TLS files of listeners), MP233 (a port
-listened on twice), MP234 (an ingress that takes no request).
+listened on twice; a port out of range is MP206, checks/ports.py), MP234
+(an ingress that takes no request).
 
 An ingress rule's destinations name services (each then routed by its own
 `route`); a name that is nothing at all is MP101 (checks/names.py)."""
@@ -31,8 +32,6 @@ def ingress_shape(mesh: Mesh):
                            labels=[Label(seen[ls.port].at("port"), "first here")])
             else:
                 seen[ls.port] = ls
-            if not 1 <= ls.port <= 65535:
-                yield diag("MP233", f"port {ls.port} of ingress `{g.name}` is not between 1 and 65535", ls.at("port"))
         missing = [what for what, has in (("listener", g.listeners), ("hosts", g.hosts), ("rules", g.rules))
                    if not has]
         if missing:
