@@ -32,6 +32,17 @@ CODES = define(
      "narrow the deny rules named in the labels, or remove the limit"),
     ("MP532", "retries-eat-limit", "warning", "retries (and amplification before them) make one request count several times against a rate limit",
      "retry at one layer only, lower the attempts on this hop, or raise the limit by the factor in the message"),
+    # ---- north-south: the internet, tokens, egress (docs/verify.md, "The internet as a caller")
+    ("MP540", "admin-path-open-to-internet", "warning", "an administrative-looking path (an `admin`, `internal`, `debug` or `actuator` segment) is reachable from the internet without a token",
+     "require a token on the rule that allows it (`allow internet with jwt ... -> ...`), narrow its paths, or stop the ingress forwarding that path"),
+    ("MP541", "dead-internet-source", "warning", "an `internet` source no request from the ingresses can meet: none forwards a request with the rule's methods and paths as it arrives (after the ingress rewrite) with a token that passes its claims",
+     "write the rule's paths as the service receives them (after the ingress rewrite), or forward those paths from an ingress"),
+    ("MP542", "egress-allow-any", "warning", "with `egress allow_any`, workloads reach hosts no `external` declares, and no rule applies to those requests",
+     "declare the hosts workloads need as `external` services and use `egress registry_only`"),
+    ("MP543", "external-host-shadowed", "warning", "an external's host is claimed first by a mesh service's name or an earlier external's host, so the egress rules on this external never apply to it",
+     "remove the overlapping host from one of the declarations, or write the rules on the declaration that takes the host"),
+    ("MP544", "keyed-limit-shadowed", "warning", "a per-key rate limit never acts: a limit without a key on the same callers and destination lets their whole traffic through at a lower rate and burst than one key's bucket allows",
+     "lower the per-key limit below the pair limit, raise the pair limit, or remove one of them"),
     # ---- the verifier itself
     ("MP507", "too-many-rules", "warning", "a destination has more authorization and route rules than the verifier's limit, so calls to it were not verified",
      "split the rules across services or patterns, or raise `max_rules_per_destination` under [verify] in meshc.toml"),

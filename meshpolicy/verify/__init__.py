@@ -45,12 +45,15 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
         _setting(config, "max_seconds", MAX_SECONDS)
     t0 = time.perf_counter()
     out: list[Diagnostic] = []
-    dests = list(dict.fromkeys(s.name for s in mesh.services))
+    # externals with egress rules get the same rule findings (decided at the caller's sidecar)
+    dests = list(dict.fromkeys([s.name for s in mesh.services]
+                               + [e.name for e in mesh.externals if e.name in mesh.rules_by_target
+                                  and mesh.service(e.name) is None]))
     total = len(dests) + 2  # each destination, then the call graph, then the assertions
     parts = []
     too_big = {d for d in dests if _rule_count(mesh, d) > max_rules}
     for d in sorted(too_big, key=dests.index):
-        svc = mesh.service(d)
+        svc = mesh.service(d) or mesh.external_map.get(d)
         out.append(diag("MP507", f"calls to `{d}` were not verified: its {_rule_count(mesh, d)} authorization and "
                                  f"route rules exceed the limit of {max_rules} ([verify] max_rules_per_destination)",
                         svc.span if svc else None))
@@ -66,13 +69,13 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
         p = partition(mesh, dest, timeout, limit)
         parts.append(p)
         if p.error:
-            svc = mesh.service(p.dest)
+            svc = mesh.service(p.dest) or mesh.external_map.get(p.dest)
             out.append(diag("MP520", f"findings for `{p.dest}` were not proved: {p.error}", svc.span if svc else None))
             continue
         try:
             found = auth.findings(mesh, p) + routes.findings(mesh, p)
         except Undecided as exc:
-            svc = mesh.service(p.dest)
+            svc = mesh.service(p.dest) or mesh.external_map.get(p.dest)
             found = [diag("MP520", f"findings for `{p.dest}` were not proved: {exc}", svc.span if svc else None)]
         out.extend(found)
     out.extend(mtls.findings(mesh))
@@ -88,10 +91,16 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
     graph = callgraph.build_graph(mesh, may, timeout, limit)
     # edges into a destination over the limit are only what probing found:
     # "nobody calls it" would not be proved there
-    unproved = {mesh.service(d).at("name") for d in too_big}
+    unproved = {mesh.service(d).at("name") for d in too_big if mesh.service(d) is not None}
     out.extend(d for d in callgraph.findings(mesh, config, graph=graph)
                if not (d.code == "MP554" and d.span in unproved))
     out.extend(limits.findings(mesh, graph, timeout, limit, skip=too_big))
+    out.extend(limits.keyed_findings(mesh, graph, skip=too_big))
+    if mesh.ingresses or mesh.externals or mesh.settings.egress != "registry_only":
+        from . import egress, exposure
+
+        out.extend(exposure.findings(mesh, timeout, limit, skip=too_big))
+        out.extend(egress.findings(mesh))
     if progress:
         progress("assertions", len(dests) + 1, total)
     for a in mesh.assertions:

@@ -150,6 +150,12 @@ def _arrivals_in_scope(mesh: Mesh, a: Assertion, timeout: int, limit: int):
             yield req, tok, at, sent
 
 
+def sent_text(req) -> str:
+    from .exposure import sent_text as text
+
+    return text(req)
+
+
 def _internet_witness(req, at) -> dict:
     """The witness of a request from the internet: the request at the
     destination (with the token's claims) and the request sent to the ingress."""
@@ -176,7 +182,7 @@ def _from_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
             if at.decision.allowed:
                 if a.kind == "can":
                     return _proved(a, text, verbose)
-                return [diag("MP601", f"`{text}` is refuted: {req} reaches `{a.target.name}` as "
+                return [diag("MP601", f"`{text}` is refuted: {sent_text(req)} reaches `{a.target.name}` as "
                                       f"{at.delivered or at.request}, and it is allowed", a.span,
                              labels=_deciding(mesh, at.delivered or at.request), witness=_internet_witness(req, at))]
             denied = denied or (req, at)
@@ -188,7 +194,7 @@ def _from_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
         return [diag("MP601", f"`{text}` is refuted: no ingress forwards such a request to `{a.target.name}`",
                      a.span)]
     req, at = denied
-    return [diag("MP601", f"`{text}` is refuted: every such request is denied, e.g. {req}, which arrives as "
+    return [diag("MP601", f"`{text}` is refuted: every such request is denied, e.g. {sent_text(req)}, which arrives as "
                           f"{at.delivered or at.request}", a.span,
                  labels=_deciding(mesh, at.delivered or at.request), witness=_internet_witness(req, at))]
 
@@ -200,7 +206,7 @@ def _only_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
     try:
         for req, _tok, at, sent in _arrivals_in_scope(mesh, a, timeout, limit):
             if at.decision.allowed and not any(source_matches(mesh, s, sent) for s in a.sources):
-                return [diag("MP601", f"`{text}` is refuted: {req} reaches `{a.target.name}` as {sent}, "
+                return [diag("MP601", f"`{text}` is refuted: {sent_text(req)} reaches `{a.target.name}` as {sent}, "
                                       "and it is allowed", a.span,
                              labels=_deciding(mesh, sent), witness=_internet_witness(req, at))]
     except (Unsupported, Undecided) as exc:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from ..codes import diag
 from ..diagnostics import Diagnostic, Label
 from ..model.types import AuthRule, Mesh
-from ..semantics.evaluate import Request, auth_rule_matches, authorize
+from ..semantics.evaluate import Request, _paths_match, authorize, egress_source_matches, normalized
+from ..semantics.evaluate import auth_rule_matches as _east_west_matches
 from .atoms import Undecided
 from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS, Partition, partition
 from .raw_paths import wholly_dead
@@ -74,6 +75,17 @@ def _probe_rules(mesh: Mesh, rules, source: str | None, destination: str) -> Req
             if authorize(mesh, req).allowed:
                 return req
     return None
+
+
+def auth_rule_matches(mesh: Mesh, r: AuthRule, req: Request) -> bool:
+    """Does rule r match req? An egress rule (its target an external) is
+    matched at the caller's own sidecar (semantics.evaluate.egress_source_matches)."""
+    if mesh.service(r.target.name) is None and r.target.name in mesh.external_map:
+        norm = normalized(req)
+        return (norm is not None and r.target.name == req.destination
+                and any(egress_source_matches(mesh, s, norm) for s in r.sources)
+                and (not r.methods or norm.method in r.methods) and _paths_match(r.paths, norm.path))
+    return _east_west_matches(mesh, r, req)
 
 
 def _what(r: AuthRule) -> str:

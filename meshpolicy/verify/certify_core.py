@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ..codes import diag
 from ..diagnostics import Diagnostic
 from ..model.types import Mesh
-from ..semantics.evaluate import Request
+from ..semantics.evaluate import Request, Token
 from .certify_regex import Untranslatable
 
 Claim = Callable[["Certifier", Diagnostic], None]
@@ -76,6 +76,13 @@ class Certifier:
         if dest not in self._spaces:
             from .certify_space import Space
 
+            why = north_south(self.mesh, dest)
+            if why is not None:  # the encoding has no ingress callers, tokens or egress (docs/verify.md)
+                self._spaces[dest] = None
+                node = self.mesh.service(dest) or self.mesh.external_map.get(dest)
+                self.not_certified(f"nothing about calls to `{dest}` was certified: {why}",
+                                   node.span if node is not None else span)
+                return None
             try:
                 self._spaces[dest] = Space(self.mesh, dest, *self.limits)
             except Untranslatable as exc:
@@ -129,8 +136,10 @@ class Certifier:
         w = d.witness
         if not w or "path" not in w or "method" not in w or not isinstance(w.get("path"), str):
             return
+        tok = w.get("token")
         req = Request(w.get("source"), w.get("destination", dest), w["method"], w["path"],
-                      tuple((w.get("headers") or {}).items()))
+                      tuple((w.get("headers") or {}).items()), query=w.get("query", ""), host=w.get("host"),
+                      token=Token(tok["provider"], tok["claims"]) if tok else None)
         if not ref(req):
             self.disagree(f"{d.code} with witness {req}", f"the reference evaluator says it does not show that {what}",
                           d.span)
@@ -144,3 +153,27 @@ class Certifier:
                           "(the reference evaluator says it does)", d.span)
         elif got is None:
             self.not_certified(f"the witness of this {d.code} finding was not certified", d.span)
+
+
+def north_south(mesh: Mesh, dest: str) -> str | None:
+    """Why the certifier's encoding cannot decide requests to dest (None: it
+    can): it knows service callers and callers without identity, not the
+    internet (an ingress caller with a token), egress to externals, or
+    query parameter tests."""
+    if mesh.service(dest) is None and dest in mesh.external_map:
+        return "egress to externals is not encoded by the certifier"
+    route = mesh.route_map.get(dest)
+    if route is not None and any(rr.match.queries for rr in route.rules):
+        return "query parameter tests are not encoded by the certifier"
+    if not mesh.ingresses:
+        return None
+    from ..semantics.ingress import ingresses_to
+
+    ingress_ns = {g.namespace for g in mesh.ingress_map.values()}
+    for r in mesh.rules_by_target.get(dest, []):
+        for s in r.sources:
+            if s.kind == "internet" or (s.kind == "namespace" and s.name in ingress_ns):
+                return "requests from the internet (through an ingress, with tokens) are not encoded by the certifier"
+    if ingresses_to(mesh, dest):
+        return "requests from the internet (through an ingress, with tokens) are not encoded by the certifier"
+    return None

@@ -162,6 +162,12 @@ def _dead_limit(c: Certifier, d: Diagnostic) -> None:
     if lim is None:
         c.not_certified(f"this {d.code} finding names no rate limit the certifier knows", d.span)
         return
+    if any(s.kind == "internet" for s in lim.sources):
+        c.not_certified(f"this {d.code} finding is about requests from the internet, which the certifier does "
+                        "not encode", d.span)
+        return
+    if c.space(lim.target.name, d.span) is None:
+        return  # the destination was not encoded: MP591 says so once
     want = _limit_expected(c, lim).get(d.span)
     if want != d.code:
         c.disagree(f"{d.code} here", f"the limit's callers may call `{lim.target.name}`" if want is None
@@ -187,8 +193,8 @@ def _retries_eat_limit(c: Certifier, d: Diagnostic) -> None:
 def _limits_missed(c: Certifier) -> None:
     reported = {(d.code, d.span) for d in c.found if d.code in ("MP530", "MP531")}
     for lim in c.mesh.rate_limits:
-        if c.mesh.service(lim.target.name) is None:
-            continue
+        if c.mesh.service(lim.target.name) is None or any(s.kind == "internet" for s in lim.sources):
+            continue  # (internet callers are not encoded: their findings are MP591)
         for span, code in _limit_expected(c, lim).items():
             if (code, span) not in reported and not any(sp == span for _, sp in reported):
                 c.disagree("nothing about this rate limit", f"no caller it names may call `{lim.target.name}` "

@@ -23,6 +23,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ..checks.internet import ADMIN_SEGMENTS
 from ..model.types import HTTP_METHODS, Ingress, Mesh, RouteRule
 from ..semantics.evaluate import Request, forward_weights
 from ..semantics.patterns import glob_regex, normalize_path
@@ -142,25 +143,32 @@ def _tokens_glob(tokens: tuple) -> str | None:
     return "".join(out)
 
 
-def preimage(key: Key, left: str, right: str) -> Key | bool:
-    """{left + s : right + s matches key}, as a key; True: every `left + s`;
-    False: none."""
-    import re2
-
+def preimage(key: Key, left: str, right: str) -> list[Key] | bool:
+    """{left + s : right + s matches key}, as keys whose union is that set
+    (globs where possible: the atoms split them without the solver); True:
+    every `left + s`; an empty list: none."""
     kind, value = key
     if kind == "exact":
-        return ("exact", left + value[len(right):]) if value.startswith(right) else False
+        return [("exact", left + value[len(right):])] if value.startswith(right) else []
     if kind == "prefix":
         if value.startswith(right):
-            return ("prefix", left + value[len(right):])
-        return True if right.startswith(value) else False
+            return [("prefix", left + value[len(right):])]
+        return True if right.startswith(value) else []
     if kind == "glob":
-        tails = sorted(_quotient(_glob_tokens(value), right, {}))
-        if not tails:
-            return False
-        if len(tails) == 1 and (g := _tokens_glob(tails[0])) is not None:
-            return ("glob", left + g) if g != "**" else ("prefix", left)
-        return ("regex", re2.escape(left) + "(?:" + "|".join(_tokens_regex(t) for t in tails) + ")")
+        out: list[Key] = []
+        for tail in sorted(_quotient(_glob_tokens(value), right, {})):
+            g = _tokens_glob(tail)
+            if g is not None and left.endswith("/") and g.startswith("/"):
+                continue  # `left` then `/`: no normalized path has `//`
+            if g == "**":
+                out.append(("prefix", left))
+            elif g is not None:
+                out.append(("glob", left + g) if g else ("exact", left))
+            else:
+                import re2
+
+                out.append(("regex", re2.escape(left) + _tokens_regex(tail)))
+        return out
     raise Unsupported(f"the regex path {value!r} cannot be followed through an ingress rewrite")
 
 
@@ -306,13 +314,15 @@ def rule_entries(mesh: Mesh, g: Ingress, j: int, dest: str, dest_keys: list[Key]
                                   "makes paths that normalization changes")
             for k in dest_keys:
                 pre = preimage(k, left, right)
-                if isinstance(pre, tuple):
-                    extra.append(pre)
+                if pre is not True:
+                    extra.extend(pre)
         elif parts is None:
             extra = list(dest_keys)
         space = _Space(g.rules[:j + 1], extra + list(entry_keys), timeout_ms)
         mine = space.box(r, [key] if key is not None else None)
         earlier = [space.box(e) for e in g.rules[:j]] + [space.box(r, [k]) for k in pats[:pi] if k is not None]
+        if any(not x for x in mine):
+            continue  # the rule's own tests contradict each other (e.g. a header absent and equal to x)
         for b in _minus([mine], earlier, box_limit):
             hs, qs = space.pick_extras(b)
             for mi in sorted(b[0]):
@@ -367,9 +377,57 @@ def forwarded_to(mesh: Mesh) -> dict[str, list[str]]:
     return out
 
 
-ADMIN_SEGMENTS = ("admin", "internal", "debug", "actuator")
-ADMIN_KEY: Key = ("regex", "(?:/[^/]+)*/(?:" + "|".join(ADMIN_SEGMENTS) + ")(?:/.*)?")
+# the segments the checker calls administrative (MP235), for concrete paths
+_ADMIN_RE = re.compile("(?:/[^/]+)*/(?:" + "|".join(ADMIN_SEGMENTS) + ")(?:/.*)?", re.IGNORECASE)
 
 
 def looks_administrative(path: str) -> bool:
-    return re.fullmatch(ADMIN_KEY[1], path) is not None
+    """Does a (normalized) path have an administrative segment?"""
+    return _ADMIN_RE.fullmatch(path) is not None
+
+
+def admin_candidates(r: RouteRule) -> list[str]:
+    """Paths with an administrative segment that an ingress rule's patterns
+    match: each pattern with a word in its wildcards or after its prefix
+    (a search for MP540: splitting every path by "has such a segment" makes
+    the atoms of every combination of segments, far too many)."""
+    out: list[str] = []
+    for p in r.match.paths or [None]:
+        for w in ADMIN_SEGMENTS:
+            if p is None:
+                cands = [f"/{w}", f"/api/{w}"]
+            elif p.kind == "exact":
+                cands = [p.value]
+            elif p.kind == "prefix":
+                v = p.value
+                cands = [v + w, v + "/" + w, v + w + "/x", v + "/" + w + "/x"]
+            elif p.kind == "glob":
+                cands = [p.value.replace("**", "\0").replace("*", w).replace("\0", x)
+                         for x in (w, f"{w}/x", f"x/{w}")]
+            else:
+                cands = []
+            for c in cands:
+                if normalize_path(c) == c and c not in out and (p is None or matches(key_of(p), c)):
+                    out.append(c)
+    return out
+
+
+def satisfying_extras(r: RouteRule) -> tuple[tuple, tuple] | None:
+    """Headers and query parameters that pass a rule's header and query
+    tests (None when a test is a regex: not searched)."""
+    hs, qs = [], []
+    for h in r.match.headers:
+        if h.kind in ("exact", "prefix"):
+            hs.append((h.name, h.value or ""))
+        elif h.kind == "present":
+            hs.append((h.name, "1"))
+        elif h.kind == "regex":
+            return None
+    for q in r.match.queries:
+        if q.kind in ("exact", "prefix"):
+            qs.append((q.name, q.value or ""))
+        elif q.kind == "present":
+            qs.append((q.name, "1"))
+        else:
+            return None
+    return tuple(hs), tuple(qs)

@@ -33,6 +33,8 @@ def _callers(mesh: Mesh, s: Source, by_ns: dict[str, list[str]]) -> list[str | N
         return [s.name, *identity_mates(mesh, s.name)] if mesh.service(s.name or "") else []
     if s.kind == "namespace":
         return list(by_ns.get(s.name or "", []))
+    if s.kind == "internet":  # the ingresses (the graph has an edge ingress -> dest when one forwards there)
+        return list(mesh.ingress_map)
     names = [svc.name for svc in mesh.service_map.values()]
     return names + [None] if s.kind == "any" else names
 
@@ -59,13 +61,18 @@ def findings(mesh: Mesh, graph: Digraph, timeout_ms: int, box_limit: int,
         if mesh.service(dest) is None or dest in skip:
             continue
         per_source = [(s, [c for c in _callers(mesh, s, by_ns) if c != dest]) for s in lim.sources]
-        if not any(cs for _, cs in per_source):
+        internet = any(s.kind == "internet" for s in lim.sources)
+        if not any(cs for _, cs in per_source) and not internet:
             continue  # only the destination itself: a self-call (the checks' business)
         live = [(s, [c for c in cs if _may(graph, c, dest)]) for s, cs in per_source]
         if not any(cs for _, cs in live):
-            callers = [c for _, cs in per_source for c in cs]
-            out.append(_dead(mesh, lim, lim.span, callers, dest, timeout_ms, box_limit,
-                             f"the limit `{_rate(lim)}` on calls to `{dest}` never applies"))
+            # (internet callers are the ingresses: a dead internet source is MP541's finding)
+            callers = [c for _, cs in per_source for c in cs if c not in mesh.ingress_map]
+            what = f"the limit `{_rate(lim)}` on calls to `{dest}` never applies"
+            if callers:
+                out.append(_dead(mesh, lim, lim.span, callers, dest, timeout_ms, box_limit, what))
+            else:
+                out.append(_dead_internet(mesh, lim, dest, timeout_ms, box_limit, what))
             continue
         for (s, cs), (_, alive) in zip(per_source, live):
             if s.kind == "service" and cs and not alive:
@@ -108,6 +115,29 @@ def _dead(mesh: Mesh, lim: RateLimit, span, callers: list[str | None], dest: str
                 span, witness=wit)
 
 
+def _dead_internet(mesh: Mesh, lim: RateLimit, dest: str, timeout_ms: int, box_limit: int,
+                   what: str) -> Diagnostic:
+    """MP530 for a limit whose only callers are the internet: no ingress
+    forwards to dest, or every request they forward is denied there."""
+    from .assertions import _internet_witness
+    from .internet import arrivals
+
+    denied = None
+    try:
+        denied = next(((req, at) for req, _tok, at in arrivals(mesh, dest, timeout_ms, box_limit)
+                       if not at.decision.allowed), None)
+    except Exception:  # noqa: BLE001 (Unsupported/Undecided: no witness from the ingresses)
+        denied = None
+    if denied is not None:
+        req, at = denied
+        return diag("MP530", f"{what}: every request an ingress forwards there is denied, e.g. {at.request}",
+                    lim.span, witness=_internet_witness(req, at))
+    req = Request(None, dest)
+    wit = confirmed(mesh, req, lambda o: True, "a request from outside reaches the destination only directly")
+    return diag("MP530", f"{what}: no ingress forwards any request to `{dest}`, so no request from the "
+                         f"internet arrives there", lim.span, witness=wit)
+
+
 def _retries(mesh: Mesh, lim: RateLimit, dest: str, callers: list[str], graph: Digraph,
              into: dict[str, tuple[float, str | None]]) -> list[Diagnostic]:
     """MP532 for the worst limited caller: attempts per request on the hop,
@@ -143,3 +173,115 @@ def _retries(mesh: Mesh, lim: RateLimit, dest: str, callers: list[str], graph: D
                           f"the limit `{_rate(lim)}` on `{c}` -> `{dest}`: retries eat the budget, and only "
                           f"{served:.3g}/{lim.per} such requests are sure to be served", lim.span, labels=labels,
                  witness=wit)]
+
+
+# ---- per-key limits (north-south) ----------------------------------------------------------------
+
+def _per_second(lim: RateLimit) -> float:
+    return lim.requests / lim.per_seconds
+
+
+def _capacity(lim: RateLimit) -> int:
+    return lim.burst if lim.burst is not None else lim.requests
+
+
+def _covers(mesh: Mesh, pair: Source, s: Source) -> bool:
+    """Does a pair limit's source count every request the keyed limit's
+    source counts (same callers, any key value)?"""
+    from .diff import _canon
+
+    if pair.kind == "any":
+        return True
+    if pair.kind == "authenticated":
+        return s.kind in ("service", "namespace", "authenticated", "internet")
+    if pair.kind == "internet":
+        return s.kind == "internet" and (pair.jwt is None or _canon(pair.jwt) == _canon(s.jwt))
+    if pair.kind == "namespace":
+        svc = mesh.service(s.name or "") if s.kind == "service" else None
+        return (s.kind == "namespace" and s.name == pair.name) or (svc is not None and svc.namespace == pair.name)
+    if pair.kind == "service":
+        from ..semantics.admission import same_identity
+
+        return s.kind == "service" and same_identity(mesh, pair.name, s.name)
+    return False
+
+
+def keyed_findings(mesh: Mesh, graph: Digraph, skip=frozenset()) -> list[Diagnostic]:
+    """MP544: a per-key limit (`per claim|header|source_ip`) that a limit
+    without a key on the same callers and destination shadows: that limit
+    lets the callers' whole traffic through at a lower rate (and burst) than
+    one key's bucket allows, so the per-key limit never refuses anything."""
+    out: list[Diagnostic] = []
+    keyed = [k for k in mesh.rate_limits if k.key is not None and mesh.service(k.target.name) is not None
+             and k.target.name not in skip]
+    for k in keyed:
+        for p in mesh.rate_limits:
+            if p.key is not None or p.target.name != k.target.name:
+                continue
+            if not (_per_second(p) <= _per_second(k) and _capacity(p) <= _capacity(k)):
+                continue
+            if not all(any(_covers(mesh, ps, ks) for ps in p.sources) for ks in k.sources):
+                continue
+            req = _keyed_witness(mesh, k, graph)
+            if req is None:
+                continue  # no counted request at all: MP530's finding
+            wit = confirmed(mesh, req, lambda o: o.decision.allowed, "a request the per-key limit counts is allowed")
+            wit.update(keyed_limit=_rate(k) + _key_text(k), pair_limit=_rate(p))
+            burst = lambda lim: f", burst {_capacity(lim)}"  # noqa: E731
+            out.append(diag("MP544", f"the per-key limit `{_rate(k)}{_key_text(k)}` on `{k.target.name}` never "
+                                     f"acts: the limit `{_rate(p)}` on the same callers lets through at most "
+                                     f"{_per_second(p):g}/s{burst(p)} in all, within one key's "
+                                     f"{_per_second(k):g}/s{burst(k)}; e.g. {req}", k.span,
+                            labels=[Label(p.span, "this limit refuses first")], witness=wit))
+            break
+    return out
+
+
+def _key_text(lim: RateLimit) -> str:
+    k = lim.key
+    if k.kind == "source_ip":
+        return " per source_ip"
+    return f' per {k.kind} "{k.name}"'
+
+
+def _keyed_witness(mesh: Mesh, lim: RateLimit, graph: Digraph) -> Request | None:
+    """An allowed request the per-key limit counts, carrying a key value."""
+    from dataclasses import replace
+
+    from ..semantics.evaluate import Token, evaluate
+
+    dest = lim.target.name
+    by_ns: dict[str, list[str]] = {}
+    for svc in mesh.service_map.values():
+        by_ns.setdefault(svc.namespace, []).append(svc.name)
+    for s in lim.sources:
+        bases = []
+        if s.kind == "internet":
+            from ..semantics.ingress import accepted_providers
+            from . import internet
+            from .atoms import Undecided, Unsupported
+            from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS
+            from .tokens import met
+
+            try:
+                got = internet._first_allowed(
+                    mesh, dest, DEFAULT_TIMEOUT_MS, BOX_LIMIT, extra=[s.jwt],
+                    want=lambda r, tok, s=s: met(s.jwt, tok, accepted_providers(mesh, mesh.ingress_map[r.destination])))
+            except (Unsupported, Undecided):
+                got = {}
+            bases = [internet.sent_to(at) for _req, at in got.values()]
+        else:
+            for c in _callers(mesh, s, by_ns):
+                if c is not None and c != dest and graph.has_edge(c, dest):
+                    bases.append(graph.edges[c, dest]["witness"])
+        for base in bases:
+            cand = base
+            if lim.key.kind == "header":
+                cand = replace(base, headers=tuple(h for h in base.headers if h[0] != lim.key.name)
+                               + ((lim.key.name, "key-1"),))
+            elif lim.key.kind == "claim" and base.token is not None and lim.key.name not in base.token.claims:
+                cand = replace(base, token=Token(base.token.provider, {**base.token.claims, lim.key.name: "user-1"}))
+            for r in (cand, base):
+                if evaluate(mesh, r).decision.allowed:
+                    return r
+    return None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..model.types import HTTP_METHODS, AuthRule, Mesh, RouteRule, Source
 from ..semantics.admission import admits, identity_mates
-from ..semantics.evaluate import Request, source_matches
+from ..semantics.evaluate import Request, egress_source_matches, source_matches
 from .atoms import Atom, Key, Undecided, Unsupported, key_of, split
 
 DEFAULT_TIMEOUT_MS = 2000
@@ -69,6 +69,8 @@ class Partition:
         self.box_questions = 0
         self.stats: dict = {}
         self.auth_rules: list[AuthRule] = mesh.rules_by_target.get(dest, [])
+        # an external service: its rules are egress rules, decided at the caller's own sidecar
+        self.external = mesh.service(dest) is None and dest in mesh.external_map
         route = mesh.route_map.get(dest)
         self.route_rules: list[RouteRule] = route.rules if route else []
         self.has_route = route is not None
@@ -103,10 +105,21 @@ class Partition:
         self.header_atoms: dict[str, list[Atom | None]] = {
             n: [None] + split(headers[n], "value", self.timeout_ms, self.stats) for n in self.header_names
         }
+        # query parameters route rules test (after the headers; atom None: the parameter is absent)
+        queries: dict[str, list[Key]] = {}
+        for rr in self.route_rules:
+            for q in rr.match.queries:
+                ks = queries.setdefault(q.name, [])
+                if q.kind in ("exact", "prefix", "regex"):
+                    ks.append((q.kind, q.value or ""))
+        self.query_names = sorted(queries)
+        self.query_atoms: dict[str, list[Atom | None]] = {
+            n: [None] + split(queries[n], "value", self.timeout_ms, self.stats) for n in self.query_names
+        }
         self.methods = list(HTTP_METHODS)
         self.sources = self._source_classes()
         self.sizes = [len(self.sources), len(self.methods), len(self.paths)] + [
-            len(self.header_atoms[n]) for n in self.header_names]
+            len(self.header_atoms[n]) for n in self.header_names] + [len(self.query_atoms[n]) for n in self.query_names]
         # Every rule's match is a box: a product of one value set per variable.
         self.auth_box = {r.index: self.auth_rule_box(r) for r in self.auth_rules}
         # the requests the destination's transport admits (docs/semantics.md):
@@ -115,6 +128,8 @@ class Partition:
         # one answer for the identity classes, one for "no identity")
         some = next((c.rep for c in self.sources if c.rep is not None), None)
         ok = {None: admits(self.mesh, None, self.dest), some: admits(self.mesh, some, self.dest)}
+        if self.external:  # only a workload (with its sidecar) goes out through the mesh
+            ok = {None: False, some: True}
         # (an ingress, the internet's caller, has a mesh identity too; a token
         # the destination's sidecar validates with none of its providers is refused, 401)
         self.admitted_box = (frozenset(i for i, c in enumerate(self.sources) if ok[c.rep if c.rep is None else some]
@@ -128,7 +143,7 @@ class Partition:
     def full(self) -> list[frozenset[int]]:
         return [frozenset(range(n)) for n in self.sizes]
 
-    def box(self, sources=None, methods=(), paths=(), from_names=(), headers=()) -> tuple[frozenset[int], ...]:
+    def box(self, sources=None, methods=(), paths=(), from_names=(), headers=(), queries=()) -> tuple[frozenset[int], ...]:
         b = self.full()
         if sources is not None:
             b[0] = frozenset().union(*[self._classes_of_source(s) for s in sources])
@@ -149,6 +164,15 @@ class Partition:
             else:
                 ok = frozenset(i for i, a in enumerate(atoms) if (a is None) == (h.kind == "absent"))
             b[j] = b[j] & ok
+        for q in queries:
+            j = 3 + len(self.header_names) + self.query_names.index(q.name)
+            atoms = self.query_atoms[q.name]
+            if q.kind in ("exact", "prefix", "regex"):
+                k = (q.kind, q.value or "")
+                ok = frozenset(i for i, a in enumerate(atoms) if a is not None and k in a.members)
+            else:  # present
+                ok = frozenset(i for i, a in enumerate(atoms) if a is not None)
+            b[j] = b[j] & ok
         return tuple(b)
 
     def _classes_of_source(self, s: Source) -> frozenset[int]:
@@ -166,7 +190,8 @@ class Partition:
                 cand = [self._class_of[("svc", n)] for n in names if ("svc", n) in self._class_of]
             else:
                 cand = range(len(self.sources))
-            got = memo[key] = frozenset(i for i in cand if source_matches(self.mesh, s, self.req(i)))
+            match = egress_source_matches if self.external else source_matches
+            got = memo[key] = frozenset(i for i in cand if match(self.mesh, s, self.req(i)))
         return got
 
     def auth_rule_box(self, r: AuthRule):
@@ -174,7 +199,7 @@ class Partition:
 
     def route_rule_box(self, rr: RouteRule):
         m = rr.match
-        return self.box(None, m.methods, m.paths, {ref.name for ref in m.sources}, m.headers)
+        return self.box(None, m.methods, m.paths, {ref.name for ref in m.sources}, m.headers, m.queries)
 
     @staticmethod
     def meet(a, b):
@@ -295,7 +320,12 @@ class Partition:
             a = self.header_atoms[n][idx[3 + j]]
             if a is not None:
                 headers.append((n, a.witness))
-        return self.req(idx[0], idx[1], idx[2], tuple(headers))
+        query = []
+        for j, n in enumerate(self.query_names):
+            a = self.query_atoms[n][idx[3 + len(self.header_names) + j]]
+            if a is not None:
+                query.append((n, a.witness))
+        return self.req(idx[0], idx[1], idx[2], tuple(headers), tuple(query))
 
     def find(self, box, allowed: bool | None = None) -> Answer:
         """A request in `box` that authorization allows (True), denies (False)
@@ -343,7 +373,9 @@ class Partition:
         self._solver.set("timeout", self.timeout_ms)
         self.S, self.M, self.P = z3.Int("S"), z3.Int("M"), z3.Int("P")
         self.H = {n: z3.Int(f"H{i}") for i, n in enumerate(self.header_names)}
-        self.vars = [self.S, self.M, self.P] + [self.H[n] for n in self.header_names]
+        self.Q = {n: z3.Int(f"Q{i}") for i, n in enumerate(self.query_names)}
+        self.vars = [self.S, self.M, self.P] + [self.H[n] for n in self.header_names] + [
+            self.Q[n] for n in self.query_names]
         for v, n in zip(self.vars, self.sizes):
             self._solver.add(v >= 0, v < n)
         self._fresh = 0
@@ -372,7 +404,8 @@ class Partition:
         b = self.route_box[i]
         return self.minus([b], [e for e in self.route_box[:i] if self.meet(b, e) is not None])
 
-    _LAZY = frozenset({"z3", "auth_ind", "deny_any", "admitted", "allowed", "route_ind", "taken", "S", "M", "P", "H", "vars"})
+    _LAZY = frozenset({"z3", "auth_ind", "deny_any", "admitted", "allowed", "route_ind", "taken", "S", "M", "P", "H", "Q",
+                       "vars"})
 
     def __getattr__(self, name: str):
         # the solver's indicators exist once the solver is built; build it on first use
@@ -476,9 +509,10 @@ class Partition:
             return z3.BoolVal(False)
         return z3.Or(*[var == i for i in idxs])
 
-    def req(self, s: int, m: int = 0, p: int = 0, headers: tuple = ()) -> Request:
+    def req(self, s: int, m: int = 0, p: int = 0, headers: tuple = (), query: tuple = ()) -> Request:
         c = self.sources[s]
-        return Request(c.rep, self.dest, self.methods[m], self.paths[p].witness, headers, token=c.token)
+        return Request(c.rep, self.dest, self.methods[m], self.paths[p].witness, headers, query=query_string(query),
+                       token=c.token)
 
     def source_index(self, name: str | None) -> frozenset[int]:
         """The class of a caller (a service name; None or an unknown name: no identity)."""
@@ -509,11 +543,26 @@ class Partition:
             a = self.header_atoms[n][val(self.H[n])]
             if a is not None:
                 headers.append((n, a.witness))
-        return self.req(val(self.S), val(self.M), val(self.P), tuple(headers))
+        query = []
+        for n in self.query_names:
+            a = self.query_atoms[n][val(self.Q[n])]
+            if a is not None:
+                query.append((n, a.witness))
+        return self.req(val(self.S), val(self.M), val(self.P), tuple(headers), tuple(query))
 
     def request_for(self, source: str | None, req: Request) -> Request:
         """The same request from a specific member of its source class."""
-        return Request(source, req.destination, req.method, req.path, req.headers)
+        from dataclasses import replace
+
+        return replace(req, source=source)
+
+
+def query_string(params: tuple) -> str:
+    """A raw query string carrying these (name, decoded value) pairs, as
+    semantics/query.py decodes it (form encoding)."""
+    from urllib.parse import quote_plus
+
+    return "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in params)
 
 
 @dataclass
