@@ -93,15 +93,15 @@ def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, clai
 
     from .common import progress_bar
 
+    if token_provider is not None or claims:  # prints a token; starts nothing
+        _print_token(load(list(paths)), workdir, token_provider, claims, ttl)
+        return
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # from here on: stop promptly, clean up, no traceback
         signal.signal(sig, lambda *_: stop.set())
     renew_now = threading.Event()  # SIGUSR1: rotate every workload certificate now
     signal.signal(signal.SIGUSR1, lambda *_: renew_now.set())
     project = load(list(paths))
-    if token_provider is not None or claims:
-        _print_token(project, workdir, token_provider, claims, ttl)
-        return
     with progress_bar(project) as progress:
         checked, diags = _checked_mesh(paths, not no_verify, progress, project)
         if not has_errors(diags) and not stop.is_set():
