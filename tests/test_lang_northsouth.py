@@ -655,3 +655,14 @@ def test_outline_lists_the_new_blocks():
     assert {"auth", "web", "stripe"} <= set(names)
     web = next(s for s in document_symbols(mesh, SourceFile("ns.mesh", text), "utf-16") if s.name == "web")
     assert web.kind == lsp.SymbolKind.Module and len(web.children) == 3
+
+
+def test_identities_of_ingresses_and_externals():
+    got = _codes_of(HEAD + WEB + 'ingress Edge_1 {\n  listen 80 http\n  hosts "a.example"\n  * -> web\n}\n'
+                    'external e {\n  namespace Pay\n  host "e.example"\n  port 443 tls\n}\nallow internet -> web\n')
+    assert got.count("MP205") == 2  # the ingress's default account (its name), the external's namespace
+    # a service presenting an ingress's certificate counts as the internet: an error once a rule names `internet`
+    twin = HEAD + WEB + "service api {\n  namespace edge\n  account gw\n  port 80 http\n}\n" \
+        'ingress g {\n  namespace edge\n  account gw\n  listen 80 http\n  hosts "a.example"\n  * -> web\n}\n'
+    assert "MP108" in _codes_of(twin + "allow internet -> web\n")
+    assert "MP108" not in _codes_of(twin + "allow api -> web\n")

@@ -1,6 +1,8 @@
-"""MP205: every service's SPIFFE ID `spiffe://TD/ns/NS/sa/SA` must be valid:
-TD a SPIFFE trust domain, NS and SA Kubernetes DNS-1123 labels.
-MP108: services sharing one identity while a rule names one of them."""
+"""MP205: every service's and ingress's SPIFFE ID `spiffe://TD/ns/NS/sa/SA`
+must be valid: TD a SPIFFE trust domain, NS and SA Kubernetes DNS-1123
+labels (an external service's namespace too).
+MP108: services sharing one identity while a rule names one of them, and a
+service sharing an ingress's identity while a rule names `internet`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import re
 from ..codes import diag
 from ..diagnostics import Label
 from ..model.types import Mesh
-from ..semantics.admission import identity_groups
+from ..semantics.admission import identity_groups, identity_of, ingress_key
 from . import rule
 from .controls import control_char
 
@@ -66,6 +68,17 @@ def invalid_identities(mesh: Mesh):
                 yield diag("MP205", f"service `{svc.name}` has no `account`, and its name, the default "
                                     f"account, {problem}", svc.at("name"),
                            help="add `account NAME` with a valid DNS label, or rename the service")
+    for g in mesh.ingresses:
+        for field, value in (("namespace", g.namespace), ("account", g.account)):
+            problem = label_problem(value)
+            if problem:
+                yield diag("MP205", f"{field} `{value}` of ingress `{g.name}` {problem}",
+                           g.spans.get(field, g.at("name")))
+    for e in mesh.externals:
+        problem = label_problem(e.namespace)
+        if problem:
+            yield diag("MP205", f"namespace `{e.namespace}` of external `{e.name}` {problem}",
+                       e.spans.get("namespace", e.at("name")))
 
 
 @rule("MP108")
@@ -75,6 +88,7 @@ def shared_identities(mesh: Mesh):
     also admits (or limits) the others (docs/semantics.md). One report per
     shared identity, at the service declared last, naming the rules it widens.
     Every target relies on this check instead of refusing on its own."""
+    yield from _services_as_ingresses(mesh)
     groups = [g for g in identity_groups(mesh).values() if len(g) > 1]
     if not groups:
         return
@@ -98,3 +112,22 @@ def shared_identities(mesh: Mesh):
         yield diag("MP108", f"{both} share the identity {mesh.spiffe_id(last)}, so every rule or limit naming "
                             f"one of them also applies to the other{'s' if len(group) > 2 else ''}",
                    last.spans.get("account", last.at("name")), labels=labels)
+
+
+def _services_as_ingresses(mesh: Mesh):
+    """A service with an ingress's namespace and account presents the
+    ingress's certificate: its requests count as the internet's
+    (semantics.admission.is_ingress_identity), so `internet` rules admit it."""
+    internet = [src for stmt in (*mesh.auth_rules, *mesh.rate_limits) for src in stmt.sources
+                if src.kind == "internet"]
+    if not internet or not mesh.ingresses:
+        return
+    ingresses = {ingress_key(g): g for g in reversed(mesh.ingresses)}
+    for svc in mesh.service_map.values():
+        g = ingresses.get(identity_of(mesh, svc.name))
+        if g is not None:
+            yield diag("MP108", f"service `{svc.name}` shares the identity {mesh.spiffe_id(svc)} of ingress "
+                                f"`{g.name}`, so every `internet` rule or limit also applies to its own calls",
+                       svc.spans.get("account", svc.at("name")),
+                       labels=[Label(g.at("name"), "the ingress"), Label(internet[0].span, "an `internet` source")],
+                       help="give the service or the ingress its own `account`")

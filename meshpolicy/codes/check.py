@@ -20,7 +20,8 @@ CODES = define(
      "use 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, ..."),
     ("MP107", "missing-mesh", "warning", "no `mesh` block: defaults apply (strict mTLS, default deny)",
      "add `mesh NAME { trust_domain \"example.org\" }` to one file"),
-    ("MP108", "shared-identity", "error", "two services share one identity (namespace and account) while a rule or limit names one of them",
+    ("MP108", "shared-identity", "error", "two services share one identity (namespace and account) while a rule or limit names one of them, "
+     "or a service shares an ingress's identity while a rule or limit names `internet`",
      "give each service its own `account` (or namespace): a sidecar tells callers apart only by certificate, so a rule naming one also admits the other"),
     # ---- values
     ("MP201", "split-weights", "error", "a traffic split leaves out a weight, or its weights do not total 100%",
