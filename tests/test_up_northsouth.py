@@ -231,3 +231,16 @@ def _tmp_shop() -> Path:
 
     root = Path(tempfile.mkdtemp(prefix="ns-shop-"))
     return write_shop(root / "shop", "envoy")
+
+
+def test_stat_counts_a_gateways_calls_to_services_not_its_own_hop():
+    """`meshc stat` reads every sidecar's clusters: the gateway's loopback hop
+    (`ingress|mesh`) and egress clusters are not mesh destinations."""
+    from meshpolicy.run.telemetry import Sample, Sidecar, _take
+
+    car = Sidecar("web", "web", "envoy", "http://127.0.0.1:1/stats/prometheus")
+    sample = Sample(0.0)
+    for cluster in ("ingress|mesh", "external|stripe|api.stripe.com|443", "orders|v1"):
+        _take(car, "envoy_cluster_upstream_rq", {"envoy_cluster_name": cluster, "envoy_response_code": "200"}, 2,
+              sample)
+    assert set(sample.codes) == {("caller", "web", "orders")}

@@ -112,8 +112,9 @@ def _take(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -
                 sample.version_buckets[version][float(labels["le"]) * 1000] += value
         return
     cluster = labels.get("envoy_cluster_name", "")
-    if "|" not in cluster or cluster.startswith(("inbound|", "tracing|", "meshc-")):
-        return  # only calls to mesh destinations (`<service>|<version>`)
+    if "|" not in cluster or cluster.startswith(("inbound|", "tracing|", "meshc-", "ingress|", "external|", "jwks|",
+                                                  "egress|")):
+        return  # only calls to mesh destinations (`<service>|<version>`; a gateway's hop and egress are not)
     dest, version = cluster.split("|", 1)
     key = ("caller", car.service, dest)
     if name == "envoy_cluster_upstream_rq" and "envoy_response_code" in labels:
