@@ -62,19 +62,23 @@ def command(source, paths, outdir, with_report, root_namespace, name, trust_doma
         emit(diags, sources, fmt, color=color, quiet=quiet, tool_command="import")
         sys.exit(EXIT_USAGE)
     result = import_sources(sources, root_namespace=root_namespace, mesh_name=mesh_name(name), flavour=source,
-                            trust_domain=trust_domain)
+                            trust_domain=trust_domain, emitting=True)
     diags += result.diagnostics
     if not has_errors(diags):
         # The same checks `meshc check k8s/` runs: a name no .mesh file can hold (a namespace
         # `../x`, a label value with quotes) is reported at its YAML line, and nothing is written.
         from ..checks import run_checks
 
-        diags += [d for d in run_checks(result.mesh) if d.is_error]
+        # The files the mesh names do not exist yet: JWKS files are written below, TLS files
+        # are the user's to provide (MP920 says where); their checks run on the written policy.
+        diags += [d for d in run_checks(result.mesh) if d.is_error and d.code not in ("MP223", "MP232")]
     written = 0
     if not has_errors(diags):
         files = files_for(result.mesh)
         files["meshc.toml"] = (f"# Imported by `meshc import {source}` from {len(sources)} YAML file"
                                f"{'s' * (len(sources) != 1)}; see docs/import.md.\n")
+        # inline JWKS from the YAML, only under the output directory (names meshc made: jwks/<provider>.json)
+        files.update(result.files or {})
         outputs = [Output(path, text) for path, text in sorted(files.items())]
         diags += write_atomic(Path(outdir), outputs, force=force)
         written = len(outputs)

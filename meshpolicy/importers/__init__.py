@@ -32,11 +32,7 @@ _READ_ELSEWHERE = {"Service", "Namespace", "ServiceAccount", "ConfigMap", "Secre
                    "EndpointSlice"} | WORKLOAD_KINDS
 # Kinds whose meaning the language cannot hold yet: each instance is reported.
 _NOT_IMPORTED = {
-    "Gateway": "ingress gateways are not imported yet",
-    "ServiceEntry": "external services are not imported yet; routes and rules for its hosts are left out",
-    "Sidecar": "Sidecar egress scoping is not imported; every caller is taken to see every service",
     "EnvoyFilter": "EnvoyFilters patch Envoy directly and can change any decision",
-    "RequestAuthentication": "end-user (JWT) authentication is not imported yet",
     "WorkloadEntry": "workloads outside Kubernetes are not imported",
     "WorkloadGroup": "workloads outside Kubernetes are not imported",
     "WasmPlugin": "Wasm plugins can change any decision",
@@ -52,6 +48,7 @@ class Imported:
     mesh: t.Mesh
     diagnostics: list[Diagnostic]
     coverage: Coverage
+    files: dict[str, str] | None = None  # files to write beside the .mesh files (inline JWKS), by relative path
 
 
 def is_manifest(path: str) -> bool:
@@ -86,16 +83,19 @@ def _collect(body, span, path, out, diags) -> None:
 
 
 def import_sources(sources: dict[str, SourceFile], *, root_namespace: str = ROOT_NAMESPACE,
-                   mesh_name: str = "imported", flavour: str = "auto", trust_domain: str | None = None) -> Imported:
+                   mesh_name: str = "imported", flavour: str = "auto", trust_domain: str | None = None,
+                   emitting: bool = False) -> Imported:
     """flavour: "istio" reads Istio and Gateway API resources under Istio's
     defaults; "gateway-api" reads Gateway API only (Istio resources are
-    reported as not imported); "auto" is "istio" when any Istio resource is present."""
+    reported as not imported); "auto" is "istio" when any Istio resource is present.
+    emitting: `meshc import` writes the result (TLS listeners name the files
+    to provide, inline JWKS become files); else the YAML is read where it is."""
     with gc_paused():  # YAML nodes and model objects: millions of small objects that all stay alive
-        return _import(sources, root_namespace, mesh_name, flavour, trust_domain)
+        return _import(sources, root_namespace, mesh_name, flavour, trust_domain, emitting)
 
 
-def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Imported:
-    from . import gateway_api, istio_authz, istio_routes, services
+def _import(sources, root_namespace, mesh_name, flavour, trust_domain, emitting=False) -> Imported:
+    from . import gateway_api, istio_authz, istio_egress, istio_ingress, istio_jwt, istio_routes, services
 
     diags: list[Diagnostic] = []
     coverage = Coverage()
@@ -106,6 +106,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
     for w in inv.workloads:  # read for service accounts, versions and labels
         coverage.imported[w.resource.kind] += 1
     cx = Context(inv, diags, coverage)
+    cx.emitting = emitting
     cx.mesh.files = list(sources)
     settings = t.MeshSettings.make(name=mesh_name, declared=True, default="deny", spans={},
                                    trust_domain=trust_domain or _trust_domain(resources))
@@ -116,16 +117,25 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
         by_kind.setdefault(r.kind if r.group != "gateway.networking.k8s.io" else "gw:" + r.kind, []).append(r)
     istio = flavour == "istio" or (flavour == "auto" and any(r.group.endswith("istio.io") for r in resources))
     if not istio:  # Gateway API alone: Istio's resources are someone else's
-        for kind in ("PeerAuthentication", "DestinationRule", "VirtualService", "AuthorizationPolicy", "Telemetry"):
+        for kind in ("PeerAuthentication", "DestinationRule", "VirtualService", "AuthorizationPolicy", "Telemetry",
+                     "Gateway", "ServiceEntry", "RequestAuthentication", "Sidecar"):
             for r in by_kind.pop(kind, []):
                 diags.append(diag("MP903", f"{r.label} is not imported: `meshc import gateway-api` reads Gateway "
                                            "API resources only (use `meshc import istio`)", r.body.span))
     services.build_services(cx, istio_defaults=istio)
     services.peer_authentications(cx, by_kind.get("PeerAuthentication", []), root_namespace)
     services.destination_rules(cx, by_kind.get("DestinationRule", []))
+    istio_egress.service_entries(cx, by_kind.get("ServiceEntry", []), by_kind.get("DestinationRule", []))
+    istio_egress.external_destination_rules(cx, by_kind.get("DestinationRule", []))
     istio_routes.virtual_services(cx, by_kind.get("VirtualService", []))
+    istio_egress.external_virtual_services(cx, by_kind.get("VirtualService", []))
+    istio_ingress.gateway_virtual_services(cx, by_kind.get("Gateway", []), by_kind.get("VirtualService", []),
+                                           root_namespace, emitting)
     gateway_api.http_routes(cx, by_kind.get("gw:HTTPRoute", []) + by_kind.get("gw:GRPCRoute", []))
+    gateway_api.gateway_ingresses(cx, by_kind.get("gw:Gateway", []), by_kind.get("gw:HTTPRoute", []), emitting)
     services.check_tls_overrides(cx)
+    istio_jwt.request_authentications(cx, by_kind.get("RequestAuthentication", []), root_namespace)
+    istio_jwt.gateway_providers(cx, root_namespace)
     allow_scoped = istio_authz.authorization_policies(cx, by_kind.get("AuthorizationPolicy", []), root_namespace)
     for ksvc in inv.services.values():
         if ksvc.key not in allow_scoped:  # Istio allows what no ALLOW policy governs
@@ -136,19 +146,19 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain) -> Import
                 target=t.Ref.make(name=svc.name, span=svc.span, spans={}), span=svc.span, spans={}))
     _telemetry(cx, by_kind.get("Telemetry", []), root_namespace)
     _sidecars(cx, by_kind.get("Sidecar", []))
+    if istio:
+        istio_egress.egress_stance(cx, by_kind.get("Sidecar", []), resources, root_namespace)
     for r in resources:
         kind = r.kind
         if kind in _NOT_IMPORTED and (r.group.endswith("istio.io") or r.group == "gateway.networking.k8s.io"):
-            if kind == "Gateway" and r.group == "gateway.networking.k8s.io":
-                why = "ingress gateways are not imported yet"
-            else:
-                why = _NOT_IMPORTED[kind]
-            diags.append(diag("MP903", f"{r.label} is not imported: {why}", r.body.span))
+            diags.append(diag("MP903", f"{r.label} is not imported: {_NOT_IMPORTED[kind]}", r.body.span))
         elif (kind not in _READ_ELSEWHERE and kind not in ("VirtualService", "DestinationRule", "PeerAuthentication",
-                                                            "AuthorizationPolicy", "Telemetry", "HTTPRoute", "GRPCRoute")):
+                                                            "AuthorizationPolicy", "Telemetry", "HTTPRoute", "GRPCRoute",
+                                                            "Gateway", "ServiceEntry", "RequestAuthentication",
+                                                            "Sidecar")):
             diags.append(diag("MP903", f"{r.label} is not imported: meshc does not read `{r.api_version}` "
                                        f"`{kind}` resources", r.body.span))
-    return Imported(cx.mesh, diags, coverage)
+    return Imported(cx.mesh, diags, coverage, dict(cx.extra_files))
 
 
 def _sidecars(cx: Context, sidecars: list[Resource]) -> None:
@@ -160,6 +170,11 @@ def _sidecars(cx: Context, sidecars: list[Resource]) -> None:
     bare: dict[str, Resource] = {}
     claimed: dict[int, Resource] = {}
     for res in sorted(sidecars, key=lambda r: r.sort_key()):
+        for key in ("egress", "ingress", "inboundConnectionPool"):
+            if key in res.spec:
+                cx.refuse(res, f"spec.{key}", res.spec.key_at(key), "Sidecar scoping is not imported; every "
+                          "caller is taken to see every service" if key == "egress" else "the language has no "
+                          "equivalent")
         sel = res.spec.get("workloadSelector")
         labels = labels_of(sel.get("labels")) if isinstance(sel, YMap) else {}
         if not labels:

@@ -42,6 +42,12 @@ class Context:
         self.route_owner: dict[str, Resource] = {}  # meshc service name -> the resource its route came from
         self.whole_service: dict[int, tuple] = {}  # id of a forward to a whole Service -> (resource, field, span)
         self.tls_overrides: list = []
+        self.gateway_of: dict = {}  # ingress name -> the Istio gateway (istio_ingress.IstioGateway) it runs on
+        self.extra_files: dict[str, str] = {}  # files `meshc import` writes beside the .mesh files (JWKS)
+        self.provider_scopes: list = []  # (RequestAuthentication, selector labels, provider, forwards token, span)
+        self.reported_forwarding: set = set()
+        self.externals_by_host: dict[str, t.ExternalService] = {}
+        self.emitting = False  # `meshc import` writes files (TLS paths, JWKS) next to the .mesh files
         self._by_identity: dict | None = None  # (DestinationRule, its tls mapping, service or version): judged after mTLS
 
     def by_identity(self) -> dict[tuple[str, str], list[t.Service]]:

@@ -50,9 +50,22 @@ def _glob_regex(glob: str) -> str:
 def sources(items: list[t.Source]) -> str:
     out = []
     for s in items:
+        if s.kind == "internet":
+            out.append("internet" + (" " + jwt_requirement(s.jwt) if s.jwt is not None else ""))
+            continue
         out.append({"any": "*", "authenticated": "authenticated"}.get(s.kind) or
                    (f"namespace {s.name}" if s.kind == "namespace" else str(s.name)))
     return ", ".join(out)
+
+
+def jwt_requirement(req: t.JwtRequirement) -> str:
+    parts = ["with jwt"]
+    if req.provider is not None:
+        parts.append(req.provider.name)
+    tests = [f"{quote(c.claim)} {'=' if c.op == 'eq' else 'has'} {quote(c.value)}" for c in req.claims]
+    if tests:
+        parts.append(" and ".join(tests))
+    return " ".join(parts)
 
 
 def retry(r: t.Retry) -> str:
@@ -61,8 +74,8 @@ def retry(r: t.Retry) -> str:
     parts = [f"retry {r.attempts}"]
     if r.per_try_ms is not None:
         parts.append(f"per_try {duration(r.per_try_ms)}")
-    if r.on:
-        parts.append("on " + ", ".join(r.on))
+    if r.on or r.on_status:
+        parts.append("on " + ", ".join([*r.on, *map(str, r.on_status)]))
     if r.backoff_ms is not None:
         parts.append(f"backoff {duration(r.backoff_ms)}" +
                      (f" max {duration(r.backoff_max_ms)}" if r.backoff_max_ms is not None else ""))
@@ -145,6 +158,9 @@ def match(m: t.Match) -> str:
     for h in m.headers:
         test = {"exact": "= ", "prefix": "prefix ", "regex": "~ "}.get(h.kind)
         parts.append(f"header {quote(h.name)} " + (f"{test}{quote(h.value or '')}" if test else h.kind))
+    for q in m.queries:
+        test = {"exact": "= ", "prefix": "prefix ", "regex": "~ "}.get(q.kind)
+        parts.append(f"query {quote(q.name)} " + (f"{test}{quote(q.value or '')}" if test else q.kind))
     if m.sources:
         parts.append("from " + ", ".join(r.name for r in m.sources))
     return " ".join(parts)
@@ -161,17 +177,89 @@ def action(a) -> str:
     return dests
 
 
+def route_rule(rule: t.RouteRule) -> str:
+    text = f"{match(rule.match)} -> {action(rule.action)}"
+    if rule.timeout_ms is not None:
+        text += f" timeout {duration(rule.timeout_ms)}"
+    if rule.retry is not None:
+        text += " " + retry(rule.retry)
+    if rule.fault is not None:
+        text += " " + fault(rule.fault)
+    if rule.rewrite is not None:
+        rw = rule.rewrite
+        text += " rewrite" + (f" {quote(rw.path)}" if rw.path is not None else "") + \
+            (f" host {quote(rw.host)}" if rw.host is not None else "")
+    for op in rule.headers:
+        text += f" {op.op} {op.side} header {quote(op.name)}" + (f" {quote(op.value or '')}" if op.op != "remove" else "")
+    if rule.cors is not None:
+        text += " " + cors(rule.cors)
+    return text
+
+
+def cors(c: t.Cors) -> str:
+    parts = ["cors origins " + ", ".join(quote(o) for o in c.origins)]
+    if c.methods:
+        parts.append("methods " + ", ".join(c.methods))
+    if c.headers:
+        parts.append("headers " + ", ".join(quote(h) for h in c.headers))
+    if c.expose:
+        parts.append("expose " + ", ".join(quote(h) for h in c.expose))
+    if c.credentials:
+        parts.append("credentials")
+    if c.max_age_ms is not None:
+        parts.append(f"max_age {duration(c.max_age_ms)}")
+    return " ".join(parts)
+
+
 def route(r: t.Route) -> list[str]:
-    lines = [f"route {r.service.name} {{"]
-    for rule in r.rules:
-        text = f"  {match(rule.match)} -> {action(rule.action)}"
-        if rule.timeout_ms is not None:
-            text += f" timeout {duration(rule.timeout_ms)}"
-        if rule.retry is not None:
-            text += " " + retry(rule.retry)
-        if rule.fault is not None:
-            text += " " + fault(rule.fault)
+    return [f"route {r.service.name} {{", *("  " + route_rule(rule) for rule in r.rules), "}"]
+
+
+def jwt_provider(p: t.JwtProvider) -> list[str]:
+    lines = [f"jwt {p.name} {{"]
+    if p.issuer is not None:
+        lines.append(f"  issuer {quote(p.issuer)}")
+    if p.audiences:
+        lines.append("  audience " + ", ".join(quote(a) for a in p.audiences))
+    if p.jwks_file is not None:
+        lines.append(f"  jwks {quote(p.jwks_file)}")
+    if p.jwks_uri is not None:
+        lines.append(f"  jwks_uri {quote(p.jwks_uri)}")
+    for loc in p.token_from:
+        lines.append(f"  token {loc.kind} {quote(loc.name)}" + (f" prefix {quote(loc.prefix)}" if loc.prefix else ""))
+    lines.append("}")
+    return lines
+
+
+def ingress(g: t.Ingress) -> list[str]:
+    lines = [f"ingress {g.name} {{", f"  namespace {g.namespace}"]
+    if g.account and g.account != g.name:
+        lines.append(f"  account {g.account}")
+    for ls in g.listeners:
+        text = f"  listen {ls.port} {ls.protocol}"
+        if ls.cert_file is not None:
+            text += f" cert {quote(ls.cert_file)}"
+        if ls.key_file is not None:
+            text += f" key {quote(ls.key_file)}"
         lines.append(text)
+    if g.hosts:
+        lines.append("  hosts " + ", ".join(quote(h) for h in g.hosts))
+    if g.jwt:
+        lines.append("  jwt " + ", ".join(r.name for r in g.jwt))
+    lines += ["  " + route_rule(rule) for rule in g.rules]
+    lines.append("}")
+    return lines
+
+
+def external(e: t.ExternalService) -> list[str]:
+    lines = [f"external {e.name} {{", f"  namespace {e.namespace}"]
+    if e.hosts:
+        lines.append("  host " + ", ".join(quote(h) for h in e.hosts))
+    lines += [f"  port {p.number} {p.protocol}" for p in e.ports]
+    if e.timeout_ms is not None:
+        lines.append(f"  timeout {duration(e.timeout_ms)}")
+    if e.retry is not None:
+        lines.append("  " + retry(e.retry))
     lines.append("}")
     return lines
 
@@ -205,6 +293,8 @@ def mesh_block(s: t.MeshSettings) -> list[str]:
     lines.append(f"  tracing {', '.join(tr.formats)} sample {pct(tr.sample_percent)}" if tr.enabled and tr.formats
                  else "  tracing off")
     lines.append(f"  metrics {'on' if s.metrics else 'off'}")
+    if s.egress != "registry_only":  # the language's default
+        lines.append(f"  egress {s.egress}")
     lines.append("}")
     return lines
 
@@ -212,11 +302,19 @@ def mesh_block(s: t.MeshSettings) -> list[str]:
 def files_for(mesh: t.Mesh) -> dict[str, str]:
     """The mesh as files: `mesh.mesh` with the mesh block, then one file per
     namespace with its services, their routes and the rules that target them."""
-    out = {"mesh.mesh": "\n".join(mesh_block(mesh.settings)) + "\n"}
+    head = mesh_block(mesh.settings)
+    for p in mesh.jwt_providers:  # providers' files (jwks) are relative to mesh.mesh: the output's root
+        head += [""] + jwt_provider(p)
+    out = {"mesh.mesh": "\n".join(head) + "\n"}
     by_ns: dict[str, list[str]] = {}
     ns_of = {s.name: s.namespace for s in mesh.services}
+    ns_of.update({e.name: e.namespace for e in mesh.externals})
     for s in mesh.services:
         by_ns.setdefault(s.namespace, []).extend(service(s) + [""])
+    for e in mesh.externals:
+        by_ns.setdefault(e.namespace, []).extend(external(e) + [""])
+    for g in mesh.ingresses:
+        by_ns.setdefault(g.namespace, []).extend(ingress(g) + [""])
     for r in mesh.routes:
         by_ns.setdefault(ns_of.get(r.service.name, "default"), []).extend(route(r) + [""])
     for ns in by_ns:
@@ -224,9 +322,11 @@ def files_for(mesh: t.Mesh) -> dict[str, str]:
         if rules:
             by_ns[ns].extend(rules + [""])
     for r in mesh.rate_limits:
+        key = "" if r.key is None else " per source_ip" if r.key.kind == "source_ip" else \
+            f" per {r.key.kind} {quote(r.key.name or '')}"
         by_ns.setdefault(ns_of.get(r.target.name, "default"), []).append(
             f"limit {sources(r.sources)} -> {r.target.name} {r.requests}/{r.per}" +
-            (f" burst {r.burst}" if r.burst is not None else ""))
+            (f" burst {r.burst}" if r.burst is not None else "") + key)
     if mesh.assertions:
         out["assertions.mesh"] = "\n".join(assertion(a) for a in mesh.assertions) + "\n"
     for ns, lines in sorted(by_ns.items()):

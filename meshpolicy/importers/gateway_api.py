@@ -33,9 +33,7 @@ def http_routes(cx: Context, routes: list[Resource]) -> None:
             if not isinstance(ref, YMap):
                 continue
             if ref.get("kind") != "Service":
-                cx.diags.append(diag("MP903", f"{res.label}: its parent `{ref.get('name')}` is a "
-                                              f"{ref.get('kind') or 'Gateway'}: ingress is not imported", refs.at(i)))
-                continue
+                continue  # a Gateway: ingress (gateway_ingresses)
             if "port" in ref:
                 cx.approximate(res, f"spec.parentRefs[{i}].port", ref.at("port"), "imported for every port")
             ns = str(ref.get("namespace") or res.namespace)
@@ -73,7 +71,19 @@ def http_routes(cx: Context, routes: list[Resource]) -> None:
 
 
 def _rule(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, rule: YMap, where: str, span: Span):
-    action = _backends(cx, res, ksvc, svc, rule, where)
+    return rules_of(cx, res, rule, where, span, lambda: _backends(cx, res, ksvc, svc, rule, where))
+
+
+def rules_of(cx: Context, res: Resource, rule: YMap, where: str, span: Span, backends):
+    """(precedence key, rule) for each match of an HTTPRouteRule, with its
+    timeouts, retry and filters; `backends` gives the action."""
+    from . import route_options as ro
+
+    options = _filters(cx, res, rule, where)
+    if options is None:
+        return []
+    headers, rewrite, rewrite_kind = options
+    action = backends()
     if action is None:
         return []
     timeout = None
@@ -94,9 +104,50 @@ def _rule(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, rule: YM
         if built is None:
             continue
         m, key = built
-        out.append((key, t.RouteRule.make(index=0, match=m, action=action, timeout_ms=timeout, retry=retry,
-                                          span=span, spans={})))
+        made = t.RouteRule.make(index=0, match=m, action=action, timeout_ms=timeout, retry=retry,
+                                headers=[h.model_copy() for h in headers],
+                                rewrite=rewrite.model_copy() if rewrite else None, span=span, spans={})
+        if rewrite is not None and not isinstance(action, t.Forward):
+            made.rewrite = None  # a redirect or a 500 rewrites nothing
+        if made.rewrite is not None and rewrite_kind == "full" and any(p.kind != "exact" for p in m.paths):
+            cx.refuse(res, f"{where}.filters", rule.at("filters"), "ReplaceFullPath on a prefix or regex match: the "
+                      "language replaces only the matched part of the path; the match is left out", "routing")
+            continue
+        if made.rewrite is not None and rewrite_kind == "prefix":
+            if any(p.kind == "regex" for p in m.paths):
+                cx.refuse(res, f"{where}.filters", rule.at("filters"), "ReplacePrefixMatch needs a PathPrefix "
+                          "match; the match is left out", "routing")
+                continue
+            if any(p.kind == "glob" for p in m.paths) or not m.paths:
+                out += [(key, r) for r in ro.split_for_prefix_rewrite(made, rewrite.path)]
+                continue
+        out.append((key, made))
     return out
+
+
+def _filters(cx: Context, res: Resource, rule: YMap, where: str):
+    """(header operations, rewrite, rewrite kind) of a rule's header and URL
+    filters; None when one cannot be expressed (the rule is left out)."""
+    from . import route_options as ro
+
+    headers: list[t.HeaderOp] = []
+    rewrite, kind = None, None
+    filters = rule.get("filters")
+    for i, f in enumerate(filters if isinstance(filters, YSeq) else []):
+        ftype = f.get("type") if isinstance(f, YMap) else None
+        at, here = filters.at(i), f"{where}.filters[{i}]"
+        if ftype in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+            ops = ro.gateway_header_filter(cx, res, f, "request" if ftype.startswith("Request") else "response",
+                                           at, here)
+            if ops is None:
+                return None
+            headers += ops
+        elif ftype == "URLRewrite":
+            got = ro.gateway_rewrite(cx, res, f, at, here)
+            if got is False:
+                return None
+            rewrite, kind = got
+    return headers, rewrite, kind
 
 
 def _match(cx: Context, res: Resource, entry, span: Span, where: str):
@@ -124,16 +175,19 @@ def _match(cx: Context, res: Resource, entry, span: Span, where: str):
     if not isinstance(entry, YMap):
         return m, (*rank, 1, 0, 0)
     if "queryParams" in entry:
-        cx.refuse(res, f"{where}.queryParams", entry.key_at("queryParams"), "query-parameter matches cannot be "
-                  "expressed yet; the match is left out", "routing")
-        return None
+        from .route_options import gateway_queries
+
+        queries = gateway_queries(cx, res, entry, where)
+        if queries is None:
+            return None
+        m.queries = queries
     method = entry.get("method")
     if isinstance(method, str):
         m.methods.append(method.upper())
     if not _headers(cx, res, entry, m, where):
         return None
     cx.imported(res, where)
-    return m, (*rank, 0 if method else 1, -len(m.headers), 0)
+    return m, (*rank, 0 if method else 1, -len(m.headers), -len(m.queries))
 
 
 def _headers(cx: Context, res: Resource, entry, m: t.Match, where: str) -> bool:
@@ -201,8 +255,10 @@ def _backends(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, rule
                                    span=filters.at(i), spans={})
             cx.imported(res, f"{where}.filters[{i}]")
             continue
+        if ftype in ("RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite"):
+            continue  # _filters
         cx.refuse(res, f"{where}.filters[{i}]", filters.at(i) if isinstance(filters, YSeq) else rule.span,
-                  f"filter `{ftype}` cannot be expressed yet", "routing")
+                  f"filter `{ftype}` cannot be expressed", "routing")
     refs = rule.get("backendRefs")
     if not isinstance(refs, YSeq) or not refs:
         # no backends: Gateway API answers 500
@@ -279,3 +335,155 @@ def _retry(cx: Context, res: Resource, retry, where: str) -> t.Retry | None:
         out.backoff_ms = cx.duration_ms(res, retry, "backoff", f"{where}.retry")
     cx.imported(res, f"{where}.retry")
     return out
+
+
+# ---- Gateways (north-south)
+def gateway_ingresses(cx: Context, gateways: list[Resource], routes: list[Resource], emitting: bool) -> None:
+    """One ingress per (HTTPRoute, Gateway parent): the Gateway's HTTP/HTTPS
+    listeners (sectionName picks some), the route's hostnames that the
+    listeners admit, its rules in Gateway API's precedence, forwarding to
+    Services. Istio deploys a Gateway of class `istio` as `<name>-istio`."""
+    from .istio_ingress import _unique, host_covers
+
+    by_key = {(g.namespace, g.name): g for g in gateways}
+    taken = {s.name for s in cx.mesh.services} | {g.name for g in cx.mesh.ingresses}
+    used: set = set()
+    for order, res in enumerate(sorted(routes, key=lambda r: (r.created or "~", r.namespace, r.name))):
+        refs = res.spec.get("parentRefs")
+        parents = [(i, r) for i, r in enumerate(refs if isinstance(refs, YSeq) else [])
+                   if isinstance(r, YMap) and r.get("kind", "Gateway") == "Gateway"]
+        for i, ref in parents:
+            gw = by_key.get((str(ref.get("namespace") or res.namespace), str(ref.get("name"))))
+            if gw is None:
+                cx.diags.append(diag("MP918", f"{res.label}: parent Gateway `{ref.get('name')}` is not in the inputs",
+                                     refs.at(i)))
+                continue
+            used.add(id(gw))
+            listeners, patterns = _listeners(cx, gw, ref.get("sectionName"), emitting)
+            if not listeners:
+                continue
+            names = [str(h) for h in res.spec.get("hostnames") or []] or ["*"]
+            hosts = []
+            for h in names:
+                for p in patterns:
+                    got = h if host_covers(p, h) else p if host_covers(h, p) else None
+                    if got is not None and got not in hosts:
+                        hosts.append(got)
+            if not hosts:
+                cx.approximate(res, "spec.hostnames", res.spec.at("hostnames"), f"no listener of {gw.label} admits "
+                               "these hostnames: the route is not attached (exact)")
+                continue
+            cls = str(gw.spec.get("gatewayClassName") or "")
+            account = f"{gw.name}-{cls}" if cls == "istio" else gw.name
+            if cls != "istio":
+                cx.diags.append(diag("MP921", f"{gw.label}: class `{cls}` deploys its gateway as its controller "
+                                              f"decides; taken as running as `{gw.namespace}/{account}`",
+                                     gw.spec.at("gatewayClassName") if "gatewayClassName" in gw.spec else gw.span))
+            name = _unique(mesh_name(res.name if len(parents) == 1 else f"{res.name}-{gw.name}"), taken)
+            ingress = t.Ingress.make(name=name, namespace=gw.namespace, account=mesh_name(account),
+                                     listeners=listeners, hosts=hosts, file=res.path, span=refs.at(i), spans={})
+            entries = []
+            rules = res.spec.get("rules")
+            for j, rule in enumerate(rules if isinstance(rules, YSeq) else [empty_map(res.spec)]):
+                if isinstance(rule, YMap):
+                    at = rules.at(j) if isinstance(rules, YSeq) else res.spec.span
+                    for key, built in rules_of(cx, res, rule, f"spec.rules[{j}]", at,
+                                               lambda rule=rule, j=j: _ingress_backends(cx, res, rule,
+                                                                                        f"spec.rules[{j}]")):
+                        entries.append(((*key, order, j), built))
+            ingress.rules = [r for _, r in sorted(entries, key=lambda e: e[0])]
+            for k, r in enumerate(ingress.rules):
+                r.index = k
+            cx.mesh.ingresses.append(ingress)
+            cx.coverage.imported[res.kind] += 1
+    for g in gateways:
+        if id(g) not in used:
+            cx.approximate(g, "spec", g.body.key_at("spec"), "no HTTPRoute in the inputs attaches to this Gateway: "
+                           "no ingress is imported for it (exact: it routes nothing)")
+        else:
+            cx.coverage.imported[g.kind] += 1
+
+
+def _listeners(cx: Context, gw: Resource, section, emitting: bool):
+    out: dict[int, t.Listener] = {}
+    patterns: list[str] = []
+    raw = gw.spec.get("listeners")
+    for i, ls in enumerate(raw if isinstance(raw, YSeq) else []):
+        if not isinstance(ls, YMap) or (section is not None and ls.get("name") != section):
+            continue
+        proto, port = str(ls.get("protocol") or ""), ls.get("port")
+        tls = ls.get("tls") if isinstance(ls.get("tls"), YMap) else None
+        if proto not in ("HTTP", "HTTPS") or not isinstance(port, int) or \
+                (tls is not None and tls.get("mode", "Terminate") != "Terminate"):
+            cx.diags.append(diag("MP922", f"{gw.label}: listener `{ls.get('name')}` ({proto}) is not imported: the "
+                                          "language's ingress terminates HTTP and HTTPS only", raw.at(i)))
+            continue
+        listener = t.Listener.make(port=port, protocol="http", span=raw.at(i), spans={})
+        if proto == "HTTPS":
+            refs = tls.get("certificateRefs") if tls is not None else None
+            first = refs[0] if isinstance(refs, YSeq) and refs and isinstance(refs[0], YMap) else {}
+            secret = str(first.get("name") or gw.name)
+            base = f"tls/{mesh_name(str(first.get('namespace') or gw.namespace))}/{mesh_name(secret)}"
+            cx.diags.append(diag("MP920", f"{gw.label}: listener `{ls.get('name')}` terminates TLS with Secret "
+                                          f"`{secret}`: " + (f"provide `{base}.crt` and `{base}.key`" if emitting
+                                                             else "its files are not checked"), raw.at(i)))
+            if emitting:
+                listener.protocol, listener.cert_file, listener.key_file = "https", base + ".crt", base + ".key"
+        out.setdefault(port, listener)
+        host = ls.get("hostname")
+        patterns.append(str(host) if host else "*")
+    return list(out.values()), patterns
+
+
+def _ingress_backends(cx: Context, res: Resource, rule: YMap, where: str):
+    for i, f in enumerate(rule.get("filters") or []):
+        ftype = f.get("type") if isinstance(f, YMap) else None
+        if ftype == "RequestRedirect":
+            red = f.get("requestRedirect") if isinstance(f.get("requestRedirect"), YMap) else {}
+            path = red.get("path") if isinstance(red, YMap) else None
+            if set(red) - {"path", "statusCode", "scheme", "hostname", "port"} or \
+                    (path is not None and (not isinstance(path, YMap) or path.get("type") != "ReplaceFullPath")):
+                cx.refuse(res, f"{where}.filters[{i}]", rule["filters"].at(i), "only a redirect with a full path, "
+                          "scheme, hostname and port is expressible; the rule is left out", "routing")
+                return None
+            uri = str(path.get("replaceFullPath")) if isinstance(path, YMap) else ""
+            if red.get("hostname"):
+                port = f":{red['port']}" if red.get("port") else ""
+                uri = f"{red.get('scheme') or 'http'}://{red['hostname']}{port}{uri or '/'}"
+            if not uri:
+                cx.refuse(res, f"{where}.filters[{i}]", rule["filters"].at(i), "a redirect that keeps the path "
+                          "cannot be expressed; the rule is left out", "routing")
+                return None
+            cx.imported(res, f"{where}.filters[{i}]")
+            return t.Redirect.make(uri=uri, status=int(red.get("statusCode") or 302), span=rule["filters"].at(i),
+                                   spans={})
+        if ftype not in ("RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite"):
+            cx.refuse(res, f"{where}.filters[{i}]", rule["filters"].at(i), f"filter `{ftype}` cannot be expressed "
+                      "at an ingress; the rule is left out", "routing")
+            return None
+    refs = rule.get("backendRefs")
+    if not isinstance(refs, YSeq) or not refs:
+        return t.DirectResponse.make(status=500, span=rule.span, spans={})
+    weighted = []
+    for i, b in enumerate(refs):
+        if not isinstance(b, YMap) or b.get("kind", "Service") != "Service" or b.get("filters"):
+            cx.refuse(res, f"{where}.backendRefs[{i}]", refs.at(i), "only Service backends without filters are "
+                      "expressible; the rule is left out", "routing")
+            return None
+        ns = str(b.get("namespace") or res.namespace)
+        found = cx.inv.services.get((ns, str(b.get("name"))))
+        if found is None:
+            cx.diags.append(diag("MP906", f"{res.label}: backend Service `{ns}/{b.get('name')}` is not in the inputs",
+                                 refs.at(i)))
+            return None
+        weight = b.get("weight", 1)
+        weighted.append((cx.service_for(found).name, float(weight) if isinstance(weight, (int, float)) else 1.0,
+                         refs.at(i)))
+    total = sum(w for _, w, _ in weighted)
+    if total <= 0:
+        return t.DirectResponse.make(status=500, span=rule.span, spans={})
+    cx.imported(res, f"{where}.backendRefs")
+    return t.Forward.make(destinations=[
+        t.WeightedVersion.make(version=t.Ref.make(name=n, span=sp, spans={}),
+                               weight=None if len(weighted) == 1 else round(w * 100 / total, 4), span=sp, spans={})
+        for n, w, sp in weighted], span=rule.at("backendRefs"), spans={})

@@ -51,6 +51,13 @@ def authorization_policies(cx: Context, policies: list[Resource], root_ns: str) 
         if action not in ("ALLOW", "DENY"):
             cx.refuse(res, "spec.action", spec.at("action"), f"unknown action `{action}`")
             continue
+        from .istio_jwt import selects_gateway
+
+        if selects_gateway(cx, res, root_ns):
+            cx.diags.append(diag("MP931", f"{res.label} selects an ingress gateway: authorization at the gateway is "
+                                          "not imported", spec.at("selector"),
+                                 notes=["findings about authorization do not account for it"]))
+            continue
         scope = _scope(cx, res, root_ns)
         cx.coverage.imported[res.kind] += 1
         if action == "ALLOW":
@@ -69,11 +76,14 @@ def _scope(cx: Context, res: Resource, root_ns: str) -> list[K8sService]:
 def _rule(cx: Context, res: Resource, rule: YMap | None, span: Span, where: str, effect: str,
           scope: list[K8sService]) -> None:
     rule = rule if rule is not None else empty_map(res.spec)
+    claims: list[list[t.ClaimTest]] | None = None  # a token is needed: alternatives of claim tests
     if "when" in rule:
-        cx.refuse(res, f"{where}.when", rule.key_at("when"), "conditions cannot be expressed yet; the rule is left "
-                  "out", f"{'denied' if effect == 'deny' else 'allowed'} requests")
-        return
-    sources = _sources(cx, res, rule.get("from"), rule, where, effect, scope)
+        from .istio_jwt import token_conditions
+
+        claims = token_conditions(cx, res, rule["when"], where, effect)
+        if claims is None:
+            return
+    sources = _sources(cx, res, rule.get("from"), rule, where, effect, scope, claims)
     if sources is None:
         return
     operations = rule.get("to")
@@ -136,16 +146,28 @@ def _negated(cx: Context, res: Resource, src: YMap, scope: list[K8sService], whe
 
 
 def _sources(cx: Context, res: Resource, froms, rule: YMap, where: str, effect: str,
-             scope: list[K8sService]) -> list[t.Source] | None:
+             scope: list[K8sService], claims: list[list[t.ClaimTest]] | None = None) -> list[t.Source] | None:
     """The union of the `from` sources as the language's sources, or None when
-    one cannot be expressed (the rule is then left out, and said so)."""
+    one cannot be expressed (the rule is then left out, and said so). With
+    `claims` (token conditions in `when`) every source must carry a token."""
+    from .istio_jwt import internet_sources
+
     if not isinstance(froms, YSeq) or not froms:
+        if claims is not None:
+            return internet_sources(cx, res, None, claims, rule.key_at("when"), f"{where}.when", effect)
         return [t.Source.make(kind="any", span=rule.span, spans={})]
     out: list[t.Source] = []
     for i, entry in enumerate(froms):
         src = entry.get("source") if isinstance(entry, YMap) else None
         at = froms.at(i)
         if not isinstance(src, YMap):
+            continue
+        if claims is not None or "requestPrincipals" in src:
+            got = internet_sources(cx, res, src, claims if claims is not None else [[]], at,
+                                   f"{where}.from[{i}].source", effect)
+            if got is None:
+                return None
+            out += got
             continue
         if "notNamespaces" in src or "notPrincipals" in src:
             got = _negated(cx, res, src, scope, f"{where}.from[{i}].source", effect)

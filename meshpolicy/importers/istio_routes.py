@@ -37,12 +37,7 @@ def virtual_services(cx: Context, services: list[Resource]) -> None:
                 cx.diags.append(diag("MP918", f"{res.label}: gateway `{g}` is defined by no Gateway in the inputs",
                                      gateways.at(i)))
         if isinstance(gateways, YSeq) and gateways and "mesh" not in [str(g) for g in gateways]:
-            cx.diags.append(diag("MP903", f"{res.label} is bound to gateways only ({', '.join(map(str, gateways))}): "
-                                          "ingress is not imported", spec.at("gateways")))
-            continue
-        if isinstance(gateways, YSeq) and len(gateways) > 1:
-            cx.approximate(res, "spec.gateways", spec.at("gateways"),
-                           "also binds gateways; only the `mesh` part (sidecars) is imported")
+            continue  # gateways only: ingress (istio_ingress.py)
         hosts = spec.get("hosts")
         targets: list[K8sService] = []
         for i, host in enumerate(hosts if isinstance(hosts, YSeq) else []):
@@ -82,6 +77,7 @@ def virtual_services(cx: Context, services: list[Resource]) -> None:
             cx.routes[svc.name] = t.Route.make(service=t.Ref.make(name=svc.name, span=spec.at("hosts"), spans={}),
                                                rules=rules, span=spec.span, spans={})
             cx.mesh.routes.append(cx.routes[svc.name])
+            cx.route_owner[svc.name] = res
 
 
 def _whole_service_only(cx: Context, rules: list[t.RouteRule]) -> bool:
@@ -90,38 +86,63 @@ def _whole_service_only(cx: Context, rules: list[t.RouteRule]) -> bool:
 
 
 def _http_routes(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service) -> list[t.RouteRule]:
+    return http_rules(cx, res, lambda route, where: _action(cx, res, ksvc, svc, route, where),
+                      default_retry=svc.retry is not None)
+
+
+def http_rules(cx: Context, res: Resource, action_for, *, default_retry: bool,
+               ingress: bool = False) -> list[t.RouteRule]:
+    """A VirtualService's `http` routes as rules: one per match entry, each
+    with the route's action, overrides and L7 options (route_options.py).
+    `ingress`: the rules of a gateway, where `sourceLabels` has no meaning."""
+    from . import route_options as ro
+
     rules: list[t.RouteRule] = []
     http = res.spec.get("http")
     for i, route in enumerate(http if isinstance(http, YSeq) else []):
         if not isinstance(route, YMap):
             continue
         where = f"spec.http[{i}]"
-        action = _action(cx, res, ksvc, svc, route, where)
+        action = action_for(route, where)
         if action is None:
             continue
         timeout = cx.duration_ms(res, route, "timeout", where) if "timeout" in route else None
         retry = _retry(cx, res, route, where) if "retries" in route else None
         fault = _fault(cx, res, route.get("fault"), where) if "fault" in route else None
-        if fault is not None and retry is None and svc.retry is not None:
+        if fault is not None and retry is None and default_retry:
             # Istio turns its default retries off on a route that injects a fault
             retry = t.Retry.make(attempts=0, span=route.at("fault"), spans={})
-        for key in ("rewrite", "headers", "corsPolicy", "delegate"):
-            if key in route:
-                cx.refuse(res, f"{where}.{key}", route.key_at(key), "the language has no equivalent yet",
-                          "paths the destination sees" if key == "rewrite" else "")
+        headers = ro.istio_header_ops(cx, res, route["headers"], where) if isinstance(route.get("headers"), YMap) \
+            else []
+        forwards = isinstance(action, t.Forward)
+        rewrite = ro.istio_rewrite(cx, res, route.get("rewrite"), route.at("rewrite"), where) \
+            if "rewrite" in route and forwards else None
+        cors = ro.istio_cors(cx, res, route.get("corsPolicy"), route.at("corsPolicy"), where) \
+            if "corsPolicy" in route and forwards else None
+        for key in ("rewrite", "corsPolicy"):
+            if key in route and not forwards:  # Istio applies neither to a redirect or direct response
+                cx.approximate(res, f"{where}.{key}", route.key_at(key), "has no effect on a route that answers "
+                               "itself (redirect, directResponse); left out (exact)")
+        if "delegate" in route:
+            cx.refuse(res, f"{where}.delegate", route.key_at("delegate"), "delegation cannot be expressed")
         matches = route.get("match")
         if not isinstance(matches, YSeq) or not matches:
             matches_built = [t.Match.make(span=route.span, spans={})]
         else:
             matches_built = [m for j, entry in enumerate(matches)
-                             if (m := _match(cx, res, entry, matches.at(j), f"{where}.match[{j}]")) is not None]
+                             if (m := _match(cx, res, entry, matches.at(j), f"{where}.match[{j}]", ingress))
+                             is not None]
         for m in matches_built:  # each match entry is its own rule, reported at its own line
+            if not ro.rewrite_fits(cx, res, m, rewrite, route.at("rewrite"), where):
+                continue
             rules.append(t.RouteRule.make(index=len(rules), match=m, action=action, timeout_ms=timeout, retry=retry,
-                                          fault=fault, span=m.span, spans={}))
+                                          fault=fault, headers=[h.model_copy() for h in headers or []],
+                                          rewrite=rewrite.model_copy() if rewrite else None,
+                                          cors=cors.model_copy(deep=True) if cors else None, span=m.span, spans={}))
     return rules
 
 
-def _match(cx: Context, res: Resource, entry, span: Span, where: str) -> t.Match | None:
+def _match(cx: Context, res: Resource, entry, span: Span, where: str, ingress: bool = False) -> t.Match | None:
     if not isinstance(entry, YMap):
         return t.Match.make(span=span, spans={})
     m = t.Match.make(span=span, spans={})
@@ -158,14 +179,23 @@ def _match(cx: Context, res: Resource, entry, span: Span, where: str) -> t.Match
                                                     spans={}))
             cx.imported(res, f"{where}.withoutHeaders")
             continue
-        elif key in ("sourceLabels", "sourceNamespace"):
+        elif key == "queryParams":
+            from .route_options import istio_queries
+
+            got = istio_queries(cx, res, value, at, where)
+            if got is not None:
+                m.queries = got
+                continue
+        elif key in ("sourceLabels", "sourceNamespace") and not ingress:
             continue  # below, together
+        elif key in ("gateways", "port") and ingress:
+            continue  # the gateway builder has already read them
         elif key in ("name", "ignoreUriCase") and (key == "name" or value is False):
             continue
         cx.refuse(res, f"{where}.{key}", at, "the language cannot express this match; the whole match entry is left "
                   "out, so requests it would take go to the later rules", "routing")
         return None
-    if "sourceLabels" in entry or "sourceNamespace" in entry:
+    if not ingress and ("sourceLabels" in entry or "sourceNamespace" in entry):
         selector = labels_of(entry.get("sourceLabels"))
         ns = entry.get("sourceNamespace")
         callers = [k for k in cx.inv.services.values()
@@ -211,7 +241,9 @@ def _version_of(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, de
     return t.Ref.make(name=name, span=dest.at("subset"), spans={})
 
 
-def _action(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, route: YMap, where: str):
+def answer(cx: Context, res: Resource, route: YMap, where: str):
+    """A route that answers itself: a Redirect or DirectResponse; False when
+    it cannot be expressed (said so); None when the route forwards."""
     if isinstance(route.get("redirect"), YMap):
         red = route["redirect"]
         uri = str(red.get("uri") or "")
@@ -221,7 +253,7 @@ def _action(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, route:
                 (red.get("scheme") and not red.get("authority")):
             cx.refuse(res, f"{where}.redirect", route.at("redirect"), "only `uri`, `authority`, `scheme` and "
                       "`redirectCode` are expressible; the route is left out", "routing")
-            return None
+            return False
         cx.imported(res, f"{where}.redirect")
         return t.Redirect.make(uri=uri, status=int(red.get("redirectCode") or 301), span=route.at("redirect"),
                                spans={})
@@ -234,6 +266,13 @@ def _action(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, route:
         cx.imported(res, f"{where}.directResponse")
         return t.DirectResponse.make(status=int(dr.get("status") or 200), body=text, span=route.at("directResponse"),
                                      spans={})
+    return None
+
+
+def _action(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, route: YMap, where: str):
+    answered = answer(cx, res, route, where)
+    if answered is not None:
+        return answered or None
     dests = route.get("route")
     if not isinstance(dests, YSeq) or not dests:
         cx.refuse(res, where, route.span, "a route without `route`, `redirect` or `directResponse`")
@@ -314,13 +353,15 @@ def _retry(cx: Context, res: Resource, route: YMap, where: str) -> t.Retry | Non
         return retry
     retry.per_try_ms = cx.duration_ms(res, r, "perTryTimeout", f"{where}.retries") if "perTryTimeout" in r else None
     conditions = [c.strip() for c in str(r.get("retryOn") or ",".join(ISTIO_DEFAULT_RETRY_ON)).split(",") if c.strip()]
-    kept = [c for c in conditions if c in _RETRY_ON]
-    dropped = [c for c in conditions if c not in _RETRY_ON]
+    from .route_options import status_codes
+
+    kept, codes, dropped = status_codes(conditions)
     if dropped:
         cx.refuse(res, f"{where}.retries.retryOn", r.at("retryOn"),
-                  f"condition(s) {', '.join(dropped)} cannot be expressed (listed status codes need "
-                  "`retriable-status-codes`); the others are imported", "retry amplification")
+                  f"condition(s) {', '.join(dropped)} cannot be expressed; the others are imported",
+                  "retry amplification")
     retry.on = kept
+    retry.on_status = codes
     for key in r:
         if key not in ("attempts", "perTryTimeout", "retryOn"):
             cx.refuse(res, f"{where}.retries.{key}", r.key_at(key), "the language has no equivalent")

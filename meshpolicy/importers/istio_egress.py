@@ -1,0 +1,231 @@
+"""ServiceEntries -> external services; `outboundTrafficPolicy` -> the egress stance.
+
+Istio (docs/import.md, "Egress"): a MESH_EXTERNAL ServiceEntry adds hosts
+outside the mesh to the registry; HTTP ports are seen at L7 by the caller's
+sidecar, HTTPS/TLS/TCP ports pass through (the application's own TLS); a
+DestinationRule with `tls.mode: SIMPLE` for the host makes the sidecar
+originate TLS, which is the language's `port N tls`. Istio authorizes
+nothing on the way out (AuthorizationPolicies apply at destinations), so
+each external gets `allow * -> E`. Undeclared hosts: MeshConfig's
+`outboundTrafficPolicy.mode`, default ALLOW_ANY, which a Sidecar overrides
+for its workloads; the language has one mesh-wide stance.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import yaml
+
+from ..codes import diag
+from ..model import types as t
+from .context import Context
+from .inventory import Resource, mesh_name
+from .yamlmarks import YMap, YSeq
+
+_DNS = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_PORT_KINDS = {"HTTP": "http", "HTTP2": "http", "GRPC": "http", "GRPC-WEB": "http", "HTTPS": "tcp", "TLS": "tcp",
+               "TCP": "tcp", "MONGO": "tcp", "MYSQL": "tcp", "REDIS": "tcp"}
+
+
+def service_entries(cx: Context, entries: list[Resource], rules: list[Resource]) -> None:
+    taken = {s.name for s in cx.mesh.services} | {g.name for g in cx.mesh.ingresses}
+    for res in sorted(entries, key=lambda r: r.sort_key()):
+        spec = res.spec
+        location = str(spec.get("location") or "MESH_EXTERNAL")
+        if location != "MESH_EXTERNAL":
+            cx.diags.append(diag("MP929", f"{res.label}: location {location} adds workloads to the mesh (VMs, "
+                                          "other clusters); not imported", spec.at("location")))
+            continue
+        hosts = []
+        raw = spec.get("hosts")
+        for i, h in enumerate(raw if isinstance(raw, YSeq) else []):
+            host = str(h).lower().rstrip(".")
+            if _is_ip(host) or "*" in host or not _DNS.fullmatch(host):
+                cx.diags.append(diag("MP929", f"{res.label}: host `{h}` is not a concrete DNS name (a wildcard or "
+                                              "an address); the language's externals name hosts exactly",
+                                     raw.at(i)))
+                continue
+            hosts.append(host)
+        ports = []
+        raw_ports = spec.get("ports")
+        for i, p in enumerate(raw_ports if isinstance(raw_ports, YSeq) else []):
+            if not isinstance(p, YMap) or not isinstance(p.get("number"), int):
+                continue
+            proto = str(p.get("protocol") or "TCP").upper()
+            kind = _PORT_KINDS.get(proto)
+            if kind is None:
+                cx.diags.append(diag("MP929", f"{res.label}: port {p['number']} ({proto}) cannot be expressed",
+                                     raw_ports.at(i)))
+                continue
+            if kind == "http" and _originates_tls(cx, res, rules, hosts, p["number"]):
+                kind = "tls"
+                target = p.get("targetPort")
+                if isinstance(target, int) and target != p["number"]:
+                    cx.diags.append(diag("MP933", f"{res.label}: port {p['number']} is sent to port {target} with "
+                                                  f"TLS; imported as `port {p['number']} tls`", raw_ports.at(i)))
+            if all(x.number != p["number"] for x in ports):
+                ports.append(t.ExternalPort.make(number=p["number"], protocol=kind, span=raw_ports.at(i), spans={}))
+        if not hosts or not ports:
+            cx.diags.append(diag("MP929", f"{res.label}: no " + ("host" if not hosts else "port") + " that the "
+                                          "language can express; not imported", res.body.key_at("spec")))
+            continue
+        for key, why in (("endpoints", "the addresses Istio sends to instead of the hosts' DNS answers"),
+                         ("addresses", "virtual addresses callers may dial"),
+                         ("exportTo", "which namespaces see it; imported as seen by every workload"),
+                         ("workloadSelector", "workloads it selects")):
+            if key in spec:
+                cx.approximate(res, f"spec.{key}", spec.key_at(key), f"{why}: not expressible; the external is "
+                               "reached by its host names")
+        name = mesh_name(res.name)
+        if name in taken:
+            name = f"{name}-external"
+        n = 2
+        while name in taken:
+            name, n = f"{mesh_name(res.name)}-external-{n}", n + 1
+        taken.add(name)
+        ext = t.ExternalService.make(name=name, namespace=res.namespace, hosts=hosts, ports=ports,
+                                     span=res.body.span, spans={})
+        cx.mesh.externals.append(ext)
+        cx.externals_by_host.update({h: ext for h in hosts})
+        cx.coverage.imported[res.kind] += 1
+        cx.imported(res, "spec.hosts")
+        # Istio authorizes nothing on the way out: every workload may call it
+        cx.mesh.auth_rules.append(t.AuthRule.make(
+            index=len(cx.mesh.auth_rules), effect="allow", sources=[t.Source.make(kind="any", span=ext.span, spans={})],
+            target=t.Ref.make(name=ext.name, span=ext.span, spans={}), span=ext.span, spans={}))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_network(host, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def _originates_tls(cx: Context, res: Resource, rules: list[Resource], hosts: list[str], port: int) -> bool:
+    """Whether a DestinationRule for one of the hosts sets `tls.mode: SIMPLE` for this port (port-level first)."""
+    for dr in sorted(rules, key=lambda r: r.sort_key()):
+        if str(dr.spec.get("host") or "").lower() not in hosts:
+            continue
+        policy = dr.spec.get("trafficPolicy")
+        if not isinstance(policy, YMap):
+            continue
+        mode = None
+        levels = policy.get("portLevelSettings")
+        for lvl in levels if isinstance(levels, YSeq) else []:
+            if isinstance(lvl, YMap) and isinstance(lvl.get("port"), YMap) and lvl["port"].get("number") == port \
+                    and isinstance(lvl.get("tls"), YMap):
+                mode = lvl["tls"].get("mode")
+        if mode is None and isinstance(policy.get("tls"), YMap):
+            mode = policy["tls"].get("mode")
+        if mode == "SIMPLE":
+            return True
+        if mode in ("MUTUAL", "ISTIO_MUTUAL"):
+            cx.approximate(dr, "spec.trafficPolicy.tls.mode", dr.spec.at("trafficPolicy"), f"{mode}: a client "
+                           "certificate towards an external host is not expressible; the port is imported as "
+                           "written in the ServiceEntry")
+    return False
+
+
+def external_destination_rules(cx: Context, rules: list[Resource]) -> None:
+    """DestinationRules for external hosts: `tls` was read with the ports;
+    the rest (pools, outlier detection) has no equivalent on an external."""
+    for res in rules:
+        ext = cx.externals_by_host.get(str(res.spec.get("host") or "").lower())
+        if ext is None:
+            continue
+        cx.coverage.imported[res.kind] += 1
+        policy = res.spec.get("trafficPolicy")
+        for key in (policy if isinstance(policy, YMap) else {}):
+            if key == "tls":
+                cx.imported(res, "spec.trafficPolicy.tls")
+            elif key == "portLevelSettings":
+                for lvl in policy[key] if isinstance(policy[key], YSeq) else []:
+                    for k in (lvl if isinstance(lvl, YMap) else {}):
+                        if k not in ("port", "tls"):
+                            cx.refuse(res, f"spec.trafficPolicy.portLevelSettings.{k}", lvl.key_at(k),
+                                      "the language has no equivalent on an external service")
+            else:
+                cx.refuse(res, f"spec.trafficPolicy.{key}", policy.key_at(key), "the language has no equivalent "
+                          "on an external service")
+        if "subsets" in res.spec:
+            cx.refuse(res, "spec.subsets", res.spec.key_at("subsets"), "an external service has no versions")
+
+
+def external_virtual_services(cx: Context, services: list[Resource]) -> None:
+    """A mesh VirtualService for an external host: one catch-all route's
+    timeout and retries are the external's own; anything else is refused."""
+    for res in services:
+        gateways = res.spec.get("gateways")
+        if isinstance(gateways, YSeq) and gateways and "mesh" not in [str(g) for g in gateways]:
+            continue
+        hosts = res.spec.get("hosts")
+        for i, h in enumerate(hosts if isinstance(hosts, YSeq) else []):
+            ext = cx.externals_by_host.get(str(h).lower())
+            if ext is None:
+                continue
+            http = res.spec.get("http")
+            routes = [r for r in http if isinstance(r, YMap)] if isinstance(http, YSeq) else []
+            only = routes[0] if len(routes) == 1 else None
+            simple = only is not None and not only.get("match") and set(only) <= {"route", "timeout", "retries",
+                                                                                   "name"}
+            if not simple:
+                cx.refuse(res, "spec.http", res.spec.key_at("http") if "http" in res.spec else res.spec.span,
+                          f"routes for external host `{h}`: only one catch-all route's `timeout` and `retries` "
+                          "are expressible on an external service", "egress")
+                continue
+            from .istio_routes import _retry
+
+            if "timeout" in only:
+                ext.timeout_ms = cx.duration_ms(res, only, "timeout", "spec.http[0]")
+            if "retries" in only:
+                ext.retry = _retry(cx, res, only, "spec.http[0]")
+            cx.coverage.imported[res.kind] += 1
+
+
+def egress_stance(cx: Context, sidecars: list[Resource], resources: list[Resource], root_ns: str) -> None:
+    """MeshConfig's mode (the `istio` ConfigMap or an IstioOperator's meshConfig;
+    Istio's default ALLOW_ANY), then the root namespace's Sidecar without a
+    selector; other Sidecars setting another mode are MP928."""
+    mode, where = None, None
+    for r in resources:
+        cfg = None
+        if r.kind == "ConfigMap" and r.name == "istio" and r.namespace == root_ns:
+            data = r.body.get("data")
+            text = data.get("mesh") if isinstance(data, YMap) else None
+            try:
+                cfg = yaml.safe_load(text) if isinstance(text, str) and len(text) < 1_000_000 else None
+            except yaml.YAMLError:
+                cfg = None
+        elif r.kind == "IstioOperator":
+            cfg = r.spec.get("meshConfig")
+        policy = cfg.get("outboundTrafficPolicy") if isinstance(cfg, dict) else None
+        if isinstance(policy, dict) and policy.get("mode") in ("ALLOW_ANY", "REGISTRY_ONLY"):
+            mode, where = policy["mode"], r
+    scoped = []
+    for r in sorted(sidecars, key=lambda r: r.sort_key()):
+        policy = r.spec.get("outboundTrafficPolicy")
+        m = policy.get("mode") if isinstance(policy, YMap) else None
+        if m not in ("ALLOW_ANY", "REGISTRY_ONLY"):
+            continue
+        if r.namespace == root_ns and not r.spec.get("workloadSelector"):
+            mode, where = m, r
+        else:
+            scoped.append((r, m, policy))
+    if mode is None:
+        mode = "ALLOW_ANY"
+        cx.diags.append(diag("MP927", "no Sidecar or MeshConfig in the inputs sets `outboundTrafficPolicy`: "
+                                      "imported as Istio's default, `egress allow_any`",
+                             sidecars[0].body.span if sidecars else None))
+    cx.mesh.settings.egress = "allow_any" if mode == "ALLOW_ANY" else "registry_only"
+    if where is not None:
+        cx.coverage.imported[where.kind] += where.kind == "Sidecar"
+    for r, m, policy in scoped:
+        if m != mode:
+            cx.diags.append(diag("MP928", f"{r.label}: `outboundTrafficPolicy.mode: {m}` for its workloads; the "
+                                          f"mesh-wide mode {mode} is imported", policy.span))
+        else:
+            cx.imported(r, "spec.outboundTrafficPolicy")

@@ -1,0 +1,162 @@
+"""Importing north-south Istio and Gateway API resources: ingress gateways,
+end-user tokens, external services and the egress stance, L7 rule options.
+Each test holds the import to what Istio / Gateway API document, through the
+reference evaluator, and the emitted .mesh to reading back the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meshpolicy.importers import import_sources
+from meshpolicy.importers.emit import files_for
+from meshpolicy.semantics.evaluate import Request, Token, evaluate
+from meshpolicy.span import SourceFile
+
+from .conftest import ROOT, check_texts, run_meshc
+
+SHOP = ROOT / "tests" / "fixtures" / "istio" / "northsouth"
+
+
+def shop(**kw):
+    return import_sources({str(p): SourceFile(str(p), p.read_text()) for p in sorted(SHOP.glob("*.yaml"))}, **kw)
+
+
+def codes(result) -> set[str]:
+    return {d.code for d in result.diagnostics}
+
+
+def test_gateway_and_its_virtual_service_are_an_ingress_with_the_routes_options():
+    r = shop()
+    assert not [d for d in r.diagnostics if d.is_error and d.code != "MP223"]
+    (g,) = r.mesh.ingresses
+    assert (g.namespace, g.account, g.hosts) == ("istio-system", "istio-ingressgateway-service-account",
+                                                 ["shop.example.com"])
+    assert [(ls.port, ls.protocol) for ls in g.listeners] == [(80, "http"), (443, "http")]  # not emitting: MP920
+    assert "MP920" in codes(r) and "MP921" in codes(r)
+    rule = g.rules[0]
+    assert rule.rewrite.path == "/orders" and rule.match.queries[0].value == "full"
+    assert [(h.side, h.op, h.name) for h in rule.headers] == [("response", "remove", "server"),
+                                                              ("request", "set", "x-from")] or \
+        [(h.side, h.op, h.name) for h in rule.headers] == [("request", "set", "x-from"),
+                                                           ("response", "remove", "server")]
+    assert rule.retry.on_status == [503, 429] and rule.retry.on == ["connect-failure"]
+    assert rule.cors.origins == ["https://shop.example.com"] and rule.cors.max_age_ms == 86_400_000
+
+
+def test_ingress_requests_mean_what_istio_does():
+    mesh = shop().mesh
+    write = Token("auth", {"iss": "https://auth.shop.example/", "scope": "orders:read orders:write"})
+    read = Token("auth", {"iss": "https://auth.shop.example/", "scope": "orders:read"})
+
+    def at_gateway(path, method="POST", token=None, host="shop.example.com"):
+        return evaluate(mesh, Request(None, "shop", method, path, host=host, token=token))
+
+    ok = at_gateway("/api/orders/7?view=full", token=write)
+    (fwd,) = ok.forwarded.values()
+    assert fwd.decision.allowed and fwd.request.path == "/orders/7" and fwd.request.query == "view=full"
+    assert not next(iter(at_gateway("/api/orders/7?view=full", token=read).forwarded.values())).decision.allowed
+    assert at_gateway("/api/orders/7?view=full", token=Token(None)).status == 401
+    assert at_gateway("/api/orders/7", token=write).status == 404  # the query test fails: directResponse 404
+    assert at_gateway("/api/orders/7?view=full", host="evil.example.com").status == 404
+
+
+def test_service_entry_with_tls_origination_is_an_external_and_the_stance_is_the_sidecars():
+    mesh = shop().mesh
+    (ext,) = mesh.externals
+    assert ext.hosts == ["api.stripe.com"] and [(p.number, p.protocol) for p in ext.ports] == [(443, "tls")]
+    assert mesh.settings.egress == "registry_only"
+    assert evaluate(mesh, Request("orders", "stripe", "POST", "/v1/charges")).decision.allowed  # Istio: no egress authz
+    assert not evaluate(mesh, Request("orders", "example.org")).decision.allowed
+
+
+def test_istio_default_egress_is_allow_any():
+    text = (SHOP / "shop.yaml").read_text().split("kind: Sidecar")[0].rsplit("---", 1)[0]
+    r = import_sources({"in.yaml": SourceFile("in.yaml", text)})
+    assert r.mesh.settings.egress == "allow_any" and "MP927" in codes(r)
+
+
+def test_emitted_policy_reads_back_and_checks_with_the_files_provided(tmp_path):
+    out = tmp_path / "policy"
+    proc = run_meshc("import", "istio", str(SHOP), "-o", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "jwks" / "auth.json").read_text().startswith('{"keys"')
+    text = (out / "istio-system.mesh").read_text()
+    assert 'listen 443 https cert "tls/shop/shop-cert.crt"' in text
+    # the certificate is the user's to provide (MP920); meshc check wants PEM there
+    assert "MP232" in run_meshc("check", str(out)).stdout
+
+
+def test_emitted_files_are_the_same_mesh():
+    r = shop(emitting=True)
+    files = files_for(r.mesh)
+    back = check_texts(files)
+    assert not [d for d in back.diagnostics if d.code not in ("MP223", "MP232") and d.is_error], \
+        [(d.code, d.message) for d in back.diagnostics]
+    for req in (Request(None, r.mesh.ingresses[0].name, "POST", "/api/orders/1?view=full", host="shop.example.com",
+                        token=Token("auth", {"iss": "https://auth.shop.example/", "scope": "orders:write"})),
+                Request("orders", "stripe", "GET", "/")):
+        a, b = evaluate(r.mesh, req), evaluate(back.mesh, req)
+        assert (a.status, a.decision.allowed) == (b.status, b.decision.allowed)
+
+
+GATEWAY_API = """apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec:
+  selector: {app: orders}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: edge}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: "*.shop.example.com"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: shop}
+spec:
+  parentRefs: [{name: web, namespace: edge}]
+  hostnames: [api.shop.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, queryParams: [{name: v, value: "2"}]}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-via, value: web}], remove: [x-debug]}
+    backendRefs: [{name: orders, port: 8080}]
+"""
+
+
+def test_gateway_api_gateway_and_route_are_an_ingress_with_gateway_api_rewrites():
+    r = import_sources({"gw.yaml": SourceFile("gw.yaml", GATEWAY_API)}, flavour="gateway-api")
+    assert not [d for d in r.diagnostics if d.is_error], [(d.code, d.message) for d in r.diagnostics]
+    (g,) = r.mesh.ingresses
+    assert (g.namespace, g.account, g.hosts) == ("edge", "web-istio", ["api.shop.example.com"])
+
+    def delivered(path):
+        out = evaluate(r.mesh, Request(None, g.name, "GET", path, host="api.shop.example.com"))
+        return out.status, [o.request.path for o in out.forwarded.values()]
+
+    assert delivered("/api/x?v=2")[1] == ["/x"]
+    assert delivered("/api?v=2")[1] == ["/"]
+    assert delivered("/api/x")[0] == 404  # the query match fails
+    assert delivered("/apix?v=2")[0] == 404  # PathPrefix matches whole elements
+    ops = g.rules[0].headers
+    assert [(o.op, o.name) for o in ops] == [("remove", "x-debug"), ("set", "x-via")]
+
+
+def test_claims_and_principals_become_internet_sources():
+    base = (SHOP / "shop.yaml").read_text()
+    r = import_sources({"in.yaml": SourceFile("in.yaml", base.replace(
+        'requestPrincipals: ["https://auth.shop.example//*"]',
+        'requestPrincipals: ["https://auth.shop.example//*"], principals: '
+        '["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]'))})
+    assert "MP925" not in codes(r)  # the gateway named: exact
+    (rule,) = [a for a in r.mesh.auth_rules if a.target.name == "orders"]
+    (src,) = rule.sources
+    assert src.kind == "internet" and [(c.claim, c.op, c.value) for c in src.jwt.claims] == [
+        ("iss", "eq", "https://auth.shop.example/"), ("scope", "has", "orders:write")]
