@@ -244,3 +244,33 @@ def test_stat_counts_a_gateways_calls_to_services_not_its_own_hop():
         _take(car, "envoy_cluster_upstream_rq", {"envoy_cluster_name": cluster, "envoy_response_code": "200"}, 2,
               sample)
     assert set(sample.codes) == {("caller", "web", "orders")}
+
+
+def test_stand_in_ports_and_certificates_are_kept_across_prepares(tmp_path):
+    """A reload (--watch) prepares again: the stand-ins keep their ports and
+    certificates (the running stand-in serves the one it loaded), and a tls
+    stand-in's certificate is the run CA's, for the external's hosts."""
+    from cryptography import x509
+
+    from meshpolicy.certs import signed_by
+
+    root = write_shop(tmp_path / "shop", "meshproxy")
+    mesh = _checked(root)
+    work = tmp_path / "work"
+    first, _ = up.prepare(mesh, {}, "meshproxy", work)
+    second, _ = up.prepare(mesh, {}, "meshproxy", work)
+    assert [(s.key_name, s.local_port) for s in first.standins] == [(s.key_name, s.local_port)
+                                                                     for s in second.standins]
+    assert [s.key_name for s in first.standins] == ["status:80", "stripe:443"]
+    tls = next(s for s in second.standins if s.protocol == "tls")
+    assert tls.cert.read_bytes() == next(s for s in first.standins if s.protocol == "tls").cert.read_bytes()
+    cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    ca = x509.load_pem_x509_certificate((work / "certs" / "ca.pem").read_bytes())
+    assert signed_by(cert, ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["api.stripe.com"]
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
+    cfg = json.loads((work / "config" / "shop" / "payments.json").read_text())
+    stripe = next(e for e in cfg["outbound"]["externals"] if e["name"] == "stripe")
+    assert stripe["ports"][0]["dial"] == {"address": "127.0.0.1", "port": tls.local_port}
+    assert cfg["egress"]["ca_file"] == str((work / "certs" / "ca.pem").resolve())

@@ -41,17 +41,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _reusable(cp: Path, kp: Path, ca_cert, hosts: list[str]) -> bool:
+    """The stand-in's certificate on disk is this CA's, for these hosts, with
+    an hour left (a reload under --watch keeps it; the stand-in keeps serving it)."""
+    from cryptography import x509
+
+    from ..certs import signed_by
+
+    if not (cp.is_file() and kp.is_file()) or cp.is_symlink() or kp.is_symlink():
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cp.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+    return (signed_by(cert, ca_cert) and sorted(sans.get_values_for_type(x509.DNSName)) == sorted(hosts)
+            and left > dt.timedelta(hours=1))
+
+
 def _server_cert(certs: Path, hosts: list[str], out: Path) -> tuple[Path, Path]:
     """A server certificate for `hosts` signed by the run's CA (certs/)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     from ..certs import CA_CERT, CA_KEY, _key_pem, _pem, _write_private, _write_public
-    from cryptography.hazmat.primitives import serialization
 
     ca_cert = x509.load_pem_x509_certificate((certs / CA_CERT).read_bytes())
+    cp, kp = out / "cert.pem", out / "key.pem"
+    if _reusable(cp, kp, ca_cert, hosts):
+        return cp, kp
     ca_key = serialization.load_pem_private_key((certs / CA_KEY).read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
@@ -65,7 +86,6 @@ def _server_cert(certs: Path, hosts: list[str], out: Path) -> tuple[Path, Path]:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    cp, kp = out / "cert.pem", out / "key.pem"
     _write_private(kp, _key_pem(key))
     _write_public(cp, _pem(cert))
     return cp, kp
@@ -112,7 +132,9 @@ def sidecar_settings(standins: list[StandIn], settings: dict, certs: Path) -> No
     for s in standins:
         eps[s.key_name] = f"127.0.0.1:{s.local_port}"
     settings["external_endpoints"] = eps
-    settings.setdefault("egress_ca", str((certs / "ca.pem").resolve()))
+    from ..certs import CA_CERT
+
+    settings.setdefault("egress_ca", str((certs / CA_CERT).resolve()))
 
 
 def argv(s: StandIn, token: str) -> list[str]:
