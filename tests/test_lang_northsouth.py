@@ -666,3 +666,14 @@ def test_identities_of_ingresses_and_externals():
         'ingress g {\n  namespace edge\n  account gw\n  listen 80 http\n  hosts "a.example"\n  * -> web\n}\n'
     assert "MP108" in _codes_of(twin + "allow internet -> web\n")
     assert "MP108" not in _codes_of(twin + "allow api -> web\n")
+
+
+def test_options_that_never_apply():
+    base = HEAD + WEB + "allow * -> web\n"
+    assert "MP253" in _codes_of(base + 'route web {\n  * -> respond 200 remove response header "server"\n}\n')
+    assert "MP253" in _codes_of(base + 'route web {\n  * -> redirect "/x" cors origins "https://a.example"\n}\n')
+    assert "MP253" not in _codes_of(base + 'route web {\n  * -> v1 remove response header "server"\n}\n')
+    assert "MP254" in _codes_of(base + 'route web {\n  GET -> v1 cors origins "https://a.example"\n  * -> v1\n}\n')
+    for match in ("GET, OPTIONS", "*", "/api/**"):
+        assert "MP254" not in _codes_of(base + f'route web {{\n  {match} -> v1 cors origins "https://a.example"\n}}\n')
+    assert "MP222" in _codes_of(HEAD + 'jwt p {\n  issuer " "\n  jwks_uri "https://i.example/k"\n}\n')

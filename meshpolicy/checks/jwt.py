@@ -36,6 +36,8 @@ def provider_settings(mesh: Mesh):
                        labels=[Label(p.at("jwks_file"), "`jwks` here")])
         if p.issuer is None:
             yield diag("MP222", f"jwt provider `{p.name}` has no `issuer`", p.at("name"))
+        elif not p.issuer.strip():
+            yield diag("MP222", f"the `issuer` of jwt provider `{p.name}` is empty", p.at("issuer"))
         if p.jwks_uri is not None and not _HTTPS_URL.fullmatch(p.jwks_uri):
             yield diag("MP226", f"`jwks_uri` of jwt provider `{p.name}` is not an absolute https URL",
                        p.at("jwks_uri"))

@@ -1,7 +1,10 @@
 """L7 options of route and ingress rules: MP250 (rewrite with a regex path),
 MP251 (a rewrite path that is not a path, or a rewrite on a rule that does
 not forward), MP252 (header operations on headers that belong to the
-connection, to `rewrite host`, or to the mesh).
+connection, to `rewrite host`, or to the mesh), MP253 (header operations or
+CORS on a rule that answers itself: they apply to forwarded requests only,
+docs/semantics.md), MP254 (CORS on a rule whose methods leave out the
+preflight's OPTIONS).
 
 The headers refused in operations: HTTP/2 pseudo-headers (`:path`...), `host`
 (`rewrite host` changes it coherently for routing and TLS), the hop-by-hop
@@ -35,7 +38,7 @@ def forbidden_header(side: str, name: str) -> str | None:
     return None
 
 
-@rule("MP250", "MP251", "MP252", per_file=True)
+@rule("MP250", "MP251", "MP252", "MP253", "MP254", per_file=True)
 def rule_options(mesh: Mesh):
     for r in route_rules(mesh):
         rw = r.rewrite
@@ -52,3 +55,12 @@ def rule_options(mesh: Mesh):
             why = forbidden_header(op.side, op.name)
             if why:
                 yield diag("MP252", f"`{op.op} {op.side} header \"{op.name}\"`: `{op.name}` {why}", op.at("name"))
+        if r.action.kind != "forward":
+            unused = [x for x in (*r.headers, r.cors) if x is not None]
+            if unused:
+                what = "`cors`" if unused[0] is r.cors else "header operations"
+                yield diag("MP253", f"this rule answers with `{r.action.kind}`: its {what} never apply",
+                           unused[0].span)
+        elif r.cors is not None and r.match.methods and "OPTIONS" not in r.match.methods:
+            yield diag("MP254", f"this rule has `cors` but matches only {', '.join(r.match.methods)}: a browser's "
+                                "OPTIONS preflight goes to another rule", r.cors.span)

@@ -84,7 +84,7 @@ CODES.update(define(
      "without keys no token can be validated"),
     ("MP221", "jwt-two-key-sources", "error", "a jwt provider names both `jwks` and `jwks_uri`",
      "keep one: the keys come from one place"),
-    ("MP222", "jwt-without-issuer", "error", "a jwt provider has no `issuer`",
+    ("MP222", "jwt-without-issuer", "error", "a jwt provider has no `issuer`, or an empty one",
      "add `issuer \"https://...\"`: a token is valid only when its `iss` is the provider's issuer"),
     ("MP223", "unusable-jwks", "error",
      "a `jwks` file cannot be read, is over 1 MiB, is not JSON with a `keys` list, or holds no usable key",
@@ -140,6 +140,12 @@ CODES.update(define(
      "match with a prefix, glob or exact path: a regex has no fixed part to replace"),
     ("MP251", "invalid-rewrite", "error", "a rewrite path does not start with `/`, or the rule does not forward",
      "rewrite to a path like `/orders/`, on a rule that forwards (`-> v1 rewrite ...`)"),
+    ("MP253", "option-without-forward", "warning",
+     "a rule that answers itself (`respond`, `redirect`) has header operations or `cors`",
+     "move them to a rule that forwards: they apply to forwarded requests and their responses only"),
+    ("MP254", "cors-without-preflight", "warning", "a rule with `cors` matches methods that leave out OPTIONS",
+     "add OPTIONS to the rule's methods (or drop the methods): a browser's preflight is an OPTIONS request, "
+     "routed like any other, so this rule never answers it"),
     ("MP252", "forbidden-header-operation", "error",
      "a header operation changes a pseudo-header, `host`, a hop-by-hop header or the mesh's identity header",
      "use `rewrite host` for the host; hop-by-hop and length headers belong to the connection, "
