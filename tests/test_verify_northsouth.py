@@ -284,3 +284,43 @@ def test_query_internet_matches_the_evaluator(shop_dir):
     r = run_meshc("query", str(shop_dir), "internet[jwt role=admin] -> orders GET /orders/admin/x",
                   "--format", "json")
     assert json.loads(r.stdout)["decision"] == evaluate(mesh, req).decision.effect == "allow"
+
+
+# ---- graph and diff --------------------------------------------------------------------------------
+
+def test_meshc_graph_draws_internet_ingresses_and_externals(shop_dir):
+    r = run_meshc("graph", str(shop_dir))
+    assert r.returncode == 0, r.stderr
+    assert '(["internet"])' in r.stdout and '[/"web"\\]' in r.stdout and '{{"stripe"}}' in r.stdout
+    assert "rewrite /orders/" in r.stdout  # the ingress edge names the rule that forwards
+    r = run_meshc("graph", str(shop_dir), "--format", "dot")
+    assert '"web" [shape=trapezium]' in r.stdout and '"stripe" [shape=hexagon]' in r.stdout
+
+
+def test_diff_shows_internet_and_egress_changes_with_the_token(tmp_path):
+    from meshpolicy.verify.diff import diff
+
+    old = check_text(SHOP).mesh
+    new = check_text(SHOP.replace(
+        'allow internet with jwt auth role = "admin" -> orders /orders/admin/**',
+        'allow internet with jwt auth role = "admin" -> orders /orders/admin/**\n'
+        'allow internet with jwt role = "support" -> orders GET /orders/admin/tickets/**').replace(
+        "allow payments -> stripe POST /v1/charges", "allow payments -> stripe POST /v1/charges, /v1/refunds")).mesh
+    d = diff(old, new)
+    internet = [c for c in d.decisions if c.destination == "orders"]
+    assert internet and all(c.old == "deny" and c.new == "allow" for c in internet)
+    w = internet[0].witness
+    assert w["internet_via"] == "web" and w["token"]["claims"]["role"] == "support"
+    assert evaluate(new, Request("web", "orders", w["method"], w["path"],
+                                 token=Token("auth", w["token"]["claims"]))).decision.allowed
+    [egress] = [c for c in d.decisions if c.destination == "stripe"]
+    assert egress.witness["path"] == "/v1/refunds" and egress.source == "payments"
+
+
+def test_diff_of_an_ingress_route_is_a_reachability_change():
+    from meshpolicy.verify.diff import diff
+
+    old = check_text(SHOP).mesh
+    new = check_text(SHOP.replace("  GET /** -> frontend\n", "")).mesh
+    d = diff(old, new)
+    assert ("web", "frontend") in {(u, v) for u, v, _ in d.edges_removed}

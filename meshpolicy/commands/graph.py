@@ -19,7 +19,8 @@ def command(paths, fmt):
     """Draw who may call whom: edges are labelled with the methods and paths
     the allow rules admit; route rules for callers that may not call are
     drawn dashed ("routed, but denied"). `(outside)` is callers without a
-    mesh identity.
+    mesh identity; `internet` enters through the ingresses (trapezoids),
+    whose edges show the rules that forward; externals are hexagons.
 
     \b
     Examples:

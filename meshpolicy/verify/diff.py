@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..model.types import HTTP_METHODS, Mesh
-from ..semantics.evaluate import Outcome, Request, evaluate, source_matches
+from ..semantics.evaluate import Outcome, Request, egress_source_matches, evaluate, source_matches
 from ..semantics.patterns import normalize_path
 from .atoms import Atom, is_normalized, key_of, matches, split
 from .witness import as_dict
@@ -93,6 +93,9 @@ def _meaning(mesh: Mesh, dest: str):
         mesh.mtls_of(svc) if svc else None,
         tuple(v.name for v in svc.versions) if svc else None,
         mesh.settings.default,
+        # who the internet is at a sidecar: the ingresses (identity, providers) and the providers
+        _canon([(g.name, g.namespace, g.account, g.jwt) for g in mesh.ingresses]),
+        _canon(mesh.jwt_providers),
     )
 
 
@@ -108,7 +111,9 @@ def _source_classes(old: Mesh, new: Mesh, dest: str) -> list[tuple[str | None, s
 
     def sig(mesh: Mesh, name: str | None):
         req = Request(name, dest)
-        auth = tuple(source_matches(mesh, s, req) for r in mesh.rules_by_target.get(dest, []) for s in r.sources)
+        # an external's rules are matched at the caller's own sidecar
+        match = egress_source_matches if mesh.service(dest) is None and dest in mesh.external_map else source_matches
+        auth = tuple(match(mesh, s, req) for r in mesh.rules_by_target.get(dest, []) for s in r.sources)
         route = mesh.route_map.get(dest)
         frm = tuple(name in {ref.name for ref in rr.match.sources} for rr in route.rules) if route else ()
         return auth, frm
@@ -116,11 +121,35 @@ def _source_classes(old: Mesh, new: Mesh, dest: str) -> list[tuple[str | None, s
     groups: dict[tuple, list[str]] = {}
     for n in names:
         groups.setdefault((sig(old, n), sig(new, n)), []).append(n)
-    out = []
+    out: list = []
     for members in groups.values():
         label = members[0] if len(members) == 1 else f"{members[0]} (and {len(members) - 1} more alike)"
         out.append((members[0], label))
     out.append((None, "(no identity)"))
+    return out + _internet_classes(old, new, dest)
+
+
+def _internet_classes(old: Mesh, new: Mesh, dest: str) -> list:
+    """Requests from the internet at dest, as ((ingress, token), label): per
+    ingress of either mesh, no token and each token class the `with jwt`
+    requirements of both meshes tell apart (verify/tokens.py)."""
+    from ..semantics.ingress import accepted_providers
+    from .internet import requirements_at
+    from .tokens import shown, token_classes
+
+    reqs = requirements_at(old, dest) + requirements_at(new, dest)
+    out = []
+    seen: set = set()
+    for mesh in (new, old):
+        for g in mesh.ingress_map.values():
+            providers = list(dict.fromkeys(list(accepted_providers(old, old.ingress_map[g.name]))
+                                           if g.name in old.ingress_map else [])
+                             ) + list(accepted_providers(mesh, g))
+            for tok in token_classes(list(dict.fromkeys(providers)), reqs):
+                key = (g.name, tok)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(((g.name, tok), f"internet via {g.name} ({shown(tok)})"))
     return out
 
 
@@ -226,7 +255,10 @@ def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], 
         atom = path_atoms[ai]
         for hc in itertools.product(*hranges):
             hs = tuple((n, hatoms[n][i].witness) for n, i in zip(hnames, hc) if i)
-            req = Request(src, dest, method, atom.witness, hs)
+            tok = None
+            if isinstance(src, tuple):  # a request from the internet: the ingress and the token
+                src, tok = src
+            req = Request(src, dest, method, atom.witness, hs, token=tok)
             a, b = evaluate(old, req), evaluate(new, req)
             for kind, x, y in (("decision", a.decision.effect, b.decision.effect),
                                ("route", _route_text(a), _route_text(b))):
@@ -269,6 +301,8 @@ def destination_changes(old: Mesh, new: Mesh, dest: str) -> tuple[list[Change], 
             text += f" [{_shape_text(shape_of[min(paths)])}]"
         text += _describe_headers(hnames, hatoms, hcs)
         wit = as_dict(req)
+        if req.source in new.ingress_map or req.source in old.ingress_map:
+            wit["internet_via"] = req.source
         svc = new.service(req.source) if req.source else None
         wit["identity"] = new.spiffe_id(svc) if svc is not None else None
         out[kind].append(Change(kind, who, dest, list(methods), text, x, y, wit))
@@ -402,7 +436,10 @@ def diff(old: Mesh, new: Mesh) -> MeshDiff:
     out.services_added = sorted(news - olds)
     out.services_removed = sorted(olds - news)
     callers_same = _callers(old) == _callers(new)
-    for dest in sorted(olds & news):
+    # egress rules (on externals, decided at the caller's sidecar) change decisions too
+    externals = {e for e in old.external_map if e in new.external_map and not old.service(e) and not new.service(e)
+                 and (e in old.rules_by_target or e in new.rules_by_target)}
+    for dest in sorted((olds & news) | externals):
         if callers_same and _meaning(old, dest) == _meaning(new, dest):
             continue
         dec, rt = destination_changes(old, new, dest)

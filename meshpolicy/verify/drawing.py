@@ -15,11 +15,43 @@ def _rule_label(r: AuthRule) -> str:
     return " ".join(x for x in (methods, paths) if x) or "any request"
 
 
+def _ingress_label(mesh: Mesh, g: str, dest: str) -> str:
+    """The ingress rules that forward to dest, summarised (with their rewrites)."""
+    from ..semantics.evaluate import forward_weights
+
+    parts = []
+    for r in mesh.ingress_map[g].rules:
+        if r.action.kind == "forward" and forward_weights(r).get(dest, 0) > 0:
+            m = r.match
+            text = " ".join(x for x in (", ".join(m.methods),
+                                        ", ".join(p.value for p in m.paths)) if x) or "any request"
+            if r.rewrite is not None and r.rewrite.path is not None:
+                text += f" rewrite {r.rewrite.path}"
+            parts.append(text)
+    return "; ".join(dict.fromkeys(parts))
+
+
 def edge_labels(mesh: Mesh, g: Digraph) -> dict[tuple[str, str], str]:
-    """What each edge allows: the allow rules that admit that caller, summarised."""
+    """What each edge allows: the allow rules that admit that caller, summarised
+    (internet -> ingress: its hosts; ingress -> service: the ingress rules
+    that forward there; service -> external: the egress rules)."""
+    from ..semantics.evaluate import egress_source_matches
+    from .internet import INTERNET
+
     out = {}
     for u, v in g.edges:
+        if u == INTERNET and v in mesh.ingress_map:
+            out[(u, v)] = ", ".join(mesh.ingress_map[v].hosts) or "any host"
+            continue
+        if u in mesh.ingress_map:
+            out[(u, v)] = _ingress_label(mesh, u, v)
+            continue
         probe = Request(None if u == OUTSIDE else u, v)
+        if mesh.service(v) is None and v in mesh.external_map:
+            rules = [r for r in mesh.rules_by_target.get(v, [])
+                     if r.effect == "allow" and any(egress_source_matches(mesh, s, probe) for s in r.sources)]
+            out[(u, v)] = "; ".join(dict.fromkeys(_rule_label(r) for r in rules)) or "default allow"
+            continue
         rules = [r for r in mesh.rules_by_target.get(v, [])
                  if r.effect == "allow" and any(source_matches(mesh, s, probe) for s in r.sources)]
         out[(u, v)] = "; ".join(dict.fromkeys(_rule_label(r) for r in rules)) or "default allow"
@@ -46,13 +78,26 @@ def _q(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', "#quot;")
 
 
+def _shape(mesh: Mesh, n: str) -> str:
+    """Mermaid node shapes: callers from outside as stadiums, ingresses as
+    trapezoids, externals as hexagons, services as boxes."""
+    from .internet import INTERNET
+
+    if n in (OUTSIDE, INTERNET):
+        return f'(["{_q(n)}"])'
+    if n in mesh.ingress_map:
+        return f'[/"{_q(n)}"\\]'
+    if mesh.service(n) is None and n in mesh.external_map:
+        return f'{{{{"{_q(n)}"}}}}'
+    return f'["{_q(n)}"]'
+
+
 def mermaid(mesh: Mesh, g: Digraph) -> str:
     denied = routed_but_denied(mesh, g)
     ids = {n: f"n{i}" for i, n in enumerate(_nodes(g, denied))}
     lines = ["flowchart LR"]
     for n, i in ids.items():
-        shape = f'(["{_q(n)}"])' if n == OUTSIDE else f'["{_q(n)}"]'
-        lines.append(f"  {i}{shape}")
+        lines.append(f"  {i}{_shape(mesh, n)}")
     labels = edge_labels(mesh, g)
     for (u, v) in sorted(g.edges):
         lines.append(f'  {ids[u]} -->|"{_q(labels[(u, v)])}"| {ids[v]}')
@@ -72,8 +117,12 @@ def _dq(s: str) -> str:
 def dot(mesh: Mesh, g: Digraph) -> str:
     denied = routed_but_denied(mesh, g)
     lines = ["digraph mesh {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"]
+    from .internet import INTERNET
+
     for n in _nodes(g, denied):
-        attrs = " [shape=ellipse, style=dashed]" if n == OUTSIDE else ""
+        attrs = " [shape=ellipse, style=dashed]" if n in (OUTSIDE, INTERNET) else (
+            " [shape=trapezium]" if n in mesh.ingress_map else (
+                " [shape=hexagon]" if mesh.service(n) is None and n in mesh.external_map else ""))
         lines.append(f"  {_dq(n)}{attrs};")
     labels = edge_labels(mesh, g)
     for (u, v) in sorted(g.edges):
