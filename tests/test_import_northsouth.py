@@ -32,7 +32,7 @@ def test_gateway_and_its_virtual_service_are_an_ingress_with_the_routes_options(
     assert (g.namespace, g.account, g.hosts) == ("istio-system", "istio-ingressgateway-service-account",
                                                  ["shop.example.com"])
     assert [(ls.port, ls.protocol) for ls in g.listeners] == [(80, "http"), (443, "http")]  # not emitting: MP920
-    assert "MP920" in codes(r) and "MP921" in codes(r)
+    assert "MP920" in codes(r) and "MP921" not in codes(r)  # the gateway Deployment is in the inputs
     rule = g.rules[0]
     assert rule.rewrite.path == "/orders" and rule.match.queries[0].value == "full"
     assert [(h.side, h.op, h.name) for h in rule.headers] == [("response", "remove", "server"),
@@ -75,15 +75,51 @@ def test_istio_default_egress_is_allow_any():
     assert r.mesh.settings.egress == "allow_any" and "MP927" in codes(r)
 
 
+JWKS = '{"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"}]}'
+
+
 def test_emitted_policy_reads_back_and_checks_with_the_files_provided(tmp_path):
+    src = tmp_path / "k8s"
+    src.mkdir()
+    (src / "shop.yaml").write_text((SHOP / "shop.yaml").read_text().replace(
+        'jwksUri: "https://auth.shop.example/jwks"', f"jwks: '{JWKS}'"))
     out = tmp_path / "policy"
-    proc = run_meshc("import", "istio", str(SHOP), "-o", str(out))
+    proc = run_meshc("import", "istio", str(src), "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (out / "jwks" / "auth.json").read_text().startswith('{"keys"')
+    assert "MP923" in proc.stdout
+    assert (out / "jwks" / "auth.json").read_text() == JWKS  # inline keys, byte for byte, inside -o only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s", "policy"]
     text = (out / "istio-system.mesh").read_text()
     assert 'listen 443 https cert "tls/shop/shop-cert.crt"' in text
     # the certificate is the user's to provide (MP920); meshc check wants PEM there
-    assert "MP232" in run_meshc("check", str(out)).stdout
+    checked = run_meshc("check", str(out))
+    assert "MP232" in checked.stdout and "MP223" not in checked.stdout
+    # provided, the policy checks clean
+    cert, key = _self_signed("shop.example.com")
+    (out / "tls" / "shop").mkdir(parents=True)
+    (out / "tls" / "shop" / "shop-cert.crt").write_bytes(cert)
+    (out / "tls" / "shop" / "shop-cert.key").write_bytes(key)
+    again = run_meshc("check", str(out))
+    assert again.returncode == 0, again.stdout
+
+
+def _self_signed(host: str) -> tuple[bytes, bytes]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 def test_emitted_files_are_the_same_mesh():
@@ -160,3 +196,46 @@ def test_claims_and_principals_become_internet_sources():
     (src,) = rule.sources
     assert src.kind == "internet" and [(c.claim, c.op, c.value) for c in src.jwt.claims] == [
         ("iss", "eq", "https://auth.shop.example/"), ("scope", "has", "orders:write")]
+
+
+def test_verify_reads_the_north_south_yaml_where_it_is():
+    proc = run_meshc("verify", str(SHOP))
+    assert proc.returncode == 0, proc.stdout
+    assert "shop.yaml:" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_the_gateways_own_service_is_not_a_mesh_service():
+    """istio-system/istio-ingressgateway fronts the gateway pods: kept as a service it
+    would share the ingress's identity (MP108 with internet rules)."""
+    r = shop()
+    assert r.mesh.service("istio-ingressgateway") is None
+    from meshpolicy.checks import run_checks
+
+    assert not [d for d in run_checks(r.mesh) if d.code == "MP108"]
+
+
+HOSTILE = [
+    "kind: Gateway\napiVersion: networking.istio.io/v1\nmetadata: {name: g}\nspec: {selector: 3, servers: [1, {port: 5}, "
+    "{port: {number: 80, protocol: HTTP}, hosts: 7}]}",
+    "kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: v}\nspec: {hosts: ['*', 3], gateways: "
+    "[g, null], http: [{match: [{queryParams: 3}], rewrite: {uri: 5, authority: 'x:99999'}, headers: {request: {set: "
+    "{host: a, x: {a: 1}}, remove: 3}}, corsPolicy: {allowCredentials: true, maxAge: soon}, retries: {retryOn: "
+    "'503,999,abc'}, route: [{destination: {host: svc}}]}, 7]}",
+    "kind: RequestAuthentication\napiVersion: security.istio.io/v1\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: 5}, "
+    "{}, {issuer: a, jwks: 5}, {issuer: b, jwksUri: 'https://x', fromHeaders: [3, {name: h}], fromParams: 5}, 3]}",
+    "kind: AuthorizationPolicy\napiVersion: security.istio.io/v1\nmetadata: {name: p}\nspec: {rules: [{from: [{source: "
+    "{requestPrincipals: 5}}], when: [3, {key: 'request.auth.claims[a]', values: 4}]}]}",
+    "kind: ServiceEntry\napiVersion: networking.istio.io/v1\nmetadata: {name: se}\nspec: {hosts: [3, '10.0.0.0/8', ''], "
+    "ports: [{number: 80, protocol: UDP}, 5], location: 5}",
+    "kind: HTTPRoute\napiVersion: gateway.networking.k8s.io/v1\nmetadata: {name: hr}\nspec: {parentRefs: [{name: gw}, 4], "
+    "hostnames: 5, rules: [5, {filters: 5, backendRefs: 5}]}",
+    "kind: Gateway\napiVersion: gateway.networking.k8s.io/v1\nmetadata: {name: gw}\nspec: {listeners: [3, {name: b, port: "
+    "443, protocol: HTTPS, tls: {certificateRefs: 5}}]}",
+]
+
+
+def test_malformed_north_south_resources_are_diagnosed_not_crashed():
+    text = "\n---\n".join(HOSTILE)
+    for emitting in (False, True):
+        r = import_sources({"w.yaml": SourceFile("w.yaml", text)}, emitting=emitting)
+        assert {"MP904", "MP924", "MP929"} <= codes(r)

@@ -133,6 +133,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain, emitting=
                                            root_namespace, emitting)
     gateway_api.http_routes(cx, by_kind.get("gw:HTTPRoute", []) + by_kind.get("gw:GRPCRoute", []))
     gateway_api.gateway_ingresses(cx, by_kind.get("gw:Gateway", []), by_kind.get("gw:HTTPRoute", []), emitting)
+    istio_ingress.drop_gateway_services(cx)
     services.check_tls_overrides(cx)
     istio_jwt.request_authentications(cx, by_kind.get("RequestAuthentication", []), root_namespace)
     istio_jwt.gateway_providers(cx, root_namespace)

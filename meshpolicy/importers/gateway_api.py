@@ -18,7 +18,7 @@ from ..model import types as t
 from ..span import Span
 from .context import Context
 from .inventory import K8sService, Resource, mesh_name, selects
-from .yamlmarks import YMap, YSeq, empty_map
+from .yamlmarks import YMap, YSeq, empty_map, items_of
 
 
 def http_routes(cx: Context, routes: list[Resource]) -> None:
@@ -362,7 +362,7 @@ def gateway_ingresses(cx: Context, gateways: list[Resource], routes: list[Resour
             listeners, patterns = _listeners(cx, gw, ref.get("sectionName"), emitting)
             if not listeners:
                 continue
-            names = [str(h) for h in res.spec.get("hostnames") or []] or ["*"]
+            names = [str(h) for h in items_of(res.spec.get("hostnames"))] or ["*"]
             hosts = []
             for h in names:
                 for p in patterns:
@@ -436,7 +436,7 @@ def _listeners(cx: Context, gw: Resource, section, emitting: bool):
 
 
 def _ingress_backends(cx: Context, res: Resource, rule: YMap, where: str):
-    for i, f in enumerate(rule.get("filters") or []):
+    for i, f in enumerate(items_of(rule.get("filters"))):
         ftype = f.get("type") if isinstance(f, YMap) else None
         if ftype == "RequestRedirect":
             red = f.get("requestRedirect") if isinstance(f.get("requestRedirect"), YMap) else {}

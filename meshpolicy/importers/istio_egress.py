@@ -14,17 +14,16 @@ for its workloads; the language has one mesh-wide stance.
 from __future__ import annotations
 
 import ipaddress
-import re
 
 import yaml
 
+from ..checks.hosts import host_problem
 from ..codes import diag
 from ..model import types as t
 from .context import Context
 from .inventory import Resource, mesh_name
 from .yamlmarks import YMap, YSeq
 
-_DNS = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _PORT_KINDS = {"HTTP": "http", "HTTP2": "http", "GRPC": "http", "GRPC-WEB": "http", "HTTPS": "tcp", "TLS": "tcp",
                "TCP": "tcp", "MONGO": "tcp", "MYSQL": "tcp", "REDIS": "tcp"}
 
@@ -42,7 +41,7 @@ def service_entries(cx: Context, entries: list[Resource], rules: list[Resource])
         raw = spec.get("hosts")
         for i, h in enumerate(raw if isinstance(raw, YSeq) else []):
             host = str(h).lower().rstrip(".")
-            if _is_ip(host) or "*" in host or not _DNS.fullmatch(host):
+            if _is_ip(host) or host_problem(host, wildcard=False) is not None or not host:
                 cx.diags.append(diag("MP929", f"{res.label}: host `{h}` is not a concrete DNS name (a wildcard or "
                                               "an address); the language's externals name hosts exactly",
                                      raw.at(i)))

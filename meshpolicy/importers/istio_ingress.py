@@ -17,9 +17,9 @@ from __future__ import annotations
 from ..codes import diag
 from ..model import types as t
 from .context import Context
-from .inventory import Resource, labels_of, mesh_name
+from .inventory import Resource, labels_of, mesh_name, selects
 from .istio_routes import answer, http_rules
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, items_of
 
 # Istio's default installation: the `istio: ingressgateway` workload in the root namespace.
 DEFAULT_GATEWAY_ACCOUNT = "istio-ingressgateway-service-account"
@@ -147,7 +147,7 @@ def gateway_virtual_services(cx: Context, gateways: list[Resource], services: li
     for res in sorted(services, key=lambda r: r.sort_key()):
         names = res.spec.get("gateways")
         refs = [str(g) for g in names] if isinstance(names, YSeq) else []
-        hosts = [str(h) for h in res.spec.get("hosts") or []] if isinstance(res.spec.get("hosts"), YSeq) else []
+        hosts = [str(h) for h in items_of(res.spec.get("hosts"))] if isinstance(res.spec.get("hosts"), YSeq) else []
         for g in refs:
             if g == "mesh":
                 continue
@@ -156,7 +156,7 @@ def gateway_virtual_services(cx: Context, gateways: list[Resource], services: li
             if gw is None:
                 continue  # MP918, reported with the mesh routes
             bound.add((gw.res.namespace, gw.res.name))
-            admitted = gw.hosts_for(res, hosts)
+            admitted = _valid_hosts(cx, res, gw.hosts_for(res, hosts))
             if not admitted:
                 cx.approximate(res, "spec.hosts", res.spec.at("hosts"), f"none of its hosts is served by "
                                f"{gw.res.label}; Istio ignores it there (exact)")
@@ -177,6 +177,45 @@ def gateway_virtual_services(cx: Context, gateways: list[Resource], services: li
         if (g.namespace, g.name) not in bound:
             cx.approximate(g, "spec", g.body.key_at("spec"), "no VirtualService in the inputs routes through this "
                            "Gateway: it answers every request 404, and no ingress is imported for it (exact)")
+
+
+def _valid_hosts(cx: Context, res: Resource, hosts: list[str]) -> list[str]:
+    """Lower-cased hosts the language can hold (MP240's rule); the others are said (MP904)."""
+    from ..checks.hosts import host_problem
+
+    out = []
+    for h in hosts:
+        h = h.lower().rstrip(".")
+        why = host_problem(h, wildcard=True)
+        if why is not None or not h:
+            cx.refuse(res, "spec.hosts", res.spec.at("hosts") if "hosts" in res.spec else res.span,
+                      f"host `{h}` {why or 'is empty'}; left out", "routing")
+        elif h not in out:
+            out.append(h)
+    return out
+
+
+def drop_gateway_services(cx: Context) -> None:
+    """The Kubernetes Service in front of a gateway workload (istio-system's
+    `istio-ingressgateway`) is the ingress itself, not a mesh service: kept,
+    it would share the ingress's identity (MP108) and answer for it."""
+    ids = {(g.namespace, g.account) for g in cx.mesh.ingresses}
+    gateways = {id(gw): gw for gw in cx.gateway_of.values()}.values()
+    for key, ksvc in list(cx.inv.services.items()):
+        runs_as_gateway = ksvc.workloads and all((w.resource.namespace, w.account) in ids for w in ksvc.workloads)
+        fronts = any(ksvc.selector and gw.labels and ksvc.resource.namespace == gw.namespace
+                     and selects(gw.labels, ksvc.selector) for gw in gateways)
+        if not (runs_as_gateway or fronts):
+            continue
+        svc = cx.services.pop(key)
+        del cx.inv.services[key]
+        cx.mesh.services = [s for s in cx.mesh.services if s is not svc]
+        cx.mesh.routes = [r for r in cx.mesh.routes if r.service.name != svc.name]
+        cx.routes.pop(svc.name, None)
+        cx._by_identity = None
+        cx.approximate(ksvc.resource, "spec.selector", ksvc.resource.spec.at("selector") if "selector" in
+                       ksvc.resource.spec else ksvc.resource.span, "selects an ingress gateway's pods: it is the "
+                       "ingress's own front, not imported as a mesh service (exact for requests through the gateway)")
 
 
 def _unique(name: str, taken: set[str]) -> str:

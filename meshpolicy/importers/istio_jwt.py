@@ -24,7 +24,7 @@ from ..model import types as t
 from ..span import Span
 from .context import Context
 from .inventory import Resource, labels_of, mesh_name, selects
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, items_of
 
 _CLAIM = re.compile(r"request\.auth\.claims((?:\[[^\[\]]+\])+)")
 _MAX_ALTERNATIVES = 64
@@ -76,7 +76,7 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
                                       "needs one)", at))
         return None
     p = t.JwtProvider.make(name="", issuer=issuer, file="", span=at, spans={})
-    p.audiences = [str(a) for a in rule.get("audiences") or []]
+    p.audiences = [str(a) for a in items_of(rule.get("audiences"))]
     uri, inline = rule.get("jwksUri"), rule.get("jwks")
     if isinstance(inline, str):
         p.jwks_file = f"inline:{res.namespace}/{res.name}/{where}"
@@ -94,14 +94,14 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
         cx.diags.append(diag("MP924", f"{res.label}: `{where}` names no JWKS (Istio then looks the keys up by "
                                       "OpenID discovery of the issuer, which the language does not)", at))
         return None
-    for i, h in enumerate(rule.get("fromHeaders") or []):
+    for i, h in enumerate(items_of(rule.get("fromHeaders"))):
         if isinstance(h, dict) and h.get("name"):
             p.token_from.append(t.TokenLocation.make(kind="header", name=str(h["name"]).lower(),
                                                      prefix=str(h["prefix"]) if h.get("prefix") else None,
                                                      span=rule.at("fromHeaders"), spans={}))
-    for q in rule.get("fromParams") or []:
+    for q in items_of(rule.get("fromParams")):
         p.token_from.append(t.TokenLocation.make(kind="query", name=str(q), span=rule.at("fromParams"), spans={}))
-    for c in rule.get("fromCookies") or []:
+    for c in items_of(rule.get("fromCookies")):
         p.token_from.append(t.TokenLocation.make(kind="cookie", name=str(c), span=rule.at("fromCookies"), spans={}))
     for key in rule:
         if key in ("outputPayloadToHeader", "outputClaimToHeaders"):
@@ -151,7 +151,7 @@ def token_conditions(cx: Context, res: Resource, when, where: str, effect: str) 
     for i, cond in enumerate(when if isinstance(when, YSeq) else []):
         key = str(cond.get("key") or "") if isinstance(cond, YMap) else ""
         at = when.at(i)
-        values = [str(v) for v in cond.get("values") or []] if isinstance(cond, YMap) else []
+        values = [str(v) for v in items_of(cond.get("values"))] if isinstance(cond, YMap) else []
         if not key.startswith("request.auth."):
             cx.refuse(res, f"{where}.when[{i}]", at, f"condition `{key}` cannot be expressed; the rule is left out",
                       f"{'denied' if effect == 'deny' else 'allowed'} requests")
@@ -237,8 +237,8 @@ def internet_sources(cx: Context, res: Resource, src: YMap | None, claims_alts: 
             principal_alts.append(got)
     gateways = gateway_identities(cx)
     td = cx.mesh.settings.trust_domain
-    named = [str(p).removeprefix("spiffe://") for p in src.get("principals") or []]
-    namespaces = [str(n) for n in src.get("namespaces") or []]
+    named = [str(p).removeprefix("spiffe://") for p in items_of(src.get("principals"))]
+    namespaces = [str(n) for n in items_of(src.get("namespaces"))]
     if named or namespaces:
         ok = any((not named or f"{td}/ns/{ns}/sa/{sa}" in named or "*" in named) and
                  (not namespaces or ns in namespaces or "*" in namespaces) for ns, sa in gateways)

@@ -15,7 +15,7 @@ from ..model import types as t
 from ..span import Span
 from .context import Context
 from .inventory import Resource
-from .yamlmarks import YMap, YSeq
+from .yamlmarks import YMap, YSeq, items_of
 
 _QUERY_KINDS = {"exact": "exact", "prefix": "prefix", "regex": "regex"}
 _FORMATTER = re.compile(r"%[A-Z_]+(\([^)]*\))?%")  # an Envoy substitution such as %DOWNSTREAM_REMOTE_ADDRESS%
@@ -105,9 +105,20 @@ def istio_rewrite(cx: Context, res: Resource, rw, at: Span, where: str) -> t.Rew
     if uri is not None and not str(uri).startswith("/"):
         cx.refuse(res, f"{where}.rewrite.uri", rw.at("uri"), "does not start with `/`", "the paths services see")
         return None
+    if authority is not None and _bad_host(cx, res, str(authority), rw.at("authority"), f"{where}.rewrite.authority"):
+        return None
     cx.imported(res, f"{where}.rewrite")
     return t.Rewrite.make(path=None if uri is None else str(uri), host=None if authority is None else str(authority),
                           span=at, spans={})
+
+
+def _bad_host(cx: Context, res: Resource, host: str, at: Span, where: str) -> bool:
+    from ..checks.hosts import host_problem
+
+    why = host_problem(host, wildcard=False, port=True)
+    if why is not None:
+        cx.refuse(res, where, at, f"`{host}` {why}; left out", "routing")
+    return why is not None
 
 
 def rewrite_fits(cx: Context, res: Resource, m: t.Match, rewrite: t.Rewrite | None, at: Span, where: str) -> bool:
@@ -138,7 +149,7 @@ def istio_cors(cx: Context, res: Resource, policy, at: Span, where: str) -> t.Co
                       "expressible; the CORS policy is left out", "the responses browsers get")
             return None
         origins.append(exact)
-    for o in policy.get("allowOrigin") or []:  # deprecated: exact strings
+    for o in items_of(policy.get("allowOrigin")):  # deprecated: exact strings
         origins.append(str(o))
     if not origins:
         cx.refuse(res, f"{where}.corsPolicy", at, "allows no origin; left out")
@@ -150,14 +161,14 @@ def istio_cors(cx: Context, res: Resource, policy, at: Span, where: str) -> t.Co
                   "the responses browsers get")
         return None
     cors = t.Cors.make(origins=origins, span=at, spans={})
-    cors.methods = [str(m).upper() for m in policy.get("allowMethods") or []]
+    cors.methods = [str(m).upper() for m in items_of(policy.get("allowMethods"))]
     bad = [m for m in cors.methods if m not in t.HTTP_METHODS]
     if bad:
         cx.refuse(res, f"{where}.corsPolicy.allowMethods", policy.at("allowMethods"), f"method(s) "
                   f"{', '.join(bad)} cannot be written; the CORS policy is left out", "the responses browsers get")
         return None
-    cors.headers = [str(h).lower() for h in policy.get("allowHeaders") or []]
-    cors.expose = [str(h).lower() for h in policy.get("exposeHeaders") or []]
+    cors.headers = [str(h).lower() for h in items_of(policy.get("allowHeaders"))]
+    cors.expose = [str(h).lower() for h in items_of(policy.get("exposeHeaders"))]
     cors.credentials = credentials
     if "maxAge" in policy:
         cors.max_age_ms = cx.duration_ms(res, policy, "maxAge", f"{where}.corsPolicy")
@@ -251,6 +262,8 @@ def gateway_rewrite(cx: Context, res: Resource, f: YMap, at: Span, where: str):
             return False
     if host is None and kind is None:
         cx.refuse(res, where, at, "rewrites nothing; left out")
+        return False
+    if host is not None and _bad_host(cx, res, str(host), body.at("hostname"), f"{where}.urlRewrite.hostname"):
         return False
     cx.imported(res, where)
     return t.Rewrite.make(path=value, host=None if host is None else str(host), span=at, spans={}), kind

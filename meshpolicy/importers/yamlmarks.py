@@ -163,3 +163,9 @@ def error_span(path: str, err: yaml.YAMLError) -> Span:
     if mark is None:
         return Span(path, 1, 1, 1, 1, 0, 0)
     return Span(path, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2, mark.index, mark.index + 1)
+
+
+def items_of(value) -> list:
+    """The entries of a YAML sequence; nothing for any other value (a scalar or
+    mapping where a list belongs is a malformed input, read as empty, not a crash)."""
+    return list(value) if isinstance(value, YSeq) else []
