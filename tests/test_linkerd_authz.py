@@ -461,3 +461,15 @@ def test_the_unnormalized_route_matches_exactly_the_other_paths():
     assert witness((("regex", r"[\s\S]*"),), (other, normal)) is None
     for p in UNNORMALIZED_PATHS:
         assert (re2.fullmatch(UNNORMALIZED, p.split("?")[0]) is not None) != is_normalized(p.split("?")[0]), p
+
+
+def test_the_gateway_api_linkerd_flavour_refuses_route_scoped_rules_as_mp701():
+    """Its Servers and authorizations are the linkerd target's, but it writes
+    no per-route authorization: rules with methods or paths stay MP701
+    there (not MP750/MP751, which belong to the linkerd target)."""
+    from meshpolicy.compile import CompileOptions, compile_mesh
+
+    for rules in ("allow web -> api GET\n", "allow web -> api /orders/**\ndeny web -> api /orders/admin/*\n"):
+        checked = check_text(policy(rules))
+        _, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(settings={"mesh": "linkerd"}))
+        assert {d.code for d in diags if d.is_error} == {"MP701"}

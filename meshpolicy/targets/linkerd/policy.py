@@ -113,6 +113,11 @@ class Authorizations:
         if denies_everyone(self.mesh, sp):
             return []  # `deny *`: the Servers deny everyone (servers())
         if route_authz.route_scoped(self.mesh, sp.name):
+            if self.target != TARGET:  # gateway-api's linkerd flavour: its manifest refuses these too
+                r = next(r for r in self.mesh.rules_by_target.get(sp.name, []) if r.methods or r.paths)
+                self.reject(f"the methods or paths of the rules for `{svc.name}`", r.span,
+                            "only the linkerd target writes Linkerd's per-route authorization")
+                return []
             return route_authz.route_documents(self, sp)
         rules = [r for r in self.mesh.rules_by_target.get(sp.name, []) if r.effect == "allow"]
         denied = self._denied(sp)
