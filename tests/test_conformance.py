@@ -571,6 +571,15 @@ def test_limit_keyed_by_claim_has_a_bucket_per_subject(mesh):
     assert _at_edge(mesh, "GET", "/shop/b", headers={"Authorization": f"Bearer {b}"})[0] == 200
 
 
+def test_limit_keyed_by_header_has_a_bucket_per_value(mesh):
+    """`limit client -> shop 3/s burst 3 per header "x-api-key"` (east-west)."""
+    assert predicted_status(mesh, "client", "shop", "GET", "/k") == 200
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    first = [mesh.call("shop", f"/k/{i}", headers={"x-api-key": a})[0] for i in range(10)]
+    assert first.count(429) >= 1 and first.count(200) >= 3, first
+    assert mesh.call("shop", "/k/b", headers={"x-api-key": b})[0] == 200
+
+
 @pytest.mark.parametrize("origin", ["https://app.conf.test", "https://evil.test"])
 def test_cors_preflight_and_actual_requests_match_the_reference(mesh, origin):
     rid = uuid.uuid4().hex
