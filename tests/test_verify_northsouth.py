@@ -324,3 +324,28 @@ def test_diff_of_an_ingress_route_is_a_reachability_change():
     new = check_text(SHOP.replace("  GET /** -> frontend\n", "")).mesh
     d = diff(old, new)
     assert ("web", "frontend") in {(u, v) for u, v, _ in d.edges_removed}
+
+
+def test_east_west_route_rewrite_is_not_proved_never_misread():
+    """A route rewrite at the caller's sidecar changes the path the callee's
+    authorization sees (docs/semantics.md); the partition does not encode
+    that, so the destination is MP520 and its assertions MP602, never a
+    wrong answer (`can web -> api GET /old/x` looked proved: /old/x is
+    allowed, but it arrives as /new/x, which is denied)."""
+    text = """mesh m { trust_domain "x.example" }
+service web {
+  port 8080 http
+}
+service api {
+  port 8080 http
+  version v1 { version: "v1" }
+}
+route api {
+  /old/** -> v1 rewrite "/new/"
+  * -> v1
+}
+allow web -> api /old/**
+assert can web -> api GET /old/x
+"""
+    _, diags = verify(text)
+    assert "MP520" in codes(diags) and "MP602" in codes(diags) and "MP601" not in codes(diags)
