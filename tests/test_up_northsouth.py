@@ -43,6 +43,7 @@ ingress web {
   listen 8443 https cert "web.crt" key "web.key"
   hosts "shop.test", "*.shop.test"
   jwt auth
+  header "x-beta" = "yes" GET /beta/** -> respond 418 "beta"
   /api/orders/** -> orders rewrite "/orders/" set request header "x-from" "edge"
   GET /** -> frontend
   * -> respond 404 "no such page"
@@ -193,14 +194,16 @@ def test_probe_expectations_follow_the_policy_not_a_table(tmp_path):
         return {p.label: p.expect for p in probes}
 
     before = valid(mesh)
-    assert before["ingress web:8080 rule 0, valid token {\"scope\": [\"orders:read\"]}"] == {200}
-    assert before["ingress web:8080 rule 0, no token"] == {403}
+    assert before["ingress web:8080 rule 1, valid token {\"scope\": [\"orders:read\"]}"] == {200}
+    assert before["ingress web:8080 rule 1, no token"] == {403}
+    # a rule's header test is met by its witness: the respond rule answers, not `GET /**`
+    assert before["ingress web:8080 rule 0 (respond)"] == {418}
     assert all(v == {401} for k, v in before.items() if k.endswith(("expired token", "tampered token",
                                                                     "alg=none token", "wrong audience token")))
     (root / "shop.mesh").write_text(SHOP.replace('allow internet with jwt scope has "orders:read" -> orders GET\n',
                                                  ""))
     after = valid(local_jwt.localize(_checked(root), work))
-    got = [v for k, v in after.items() if k.startswith("ingress web:8080 rule 0, valid token")]
+    got = [v for k, v in after.items() if k.startswith("ingress web:8080 rule 1, valid token")]
     assert got == [{403}]  # no rule's claims let it through now
 
 

@@ -96,6 +96,17 @@ def _query_for(rule: RouteRule) -> str:
     return "&".join(parts)
 
 
+def _headers_for(rule: RouteRule) -> tuple[tuple[str, str], ...]:
+    """Headers the rule tests (exact, prefix, present), so its witness matches."""
+    out = []
+    for h in rule.match.headers:
+        if h.kind in ("exact", "prefix"):
+            out.append((h.name, h.value or ""))
+        elif h.kind == "present":
+            out.append((h.name, "1"))
+    return tuple(out)
+
+
 def _wanted_claims(mesh: Mesh, g: Ingress, services: list[str]) -> list[tuple[str, dict]]:
     """(provider, claims) candidates for a valid token: for each `internet
     with jwt` allow rule to one of the services, a provider this ingress
@@ -164,8 +175,8 @@ def ingress_probes(mesh: Mesh, workdir, plan) -> list[NsProbe]:
         tls = protocol == "https"
 
         def probe(label, method, target, token_kind=None, provider=None, claims=None, host=host,
-                  rule_query=""):
-            tok, headers = None, {"Host": host}
+                  rule_query="", rule_headers=()):
+            tok, headers = None, {"Host": host, **dict(rule_headers)}
             sent = target + (f"?{rule_query}" if rule_query else "")
             if token_kind is not None:
                 raw = _make_token(mesh, workdir, provider, token_kind, claims or {})
@@ -173,7 +184,8 @@ def ingress_probes(mesh: Mesh, workdir, plan) -> list[NsProbe]:
                 headers.update(extra)
                 tok = Token(provider, {**local_jwt.default_claims(mesh, provider), **(claims or {})}) \
                     if token_kind == "valid" else INVALID_TOKEN
-            out = evaluate(mesh, Request(None, g.name, method, target, query=rule_query, host=host, token=tok))
+            out = evaluate(mesh, Request(None, g.name, method, target, tuple(rule_headers), query=rule_query,
+                                         host=host, token=tok))
             expect, reaches = _expect(out)
             probes.append(NsProbe(f"ingress {g.name}:{written} {label}", port, method, sent, headers, expect,
                                   reaches, tls, host))
@@ -185,30 +197,32 @@ def ingress_probes(mesh: Mesh, workdir, plan) -> list[NsProbe]:
             if wit is None:
                 continue
             method, path = wit
-            q = _query_for(rule)
+            q, hs = _query_for(rule), _headers_for(rule)
             if rule.action.kind != "forward":
-                probe(f"rule {rule.index} ({rule.action.kind})", method, path, rule_query=q)
+                probe(f"rule {rule.index} ({rule.action.kind})", method, path, rule_query=q, rule_headers=hs)
                 continue
             if rule not in forwards:
                 continue
             services = [d.version.name for d in rule.action.destinations]
             candidates = _wanted_claims(mesh, g, services)
-            probe(f"rule {rule.index}, no token", method, path, rule_query=q)
+            probe(f"rule {rule.index}, no token", method, path, rule_query=q, rule_headers=hs)
             if not candidates:
                 continue
             # the claims of a rule that lets this request through, when one does (the evaluator says which)
             provider, claims = next((c for c in candidates if 200 in _expect(evaluate(mesh, Request(
-                None, g.name, method, path, query=q, host=host,
+                None, g.name, method, path, hs, query=q, host=host,
                 token=Token(c[0], {**local_jwt.default_claims(mesh, c[0]), **c[1]}))))[0]), candidates[0])
             probe(f"rule {rule.index}, valid token {json.dumps(claims) if claims else ''}".rstrip(), method, path,
-                  "valid", provider, {"sub": f"meshc-check-{len(probes)}", **claims}, rule_query=q)
+                  "valid", provider, {"sub": f"meshc-check-{len(probes)}", **claims}, rule_query=q,
+                  rule_headers=hs)
             if bad_done:
                 continue
             bad_done = True
             for kind in ("expired", "wrong issuer", "wrong audience", "tampered", "alg=none"):
                 if kind == "wrong audience" and not mesh.provider_map[provider].audiences:
                     continue
-                probe(f"rule {rule.index}, {kind} token", method, path, kind, provider, claims, rule_query=q)
+                probe(f"rule {rule.index}, {kind} token", method, path, kind, provider, claims, rule_query=q,
+                      rule_headers=hs)
         if g.hosts and "*" not in g.hosts:
             probe("unknown host", "GET", "/", host="meshc-check.invalid")
     return probes
