@@ -473,3 +473,10 @@ def test_the_gateway_api_linkerd_flavour_refuses_route_scoped_rules_as_mp701():
         checked = check_text(policy(rules))
         _, diags = compile_mesh(checked.mesh, "gateway-api", CompileOptions(settings={"mesh": "linkerd"}))
         assert {d.code for d in diags if d.is_error} == {"MP701"}
+
+
+def test_a_method_linkerd_cannot_match_is_never_taken_for_any_other_method():
+    checked = check_text(policy("allow web -> api PROPFIND /orders\n"))
+    assert "MP105" in codes(checked.diagnostics)  # the checks refuse it first
+    _, diags = lower_documents(checked.mesh)
+    assert "MP701" in {d.code for d in diags if d.is_error}

@@ -401,6 +401,11 @@ def route_documents(auth, sp: ServicePlan) -> list[dict]:
         auth.reject(f"methods or paths in the rules for `{svc.name}` on its tcp port {tcp[0].number}", span,
                     "an opaque Server has no HTTP routes")
         return []
+    odd = next((r for r in auth.mesh.rules_by_target.get(sp.name, []) if set(r.methods) - set(HTTP_METHODS)), None)
+    if odd is not None:  # (MP105 says so first; never mistaken for "any other method")
+        auth.reject(f"the method {sorted(set(odd.methods) - set(HTTP_METHODS))[0]} of a rule for `{svc.name}`",
+                    odd.span, "a Linkerd route matches the standard methods only")
+        return []
     written: dict[tuple[str, str], dict | None] = {}
     for r in auth.mesh.rules_by_target.get(sp.name, []):
         for p in r.paths:
