@@ -477,6 +477,8 @@ def test_ingress_shape():
     got = _codes_of(HEAD + WEB + 'external e {\n  host "e.example"\n  port 443 tls\n  port 443 http\n  port 0 tcp\n}\n')
     assert got.count("MP206") == 2
     assert "MP234" in _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  hosts "a.example"\n}\n')
+    # without hosts an ingress takes any host (semantics): not MP234
+    assert "MP234" not in _codes_of(HEAD + WEB + 'ingress g {\n  listen 80 http\n  * -> web\n}\nallow internet -> web\n')
     got = _codes_of(HEAD + WEB + 'external x {\n  host "x.example"\n  port 443 tls\n}\n'
                     'ingress g {\n  listen 80 http\n  hosts "a.example"\n  /x -> x\n  /y -> nothing\n  * -> web\n}\n'
                     "allow internet -> web\n")

@@ -32,8 +32,9 @@ def ingress_shape(mesh: Mesh):
                            labels=[Label(seen[ls.port].at("port"), "first here")])
             else:
                 seen[ls.port] = ls
-        missing = [what for what, has in (("listener", g.listeners), ("hosts", g.hosts), ("rules", g.rules))
-                   if not has]
+        # No `hosts` is not missing: the ingress then takes any host
+        # (docs/semantics.md, "Ingress, tokens and egress").
+        missing = [what for what, has in (("listener", g.listeners), ("rules", g.rules)) if not has]
         if missing:
             yield diag("MP234", f"ingress `{g.name}` has no {' and no '.join(missing)}: it takes no request",
                        g.at("name"))
