@@ -388,11 +388,13 @@ def test_generated_policies_agree_with_the_reference(text, paths):
 
 
 def test_generated_policies_are_mostly_laid_out():
-    """The run above is not vacuous: most generated policies compile, and
-    their requests were compared (run after it; pytest keeps file order)."""
+    """The run above is not vacuous: many generated policies compile (the
+    rest overlap a string prefix such as `/orders` with `/orders/*`
+    differently authorized: MP750), and their requests were compared (run
+    after it; pytest keeps file order)."""
     if STATS["policies"] < 50:
         pytest.skip("the generated-policy test did not run first")
-    assert STATS["laid_out"] >= STATS["policies"] // 2, STATS
+    assert STATS["laid_out"] >= STATS["policies"] // 3, STATS  # 86 to 116 of 150 in six runs
     assert STATS["with_inbound_routes"] >= 20, STATS  # 34 to 77 of 150 in five runs
     assert STATS["requests"] > 50_000, STATS
 
