@@ -206,3 +206,23 @@ def test_normalizing_keeps_the_query_host_and_token():
     assert got.query_params == {"q": ["1"]}
     # the old five-field form is unchanged
     assert normalized(Request("a", "b", "GET", "/x")) == Request("a", "b", "GET", "/x")
+
+
+def test_an_external_or_an_ingress_refuses_no_connection_for_want_of_a_certificate():
+    """Egress is decided at the caller's sidecar and an ingress listener takes
+    outside callers: transport admission does not refuse either (the call
+    graph's egress edges and the evaluator agree with it)."""
+    from meshpolicy.semantics.admission import admits
+
+    from .conftest import check_text
+
+    mesh = check_text("""
+mesh m { trust_domain "t.example"; mtls strict }
+service web { port 80 tcp }
+external stripe { host "api.stripe.example"; port 80 http }
+ingress edge { listen 8080 http; * -> web }
+allow web -> stripe
+allow internet -> web
+""").mesh
+    assert admits(mesh, "web", "stripe") and admits(mesh, None, "edge")
+    assert not admits(mesh, None, "web") and not admits(mesh, "web", "nowhere")

@@ -43,10 +43,13 @@ def ingress_key(g) -> tuple[str, str]:
 def admits(mesh: Mesh, source: str | None, destination: str) -> bool:
     """Does the destination's sidecar accept the connection at all? `strict`
     refuses callers without a certificate; `permissive` and `off` accept
-    anyone (with `off`, no caller's identity is seen)."""
+    anyone (with `off`, no caller's identity is seen). An external service
+    has no sidecar and an ingress listener takes outside callers: neither
+    refuses a connection for want of a mesh certificate (egress is decided
+    on the caller's side, docs/semantics.md "Ingress, tokens and egress")."""
     dest = mesh.service(destination)
     if dest is None:
-        return False
+        return destination in mesh.external_map or destination in mesh.ingress_map
     return mesh.mtls_of(dest) != "strict" or caller_has_identity(mesh, source)
 
 
