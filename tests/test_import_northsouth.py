@@ -239,3 +239,126 @@ def test_malformed_north_south_resources_are_diagnosed_not_crashed():
     for emitting in (False, True):
         r = import_sources({"w.yaml": SourceFile("w.yaml", text)}, emitting=emitting)
         assert {"MP904", "MP924", "MP929"} <= codes(r)
+
+
+NORTH_SOUTH = """
+mesh shop {
+  trust_domain "cluster.local"
+  mtls strict
+  default deny
+  egress registry_only
+}
+
+jwt auth {
+  issuer "https://auth.shop.example/"
+  audience "shop-api"
+  jwks_uri "https://auth.shop.example/jwks"
+}
+
+service orders {
+  namespace shop
+  port 8080 http
+  version v1 { version: "v1" }
+  version v2 { version: "v2" }
+}
+
+service frontend {
+  namespace web
+  port 8080 http
+}
+
+route orders {
+  GET /orders/** query "view" = "full" -> v2
+  * -> v1
+}
+
+ingress web {
+  namespace edge
+  account web-gateway
+  listen 8080 http
+  hosts "shop.example.com"
+  jwt auth
+  /api/orders/** -> orders rewrite "/orders/" set request header "x-from" "web"
+  GET /** -> frontend
+  * -> respond 404 "no such page"
+}
+
+external stripe {
+  namespace shop
+  host "api.stripe.com"
+  port 443 tls
+}
+
+allow internet -> frontend GET
+allow internet with jwt scope has "orders:write" -> orders POST /orders
+allow internet with jwt -> orders GET
+allow orders -> stripe POST /v1/charges
+"""
+
+
+def _workloads(mesh) -> str:
+    """What a cluster running meshc's Istio output has besides it: Services, their
+    Deployments, and the ingress gateway's Deployment (docs/targets/istio.md)."""
+    import json
+
+    docs = []
+    for s in mesh.services:
+        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": s.name, "namespace": s.namespace},
+                     "spec": {"selector": {"app": s.name},
+                              "ports": [{"port": p.number, "name": f"{p.protocol}-{p.number}"} for p in s.ports]}})
+        for v in s.versions or [None]:
+            labels = {"app": s.name, **(v.labels if v else {})}
+            docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": f"{s.name}-{v.name if v else 'all'}", "namespace": s.namespace},
+                         "spec": {"template": {"metadata": {"labels": labels},
+                                               "spec": {"serviceAccountName": s.account}}}})
+    for g in mesh.ingresses:
+        docs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": g.name, "namespace": g.namespace},
+                     "spec": {"template": {"metadata": {"labels": {"app": g.name}},
+                                           "spec": {"serviceAccountName": g.account}}}})
+    return "---\n".join(json.dumps(d) + "\n" for d in docs)
+
+
+def test_import_of_compiled_north_south_istio_means_the_policy():
+    from meshpolicy.compile import compile_mesh
+
+    from .conftest import check_text
+
+    checked = check_text(NORTH_SOUTH)
+    assert checked.ok, [(d.code, d.message) for d in checked.diagnostics]
+    outputs, diags = compile_mesh(checked.mesh, "istio")
+    assert not [d for d in diags if d.is_error], [(d.code, d.message) for d in diags]
+    texts = {o.path: SourceFile(o.path, o.content) for o in outputs if o.path != "kustomization.yaml"}
+    texts["workloads.yaml"] = SourceFile("workloads.yaml", _workloads(checked.mesh))
+    result = import_sources(texts)
+    assert not [d for d in result.diagnostics if d.is_error], [(d.code, d.message) for d in result.diagnostics]
+    assert not codes(result) & {"MP925", "MP926", "MP931", "MP921", "MP911"}, \
+        [(d.code, d.message) for d in result.diagnostics if d.code.startswith("MP9")]
+    a, b = checked.mesh, result.mesh
+    (gb,) = b.ingresses
+    assert b.settings.egress == "registry_only" and [e.hosts for e in b.externals] == [["api.stripe.com"]]
+    tokens = [None, Token(None), Token("auth", {"iss": "https://auth.shop.example/", "aud": "shop-api",
+                                                  "scope": "orders:write"}),
+              Token("auth", {"iss": "https://auth.shop.example/", "aud": "shop-api", "scope": "orders:read"})]
+    for method in ("GET", "POST"):
+        for path in ("/", "/api/orders/7?view=full", "/api/orders/7", "/api/orders/", "/orders", "/x/y"):
+            for host in ("shop.example.com", "other.example.com"):
+                for token in tokens:
+                    want = evaluate(a, Request(None, "web", method, path, host=host, token=token))
+                    b_token = token if token is None or token.provider is None else \
+                        Token(b.ingresses[0].jwt[0].name, token.claims)
+                    got = evaluate(b, Request(None, gb.name, method, path, host=host, token=b_token))
+                    assert got.status == want.status, (method, path, host, token)
+                    assert set(got.forwarded) == set(want.forwarded), (method, path, host, token)
+                    for name, w in want.forwarded.items():
+                        g = got.forwarded[name]
+                        # a service without versions: its one implicit version (the import names it `default`)
+                        weights = {} if g.route.weights == {"default": 100.0} else g.route.weights
+                        assert (g.decision.allowed, g.request.path, weights) == \
+                            (w.decision.allowed, w.request.path, w.route.weights), (method, path, token)
+    for src in ("orders", "frontend"):
+        for method, path in (("POST", "/v1/charges"), ("GET", "/v1/charges"), ("POST", "/v2")):
+            want = evaluate(a, Request(src, "stripe", method, path))
+            ext = b.externals[0].name
+            assert evaluate(b, Request(src, ext, method, path)).decision.allowed == want.decision.allowed
+        assert not evaluate(b, Request(src, "example.org")).decision.allowed

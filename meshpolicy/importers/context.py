@@ -47,6 +47,7 @@ class Context:
         self.provider_scopes: list = []  # (RequestAuthentication, selector labels, provider, forwards token, span)
         self.reported_forwarding: set = set()
         self.externals_by_host: dict[str, t.ExternalService] = {}
+        self.external_routed: set[str] = set()  # externals a VirtualService already routed (the oldest wins)
         self.emitting = False  # `meshc import` writes files (TLS paths, JWKS) next to the .mesh files
         self._by_identity: dict | None = None  # (DestinationRule, its tls mapping, service or version): judged after mTLS
 

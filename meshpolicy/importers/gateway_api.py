@@ -338,6 +338,15 @@ def _retry(cx: Context, res: Resource, retry, where: str) -> t.Retry | None:
 
 
 # ---- Gateways (north-south)
+class ApiGateway:
+    """A Gateway API Gateway as the token and Service rules see it: Istio labels
+    the pods it deploys with the Gateway's name."""
+
+    def __init__(self, res: Resource, namespace: str) -> None:
+        self.res = res
+        self.namespace = namespace
+        self.labels = {"gateway.networking.k8s.io/gateway-name": res.name}
+
 def gateway_ingresses(cx: Context, gateways: list[Resource], routes: list[Resource], emitting: bool) -> None:
     """One ingress per (HTTPRoute, Gateway parent): the Gateway's HTTP/HTTPS
     listeners (sectionName picks some), the route's hostnames that the
@@ -395,6 +404,7 @@ def gateway_ingresses(cx: Context, gateways: list[Resource], routes: list[Resour
             for k, r in enumerate(ingress.rules):
                 r.index = k
             cx.mesh.ingresses.append(ingress)
+            cx.gateway_of[ingress.name] = ApiGateway(gw, ingress.namespace)
             cx.coverage.imported[res.kind] += 1
     for g in gateways:
         if id(g) not in used:

@@ -54,6 +54,11 @@ def authorization_policies(cx: Context, policies: list[Resource], root_ns: str) 
         from .istio_jwt import selects_gateway
 
         if selects_gateway(cx, res, root_ns):
+            rules = spec.get("rules")
+            if action == "ALLOW" and isinstance(rules, YSeq) and any(r == {} for r in rules):
+                # allows every request at the gateway: what an ingress does without rules of its own
+                cx.coverage.imported[res.kind] += 1
+                continue
             cx.diags.append(diag("MP931", f"{res.label} selects an ingress gateway: authorization at the gateway is "
                                           "not imported", spec.at("selector"),
                                  notes=["findings about authorization do not account for it"]))
@@ -239,6 +244,10 @@ def _principal(cx: Context, res: Resource, principal: str, at: Span) -> list[t.S
                   "`<trust domain>/ns/<namespace>/sa/*` are expressible")
         return []
     hits = cx.by_identity().get((m["ns"], m["sa"]), []) if m["td"] == cx.mesh.settings.trust_domain else []
+    if not hits and m["td"] == cx.mesh.settings.trust_domain and \
+            any((g.namespace, g.account) == (m["ns"], m["sa"]) for g in cx.mesh.ingresses):
+        # the ingress gateway's identity: requests it forwards, the language's `internet`
+        return [t.Source.make(kind="internet", span=at, spans={})]
     if not hits:
         cx.diags.append(diag("MP911", f"{res.label}: principal `{principal}` is the identity of no workload in the "
                                       "inputs", at))

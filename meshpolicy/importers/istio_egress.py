@@ -155,34 +155,92 @@ def external_destination_rules(cx: Context, rules: list[Resource]) -> None:
 
 
 def external_virtual_services(cx: Context, services: list[Resource]) -> None:
-    """A mesh VirtualService for an external host: one catch-all route's
-    timeout and retries are the external's own; anything else is refused."""
-    for res in services:
+    """A mesh VirtualService for an external host. Its routes decide at the
+    caller's sidecar, first match wins: routes that forward to the host
+    followed by at most one catch-all `directResponse` are egress
+    authorization (each forward's match is an `allow`, with `sourceLabels`
+    / `sourceNamespace` as the callers; the answer is a refusal), which is how
+    meshc's own Istio output writes `allow X -> E ...`; their shared `timeout`
+    and `retries` are the external's. Anything else is MP904."""
+    from .istio_routes import _match, _retry
+
+    for res in sorted(services, key=lambda r: r.sort_key()):
         gateways = res.spec.get("gateways")
         if isinstance(gateways, YSeq) and gateways and "mesh" not in [str(g) for g in gateways]:
             continue
         hosts = res.spec.get("hosts")
         for i, h in enumerate(hosts if isinstance(hosts, YSeq) else []):
             ext = cx.externals_by_host.get(str(h).lower())
-            if ext is None:
+            if ext is None or ext.name in cx.external_routed:
                 continue
+            cx.external_routed.add(ext.name)
             http = res.spec.get("http")
             routes = [r for r in http if isinstance(r, YMap)] if isinstance(http, YSeq) else []
-            only = routes[0] if len(routes) == 1 else None
-            simple = only is not None and not only.get("match") and set(only) <= {"route", "timeout", "retries",
-                                                                                   "name"}
-            if not simple:
+            rules = _egress_rules(cx, res, ext, routes)
+            if rules is None:
                 cx.refuse(res, "spec.http", res.spec.key_at("http") if "http" in res.spec else res.spec.span,
-                          f"routes for external host `{h}`: only one catch-all route's `timeout` and `retries` "
-                          "are expressible on an external service", "egress")
+                          f"routes for external host `{h}`: only forwards to the host (with method, uri and "
+                          "source matches) and a final catch-all directResponse are expressible", "egress")
                 continue
-            from .istio_routes import _retry
-
-            if "timeout" in only:
-                ext.timeout_ms = cx.duration_ms(res, only, "timeout", "spec.http[0]")
-            if "retries" in only:
-                ext.retry = _retry(cx, res, only, "spec.http[0]")
             cx.coverage.imported[res.kind] += 1
+            forwards = [r for r in routes if "route" in r]
+            if rules is not False:  # the routes decide who may call: they replace `allow * -> E`
+                cx.mesh.auth_rules = [a for a in cx.mesh.auth_rules if a.target.name != ext.name]
+                for built in rules:
+                    built.index = len(cx.mesh.auth_rules)
+                    cx.mesh.auth_rules.append(built)
+            settings = {(str(r.get("timeout")), str(r.get("retries"))) for r in forwards}
+            if len(settings) > 1:
+                cx.approximate(res, "spec.http", res.spec.key_at("http"), "routes with different timeouts or "
+                               "retries: the external takes the first route's")
+            if forwards:
+                first = forwards[0]
+                if "timeout" in first:
+                    ext.timeout_ms = cx.duration_ms(res, first, "timeout", "spec.http[0]")
+                if "retries" in first:
+                    ext.retry = _retry(cx, res, first, "spec.http[0]")
+
+
+def _egress_rules(cx: Context, res: Resource, ext: t.ExternalService, routes: list[YMap]):
+    """The allow rules the routes mean; False: one catch-all forward (every caller
+    allowed, nothing to write); None: not expressible."""
+    from .istio_routes import _match
+
+    out: list[t.AuthRule] = []
+    for n, route in enumerate(routes):
+        where = f"spec.http[{n}]"
+        last = n == len(routes) - 1
+        if "directResponse" in route:
+            if not last or route.get("match"):
+                return None
+            status = route["directResponse"].get("status") if isinstance(route["directResponse"], YMap) else None
+            if status != 403:
+                cx.approximate(res, f"{where}.directResponse", route.at("directResponse"), f"answers {status}; "
+                               "imported as a refusal (403) of the requests no route allows")
+            return out
+        dests = route.get("route")
+        if set(route) - {"name", "match", "route", "timeout", "retries"} or not isinstance(dests, YSeq) or \
+                len(dests) != 1 or not isinstance(dests[0], YMap) or not isinstance(dests[0].get("destination"), YMap) \
+                or str(dests[0]["destination"].get("host") or "").lower() not in ext.hosts \
+                or dests[0]["destination"].get("subset") is not None:
+            return None
+        matches = route.get("match")
+        entries = list(enumerate(matches)) if isinstance(matches, YSeq) and matches else [(0, None)]
+        if len(routes) == 1 and entries == [(0, None)]:
+            return False
+        for j, entry in entries:
+            m = _match(cx, res, entry, matches.at(j) if isinstance(matches, YSeq) else route.span,
+                       f"{where}.match[{j}]") if entry is not None else t.Match.make(span=route.span, spans={})
+            if m is None or m.headers or m.queries:
+                return None
+            sources = [t.Source.make(kind="service", name=r.name, span=r.span, spans={}) for r in m.sources] or \
+                [t.Source.make(kind="any", span=m.span, spans={})]
+            out.append(t.AuthRule.make(index=0, effect="allow", sources=sources,
+                                       target=t.Ref.make(name=ext.name, span=m.span, spans={}),
+                                       methods=list(m.methods), paths=[x.model_copy() for x in m.paths],
+                                       span=m.span, spans={}))
+    # no catch-all: an unmatched request has no route (Istio answers 404), a refusal too
+    return out
 
 
 def egress_stance(cx: Context, sidecars: list[Resource], resources: list[Resource], root_ns: str) -> None:

@@ -106,6 +106,12 @@ def _server(cx: Context, res: Resource, server: YMap, at, where: str, emitting: 
             cx.approximate(res, f"{where}.tls.mode", tls.at("mode"), f"{mode}: client certificates are not "
                            "expressible; imported as TLS without them (the listener admits more callers)")
         secret = tls.get("credentialName")
+        names = items_of(tls.get("credentialNames"))
+        if secret is None and names:
+            secret = names[0]
+            if len(names) > 1:
+                cx.approximate(res, f"{where}.tls.credentialNames", tls.at("credentialNames"), "names several "
+                               "certificates (RSA and ECDSA); imported with the first")
         files = [str(tls.get("serverCertificate") or ""), str(tls.get("privateKey") or "")]
         if secret is None and all(files):
             cx.approximate(res, f"{where}.tls", server.at("tls"), "names certificate files on the gateway's "

@@ -38,6 +38,17 @@ def request_authentications(cx: Context, ras: list[Resource], root_ns: str) -> N
         rules = res.spec.get("jwtRules")
         sel = res.spec.get("selector")
         labels = labels_of(sel.get("matchLabels")) if isinstance(sel, YMap) else {}
+        refs = [res.spec["targetRef"]] if isinstance(res.spec.get("targetRef"), YMap) else \
+            [r for r in items_of(res.spec.get("targetRefs")) if isinstance(r, YMap)]
+        if refs:
+            gateways = [r for r in refs if r.get("kind") == "Gateway"]
+            if len(gateways) != len(refs):
+                cx.refuse(res, "spec.targetRefs", res.spec.key_at("targetRefs" if "targetRefs" in res.spec
+                                                                  else "targetRef"),
+                          "only Gateway targets are expressible (the ingress's providers); the others are left out")
+            # a Gateway API gateway's pods carry its name as this label (Istio's deployment)
+            labels = {"gateway.networking.k8s.io/gateway-name": str(gateways[0].get("name"))} if gateways \
+                else {"meshc.invalid/no-target": ""}
         cx.coverage.imported[res.kind] += 1
         for i, rule in enumerate(rules if isinstance(rules, YSeq) else []):
             if not isinstance(rule, YMap):
@@ -77,7 +88,7 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
         return None
     p = t.JwtProvider.make(name="", issuer=issuer, file="", span=at, spans={})
     p.audiences = [str(a) for a in items_of(rule.get("audiences"))]
-    uri, inline = rule.get("jwksUri"), rule.get("jwks")
+    uri, inline = rule.get("jwksUri", rule.get("jwks_uri")), rule.get("jwks")
     if isinstance(inline, str):
         p.jwks_file = f"inline:{res.namespace}/{res.name}/{where}"
         cx.extra_files[p.jwks_file] = inline
@@ -107,8 +118,8 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
         if key in ("outputPayloadToHeader", "outputClaimToHeaders"):
             cx.approximate(res, f"{where}.{key}", rule.key_at(key), "copies the token's payload or claims into "
                            "request headers; not imported (services' header matches do not see them)")
-        elif key not in ("issuer", "audiences", "jwksUri", "jwks", "fromHeaders", "fromParams", "fromCookies",
-                         "forwardOriginalToken", "timeout"):
+        elif key not in ("issuer", "audiences", "jwksUri", "jwks_uri", "jwks", "fromHeaders", "fromParams",
+                         "fromCookies", "forwardOriginalToken", "timeout", "spaceDelimitedClaims"):
             cx.refuse(res, f"{where}.{key}", rule.key_at(key), "the language has no equivalent")
     cx.imported(res, where)
     return p
@@ -125,8 +136,6 @@ def gateway_providers(cx: Context, root_ns: str) -> None:
             if res.namespace not in (root_ns, gw.namespace):
                 continue
             if labels and not selects(labels, gw.labels):
-                continue
-            if res.namespace == root_ns and labels and gw.namespace != root_ns:
                 continue
             if provider.name not in names:
                 names.append(provider.name)

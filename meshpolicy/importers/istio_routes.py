@@ -115,8 +115,9 @@ def http_rules(cx: Context, res: Resource, action_for, *, default_retry: bool,
         headers = ro.istio_header_ops(cx, res, route["headers"], where) if isinstance(route.get("headers"), YMap) \
             else []
         forwards = isinstance(action, t.Forward)
-        rewrite = ro.istio_rewrite(cx, res, route.get("rewrite"), route.at("rewrite"), where) \
+        got = ro.istio_rewrite(cx, res, route.get("rewrite"), route.at("rewrite"), where) \
             if "rewrite" in route and forwards else None
+        rewrite, stem = got if got is not None else (None, None)
         cors = ro.istio_cors(cx, res, route.get("corsPolicy"), route.at("corsPolicy"), where) \
             if "corsPolicy" in route and forwards else None
         for key in ("rewrite", "corsPolicy"):
@@ -133,7 +134,7 @@ def http_rules(cx: Context, res: Resource, action_for, *, default_retry: bool,
                              if (m := _match(cx, res, entry, matches.at(j), f"{where}.match[{j}]", ingress))
                              is not None]
         for m in matches_built:  # each match entry is its own rule, reported at its own line
-            if not ro.rewrite_fits(cx, res, m, rewrite, route.at("rewrite"), where):
+            if not ro.rewrite_fits(cx, res, m, rewrite, route.at("rewrite"), where, stem):
                 continue
             rules.append(t.RouteRule.make(index=len(rules), match=m, action=action, timeout_ms=timeout, retry=retry,
                                           fault=fault, headers=[h.model_copy() for h in headers or []],
@@ -151,6 +152,11 @@ def _match(cx: Context, res: Resource, entry, span: Span, where: str, ingress: b
         if key == "uri" and isinstance(value, YMap):
             kind, text = next(iter(value.items()), (None, None))
             if kind in ("exact", "prefix", "regex") and isinstance(text, str):
+                from .route_options import regex_prefix
+
+                stem = regex_prefix(text) if kind == "regex" else None
+                if stem is not None:  # `<literal>.*`, as meshc's own Istio output writes a prefix
+                    kind, text = "prefix", stem
                 m.paths.append(t.PathPattern.make(kind=kind, value=text, span=at, spans={}))
                 cx.imported(res, f"{where}.uri")
                 continue

@@ -18,7 +18,20 @@ from .inventory import Resource
 from .yamlmarks import YMap, YSeq, items_of
 
 _QUERY_KINDS = {"exact": "exact", "prefix": "prefix", "regex": "regex"}
+_LITERAL = re.compile(r"\^?((?:\\[^A-Za-z0-9]|[^\\.*+?()\[\]{}|^$])*)")
 _FORMATTER = re.compile(r"%[A-Z_]+(\([^)]*\))?%")  # an Envoy substitution such as %DOWNSTREAM_REMOTE_ADDRESS%
+
+
+def regex_prefix(regex: str) -> str | None:
+    """The literal P of an RE2 `P.*` (escapes undone): every path starting with
+    P, which is the language's `prefix P`; None for any other regex."""
+    if not regex.endswith(".*"):
+        return None
+    m = _LITERAL.fullmatch(regex[:-2])
+    if m is None:
+        return None
+    stem = re.sub(r"\\(.)", r"\1", m.group(1))
+    return stem if stem.startswith("/") else None
 
 
 # ---- Istio VirtualService
@@ -91,17 +104,34 @@ def _op(cx: Context, res: Resource, side: str, verb: str, name: str, value, at: 
     return t.HeaderOp.make(side=side, op=verb, name=name, value=text, span=at, spans={})
 
 
-def istio_rewrite(cx: Context, res: Resource, rw, at: Span, where: str) -> t.Rewrite | None:
-    """`rewrite.uri` replaces the matched prefix (or the whole exact path);
-    `rewrite.authority` the Host. `uriRegexRewrite` cannot be expressed."""
+def istio_rewrite(cx: Context, res: Resource, rw, at: Span, where: str):
+    """(Rewrite, the prefix a `uriRegexRewrite` replaces or None), or None when
+    not expressible. `rewrite.uri` replaces the matched prefix (or the whole
+    exact path); `rewrite.authority` the Host."""
     if not isinstance(rw, YMap):
         return None
     for key in rw:
-        if key not in ("uri", "authority"):
-            cx.refuse(res, f"{where}.rewrite.{key}", rw.key_at(key), "only `uri` and `authority` rewrites are "
-                      "expressible; the rewrite is left out", "the paths services see")
+        if key not in ("uri", "authority", "uriRegexRewrite"):
+            cx.refuse(res, f"{where}.rewrite.{key}", rw.key_at(key), "only `uri`, `authority` and a prefix "
+                      "`uriRegexRewrite` are expressible; the rewrite is left out", "the paths services see")
             return None
     uri, authority = rw.get("uri"), rw.get("authority")
+    regex = rw.get("uriRegexRewrite")
+    if regex is not None:
+        # `{match: "^P", rewrite: R}` replaces a leading P: the language's rewrite of the
+        # matched prefix, when the route matches that same prefix (rewrite_fits checks it)
+        stem = regex_prefix(str(regex.get("match")) + ".*") if isinstance(regex, YMap) and \
+            str(regex.get("match") or "").startswith("^") else None
+        target = regex.get("rewrite") if isinstance(regex, YMap) else None
+        if stem is None or not isinstance(target, str) or "\\" in target or uri is not None:
+            cx.refuse(res, f"{where}.rewrite.uriRegexRewrite", rw.at("uriRegexRewrite"), "only a rewrite of a "
+                      "leading literal (`match: ^/prefix`) is expressible; the rewrite is left out",
+                      "the paths services see")
+            return None
+        uri = target
+        rw_prefix = stem
+    else:
+        rw_prefix = None
     if uri is not None and not str(uri).startswith("/"):
         cx.refuse(res, f"{where}.rewrite.uri", rw.at("uri"), "does not start with `/`", "the paths services see")
         return None
@@ -109,7 +139,7 @@ def istio_rewrite(cx: Context, res: Resource, rw, at: Span, where: str) -> t.Rew
         return None
     cx.imported(res, f"{where}.rewrite")
     return t.Rewrite.make(path=None if uri is None else str(uri), host=None if authority is None else str(authority),
-                          span=at, spans={})
+                          span=at, spans={}), rw_prefix
 
 
 def _bad_host(cx: Context, res: Resource, host: str, at: Span, where: str) -> bool:
@@ -121,11 +151,16 @@ def _bad_host(cx: Context, res: Resource, host: str, at: Span, where: str) -> bo
     return why is not None
 
 
-def rewrite_fits(cx: Context, res: Resource, m: t.Match, rewrite: t.Rewrite | None, at: Span, where: str) -> bool:
+def rewrite_fits(cx: Context, res: Resource, m: t.Match, rewrite: t.Rewrite | None, at: Span, where: str,
+                 stem: str | None = None) -> bool:
     """Istio rewrites the prefix the route matched (a route without a uri match
     matches the prefix `/`); a regex match has no prefix to rewrite."""
     if rewrite is None or rewrite.path is None:
         return True
+    if stem is not None and not (len(m.paths) == 1 and m.paths[0].kind == "prefix" and m.paths[0].value == stem):
+        cx.refuse(res, f"{where}.rewrite.uriRegexRewrite", at, f"replaces `{stem}` on a route that does not match "
+                  "that prefix: the language replaces the matched part only; the match entry is left out", "routing")
+        return False
     if any(p.kind == "regex" for p in m.paths):
         cx.refuse(res, f"{where}.rewrite.uri", at, "rewrites a path matched by regex: the language has no matched "
                   "part to replace; the match entry is left out", "routing")
@@ -173,6 +208,8 @@ def istio_cors(cx: Context, res: Resource, policy, at: Span, where: str) -> t.Co
     if "maxAge" in policy:
         cors.max_age_ms = cx.duration_ms(res, policy, "maxAge", f"{where}.corsPolicy")
     for key in policy:
+        if key == "unmatchedPreflights" and policy[key] in ("FORWARD", "UNSPECIFIED"):
+            continue  # Istio's default: other origins' preflights go on as requests, as the language's do
         if key not in ("allowOrigins", "allowOrigin", "allowMethods", "allowHeaders", "exposeHeaders",
                        "allowCredentials", "maxAge"):
             cx.refuse(res, f"{where}.corsPolicy.{key}", policy.key_at(key), "the language has no equivalent")
