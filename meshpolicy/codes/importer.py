@@ -66,7 +66,7 @@ CODES = define(
      "route ingress traffic to the Service and split versions in its mesh route, or read routing findings for ingress traffic with this in mind"),
     ("MP931", "gateway-authorization-not-imported", "warning", "an AuthorizationPolicy selects the ingress gateway itself; the language authorizes requests at the service they reach, so it is left out",
      "move the policy to the workloads behind the gateway (with `requestPrincipals` or `request.auth.claims` for tokens)"),
-    ("MP932", "gateway-token-forwarding", "warning", "a RequestAuthentication on an ingress gateway does not forward the token (`forwardOriginalToken` is false, Istio's default): services behind it see no token, the language forwards it",
+    ("MP932", "gateway-token-forwarding", "warning", "a RequestAuthentication on an ingress gateway does not forward the token (`forwardOriginalToken` is false, Istio's default) while a service behind it tests tokens: in Istio those rules never match the gateway's requests, the language forwards the token",
      "set `forwardOriginalToken: true` so the services can test the token's claims, as the imported policy assumes"),
     ("MP933", "tls-origination-port", "warning", "TLS origination to a ServiceEntry port whose `targetPort` differs: the language originates TLS to the port the application calls",
      "declare the ServiceEntry port the application calls equal to the port TLS is originated to, or keep it outside meshc's analysis"),

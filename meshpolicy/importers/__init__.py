@@ -138,6 +138,7 @@ def _import(sources, root_namespace, mesh_name, flavour, trust_domain, emitting=
     istio_jwt.request_authentications(cx, by_kind.get("RequestAuthentication", []), root_namespace)
     istio_jwt.gateway_providers(cx, root_namespace)
     allow_scoped = istio_authz.authorization_policies(cx, by_kind.get("AuthorizationPolicy", []), root_namespace)
+    istio_jwt.report_token_forwarding(cx)
     for ksvc in inv.services.values():
         if ksvc.key not in allow_scoped:  # Istio allows what no ALLOW policy governs
             svc = cx.service_for(ksvc)

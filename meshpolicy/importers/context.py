@@ -45,7 +45,7 @@ class Context:
         self.gateway_of: dict = {}  # ingress name -> the Istio gateway (istio_ingress.IstioGateway) it runs on
         self.extra_files: dict[str, str] = {}  # files `meshc import` writes beside the .mesh files (JWKS)
         self.provider_scopes: list = []  # (RequestAuthentication, selector labels, provider, forwards token, span)
-        self.reported_forwarding: set = set()
+        self.reported_forwarding: set = set()  # (RequestAuthentication, ingress, span): gateways that strip tokens
         self.externals_by_host: dict[str, t.ExternalService] = {}
         self.external_routed: set[str] = set()  # externals a VirtualService already routed (the oldest wins)
         self.emitting = False  # `meshc import` writes files (TLS paths, JWKS) next to the .mesh files

@@ -139,17 +139,31 @@ def gateway_providers(cx: Context, root_ns: str) -> None:
                 continue
             if provider.name not in names:
                 names.append(provider.name)
-            if not forwards and (res.name, g.name) not in cx.reported_forwarding:
-                cx.reported_forwarding.add((res.name, g.name))
-                cx.diags.append(diag("MP932", f"{res.label} applies to the gateway of ingress `{g.name}` without "
-                                              "`forwardOriginalToken: true`: Istio removes the token there, the "
-                                              "language forwards it to the services", at))
+            if not forwards:
+                cx.reported_forwarding.add((res.label, g.name, at))
         g.jwt = [t.Ref.make(name=n, span=g.span, spans={}) for n in names]
         if not names and cx.mesh.jwt_providers:
             cx.approximate(gw.res, "spec.selector", gw.res.spec.at("selector") if "selector" in gw.res.spec
                            else gw.res.span, f"no RequestAuthentication applies to this gateway, so Istio "
                            f"validates no token there; ingress `{g.name}` is imported accepting every provider "
                            "(a request with an invalid token gets 401 there rather than at the service)")
+
+
+def report_token_forwarding(cx: Context) -> None:
+    """MP932 where it changes a decision: a gateway strips the token
+    (`forwardOriginalToken` false) while some rule tests tokens at a service
+    that gateway forwards to (in Istio that rule never matches its requests)."""
+    tested = {a.target.name for a in cx.mesh.auth_rules if any(s.kind == "internet" and s.jwt for s in a.sources)}
+    for label, ingress, at in sorted(cx.reported_forwarding, key=lambda x: (x[0], x[1])):
+        g = cx.mesh.ingress_map.get(ingress)
+        reached = {d.version.name for r in (g.rules if g else []) if isinstance(r.action, t.Forward)
+                   for d in r.action.destinations}
+        hit = sorted(reached & tested)
+        if hit:
+            cx.diags.append(diag("MP932", f"{label} applies to the gateway of ingress `{ingress}` without "
+                                          "`forwardOriginalToken: true`: Istio removes the token there, so the token "
+                                          f"rules of {', '.join(f'`{h}`' for h in hit)} never match its requests; "
+                                          "the language forwards it", at))
 
 
 # ---- authorization conditions on tokens
