@@ -349,3 +349,18 @@ assert can web -> api GET /old/x
 """
     _, diags = verify(text)
     assert "MP520" in codes(diags) and "MP602" in codes(diags) and "MP601" not in codes(diags)
+
+
+def test_certify_rechecks_the_north_south_findings():
+    from dataclasses import replace
+
+    from meshpolicy.verify.certify import certify
+
+    mesh, diags = verify(SHOP + "limit internet -> orders 5/s\nassert never internet ~> payments-db\n")
+    got = certify(mesh, diags)
+    assert "MP590" not in codes(got)
+    [mp544] = by_code(diags, "MP544")
+    # a tampered finding (its pair limit now a per-key one's span) is a disagreement, not a pass
+    keyed = mp544.span
+    tampered = replace(mp544, labels=[replace(mp544.labels[0], span=keyed)])
+    assert "MP590" in codes(certify(mesh, [d for d in diags if d is not mp544] + [tampered]))

@@ -34,7 +34,7 @@ from ..model.types import Mesh
 from .certify_core import ABSENCE, CLAIMS, Certifier
 
 # importing the kinds' modules registers their certifying functions
-from . import certify_assertions, certify_auth, certify_graph, certify_routes  # noqa: E402,F401,I001
+from . import certify_assertions, certify_auth, certify_graph, certify_northsouth, certify_routes  # noqa: E402,F401,I001
 
 # Codes whose findings claim nothing the certifier can re-decide, and why.
 NO_CLAIM = {
