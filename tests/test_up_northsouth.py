@@ -158,6 +158,11 @@ def test_token_prints_a_token_the_local_jwks_validates(tmp_path):
     assert token("--token", "nope").exit_code == 2
     assert token("--token", "auth", "--claim", "bad").exit_code == 2
     assert token("--claim", "sub=x").exit_code == 2
+    # a work directory inside the policy folder: the key there is ignored by git
+    inside = root / ".meshc" / "up"
+    r = CliRunner().invoke(cli, ["up", str(root), "--workdir", str(inside), "--token", "auth"], prog_name="meshc")
+    assert r.exit_code == 0 and (inside / "jwt" / "auth.key.pem").is_file()
+    assert (inside / ".gitignore").read_text().splitlines()[-1] == "*"
 
 
 def _checked(root: Path):

@@ -237,8 +237,11 @@ def _print_token(project, workdir, provider, claims, ttl) -> None:
     except ValueError as exc:
         click.echo(f"meshc up: --claim {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    workdir = workdir or up_workdir(checked.project.root)
-    click.echo(local_jwt.mint(mesh, workdir, provider, payload, ttl))
+    root = checked.project.root
+    workdir = workdir or up_workdir(root)
+    token = local_jwt.mint(mesh, workdir, provider, payload, ttl)
+    ignore_in_tree(workdir, root)  # a --workdir inside the policy folder: its key is never staged
+    click.echo(token)
 
 
 def _reload(paths, plan, sup, workdir, with_verify, override=None):
