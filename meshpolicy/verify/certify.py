@@ -67,6 +67,11 @@ def certify(mesh: Mesh, found: list[Diagnostic], config: dict | None = None, gra
     c = Certifier(mesh, found, limits(config), graph)
     for d in found:
         fn = CLAIMS.get(d.code)
+        rule = c.auth_at.get(d.span)
+        if rule is not None and mesh.service(rule.target.name) is None and rule.target.name in mesh.external_map:
+            c.not_certified(f"{d.code} on an egress rule is not certified: the certifier does not encode egress",
+                            d.span)
+            continue
         if fn is not None:
             fn(c, d)
         elif d.code not in NO_CLAIM:
