@@ -209,29 +209,27 @@ def test_shop_without_its_waivers_names_what_it_cannot_express_and_writes_nothin
 
 def test_shop_with_its_waivers_fails_only_on_what_no_waiver_may_drop(tmp_path):
     """examples/shop/meshc.toml waives resilience tuning for gateway-api (mesh
-    = "istio"); what is left is routing no waiver may drop: a direct
-    response and first-match rule orders a Gateway route would change.
-    (`from frontend` is a consumer route in namespace `web`.)"""
+    = "istio"); what is left is routing no waiver may drop: the direct
+    response. (`from frontend` is a consumer route in namespace `web`, and
+    the first-match order is laid out for Istio's order of matches.)"""
     out = tmp_path / "out"
     r, diags = _compile_json(EXAMPLES / "shop", out)
     errors = [d for d in diags if d["severity"] == "error"]
     assert r.returncode == 1 and not out.exists()
     assert {d["code"] for d in errors} == {"MP701"}
     what = [d["message"].split(":")[0].split("express ")[1] for d in errors]
-    assert [w for w in what if not w.startswith("the order of rules")] == ["`respond` in rule 4 of route `orders`"]
-    assert len(what) > 1 and not any("`from`" in w for w in what)
+    assert what == ["`respond` in rule 4 of route `orders`"]
     waived = sorted(d["message"].rsplit("`", 2)[-2] for d in diags if d["code"] == "MP706")
     assert waived == ["fault-abort", "fault-delay", "retry", "retry", "retry", "retry-backoff", "retry-budget",
                       "timeout"]
     assert not [d for d in diags if d["code"] == "MP709"]
 
 
-# The shop's route rules no waiver may drop: a direct response, and rules
-# whose first-match order a Gateway route would not keep (the header
-# canaries and the regex path rank below more specific paths; the catch-all
-# `GET -> v1` ranks above the globs, written as regexes). `from frontend`
-# stays: it is a consumer route in namespace `web`.
-NOT_IN_A_GATEWAY_ROUTE = ("DELETE /orders/*", 'header "x-canary"', "GET /search regex", "GET    ")
+# The shop's one route rule no waiver may drop: a direct response. `from
+# frontend` is a consumer route in namespace `web`; the header canaries
+# before path rules and the catch-all `GET -> v1` after globs are laid out
+# for Istio's order (istio_layout).
+NOT_IN_A_GATEWAY_ROUTE = ("DELETE /orders/*",)
 
 
 def shop_expressible_text() -> dict[str, str]:
@@ -266,12 +264,17 @@ def test_shop_rules_compile_to_istio_flavour_valid_and_with_the_policys_meaning(
     # `from frontend` is catalog's consumer route in frontend's namespace, granted its backends
     consumer = [d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["namespace"] == "web"
                 and d["spec"]["parentRefs"][0].get("namespace") == "shop"]
-    # (rules numbered in the shortened route: `from frontend ...` and the /legacy/** redirect)
     assert [(d["metadata"]["name"], [r["name"] for r in d["spec"]["rules"]]) for d in consumer] == \
-        [("catalog", ["rule-1", "rule-2"])]
+        [("catalog", ["rule-1", "rule-2", "rule-3", "rule-4", "rule-5"])]
     producer = next(d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["namespace"] == "shop"
                     and d["metadata"]["name"] == "catalog")
-    assert [r["name"] for r in producer["spec"]["rules"]] == ["rule-2"]
+    assert [r["name"] for r in producer["spec"]["rules"]] == ["rule-1", "rule-3", "rule-4", "rule-5"]
+    # laid out for Istio: the canary also matches /search exactly; the catch-all GET is a short regex
+    canary = producer["spec"]["rules"][0]["matches"]
+    assert {"path": {"type": "Exact", "value": "/search"}, "method": "GET",
+            "headers": [{"type": "Exact", "name": "x-canary", "value": "always"}]} in canary
+    assert producer["spec"]["rules"][3]["matches"] == [
+        {"method": "GET", "path": {"type": "RegularExpression", "value": "^(?s:.*)$"}}]
     grant = next(d for d in docs if d["kind"] == "ReferenceGrant")
     assert grant["metadata"]["namespace"] == "shop" and grant["spec"]["from"][0]["namespace"] == "web"
     # the rate limits are enforced at their callers, as the istio target writes them
@@ -482,3 +485,43 @@ def test_istio_flavour_routes_with_from_agree_with_the_reference(text):
     from .test_target_istio_meaning import Cluster
 
     _agree(text, "istio", lambda docs, mesh, req: Cluster(mesh, docs).allowed(req))
+
+
+LAYOUT = ROUTING.split("route api {")[0] + """route api {
+  header "x-canary" = "always" GET -> v2
+  GET exact "/health" -> v1
+  GET /items/** -> v1 80%, v2 20%
+  GET -> v1
+}
+"""
+
+
+def test_istio_layout_keeps_first_match_order_in_istios_order():
+    """The canary gets `/health` as a match of its own (it would lose it to
+    the exact path); the catch-all GET becomes a short regex (it would
+    outrank the glob). Without the flavour's known order both are MP701."""
+    mesh, outputs, diags = compiled(LAYOUT, "istio")
+    assert [d for d in diags if d.is_error] == []
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    rules = route["spec"]["rules"]
+    assert {"path": {"type": "Exact", "value": "/health"}, "method": "GET",
+            "headers": [{"type": "Exact", "name": "x-canary", "value": "always"}]} in rules[0]["matches"]
+    assert rules[3]["matches"] == [{"method": "GET", "path": {"type": "RegularExpression", "value": "^(?s:.*)$"}}]
+    docs = documents(outputs)
+    for req in request_space(mesh):
+        want = evaluate(mesh, req).route
+        if want.kind == "rejected" or req.destination != "api":
+            continue
+        got = routes(docs, mesh, req, regex_rank=True)
+        assert got[1] == (want.rule.index if want.rule else None), (req, got, want)
+    _, _, diags = compiled(LAYOUT, "linkerd")
+    assert {d.code for d in diags if d.is_error} == {"MP701"}  # Linkerd's order of regexes is not known
+
+
+def test_istio_layout_leaves_what_it_cannot_fix_to_mp701():
+    """A later expression longer than the earlier one it overlaps: no
+    rewrite keeps both rules' requests and the order."""
+    text = LAYOUT.replace("  GET /items/** -> v1 80%, v2 20%\n  GET -> v1\n",
+                          "  GET /items/** -> v1 80%, v2 20%\n  GET /items/*/lines -> v2\n")
+    _, outputs, diags = compiled(text, "istio")
+    assert [d.code for d in diags if d.is_error] == ["MP701"] and outputs == []

@@ -167,6 +167,8 @@ def _lead(rx: str) -> str:
     i = 1
     if rx.startswith("(?:", i):  # the group the targets wrap a glob or regex in
         i += 3
+    if rx.startswith("^", i):  # a policy regex's own anchor, at the start already
+        i += 1
     out: list[str] = []
     while i < len(rx):
         c = rx[i]
@@ -226,6 +228,20 @@ def _segment_prefix(prefix: str, path: str) -> bool:
     return not p or path == p or path.startswith(p + "/")
 
 
+def _covered(a: dict, b: dict, earlier: list[dict], regex_rank: bool) -> bool:
+    """The earlier rule holds a match of exactly the requests both a (one of
+    its matches, without a path) and b match, ranked at least as b: it
+    takes them (istio_layout adds such matches)."""
+    path = a.get("path")
+    if b.get("path") is None or not (path is None or (path["type"] == "PathPrefix" and not path["value"].rstrip("/"))):
+        return False
+    meet = _meet(a, b)
+    if meet is None or meet not in earlier:
+        return False
+    km, kb = _rank(meet, regex_rank), _rank(b, regex_rank)
+    return km is not None and kb is not None and km >= kb
+
+
 def order_problems(rules: list[tuple[RouteRule, list[dict]]],
                    regex_rank: bool = False) -> list[tuple[RouteRule, RouteRule]]:
     """Pairs (earlier, later) where some request matching both would be taken
@@ -233,13 +249,78 @@ def order_problems(rules: list[tuple[RouteRule, list[dict]]],
     out = []
     for (ri, mi), (rj, mj) in itertools.combinations(rules, 2):
         for a, b in itertools.product(mi or [{}], mj or [{}]):
-            if _disjoint(a, b):
+            if _disjoint(a, b) or _covered(a, b, mi, regex_rank):
                 continue
             ka, kb = _rank(a, regex_rank), _rank(b, regex_rank)
             if ka is None or kb is None or kb > ka:
                 out.append((ri, rj))
                 break
     return out
+
+
+# Every path, as a regular expression: what a catch-all (no path, PathPrefix
+# "/") is rewritten to when it must rank below earlier regular expressions.
+EVERY_PATH_RX = "^(?s:.*)$"
+
+
+def _path_as_regex(path: dict | None) -> dict | None:
+    """A PathPrefix (or no path) as the regular expression matching the same
+    paths; None for other kinds."""
+    if path is None or (path["type"] == "PathPrefix" and not path["value"].rstrip("/")):
+        return {"type": "RegularExpression", "value": EVERY_PATH_RX}
+    if path["type"] == "PathPrefix":
+        return {"type": "RegularExpression", "value": "^" + literal(path["value"].rstrip("/")) + "(?:/(?s:.*))?$"}
+    return None
+
+
+def _meet(e: dict, l: dict) -> dict | None:
+    """One match holding exactly the requests both e (which tests no path)
+    and l match, with l's path; None when a match cannot hold it (two
+    different tests of one header)."""
+    out: dict = {"path": l["path"]}
+    if e.get("method") or l.get("method"):
+        out["method"] = e.get("method") or l.get("method")
+    headers = {h["name"]: h for h in l.get("headers", [])}
+    for h in e.get("headers", []):
+        if h["name"] in headers and headers[h["name"]] != h:
+            return None
+        headers[h["name"]] = h
+    if headers:
+        out["headers"] = list(headers.values())
+    return out
+
+
+def istio_layout(rules: list[tuple[RouteRule, dict]]) -> list[tuple[RouteRule, list[dict]]]:
+    """First-match order in Istio's order (see _rank), where a rewrite that
+    keeps every rule's requests can get it: a later rule's PathPrefix (or
+    catch-all) that outranks an earlier regular expression it overlaps is
+    written as the same paths' regular expression, shorter than most; an
+    earlier rule without a path that a later rule's path outranks gets that
+    path as one more match of its own (exactly the requests both match,
+    which then tie and keep rule order). What this leaves is still
+    checked by order_problems. Returns the (rule, matches) pairs."""
+    for _ in range(4):
+        changed = False
+        for (_re, ed), (_rl, ld) in itertools.combinations(rules, 2):
+            em, lm = ed.get("matches") or [{}], ld.get("matches") or [{}]
+            for e, j in itertools.product(list(em), range(len(lm))):
+                l = lm[j]
+                if _disjoint(e, l) or _rank(l, True) <= _rank(e, True):
+                    continue
+                ep, lp = e.get("path"), l.get("path")
+                if ep is not None and ep["type"] == "RegularExpression" and (rx := _path_as_regex(lp)) is not None:
+                    lm[j] = {**l, "path": rx}
+                    ld["matches"] = lm
+                    changed = True
+                elif (ep is None or (ep["type"] == "PathPrefix" and not ep["value"].rstrip("/"))) and lp is not None:
+                    meet = _meet(e, l)
+                    if meet is not None and meet not in em:
+                        em.append(meet)
+                        ed["matches"] = em
+                        changed = True
+        if not changed:
+            break
+    return [(r, d.get("matches", [])) for r, d in rules]
 
 
 # ---- actions ---------------------------------------------------------------------------
@@ -342,7 +423,8 @@ def http_rules(sp: ServicePlan, port: int, d: Dialect, plans: list[RulePlan] | N
     (the rules one group of callers meets, see http_matches), in order;
     None after an MP701."""
     rules, pairs, failed = [], [], False
-    for rp in sp.rule_plans if plans is None else plans:
+    plans = sp.rule_plans if plans is None else plans
+    for rp in plans:
         r = http_rule(sp, rp, port, d, callers_chosen)
         if r is None:
             failed = True
@@ -352,13 +434,16 @@ def http_rules(sp: ServicePlan, port: int, d: Dialect, plans: list[RulePlan] | N
             pairs.append((rp.rule, r.get("matches", [])))
     if failed:
         return None
+    if d.regex_rank:  # Istio's order is known: lay the matches out for it where that keeps their meaning
+        pairs = istio_layout([(rp.rule, r) for rp, r in zip(plans, rules) if rp.rule is not None])
     for earlier, later in order_problems(pairs, d.regex_rank):
         d.reject(f"the order of rules {earlier.index + 1} and {later.index + 1} of route `{sp.name}`", later.span,
                  f"a request both match would take rule {later.index + 1}: routes prefer the more specific match "
                  "(exact path, longer prefix, a method, more headers; regular expressions rank as the mesh likes), "
                  "not the first")
         failed = True
-    if len(rules) > MAX_RULES or sum(len(r.get("matches", [])) for r in rules) > MAX_ROUTE_MATCHES:
+    if len(rules) > MAX_RULES or sum(len(r.get("matches", [])) for r in rules) > MAX_ROUTE_MATCHES \
+            or any(len(r.get("matches", [])) > MAX_MATCHES for r in rules):
         d.reject(f"the {len(rules)} rules of route `{sp.name}`", sp.service.span,
                  f"a route holds at most {MAX_RULES} rules and {MAX_ROUTE_MATCHES} matches")
         failed = True
