@@ -1,7 +1,9 @@
 """Reading Istio YAML: `python bench/bench_import.py [N ...] [--runs R]`.
 
 For each N, a bench mesh (bench/gen.py) is compiled to Istio and given the
-Services and Deployments a cluster would hold; the table shows the median
+Services and Deployments a cluster would hold (and, with --north-south, a
+gateway with a VirtualService for every tenth service, a RequestAuthentication,
+token rules and ServiceEntries with TLS origination); the table shows the median
 time of `import_sources` over that manifest set (YAML read with marks,
 resources resolved, model built) and of printing it as .mesh files, with
 the input size. Peak memory is the process's max RSS after the runs.
@@ -42,11 +44,53 @@ def workloads(mesh) -> str:
     return "---\n".join(json.dumps(d) + "\n" for d in docs)
 
 
-def manifests(n: int) -> dict[str, SourceFile]:
+def north_south(mesh) -> str:
+    """Gateways, gateway routes with L7 options, tokens and egress, as a cluster exposing some services holds."""
+    docs = [{"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+             "metadata": {"name": "auth", "namespace": "istio-system"},
+             "spec": {"jwtRules": [{"issuer": "https://auth.bench.example/", "forwardOriginalToken": True,
+                                    "jwksUri": "https://auth.bench.example/jwks"}]}}]
+    for i, s in enumerate(mesh.services[::10]):
+        host = f"{s.name}.bench.example"
+        docs.append({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                     "metadata": {"name": f"{s.name}-gw", "namespace": s.namespace},
+                     "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                         {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [host]},
+                         {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": [host],
+                          "tls": {"mode": "SIMPLE", "credentialName": f"{s.name}-cert"}}]}})
+        docs.append({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                     "metadata": {"name": f"{s.name}-public", "namespace": s.namespace},
+                     "spec": {"hosts": [host], "gateways": [f"{s.name}-gw"], "http": [
+                         {"match": [{"uri": {"prefix": "/api/"}, "queryParams": {"v": {"exact": "2"}}}],
+                          "rewrite": {"uri": "/"}, "headers": {"request": {"set": {"x-edge": "1"}}},
+                          "corsPolicy": {"allowOrigins": [{"exact": f"https://{host}"}], "allowMethods": ["GET"]},
+                          "retries": {"attempts": 2, "retryOn": "503,connect-failure"},
+                          "route": [{"destination": {"host": s.name}}]},
+                         {"directResponse": {"status": 404}}]}})
+        docs.append({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                     "metadata": {"name": f"{s.name}-tokens", "namespace": s.namespace},
+                     "spec": {"selector": {"matchLabels": {"app": s.name}}, "rules": [
+                         {"from": [{"source": {"requestPrincipals": ["https://auth.bench.example//*"]}}],
+                          "to": [{"operation": {"methods": ["GET"]}}],
+                          "when": [{"key": "request.auth.claims[scope]", "values": ["read", "admin"]}]}]}})
+        if i % 2 == 0:
+            docs.append({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                         "metadata": {"name": f"api-{i}", "namespace": s.namespace},
+                         "spec": {"hosts": [f"api{i}.partner.example"], "resolution": "DNS",
+                                  "ports": [{"number": 443, "name": "http", "protocol": "HTTP"}]}})
+            docs.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                         "metadata": {"name": f"api-{i}", "namespace": s.namespace},
+                         "spec": {"host": f"api{i}.partner.example", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}})
+    return "---\n".join(json.dumps(d) + "\n" for d in docs)
+
+
+def manifests(n: int, with_north_south: bool = False) -> dict[str, SourceFile]:
     checked = check_project(from_texts(generate(n)))
     outputs, _ = compile_mesh(checked.mesh, "istio")
     texts = {o.path: o.content for o in outputs if o.path != "kustomization.yaml"}
     texts["workloads.yaml"] = workloads(checked.mesh)
+    if with_north_south:
+        texts["north-south.yaml"] = north_south(checked.mesh)
     return {k: SourceFile(k, v) for k, v in texts.items()}
 
 
@@ -54,11 +98,12 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sizes", nargs="*", type=int, default=[100, 1000])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--north-south", action="store_true", help="add gateways, tokens and egress resources")
     args = ap.parse_args(argv)
     print("| services | YAML files | YAML MB | resources | import (median s) | print .mesh (median s) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
-        sources = manifests(n)
+        sources = manifests(n, args.north_south)
         size = sum(len(s.text) for s in sources.values()) / 1e6
         imports, prints, count = [], [], 0
         for _ in range(args.runs):

@@ -47,7 +47,9 @@ class Context:
         self.provider_scopes: list = []  # (RequestAuthentication, selector labels, provider, forwards token, span)
         self.reported_forwarding: set = set()  # (RequestAuthentication, ingress, span): gateways that strip tokens
         self.externals_by_host: dict[str, t.ExternalService] = {}
-        self.external_routed: set[str] = set()  # externals a VirtualService already routed (the oldest wins)
+        self.external_routed: set[str] = set()
+        self.gateway_workloads: dict[tuple, list] = {}  # a gateway selector -> the workloads it matches
+        self.gateway_list: list | None = None  # the gateways of gateway_of, once (read per AuthorizationPolicy)  # externals a VirtualService already routed (the oldest wins)
         self.emitting = False  # `meshc import` writes files (TLS paths, JWKS) next to the .mesh files
         self._by_identity: dict | None = None  # (DestinationRule, its tls mapping, service or version): judged after mTLS
 

@@ -29,6 +29,10 @@ _PORT_KINDS = {"HTTP": "http", "HTTP2": "http", "GRPC": "http", "GRPC-WEB": "htt
 
 
 def service_entries(cx: Context, entries: list[Resource], rules: list[Resource]) -> None:
+    by_host: dict[str, list[Resource]] = {}  # DestinationRules by host, oldest first: read once, not per port
+    for dr in sorted(rules, key=lambda r: r.sort_key()):
+        by_host.setdefault(str(dr.spec.get("host") or "").lower(), []).append(dr)
+    rules = by_host
     taken = {s.name for s in cx.mesh.services} | {g.name for g in cx.mesh.ingresses}
     for res in sorted(entries, key=lambda r: r.sort_key()):
         spec = res.spec
@@ -104,11 +108,10 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _originates_tls(cx: Context, res: Resource, rules: list[Resource], hosts: list[str], port: int) -> bool:
+def _originates_tls(cx: Context, res: Resource, rules: dict[str, list[Resource]], hosts: list[str],
+                    port: int) -> bool:
     """Whether a DestinationRule for one of the hosts sets `tls.mode: SIMPLE` for this port (port-level first)."""
-    for dr in sorted(rules, key=lambda r: r.sort_key()):
-        if str(dr.spec.get("host") or "").lower() not in hosts:
-            continue
+    for dr in [d for h in hosts for d in rules.get(h, [])]:
         policy = dr.spec.get("trafficPolicy")
         if not isinstance(policy, YMap):
             continue

@@ -36,7 +36,10 @@ def gateway_identity(cx: Context, res: Resource, root_ns: str) -> tuple[str, str
     """(namespace, account, labels) of the workload an Istio Gateway configures."""
     sel = res.spec.get("selector")
     labels = labels_of(sel) if isinstance(sel, YMap) else {}
-    found = cx.inv.workloads_in(None, labels) if labels else []
+    key = tuple(sorted(labels.items()))
+    if key not in cx.gateway_workloads:  # many Gateways share one selector (istio: ingressgateway)
+        cx.gateway_workloads[key] = cx.inv.workloads_in(None, labels) if labels else []
+    found = cx.gateway_workloads[key]
     if found:
         ids = sorted({(w.resource.namespace, w.account) for w in found})
         if len(ids) > 1:

@@ -287,7 +287,9 @@ def selects_gateway(cx: Context, res: Resource, root_ns: str) -> bool:
     labels = labels_of(sel.get("matchLabels")) if isinstance(sel, YMap) else {}
     if not labels:
         return False
-    for gw in {id(g): g for g in cx.gateway_of.values()}.values():
+    if cx.gateway_list is None:
+        cx.gateway_list = list({id(g): g for g in cx.gateway_of.values()}.values())
+    for gw in cx.gateway_list:
         if (res.namespace in (root_ns, gw.namespace)) and gw.labels and selects(labels, gw.labels):
             return True
     return False
