@@ -234,6 +234,13 @@ HOSTILE = [
 ]
 
 
+def test_an_inline_jwks_the_validators_refuse_is_not_written(tmp_path):
+    text = (SHOP / "shop.yaml").read_text().replace('jwksUri: "https://auth.shop.example/jwks"',
+                                                    """jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'""")
+    r = import_sources({"in.yaml": SourceFile("in.yaml", text)}, emitting=True)
+    assert "MP924" in codes(r) and not r.files and not r.mesh.jwt_providers
+
+
 def test_malformed_north_south_resources_are_diagnosed_not_crashed():
     text = "\n---\n".join(HOSTILE)
     for emitting in (False, True):

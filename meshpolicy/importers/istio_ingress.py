@@ -274,6 +274,9 @@ def _ingress_action(cx: Context, res: Resource, route: YMap, where: str):
                                           f"`{found[0].resource.name}`; imported as a forward to the service, which "
                                           "then routes it by its own route"
                                  + (f" ({route_owner.label})" if route_owner else ""), dest.at("host")))
+        if "headers" in d:  # per-destination header operations: no equivalent on a split share
+            cx.refuse(res, f"{where}.route[{j}].headers", d.key_at("headers"), "header operations on one "
+                      "destination of a split cannot be expressed; left out", "the headers services see")
         weight = d.get("weight")
         weighted.append(t.WeightedVersion.make(version=t.Ref.make(name=svc.name, span=dest.at("host"), spans={}),
                                                weight=float(weight) if isinstance(weight, (int, float)) and

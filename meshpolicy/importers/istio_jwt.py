@@ -90,6 +90,13 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
     p.audiences = [str(a) for a in items_of(rule.get("audiences"))]
     uri, inline = rule.get("jwksUri", rule.get("jwks_uri")), rule.get("jwks")
     if isinstance(inline, str):
+        from ..wire.jwks import jwks_problem  # the validators' own reading: never write a file they refuse
+
+        problem = jwks_problem(inline)
+        if problem is not None:
+            cx.diags.append(diag("MP924", f"{res.label}: `{where}.jwks` is {problem}; tokens of this issuer are "
+                                          "not imported", rule.at("jwks")))
+            return None
         p.jwks_file = f"inline:{res.namespace}/{res.name}/{where}"
         cx.extra_files[p.jwks_file] = inline
         cx.diags.append(diag("MP923", f"{res.label}: `{where}.jwks` is inline; `meshc import` writes it as a file "

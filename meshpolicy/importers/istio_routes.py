@@ -292,6 +292,9 @@ def _action(cx: Context, res: Resource, ksvc: K8sService, svc: t.Service, route:
         ref = _version_of(cx, res, ksvc, svc, dest, f"{where}.route[{j}]", dests.at(j))
         if ref is False:
             return None
+        if "headers" in d:  # per-destination header operations: no equivalent on a split share
+            cx.refuse(res, f"{where}.route[{j}].headers", d.key_at("headers"), "header operations on one "
+                      "destination of a split cannot be expressed; left out", "the headers services see")
         weight = d.get("weight")
         if ref is None:
             whole = True
