@@ -369,3 +369,24 @@ def test_import_of_compiled_north_south_istio_means_the_policy():
             ext = b.externals[0].name
             assert evaluate(b, Request(src, ext, method, path)).decision.allowed == want.decision.allowed
         assert not evaluate(b, Request(src, "example.org")).decision.allowed
+
+
+def test_gamma_route_filters_and_query_matches_are_rule_options():
+    text = GATEWAY_API.replace("parentRefs: [{name: web, namespace: edge}]",
+                               'parentRefs: [{group: "", kind: Service, name: orders}]').replace(
+        "backendRefs: [{name: orders, port: 8080}]", "backendRefs: [{name: orders, port: 8080}]\n  - {}")
+    text += """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: shop}
+spec:
+  parentRefs: [{name: web, namespace: edge}]
+"""
+    r = import_sources({"gw.yaml": SourceFile("gw.yaml", text)}, flavour="gateway-api")
+    (route,) = r.mesh.routes
+    first = route.rules[0]
+    assert first.match.queries[0].name == "v" and [(o.op, o.name) for o in first.headers] == [("remove", "x-debug"),
+                                                                                            ("set", "x-via")]
+    assert not r.mesh.ingresses and "MP903" in codes(r)  # the GRPCRoute on a Gateway is said, not dropped
+    out = evaluate(r.mesh, Request("orders", "orders", "GET", "/api/x?v=2"))
+    assert out.delivered.path == "/x" and ("x-via", "web") in out.delivered.headers

@@ -33,7 +33,12 @@ def http_routes(cx: Context, routes: list[Resource]) -> None:
             if not isinstance(ref, YMap):
                 continue
             if ref.get("kind") != "Service":
-                continue  # a Gateway: ingress (gateway_ingresses)
+                if res.kind == "HTTPRoute" and ref.get("kind", "Gateway") == "Gateway":
+                    continue  # ingress: gateway_ingresses
+                cx.diags.append(diag("MP903", f"{res.label}: its parent `{ref.get('name')}` is a "
+                                              f"{ref.get('kind') or 'Gateway'}: only HTTPRoutes attached to a "
+                                              "Gateway or a Service are imported", refs.at(i)))
+                continue
             if "port" in ref:
                 cx.approximate(res, f"spec.parentRefs[{i}].port", ref.at("port"), "imported for every port")
             ns = str(ref.get("namespace") or res.namespace)
