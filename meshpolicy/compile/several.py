@@ -100,6 +100,7 @@ def compile_targets(mesh: Mesh, targets: list[str], options: dict[str, CompileOp
     """Each target's outputs under `<target>/`, sorted by path, and every
     target's diagnostics (in the order of `targets`). With any error the
     outputs must not be written, as with compile_mesh."""
+    from ..gc_pause import gc_paused
     from ..plan import plan_of
 
     count = len(targets)
@@ -111,14 +112,18 @@ def compile_targets(mesh: Mesh, targets: list[str], options: dict[str, CompileOp
             progress(f"compiled {', '.join(finished)}", len(finished), count)
 
     workers = min(os.cpu_count() or 1, count)
-    if workers >= 2 and "fork" in multiprocessing.get_all_start_methods():
-        plan_of(mesh)  # built once, before the fork: every child reads it
-        results = _parallel(mesh, targets, options, workers, done)
-    else:
-        results = {}
-        for t in targets:
-            results[t] = compile_mesh(mesh, t, options[t])
-            done(t)
+    # The plan, like lowering, allocates millions of objects while the model
+    # stays alive: without the pause the cyclic GC rescans it (the plan of the
+    # 10,000-service bench mesh: 10.1 s of CPU with it, 5.3 s without).
+    with gc_paused():
+        if workers >= 2 and "fork" in multiprocessing.get_all_start_methods():
+            plan_of(mesh)  # built once, before the fork: every child reads it
+            results = _parallel(mesh, targets, options, workers, done)
+        else:
+            results = {}
+            for t in targets:
+                results[t] = compile_mesh(mesh, t, options[t])
+                done(t)
     outputs: list[Output] = []
     diags: list[Diagnostic] = []
     for t in targets:

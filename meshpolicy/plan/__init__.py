@@ -29,7 +29,13 @@ def plan_of(mesh: Mesh) -> Plan:
     for m, p in _RECENT:
         if m is mesh:
             return p
-    p = build_plan(mesh)
+    from ..gc_pause import gc_paused
+
+    # Millions of small objects while the model stays alive: without the pause
+    # the cyclic GC rescans the model again and again (half of the plan's CPU
+    # at 10,000 services: docs/performance.md).
+    with gc_paused():
+        p = build_plan(mesh)
     _RECENT.insert(0, (mesh, p))
     del _RECENT[_KEEP:]
     return p

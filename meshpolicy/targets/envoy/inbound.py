@@ -10,7 +10,7 @@ from .clusters import speaks_http2
 from .context import Ctx
 from .conventions import APP_CLUSTER, ca_file
 from .sds import tls_certificates
-from .ratelimit import ratelimit_filter
+from .ratelimit import limits_on, ratelimit_filter
 from .jwt_authn import AUDIENCE_401, authn_filter, validating
 from .rbac import allowed_san_matchers, rbac_filters
 from .tracing import hcm_tracing
@@ -69,8 +69,9 @@ def _http_filters(ctx: Ctx, svc: Service) -> list[dict]:
 
 def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
     if not svc.http:
-        if any(lim.target.name == svc.name for lim in ctx.mesh.rate_limits):
-            lim = next(lim for lim in ctx.mesh.rate_limits if lim.target.name == svc.name)
+        limits = limits_on(ctx, svc)
+        if limits:
+            lim = limits[0]
             ctx.unsupported("a rate limit on a tcp service", lim.span,
                             "Envoy's per-caller local rate limits count HTTP requests")
         return rbac_filters(ctx, svc, network=True) + [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {

@@ -38,12 +38,38 @@ def _named_callers(ctx: Ctx, lim: RateLimit, dest: Service) -> list[Service]:
     mesh = ctx.mesh
     if mesh.mtls_of(dest) == "off":
         return []  # no caller identity is visible; only `*` matches, by address
+    by_ns = _indexes(ctx)[1]
     out: dict[str, Service] = {}
     for s in lim.sources:
-        for svc in mesh.service_map.values():
-            if (s.kind == "service" and svc.name == s.name) or (s.kind == "namespace" and svc.namespace == s.name):
+        if s.kind == "service":
+            svc = mesh.service_map.get(s.name)
+            if svc is not None:
+                out[svc.name] = svc
+        elif s.kind == "namespace":
+            for svc in by_ns.get(s.name, ()):
                 out[svc.name] = svc
     return [out[k] for k in sorted(out)]
+
+
+def limits_on(ctx: Ctx, dest: Service) -> list[RateLimit]:
+    """The mesh's rate limits on dest, in declaration order."""
+    return _indexes(ctx)[0].get(dest.name, [])
+
+
+def _indexes(ctx: Ctx) -> tuple[dict[str, list[RateLimit]], dict[str, list[Service]]]:
+    """Limits by destination name and services by namespace, built once per
+    compile: scanning the mesh for each workload was quadratic (a third of
+    the Envoy compile at 10,000 services)."""
+    got = ctx.cache.get("ratelimit.indexes")
+    if got is None:
+        limits: dict[str, list[RateLimit]] = {}
+        for lim in ctx.mesh.rate_limits:
+            limits.setdefault(lim.target.name, []).append(lim)
+        by_ns: dict[str, list[Service]] = {}
+        for svc in ctx.mesh.service_map.values():
+            by_ns.setdefault(svc.namespace, []).append(svc)
+        got = ctx.cache["ratelimit.indexes"] = (limits, by_ns)
+    return got
 
 
 def _match_peer(key: str, value: str, sid: str) -> dict:
@@ -158,7 +184,7 @@ def _bucket(lim: RateLimit) -> dict:
 
 
 def ratelimit_filter(ctx: Ctx, dest: Service) -> dict | None:
-    limits = [lim for lim in ctx.mesh.rate_limits if lim.target.name == dest.name]
+    limits = limits_on(ctx, dest)
     if not limits:
         return None
     descriptors, rate_limits = [], []

@@ -16,6 +16,8 @@ class Lowering:
     mesh: Mesh
     options: CompileOptions
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Indexes over the mesh that several lowering steps read (built once, on first use).
+    cache: dict = field(default_factory=dict)
 
     def unsupported(self, construct: str, span: Span | None, why: str, key: str | None = None) -> bool:
         """MP701: name the construct, where it is (the span) and the target

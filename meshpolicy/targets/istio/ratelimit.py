@@ -25,17 +25,33 @@ MIN_FILL_NS = 50_000_000  # Envoy refuses fill intervals under 50ms
 
 def _callers(lw: Lowering, s: Source, dest: Service) -> list[Service] | None:
     """Services a source matches (semantics: only with a visible identity)."""
-    mesh = lw.mesh
     if lw.mesh.mtls_of(dest) == "off":
         return []  # no caller identity is visible, so no source but `*` matches
-    every = [o for o in mesh.services if mesh.service(o.name) is o and o is not dest]
+    every, by_name, by_ns = _services(lw)
     if s.kind == "service":
-        return [o for o in every if o.name == s.name]
+        return [o for o in by_name.get(s.name, ()) if o is not dest]
     if s.kind == "namespace":
-        return [o for o in every if o.namespace == s.name]
+        return [o for o in by_ns.get(s.name, ()) if o is not dest]
     if s.kind == "authenticated":
-        return every
+        return [o for o in every if o is not dest]
     return None
+
+
+def _services(lw: Lowering) -> tuple[list[Service], dict[str, list[Service]], dict[str, list[Service]]]:
+    """The mesh's services (duplicates left out), in declaration order, also
+    by name and by namespace: built once, not per limit (quadratic at 10,000
+    services)."""
+    got = lw.cache.get("ratelimit.services")
+    if got is None:
+        mesh = lw.mesh
+        every = [o for o in mesh.services if mesh.service(o.name) is o]
+        by_name: dict[str, list[Service]] = {}
+        by_ns: dict[str, list[Service]] = {}
+        for o in every:
+            by_name.setdefault(o.name, []).append(o)
+            by_ns.setdefault(o.namespace, []).append(o)
+        got = lw.cache["ratelimit.services"] = (every, by_name, by_ns)
+    return got
 
 
 def _gateways_matched(lw: Lowering, s: Source, dest: Service) -> list[str]:
