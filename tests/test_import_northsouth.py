@@ -390,3 +390,16 @@ spec:
     assert not r.mesh.ingresses and "MP903" in codes(r)  # the GRPCRoute on a Gateway is said, not dropped
     out = evaluate(r.mesh, Request("orders", "orders", "GET", "/api/x?v=2"))
     assert out.delivered.path == "/x" and ("x-via", "web") in out.delivered.headers
+
+
+def test_header_operations_the_language_cannot_hold_are_refused_at_import():
+    """A name HTTP does not allow, or a value with a line break, was an MP210/MP214 error
+    from the checks (nothing imported, verify stopped); it is the route's MP904 now."""
+    from meshpolicy.checks import run_checks
+
+    base = (SHOP / "shop.yaml").read_text()
+    for bad in ('set: {"bad name": gateway}', 'set: {"x-a": "line\\r\\nbreak"}'):
+        r = import_sources({"in.yaml": SourceFile("in.yaml", base.replace("set: {x-from: gateway}", bad))})
+        assert "MP904" in codes(r)
+        assert not [d for d in run_checks(r.mesh) if d.code in ("MP210", "MP214")]
+        assert not r.mesh.ingresses[0].rules[0].headers

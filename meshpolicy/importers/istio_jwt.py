@@ -114,6 +114,12 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
         return None
     for i, h in enumerate(items_of(rule.get("fromHeaders"))):
         if isinstance(h, dict) and h.get("name"):
+            from .route_options import header_name_problem
+
+            if header_name_problem(str(h["name"]).lower()):
+                cx.diags.append(diag("MP924", f"{res.label}: `{where}.fromHeaders[{i}]` `{h['name']}` is not an HTTP "
+                                              "header name; tokens of this issuer are not imported", at))
+                return None
             p.token_from.append(t.TokenLocation.make(kind="header", name=str(h["name"]).lower(),
                                                      prefix=str(h["prefix"]) if h.get("prefix") else None,
                                                      span=rule.at("fromHeaders"), spans={}))

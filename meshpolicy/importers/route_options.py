@@ -89,9 +89,23 @@ def istio_header_ops(cx: Context, res: Resource, headers: YMap, where: str) -> l
     return ops
 
 
+def header_name_problem(name: str) -> str | None:
+    """Why the language cannot hold this header name (MP210's and MP214's rules), or None."""
+    from ..checks.controls import control_char
+    from ..checks.headers import _HEADER
+
+    if not name or control_char(name) or not _HEADER.fullmatch(name):
+        return "is not an HTTP header name"
+    return None
+
+
 def _op(cx: Context, res: Resource, side: str, verb: str, name: str, value, at: Span, where: str) -> t.HeaderOp | None:
+    from ..checks.controls import HEADER_VALUE_ALLOWS, control_char
+
     name = name.lower()
-    why = forbidden_header(side, name)
+    why = header_name_problem(name) or forbidden_header(side, name)
+    if why is None and value is not None and control_char(str(value), HEADER_VALUE_ALLOWS):
+        why = "has a value with a control character"
     if why is None and value is not None and not isinstance(value, (str, int, float)):
         why = "has a value that is not a string"
     if why is None and value is not None and _FORMATTER.search(str(value)):
@@ -204,6 +218,11 @@ def istio_cors(cx: Context, res: Resource, policy, at: Span, where: str) -> t.Co
         return None
     cors.headers = [str(h).lower() for h in items_of(policy.get("allowHeaders"))]
     cors.expose = [str(h).lower() for h in items_of(policy.get("exposeHeaders"))]
+    bad = [h for h in cors.headers + cors.expose if h != "*" and header_name_problem(h)]
+    if bad:
+        cx.refuse(res, f"{where}.corsPolicy", at, f"`{bad[0]}` is not an HTTP header name; the CORS policy is left "
+                  "out", "the responses browsers get")
+        return None
     cors.credentials = credentials
     if "maxAge" in policy:
         cors.max_age_ms = cx.duration_ms(res, policy, "maxAge", f"{where}.corsPolicy")
