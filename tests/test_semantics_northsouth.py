@@ -396,7 +396,7 @@ def test_egress(shop):
     assert not denied.allowed and denied.rule.effect == "deny"
     assert not evaluate(shop, Request("web", "stripe", "POST", "/v1/charges")).decision.allowed
     blocked = evaluate(shop, Request("payments", "example.org", "GET", "/"))
-    assert (blocked.route.kind, blocked.route.status, blocked.decision.allowed) == ("blackhole", 502, False)
+    assert (blocked.route.kind, blocked.route.status, blocked.decision.allowed) == ("blackhole", 403, False)
     open_mesh = _shop("egress allow_any")
     passed = evaluate(open_mesh, Request("payments", "example.org", "GET", "/"))
     assert (passed.route.kind, passed.decision.allowed, passed.decision.rule) == ("passthrough", True, None)
@@ -541,7 +541,7 @@ def test_outcome_status_says_who_answers(shop):
     assert status(Request("frontend", "orders", "GET", "/x", token=INVALID_TOKEN)) == 401
     assert status(Request("frontend", "orders", "OPTIONS", "/x", (
         ("origin", ORIGIN), ("access-control-request-method", "GET")))) == 200
-    assert status(Request("payments", "example.org")) == 502
+    assert status(Request("payments", "example.org")) == 403
     assert status(Request("payments", "stripe", "GET", "/")) == 403
     assert status(Request("payments", "stripe", "POST", "/v1/charges")) is None
     # strict mTLS refuses a caller without identity: no answer at all

@@ -300,7 +300,7 @@ def test_scope_holds_only_callable_services():
     outputs, _ = compile_text(BASE)
     by = {o.path: yaml.safe_load(o.content) for o in outputs}
     b = by["ns/b/v1.yaml"]
-    assert [vh["name"] for vh in _outbound_hcm(b)["route_config"]["virtual_hosts"]] == ["a"]
+    assert [vh["name"] for vh in _outbound_hcm(b)["route_config"]["virtual_hosts"]] == ["a", "egress|refused"]  # the catch-all refusing other hosts (registry_only)
     assert sorted(c["name"] for c in b["static_resources"]["clusters"]) == ["a|v1", "a|v2", "inbound|app"]
     a = by["ns/a/v1.yaml"]
     assert [li["name"] for li in a["static_resources"]["listeners"]] == ["inbound", "outbound", "outbound|tcp|t"]

@@ -887,8 +887,10 @@ def test_egress_originates_verified_tls_and_applies_the_callers_rules(tmp_path):
             out = evaluate(mesh, Request("a", "stripe", method, path, host="localhost"))
             want = 200 if out.decision.allowed else 403
             assert _request(out_port, path, host="localhost", method=method)[0] == want, (method, path)
-        # A host nobody declares (registry_only): no route out of the sidecar.
-        assert _request(out_port, "/", host="elsewhere.example")[0] == 404
+        # A host nobody declares (registry_only): refused at the sidecar with the reference's answer.
+        blackhole = evaluate(mesh, Request("a", "elsewhere.example", "GET", "/", host="elsewhere.example"))
+        assert blackhole.route.kind == "blackhole"
+        assert _request(out_port, "/", host="elsewhere.example")[0] == blackhole.status == 403
         # The server's certificate is checked against egress_ca: another CA's is refused.
         assert _request(ports["untrusted"], "/v1/charges", host="localhost", method="POST")[0] == 503
     finally:

@@ -92,8 +92,9 @@ def test_sidecars_enforce_policy(tmp_path):
         assert _get(a_out, "c:8080", "/admin/keys") == 403
         # `limit a -> c 3/m`; the denied request took no token (RBAC runs before the rate limit).
         assert [_get(a_out, "c", "/") for _ in range(4)] == [200, 200, 200, 429]
-        # b may not call c: no route in b's sidecar at all.
-        assert _get(base + STRIDE + 1, "c") == 404
+        # b may not call c: no route to c in b's sidecar; its catch-all refuses it
+        # with the 403 c's own sidecar would answer (the reference's decision).
+        assert _get(base + STRIDE + 1, "c") == 403
         # Strict mTLS: plaintext straight to c's inbound listener is refused.
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{base + 2 * STRIDE}/", timeout=5)

@@ -102,7 +102,7 @@ class Decision:
     # (strict mTLS, no identity) or a path normalization refuses (400).
     refused: str | None = None
     # the HTTP status of a refusal that has one (400 path, 401 token, 404
-    # host at an ingress, 502 undeclared host); None: the transport refused
+    # host at an ingress, 403 undeclared host); None: the transport refused
     # (no answer) or no refusal
     status: int | None = None
 
@@ -124,7 +124,7 @@ class RouteResult:
     bad_token (401), and forward's weights are over SERVICES; egress:
     external (to an external service, weights {its name: 100}), passthrough
     (an undeclared host under `egress allow_any`) and blackhole (an
-    undeclared host under `registry_only`: refused, 502).
+    undeclared host under `registry_only`: refused, 403).
 
     cors_headers: the CORS headers the response gets (a forwarded request
     from an allowed origin), or the preflight answer's."""
@@ -157,7 +157,7 @@ class Outcome:
     def status(self) -> int | None:
         """The status the caller gets when the mesh answers, not the app: a
         route's own answer (400, 401, 404, redirect, respond, a preflight's
-        200, 502), a refusal's (400, 401), 403 for a denied request; None when
+        200, a blackhole's 403), a refusal's (400, 401), 403 for a denied request; None when
         the request reaches the app or the external (or the transport refuses
         it: no answer at all, `decision.refused` says why). At an ingress
         that forwards: the one service's answer (None with a split: see
@@ -531,14 +531,15 @@ def evaluate_egress(mesh: Mesh, req: Request) -> Outcome:
     undeclared host (`destination` the host): the caller's sidecar decides.
     An external: `authorize_egress`, route `external`. An undeclared host:
     `egress allow_any` lets it through unchecked (`passthrough`),
-    `registry_only` refuses it (`blackhole`, 502)."""
+    `registry_only` refuses it (`blackhole`, 403: the caller's sidecar
+    answers, as it does for a mesh service it may not call)."""
     ext = mesh.external_map.get(req.destination)
     if ext is None:
         if undeclared_host_passes(mesh):
             return Outcome(req, Decision(True, None), RouteResult("passthrough"))
         return Outcome(req, Decision(False, None, refused=f"`{req.destination}` is neither a mesh service nor an "
-                                     "external's host (egress registry_only)", status=502),
-                       RouteResult("blackhole", status=502))
+                                     "external's host (egress registry_only)", status=403),
+                       RouteResult("blackhole", status=403))
     decision = authorize_egress(mesh, req)
     if decision.refused is not None:
         return Outcome(req, decision, RouteResult("rejected", status=400))

@@ -13,8 +13,9 @@ the caller is this workload, so each rule's sources are resolved now
 per-route RBAC override (deny, then allow unless the mesh allows by
 default). A `tcp` port is an outbound tcp listener of its own.
 
-An undeclared host: under `egress registry_only` no virtual host answers
-it, so the caller sees Envoy's 404 (as for a mesh service it may not call);
+An undeclared host: under `egress registry_only` a catch-all virtual host
+refuses it with 403, the reference evaluator's answer (so does a mesh
+service the caller may not call, whose own sidecar would refuse it);
 under `allow_any` a catch-all virtual host sends it through the dynamic
 forward proxy as plain HTTP to the Host's host:port (80 by default),
 unchecked. A declared external's host is never "undeclared": where the
@@ -39,6 +40,7 @@ EGRESS_DENY, EGRESS_ALLOW = "meshc.egress.deny", "meshc.egress.allow"
 DFP_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig"
 DFP_CLUSTER_TYPE = "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig"
 ANY_HOST_CLUSTER = "egress|any"
+REFUSED_BODY = "egress: the host is not a destination of this workload (egress registry_only)"
 DNS_CACHE = {"name": "egress_any", "dns_lookup_family": "V4_PREFERRED", "max_hosts": 1024}
 
 
@@ -124,6 +126,13 @@ def egress_vhosts(ctx: Ctx, caller: Service) -> list[dict]:
                     "direct_response": {"status": 403, "body": {"inline_string": "RBAC: access denied"}}}]})
         vhosts.append({"name": "egress|any", "domains": ["*"], "routes": [{
             "name": "any-host", "match": {"prefix": "/"}, "route": {"cluster": ANY_HOST_CLUSTER, "timeout": "0s"}}]})
+    else:
+        # registry_only: a host no virtual host above answers (undeclared, or
+        # a mesh service out of this workload's scope, which its own sidecar
+        # would refuse) is refused here with the reference's 403, as meshproxy does.
+        vhosts.append({"name": "egress|refused", "domains": ["*"], "routes": [{
+            "name": "refused", "match": {"prefix": "/"},
+            "direct_response": {"status": 403, "body": {"inline_string": REFUSED_BODY}}}]})
     return vhosts
 
 
