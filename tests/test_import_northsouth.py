@@ -300,6 +300,8 @@ allow internet -> frontend GET
 allow internet with jwt scope has "orders:write" -> orders POST /orders
 allow internet with jwt -> orders GET
 allow orders -> stripe POST /v1/charges
+allow frontend -> stripe GET
+deny frontend -> stripe /v1/charges
 """
 
 
@@ -364,7 +366,7 @@ def test_import_of_compiled_north_south_istio_means_the_policy():
                         assert (g.decision.allowed, g.request.path, weights) == \
                             (w.decision.allowed, w.request.path, w.route.weights), (method, path, token)
     for src in ("orders", "frontend"):
-        for method, path in (("POST", "/v1/charges"), ("GET", "/v1/charges"), ("POST", "/v2")):
+        for method, path in (("POST", "/v1/charges"), ("GET", "/v1/charges"), ("POST", "/v2"), ("GET", "/v2")):
             want = evaluate(a, Request(src, "stripe", method, path))
             ext = b.externals[0].name
             assert evaluate(b, Request(src, ext, method, path)).decision.allowed == want.decision.allowed

@@ -60,7 +60,7 @@ CODES = define(
      "nothing to do; set `outboundTrafficPolicy.mode: REGISTRY_ONLY` to refuse undeclared hosts"),
     ("MP928", "egress-stance-mixed", "warning", "Sidecars set different `outboundTrafficPolicy` modes for different workloads; the language has one mesh-wide egress stance",
      "the mesh-wide mode is imported; findings about the workloads the other Sidecars govern do not account for theirs"),
-    ("MP929", "service-entry-not-imported", "warning", "a ServiceEntry (or one of its hosts or ports) cannot be expressed as an external service (MESH_INTERNAL workloads, wildcard or IP hosts, UDP)",
+    ("MP929", "service-entry-not-imported", "warning", "a ServiceEntry (or one of its hosts or ports) cannot be expressed as an external service (MESH_INTERNAL workloads, wildcard hosts, address ranges, UDP)",
      "findings about egress do not account for it"),
     ("MP930", "ingress-route-approximated", "warning", "a gateway route sends to a subset, or a Service that has a mesh route: the language routes ingress traffic by the service's own route, Istio's gateway by the gateway's",
      "route ingress traffic to the Service and split versions in its mesh route, or read routing findings for ingress traffic with this in mind"),

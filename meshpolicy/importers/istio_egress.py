@@ -13,8 +13,6 @@ for its workloads; the language has one mesh-wide stance.
 
 from __future__ import annotations
 
-import ipaddress
-
 import yaml
 
 from ..checks.hosts import host_problem
@@ -45,7 +43,7 @@ def service_entries(cx: Context, entries: list[Resource], rules: list[Resource])
         raw = spec.get("hosts")
         for i, h in enumerate(raw if isinstance(raw, YSeq) else []):
             host = str(h).lower().rstrip(".")
-            if _is_ip(host) or host_problem(host, wildcard=False) is not None or not host:
+            if host_problem(host, wildcard=False) is not None or not host:
                 cx.diags.append(diag("MP929", f"{res.label}: host `{h}` is not a concrete DNS name (a wildcard or "
                                               "an address); the language's externals name hosts exactly",
                                      raw.at(i)))
@@ -98,14 +96,6 @@ def service_entries(cx: Context, entries: list[Resource], rules: list[Resource])
         cx.mesh.auth_rules.append(t.AuthRule.make(
             index=len(cx.mesh.auth_rules), effect="allow", sources=[t.Source.make(kind="any", span=ext.span, spans={})],
             target=t.Ref.make(name=ext.name, span=ext.span, spans={}), span=ext.span, spans={}))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_network(host, strict=False)
-        return True
-    except ValueError:
-        return False
 
 
 def _originates_tls(cx: Context, res: Resource, rules: dict[str, list[Resource]], hosts: list[str],
@@ -205,32 +195,47 @@ def external_virtual_services(cx: Context, services: list[Resource]) -> None:
 
 
 def _egress_rules(cx: Context, res: Resource, ext: t.ExternalService, routes: list[YMap]):
-    """The allow rules the routes mean; False: one catch-all forward (every caller
-    allowed, nothing to write); None: not expressible."""
+    """The rules the routes mean, first match wins: leading directResponses with
+    matches are `deny` rules (a deny wins, as a first match does), then forwards
+    to the host are `allow` rules, then at most one catch-all: a directResponse
+    (refused: the mesh's `default deny`) or a forward (`allow * -> E`).
+    False: a single catch-all forward (every caller allowed: nothing to write);
+    None: not expressible."""
     from .istio_routes import _match
 
     out: list[t.AuthRule] = []
+    seen_forward = False
     for n, route in enumerate(routes):
         where = f"spec.http[{n}]"
         last = n == len(routes) - 1
-        if "directResponse" in route:
-            if not last or route.get("match"):
-                return None
+        answers = "directResponse" in route
+        if answers:
             status = route["directResponse"].get("status") if isinstance(route["directResponse"], YMap) else None
             if status != 403:
                 cx.approximate(res, f"{where}.directResponse", route.at("directResponse"), f"answers {status}; "
-                               "imported as a refusal (403) of the requests no route allows")
-            return out
-        dests = route.get("route")
-        if set(route) - {"name", "match", "route", "timeout", "retries"} or not isinstance(dests, YSeq) or \
-                len(dests) != 1 or not isinstance(dests[0], YMap) or not isinstance(dests[0].get("destination"), YMap) \
-                or str(dests[0]["destination"].get("host") or "").lower() not in ext.hosts \
-                or dests[0]["destination"].get("subset") is not None:
-            return None
+                               "imported as a refusal (403)")
+            if not route.get("match"):
+                return out if last else None  # a catch-all answer: the rest is refused
+            if seen_forward:  # a refusal after an allow it may overlap: first match is not deny-wins
+                return None
+            effect = "deny"
+        else:
+            dests = route.get("route")
+            if set(route) - {"name", "match", "route", "timeout", "retries"} or not isinstance(dests, YSeq) or \
+                    len(dests) != 1 or not isinstance(dests[0], YMap) or \
+                    not isinstance(dests[0].get("destination"), YMap) or \
+                    str(dests[0]["destination"].get("host") or "").lower() not in ext.hosts or \
+                    dests[0]["destination"].get("subset") is not None:
+                return None
+            seen_forward = True
+            effect = "allow"
+            if not route.get("match"):
+                if len(routes) == 1:
+                    return False
+                if not last:
+                    return None
         matches = route.get("match")
         entries = list(enumerate(matches)) if isinstance(matches, YSeq) and matches else [(0, None)]
-        if len(routes) == 1 and entries == [(0, None)]:
-            return False
         for j, entry in entries:
             m = _match(cx, res, entry, matches.at(j) if isinstance(matches, YSeq) else route.span,
                        f"{where}.match[{j}]") if entry is not None else t.Match.make(span=route.span, spans={})
@@ -238,7 +243,7 @@ def _egress_rules(cx: Context, res: Resource, ext: t.ExternalService, routes: li
                 return None
             sources = [t.Source.make(kind="service", name=r.name, span=r.span, spans={}) for r in m.sources] or \
                 [t.Source.make(kind="any", span=m.span, spans={})]
-            out.append(t.AuthRule.make(index=0, effect="allow", sources=sources,
+            out.append(t.AuthRule.make(index=0, effect=effect, sources=sources,
                                        target=t.Ref.make(name=ext.name, span=m.span, spans={}),
                                        methods=list(m.methods), paths=[x.model_copy() for x in m.paths],
                                        span=m.span, spans={}))
