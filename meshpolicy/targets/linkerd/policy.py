@@ -85,9 +85,8 @@ class Authorizations:
         if s.kind == "service":
             ident = self.plan.service(s.name).identity
             return {(ident.namespace, ident.account)}
-        if s.kind == "namespace":
-            return {(sp.identity.namespace, sp.identity.account) for sp in self.plan.services.values()
-                    if sp.service.namespace == s.name}
+        if s.kind == "namespace":  # a service's identity is in its namespace: the index, not a scan per source
+            return set(route_authz._identity_index(self.plan).by_namespace.get(s.name, ()))
         return None
 
     def _denied(self, sp: ServicePlan) -> set[tuple[str, str]] | None:

@@ -243,7 +243,7 @@ class Classes:
         out = [(index.services[g[0]][0], frozenset(g)) for g in groups.values()]
         if len(keys) < len(index.services):  # the identities no source names: one class
             rest = frozenset(index.services) - frozenset(keys)
-            out.append((index.services[next(iter(sorted(rest)))][0], rest))
+            out.append((index.services[min(rest)][0], rest))  # min, not sorted: O(n) per destination
         return out
 
     def atoms(self):
