@@ -11,7 +11,10 @@ start cold; the machine is shared, so wall time
 mostly measures the neighbours). Sizes are bytes per output file (median
 and p95); for the Envoy and meshproxy targets one file is one workload.
 A target that is not there yet is skipped with a note. `--profile N TARGET`
-prints where one compile spends its time instead of the table.
+prints where one compile spends its time instead of the table;
+`--digests N` prints a digest per target of its files and findings on the
+N-service mesh (compare them across a change meant to keep output
+byte-identical).
 """
 
 from __future__ import annotations
@@ -156,6 +159,24 @@ def profile(n: int, target: str, seed: int) -> int:
     return 0
 
 
+def digests(n: int, seed: int, targets: list[str]) -> int:
+    """One SHA-256 per target over every output file (path and bytes) and
+    every diagnostic (code, message, span): run it before and after a change
+    that must not change output, and compare."""
+    import hashlib
+
+    mesh, settings = checked_mesh(n, seed)
+    for target in targets:
+        outputs, diags = compile_mesh(mesh, target, CompileOptions(settings=settings.get(target, {})))
+        h = hashlib.sha256()
+        for o in outputs:
+            h.update(f"{o.path}\0{len(o.content)}\0".encode() + o.content.encode("utf-8"))
+        for d in diags:
+            h.update(repr((d.code, d.message, d.span)).encode())
+        print(f"{target}: {len(outputs)} files, {len(diags)} diagnostics, sha256 {h.hexdigest()}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
@@ -163,9 +184,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     ap.add_argument("--profile", nargs=2, metavar=("N", "TARGET"))
+    ap.add_argument("--digests", type=int, metavar="N",
+                    help="print a digest of each target's output and diagnostics on the N-service mesh "
+                         "(compare before and after a change meant to keep output byte-identical)")
     args = ap.parse_args(argv)
     if args.profile:
         return profile(int(args.profile[0]), args.profile[1], args.seed)
+    if args.digests:
+        return digests(args.digests, args.seed, args.targets)
     targets = []
     for t in args.targets:
         why = available(t)
