@@ -196,3 +196,67 @@ def test_linkerd_meaning_agrees_with_the_reference(text):
             assert got[4] == r.status, req
         if r.rule is not None:
             assert got[1] == r.rule.index, f"route rule disagrees on {req}"
+
+
+# ---- north-south (issue 15): L7 options Linkerd carries -----------------------------
+
+def test_retry_on_status_codes_joins_the_http_retry_annotation():
+    text = POLICY.replace("on 5xx, gateway-error non_idempotent", "on 5xx, 503, 429")
+    _, outputs, diags = compiled(text)
+    assert [d for d in diags if d.is_error] == []
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    assert route["metadata"]["annotations"]["retry.linkerd.io/http"] == "5xx,429,503"
+    # status codes alone: no default conditions are added
+    _, outputs, diags = compiled(POLICY.replace("on 5xx, gateway-error non_idempotent", "on 503"))
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    assert route["metadata"]["annotations"]["retry.linkerd.io/http"] == "503"
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    assert kube_schema.errors(route) == []
+
+
+def test_retry_on_status_codes_of_a_grpc_route_is_mp701():
+    text = POLICY.replace("  version v1\n  version v2\n}", "  version v1\n  version v2\n  retry 2 on 503\n}")
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+HEADER_OPS = ('GET exact "/health" -> v1 set request header "x-a" "1" add request header "x-b" "2" '
+              'remove request header "x-c" add request header "x-d" "3" remove request header "x-d" '
+              'remove request header "x-e" add request header "x-e" "4"')
+
+
+def test_request_header_operations_are_one_request_header_modifier():
+    _, outputs, diags = compiled(POLICY.replace('GET exact "/health" -> v1', HEADER_OPS))
+    assert [d for d in diags if d.is_error] == []
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    filters = route["spec"]["rules"][0]["filters"]
+    assert filters == [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{"name": "x-a", "value": "1"}, {"name": "x-e", "value": "4"}],
+        "add": [{"name": "x-b", "value": "2"}],
+        "remove": ["x-c", "x-d"]}}]
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    assert kube_schema.errors(route) == []
+
+
+@pytest.mark.parametrize("ops", [
+    'add request header "x-b" "1" add request header "x-b" "2"',  # two values on one header
+    'set request header "x-b" "1" add request header "x-b" "2"',
+])
+def test_header_sequences_linkerd_cannot_hold_are_mp701(ops):
+    _, outputs, diags = compiled(POLICY.replace('GET exact "/health" -> v1', f'GET exact "/health" -> v1 {ops}'))
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+@pytest.mark.parametrize("option", [
+    'remove response header "server"',  # no ResponseHeaderModifier on a rule
+    'rewrite "/v1/"',  # no URLRewrite filter
+    'cors origins "https://shop.example.com"',
+])
+def test_rule_options_linkerd_lacks_are_mp701(option):
+    text = POLICY.replace('GET exact "/health" -> v1', f'GET exact "/health" -> v1 {option}')
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []

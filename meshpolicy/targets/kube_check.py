@@ -34,7 +34,9 @@ FILTER = {"!type": "str",
           "requestMirror": {"!backendRef": BACKEND, "percent": "int", "fraction": {"!numerator": "int",
                                                                                   "denominator": "int"}},
           "requestRedirect": {"scheme": "str", "hostname": "str", "port": "int", "statusCode": "redirect",
-                              "path": {"!type": "str", "replaceFullPath": "str", "replacePrefixMatch": "str"}}}
+                              "path": {"!type": "str", "replaceFullPath": "str", "replacePrefixMatch": "str"}},
+          "requestHeaderModifier": {"set": [{"!name": "header", "!value": "str"}],
+                                    "add": [{"!name": "header", "!value": "str"}], "remove": ["header"]}}
 HTTP_RULE = {"name": "label", "matches": [{"path": PATH, "method": "method", "headers": [HEADER]}], "filters": [FILTER],
              "backendRefs": [BACKEND], "timeouts": {"request": "duration", "backendRequest": "duration"}}
 GRPC_RULE = {"matches": [{"method": {"type": "str", "service": "str", "method": "str"}, "headers": [HEADER]}],

@@ -2,11 +2,12 @@
 attached to the Service (parentRef), the per-version Services it splits
 over, and retries as the annotations Linkerd reads on a route
 (`retry.linkerd.io/http|grpc`, `/limit`, `/timeout`), which hold for all
-of a route's rules. The rules themselves are http_routes.py's."""
+of a route's rules. The rules themselves are http_routes.py's; a rule's
+request header operations are its RequestHeaderModifier filter."""
 
 from __future__ import annotations
 
-from ...model.types import Retry
+from ...model.types import HeaderOp, Retry
 from ...plan import ServicePlan
 from ..envoy.outbound import DEFAULT_RETRY_ON
 from ..http_routes import Dialect, duration, http_rules, version_services
@@ -27,7 +28,8 @@ def retry_annotations(sp: ServicePlan, grpc: bool, d: Dialect) -> dict[str, str]
     live = [rp for rp in forwarded if rp.retry is not None and rp.retry.attempts > 0]
     if not live:
         return {}
-    if len({(r.attempts, r.per_try_ms, tuple(r.on), r.non_idempotent) for r in (rp.retry for rp in live)}) > 1 \
+    if len({(r.attempts, r.per_try_ms, tuple(r.on), tuple(r.on_status), r.non_idempotent)
+            for r in (rp.retry for rp in live)}) > 1 \
             or len(live) != len(forwarded):
         rp = live[0]
         if not d.drop("retry", f"`retry {rp.retry.attempts}` (one of different retries on route `{sp.name}`)",
@@ -38,19 +40,26 @@ def retry_annotations(sp: ServicePlan, grpc: bool, d: Dialect) -> dict[str, str]
             d.waived("retry", f"`retry {r.attempts}` (one of different retries on route `{sp.name}`)", r.span)
         return {}
     r: Retry = live[0].retry
+    return retry_policy(r, grpc, d, f"`{sp.name}`")
+
+
+def retry_policy(r: Retry, grpc: bool, d: Dialect, what: str) -> dict[str, str] | None:
+    """One retry as Linkerd's annotations; {} when waived, None after an MP701."""
     # Without `on`, the conditions every target retries on by default (docs/targets/envoy.md).
-    on = list(r.on) or list(DEFAULT_RETRY_ON)
+    on = list(r.on) or ([] if r.on_status else list(DEFAULT_RETRY_ON))
     if grpc:
-        bad = [c for c in on if c not in GRPC_CONDITIONS]
+        bad = [c for c in on if c not in GRPC_CONDITIONS] + [str(c) for c in r.on_status]
     else:
         bad = [c for c in on if c not in HTTP_CONDITIONS]
     if bad:
-        waived = d.drop("retry", f"retry on `{', '.join(bad)}` on `{sp.name}`", r.at("on"),
+        waived = d.drop("retry", f"retry on `{', '.join(bad)}` on {what}", r.at("on"),
                         "Linkerd retries on " + ("gRPC statuses " + ", ".join(GRPC_CONDITIONS) if grpc
-                                                 else "`5xx` and `gateway-error`"))
+                                                 else "`5xx`, `gateway-error` and status codes"))
         return {} if waived else None
     out = {"retry.linkerd.io/limit": str(r.attempts)}
-    out["retry.linkerd.io/grpc" if grpc else "retry.linkerd.io/http"] = ",".join(on)
+    # `retry.linkerd.io/http` lists conditions and status codes alike (`5xx,429`)
+    codes = on if grpc else on + [str(c) for c in sorted(set(r.on_status))]
+    out["retry.linkerd.io/grpc" if grpc else "retry.linkerd.io/http"] = ",".join(codes)
     if r.per_try_ms is not None:
         out["retry.linkerd.io/timeout"] = duration(r.per_try_ms)
     return out
@@ -64,6 +73,8 @@ def http_route(sp: ServicePlan, api_version: str, d: Dialect, retries: bool) -> 
     docs, ok = [], True
     for p in ports:
         rules = http_rules(sp, p.number, d)
+        if rules is not None and not add_header_filters(sp, rules, d):
+            rules = None
         ann = retry_annotations(sp, p.protocol == "grpc", d) if retries else {}
         if rules is None or ann is None:
             ok = False
@@ -79,6 +90,54 @@ def http_route(sp: ServicePlan, api_version: str, d: Dialect, retries: bool) -> 
                      "rules": rules},
         })
     return docs, ok
+
+
+def header_modifier(ops: list[HeaderOp], d: Dialect, where: str) -> dict | None:
+    """A rule's request header operations, in written order, as one
+    RequestHeaderModifier. Linkerd applies its `add`, `set` and `remove`
+    lists in an order of its own, so each header name must end in one list:
+    the sequence of a name is folded to what it leaves (one added value, one
+    set value, or removed); a name left with two values is MP701. None
+    after an MP701."""
+    state: dict[str, tuple[bool, list[str]]] = {}  # name -> (original dropped, values appended since)
+    for op in ops:
+        reset, values = state.get(op.name, (False, []))
+        if op.op == "add":
+            state[op.name] = (reset, values + [op.value or ""])
+        else:
+            state[op.name] = (True, [op.value or ""] if op.op == "set" else [])
+    body: dict[str, list] = {}
+    for name, (reset, values) in state.items():
+        if len(values) > 1:
+            op = next(o for o in reversed(ops) if o.name == name)
+            d.reject(f"the header operations on `{name}` {where}", op.span,
+                     "Linkerd's RequestHeaderModifier holds one operation per header name: "
+                     "a sequence leaving two values on one header cannot be written")
+            return None
+        if not reset:
+            body.setdefault("add", []).append({"name": name, "value": values[0]})
+        elif values:
+            body.setdefault("set", []).append({"name": name, "value": values[0]})
+        else:
+            body.setdefault("remove", []).append(name)
+    return {"type": "RequestHeaderModifier", "requestHeaderModifier": body}
+
+
+def add_header_filters(sp: ServicePlan, rules: list[dict], d: Dialect) -> bool:
+    """Each forwarding rule's request header operations as its filter
+    (rules: http_rules' output, one per rule plan). Response operations
+    are refused by the manifest. False after an MP701."""
+    ok = True
+    for rp, out in zip(sp.rule_plans, rules):
+        ops = [o for o in (rp.rule.headers if rp.rule is not None else []) if o.side == "request"]
+        if not ops or rp.kind not in ("forward", "default"):
+            continue  # a redirect forwards nothing: its request operations change no request
+        f = header_modifier(ops, d, f"in rule {rp.rule.index + 1} of route `{sp.name}`")
+        if f is None:
+            ok = False
+            continue
+        out["filters"] = [f] + out.get("filters", [])
+    return ok
 
 
 def services_for_versions(sp: ServicePlan) -> list[dict]:
