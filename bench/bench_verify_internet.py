@@ -41,7 +41,15 @@ def cold() -> None:
 def with_ingress(texts: dict[str, str], routes: int) -> dict[str, str]:
     """The generated mesh plus one ingress routing to `routes` HTTP services."""
     mesh = check_project(from_texts(texts)).mesh
-    http = [s for s in mesh.services if s.ports and all(p.protocol != "tcp" for p in s.ports)]
+    # services behind the generated edge (the edge layer denies authenticated callers:
+    # it was written for callers from outside, and an ingress has a mesh identity)
+    def open_to_ingress(s) -> bool:
+        return not any(r.effect == "deny" and not r.paths and not r.methods
+                       and any(x.kind in ("authenticated", "any") for x in r.sources)
+                       for r in mesh.rules_by_target.get(s.name, []))
+
+    http = [s for s in mesh.services if s.ports and all(p.protocol != "tcp" for p in s.ports)
+            and s.namespace != "edge" and open_to_ingress(s)]
     targets = http[:routes]
     data = next(s.name for s in mesh.services if any(p.protocol == "tcp" for p in s.ports))
     lines = ['jwt auth {', '  issuer "https://auth.bench.example/"', '  audience "bench"',

@@ -10,7 +10,7 @@ from ..diagnostics import Diagnostic, Label
 from ..model.types import Assertion, Mesh
 from ..semantics.evaluate import source_matches
 from .atoms import Undecided, Unsupported, key_of, matches
-from .internet import INTERNET
+from .internet import INTERNET, confirm
 from .partition import partition
 from .witness import confirmed
 
@@ -180,6 +180,7 @@ def _from_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
             if not met(a.source_jwt, tok, accepted_providers(mesh, mesh.ingress_map[req.destination])):
                 continue
             if at.decision.allowed:
+                confirm(mesh, req, a.target.name, at)
                 if a.kind == "can":
                     return _proved(a, text, verbose)
                 return [diag("MP601", f"`{text}` is refuted: {sent_text(req)} reaches `{a.target.name}` as "
@@ -194,6 +195,7 @@ def _from_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
         return [diag("MP601", f"`{text}` is refuted: no ingress forwards such a request to `{a.target.name}`",
                      a.span)]
     req, at = denied
+    confirm(mesh, req, a.target.name, at)
     return [diag("MP601", f"`{text}` is refuted: every such request is denied, e.g. {sent_text(req)}, which arrives as "
                           f"{at.delivered or at.request}", a.span,
                  labels=_deciding(mesh, at.delivered or at.request), witness=_internet_witness(req, at))]
@@ -206,6 +208,7 @@ def _only_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
     try:
         for req, _tok, at, sent in _arrivals_in_scope(mesh, a, timeout, limit):
             if at.decision.allowed and not any(source_matches(mesh, s, sent) for s in a.sources):
+                confirm(mesh, req, a.target.name, at)
                 return [diag("MP601", f"`{text}` is refuted: {sent_text(req)} reaches `{a.target.name}` as {sent}, "
                                       "and it is allowed", a.span,
                              labels=_deciding(mesh, sent), witness=_internet_witness(req, at))]

@@ -49,7 +49,8 @@ def _admin_open(mesh: Mesh, dest: str, timeout_ms: int, box_limit: int) -> list[
     from ..model.types import HTTP_METHODS
     from ..semantics.evaluate import Request, evaluate, forward_weights
     from .assertions import _deciding, _internet_witness
-    from .ingress import admin_candidates, sample_host, satisfying_extras
+    from .ingress import Entry, admin_candidates, sample_host, satisfying_extras
+    from .internet import forward
 
     out: list[Diagnostic] = []
     seen: set = set()
@@ -66,6 +67,11 @@ def _admin_open(mesh: Mesh, dest: str, timeout_ms: int, box_limit: int) -> list[
             for path in admin_candidates(r):
                 for method in (r.match.methods or ["GET", "POST"]):
                     if method not in HTTP_METHODS:
+                        continue
+                    # the rule's own leg first (cheap); the evaluator's whole path for a hit
+                    _req, at = forward(mesh, Entry(name, r, method, path, hs, qs, sample_host(g), dest, path), None)
+                    if at is None or not at.decision.allowed or not (
+                            looks_administrative((at.delivered or at.request).path) or looks_administrative(path)):
                         continue
                     req = Request(None, name, method, path, hs, query=query, host=sample_host(g))
                     got = evaluate(mesh, req)

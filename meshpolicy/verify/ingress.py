@@ -281,6 +281,24 @@ def _rewrite_parts(r: RouteRule, key: Key | None) -> tuple[str, str] | None:
     return left, right
 
 
+def _may_meet(e: RouteRule, r: RouteRule) -> bool:
+    """Can an earlier rule take some request rule r matches? Not when every
+    pair of their paths needs literal prefixes neither of which extends the
+    other (a rule with many routes above it would otherwise split its paths
+    by every one of them: quadratic in the rules)."""
+    from .atoms import _literal_prefix
+
+    if not e.match.paths or not r.match.paths:
+        return True
+    for a in e.match.paths:
+        la = _literal_prefix(key_of(a)) or ""
+        for b in r.match.paths:
+            lb = _literal_prefix(key_of(b)) or ""
+            if la.startswith(lb) or lb.startswith(la):
+                return True
+    return False
+
+
 def _dest_path(r: RouteRule, key: Key | None, path: str) -> str:
     parts = _rewrite_parts(r, key)
     if parts is None:
@@ -318,9 +336,10 @@ def rule_entries(mesh: Mesh, g: Ingress, j: int, dest: str, dest_keys: list[Key]
                     extra.extend(pre)
         elif parts is None:
             extra = list(dest_keys)
-        space = _Space(g.rules[:j + 1], extra + list(entry_keys), timeout_ms)
+        before = [e for e in g.rules[:j] if _may_meet(e, r)]
+        space = _Space(before + [r], extra + list(entry_keys), timeout_ms)
         mine = space.box(r, [key] if key is not None else None)
-        earlier = [space.box(e) for e in g.rules[:j]] + [space.box(r, [k]) for k in pats[:pi] if k is not None]
+        earlier = [space.box(e) for e in before] + [space.box(r, [k]) for k in pats[:pi] if k is not None]
         if any(not x for x in mine):
             continue  # the rule's own tests contradict each other (e.g. a header absent and equal to x)
         for b in _minus([mine], earlier, box_limit):

@@ -76,11 +76,11 @@ def arrivals(mesh: Mesh, dest: str, timeout_ms: int, box_limit: int, extra_keys:
              extra_reqs: list = (), entry_keys: list = ()):
     """Every class of internet request that can arrive at dest: yields
     (ingress request, token, outcome at dest), one per (ingress rule class,
-    token class), decided by the reference evaluator (evaluate at the
-    ingress, then the forwarded request's outcome at dest). Exact: the
-    classes cover every request an ingress can forward (verify/ingress.py)
-    and every token (verify/tokens.py)."""
-    from ..semantics.evaluate import evaluate
+    token class). Exact: the classes cover every request an ingress can
+    forward (verify/ingress.py) and every token (verify/tokens.py). The
+    outcome is the reference evaluator's second leg (the request the rule
+    delivers, routed and authorized at dest); the ingress's first-match
+    scan is the encoding's, so a reported witness goes through `confirm`."""
     from .ingress import entries
     from .tokens import token_classes
 
@@ -90,15 +90,40 @@ def arrivals(mesh: Mesh, dest: str, timeout_ms: int, box_limit: int, extra_keys:
         if e.ingress not in toks:
             toks[e.ingress] = token_classes(accepted_providers(mesh, mesh.ingress_map[e.ingress]), reqs)
         for tok in toks[e.ingress]:
-            req = e.request(tok)
-            out = evaluate(mesh, req)
-            at = out.forwarded.get(dest)
-            if at is None:  # the verifier's classes said this request is forwarded to dest
-                from .witness import WitnessMismatch
+            req, at = forward(mesh, e, tok)
+            if at is not None:
+                yield req, tok, at
 
-                raise WitnessMismatch(f"ingress request `{req}` is not forwarded to `{dest}` by the reference "
-                                      f"evaluator (route {out.route.kind})")
-            yield req, tok, at
+
+def forward(mesh: Mesh, e, tok):
+    """(the request sent to the ingress, the outcome at e.dest) for an entry
+    whose ingress rule is e.rule, as semantics.evaluate_at_ingress does after
+    its scan: a CORS preflight the rule's policy answers goes no further
+    (outcome None); else the rule's delivered request (rewrite, header ops,
+    the token's fate) is routed and authorized at the service."""
+    from ..semantics.evaluate import (RouteResult, _evaluate_service, delivered_request, forward_weights,
+                                      normalized, with_cors)
+
+    req = e.request(tok)
+    norm = normalized(req)
+    r = e.rule
+    if with_cors(r.cors, norm, RouteResult("forward", r, forward_weights(r))).kind == "preflight":
+        return req, None
+    sent = delivered_request(mesh, norm, r, source=e.ingress, destination=e.dest)
+    return req, _evaluate_service(mesh, sent, cors_decided=r.cors is not None)
+
+
+def confirm(mesh: Mesh, req, dest: str, at) -> None:
+    """A reported witness, through the reference evaluator's whole path (the
+    ingress's scan of its rules included): it must reach dest with the same
+    decision, else the encoding is wrong (an internal error, never a report)."""
+    from ..semantics.evaluate import evaluate
+    from .witness import WitnessMismatch
+
+    got = evaluate(mesh, req).forwarded.get(dest)
+    if got is None or got.decision.allowed != at.decision.allowed:
+        raise WitnessMismatch(f"ingress request `{req}` does not reach `{dest}` "
+                              f"{'allowed' if at.decision.allowed else 'denied'} in the reference evaluator")
 
 
 def sent_to(at) -> "object":
@@ -154,6 +179,7 @@ def _first_allowed(mesh: Mesh, dest: str, timeout_ms: int, box_limit: int,
         if req.destination in out or (want is not None and not want(req, tok)):
             continue
         if at.decision.allowed:
+            confirm(mesh, req, dest, at)
             out[req.destination] = (req, at)
     return out
 

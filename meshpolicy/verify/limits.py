@@ -130,6 +130,9 @@ def _dead_internet(mesh: Mesh, lim: RateLimit, dest: str, timeout_ms: int, box_l
         denied = None
     if denied is not None:
         req, at = denied
+        from .internet import confirm
+
+        confirm(mesh, req, dest, at)
         return diag("MP530", f"{what}: every request an ingress forwards there is denied, e.g. {at.request}",
                     lim.span, witness=_internet_witness(req, at))
     req = Request(None, dest)
