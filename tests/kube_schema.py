@@ -21,7 +21,7 @@ from tests.conftest import shared_missing, shared_path
 
 GATEWAY_FILES = ("httproutes-v1.6.1.yaml", "grpcroutes-v1.6.1.yaml", "referencegrants-v1.6.1.yaml")
 LINKERD_FILES = ("server.yaml", "httproute.yaml", "authorization-policy.yaml", "meshtls-authentication.yaml",
-                 "network-authentication.yaml", "http-local-ratelimit-policy.yaml")
+                 "network-authentication.yaml", "http-local-ratelimit-policy.yaml", "egress-network.yaml")
 PARTS = [("schemas", "gateway-api", f) for f in GATEWAY_FILES] + [("schemas", "linkerd", f) for f in LINKERD_FILES]
 
 

@@ -260,3 +260,141 @@ def test_rule_options_linkerd_lacks_are_mp701(option):
     text = POLICY.replace('GET exact "/health" -> v1', f'GET exact "/health" -> v1 {option}')
     _, outputs, diags = compiled(text)
     assert codes(diags) == ["MP701"] and outputs == []
+
+
+# ---- north-south (issue 15): egress as EgressNetworks ------------------------------
+
+EGRESS = """
+mesh m {
+  trust_domain "example.org"
+  mtls strict
+  default STANCE
+  egress EGRESS
+}
+service web {
+  namespace front
+  port 8080 http
+}
+service pay {
+  namespace back
+  port 8080 http
+}
+service audit {
+  namespace back
+  port 8080 http
+}
+external stripe {
+  host "api.stripe.com", "b.stripe.net"
+  port 80 http
+  timeout 2s
+  retry 2 on 503, gateway-error
+}
+external maps {
+  host "maps.example.com"
+  port 8080 http
+}
+allow web -> pay
+RULES
+"""
+
+
+def egress_policy(egress: str, rules: str, default: str = "deny") -> str:
+    return EGRESS.replace("STANCE", default).replace("EGRESS", egress).replace("RULES", rules)
+
+
+def linkerd_egress(docs: list[dict], namespace: str, host: str, port: int) -> bool:
+    """Whether the client proxy of a pod in `namespace` lets a request for
+    host:port out, as Linkerd's docs describe it: the namespace's
+    EgressNetwork decides; a route attached to it (parentRef port, hostnames
+    holding the host) lets it through to the original destination, else the
+    trafficPolicy (Deny: 403 from the proxy)."""
+    nets = [d for d in docs if d["kind"] == "EgressNetwork" and d["metadata"]["namespace"] == namespace]
+    if not nets:
+        return True  # no EgressNetwork: Linkerd does not police egress
+    assert len(nets) == 1
+    net = nets[0]
+    for d in docs:
+        if d["kind"] != "HTTPRoute" or d["metadata"]["namespace"] != namespace:
+            continue
+        for ref in d["spec"]["parentRefs"]:
+            if ref.get("kind") == "EgressNetwork" and ref["name"] == net["metadata"]["name"] and ref["port"] == port \
+                    and host in d["spec"].get("hostnames", []):
+                assert d["spec"]["rules"][0]["backendRefs"][0]["kind"] == "EgressNetwork"
+                return True
+    return net["spec"]["trafficPolicy"] == "Allow"
+
+
+@pytest.mark.parametrize("egress,default,rules", [
+    ("registry_only", "deny", "allow namespace back -> stripe"),
+    ("registry_only", "deny", "allow pay, audit -> stripe\nallow * -> maps"),
+    ("registry_only", "allow", "deny namespace front -> maps"),
+    ("registry_only", "allow", ""),
+    ("registry_only", "deny", ""),
+    ("allow_any", "deny", "allow * -> stripe\nallow * -> maps"),
+    ("allow_any", "allow", ""),
+])
+def test_egress_meaning_agrees_with_the_reference(egress, default, rules):
+    from meshpolicy.semantics.egress import destination_for_host
+    from meshpolicy.semantics.evaluate import Request
+
+    mesh, outputs, diags = compiled(egress_policy(egress, rules, default))
+    assert [d for d in diags if d.is_error] == []
+    docs = documents(outputs)
+    assert {d["spec"]["trafficPolicy"] for d in docs if d["kind"] == "EgressNetwork"} == \
+        {"Deny" if egress == "registry_only" else "Allow"}
+    checked = 0
+    for caller in ("web", "pay", "audit"):
+        ns = mesh.service_map[caller].namespace
+        for host, port in (("api.stripe.com", 80), ("b.stripe.net", 80), ("maps.example.com", 8080),
+                           ("undeclared.example.net", 80)):
+            want = evaluate(mesh, Request(source=caller, destination=destination_for_host(mesh, host), host=host))
+            assert linkerd_egress(docs, ns, host, port) == want.decision.allowed, (caller, host)
+            checked += 1
+    assert checked == 12
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    problems = [(d["kind"], d["metadata"]["name"], e) for d in docs for e in kube_schema.errors(d)]
+    assert problems == []
+
+
+def test_egress_routes_carry_the_externals_timeout_and_retry():
+    _, outputs, _ = compiled(egress_policy("registry_only", "allow namespace back -> stripe"))
+    docs = documents(outputs)
+    routes_ = [d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "egress-stripe-80"]
+    assert [r["metadata"]["namespace"] for r in routes_] == ["back"]
+    route = routes_[0]
+    assert route["spec"]["hostnames"] == ["api.stripe.com", "b.stripe.net"]
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "2s"}
+    assert route["metadata"]["annotations"] == {"retry.linkerd.io/limit": "2",
+                                                "retry.linkerd.io/http": "gateway-error,503"}
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    net = next(d for d in docs if d["kind"] == "EgressNetwork")
+    assert kube_schema.errors({**net, "spec": {"trafficPolicy": "Maybe"}})  # the CRD's enum is checked
+
+
+@pytest.mark.parametrize("egress,rules", [
+    ("registry_only", "allow pay -> stripe"),  # pay may, audit (same namespace) may not: per namespace only
+    ("allow_any", "allow namespace back -> stripe\nallow * -> maps"),  # Allow lets stripe through for front too
+    ("registry_only", "allow * -> stripe POST /v1/charges"),  # methods/paths on egress: not lowered
+])
+def test_egress_linkerd_cannot_decide_is_mp701(egress, rules):
+    _, outputs, diags = compiled(egress_policy(egress, rules))
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+@pytest.mark.parametrize("port,egress", [("443 tls", "registry_only"), ("5432 tcp", "registry_only")])
+def test_external_ports_linkerd_cannot_police_are_mp701(port, egress):
+    text = egress_policy(egress, "allow * -> maps").replace("port 8080 http\n}\nallow", f"port {port}\n}}\nallow")
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []
+
+
+def test_a_tcp_external_under_allow_any_needs_no_route():
+    text = egress_policy("allow_any", "allow * -> maps", "allow").replace("port 8080 http\n}\nallow",
+                                                                         "port 5432 tcp\n}\nallow")
+    _, outputs, diags = compiled(text)
+    assert [d for d in diags if d.is_error] == []
+    assert not any(d["metadata"]["name"].startswith("egress-maps") for d in documents(outputs))

@@ -36,8 +36,16 @@ FILTER = {"!type": "str",
           "requestRedirect": {"scheme": "str", "hostname": "str", "port": "int", "statusCode": "redirect",
                               "path": {"!type": "str", "replaceFullPath": "str", "replacePrefixMatch": "str"}},
           "requestHeaderModifier": {"set": [{"!name": "header", "!value": "str"}],
-                                    "add": [{"!name": "header", "!value": "str"}], "remove": ["header"]}}
-HTTP_RULE = {"name": "label", "matches": [{"path": PATH, "method": "method", "headers": [HEADER]}], "filters": [FILTER],
+                                    "add": [{"!name": "header", "!value": "str"}], "remove": ["header"]},
+          "responseHeaderModifier": {"set": [{"!name": "header", "!value": "str"}],
+                                     "add": [{"!name": "header", "!value": "str"}], "remove": ["header"]},
+          "urlRewrite": {"hostname": "name",
+                         "path": {"!type": "str", "replaceFullPath": "str", "replacePrefixMatch": "str"}},
+          "cors": {"allowOrigins": ["str"], "allowMethods": ["str"], "allowHeaders": ["str"],
+                   "exposeHeaders": ["str"], "allowCredentials": "bool", "maxAge": "int"}}
+QUERY = {"type": "str", "!name": "str", "!value": "str"}
+HTTP_RULE = {"name": "label", "matches": [{"path": PATH, "method": "method", "headers": [HEADER],
+                                          "queryParams": [QUERY]}], "filters": [FILTER],
              "backendRefs": [BACKEND], "timeouts": {"request": "duration", "backendRequest": "duration"}}
 GRPC_RULE = {"matches": [{"method": {"type": "str", "service": "str", "method": "str"}, "headers": [HEADER]}],
              "filters": [FILTER], "backendRefs": [BACKEND]}
@@ -45,7 +53,13 @@ META = {"!name": "name", "namespace": "label", "labels": {"*": "str"}, "annotati
 TARGET_REF = {"group": "str", "!kind": "str", "!name": "name"}
 CLIENT_REF = {"group": "str", "!kind": "str", "!name": "str", "namespace": "str"}
 
+LISTENER = {"!name": "label", "!port": "int", "!protocol": "str", "hostname": "str",
+            "tls": {"mode": "str", "certificateRefs": [{"group": "str", "kind": "str", "!name": "name",
+                                                        "namespace": "label"}]},
+            "allowedRoutes": {"namespaces": {"from": "str"}}}
+
 SHAPES: dict[tuple[str, str], dict] = {
+    ("gateway.networking.k8s.io/v1", "Gateway"): {"!gatewayClassName": "name", "!listeners": [LISTENER]},
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): {"!parentRefs": [REF], "!rules": [HTTP_RULE], "hostnames": ["str"]},
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): {"!parentRefs": [REF], "!rules": [GRPC_RULE], "hostnames": ["str"]},
     ("policy.linkerd.io/v1beta3", "HTTPRoute"): {"!parentRefs": [REF], "!rules": [HTTP_RULE], "hostnames": ["str"]},
@@ -61,6 +75,8 @@ SHAPES: dict[tuple[str, str], dict] = {
                                                             "!requiredAuthenticationRefs": [CLIENT_REF]},
     ("policy.linkerd.io/v1alpha1", "MeshTLSAuthentication"): {"identities": ["str"], "identityRefs": [CLIENT_REF]},
     ("policy.linkerd.io/v1alpha1", "NetworkAuthentication"): {"!networks": [{"!cidr": "str", "except": ["str"]}]},
+    ("policy.linkerd.io/v1alpha1", "EgressNetwork"): {"!trafficPolicy": "str",
+                                                      "networks": [{"!cidr": "str", "except": ["str"]}]},
     ("policy.linkerd.io/v1alpha1", "HTTPLocalRateLimitPolicy"): {
         "!targetRef": TARGET_REF, "total": {"!requestsPerSecond": "int"}, "identity": {"!requestsPerSecond": "int"},
         "overrides": [{"!requestsPerSecond": "int", "!clientRefs": [CLIENT_REF]}]},
@@ -68,7 +84,9 @@ SHAPES: dict[tuple[str, str], dict] = {
 # Istio's resources (mesh = "istio") are the istio target's, checked by its own models.
 ISTIO_KINDS = {("security.istio.io/v1", "PeerAuthentication"), ("security.istio.io/v1", "AuthorizationPolicy"),
                ("networking.istio.io/v1", "DestinationRule"), ("telemetry.istio.io/v1", "Telemetry"),
-               ("networking.istio.io/v1alpha3", "EnvoyFilter")}
+               ("networking.istio.io/v1alpha3", "EnvoyFilter"), ("security.istio.io/v1", "RequestAuthentication"),
+               ("networking.istio.io/v1", "ServiceEntry"), ("networking.istio.io/v1", "VirtualService"),
+               ("networking.istio.io/v1", "Sidecar")}
 
 _SCALARS = {
     "str": lambda v: isinstance(v, str),

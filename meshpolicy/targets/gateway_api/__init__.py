@@ -26,7 +26,7 @@ from ..kube import APP_LABEL, check_names, files, read_settings
 from ..linkerd import dedupe
 from ..linkerd import routes as linkerd_routes
 from ..waivers import waived
-from . import consumers, istio_flavour
+from . import consumers, istio_flavour, l7
 
 NAME = "gateway-api"
 API = "gateway.networking.k8s.io/v1"
@@ -43,6 +43,24 @@ def _rule_name(rp) -> str:
     return "default" if rp.rule is None else f"rule-{rp.rule.index + 1}"
 
 
+def _options(sp: ServicePlan, d: Dialect, plans: list, rules: list[dict]) -> bool:
+    """The rules' L7 options (l7.py); False after an MP701."""
+    ok = True
+    for rp, rule in zip(plans, rules):
+        r = rp.rule
+        where = f"in rule {r.index + 1} of route `{sp.name}`" if r is not None else f"of service `{sp.name}`"
+        ok = l7.decorate(r, sp.service.cors_for(r), rule, d, where) and ok
+    if not ok:
+        return False
+    pairs = [(rp.rule, rule.get("matches", [])) for rp, rule in zip(plans, rules) if rp.rule is not None]
+    for earlier, later in l7.query_order_problems(pairs, d.regex_rank):
+        d.reject(f"the order of rules {earlier.index + 1} and {later.index + 1} of route `{sp.name}`", later.span,
+                 f"a request both match would take rule {later.index + 1}: routes prefer the match with more "
+                 "query parameter tests, not the first")
+        ok = False
+    return ok
+
+
 def _http_routes(sp: ServicePlan, d: Dialect, flavour: str | None, ports: list, http: list, namespace: str,
                  plans: list | None, callers_chosen: bool) -> list[dict]:
     """One HTTPRoute per http port of the service, in `namespace` (another
@@ -55,6 +73,8 @@ def _http_routes(sp: ServicePlan, d: Dialect, flavour: str | None, ports: list, 
         rules = http_rules(sp, p.number, d, plans, callers_chosen)
         ann = linkerd_routes.retry_annotations(sp, False, d) if flavour == "linkerd" else {}
         if rules is None or ann is None:
+            continue
+        if not _options(sp, d, plans, rules):
             continue
         for rp, rule in zip(plans, rules):
             rule["name"] = _rule_name(rp)
@@ -72,6 +92,25 @@ def _http_routes(sp: ServicePlan, d: Dialect, flavour: str | None, ports: list, 
         docs.append({"apiVersion": API, "kind": "HTTPRoute", "metadata": meta,
                      "spec": {"parentRefs": [parent], "rules": rules}})
     return docs
+
+
+def _grpc_options_absent(sp: ServicePlan, d: Dialect) -> bool:
+    """A GRPCRoute has header modifiers but no query, rewrite or CORS, and
+    meshc does not write its header filters yet: any L7 option is MP701."""
+    ok = True
+    for rp in sp.rule_plans:
+        r = rp.rule
+        cors = sp.service.cors_for(r)
+        where = f"in rule {r.index + 1} of route `{sp.name}`" if r is not None else f"of service `{sp.name}`"
+        used = [what for what, on in (("query tests", r is not None and r.match.queries),
+                                      ("header operations", r is not None and r.headers),
+                                      ("`rewrite`", r is not None and r.rewrite is not None),
+                                      ("CORS", cors is not None)) if on]
+        if used:
+            d.reject(f"{used[0]} {where} (a gRPC port)", r.span if r is not None else sp.service.span,
+                     "a GRPCRoute has no query matches, rewrite or CORS, and meshc writes no GRPCRoute filters")
+            ok = False
+    return ok
 
 
 def routes_of(mesh: Mesh, sp: ServicePlan, d: Dialect, flavour: str | None) -> list[dict]:
@@ -101,6 +140,8 @@ def routes_of(mesh: Mesh, sp: ServicePlan, d: Dialect, flavour: str | None) -> l
                     docs += mine + [consumers.reference_grant(sp, ns, "HTTPRoute", mine)]
     for p in ports:
         if p.protocol != "grpc":
+            continue
+        if not _grpc_options_absent(sp, d):
             continue
         rules = grpc_rules(sp, p.number, d)
         if rules is None:

@@ -8,6 +8,21 @@ rate limit as the istio target's EnvoyFilter on the callers' sidecars
 (their outbound virtual host `<fqdn>:<port>` is the same whether a
 VirtualService or a GAMMA HTTPRoute routes it).
 
+North-south (docs/targets/gateway-api.md, "North-south"): the ingress
+gateways are Gateway API Gateways (ingress.py); RequestAuthentication for
+the gateways and for the services that validate tokens, and the
+`internet [with jwt ...]` rules in the AuthorizationPolicies, are the
+istio target's (tokens.py, security.py), a gateway's selected by
+`targetRefs` (the Gateway) instead of pod labels, since Istio deploys a
+Gateway's pods itself; externals are the istio target's ServiceEntry,
+DestinationRule (TLS origination) and the VirtualService holding the
+egress rules for their hosts (egress.py: no HTTPRoute routes those hosts,
+so Istio reads it), and the egress stance is the mesh-wide default
+Sidecar's outboundTrafficPolicy (scoping.py). Per-service Sidecars are not
+written (a GAMMA route's backends are the per-version Services, which the
+istio target's scoping does not import), so a `tcp` external port that
+some service may not reach is MP701.
+
 Not carried: retries and faults. Istio reads them from a VirtualService,
 and does not read a VirtualService for a host an HTTPRoute routes; the
 standard channel has neither, so they stay MP701 (or waived).
@@ -26,6 +41,10 @@ from ...plan import fqdn, name_fqdn, plan_of
 from ..base import refuse
 from ..http_routes import version_service
 from ..istio.context import Lowering
+from ..istio.egress import externals, may_reach
+from ..istio.ingress import gateway_authorization
+from ..istio.scoping import mesh_default
+from ..istio.tokens import request_authentications
 from ..istio.ratelimit import envoy_filters
 from ..istio.security import authorization_policies, peer_authentications
 from ..istio.telemetry import telemetry
@@ -56,9 +75,57 @@ def destination_rules(lw: Lowering) -> list[dict]:
     return out
 
 
+def gateway_ref(name: str) -> list[dict]:
+    return [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name}]
+
+
+def _on_gateways(lw: Lowering, docs: list[dict]) -> list[dict]:
+    """The istio target's policies for ingress pods (selected by `app:
+    <ingress>`) attached to the ingress's Gateway instead."""
+    gateways = {(g.namespace, g.name) for g in lw.mesh.ingress_map.values()}
+    out = []
+    for doc in docs:
+        meta, spec = doc["metadata"], doc["spec"]
+        app = spec.get("selector", {}).get("matchLabels", {}).get("app")
+        if (meta["namespace"], app) in gateways and meta["name"] in (f"{app}-jwt", f"{app}-ingress"):
+            spec = {"targetRefs": gateway_ref(app), **{k: v for k, v in spec.items() if k != "selector"}}
+            doc = {**doc, "spec": spec}
+        out.append(doc)
+    return out
+
+
+def _tcp_scoping(lw: Lowering) -> None:
+    """Only a per-service Sidecar could keep a caller off a `tcp` port."""
+    mesh = lw.mesh
+    services = [s for s in mesh.services if mesh.service(s.name) is s]
+    for ext in mesh.external_map.values():
+        tcp = [p for p in ext.ports if p.protocol == "tcp"]
+        refused = [s.name for s in services if not may_reach(lw, s, ext)]
+        if tcp and refused:
+            lw.unsupported(f"refusing `{refused[0]}` the `tcp` port {tcp[0].number} of external `{ext.name}`",
+                           tcp[0].span, "a tcp port has no routes to decide per caller, and this flavour writes "
+                                        "no per-service Sidecar that could leave the host out")
+
+
+def north_south(lw: Lowering) -> list[dict]:
+    mesh = lw.mesh
+    docs = externals(lw) + _on_gateways(lw, request_authentications(lw))
+    for g in mesh.ingress_map.values():
+        ap = gateway_authorization(lw, g)
+        if ap is not None:
+            docs += _on_gateways(lw, [ap])
+    s = mesh.settings
+    # as targets/constructs.py counts the stance used: written, or an external declared
+    if "egress" in s.spans or mesh.externals or s.egress == "allow_any":
+        docs.append(mesh_default(lw))
+    _tcp_scoping(lw)
+    return docs
+
+
 def documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
     lw = FlavourLowering(mesh, options)
     docs = peer_authentications(lw) + authorization_policies(lw) + destination_rules(lw) + envoy_filters(lw)
+    docs += north_south(lw)
     s = mesh.settings
     if s.tracing.enabled or not s.metrics:
         docs.append(telemetry(lw))

@@ -5,7 +5,9 @@ AuthorizationPolicies requiring MeshTLSAuthentications or a
 NetworkAuthentication, HTTPLocalRateLimitPolicies, and the namespaces'
 default inbound policy annotation. Outbound (routes.py): an HTTPRoute
 (policy.linkerd.io/v1beta3) per service attached to its Service, splitting
-over per-version Services, with Linkerd's retry annotations. What Linkerd
+over per-version Services, with Linkerd's retry annotations. Egress
+(egress.py): an EgressNetwork per namespace and HTTPRoutes on it for the
+externals its services may call. What Linkerd
 cannot express is MP701, from the pack manifest (targets/linkerd/) or from
 the lowering where only some values of a construct fit.
 """
@@ -20,7 +22,7 @@ from ..base import cannot_express, rejections
 from ..http_routes import Dialect
 from ..waivers import waived
 from ..kube import check_names, files, read_settings
-from . import policy, routes
+from . import egress, policy, routes
 
 NAME = "linkerd"
 ROUTE_API = "policy.linkerd.io/v1beta3"
@@ -47,6 +49,7 @@ def lower_documents(mesh: Mesh, waive: tuple[str, ...] = ()) -> tuple[list[dict]
             docs += route_docs
         docs += routes.services_for_versions(sp)
     docs += auth.network_authentications()
+    docs += egress.documents(mesh, plan, ROUTE_API, d, d.reject)
     return docs, dedupe(diags + auth.diags)
 
 
