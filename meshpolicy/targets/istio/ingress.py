@@ -21,6 +21,8 @@ the service's rules. What one Istio match cannot hold is MP701 naming it.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import re2
 
@@ -277,11 +279,25 @@ def _service_action(lw: Lowering, svc: Service, ingress_rule: RouteRule, r: Rout
             http["fault"] = fault(f)
 
 
-def _entries(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service,
-             where: str) -> list[tuple[Match, dict]] | None:
-    """The merged rules of an ingress rule and `svc`'s route, in order: each
-    its match and its http rule without name and match. None after MP701."""
-    out: list[tuple[Match, dict]] = []
+class Merged(NamedTuple):
+    """One rule of the merge of an ingress rule and a service's route:
+    `route_rule` is the service's rule (a RouteRule; None for a service
+    without a route; "no-route" past a route without a catch-all), `rule`
+    the same as a RouteRule or None, `rule_path` the route rule's path that
+    matched and `rw_i` the ingress rule's rewrite for its path."""
+
+    match: Match
+    route_rule: "RouteRule | None | str"
+    rule: RouteRule | None
+    rule_path: PathPattern | None
+    rw_i: "_Rewrite | None"
+
+
+def merged_rules(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service, where: str,
+                 why: str) -> Iterator[Merged | None]:
+    """The merged rules of an ingress rule and `svc`'s route, in order (the
+    meaning: the module's docstring). Yields None, after an MP701 (`why`
+    says what holds a match), when a merged match cannot be written."""
     ipaths: list[PathPattern | None] = list(ingress_rule.match.paths) or [None]
     if ingress_rule.rewrite is None or ingress_rule.rewrite.path is None:
         groups: list[list[PathPattern | None]] = [ipaths]  # one rewrite (none) for every path
@@ -297,34 +313,60 @@ def _entries(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service,
                 try:
                     match = _merged_match(g, ingress_rule, rule, ip, rw_i, rp)
                 except _Inexpressible as exc:
-                    lw.unsupported(f"{exc} {where}", ingress_rule.span,
-                                   "one Istio match holds one path, one test per header and per query "
-                                   "parameter; the ingress rule and the service's route rule must fit in it")
-                    return None
-                if match is None:
-                    continue
-                http: dict = {}
-                _service_action(lw, svc, ingress_rule, r, http)
-                if "route" in http:
-                    rw_r = _rewrite_of(rule, rp) if rule is not None else None
-                    host = (rule.rewrite.host if rule is not None and rule.rewrite is not None else None) \
-                        or (ingress_rule.rewrite.host if ingress_rule.rewrite is not None else None)
-                    rw = _rewrite_field(_compose(rw_i, rw_r), host)
-                    if rw:
-                        http["rewrite"] = rw
-                    ops: list[HeaderOp] = [o for o in ingress_rule.headers if o.side == "request"]
-                    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "request"]
-                    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "response"]
-                    ops += [o for o in ingress_rule.headers if o.side == "response"]
-                    headers = header_operations_of(lw, ops, where)
-                    if headers:
-                        http["headers"] = headers
-                    c = ingress_rule.cors or svc.cors_for(rule)
-                    if c is not None:
-                        http["corsPolicy"] = cors_policy(lw, c)
-                    if not _ingress_mirror(lw, ingress_rule, http, rw_r, where):
-                        return None
-                out.append((match, http))
+                    lw.unsupported(f"{exc} {where}", ingress_rule.span, why)
+                    yield None
+                    return
+                if match is not None:
+                    yield Merged(match, r, rule, rp, rw_i)
+
+
+def merged_rewrite(ingress_rule: RouteRule, m: Merged) -> tuple["_Rewrite | None", str | None]:
+    """The one path rewrite (the ingress rule's, then the route rule's) and
+    the host a merged rule's requests get."""
+    rule = m.rule
+    rw_r = _rewrite_of(rule, m.rule_path) if rule is not None else None
+    host = (rule.rewrite.host if rule is not None and rule.rewrite is not None else None) \
+        or (ingress_rule.rewrite.host if ingress_rule.rewrite is not None else None)
+    return _compose(m.rw_i, rw_r), host
+
+
+def merged_header_ops(ingress_rule: RouteRule, rule: RouteRule | None) -> list[HeaderOp]:
+    """Requests: the ingress rule's operations, then the route rule's;
+    responses: the route rule's, then the ingress rule's."""
+    ops: list[HeaderOp] = [o for o in ingress_rule.headers if o.side == "request"]
+    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "request"]
+    ops += [o for o in (rule.headers if rule is not None else []) if o.side == "response"]
+    ops += [o for o in ingress_rule.headers if o.side == "response"]
+    return ops
+
+
+def _entries(lw: Lowering, g: Ingress, ingress_rule: RouteRule, svc: Service,
+             where: str) -> list[tuple[Match, dict]] | None:
+    """The merged rules of an ingress rule and `svc`'s route, in order: each
+    its match and its http rule without name and match. None after MP701."""
+    out: list[tuple[Match, dict]] = []
+    for m in merged_rules(lw, g, ingress_rule, svc, where,
+                          "one Istio match holds one path, one test per header and per query "
+                          "parameter; the ingress rule and the service's route rule must fit in it"):
+        if m is None:
+            return None
+        rule = m.rule
+        http: dict = {}
+        _service_action(lw, svc, ingress_rule, m.route_rule, http)
+        if "route" in http:
+            rw_r = _rewrite_of(rule, m.rule_path) if rule is not None else None
+            rw = _rewrite_field(*merged_rewrite(ingress_rule, m))
+            if rw:
+                http["rewrite"] = rw
+            headers = header_operations_of(lw, merged_header_ops(ingress_rule, rule), where)
+            if headers:
+                http["headers"] = headers
+            c = ingress_rule.cors or svc.cors_for(rule)
+            if c is not None:
+                http["corsPolicy"] = cors_policy(lw, c)
+            if not _ingress_mirror(lw, ingress_rule, http, rw_r, where):
+                return None
+        out.append((m.match, http))
     return out
 
 
