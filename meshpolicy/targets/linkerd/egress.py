@@ -15,13 +15,15 @@ to it matches (HTTP: 403 from the client's proxy, route
   EgressNetwork), with the external's timeout and its retry annotations;
   written in each namespace whose services may call the external.
 
-Who may call an external is the plan's (`ExternalPlan.callers`, the egress
-rules or the default stance). Linkerd has no per-workload egress
-authorization, only the namespace's EgressNetwork: an external some
-services of a namespace may call and others not is MP701, and so is any
-refusal under `allow_any` (an `Allow` EgressNetwork lets every host
-through; a route cannot refuse). Methods and paths on egress rules are
-MP701 (not lowered). `tls` ports are the manifest's MP701 (Linkerd
+What a namespace may send is the egress rules' algebra (`_reach`): an
+allow's methods and paths become the route's rules (paths restricted to
+normalized paths, as the inbound routes: never looser than the policy;
+requests no rule matches get the EgressNetwork's `Deny`). Linkerd has no
+per-workload egress authorization, only the namespace's EgressNetwork:
+an external the services of a namespace may call differently is MP701,
+and so is any refusal under `allow_any` (an `Allow` EgressNetwork lets
+every host through; a route cannot refuse) and a deny with methods or
+paths (the route would need its complement). `tls` ports are the manifest's MP701 (Linkerd
 originates no TLS); `tcp` ports need `allow_any` (a TCPRoute names no
 host: under `Deny` it would open the port to every host).
 """
@@ -33,7 +35,9 @@ from collections.abc import Callable
 from ...model.types import Mesh
 from ...plan import Plan
 from ..constructs import constructs_used
-from ..http_routes import Dialect, duration
+from ...semantics.egress import caller_source_matches
+from ..http_routes import MAX_MATCHES, MAX_ROUTE_MATCHES, MAX_RULES, Dialect, duration
+from . import normal_paths, route_authz
 from .routes import retry_policy
 
 NAME = "egress"  # the EgressNetwork of each namespace
@@ -62,29 +66,37 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
     for name, ep in plan.externals.items():
         ext = ep.external
         rules = mesh.rules_by_target.get(name, [])
-        scoped = next((r for r in rules if r.methods or r.paths), None)
-        if scoped is not None:
-            reject(f"the methods or paths of {scoped.effect} rule #{scoped.index + 1} (to external `{name}`)",
-                   scoped.span, "egress rules with methods or paths are not lowered by this target yet: "
-                   "Linkerd's routes on an EgressNetwork could hold them, meshc does not write them")
+        scoped_deny = next((r for r in rules if r.effect == "deny" and (r.methods or r.paths)), None)
+        if scoped_deny is not None:
+            reject(f"the methods or paths of deny rule #{scoped_deny.index + 1} (to external `{name}`)",
+                   scoped_deny.span, "a route on an EgressNetwork lets requests through; refusing some requests "
+                   "of a caller it lets through would need the complement of the deny's matches")
             continue
         where = rules[0].span if rules else ext.span
-        admitted: list[str] = []
+        admitted: dict[str, list[dict]] = {}  # namespace -> the rules of its route
         ok = True
         for ns, names in sorted(by_ns.items()):
-            yes = sorted(n for n in names if n in ep.callers)
-            if yes and len(yes) < len(names):
-                no = sorted(set(names) - set(yes))
+            got = {n: _reach(mesh, rules, n) for n in names}
+            kinds = set(got.values())
+            if len(kinds) > 1:
+                told = "; ".join(f"{', '.join(sorted(n for n in names if got[n] == k))} {_told(k)}"
+                                 for k in sorted(kinds))
                 reject(f"egress to external `{name}` from some services of namespace `{ns}`", where,
-                       f"Linkerd decides egress per client namespace (its EgressNetwork), not per workload: "
-                       f"{', '.join(yes)} may call it and {', '.join(no)} may not")
+                       f"Linkerd decides egress per client namespace (its EgressNetwork), not per workload: {told}")
                 ok = False
-            elif not yes and allow_any:
-                reject(f"refusing external `{name}` to namespace `{ns}` under `egress allow_any`", where,
-                       "an `Allow` EgressNetwork lets every host through and a route on it cannot refuse one")
+                continue
+            reach = kinds.pop()
+            if reach != ALL and allow_any:
+                reject(f"refusing (some requests to) external `{name}` to namespace `{ns}` under `egress allow_any`",
+                       where, "an `Allow` EgressNetwork lets every host through and a route on it cannot refuse one")
                 ok = False
-            elif yes:
-                admitted.append(ns)
+            elif reach:
+                matches = _route_matches([r for r in rules if r.index in reach] if reach != ALL else ALL,
+                                         name, reject)
+                if matches is None:
+                    ok = False
+                else:
+                    admitted[ns] = matches
         http = [p for p in ep.ports if p.protocol == "http"]
         if any(p.protocol == "tcp" for p in ep.ports) and not allow_any:
             p = next(p for p in ep.ports if p.protocol == "tcp")
@@ -100,17 +112,80 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
             ann = retry_policy(ext.retry, False, d, f"external `{name}`")
         if not ok or ann is None:
             continue
-        for ns in admitted:
+        for ns, matches in admitted.items():
             for p in http:
                 rule: dict = {"backendRefs": [{"group": GROUP, "kind": "EgressNetwork", "name": NAME}]}
                 if ext.timeout_ms is not None:
                     rule["timeouts"] = {"request": duration(ext.timeout_ms)}
+                route_rules = [{"matches": m, **rule} for m in matches] if matches != [ALL_MATCHES] else [rule]
                 meta: dict = {"name": f"egress-{name}-{p.number}", "namespace": ns}
                 if ann:
                     meta["annotations"] = dict(ann)
                 docs.append({
                     "apiVersion": route_api, "kind": "HTTPRoute", "metadata": meta,
                     "spec": {"parentRefs": [{"group": GROUP, "kind": "EgressNetwork", "name": NAME, "port": p.number}],
-                             "hostnames": list(ext.hosts), "rules": [rule]},
+                             "hostnames": list(ext.hosts), "rules": route_rules},
                 })
     return docs
+
+
+# What a caller may send to an external: ALL (every request), () (nothing),
+# or the scoped allow rules that let it through (their methods x paths).
+ALL = ("*",)
+ALL_MATCHES = "every request"
+
+
+def _reach(mesh: Mesh, rules, caller: str) -> tuple:
+    """The egress algebra (semantics/evaluate.py authorize_egress) for one
+    caller, when no deny names methods or paths: a matching deny refuses
+    everything; else the default `allow`, or an allow without methods and
+    paths, lets everything through; else the matching scoped allows do
+    (their indexes)."""
+    hits = [r for r in rules if any(caller_source_matches(mesh, s, caller) for s in r.sources)]
+    if any(r.effect == "deny" for r in hits):
+        return ()
+    allows = [r for r in hits if r.effect == "allow"]
+    if mesh.settings.default == "allow" or any(not (r.methods or r.paths) for r in allows):
+        return ALL
+    return tuple(sorted(r.index for r in allows))
+
+
+def _told(reach: tuple) -> str:
+    if reach == ALL:
+        return "may send it every request"
+    if not reach:
+        return "may send it nothing"
+    return "may send it what allow rules " + ", ".join(f"#{i + 1}" for i in reach) + " let through"
+
+
+def _route_matches(reach, name: str, reject) -> list | None:
+    """One HTTPRoute rule's matches per scoped allow rule ([ALL_MATCHES]:
+    one rule matching everything). Paths hold only for normalized paths
+    (route_authz.path_match), so the route is never looser than the
+    policy, which judges the normalized path. None after an MP701."""
+    if reach == ALL:
+        return [ALL_MATCHES]
+    out = []
+    for r in reach:
+        paths: list[dict | None] = [None]
+        if r.paths:
+            try:
+                paths = [route_authz.path_match((p.kind, p.value)) for p in r.paths]
+            except (route_authz.Unlayable, normal_paths.NotLayable) as exc:
+                reject(f"a path of allow rule #{r.index + 1} (to external `{name}`)", r.span, str(exc))
+                return None
+            paths = [p for p in paths if p is not None]
+            if not paths:
+                continue  # no normalized path matches: the rule lets nothing through
+        matches = [{**({"path": p} if p else {}), **({"method": m} if m else {})}
+                   for m in (list(dict.fromkeys(r.methods)) or [None]) for p in paths]
+        if len(matches) > MAX_MATCHES:
+            reject(f"{len(matches)} method and path combinations of allow rule #{r.index + 1} (to external `{name}`)",
+                   r.span, f"a route rule holds at most {MAX_MATCHES} matches")
+            return None
+        out.append(matches)
+    if len(out) > MAX_RULES or sum(map(len, out)) > MAX_ROUTE_MATCHES:
+        reject(f"the egress rules to external `{name}`", reach[0].span,
+               f"a route holds at most {MAX_RULES} rules and {MAX_ROUTE_MATCHES} matches")
+        return None
+    return out
