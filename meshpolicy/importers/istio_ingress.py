@@ -152,6 +152,7 @@ def gateway_virtual_services(cx: Context, gateways: list[Resource], services: li
     """Reads every Istio Gateway and adds one ingress per (VirtualService, Gateway) it binds."""
     read = {(g.namespace, g.name): IstioGateway(cx, g, root_ns, emitting) for g in gateways}
     bound: set[tuple[str, str]] = set()
+    served: dict[tuple[str, str, str], Resource] = {}  # (gateway, host) -> the first VirtualService routing it
     taken = {s.name for s in cx.mesh.services}
     for res in sorted(services, key=lambda r: r.sort_key()):
         names = res.spec.get("gateways")
@@ -170,6 +171,13 @@ def gateway_virtual_services(cx: Context, gateways: list[Resource], services: li
                 cx.approximate(res, "spec.hosts", res.spec.at("hosts"), f"none of its hosts is served by "
                                f"{gw.res.label}; Istio ignores it there (exact)")
                 continue
+            for h in admitted:
+                first = served.setdefault((gw.res.namespace, gw.res.name, h), res)
+                if first is not res:
+                    cx.approximate(res, "spec.hosts", res.spec.at("hosts"), f"host `{h}` is also routed through "
+                                   f"{gw.res.label} by {first.label}; Istio merges their routes (the oldest "
+                                   "first), the import keeps two ingresses for it")
+                    break
             ingress_name = _unique(mesh_name(res.name if len(refs) - ("mesh" in refs) == 1
                                              else f"{res.name}-{gw.res.name}"), taken)
             ingress = t.Ingress.make(name=ingress_name, namespace=gw.namespace, account=gw.account,
