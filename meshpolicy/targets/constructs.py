@@ -271,6 +271,13 @@ def _holder_uses(h, where: str) -> Iterator[Use]:
         yield Use(kind, h.balance.span, f"`balance {h.balance.policy}` {where}")
 
 
+def egress_stance_used(mesh: Mesh) -> bool:
+    """The egress stance counts as used when written or when the mesh names an
+    external service (what a target does with egress then matters)."""
+    s = mesh.settings
+    return "egress" in s.spans or bool(mesh.externals) or s.egress == "allow_any"
+
+
 def constructs_used(mesh: Mesh) -> Iterator[Use]:
     """Every use of a construct in the mesh, in file order per kind of element."""
     s = mesh.settings
@@ -280,9 +287,7 @@ def constructs_used(mesh: Mesh) -> Iterator[Use]:
             yield Use("tracing", s.tracing.span, "`tracing`")
         yield Use("metrics" if s.metrics else "metrics-off", s.at("metrics"), f"`metrics {'on' if s.metrics else 'off'}`")
     yield Use(f"default-{s.default}", s.at("default"), f"`default {s.default}`")
-    # The egress stance counts as used when written or when the mesh names an
-    # external service (what a target does with egress then matters).
-    if "egress" in s.spans or mesh.externals or s.egress == "allow_any":
+    if egress_stance_used(mesh):
         yield Use(f"egress-{s.egress.replace('_', '-')}", s.at("egress"), f"`egress {s.egress}`")
     for svc in mesh.service_map.values():
         where = f"on service `{svc.name}`"

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from ...model.types import Mesh
 from ...plan import Plan
-from ..constructs import constructs_used
+from ..constructs import egress_stance_used
 from ...semantics.egress import caller_source_matches
 from ..http_routes import MAX_MATCHES, MAX_ROUTE_MATCHES, MAX_RULES, Dialect, duration
 from . import normal_paths, route_authz
@@ -44,15 +44,9 @@ NAME = "egress"  # the EgressNetwork of each namespace
 GROUP = "policy.linkerd.io"
 
 
-def uses_egress(mesh: Mesh) -> bool:
-    """The mesh says something about egress (the constructs list's rule:
-    written, `allow_any`, or an external declared)."""
-    return any(u.construct.startswith("egress-") for u in constructs_used(mesh))
-
-
 def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
               reject: Callable[[str, object, str], None]) -> list[dict]:
-    if not uses_egress(mesh):
+    if not egress_stance_used(mesh):  # the mesh says nothing about egress
         return []
     allow_any = mesh.settings.egress == "allow_any"
     by_ns: dict[str, list[str]] = {}
