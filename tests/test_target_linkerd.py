@@ -431,3 +431,23 @@ def test_a_tcp_external_under_allow_any_needs_no_route():
     _, outputs, diags = compiled(text)
     assert [d for d in diags if d.is_error] == []
     assert not any(d["metadata"]["name"].startswith("egress-maps") for d in documents(outputs))
+
+
+def test_an_egress_route_named_like_a_service_route_is_mp741():
+    """`egress-stripe-80` is also the route of port 80 of a service named
+    `egress-stripe` with two ports: reported, never one replacing the other."""
+    text = egress_policy("registry_only", "allow namespace back -> stripe") + """
+service egress-stripe {
+  namespace back
+  port 80 http
+  port 81 http
+  version v1
+}
+"""
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP741"] and outputs == []
+    _, outputs, diags = compiled(text.replace("namespace back\n  port 80", "namespace front\n  port 80")
+                                 .replace("allow namespace back", "allow namespace back, namespace front"))
+    assert codes(diags) == ["MP741"] and outputs == []
+    _, outputs, diags = compiled(text.replace("port 81 http\n  version v1\n", ""))  # one port: route `egress-stripe`
+    assert [d for d in diags if d.is_error] == []

@@ -49,7 +49,8 @@ def lower_documents(mesh: Mesh, waive: tuple[str, ...] = ()) -> tuple[list[dict]
             docs += route_docs
         docs += routes.services_for_versions(sp)
     docs += auth.network_authentications()
-    docs += egress.documents(mesh, plan, ROUTE_API, d, d.reject)
+    taken = {(x["kind"], x["metadata"].get("namespace"), x["metadata"]["name"]) for x in docs}
+    docs += egress.documents(mesh, plan, ROUTE_API, d, d.reject, taken, diags)
     return docs, dedupe(diags + auth.diags)
 
 

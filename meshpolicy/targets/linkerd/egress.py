@@ -32,10 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...codes import diag
 from ...model.types import Mesh
 from ...plan import Plan
 from ..constructs import egress_stance_used
 from ...semantics.egress import caller_source_matches
+from ..kube import DNS1123_LABEL
 from ..http_routes import MAX_MATCHES, MAX_ROUTE_MATCHES, MAX_RULES, Dialect, duration
 from . import normal_paths, route_authz
 from .routes import retry_policy
@@ -45,7 +47,11 @@ GROUP = "policy.linkerd.io"
 
 
 def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
-              reject: Callable[[str, object, str], None]) -> list[dict]:
+              reject: Callable[[str, object, str], None], taken: set[tuple[str, str, str]] | None = None,
+              diags: list | None = None) -> list[dict]:
+    """taken: (kind, namespace, name) of the documents written already; a
+    route named like one of them is MP741 (into diags), never a silent
+    replacement."""
     if not egress_stance_used(mesh):  # the mesh says nothing about egress
         return []
     allow_any = mesh.settings.egress == "allow_any"
@@ -105,6 +111,19 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
         if ext.retry is not None and ext.retry.attempts > 0:
             ann = retry_policy(ext.retry, False, d, f"external `{name}`")
         if not ok or ann is None:
+            continue
+        for p in http:
+            route_name = f"egress-{name}-{p.number}"
+            if not DNS1123_LABEL.fullmatch(route_name) or len(route_name) > 63:
+                reject(f"the external name `{name}`", ext.at("name"),
+                       f"its route `{route_name}` must be a DNS-1123 label of at most 63 characters")
+                ok = False
+            clash = next((ns for ns in admitted if ("HTTPRoute", ns, route_name) in (taken or ())), None)
+            if clash is not None and diags is not None:
+                diags.append(diag("MP741", f"the HTTPRoute `{route_name}` for port {p.number} of external `{name}` "
+                                           f"would replace a route of the same name in namespace `{clash}`", ext.span))
+                ok = False
+        if not ok:
             continue
         for ns, matches in admitted.items():
             for p in http:
