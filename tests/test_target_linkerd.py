@@ -451,3 +451,9 @@ service egress-stripe {
     assert codes(diags) == ["MP741"] and outputs == []
     _, outputs, diags = compiled(text.replace("port 81 http\n  version v1\n", ""))  # one port: route `egress-stripe`
     assert [d for d in diags if d.is_error] == []
+
+
+def test_an_external_reached_by_address_is_mp701():
+    text = egress_policy("registry_only", "allow * -> stripe").replace('"b.stripe.net"', '"203.0.113.7"')
+    _, outputs, diags = compiled(text)
+    assert codes(diags) == ["MP701"] and outputs == []

@@ -30,6 +30,7 @@ host: under `Deny` it would open the port to every host).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from ...codes import diag
@@ -98,6 +99,11 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
                 else:
                     admitted[ns] = matches
         http = [p for p in ep.ports if p.protocol == "http"]
+        address = next((h for h in ext.hosts if _is_address(h)), None)
+        if http and address is not None:
+            reject(f"the host `{address}` of external `{name}`", ext.at("hosts"),
+                   "a route's hostnames are DNS names (Gateway API allows no IP address there)")
+            ok = False
         if any(p.protocol == "tcp" for p in ep.ports) and not allow_any:
             p = next(p for p in ep.ports if p.protocol == "tcp")
             reject(f"`port {p.number} tcp` of external `{name}` under `egress registry_only`", p.span,
@@ -202,3 +208,11 @@ def _route_matches(reach, name: str, reject) -> list | None:
                f"a route holds at most {MAX_RULES} rules and {MAX_ROUTE_MATCHES} matches")
         return None
     return out
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
