@@ -328,10 +328,11 @@ def test_diff_of_an_ingress_route_is_a_reachability_change():
 
 def test_east_west_route_rewrite_is_not_proved_never_misread():
     """A route rewrite at the caller's sidecar changes the path the callee's
-    authorization sees (docs/semantics.md); the partition does not encode
-    that, so the destination is MP520 and its assertions MP602, never a
-    wrong answer (`can web -> api GET /old/x` looked proved: /old/x is
-    allowed, but it arrives as /new/x, which is denied)."""
+    authorization sees (docs/semantics.md). Rule findings are about requests
+    as the sidecar receives them and still hold (MP501 here, its witness
+    confirmed as received: it was an internal error); an assertion on the
+    destination is MP602, never a wrong answer (`can web -> api GET /old/x`
+    looked proved: /old/x is allowed, but it arrives as /new/x, denied)."""
     text = """mesh m { trust_domain "x.example" }
 service web {
   port 8080 http
@@ -345,10 +346,15 @@ route api {
   * -> v1
 }
 allow web -> api /old/**
+deny web -> api /old/secret/**
+allow web -> api /old/secret/x
 assert can web -> api GET /old/x
 """
     _, diags = verify(text)
-    assert "MP520" in codes(diags) and "MP602" in codes(diags) and "MP601" not in codes(diags)
+    assert "MP501" in codes(diags) and "MP602" in codes(diags)
+    assert "MP601" not in codes(diags) and "MP520" not in codes(diags)
+    # MP512 only on the rule that does not rewrite (it routes requests nobody may send)
+    assert [d.span.line for d in by_code(diags, "MP512")] == [11]  # `* -> v1`
 
 
 def test_certify_rechecks_the_north_south_findings():

@@ -66,6 +66,10 @@ def check(mesh: Mesh, a: Assertion, config: dict | None = None, graph=None) -> l
     text = describe(a)
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
+    if p.rewrites:
+        return [diag("MP602", f"`{text}` was not proved: route rule {p.rewrites[0] + 1} of `{a.target.name}` "
+                              "rewrites the path, and the verifier does not encode the path authorization then "
+                              "sees", a.span)]
     if a.kind == "only":
         # internet callers are asked about the requests an ingress can forward (_only_internet)
         others = frozenset(range(len(p.sources))) - p.box(a.sources)[0] - p.internet_classes()

@@ -165,6 +165,8 @@ def north_south(mesh: Mesh, dest: str) -> str | None:
     route = mesh.route_map.get(dest)
     if route is not None and any(rr.match.queries for rr in route.rules):
         return "query parameter tests are not encoded by the certifier"
+    if route is not None and any(rr.rewrite is not None and rr.rewrite.path is not None for rr in route.rules):
+        return "a route rule rewrites the path (authorization sees the new one), which the certifier does not encode"
     if not mesh.ingresses:
         return None
     from ..semantics.ingress import ingresses_to

@@ -87,12 +87,11 @@ class Partition:
         return [a for a in self.mesh.assertions if a.target.name == self.dest and a.kind in ("never", "only", "can")]
 
     def _build(self) -> None:
-        for rr in self.route_rules:
-            if rr.rewrite is not None and rr.rewrite.path is not None:
-                # the callee's authorization sees the rewritten path (docs/semantics.md):
-                # a request's path before and after are not one variable here
-                raise Unsupported(f"route rule {rr.index + 1} rewrites the path, and the verifier does not "
-                                  "encode what the destination's authorization then sees")
+        # A route rule that rewrites the path: the callee's authorization sees the
+        # new path (docs/semantics.md). Requests here are as the destination's
+        # sidecar receives them, which the rule findings are about; what needs
+        # the path as sent (MP512 on such a rule, assertions) is not judged.
+        self.rewrites = [rr.index for rr in self.route_rules if rr.rewrite is not None and rr.rewrite.path is not None]
         keys: list[Key] = []
         for r in self.auth_rules:
             keys.extend(key_of(p) for p in r.paths)

@@ -158,8 +158,8 @@ def _out_of_step(mesh: Mesh, p: Partition, live: list[bool]) -> list[Diagnostic]
     with an unrelated allow does (both route traffic nobody may send)."""
     out = []
     for i, rr in enumerate(p.route_rules):
-        if not live[i] or rr.action.kind != "forward":
-            continue
+        if not live[i] or rr.action.kind != "forward" or rr.index in p.rewrites:
+            continue  # (a rewritten request is authorized on its new path: not encoded here)
         routed_here = lambda o, rr=rr: o.route.rule is not None and o.route.rule.index == rr.index  # noqa: E731
         taken = p.taken_rest(i)
         allowed = p.allowed_in(taken) if taken is not None else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model.types import Mesh
-from ..semantics.evaluate import Outcome, Request, evaluate
+from ..semantics.evaluate import Outcome, Request, authorize, evaluate
 
 
 class WitnessMismatch(AssertionError):
@@ -37,6 +37,10 @@ def as_dict(req: Request) -> dict:
 def confirmed(mesh: Mesh, req: Request, claim: Callable[[Outcome], bool], what: str) -> dict:
     """The witness dict for req, after checking that it shows `what`."""
     out = evaluate(mesh, req)
+    if out.delivered is not None and out.delivered.path != req.path:
+        # a route rule rewrote the path: the verifier's requests are as the
+        # destination's sidecar receives them, so the decision is on req itself
+        out = Outcome(req, authorize(mesh, req), out.route, None, out.forwarded)
     if not claim(out):
         raise WitnessMismatch(f"verifier witness `{req}` does not show that {what} "
                               f"(reference evaluator: {out.decision.effect}, route {out.route.kind})")
