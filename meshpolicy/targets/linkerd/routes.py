@@ -95,7 +95,8 @@ def http_route(sp: ServicePlan, api_version: str, d: Dialect, retries: bool) -> 
 def header_modifier(ops: list[HeaderOp], d: Dialect, where: str) -> dict | None:
     """A rule's request header operations, in written order, as one
     RequestHeaderModifier. Linkerd applies its `add`, `set` and `remove`
-    lists in an order of its own, so each header name must end in one list:
+    lists in that order (linkerd2-proxy ModifyHeader::apply), not in written
+    order, so each header name must end in one list:
     the sequence of a name is folded to what it leaves (one added value, one
     set value, or removed); a name left with two values is MP701. None
     after an MP701."""
