@@ -54,7 +54,10 @@ def to_json_schema(s: dict) -> dict:
         elif k in ("items", "additionalProperties", "not"):
             out[k] = to_json_schema(v) if isinstance(v, dict) else v
         elif k in ("oneOf", "anyOf", "allOf"):
-            out[k] = [to_json_schema(x) for x in v]
+            # a structural schema's branches only constrain the fields the
+            # node itself declares: they stay open
+            out[k] = [{kk: vv for kk, vv in to_json_schema(x).items() if kk != "additionalProperties"}
+                      if isinstance(x, dict) else x for x in v]
         else:
             out[k] = v
     if s.get("x-kubernetes-int-or-string"):

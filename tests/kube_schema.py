@@ -19,7 +19,8 @@ import yaml
 from tests import istio_schema
 from tests.conftest import shared_missing, shared_path
 
-GATEWAY_FILES = ("httproutes-v1.6.1.yaml", "grpcroutes-v1.6.1.yaml", "referencegrants-v1.6.1.yaml")
+GATEWAY_FILES = ("httproutes-v1.6.1.yaml", "grpcroutes-v1.6.1.yaml", "referencegrants-v1.6.1.yaml",
+                 "gateways-v1.6.1.yaml")
 LINKERD_FILES = ("server.yaml", "httproute.yaml", "authorization-policy.yaml", "meshtls-authentication.yaml",
                  "network-authentication.yaml", "http-local-ratelimit-policy.yaml", "egress-network.yaml")
 PARTS = [("schemas", "gateway-api", f) for f in GATEWAY_FILES] + [("schemas", "linkerd", f) for f in LINKERD_FILES]
@@ -93,7 +94,42 @@ _PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+
 _GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 _GRPC_SERVICE = re.compile(r"^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$", re.I)
 
+def _unique_by(items, key) -> bool:
+    keys = [key(x) for x in items]
+    return len(keys) == len(set(keys))
+
+
+_HOSTNAME_ADDRESS = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+# The Gateway's rules (gateways-v1.6.1.yaml) meshc's Gateways meet.
+_GATEWAY_PATTERNS: list[tuple[str, object]] = [
+    (r"self\.all\(a1, a1\.type == '(IPAddress|Hostname)'\s+&& has\(a1\.value\) \? self\.exists_one\(a2, .*\)",
+     lambda m: lambda v: _unique_by([a for a in v if a.get("type") == m[1] and "value" in a], lambda a: a["value"])),
+    (r"self\.type == 'Hostname' \? \(!has\(self\.value\) \|\| self\.value\.matches\(.*\)\): true",
+     lambda m: lambda v: v.get("type") != "Hostname" or "value" not in v
+     or _HOSTNAME_ADDRESS.fullmatch(v["value"]) is not None),
+    (r"self\.all\(l, l\.protocol in \['HTTP', 'TCP', 'UDP'\] \? !has\(l\.tls\) : true\)",
+     lambda m: lambda v: all(not (x.get("protocol") in ("HTTP", "TCP", "UDP") and "tls" in x) for x in v)),
+    (r"self\.all\(l, \(l\.protocol == 'HTTPS' && has\(l\.tls\)\) \? \(l\.tls\.mode == '' \|\| "
+     r"l\.tls\.mode == 'Terminate'\) : true\)",
+     lambda m: lambda v: all(x.get("tls", {}).get("mode", "") in ("", "Terminate") for x in v
+                             if x.get("protocol") == "HTTPS")),
+    (r"self\.all\(l, \(l\.protocol == 'TLS' \? .*\)\)",
+     lambda m: lambda v: all(x.get("protocol") != "TLS" or x.get("tls", {}).get("mode") for x in v)),
+    (r"self\.all\(l, l\.protocol in \['TCP', 'UDP'\]\s+\? \(!has\(l\.hostname\) \|\| l\.hostname == ''\) : true\)",
+     lambda m: lambda v: all(x.get("protocol") not in ("TCP", "UDP") or not x.get("hostname") for x in v)),
+    (r"self\.all\(l1, self\.exists_one\(l2, l1\.name == l2\.name\)\)",
+     lambda m: lambda v: _unique_by(v, lambda x: x.get("name"))),
+    (r"self\.all\(l1, self\.exists_one\(l2, l1\.port == l2\.port && l1\.protocol == l2\.protocol && .*\)\)",
+     lambda m: lambda v: _unique_by(v, lambda x: (x.get("port"), x.get("protocol"), x.get("hostname")))),
+    (r"self\.mode == 'Terminate' \? size\(self\.certificateRefs\) > 0 \|\| size\(self\.options\) > 0 : true",
+     lambda m: lambda v: v.get("mode", "Terminate") != "Terminate" or bool(v.get("certificateRefs"))
+     or bool(v.get("options"))),
+]
+
 _PATTERNS: list[tuple[str, object]] = [
+    *_GATEWAY_PATTERNS,
+    (r"!\('\*' in self && self\.size\(\) > 1\)", lambda m: lambda v: not ("*" in v and len(v) > 1)),
     (r"!\(has\(self\.(\w+)\) && self\.type != '(\w+)'\)",
      lambda m: lambda v: not (_has(v, m[1]) and v.get("type") != m[2])),
     (r"!\(!has\(self\.(\w+)\) && self\.type == '(\w+)'\)",

@@ -59,7 +59,8 @@ LISTENER = {"!name": "label", "!port": "int", "!protocol": "str", "hostname": "s
             "allowedRoutes": {"namespaces": {"from": "str"}}}
 
 SHAPES: dict[tuple[str, str], dict] = {
-    ("gateway.networking.k8s.io/v1", "Gateway"): {"!gatewayClassName": "name", "!listeners": [LISTENER]},
+    ("gateway.networking.k8s.io/v1", "Gateway"): {"!gatewayClassName": "name", "!listeners": [LISTENER],
+                                                  "addresses": [{"type": "str", "!value": "name"}]},
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): {"!parentRefs": [REF], "!rules": [HTTP_RULE], "hostnames": ["str"]},
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): {"!parentRefs": [REF], "!rules": [GRPC_RULE], "hostnames": ["str"]},
     ("policy.linkerd.io/v1beta3", "HTTPRoute"): {"!parentRefs": [REF], "!rules": [HTTP_RULE], "hostnames": ["str"]},

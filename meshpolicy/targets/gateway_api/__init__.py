@@ -168,7 +168,7 @@ def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) ->
         docs += routes_of(mesh, sp, d, flavour)
         docs += version_services(sp, APP_LABEL)
     if flavour == "istio":
-        more, extra = istio_flavour.documents(mesh, options)
+        more, extra = istio_flavour.documents(mesh, options, d)
         docs += more
         diags += extra
     elif flavour == "linkerd":

@@ -12,9 +12,9 @@ North-south (docs/targets/gateway-api.md, "North-south"): the ingress
 gateways are Gateway API Gateways (ingress.py); RequestAuthentication for
 the gateways and for the services that validate tokens, and the
 `internet [with jwt ...]` rules in the AuthorizationPolicies, are the
-istio target's (tokens.py, security.py), a gateway's selected by
-`targetRefs` (the Gateway) instead of pod labels, since Istio deploys a
-Gateway's pods itself; externals are the istio target's ServiceEntry,
+istio target's (tokens.py, security.py), a gateway's selecting its pods by
+`app: <ingress>` as there (the Gateway is deployed manually, see
+ingress.py); externals are the istio target's ServiceEntry,
 DestinationRule (TLS origination) and the VirtualService holding the
 egress rules for their hosts (egress.py: no HTTPRoute routes those hosts,
 so Istio reads it), and the egress stance is the mesh-wide default
@@ -39,7 +39,9 @@ from ...diagnostics import Diagnostic
 from ...model.types import Mesh
 from ...plan import fqdn, name_fqdn, plan_of
 from ..base import refuse
+from . import ingress
 from ..http_routes import version_service
+from ..http_routes import Dialect
 from ..istio.context import Lowering
 from ..istio.egress import externals, may_reach
 from ..istio.ingress import gateway_authorization
@@ -75,25 +77,6 @@ def destination_rules(lw: Lowering) -> list[dict]:
     return out
 
 
-def gateway_ref(name: str) -> list[dict]:
-    return [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name}]
-
-
-def _on_gateways(lw: Lowering, docs: list[dict]) -> list[dict]:
-    """The istio target's policies for ingress pods (selected by `app:
-    <ingress>`) attached to the ingress's Gateway instead."""
-    gateways = {(g.namespace, g.name) for g in lw.mesh.ingress_map.values()}
-    out = []
-    for doc in docs:
-        meta, spec = doc["metadata"], doc["spec"]
-        app = spec.get("selector", {}).get("matchLabels", {}).get("app")
-        if (meta["namespace"], app) in gateways and meta["name"] in (f"{app}-jwt", f"{app}-ingress"):
-            spec = {"targetRefs": gateway_ref(app), **{k: v for k, v in spec.items() if k != "selector"}}
-            doc = {**doc, "spec": spec}
-        out.append(doc)
-    return out
-
-
 def _tcp_scoping(lw: Lowering) -> None:
     """Only a per-service Sidecar could keep a caller off a `tcp` port."""
     mesh = lw.mesh
@@ -109,11 +92,11 @@ def _tcp_scoping(lw: Lowering) -> None:
 
 def north_south(lw: Lowering) -> list[dict]:
     mesh = lw.mesh
-    docs = externals(lw) + _on_gateways(lw, request_authentications(lw))
+    docs = externals(lw) + request_authentications(lw)
     for g in mesh.ingress_map.values():
         ap = gateway_authorization(lw, g)
         if ap is not None:
-            docs += _on_gateways(lw, [ap])
+            docs.append(ap)
     s = mesh.settings
     # as targets/constructs.py counts the stance used: written, or an external declared
     if "egress" in s.spans or mesh.externals or s.egress == "allow_any":
@@ -122,10 +105,10 @@ def north_south(lw: Lowering) -> list[dict]:
     return docs
 
 
-def documents(mesh: Mesh, options: CompileOptions) -> tuple[list[dict], list[Diagnostic]]:
+def documents(mesh: Mesh, options: CompileOptions, d: Dialect) -> tuple[list[dict], list[Diagnostic]]:
     lw = FlavourLowering(mesh, options)
     docs = peer_authentications(lw) + authorization_policies(lw) + destination_rules(lw) + envoy_filters(lw)
-    docs += north_south(lw)
+    docs += north_south(lw) + ingress.documents(lw, d)
     s = mesh.settings
     if s.tracing.enabled or not s.metrics:
         docs.append(telemetry(lw))
