@@ -370,3 +370,126 @@ def test_certify_rechecks_the_north_south_findings():
     keyed = mp544.span
     tampered = replace(mp544, labels=[replace(mp544.labels[0], span=keyed)])
     assert "MP590" in codes(certify(mesh, [d for d in diags if d is not mp544] + [tampered]))
+
+
+EVERYTHING = """mesh shop {
+  trust_domain "shop.example"
+  egress allow_any
+}
+
+jwt auth {
+  issuer "https://auth.shop.example/"
+  audience "shop-api", "shop-web"
+  jwks "keys/auth.jwks.json"
+  token header "authorization" prefix "Bearer "
+  token query "access_token"
+  token cookie "session"
+}
+
+jwt partners {
+  issuer "https://partners.example/"
+  jwks_uri "https://partners.example/jwks.json"
+}
+
+ingress web {
+  namespace edge
+  account web-gateway
+  listen 8080 http
+  hosts "shop.example.com", "*.shop.example.com"
+  jwt auth, partners
+  /api/orders/** -> orders rewrite "/orders/" set request header "x-from" "web" remove response header "server"
+  GET /api/search query "q" present -> frontend 80%, orders 20%
+  GET prefix "/static/" header "accept" prefix "image/" -> frontend
+  GET /old/** -> redirect "/new" 301
+  GET /** -> frontend cors origins "https://shop.example.com" methods GET credentials max_age 1h
+  * -> respond 404 "no such page"
+}
+
+external stripe {
+  namespace pay
+  host "api.stripe.com"
+  port 443 tls
+  timeout 2s
+  retry 2 on connect-failure
+}
+
+external ledger {
+  host "ledger.example.net"
+  port 80 http
+}
+
+service frontend {
+  namespace web
+  port 8080 http
+  cors origins "*"
+}
+service orders {
+  namespace shop
+  port 8080 http
+  version v1 { version: "v1" }
+  version v2 { version: "v2" }
+}
+service payments {
+  namespace pay
+  port 8080 http
+}
+service payments-db {
+  namespace pay
+  port 5432 tcp
+}
+
+route orders {
+  GET /orders/** query "view" = "full" -> v2
+  GET /orders/** query "page" ~ "[0-9]+" -> v1
+  POST /orders -> v1 retry 2 on 503, 429, connect-failure
+  * -> v1 cors origins "https://shop.example.com" methods GET, POST headers "content-type" expose "x-total" credentials max_age 1h
+}
+
+allow internet -> frontend GET
+allow internet with jwt scope has "orders:write" -> orders POST /orders/**
+allow internet with jwt auth role = "admin" and scope has "admin" -> orders /orders/admin/**
+allow internet with jwt partners "https://partners.example/tier" = "gold" -> orders GET /orders/**
+deny internet with jwt role = "banned" -> orders
+allow frontend -> orders GET /orders/**
+allow orders -> payments POST /charge
+allow payments -> payments-db
+allow payments -> stripe POST /v1/charges
+allow namespace pay -> ledger
+limit internet with jwt auth -> orders 10/s burst 5 per claim "sub"
+limit frontend -> orders 100/s per header "x-api-key"
+limit internet -> frontend 50/s per source_ip
+limit internet -> orders 5/s
+assert never internet ~> payments-db
+assert only internet with jwt role = "admin" -> orders /orders/admin/**
+assert can internet with jwt scope has "orders:write" -> orders POST /orders/1
+assert never internet with jwt role = "banned" -> orders
+"""
+
+
+def _jwks() -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import base64
+
+    nums = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    return json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                                 "n": b64(nums.n), "e": b64(nums.e)}]})
+
+
+def test_meshc_verify_on_every_construct_with_files(tmp_path):
+    """Everything issue 15 adds, in one project with a real JWKS file:
+    verify (and --certify, and graph) end in findings, never a traceback."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "auth.jwks.json").write_text(_jwks())
+    (tmp_path / "shop.mesh").write_text(EVERYTHING)
+    r = run_meshc("check", str(tmp_path), "--format", "json")
+    assert r.returncode == 0, r.stdout
+    for args in (["verify"], ["verify", "--certify"], ["graph"]):
+        r = run_meshc(*args, str(tmp_path), *(["--format", "json"] if args[0] == "verify" else []))
+        assert r.returncode in (0, 1) and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    got = {d["code"] for d in json.loads(run_meshc("verify", str(tmp_path), "--format", "json").stdout)["diagnostics"]}
+    assert {"MP542", "MP544"} <= got and "MP590" not in got

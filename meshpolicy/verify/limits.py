@@ -115,6 +115,10 @@ def _dead(mesh: Mesh, lim: RateLimit, span, callers: list[str | None], dest: str
                 span, witness=wit)
 
 
+def _caller_text(mesh: Mesh, c: str) -> str:
+    return f"`internet` (via ingress `{c}`)" if c in mesh.ingress_map else f"`{c}`"
+
+
 def _dead_internet(mesh: Mesh, lim: RateLimit, dest: str, timeout_ms: int, box_limit: int,
                    what: str) -> Diagnostic:
     """MP530 for a limit whose only callers are the internet: no ingress
@@ -173,7 +177,7 @@ def _retries(mesh: Mesh, lim: RateLimit, dest: str, callers: list[str], graph: D
         elif hop_svc is not None and hop_svc.retry is not None:
             labels.append(Label(hop_svc.retry.span, "retries here"))
     return [diag("MP532", f"one request along {' -> '.join(path + [dest])} can count {k:g} times against "
-                          f"the limit `{_rate(lim)}` on `{c}` -> `{dest}`: retries eat the budget, and only "
+                          f"the limit `{_rate(lim)}` on {_caller_text(mesh, c)} -> `{dest}`: retries eat the budget, and only "
                           f"{served:.3g}/{lim.per} such requests are sure to be served", lim.span, labels=labels,
                  witness=wit)]
 
