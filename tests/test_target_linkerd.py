@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from meshpolicy.compile import CompileOptions, compile_mesh
 from meshpolicy.semantics.evaluate import evaluate
@@ -457,3 +458,52 @@ def test_an_external_reached_by_address_is_mp701():
     text = egress_policy("registry_only", "allow * -> stripe").replace('"b.stripe.net"', '"203.0.113.7"')
     _, outputs, diags = compiled(text)
     assert codes(diags) == ["MP701"] and outputs == []
+
+
+def _linkerd_modify(f: dict, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """linkerd2-proxy's ModifyHeader::apply: every `add` appended, then each
+    `set` replacing the name's values, then each `remove`."""
+    body = f["requestHeaderModifier"]
+    out = list(headers)
+    for h in body.get("add", []):
+        out.append((h["name"], h["value"]))
+    for h in body.get("set", []):
+        out = [(k, v) for k, v in out if k != h["name"]] + [(h["name"], h["value"])]
+    for name in body.get("remove", []):
+        out = [(k, v) for k, v in out if k != name]
+    return out
+
+
+def _by_name(headers):
+    out: dict[str, list[str]] = {}
+    for k, v in headers:
+        out.setdefault(k, []).append(v)
+    return out
+
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["set", "add", "remove"]), st.sampled_from(["x-a", "x-b"]),
+                          st.sampled_from(["1", "2"])), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS, st.lists(st.tuples(st.sampled_from(["x-a", "x-b", "x-c"]), st.sampled_from(["0", "9"])), max_size=3))
+def test_the_header_modifier_does_what_the_written_operations_do(ops, start):
+    """The folded RequestHeaderModifier, applied the way Linkerd applies it,
+    leaves each header with the values the policy's operations in written
+    order leave (semantics/header_ops.py); or the sequence is MP701."""
+    from meshpolicy.model.types import HeaderOp
+    from meshpolicy.semantics.header_ops import apply_header_ops
+    from meshpolicy.targets.linkerd import dialect
+    from meshpolicy.targets.linkerd.routes import header_modifier
+
+    model = [HeaderOp(side="request", op=op, name=name, value=None if op == "remove" else value)
+             for op, name, value in ops]
+    diags: list = []
+    f = header_modifier(model, dialect("linkerd", diags), "in a test")
+    if f is None:
+        assert [d.code for d in diags] == ["MP701"]
+        return
+    assert diags == []
+    want = _by_name(apply_header_ops(model, "request", start))
+    assert _by_name(_linkerd_modify(f, start)) == want
