@@ -507,3 +507,17 @@ def test_the_header_modifier_does_what_the_written_operations_do(ops, start):
     assert diags == []
     want = _by_name(apply_header_ops(model, "request", start))
     assert _by_name(_linkerd_modify(f, start)) == want
+
+
+def test_more_header_names_than_a_modifier_holds_is_mp701():
+    ops = " ".join(f'set request header "x-h{i}" "v"' for i in range(17))
+    _, outputs, diags = compiled(POLICY.replace('GET exact "/health" -> v1', f'GET exact "/health" -> v1 {ops}'))
+    assert codes(diags) == ["MP701"] and outputs == []
+    _, outputs, diags = compiled(POLICY.replace('GET exact "/health" -> v1', 'GET exact "/health" -> v1 '
+                                                + " ".join(f'set request header "x-h{i}" "v"' for i in range(16))))
+    assert [d for d in diags if d.is_error] == []
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
+    assert kube_schema.errors(route) == []

@@ -14,6 +14,7 @@ from ..http_routes import Dialect, duration, http_rules, version_services
 from ..kube import APP_LABEL
 
 HTTP_CONDITIONS = {"5xx": "5xx", "gateway-error": "gateway-error"}
+MAX_HEADER_OPS = 16  # per add, set and remove list (the CRD's maxItems)
 GRPC_CONDITIONS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 
 
@@ -121,6 +122,11 @@ def header_modifier(ops: list[HeaderOp], d: Dialect, where: str) -> dict | None:
             body.setdefault("set", []).append({"name": name, "value": values[0]})
         else:
             body.setdefault("remove", []).append(name)
+    full = next((k for k, v in body.items() if len(v) > MAX_HEADER_OPS), None)
+    if full is not None:
+        d.reject(f"{len(body[full])} header names to {full} {where}", ops[0].span,
+                 f"a RequestHeaderModifier holds at most {MAX_HEADER_OPS} names per list")
+        return None
     return {"type": "RequestHeaderModifier", "requestHeaderModifier": body}
 
 
