@@ -180,6 +180,8 @@ def path_match(key: tuple[str, str]) -> dict | None:
 class _IdentityIndex:
     services: dict[tuple[str, str], list[str]]  # identity -> the services presenting it
     by_namespace: dict[str, list[tuple[str, str]]]
+    everyone: frozenset = frozenset()  # every identity, and in sorted order: built once, not per destination
+    in_order: tuple = ()
 
 
 _INDEX: dict[int, tuple[object, _IdentityIndex]] = {}
@@ -196,7 +198,7 @@ def _identity_index(plan) -> _IdentityIndex:
         for ident in services:
             by_ns.setdefault(ident[0], []).append(ident)
         _INDEX.clear()
-        got = _INDEX[id(plan)] = (plan, _IdentityIndex(services, by_ns))
+        got = _INDEX[id(plan)] = (plan, _IdentityIndex(services, by_ns, frozenset(services), tuple(sorted(services))))
     return got[1]
 
 
@@ -242,8 +244,9 @@ class Classes:
             groups.setdefault(frozenset(key), []).append(ident)
         out = [(index.services[g[0]][0], frozenset(g)) for g in groups.values()]
         if len(keys) < len(index.services):  # the identities no source names: one class
-            rest = frozenset(index.services) - frozenset(keys)
-            out.append((index.services[min(rest)][0], rest))  # min, not sorted: O(n) per destination
+            rest = index.everyone.difference(keys)
+            first = next(i for i in index.in_order if i not in keys)  # the least of rest, without sorting it
+            out.append((index.services[first][0], rest))
         return out
 
     def atoms(self):
