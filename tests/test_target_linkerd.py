@@ -521,3 +521,19 @@ def test_more_header_names_than_a_modifier_holds_is_mp701():
         pytest.skip(reason)
     route = next(d for d in documents(outputs) if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "api")
     assert kube_schema.errors(route) == []
+
+
+def test_egress_hostnames_are_lower_case_and_at_most_sixteen():
+    text = egress_policy("registry_only", "allow * -> stripe").replace('"b.stripe.net"', '"B.Stripe.net"')
+    _, outputs, diags = compiled(text)
+    assert [d for d in diags if d.is_error] == []
+    route = next(d for d in documents(outputs) if d["metadata"]["name"] == "egress-stripe-80")
+    assert route["spec"]["hostnames"] == ["api.stripe.com", "b.stripe.net"]
+    hosts = ", ".join(f'"h{i}.stripe.com"' for i in range(17))
+    _, outputs, diags = compiled(egress_policy("registry_only", "allow * -> stripe")
+                                 .replace('"api.stripe.com", "b.stripe.net"', hosts))
+    assert codes(diags) == ["MP701"] and outputs == []
+    reason = kube_schema.missing("linkerd")
+    if reason:
+        pytest.skip(reason)
+    assert kube_schema.errors(route) == []

@@ -44,6 +44,7 @@ from . import normal_paths, route_authz
 from .routes import retry_policy
 
 NAME = "egress"  # the EgressNetwork of each namespace
+MAX_HOSTNAMES = 16  # an HTTPRoute's hostnames (the CRD's maxItems)
 GROUP = "policy.linkerd.io"
 
 
@@ -99,6 +100,12 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
                 else:
                     admitted[ns] = matches
         http = [p for p in ep.ports if p.protocol == "http"]
+        # hosts compare without letter case (semantics/hosts.py); the CRD wants lower case
+        hostnames = list(dict.fromkeys(h.lower() for h in ext.hosts))
+        if http and len(hostnames) > MAX_HOSTNAMES:
+            reject(f"the {len(hostnames)} hosts of external `{name}`", ext.at("hosts"),
+                   f"a route holds at most {MAX_HOSTNAMES} hostnames")
+            ok = False
         address = next((h for h in ext.hosts if _is_address(h)), None)
         if http and address is not None:
             reject(f"the host `{address}` of external `{name}`", ext.at("hosts"),
@@ -143,7 +150,7 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
                 docs.append({
                     "apiVersion": route_api, "kind": "HTTPRoute", "metadata": meta,
                     "spec": {"parentRefs": [{"group": GROUP, "kind": "EgressNetwork", "name": NAME, "port": p.number}],
-                             "hostnames": list(ext.hosts), "rules": route_rules},
+                             "hostnames": hostnames, "rules": route_rules},
                 })
     return docs
 
