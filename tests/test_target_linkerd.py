@@ -412,6 +412,7 @@ def test_egress_routes_carry_the_externals_timeout_and_retry():
     ("allow_any", "allow namespace back -> stripe\nallow * -> maps"),  # Allow lets stripe through for front too
     ("registry_only", "deny pay -> stripe POST /v1/charges\nallow * -> stripe"),  # needs the deny's complement
     ("registry_only", "allow pay, audit -> stripe POST /v1/charges\nallow audit -> stripe GET"),  # back split
+    ("registry_only", "allow pay -> stripe\nallow audit -> stripe GET /x"),  # all of it vs some of it
     ("registry_only", 'allow * -> stripe regex "/v1/.*"'),  # matches unnormalized paths Linkerd would take as sent
 ])
 def test_egress_linkerd_cannot_decide_is_mp701(egress, rules):

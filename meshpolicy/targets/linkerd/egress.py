@@ -82,7 +82,7 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
             kinds = set(got.values())
             if len(kinds) > 1:
                 told = "; ".join(f"{', '.join(sorted(n for n in names if got[n] == k))} {_told(k)}"
-                                 for k in sorted(kinds))
+                                 for k in sorted(kinds, key=str))
                 reject(f"egress to external `{name}` from some services of namespace `{ns}`", where,
                        f"Linkerd decides egress per client namespace (its EgressNetwork), not per workload: {told}")
                 ok = False
@@ -97,7 +97,7 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
                                          name, reject)
                 if matches is None:
                     ok = False
-                else:
+                elif matches:  # [] : no normalized path matches the allows' paths: nothing to let through
                     admitted[ns] = matches
         http = [p for p in ep.ports if p.protocol == "http"]
         # hosts compare without letter case (semantics/hosts.py); the CRD wants lower case
@@ -116,7 +116,7 @@ def documents(mesh: Mesh, plan: Plan, route_api: str, d: Dialect,
             reject(f"`port {p.number} tcp` of external `{name}` under `egress registry_only`", p.span,
                    "a TCPRoute on an EgressNetwork names no host: it would open the port to every host")
             ok = False
-        if not http and (ext.timeout_ms is not None or ext.retry is not None):
+        if not http and (ext.timeout_ms is not None or (ext.retry is not None and ext.retry.attempts > 0)):
             reject(f"the timeout or retry of external `{name}`", ext.at("timeout") if ext.timeout_ms else ext.retry.span,
                    "only an HTTPRoute carries them, and the external has no http port")
             ok = False
