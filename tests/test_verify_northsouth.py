@@ -493,3 +493,16 @@ def test_meshc_verify_on_every_construct_with_files(tmp_path):
         assert r.returncode in (0, 1) and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     got = {d["code"] for d in json.loads(run_meshc("verify", str(tmp_path), "--format", "json").stdout)["diagnostics"]}
     assert {"MP542", "MP544"} <= got and "MP590" not in got
+
+
+def test_never_internet_through_with_scope_checks_the_direct_hop_and_the_token():
+    # orders is forwarded directly by the ingress: the direct hop counts
+    _, diags = verify(SHOP + 'assert never internet ~> orders POST /orders/**\n')
+    [d] = by_code(diags, "MP601")
+    assert d.witness["sent"]["destination"] == "web"
+    # a token that no rule on the first hop admits reaches only through frontend (no token needed)
+    _, diags = verify(SHOP + 'assert never internet with jwt role = "guest" ~> payments POST /charge\n')
+    [d] = by_code(diags, "MP601")
+    assert d.witness["path"][:2] == ["internet", "web"] and d.witness["path"][-1] == "payments"
+    _, diags = verify(SHOP + 'assert never internet with jwt role = "guest" ~> orders DELETE /orders/**\n')
+    assert "MP601" not in codes(diags)

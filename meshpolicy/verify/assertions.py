@@ -120,7 +120,16 @@ def _never_through(mesh: Mesh, a: Assertion, graph, timeout: int, limit: int, ve
     if p.error:
         return [diag("MP602", f"`{text}` was not proved: {p.error}", a.span)]
     src = a.source.name
-    hops = single_source_shortest_path(graph, src) if src in graph else {src: [src]}
+    if src == INTERNET:
+        # the direct hop: a request an ingress forwards to B, with such a token
+        direct = _from_internet(mesh, a, timeout, limit, False)
+        if direct:
+            return direct
+        hops = _internet_hops(mesh, a, graph, timeout, limit)
+        if isinstance(hops, str):
+            return [diag("MP602", f"`{text}` was not proved: {hops}", a.span)]
+    else:
+        hops = single_source_shortest_path(graph, src) if src in graph else {src: [src]}
     unknown = None
     for caller, path in sorted(hops.items(), key=lambda kv: (len(kv[1]), kv[0])):
         if mesh.service(caller) is None:
@@ -219,6 +228,34 @@ def _only_internet(mesh: Mesh, a: Assertion, timeout: int, limit: int, verbose: 
     except (Unsupported, Undecided) as exc:
         return [diag("MP602", f"`{text}` was not proved: {exc}", a.span)]
     return _proved(a, text, verbose)
+
+
+def _internet_hops(mesh: Mesh, a: Assertion, graph, timeout: int, limit: int):
+    """Services the internet reaches (with a token meeting a.source_jwt on
+    the first hop), each with a shortest path from `internet`; a string: why
+    that could not be decided."""
+    from ..semantics.ingress import accepted_providers
+    from .digraph import single_source_shortest_path
+    from .ingress import forwarded_to
+    from .internet import _first_allowed
+    from .tokens import met
+
+    if a.source_jwt is None:
+        return single_source_shortest_path(graph, INTERNET) if INTERNET in graph else {}
+    out: dict[str, list[str]] = {}
+    for svc in forwarded_to(mesh):
+        try:
+            got = _first_allowed(mesh, svc, timeout, limit, extra=[a.source_jwt],
+                                 want=lambda r, tok: met(a.source_jwt, tok, accepted_providers(
+                                     mesh, mesh.ingress_map[r.destination])))
+        except (Unsupported, Undecided) as exc:
+            return f"requests from the internet to `{svc}` were not encoded ({exc})"
+        for ing in sorted(got):
+            for n, path in single_source_shortest_path(graph, svc).items():
+                cand = [INTERNET, ing] + path
+                if n not in out or len(cand) < len(out[n]):
+                    out[n] = cand
+    return out
 
 
 def _deciding(mesh: Mesh, req) -> list[Label]:
