@@ -94,6 +94,23 @@ _PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+
 _GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 _GRPC_SERVICE = re.compile(r"^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$", re.I)
 
+def _replaces_prefix(filters, kind: str) -> bool:
+    return sum(1 for f in filters or [] if isinstance(f.get(kind), dict)
+               and (f[kind].get("path") or {}).get("type") == "ReplacePrefixMatch"
+               and "replacePrefixMatch" in f[kind]["path"]) == 1
+
+
+def _prefix_match_rule(rule, where: str, kind: str) -> bool:
+    if where == "filters":
+        uses = _replaces_prefix(rule.get("filters"), kind)
+    else:
+        uses = sum(1 for b in rule.get("backendRefs") or [] if _replaces_prefix(b.get("filters"), kind)) == 1
+    if not uses:
+        return True
+    ms = rule.get("matches") or []
+    return len(ms) == 1 and (ms[0].get("path") or {}).get("type") == "PathPrefix"
+
+
 def _unique_by(items, key) -> bool:
     keys = [key(x) for x in items]
     return len(keys) == len(set(keys))
@@ -158,9 +175,10 @@ _PATTERNS: list[tuple[str, object]] = [
     (r"\(has\(self\.backendRefs\) && size\(self\.backendRefs\) > 0\) \? \(!has\(self\.filters\) \|\| "
      r"self\.filters\.all\(f, !has\(f\.requestRedirect\)\)\): true",
      lambda m: lambda v: not v.get("backendRefs") or all("requestRedirect" not in f for f in v.get("filters", []))),
-    # ReplacePrefixMatch needs exactly one PathPrefix match; meshc never writes one
-    (r"\(has\(self\.(filters|backendRefs)\) && .*ReplacePrefixMatch.*",
-     lambda m: lambda v: "ReplacePrefixMatch" not in str(v)),
+    # ReplacePrefixMatch (of a URLRewrite or a RequestRedirect, on the rule's
+    # filters or on one backendRef's) needs exactly one PathPrefix match
+    (r"\(has\(self\.(filters|backendRefs)\) && .*has\(f\.(urlRewrite|requestRedirect)\).*ReplacePrefixMatch.*",
+     lambda m: lambda v: _prefix_match_rule(v, m[1], m[2])),
     (r"\(self\.size\(\) > 0 \? .*<= 128", lambda m: lambda v: _match_count(v) <= 128),
     (r"self\.all\(p1, self\.exists_one\(p2, .*", lambda m: _parents_unique),
     (r"self\.all\(p1, self\.all\(p2, .*\(!has\(p1\.port\).*", lambda m: lambda v: _parents_uniform(v, True)),

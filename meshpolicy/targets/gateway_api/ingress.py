@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import re2
+
 from ...model.types import Ingress, RouteRule, Service
 from ...plan import ServicePlan, ingress_settings, plan_of
 from ..http_routes import (MAX_ROUTE_MATCHES, MAX_RULES, Dialect, _disjoint, backend_refs, duration, http_matches,
@@ -71,6 +73,9 @@ class _Entry:
     ingress_rule: RouteRule
     body: dict
     no_route: bool = False  # a 404 of the service's route: left out if nothing later can take it
+    stem: str | None = None  # written as PathPrefix `stem/` with ReplacePrefixMatch (see _glob_prefix)
+    shadow_of: "_Entry | None" = None  # a later rule's copy for the exact path `stem` of this entry
+    copied_for: set = field(default_factory=set)  # stems this entry has a copy for (taking its requests there)
     index: int = 0
     span: object = None
 
@@ -199,7 +204,13 @@ def _merged(r: _Route, ir: RouteRule, svc: Service, sp: ServicePlan, port: int, 
             r.ok = False
             continue
         rw, host = merged_rewrite(ir, m)
-        f = _rewrite_filter(r, rw, host, matches, inner, ir.rewrite.span if ir.rewrite else span)
+        stem = _glob_prefix(m.match, rw, matches)
+        if stem is not None:
+            f = {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                               "replacePrefixMatch": rw.to},
+                                                      **({"hostname": host} if host is not None else {})}}
+        else:
+            f = _rewrite_filter(r, rw, host, matches, inner, ir.rewrite.span if ir.rewrite else span)
         if f is False:
             continue
         if f is not None:
@@ -217,7 +228,93 @@ def _merged(r: _Route, ir: RouteRule, svc: Service, sp: ServicePlan, port: int, 
             filters.append(cf)
         if filters:
             body["filters"] = filters
-        r.entries.append(_Entry(ir, body))
+        r.entries.append(_Entry(ir, body, stem=stem))
+
+
+def _glob_prefix(match, rw, matches: list[dict]) -> str | None:
+    """The stem P when a rewrite of the glob `P/**` (fixed part `P/`) to a
+    path ending in `/` can be a ReplacePrefixMatch on the PathPrefix `P/`:
+    Gateway API then turns `P/rest` into `to` + `rest`, as the policy does
+    (`P/` into `to`). The PathPrefix also matches the path `P` itself, which
+    the glob does not: _shadows gives that path to the later rules."""
+    if rw is None or rw.whole or not rw.to.endswith("/") or len(match.paths) != 1 or len(matches) != 1:
+        return None
+    pat = match.paths[0]
+    if pat.kind != "glob" or not pat.value.endswith("/**"):
+        return None
+    stem = pat.value[:-3]
+    if not stem or "*" in stem or rw.fixed != stem + "/":
+        return None
+    return stem
+
+
+def _admits(path: dict | None, value: str) -> bool:
+    if path is None:
+        return True
+    if path["type"] == "Exact":
+        return path["value"] == value
+    if path["type"] == "PathPrefix":
+        pre = path["value"].rstrip("/")
+        return not pre or value == pre or value.startswith(pre + "/")
+    return re2.fullmatch(path["value"], value) is not None
+
+
+def _no_more_than(s: dict, e: dict) -> bool:
+    """Match s (without its path) holds wherever match e does."""
+    return s.get("method") in (None, e.get("method")) \
+        and all(h in e.get("headers", []) for h in s.get("headers", [])) \
+        and all(q in e.get("queryParams", []) for q in s.get("queryParams", []))
+
+
+def _shadows(r: _Route, entries: list[_Entry], no_routes: list[_Entry]) -> list[_Entry] | None:
+    """The entries with, after each later rule's entry, its copy for the
+    exact path P of every PathPrefix `P/` entry before it (an Exact path
+    outranks the PathPrefix), so the path P goes where the policy sends it;
+    None after MP701 (some request for P would stay with the prefix entry)."""
+    out = list(entries)
+    for e in entries:
+        if e.stem is None:
+            continue
+        em = e.body["matches"][0]
+        copies: list[tuple[_Entry, _Entry]] = []
+        for later in entries:
+            if later.index <= e.index:
+                continue
+            ms = [{**m, "path": {"type": "Exact", "value": e.stem}} for m in later.body.get("matches") or [{}]
+                  if _admits(m.get("path"), e.stem) and not _disjoint(m, em)]
+            if not ms:
+                continue
+            if later.stem is not None:
+                ms = []  # its ReplacePrefixMatch needs its PathPrefix: not copied
+            if not ms:
+                r.reject(f"the path `{e.stem}` in rule {e.index + 1} of ingress `{r.g.name}`", e.span,
+                         f"its PathPrefix also matches `{e.stem}`, which rule {later.index + 1} takes in the policy "
+                         "and which cannot be copied ahead of it")
+                return None
+            copies.append((later, _Entry(later.ingress_rule, {**later.body, "matches": ms}, shadow_of=e)))
+        blocking = [n for n in no_routes if n.index > e.index
+                    and any(_admits(m.get("path"), e.stem) and not _disjoint(m, em)
+                            for m in n.body.get("matches") or [{}])]
+        covered = any(_no_more_than(m, em) for _, c in copies for m in c.body["matches"])
+        if blocking or not covered:
+            r.reject(f"the path `{e.stem}` in rule {e.index + 1} of ingress `{r.g.name}`", e.span,
+                     f"the PathPrefix `{e.stem}/` that its rewrite needs also matches `{e.stem}`, which the glob "
+                     "does not, and no later rule takes every such request (without a direct response the "
+                     "HTTPRoute cannot answer 404 for it)")
+            return None
+        for later, copy in copies:
+            at = out.index(later) + 1
+            while at < len(out) and out[at].shadow_of is not None:
+                if out[at].body == copy.body:
+                    break  # the same copy, made for another entry of this path
+                at += 1
+            else:
+                out.insert(at, copy)
+            later.copied_for.add(e.stem)
+    for e in out:
+        if e.stem is not None:
+            e.body["matches"] = [{**e.body["matches"][0], "path": {"type": "PathPrefix", "value": e.stem + "/"}}]
+    return out
 
 
 def _split(r: _Route, ir: RouteRule, names: list[str], where: str) -> None:
@@ -322,12 +419,26 @@ def http_route(lw: Lowering, d: Dialect, g: Ingress) -> list[dict] | None:
                      "could take them")
     if not r.ok:
         return None
+    entries = _shadows(r, entries, [e for e in r.entries if e.no_route])
+    if entries is None:
+        return None
     pairs = istio_layout([(e, e.body) for e in entries])
     for earlier, later_e in order_problems(pairs, True) + l7.query_order_problems(pairs, True):
+        if later_e.shadow_of is not None and (earlier.stem == later_e.shadow_of.stem
+                                              or later_e.shadow_of.stem in earlier.copied_for):
+            # the copy takes the exact path from the prefix entries, and from
+            # an earlier entry whose own copy (checked against it) takes it first
+            continue
         r.reject(f"the order of rules {earlier.index + 1} and {later_e.index + 1} of ingress `{g.name}`",
                  later_e.span, "a request both match would go by the later rule: routes prefer the more specific "
                                "match (exact path, longer prefix, a method, more headers and query tests), "
                                "not the first")
+    for e in entries:
+        ms = e.body.get("matches") or []
+        if e.stem is not None and not (len(ms) == 1 and ms[0]["path"]["type"] == "PathPrefix"):
+            r.reject(f"the rewrite in rule {e.index + 1} of ingress `{g.name}`", e.span,
+                     "laid out for Istio's order of matches its PathPrefix would become a regular expression "
+                     "or gain matches, and ReplacePrefixMatch needs exactly one PathPrefix match")
     rules = [e.body for e in entries]
     if len(rules) > MAX_RULES or sum(len(x.get("matches", [])) for x in rules) > MAX_ROUTE_MATCHES:
         r.reject(f"the {len(rules)} HTTPRoute rules of ingress `{g.name}`", g.span,
