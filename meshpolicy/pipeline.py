@@ -57,6 +57,9 @@ def parse_project(project: Project, progress: Progress | None = None,
         if progress:
             progress(f"parsing {path}", i, total)
         tree, d = parse(src.text, path)
+        origin = project.origins.get(path)
+        if origin is not None and tree.origin != origin:
+            tree.origin = origin
         trees[path] = tree
         diags.extend(d)
     return trees, diags

@@ -33,6 +33,9 @@ class Project:
     files: dict[str, SourceFile] = field(default_factory=dict)  # display path -> source
     config: dict[str, Any] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # display path -> the file on disk, where they differ (a git revision's
+    # files extracted to a temporary directory and shown as `REV:file`)
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def find_root(path: Path) -> Path:

@@ -310,6 +310,13 @@ def test_dialect_regex_keeps_meaning_under_re2():
 
 # ---- the examples ----------------------------------------------------------------------
 
+def _north_south(message: str) -> bool:
+    """An MP701 about what Linkerd has no resource for at all (ingress, end-user
+    tokens, TLS origination: docs/targets/linkerd.md), not about how the
+    east-west authorization is laid out."""
+    return any(w in message for w in ("`internet`", "token requirement", "egress rule", "external `"))
+
+
 def _example(name: str):
     from meshpolicy.pipeline import check_project
     from meshpolicy.project import load
@@ -326,7 +333,8 @@ def test_example_authorization_agrees_with_the_reference(example):
         pytest.skip(f"no example {example}")
     mesh, docs, diags = _example(example)
     assert not [d for d in diags if d.code in AUTHZ_CODES], [(d.code, d.message) for d in diags]
-    assert not [d for d in diags if d.code == "MP701" and ("allow rule" in d.message or "deny rule" in d.message)]
+    assert not [d for d in diags if d.code == "MP701" and ("allow rule" in d.message or "deny rule" in d.message)
+                and not _north_south(d.message)]
     paths = sorted(set(PATHS) | {"/charge", "/refund", "/admin/x", "/stock/1", "/legacy/a/b", "/search/q",
                                  "/items/1", "/orders/1/x"})
     assert agree(mesh, docs, requests(mesh, paths=paths)) > 10000
@@ -353,7 +361,7 @@ def test_shop_compiles_for_linkerd_but_for_what_linkerd_lacks(tmp_path):
     report = json.loads(r.stdout)
     about_auth = [d for d in report["diagnostics"] if d["code"] in AUTHZ_CODES
                   or (d["code"] == "MP701" and ("allow rule" in d["message"] or "deny rule" in d["message"]
-                                                or "authoriz" in d["message"]))]
+                                                or "authoriz" in d["message"]) and not _north_south(d["message"]))]
     assert about_auth == []
 
 

@@ -65,7 +65,8 @@ def test_every_workload_bootstrap_passes_envoy_validate(example_out):
     name, _, out = example_out
     mesh = check_project(load([EXAMPLES / name])).mesh
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.yaml"))
-    assert files == sorted(w.path for w in workloads(mesh))
+    gateways = [f"{g.namespace}/{g.name}.yaml" for g in mesh.ingresses]  # one bootstrap per ingress gateway
+    assert files == sorted([w.path for w in workloads(mesh)] + gateways)
     for f in files:
         r = envoy_validate(out / f)
         assert r.returncode == 0, f"{f}: {r.stdout}{r.stderr}"
@@ -180,7 +181,7 @@ def test_deterministic_across_hash_seeds():
                       env={"PYTHONHASHSEED": seed})
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout)
-    assert outs[0] == outs[1] and outs[0].count("# ---- ") == 10
+    assert outs[0] == outs[1] and outs[0].count("# ---- ") == 11  # 10 workloads and the ingress
 
 
 HOSTILE = BASE + r'''

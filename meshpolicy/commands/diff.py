@@ -135,11 +135,12 @@ def _relabel(project: Project, dest: Path, label: str) -> Project:
         return s.replace(prefix + "/", label + sep).replace(prefix, label)
 
     files = {name(k): SourceFile(name(k), v.text) for k, v in project.files.items()}
+    origins = {name(k): str(Path(k).resolve()) for k in project.files}
     diags = [Diagnostic(d.code, d.severity, text(d.message), span(d.span),
                         [Label(span(lb.span), lb.message) for lb in d.labels],
                         d.help and text(d.help), [text(n) for n in d.notes], [], d.witness)
              for d in project.diagnostics]
-    return Project(project.root, files, project.config, diags)
+    return Project(project.root, files, project.config, diags, origins)
 
 
 def _git(args: list[str], cwd: Path) -> bytes:

@@ -8,10 +8,18 @@ from ..plan import plan_of
 from ..span import Span
 
 
+def _internet(s: Source) -> str:
+    if s.jwt is None:
+        return "internet"
+    tests = " and ".join(f"{c.claim} {'=' if c.op == 'eq' else 'has'} \"{c.value}\"" for c in s.jwt.claims)
+    return " ".join(x for x in ("internet with jwt", s.jwt.provider.name if s.jwt.provider else "", tests) if x)
+
+
 def _sources(sources: list[Source]) -> str:
     out = []
     for s in sources:
-        out.append({"service": s.name or "", "namespace": f"namespace {s.name}",
+        out.append(_internet(s) if s.kind == "internet" else
+                   {"service": s.name or "", "namespace": f"namespace {s.name}",
                     "authenticated": "authenticated", "any": "*"}[s.kind])
     return ", ".join(out)
 

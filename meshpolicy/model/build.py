@@ -465,7 +465,7 @@ class _Builder:
         self.mesh.externals.append(e)
 
     def file(self, sf: SyntaxFile) -> None:
-        self.file_path = sf.path
+        self.file_path = sf.origin or sf.path
         self.mesh.files.append(sf.path)
         for item in sf.items:
             k = item.kind

@@ -231,8 +231,12 @@ class Plan:
         return idx.get(caller, [])
 
     def callers(self, dest: str) -> dict[str | None, Admission]:
+        """Who may call `dest`, a service or an external (decided at the callers' sidecars)."""
         sp = self.services.get(dest)
-        return sp.callers if sp is not None else {}
+        if sp is not None:
+            return sp.callers
+        ep = self.externals.get(dest)
+        return ep.callers if ep is not None else {}
 
     def _callee_index(self) -> dict[str, list[str]]:
         if "_callees" not in self.__dict__:

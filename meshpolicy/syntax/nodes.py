@@ -48,3 +48,7 @@ class SyntaxFile:
     path: str
     items: list[Node]
     comments: list  # list[lexer.Comment]
+    # Where the file really is when `path` is only a name shown to users
+    # (`meshc diff --git`: `REV:orders.mesh`): files a policy names (a JWKS,
+    # TLS files) are read relative to this.
+    origin: str | None = None
