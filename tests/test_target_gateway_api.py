@@ -831,3 +831,46 @@ def test_l7_options_a_route_cannot_hold_are_mp701(change, code_why):
     assert text != L7_TEXT
     _, outputs, diags = compiled(text, "istio")
     assert codes([d for d in diags if d.is_error]) == ["MP701"] and not outputs
+
+
+EGRESS_TEXT = """
+mesh m {
+  trust_domain "example.org"
+  mtls strict
+  default allow
+  egress STANCE
+}
+external stripe {
+  namespace pay
+  host "api.stripe.com"
+  port 80 http
+  timeout 3s
+}
+service orders {
+  namespace shop
+  port 8080 http
+}
+"""
+
+
+@pytest.mark.parametrize("stance, policy", [("registry_only", "Deny"), ("allow_any", "Allow")])
+def test_linkerd_flavour_egress_is_the_linkerd_targets_egress_network(stance, policy):
+    _, outputs, diags = compiled(EGRESS_TEXT.replace("STANCE", stance), "linkerd")
+    assert [d for d in diags if d.is_error] == [], [(d.code, d.message) for d in diags]
+    docs = documents(outputs)
+    nets = [d for d in docs if d["kind"] == "EgressNetwork"]
+    assert [(n["metadata"]["namespace"], n["spec"]["trafficPolicy"]) for n in nets] == [("shop", policy)]
+    route = next(d for d in docs if d["kind"] == "HTTPRoute" and d["spec"]["parentRefs"][0]["kind"] == "EgressNetwork")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["spec"]["hostnames"] == ["api.stripe.com"]
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "3s"}
+    reason = kube_schema.missing("gateway-api", "linkerd")
+    if reason:
+        pytest.skip(reason)
+    assert _crd_problems(outputs) == []
+
+
+def test_linkerd_flavour_refuses_tls_externals_by_name():
+    _, outputs, diags = compiled(EGRESS_TEXT.replace("STANCE", "registry_only").replace("port 80 http",
+                                                                                        "port 443 tls"), "linkerd")
+    errs = [d for d in diags if d.is_error]
+    assert not outputs and set(codes(errs)) == {"MP701"} and any("tls" in d.message for d in errs)

@@ -182,6 +182,11 @@ def lower_documents(mesh: Mesh, flavour: str | None, options: CompileOptions) ->
             docs += policy.rate_limits(mesh, sp, d.reject)
         docs += auth.network_authentications()
         diags += auth.diags
+        # egress: the linkerd target's EgressNetworks, their routes written as Gateway API HTTPRoutes
+        from ..linkerd import egress as linkerd_egress
+
+        taken = {(x["kind"], x["metadata"].get("namespace"), x["metadata"]["name"]) for x in docs}
+        docs += linkerd_egress.documents(mesh, plan, API, d, d.reject, taken, diags)
     return docs, dedupe(diags)
 
 
