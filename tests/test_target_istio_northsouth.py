@@ -767,7 +767,7 @@ service static { namespace web; port 8080 http; version v1 }
     ('external db { namespace pay; host "db.example.com"; port 5432 tcp; timeout 2s }\nallow static -> db',
      "timeout"),
     # Kubernetes names: an ingress's name and account, an external's name
-    ('ingress Web_gw { namespace edge; listen 8080 http; hosts "a.example"; * -> frontend }', "Web_gw"),
+    ('ingress Web_gw { namespace edge; account web-gw; listen 8080 http; hosts "a.example"; * -> frontend }', "Web_gw"),
     ('external Pay_x { namespace pay; host "api.pay.example"; port 443 tls }\nallow static -> Pay_x', "Pay_x"),
 ])
 def test_what_istio_cannot_hold_is_mp701(extra, named):
