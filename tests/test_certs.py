@@ -46,7 +46,8 @@ def test_layout_and_chain(shop, issued):
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
     ca.verify_directly_issued_by(ca)  # self-signed
     ids = identities(shop)
-    assert len(ids) == len({(s.namespace, s.account) for s in shop.services})
+    workloads = [*shop.services, *shop.ingresses]  # ingress gateways are workloads with identities too
+    assert len(ids) == len({(w.namespace, w.account) for w in workloads})
     for ns, sa, spiffe in ids:
         cert = load_cert(issued / ns / sa / "cert.pem")
         cert.verify_directly_issued_by(ca)

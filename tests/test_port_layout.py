@@ -32,7 +32,29 @@ def compiled(mesh, target: str, **settings) -> dict[str, dict]:
     outputs, diags = compile_mesh(mesh, target, CompileOptions(settings=settings))
     assert codes(diags) == [], [(d.code, d.message) for d in diags]
     load_one = json.loads if target == "meshproxy" else yaml.safe_load
-    return {o.path: load_one(o.content) for o in outputs}
+    gateways = _gateway_paths(mesh)
+    return {o.path: load_one(o.content) for o in outputs if o.path not in gateways}
+
+
+def _gateway_paths(mesh) -> set[str]:
+    """The ingress gateways' files: their listeners are the written `listen`
+    ports (test_ingress_gateways_listen_where_written), not a workload's."""
+    return {f"{g.namespace}/{g.name}.{ext}" for g in mesh.ingresses for ext in ("yaml", "json")}
+
+
+def test_ingress_gateways_listen_where_written():
+    """Per-workload layout: a gateway's front listeners are its `listen` ports
+    on every address, its admin and the hop into the mesh the fixed loopback ports."""
+    mesh = shop()
+    web = mesh.ingress_map["web"]
+    outputs, diags = compile_mesh(mesh, "envoy", CompileOptions(settings={}))
+    cfg = yaml.safe_load(next(o.content for o in outputs if o.path == "edge/web.yaml"))
+    listeners = {li["name"]: _addr(li["address"]) for li in cfg["static_resources"]["listeners"]}
+    assert {v for k, v in listeners.items() if k != "ingress|mesh"} == {("0.0.0.0", ls.port) for ls in web.listeners}
+    assert _addr(cfg["admin"]["address"]) == ("127.0.0.1", 15000)
+    outputs, _ = compile_mesh(mesh, "meshproxy", CompileOptions(settings={"http1_apps": sorted(mesh.service_map)}))
+    mp = json.loads(next(o.content for o in outputs if o.path == "edge/web.json"))
+    assert mp["listeners"]["layout"] == "per-workload" and mp["listeners"]["admin"]["port"] == 15000
 
 
 def _addr(sock: dict) -> tuple[str, int]:
@@ -69,7 +91,8 @@ def test_envoy_mesh_unique_keeps_loopback_and_unique_ports():
             assert a[0] == "127.0.0.1" and a not in seen
             seen.add(a)
         for c in cfg["static_resources"]["clusters"]:
-            if "|" in c["name"] and not c["name"].startswith(("inbound", "tracing")):
+            # an external is reached by its host name; every mesh destination by a fixed local port
+            if "|" in c["name"] and not c["name"].startswith(("inbound", "tracing", "external|")):
                 assert c["type"] == "STATIC"
 
 
@@ -144,5 +167,6 @@ def test_up_asks_for_mesh_unique(tmp_path):
         config = {"compile": {proxy: {"ports": "per-workload"}}, "up": {"xds": False}}
         plan, diags = prepare(mesh, config, proxy, tmp_path / proxy)
         assert plan is not None, [(d.code, d.message) for d in diags]
-        ports = [p for w in plan.workloads for p in (w.admin_port, w.inbound_port, w.outbound_port, w.app_port)]
+        # 0: a port the workload does not have (an ingress gateway has no app and no inbound listener)
+        ports = [p for w in plan.workloads for p in (w.admin_port, w.inbound_port, w.outbound_port, w.app_port) if p]
         assert len(ports) == len(set(ports)) and len(plan.workloads) > 5

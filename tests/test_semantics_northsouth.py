@@ -474,16 +474,16 @@ def test_request_text_and_token_equality():
 
 
 def test_limit_buckets():
-    from meshpolicy.semantics.limit_keys import SHARED, bucket_key
+    from meshpolicy.semantics.limit_keys import SHARED_BUCKET, bucket_key
 
     assert bucket_key("claim", "sub", {"sub": "alice"}, {}, None) == "alice"
     assert bucket_key("claim", "n", {"n": 3}, {}, None) == "3"
     assert bucket_key("claim", "r", {"r": ["b", "a"]}, {}, None) == '["b","a"]'
-    assert bucket_key("claim", "sub", {}, {}, None) is SHARED
-    assert bucket_key("claim", "sub", None, {}, None) is SHARED
+    assert bucket_key("claim", "sub", {}, {}, None) is SHARED_BUCKET
+    assert bucket_key("claim", "sub", None, {}, None) is SHARED_BUCKET
     assert bucket_key("header", "x-api-key", None, {"x-api-key": "k1"}, None) == "k1"
     assert bucket_key("header", "x-api-key", None, {"x-api-key": ""}, None) == ""
-    assert bucket_key("header", "x-api-key", None, {}, None) is SHARED
+    assert bucket_key("header", "x-api-key", None, {}, None) is SHARED_BUCKET
     assert bucket_key("source_ip", None, None, {"x-forwarded-for": "1.2.3.4"}, "10.0.0.9") == "10.0.0.9"
     with pytest.raises(ValueError):
         bucket_key("cookie", "x", None, {}, None)
