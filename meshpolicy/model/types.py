@@ -523,6 +523,15 @@ class Mesh(BaseModel):
     files: list[str] = Field(default_factory=list)
 
     @cached_property
+    def limits_by_target(self) -> dict[str, list[RateLimit]]:
+        """Rate limits per destination, in file order (one scan of the mesh,
+        not one per destination: targets lower each destination's limits)."""
+        out: dict[str, list[RateLimit]] = {}
+        for lim in self.rate_limits:
+            out.setdefault(lim.target.name, []).append(lim)
+        return out
+
+    @cached_property
     def provider_map(self) -> dict[str, JwtProvider]:
         out: dict[str, JwtProvider] = {}
         for p in self.jwt_providers:

@@ -260,9 +260,7 @@ class Lowering:
                     "paths": [path_matcher(p) for p in r.paths],
                 })
             limits = []
-            for lim in mesh.rate_limits:
-                if lim.target.name != svc.name:
-                    continue
+            for lim in mesh.limits_by_target.get(svc.name, ()):
                 key = lim.key
                 limits.append({
                     "principals": principals(mesh, lim.sources),
