@@ -457,3 +457,29 @@ def test_import_of_compiled_generated_ingresses_answers_as_the_policy(text):
                 Token(issuer_to_b.get(a.provider_map[tok.provider].issuer), tok.claims)
             got = evaluate(b, Request(None, gb.name, method, path, host=host, token=tok_b))
             assert answer(got) == answer(want), (method, path, tok)
+
+
+def test_yaml_with_an_inline_jwks_verifies_and_compiles_in_place(tmp_path):
+    """Istio YAML may hold a RequestAuthentication's keys inline: checking,
+    verifying or compiling that YAML where it is reads them from the YAML
+    (model/jwks_text.py), not from a file only `meshc import` would write."""
+    import json
+
+    src = tmp_path / "k8s"
+    src.mkdir()
+    (src / "shop.yaml").write_text((SHOP / "shop.yaml").read_text().replace(
+        'jwksUri: "https://auth.shop.example/jwks"', f"jwks: '{JWKS}'"))
+    verified = run_meshc("verify", str(src))
+    assert "MP223" not in verified.stdout and verified.returncode == 0, verified.stdout + verified.stderr
+    out = tmp_path / "out"
+    compiled = run_meshc("compile", str(src), "--target", "istio", "-o", str(out))
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    import yaml
+
+    rules = [r for f in out.glob("*.yaml") for d in yaml.safe_load_all(f.read_text())
+             if d and d.get("kind") == "RequestAuthentication" for r in d["spec"]["jwtRules"]]
+    assert rules and all(json.loads(r["jwks"]) == json.loads(JWKS) for r in rules)
+    # keys the validators cannot use are refused in place too (MP924 at import, nothing inline kept)
+    (src / "shop.yaml").write_text((SHOP / "shop.yaml").read_text().replace(
+        'jwksUri: "https://auth.shop.example/jwks"', "jwks: '{\"keys\": []}'"))
+    assert "MP924" in run_meshc("check", str(src)).stdout

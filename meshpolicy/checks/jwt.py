@@ -2,27 +2,23 @@
 MP220-MP222 and MP226 (a provider's own settings), MP223 (its JWKS file),
 MP224 (an unknown provider), MP225 (a token required with no provider).
 
-A `jwks` file is read here, at check time, so a wrong path or a file that is
-not a JWKS is reported with the policy rather than as every token being
-refused at run time. It is resolved against the directory of the .mesh file
-that names it, read only when it is a regular file (a FIFO or a device would
-block or never end) and at most MAX_JWKS_BYTES (a JWKS holds a few keys)."""
+A `jwks` file is read here, at check time (model/jwks_text.py, the one
+reading every target shares), so a wrong path or a file that is not a JWKS
+is reported with the policy rather than as every token being refused at run
+time."""
 
 from __future__ import annotations
 
-import os
 import re
-import stat
-from pathlib import Path
 
 from ..codes import diag
 from ..diagnostics import Label
-from ..model.types import JwtProvider, Mesh, declared_path
+from ..model.jwks_text import jwks_label, jwks_text
+from ..model.types import JwtProvider, Mesh
 from . import rule
 from ._names import suggest
 from ._walk import jwt_requirements
 
-MAX_JWKS_BYTES = 1 << 20
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?")
 
 
@@ -43,34 +39,12 @@ def provider_settings(mesh: Mesh):
                        p.at("jwks_uri"))
 
 
-def read_jwks(path: Path) -> tuple[str | None, str | None]:
-    """(the file's text, None) or (None, why it cannot be used)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return None, "is not a regular file"
-    if st.st_size > MAX_JWKS_BYTES:
-        return None, f"is {st.st_size} bytes, over the {MAX_JWKS_BYTES} bytes a JWKS may have"
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_JWKS_BYTES + 1)
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-    if len(data) > MAX_JWKS_BYTES:
-        return None, f"is over the {MAX_JWKS_BYTES} bytes a JWKS may have"
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError:
-        return None, "is not UTF-8 text"
-
-
 def jwks_file_problem(p: JwtProvider) -> str | None:
-    """Why a provider's `jwks` file gives no key to validate tokens with, or None."""
+    """Why a provider's JWKS (its file, or the keys its input held inline)
+    gives no key to validate tokens with, or None."""
     from ..wire.jwks import jwks_problem  # the validators' own reading of a JWKS
 
-    text, problem = read_jwks(Path(declared_path(p.file, p.jwks_file or "")))
+    text, problem = jwks_text(p)
     if text is not None:
         problem = jwks_problem(text)  # "not JSON ...", "not a JWKS ...", "no RSA, EC or OKP ..."
         if problem is not None:
@@ -86,8 +60,7 @@ def unusable_jwks(mesh: Mesh):
             continue  # MP220/MP221
         problem = jwks_file_problem(p)
         if problem:
-            yield diag("MP223", f"the JWKS file `{declared_path(p.file, p.jwks_file)}` of jwt provider "
-                                f"`{p.name}` {problem}", p.at("jwks_file"))
+            yield diag("MP223", f"the {jwks_label(p)} of jwt provider `{p.name}` {problem}", p.at("jwks_file"))
 
 
 @rule("MP224", "MP225")

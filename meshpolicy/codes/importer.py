@@ -49,7 +49,7 @@ CODES = define(
     ("MP922", "gateway-server-not-imported", "warning", "a gateway server or listener is not HTTP or TLS terminated at the gateway (TCP, TLS passthrough, mesh mTLS); the language's ingress speaks HTTP and HTTPS only",
      "route that traffic through an HTTP or HTTPS server, or keep it outside meshc's analysis"),
     ("MP923", "inline-jwks-written", "info", "a RequestAuthentication holds its JWKS inline; `meshc import` writes it as a file next to the .mesh files",
-     "nothing to do; keep the written JWKS file with the policy (verifying the YAML itself has no file to read: MP223 follows)"),
+     "nothing to do; keep the written JWKS file with the policy (verifying or compiling the YAML in place reads the keys from the YAML)"),
     ("MP924", "jwt-rule-not-imported", "warning", "a RequestAuthentication jwtRule cannot be expressed as a jwt provider (no issuer, a JWKS over plain HTTP, an inline JWKS with no key the validators use, no JWKS at all)",
      "findings about tokens do not account for it; rules that test its tokens are left out"),
     ("MP925", "request-principal-approximated", "warning", "`requestPrincipals` or `request.auth` conditions are imported as an `internet with jwt` source: Istio matches any caller that carries such a token, the language only requests that came through an ingress gateway",

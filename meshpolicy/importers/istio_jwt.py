@@ -98,6 +98,7 @@ def _provider(cx: Context, res: Resource, rule: YMap, at: Span, where: str) -> t
                                           "not imported", rule.at("jwks")))
             return None
         p.jwks_file = f"inline:{res.namespace}/{res.name}/{where}"
+        p.jwks_text = inline  # what the checks and targets read when the YAML is verified or compiled in place
         cx.extra_files[p.jwks_file] = inline
         cx.diags.append(diag("MP923", f"{res.label}: `{where}.jwks` is inline; `meshc import` writes it as a file "
                                       "next to the .mesh files", rule.at("jwks")))

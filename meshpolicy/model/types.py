@@ -424,6 +424,11 @@ class JwtProvider(Node):
     jwks_uri: str | None = None
     token_from: list[TokenLocation] = Field(default_factory=list)
     file: str = ""  # the .mesh file it was declared in
+    # The keys themselves when the input held them inline (Istio YAML's
+    # RequestAuthentication `jwks`); the language has no such syntax, so
+    # `jwks_file` then names where `meshc import` writes them. Read through
+    # model/jwks_text.py, never directly.
+    jwks_text: str | None = None
 
 
 def declared_path(declaring_file: str, written: str) -> PurePath:

@@ -95,7 +95,8 @@ def localize(mesh: Mesh, workdir: Path) -> Mesh:
     providers = []
     for p in mesh.jwt_providers:
         _key, jwks_path = ensure_key(workdir, p.name)
-        providers.append(p.model_copy(update={"jwks_file": str(jwks_path.resolve()), "jwks_uri": None}))
+        providers.append(p.model_copy(update={"jwks_file": str(jwks_path.resolve()), "jwks_uri": None,
+                                                 "jwks_text": None}))
     fields = {name: getattr(mesh, name) for name in Mesh.model_fields}
     return Mesh.make(**{**fields, "jwt_providers": providers})
 

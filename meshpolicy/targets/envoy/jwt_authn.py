@@ -17,11 +17,11 @@ missing one passes (authorization decides).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import re2
 
+from ...model.jwks_text import jwks_label, jwks_text
 from ...model.types import ClaimTest, Ingress, JwtProvider, JwtRequirement, Mesh
 from ...plan import plan_of
 from ...semantics.ingress import accepted_providers
@@ -46,12 +46,6 @@ def validating(mesh: Mesh, dest: str) -> list[JwtProvider]:
     """The providers a destination's sidecar validates tokens with (the plan's)."""
     sp = plan_of(mesh).service(dest)
     return [mesh.provider_map[n] for n in sorted(sp.jwt_providers)] if sp is not None else []
-
-
-def jwks_path(p: JwtProvider) -> Path:
-    """The JWKS file, relative to the directory of the .mesh file that names it."""
-    f = Path(p.jwks_file or "")
-    return f if f.is_absolute() else Path(p.file).parent / f
 
 
 def jwks_cluster(p: JwtProvider) -> str:
@@ -110,14 +104,13 @@ def provider_config(ctx: Ctx, p: JwtProvider) -> dict:
         key = ("jwks", p.name)
         text = ctx.cache.get(key)
         if text is None:
-            path = jwks_path(p)
-            try:
-                text = ctx.cache[key] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+            text, problem = jwks_text(p)
+            if text is None:
                 # The checks read it too: only a file changed since is unreadable here.
-                ctx.report("MP001", f"cannot read the JWKS file of jwt provider `{p.name}` ({path}): "
-                                    f"{getattr(exc, 'strerror', None) or exc}", p.at("jwks_file"))
+                ctx.report("MP001", f"the {jwks_label(p)} of jwt provider `{p.name}` {problem}",
+                           p.at("jwks_file"))
                 text = ""
+            ctx.cache[key] = text
         # Inline: the keys travel with the bootstrap, no file to mount.
         out["local_jwks"] = {"inline_string": text}
     elif p.jwks_uri is not None:

@@ -23,8 +23,8 @@ would split the claim or where the value reads as a JSON number or boolean
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from ...model.jwks_text import jwks_label, jwks_text
 from ...model.types import AuthRule, ClaimTest, JwtProvider, Source
 from ...plan import plan_of
 from ...semantics.tokens import locations_of
@@ -34,13 +34,6 @@ from .names import APP_LABEL
 SPLIT_BY_ISTIO = ("scope", "permission", "permissions")  # split whatever spaceDelimitedClaims says
 
 
-def _jwks_path(p: JwtProvider) -> Path:
-    """A provider's `jwks` file: as written when absolute, else relative to
-    the .mesh file that declares it."""
-    path = Path(p.jwks_file or "")
-    return path if path.is_absolute() else Path(p.file or ".").parent / path
-
-
 def jwt_rule(lw: Lowering, p: JwtProvider, split: list[str]) -> dict | None:
     rule: dict = {"issuer": p.issuer or ""}
     if p.audiences:
@@ -48,13 +41,15 @@ def jwt_rule(lw: Lowering, p: JwtProvider, split: list[str]) -> dict | None:
     if p.jwks_uri is not None:
         rule["jwksUri"] = p.jwks_uri
     else:
+        text, problem = jwks_text(p)
         try:
-            rule["jwks"] = json.dumps(json.loads(_jwks_path(p).read_text(encoding="utf-8")), sort_keys=True,
-                                      separators=(",", ":"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if text is None:
+                raise ValueError(problem)
+            rule["jwks"] = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+        except ValueError as exc:
             from ...codes import diag
 
-            lw.diagnostics.append(diag("MP223", f"the JWKS file `{_jwks_path(p)}` of jwt provider `{p.name}` "
+            lw.diagnostics.append(diag("MP223", f"the {jwks_label(p)} of jwt provider `{p.name}` "
                                                 f"cannot be read at compile time ({exc})", p.at("jwks_file")))
             return None
     headers, params, cookies = [], [], []

@@ -11,11 +11,11 @@ proxy hands to those functions.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ...codes import diag
 from ...diagnostics import Diagnostic
 from ...model import types as m
+from ...model.jwks_text import jwks_label, jwks_text
 from ...semantics.ingress import accepted_providers
 from ...semantics.tokens import locations_of
 from ...wire.jwks import jwks_problem
@@ -81,17 +81,9 @@ def provider_configs(mesh: m.Mesh, names: set[str] | list[str], cache: dict) -> 
     return out
 
 
-def jwks_path(p: m.JwtProvider) -> Path:
-    path = Path(p.jwks_file or "")
-    return path if path.is_absolute() else Path(p.file or ".").parent / path
-
-
 def read_jwks(p: m.JwtProvider, cache: dict) -> str | None:
     if p.name not in cache:
-        try:
-            cache[p.name] = jwks_path(p).read_text(encoding="utf-8") if p.jwks_file else None
-        except (OSError, UnicodeDecodeError):
-            cache[p.name] = None
+        cache[p.name] = jwks_text(p)[0]
     return cache[p.name]
 
 
@@ -101,11 +93,11 @@ def jwks_diagnostics(mesh: m.Mesh, cache: dict) -> list[Diagnostic]:
     with it: refused rather than compiled with the provider left out."""
     out = []
     for p in mesh.provider_map.values():
-        if not p.jwks_file:
-            continue  # jwks_uri: the manifest refuses it (MP701)
+        if p.jwks_uri is not None:
+            continue  # the manifest refuses it (MP701)
         text = read_jwks(p, cache)
         problem = "cannot be read" if text is None else jwks_problem(text)
         if problem:
-            out.append(diag("MP223", f"the JWKS file `{jwks_path(p)}` of jwt provider `{p.name}` {problem}",
+            out.append(diag("MP223", f"the {jwks_label(p)} of jwt provider `{p.name}` {problem}",
                             p.at("jwks_file") if "jwks_file" in p.spans else p.span))
     return out
