@@ -48,12 +48,6 @@ class GraphConfig:
         return self.sidecar_ms * self.sidecars_per_hop
 
 
-def _default_may_call() -> MayCall:
-    from .auth import may_call
-
-    return may_call
-
-
 # ---- building the graph ------------------------------------------------------
 
 def candidate_callers(mesh: Mesh, dest: str, by_ns: dict[str, list[str]] | None = None,
@@ -96,12 +90,23 @@ def services_by_namespace(mesh: Mesh) -> dict[str, list[str]]:
     return by_ns
 
 
+# (caller, allowed request) for each candidate caller of a destination that may call it
+Callers = Callable[[Mesh, str, "list[str | None]"], "list[tuple[str | None, Request]]"]
+
+
 def build_graph(mesh: Mesh, may_call: MayCall | None = None, timeout_ms: int | None = None,
-                box_limit: int | None = None) -> Digraph:
+                box_limit: int | None = None, callers: Callers | None = None) -> Digraph:
     """Nodes: every service plus OUTSIDE; with ingresses, `internet` and each
     ingress; each external. Edge attribute `witness`: an allowed Request
-    (verify/internet.py adds the north-south edges)."""
-    may_call = may_call or _default_may_call()
+    (verify/internet.py adds the north-south edges). Edges are decided by
+    `callers` (a destination's candidates at once), else by `may_call` asked
+    per candidate, else by the verifier's auth.allowed_callers."""
+    from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS
+
+    timeout = DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
+    limit = BOX_LIMIT if box_limit is None else box_limit
+    if callers is None:
+        callers = _one_by_one(may_call) if may_call is not None else _default_callers(timeout, limit)
     g = Digraph()
     g.add_node(OUTSIDE)
     for s in mesh.services:
@@ -110,19 +115,36 @@ def build_graph(mesh: Mesh, may_call: MayCall | None = None, timeout_ms: int | N
     by_ns = services_by_namespace(mesh)
     names = [s.name for s in mesh.services]
     for dest in known:
-        for caller in candidate_callers(mesh, dest, by_ns, names):
+        for caller, req in callers(mesh, dest, candidate_callers(mesh, dest, by_ns, names)):
             if caller == dest or (caller is not None and caller not in known):
                 continue
-            req = may_call(mesh, caller, dest)
-            if req is not None:
-                g.add_edge(caller or OUTSIDE, dest, witness=req)
+            g.add_edge(caller or OUTSIDE, dest, witness=req)
     if mesh.ingresses or mesh.externals:
         from .internet import internet_edges
-        from .partition import BOX_LIMIT, DEFAULT_TIMEOUT_MS
 
-        internet_edges(mesh, g, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms,
-                       BOX_LIMIT if box_limit is None else box_limit)
+        internet_edges(mesh, g, timeout, limit)
     return g
+
+
+def _one_by_one(may_call: MayCall) -> Callers:
+    def callers(mesh: Mesh, dest: str, candidates: list[str | None]) -> list[tuple[str | None, Request]]:
+        known = mesh.service_map
+        out = []
+        for c in candidates:
+            if c == dest or (c is not None and c not in known):
+                continue
+            req = may_call(mesh, c, dest)
+            if req is not None:
+                out.append((c, req))
+        return out
+
+    return callers
+
+
+def _default_callers(timeout_ms: int, box_limit: int) -> Callers:
+    from .auth import allowed_callers
+
+    return lambda mesh, dest, candidates: allowed_callers(mesh, dest, candidates, timeout_ms, box_limit)
 
 
 # ---- hop costs -------------------------------------------------------------------

@@ -271,6 +271,26 @@ class Partition:
                 memo[cls] = None if len(starts) > self.box_limit else self.minus(starts, denies)
         return memo[cls]
 
+    def callers_not_denied(self) -> tuple[set[str | None] | None, set[str | None]]:
+        """Which callers (service names; None: no identity) may have some
+        request allowed, by caller class, without looking at each caller:
+        (keep, drop). When the class of unnamed services is wholly denied,
+        keep holds every caller of the classes that are not (the rest are
+        denied); otherwise keep is None and drop holds the callers of the named
+        classes that are. A class whose answer is too large to hold
+        (allowed_for_class None) is never dropped: may_call asks the solver."""
+        def denied(key: tuple) -> bool:
+            i = self._class_of.get(key)
+            return i is not None and self.allowed_for_class(i) == []
+
+        idx = _index(self.mesh)
+        members: list[tuple[tuple, list]] = [(("svc", n), [n]) for n in self._named if n in idx.names]
+        members += [(("ns", ns), [n for n in idx.by_ns.get(ns, ()) if n not in self._named]) for ns in self._namespaces]
+        members.append((("none",), [None]))
+        if ("other",) not in self._class_of or denied(("other",)):
+            return {m for key, ms in members if not denied(key) for m in ms}, set()
+        return None, {m for key, ms in members if denied(key) for m in ms}
+
     def some_allowed_in(self, pieces) -> bool | None:
         """Is some request within `pieces` allowed? Asked caller class by
         caller class (allowed_for_class), so a destination with hundreds of
