@@ -109,7 +109,8 @@ def test_verify_stops_once_stale(tmp_path):
     assert verify(a, lambda: False)  # not stale: the findings
 
 
-def test_an_edit_cancels_the_running_verification(tmp_path, monkeypatch):
+def test_an_edit_cancels_the_running_verification_thread(tmp_path, monkeypatch):
+    """Without os.fork (Windows) the verifier runs on a thread and stops at its next destination."""
     import threading
 
     from meshpolicy.lsp import meshes
@@ -124,6 +125,7 @@ def test_an_edit_cancels_the_running_verification(tmp_path, monkeypatch):
 
     monkeypatch.setattr(srv, "verify", verify)
     ls = srv.MeshLanguageServer(verify_delay_ms=0)
+    ls.verify_in_process = False
     st = ls.state(a.root)
     st.generation = a.generation
     st.analysis = st.verify_next = a
@@ -137,6 +139,54 @@ def test_an_edit_cancels_the_running_verification(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     assert ls.cancelled_verifications == 1 and a.verified is None and not st.verifying
+
+
+@pytest.mark.skipif(not srv.FORK, reason="no os.fork here: verifications run on a thread")
+@pytest.mark.parametrize("how", ["touch", "generation"])
+def test_an_edit_kills_the_verifier_process(tmp_path, monkeypatch, how):
+    """The verification runs in a child process, never in the server's; an
+    edit (`touch`) kills it at once, as does any other way its analysis goes
+    stale, whatever it is doing (here: a verifier that would take a minute)."""
+    import os
+    import time
+
+    from meshpolicy.lsp.convert import uri_of
+
+    a = _analysis(tmp_path, services=20)
+    marker = tmp_path / "verifier-pid"
+
+    def verify(analysis, stale):
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    monkeypatch.setattr(srv, "verify", verify)
+    ls = srv.MeshLanguageServer(verify_delay_ms=0)
+    st = ls.state(a.root)
+    st.generation = a.generation
+    st.analysis = st.verify_next = a
+
+    async def scenario():
+        st.verifying = True
+        loop = asyncio.create_task(ls._verify_loop(a.root))
+        deadline = time.monotonic() + 20
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline, "the verifier never started"
+            await asyncio.sleep(0.01)
+        child = st.verifier.pid
+        t0 = time.monotonic()
+        if how == "touch":
+            ls.touch(uri_of(a.files[0]))
+            st.task.cancel()  # its analysis is not needed here
+        else:
+            st.generation += 1
+        await asyncio.wait_for(loop, 5)
+        return child, time.monotonic() - t0
+
+    child, took = asyncio.run(scenario())
+    assert int(marker.read_text()) == child != os.getpid()
+    assert took < 2 and ls.cancelled_verifications == 1 and a.verified is None and not st.verifying
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(child, os.WNOHANG)
 
 
 def test_verify_loop_ends_when_edits_outran_the_analysis(tmp_path, monkeypatch):

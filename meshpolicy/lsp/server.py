@@ -4,9 +4,10 @@ Scheduling: every open/change/close bumps its mesh's generation and
 restarts a short debounce; the analysis (parse + check) then runs on a
 worker thread, off the event loop, and its result is published only if no
 newer edit arrived meanwhile (a stale result is dropped). Verifier findings
-follow in a second pass on another thread once typing pauses, at most one
-run per mesh at a time, always on the newest clean analysis; an edit
-cancels a run under way (it stops before its next destination). Requests
+follow in a second pass once typing pauses, at most one run per mesh at a
+time, always on the newest clean analysis, in a forked child process
+(verifier_process.py) so that it never holds the interpreter while an
+edit is checked; an edit kills a run under way. Requests
 (hover, definition...) use the newest analysis, computing it first if edits
 are pending.
 
@@ -37,6 +38,7 @@ from . import DEFAULT_DEBOUNCE_MS, MAX_FILE_BYTES, complete, hover
 from .carry import Edit, carry
 from .convert import offset_at, path_of, span_range, to_lsp, uri_of, use_lsp_line_ends
 from .meshes import Analysis, Cancelled, ParseCache, analyse, root_of, verify
+from .verifier_process import FORK, VerifierProcess
 from .rpc import PARSE_ERROR, MeshProtocol, is_parse_error
 from .symbols import document_symbols
 
@@ -55,6 +57,7 @@ class MeshState:
     verifying: bool = False
     error_generation: int = -1
     verify_next: Analysis | None = None
+    verifier: VerifierProcess | None = None  # the child verifying this mesh now
     # The last verifier findings, by file, as published: shown with every
     # analysis until the next verification replaces them (carry.py).
     kept: dict[str, list[lsp.Diagnostic]] = field(default_factory=dict)
@@ -72,7 +75,13 @@ class MeshLanguageServer(LanguageServer):
         self.meshes: dict[str, MeshState] = {}
         self.parse_cache = ParseCache()  # only touched on the check thread
         self.check_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-check")
-        self.verify_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-verify")
+        self.verify_pool = ThreadPoolExecutor(1, thread_name_prefix="meshc-verify")  # without os.fork only
+        # Whether verifications run in a child process (see verifier_process.py).
+        self.verify_in_process = FORK
+        # Jobs given to the check thread and not yet seen finished (counted on
+        # the event loop): a verifier child is forked only when this is 0.
+        self.check_jobs = 0
+        self.verifier_loaded = False
         self.docs_url: str | None = None  # a mirror of the code pages (the `docsUrl` option)
         self._gc_timer: asyncio.TimerHandle | None = None
         self.collections = 0  # idle collections run (for tests)
@@ -138,7 +147,8 @@ class MeshLanguageServer(LanguageServer):
         for uri in st.published:
             files.add(path_of(uri))
             self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
-        self.check_pool.submit(self.parse_cache.forget, files)  # the cache belongs to the check thread
+        self._stop_verifier(st)
+        self._on_check_thread(self.parse_cache.forget, files)  # the cache belongs to the check thread
         self._collect_when_idle()
 
     def carry_findings(self, params: lsp.DidChangeTextDocumentParams) -> None:
@@ -160,6 +170,7 @@ class MeshLanguageServer(LanguageServer):
         root = root_of(path_of(uri))
         st = self.state(root)
         st.generation += 1
+        self._stop_verifier(st)  # before the analysis: its result is stale, and it would compete for the CPU
         if st.task is not None and not st.task.done():
             st.task.cancel()
         st.task = asyncio.get_running_loop().create_task(self._refresh(root, st.generation))
@@ -203,13 +214,23 @@ class MeshLanguageServer(LanguageServer):
         finally:
             self.analysing -= 1
 
+    def _on_check_thread(self, fn, *args) -> asyncio.Future:
+        """Run fn on the check thread, counted in `check_jobs` until the event loop sees it end."""
+        self.check_jobs += 1
+        fut = asyncio.get_running_loop().run_in_executor(self.check_pool, fn, *args)
+
+        def done(_f) -> None:
+            self.check_jobs -= 1
+
+        fut.add_done_callback(done)
+        return fut
+
     async def _analyse(self, root: str, generation: int) -> Analysis | None:
         """Analyse the mesh's current texts; None when a newer edit made the result stale."""
         buffers = self.buffers()
-        loop = asyncio.get_running_loop()
         st = self.state(root)
         try:
-            a = await loop.run_in_executor(self.check_pool, self._analyse_now, root, buffers, generation)
+            a = await self._on_check_thread(self._analyse_now, root, buffers, generation)
         except Exception as exc:  # a bug in a check: say so once, keep serving
             log.exception("analysis of %s failed", root)
             st.verify_next = None  # an older analysis is no longer the text to verify
@@ -291,9 +312,13 @@ class MeshLanguageServer(LanguageServer):
                 st.verify_next = None
                 if st.generation != a.generation:
                     break  # edits since, not analysed yet: their analysis queues itself
-                stale = lambda: st.generation != a.generation  # noqa: E731  (read on the verify thread)
+                stale = lambda: st.generation != a.generation  # noqa: E731
                 try:
-                    a.verified = await loop.run_in_executor(self.verify_pool, verify, a, stale)
+                    if self.verify_in_process:
+                        found = await self._verify_in_child(st, a, stale)
+                    else:
+                        found = await loop.run_in_executor(self.verify_pool, verify, a, stale)
+                    a.verified = found
                 except Cancelled:
                     self.cancelled_verifications += 1
                     log.debug("verification of %s cancelled by a newer edit", root)
@@ -305,8 +330,50 @@ class MeshLanguageServer(LanguageServer):
                 if a is st.analysis and st.generation == a.generation and a.verified is not None:
                     self.publish(a)
         finally:
+            self._stop_verifier(st)  # this task was cancelled (the server is stopping)
             st.verifying = False
             self._collect_when_idle()
+
+    async def _verify_in_child(self, st: MeshState, a: Analysis, stale) -> list | None:
+        """Verify `a` in a forked child (verifier_process.py): forked once the
+        check thread is idle, killed by the next edit (`touch`) or when it is
+        found stale here."""
+        if not self.verifier_loaded:  # once, so that no child imports it again (about 0.1 s each)
+            await self._on_check_thread(_load_verifier)
+            self.verifier_loaded = True
+        while self.check_jobs:  # never fork while the check thread may hold a lock
+            await asyncio.sleep(0.005)
+        if stale():
+            raise Cancelled
+        st.verifier = child = VerifierProcess(lambda analysis: verify(analysis, stale), a)
+        try:
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(child.future), 0.05)
+                except asyncio.TimeoutError:
+                    if stale():  # an edit kills it at once (touch); this catches any other way
+                        child.cancel()
+        finally:
+            child.cancel()  # no-op once it has answered; otherwise this task was cancelled
+            if st.verifier is child:
+                st.verifier = None
+
+    def _stop_verifier(self, st: MeshState) -> None:
+        if st.verifier is not None:
+            st.verifier.cancel()
+
+    def stop_verifiers(self) -> None:
+        """Kill every verifier child (the server is exiting)."""
+        for st in self.meshes.values():
+            self._stop_verifier(st)
+
+
+def _load_verifier() -> None:
+    """What meshes.verify imports when it runs (z3 stays lazy: rarely needed)."""
+    from .. import triage  # noqa: F401
+    from ..gc_pause import gc_paused  # noqa: F401
+    from ..verify import (assertions, atoms, auth, callgraph, egress, exposure, limits,  # noqa: F401
+                          mtls, partition, raw_paths, routes)
 
 
 def _range_key(r: lsp.Range) -> tuple[int, int, int, int]:
@@ -332,6 +399,8 @@ def make_server(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = Tru
             ls.run_verifier = opts["verify"]
         if isinstance(opts.get("verifyDelayMs"), int):
             ls.verify_delay = opts["verifyDelayMs"] / 1000
+        if opts.get("verifyIn") in ("process", "thread"):  # "thread": as before 2026-12-07 (benchmarks)
+            ls.verify_in_process = FORK and opts["verifyIn"] == "process"
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     async def did_open(ls: MeshLanguageServer, params: lsp.DidOpenTextDocumentParams):
@@ -511,6 +580,9 @@ def serve(debounce_ms: int = DEFAULT_DEBOUNCE_MS, run_verifier: bool = True) -> 
     gc.collect()
     gc.freeze()
     gc.disable()  # collected when idle (see the module doc)
-    server.start_io()
+    try:
+        server.start_io()
+    finally:
+        server.stop_verifiers()
     # The protocol: exit after shutdown is a clean stop (0), anything else is not (1).
     sys.exit(0 if server.shutdown_requested else 1)
