@@ -178,13 +178,14 @@ def test_internet_principal_is_the_gateway_and_the_claims(tmp_path):
     inbound = _listener(b, "inbound")
     hcm = _hcm(inbound)
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names.index("envoy.filters.http.jwt_authn") < names.index("envoy.filters.http.rbac")
+    assert names.index("envoy.filters.http.jwt_authn") < names.index("meshc.inbound.deny")
     jwt_cfg = hcm["http_filters"][0]["typed_config"]
     # The plan's validating providers: an invalid token is 401 here too, a missing one passes.
     assert jwt_cfg["rules"][0]["requires"]["requires_any"]["requirements"] == [
         {"provider_name": "auth"}, {"allow_missing": {}}]
     assert "local_reply_config" in hcm  # another audience's 403 is 401 too
-    policies = hcm["http_filters"][1]["typed_config"]["rules"]["policies"]
+    policies = hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]["meshc.inbound.allow"][
+        "rbac"]["rules"]["policies"]
     text = json.dumps(policies["allow-1"])
     assert "spiffe://example.org/ns/edge/sa/web-gw" in text and '"key": "scope"' in text
     sans = inbound["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"][

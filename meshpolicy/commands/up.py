@@ -276,6 +276,8 @@ def _reload(paths, plan, sup, workdir, with_verify, override=None):
         up.hot_reload(plan, new, sup)
     except up.UpError as exc:
         click.echo(f"meshc up: the change was not applied everywhere: {exc}", err=True)
+        if getattr(exc, "diagnostics", None):  # a NACK, at its policy construct (MP780)
+            emit(exc.diagnostics, checked.project.files, "text", out=sys.stderr, quiet=True)
         return new, f"not applied everywhere: {exc}"
     click.echo(f"meshc up: applied {what} at {time.strftime('%H:%M:%S')}", err=True)
     return new, None

@@ -479,9 +479,15 @@ def hot_reload(plan: Plan, new: Plan, sup: Supervisor) -> None:
         late = [n for n in changed if not cp.wait_acked(n, new.snapshots[n], timeout=15)]
         rejected = cp.nacks[before:]
         if rejected or late:
+            from ..xds.nack import nack_diagnostic
+
             problems = [f"{n.node} rejected {n.type_url.rsplit('.', 1)[-1]}: {n.message}" for n in rejected]
             problems += [f"{n} did not confirm the change in time" for n in late if n not in {r.node for r in rejected}]
-            raise UpError("; ".join(problems) + " (these workloads keep their last good configuration)")
+            err = UpError("; ".join(problems) + " (these workloads keep their last good configuration)")
+            # MP780 at the policy construct each rejected resource came from (xds/nack.py).
+            err.diagnostics = [nack_diagnostic(new.mesh, n, new.snapshots[n.node], plan.snapshots.get(n.node))
+                               for n in rejected if n.node in new.snapshots]
+            raise err
         return
     for old_w, new_w in zip(plan.workloads, new.workloads):
         if plan.proxy == "meshproxy":

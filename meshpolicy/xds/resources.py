@@ -29,18 +29,33 @@ _ADS = {"ads": {}, "resource_api_version": "V3"}
 XDS_CLUSTER = "meshc-xds"
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass
 class Snapshot:
-    """One workload's resources: type URL -> name -> resource (a JSON-ready dict)."""
+    """One workload's resources: type URL -> name -> resource (a JSON-ready dict).
+    Fill it before asking for versions: they are computed once and kept."""
 
     node: str
     resources: dict[str, dict[str, dict]] = field(default_factory=dict)
+    _versions: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def versions(self, type_url: str) -> dict[str, str]:
+        """name -> content hash of each resource of a type: delta xDS sends a
+        resource only when its hash differs from what the workload has."""
+        got = self._versions.get(type_url)
+        if got is None:
+            got = self._versions[type_url] = {
+                name: _digest(json.dumps(r, sort_keys=True, separators=(",", ":")))
+                for name, r in self.resources.get(type_url, {}).items()}
+        return got
 
     def version(self, type_url: str) -> str:
-        """A content hash: the same resources give the same version, so a push
-        that changes nothing for a workload sends it nothing."""
-        body = json.dumps(self.resources.get(type_url, {}), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        """The version of a whole type: the same resources give the same
+        version, so a push that changes nothing for a workload sends it nothing."""
+        return _digest(json.dumps(sorted(self.versions(type_url).items()), separators=(",", ":")))
 
 
 def _hcms(listener: dict):
@@ -95,14 +110,16 @@ def join(snap: Snapshot) -> dict:
     return {"listeners": listeners, "clusters": clusters}
 
 
-def xds_bootstrap(static: dict, control_plane_port: int) -> dict:
+def xds_bootstrap(static: dict, control_plane_port: int, delta: bool = True) -> dict:
     """What a workload's Envoy starts with under the control plane: its node,
     admin and process settings from the static bootstrap, and only the
     control plane's address; every listener, route, cluster and endpoint
-    comes over ADS."""
+    comes over ADS, incremental (delta xDS) unless delta is False (state of
+    the world: every response carries all resources of its type)."""
     out = {k: v for k, v in static.items() if k != "static_resources"}
     out["dynamic_resources"] = {
-        "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+        "ads_config": {"api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3",
+                       "set_node_on_first_message_only": True,
                        "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
         "cds_config": _ADS,
         "lds_config": _ADS,

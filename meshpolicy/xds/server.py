@@ -1,18 +1,25 @@
-"""The control plane: an ADS server (state of the world, xDS v3) over gRPC.
+"""The control plane: an ADS server (xDS v3) over gRPC, incremental (delta
+xDS, what `meshc up` bootstraps ask for) and state of the world.
 
 Each workload's Envoy opens one ADS stream and asks for clusters and
 listeners, then for the endpoints and routes they name. The server answers
 from that workload's current Snapshot. A new policy is `publish`ed as new
-snapshots: only workloads whose resources of a type changed (by content
-hash) are sent that type, so a change that touches k of N workloads costs
-O(k) pushes. An ACK records the version a workload runs; a NACK (a response
-Envoy rejected) is recorded with Envoy's message and the rejected version,
-and the workload keeps its last good configuration: the same version is not
-sent again, the next publish replaces it.
+snapshots: only workloads whose resources changed (by content hash) are sent
+anything, so a change that touches k of N workloads costs O(k) pushes. Over
+delta xDS a push carries only the resources whose hash changed and the names
+of those removed; over state of the world, every resource of a changed type.
+
+An ACK records the version a workload runs; a NACK (a response Envoy
+rejected) is recorded with Envoy's message, the rejected version and the
+resources that response carried, and the workload keeps its last good
+configuration: the same version is not sent again, the next publish
+replaces it. meshpolicy/xds/nack.py turns a NACK into a diagnostic at the
+policy construct the rejected resource came from.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import queue
 import threading
@@ -22,6 +29,8 @@ from dataclasses import dataclass, field
 
 from .resources import PUSH_ORDER, Snapshot
 
+_ABSENT = ""  # delta: a named resource the workload was told does not exist
+
 
 @dataclass
 class Nack:
@@ -29,7 +38,20 @@ class Nack:
     type_url: str
     version: str  # the version Envoy rejected
     message: str  # Envoy's reason
+    resources: tuple[str, ...] = ()  # the names the rejected response carried
     at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One response on a stream (for tests and benchmarks: what a push cost)."""
+
+    node: str
+    type_url: str
+    names: tuple[str, ...]  # resources carried
+    removed: tuple[str, ...]  # delta only: names removed
+    push: bool  # sent because of a publish (not asked for by a request)
+    delta: bool
 
 
 def _load_types(resource: dict) -> None:
@@ -65,12 +87,15 @@ class ControlPlane:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[str, Snapshot] = {}
-        self._packed: dict[tuple[str, str, str], list] = {}  # (node, type, version) -> [Any]
+        self._packed: dict[tuple[str, str, str], object] = {}  # (type, name, resource version) -> Any
         self._streams: dict[int, tuple[str | None, queue.Queue]] = {}
         self._ids = itertools.count()
         self.acked: dict[tuple[str, str], str] = {}  # (node, type) -> version Envoy runs
+        self.acked_at: dict[tuple[str, str], float] = {}  # (node, type) -> time.monotonic() of that ACK
         self.nacks: list[Nack] = []
         self.pushes = 0  # responses sent because a publish changed something
+        self.sent: collections.deque[Sent] = collections.deque(maxlen=100_000)
+        self.on_nack = None  # called with each Nack, from the stream's thread
         self._server = None
         self.port: int | None = None
 
@@ -84,10 +109,16 @@ class ControlPlane:
                 if old is None or any(old.version(t) != snap.version(t) for t in PUSH_ORDER):
                     changed.append(node)
                 self._snapshots[node] = snap
+            live = {(t, n, v) for s in self._snapshots.values() for t in PUSH_ORDER for n, v in s.versions(t).items()}
+            for key in [k for k in self._packed if k not in live]:
+                del self._packed[key]
             streams = [(n, q) for n, q in self._streams.values() if n in changed]
         for _, q in streams:
             q.put(("publish", None))
         return changed
+
+    def snapshot(self, node: str) -> Snapshot | None:
+        return self._snapshots.get(node)
 
     def wait_acked(self, node: str, snap: Snapshot, timeout: float = 10.0) -> bool:
         """True once the workload runs every type of snap (for tests and `meshc up`)."""
@@ -95,26 +126,29 @@ class ControlPlane:
         while time.monotonic() < deadline:
             if all(self.acked.get((node, t)) == snap.version(t) for t in PUSH_ORDER if snap.resources.get(t)):
                 return True
-            time.sleep(0.02)
+            time.sleep(0.005)
         return False
 
-    def _response(self, node: str, type_url: str, nonce: str):
-        from envoy.service.discovery.v3 import discovery_pb2
-
-        snap = self._snapshots.get(node)
-        if snap is None:
-            return None
-        version = snap.version(type_url)
-        key = (node, type_url, version)
+    def _any(self, snap: Snapshot, type_url: str, name: str):
+        """Under the lock: one resource packed, shared by every workload serving the same content."""
+        key = (type_url, name, snap.versions(type_url)[name])
         packed = self._packed.get(key)
         if packed is None:
-            packed = [_pack(type_url, r) for _, r in sorted(snap.resources.get(type_url, {}).items())]
-            self._packed[key] = packed
-        return discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce,
-                                               resources=packed)
+            packed = self._packed[key] = _pack(type_url, snap.resources[type_url][name])
+        return packed
 
-    # ---- the ADS stream
-    def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 (gRPC's name)
+    def _ack(self, node: str | None, type_url: str, version: str) -> None:
+        if self.acked.get((node, type_url)) != version:
+            self.acked_at[(node, type_url)] = time.monotonic()
+        self.acked[(node, type_url)] = version
+
+    def _nacked(self, nack: Nack) -> None:
+        self.nacks.append(nack)
+        if self.on_nack is not None:
+            self.on_nack(nack)
+
+    def _stream(self, request_iterator, context):
+        """Register a stream: its inbox gets ("request", req), ("publish", None) and ("end", None)."""
         inbox: queue.Queue = queue.Queue()
         stream = next(self._ids)
 
@@ -127,6 +161,29 @@ class ControlPlane:
             inbox.put(("end", None))
 
         threading.Thread(target=read, daemon=True, name=f"ads-read-{stream}").start()
+        return stream, inbox
+
+    def _joined(self, stream: int, node: str, inbox: queue.Queue) -> None:
+        with self._lock:
+            self._streams[stream] = (node, inbox)
+
+    def _left(self, stream: int) -> None:
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    # ---- state of the world
+    def _response(self, node: str, type_url: str, nonce: str):
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        snap = self._snapshots.get(node)
+        if snap is None:
+            return None
+        packed = [self._any(snap, type_url, name) for name in sorted(snap.resources.get(type_url, {}))]
+        return discovery_pb2.DiscoveryResponse(version_info=snap.version(type_url), type_url=type_url, nonce=nonce,
+                                               resources=packed)
+
+    def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 (gRPC's name)
+        stream, inbox = self._stream(request_iterator, context)
         node: str | None = None
         sent: dict[str, str] = {}  # type -> version last sent
         wanted: list[str] = []
@@ -139,16 +196,17 @@ class ControlPlane:
                 if kind == "request":
                     if req.node.id:
                         node = req.node.id
-                        with self._lock:
-                            self._streams[stream] = (node, inbox)
+                        self._joined(stream, node, inbox)
                     tu = req.type_url
                     if tu not in wanted:
                         wanted.append(tu)
                     if req.response_nonce:
                         if req.HasField("error_detail"):
-                            self.nacks.append(Nack(node or "?", tu, sent.get(tu, ""), req.error_detail.message))
+                            snap = self._snapshots.get(node or "")
+                            names = tuple(sorted(snap.resources.get(tu, {}))) if snap else ()
+                            self._nacked(Nack(node or "?", tu, sent.get(tu, ""), req.error_detail.message, names))
                             continue  # keep the last good config: never resend a rejected version
-                        self.acked[(node, tu)] = req.version_info
+                        self._ack(node, tu, req.version_info)
                         if sent.get(tu) == self._current(node, tu):
                             continue
                     types = [tu]
@@ -165,14 +223,109 @@ class ControlPlane:
                     sent[tu] = resp.version_info
                     if kind == "publish":
                         self.pushes += 1
+                    self.sent.append(Sent(node, tu, tuple(sorted(self._snapshots[node].resources.get(tu, {}))), (),
+                                          kind == "publish", False))
                     yield resp
         finally:
-            with self._lock:
-                self._streams.pop(stream, None)
+            self._left(stream)
 
     def _current(self, node: str | None, type_url: str) -> str | None:
         snap = self._snapshots.get(node) if node else None
         return snap.version(type_url) if snap is not None else None
+
+    # ---- incremental (delta xDS)
+    def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802 (gRPC's name)
+        """Per type: what the workload subscribed to (None: every resource, a
+        wildcard), and name -> version of what it has. A response carries the
+        subscribed resources whose version differs and the names removed."""
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        stream, inbox = self._stream(request_iterator, context)
+        node: str | None = None
+        subscribed: dict[str, set[str] | None] = {}
+        has: dict[str, dict[str, str]] = {}
+        answered: set[str] = set()  # types sent at least one response (a first wildcard request needs one)
+        pending: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # nonce -> (type, system version, names)
+        nonces = itertools.count(1)
+        try:
+            while True:
+                kind, req = inbox.get()
+                if kind == "end" or not context.is_active():
+                    return
+                if kind == "request":
+                    if req.node.id:
+                        node = req.node.id
+                        self._joined(stream, node, inbox)
+                    tu = req.type_url
+                    if req.response_nonce:
+                        tu_sent, version, names = pending.pop(req.response_nonce, (tu, "", ()))
+                        if req.HasField("error_detail"):
+                            self._nacked(Nack(node or "?", tu_sent, version, req.error_detail.message, names))
+                        elif version:
+                            self._ack(node, tu_sent, version)
+                    self._subscribe(req, subscribed, has)
+                    types = [tu]
+                else:
+                    types = [t for t in PUSH_ORDER if t in subscribed]
+                for tu in types:
+                    snap = self._snapshots.get(node or "")
+                    if snap is None or tu not in subscribed:
+                        continue
+                    nonce = str(next(nonces))
+                    with self._lock:
+                        resp = self._delta(snap, tu, subscribed[tu], has.setdefault(tu, {}), nonce,
+                                           discovery_pb2, first=tu not in answered)
+                    if resp is None:
+                        continue
+                    answered.add(tu)
+                    names = tuple(r.name for r in resp.resources)
+                    pending[nonce] = (tu, resp.system_version_info, names)
+                    if kind == "publish":
+                        self.pushes += 1
+                    self.sent.append(Sent(node, tu, names, tuple(resp.removed_resources), kind == "publish", True))
+                    yield resp
+        finally:
+            self._left(stream)
+
+    @staticmethod
+    def _subscribe(req, subscribed: dict, has: dict) -> None:
+        tu = req.type_url
+        names = set(req.resource_names_subscribe)
+        if tu not in subscribed:
+            # A first request naming nothing (or `*`) subscribes to everything of its type.
+            subscribed[tu] = None if (not names or "*" in names) else set()
+        current = subscribed[tu]
+        if current is not None:
+            current |= names - {"*"}
+            current -= set(req.resource_names_unsubscribe)
+        mine = has.setdefault(tu, {})
+        for name in req.resource_names_unsubscribe:
+            mine.pop(name, None)
+        # A reconnecting Envoy says what it still has: send only what differs.
+        for name, version in req.initial_resource_versions.items():
+            mine[name] = version
+
+    def _delta(self, snap: Snapshot, tu: str, subscribed, has: dict[str, str], nonce: str, pb, first: bool):
+        versions = snap.versions(tu)
+        wanted = versions.keys() if subscribed is None else subscribed
+        changed = sorted(n for n in wanted if n in versions and has.get(n) != versions[n])
+        if subscribed is None:
+            removed = sorted(n for n in has if n not in versions)
+        else:
+            removed = sorted(n for n in wanted if n not in versions and has.get(n) != _ABSENT)
+        if not changed and not removed and not first:
+            return None
+        resources = []
+        for name in changed:
+            resources.append(pb.Resource(name=name, version=versions[name], resource=self._any(snap, tu, name)))
+            has[name] = versions[name]
+        for name in removed:
+            if subscribed is None:
+                del has[name]
+            else:
+                has[name] = _ABSENT
+        return pb.DeltaDiscoveryResponse(system_version_info=snap.version(tu), type_url=tu, nonce=nonce,
+                                         resources=resources, removed_resources=removed)
 
     # ---- serving
     def start(self, port: int = 0, address: str = "127.0.0.1", max_streams: int = 2048) -> int:
@@ -190,9 +343,12 @@ class ControlPlane:
 
         plane = self
 
-        class Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # delta xDS: UNIMPLEMENTED, Envoy falls back
+        class Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802
                 return plane.StreamAggregatedResources(request_iterator, context)
+
+            def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802
+                return plane.DeltaAggregatedResources(request_iterator, context)
 
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_streams),
                                    maximum_concurrent_rpcs=max_streams)

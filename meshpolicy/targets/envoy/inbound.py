@@ -12,7 +12,7 @@ from .conventions import APP_CLUSTER, ca_file
 from .sds import tls_certificates
 from .ratelimit import limits_on, ratelimit_filter
 from .jwt_authn import AUDIENCE_401, authn_filter, validating
-from .rbac import allowed_san_matchers, rbac_filters
+from .rbac import allowed_san_matchers, rbac_http_filters, rbac_network_filters, rbac_per_route
 from .tracing import hcm_tracing
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -60,7 +60,7 @@ def _http_filters(ctx: Ctx, svc: Service) -> list[dict]:
     if providers:
         # Before RBAC and the rate limit, which read the validated claims.
         filters.append(authn_filter(ctx, providers))
-    filters += rbac_filters(ctx, svc, network=False)
+    filters += rbac_http_filters(ctx)
     rl = ratelimit_filter(ctx, svc)
     if rl is not None:
         filters.append(rl)
@@ -74,7 +74,7 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
             lim = limits[0]
             ctx.unsupported("a rate limit on a tcp service", lim.span,
                             "Envoy's per-caller local rate limits count HTTP requests")
-        return rbac_filters(ctx, svc, network=True) + [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        return rbac_network_filters(ctx, svc) + [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
             "@type": TCP_PROXY, "stat_prefix": "inbound", "cluster": APP_CLUSTER}}]
     hcm: dict = {
         "@type": HCM,
@@ -96,7 +96,9 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
                          "virtual_hosts": [{
             "name": "inbound", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "0s"}}]}]},
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "0s"}}],
+            # Authorization: served by RDS, so a change applies to the next request (rbac.py).
+            **({"typed_per_filter_config": authz} if (authz := rbac_per_route(ctx, svc)) else {})}]},
         "http_filters": _http_filters(ctx, svc),
     }
     if hcm["http_filters"][0]["name"] == "envoy.filters.http.jwt_authn":

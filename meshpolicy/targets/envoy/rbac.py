@@ -5,6 +5,15 @@ deny denies, else any matching allow allows, else the default stance) takes
 two filters in sequence. With `default allow` the ALLOW filter is left out
 (everything the DENY filter lets through is allowed); with `default deny`
 an ALLOW filter without policies denies everything.
+
+HTTP services: the rules live in the inbound route configuration (RDS), as
+`RBACPerRoute` on its virtual host, over two filters in the listener that
+carry no rules of their own (the ALLOW one fails closed). A policy change
+then changes the route configuration, which Envoy applies to the next
+request on every connection, and not the listener, whose update would
+leave kept-alive connections on the old rules while they drain
+(docs/up.md, "--watch"). tcp services keep network RBAC in the listener:
+it decides once per connection anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ from .matchers import methods_header, string_matcher
 
 RBAC_HTTP = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 RBAC_NETWORK = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+# The inbound HCM's RBAC filters, named so the route configuration can override each.
+INBOUND_DENY, INBOUND_ALLOW = "meshc.inbound.deny", "meshc.inbound.allow"
 
 
 def principal(ctx: Ctx, s: Source) -> dict:
@@ -97,25 +109,43 @@ def _check_tcp_rules(ctx: Ctx, dest: Service) -> None:
                             f"`{dest.name}` speaks tcp only, so its sidecar sees no HTTP method or path")
 
 
-def rbac_filters(ctx: Ctx, dest: Service, network: bool) -> list[dict]:
-    """The DENY filter (when there are deny rules), then the ALLOW filter
-    (unless the mesh allows by default)."""
-    if network:
-        _check_tcp_rules(ctx, dest)
-    out = []
-    name = "envoy.filters.network.rbac" if network else "envoy.filters.http.rbac"
-    type_url = RBAC_NETWORK if network else RBAC_HTTP
+def _rule_sets(ctx: Ctx, dest: Service):
+    """(effect, policies) for the DENY set (when there are deny rules), then
+    the ALLOW set (unless the mesh allows by default)."""
     for effect in ("deny", "allow"):
         pols = policies(ctx, dest, effect)
         if effect == "deny" and not pols:
             continue
         if effect == "allow" and ctx.mesh.settings.default == "allow":
             continue
-        cfg: dict = {"@type": type_url, "rules": {"action": effect.upper(), "policies": pols}}
-        if network:
-            cfg["stat_prefix"] = f"inbound_{effect}_"
-        out.append({"name": name, "typed_config": cfg})
+        yield effect, pols
+
+
+def rbac_network_filters(ctx: Ctx, dest: Service) -> list[dict]:
+    """A tcp service's network RBAC filters, rules inline."""
+    _check_tcp_rules(ctx, dest)
+    return [{"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": RBAC_NETWORK, "rules": {"action": effect.upper(), "policies": pols},
+        "stat_prefix": f"inbound_{effect}_"}} for effect, pols in _rule_sets(ctx, dest)]
+
+
+def rbac_http_filters(ctx: Ctx) -> list[dict]:
+    """The inbound HCM's RBAC filters, the same for every policy of a given
+    default stance: DENY without rules (denies nothing unless overridden),
+    and, unless the mesh allows by default, ALLOW without policies (denies
+    everything unless overridden: a request no virtual host covers is refused)."""
+    out = [{"name": INBOUND_DENY, "typed_config": {"@type": RBAC_HTTP}}]
+    if ctx.mesh.settings.default != "allow":
+        out.append({"name": INBOUND_ALLOW, "typed_config": {"@type": RBAC_HTTP, "rules": {"action": "ALLOW"}}})
     return out
+
+
+def rbac_per_route(ctx: Ctx, dest: Service) -> dict:
+    """typed_per_filter_config of the inbound virtual host: the destination's
+    rules for the filters of rbac_http_filters."""
+    names = {"deny": INBOUND_DENY, "allow": INBOUND_ALLOW}
+    return {names[effect]: {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": effect.upper(), "policies": pols}}}
+            for effect, pols in _rule_sets(ctx, dest)}
 
 
 def allowed_san_matchers(ctx: Ctx, dest: Service) -> list[dict]:
