@@ -16,9 +16,10 @@ class Tok:
     """A token: lexical class (later the grammar terminal) in `type`, text in `value`.
 
     Lighter than lark.Token (not a str subclass): the parser makes one per token.
+    A token never spans lines, so its end line and column are derived, not stored.
     """
 
-    __slots__ = ("type", "value", "start_pos", "end_pos", "line", "column", "end_line", "end_column")
+    __slots__ = ("type", "value", "start_pos", "end_pos", "line", "column")
 
     def __init__(self, type_, value, start, end, line, col):
         self.type = type_
@@ -27,8 +28,14 @@ class Tok:
         self.end_pos = end
         self.line = line
         self.column = col
-        self.end_line = line
-        self.end_column = col + (end - start)
+
+    @property
+    def end_line(self) -> int:
+        return self.line
+
+    @property
+    def end_column(self) -> int:
+        return self.column + (self.end_pos - self.start_pos)
 
     def __str__(self) -> str:
         return self.value
@@ -59,6 +66,14 @@ _TOKEN_RE = re.compile(
         ]
     )
 )
+# What tokenize() runs: the same classes with the blanks before a token taken in the
+# same match (half as many matches). A blank run before the end of the text
+# matches nothing and is skipped; BAD never matches a blank, as above.
+_SCAN_RE = re.compile(
+    r"[ \t\f]*(?:"
+    + _TOKEN_RE.pattern.replace(r"(?P<WS>[ \t\f]+)|", "").replace(r"(?P<BAD>.)", r"(?P<BAD>[^ \t\f\n])")
+    + ")"
+)
 
 
 @dataclass(slots=True)
@@ -87,31 +102,28 @@ def tokenize(text: str) -> tuple[list[Tok], list[Comment], list[LexError]]:
     tokens: list[Tok] = []
     comments: list[Comment] = []
     errors: list[LexError] = []
+    append = tokens.append
     line = 1
     line_start = 0
     last_nl_or_start = True
-    for m in _TOKEN_RE.finditer(text):
+    for m in _SCAN_RE.finditer(text):
         kind = m.lastgroup
-        start, end = m.span()
-        if kind == "WS":
-            continue
-        col = start - line_start + 1
+        start, end = m.span(kind)
         if kind == "NL":
-            tokens.append(Tok("NL", "\n", start, end, line, col))
+            append(Tok("NL", "\n", start, end, line, start - line_start + 1))
             line += 1
             line_start = end
             last_nl_or_start = True
             continue
-        value = m.group()
+        value = text[start:end]
         if kind == "COMMENT":
-            comments.append(Comment(value, line, col, start, end, last_nl_or_start))
+            comments.append(Comment(value, line, start - line_start + 1, start, end, last_nl_or_start))
             continue
         last_nl_or_start = False
-        tok = Tok(kind, value, start, end, line, col)
-        if kind in ("BAD", "BADSTRING"):
-            errors.append(LexError(kind, tok))
+        if kind == "BAD" or kind == "BADSTRING":
+            errors.append(LexError(kind, Tok(kind, value, start, end, line, start - line_start + 1)))
             continue
-        tokens.append(tok)
+        append(Tok(kind, value, start, end, line, start - line_start + 1))
     return tokens, comments, errors
 
 

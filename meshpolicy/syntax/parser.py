@@ -113,18 +113,35 @@ class Grammar:
                 if t.name not in _FRIENDLY and "|" in pat.value:
                     self._display[t.name] = " or ".join(f"`{a}`" for a in alts)
         self._display.update(_FRIENDLY)
+        # A text that no keyword or keyword set matches (a name, nearly always) can only be one of
+        # the open classes: one match against all of them instead of one per terminal.
+        closed = [rx.pattern for name, rx, is_str in self._terms
+                  if name not in _OPEN_CLASSES and name not in _FIXED_CLASS]
+        self._closed = re.compile("|".join(f"(?:{p})" for p in closed))
+        self._open = sorted(((name, rx) for name, rx, _ in self._terms if name in _OPEN_CLASSES),
+                            key=lambda t: _OPEN_CLASSES.index(t[0]))
+        # Per-token lookups, filled as texts and states are met: the id of a token's candidates
+        # (by lexical class alone where its text does not matter, else by class and text), and
+        # (state, candidates id) -> the terminal the state takes (see pick).
+        self.cand_tuples: list[tuple[str, ...]] = []
+        self._cand_ids: dict[tuple[str, ...], int] = {}
+        self.fixed_ids = {cls: self._intern(cands) for cls, cands in _FIXED_CLASS.items()}
+        self.text_ids: dict[str, dict[str, int]] = {}
+        self.picks: dict[tuple[int, int], str | None] = {}
 
     def _plain(self, action, arg):
         """Shift: the next state. Reduce: (size, origin name, callback) of the rule."""
         if action is Shift:
             return arg
-        return (len(arg.expansion), str(arg.origin.name), self.callbacks[arg])
+        return (len(arg.expansion), str(arg.origin.name), _direct(self.callbacks[arg], len(arg.expansion)))
 
     @lru_cache(maxsize=4096)
     def candidates(self, cls: str, text: str) -> tuple[str, ...]:
         """Terminals a token could be, best first: keywords, then open classes."""
         if cls in _FIXED_CLASS:
             return _FIXED_CLASS[cls]
+        if not self._closed.fullmatch(text):
+            return tuple(name for name, rx in self._open if rx.fullmatch(text))
         exact, sets, open_ = [], [], []
         for name, rx, is_str in self._terms:
             if name in _FIXED_CLASS and name != "INT":
@@ -139,11 +156,73 @@ class Grammar:
         open_.sort(key=_OPEN_CLASSES.index)
         return tuple(exact + sets + open_)
 
+    def _intern(self, cands: tuple[str, ...]) -> int:
+        cid = self._cand_ids.get(cands)
+        if cid is None:
+            cid = self._cand_ids[cands] = len(self.cand_tuples)
+            self.cand_tuples.append(cands)
+        return cid
+
+    def cand_id(self, cls: str, text: str) -> int:
+        """The id of candidates(cls, text), remembered in text_ids (words and punctuation)."""
+        cid = self._intern(self.candidates(cls, text))
+        known = self.text_ids.setdefault(cls, {})
+        if len(known) >= _TEXTS_KEPT:  # a long-lived process (the language server) meets texts without end
+            known.clear()
+        known[text] = cid
+        return cid
+
+    def pick(self, state, cid: int) -> str | None:
+        """The first candidate the state accepts; AMBIGUOUS when a later one is accepted too; None
+        when none is. Remembered in picks."""
+        accepted = self.states[state]
+        cands = self.cand_tuples[cid]
+        ok = [n for n in cands if n in accepted]
+        out = None if not ok else ok[0] if len(ok) == 1 else AMBIGUOUS
+        self.picks[(state, cid)] = out
+        return out
+
     def describe(self, terminals) -> str:
         names = sorted({self._display.get(t, f"`{t.lower()}`") for t in terminals if t.isupper() or t == "$END"})
         if len(names) > 8:
             names = names[:8] + ["..."]
         return ", ".join(names)
+
+
+def _direct(callback, size: int):
+    """A rule callback without Lark's child-filter wrapper where that only picks children.
+
+    Lark wraps each transformer method in ChildFilterLALR_NoPlaceholders (drop the anonymous
+    tokens, splice in `_rule` / `__x_star` children) and `?rule`s in ExpandSingleChild; a wrapper
+    that splices nothing is a fixed selection of children, done here without its loop. Any other
+    callback (or a Lark whose wrappers look different) is returned as it is.
+    """
+    from operator import itemgetter
+
+    from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
+
+    if type(callback) is ExpandSingleChild:
+        inner = _direct(callback.node_builder, size)
+        return lambda children: children[0] if len(children) == 1 else inner(children)
+    if type(callback) is not ChildFilterLALR_NoPlaceholders:
+        return callback
+    try:
+        keep = [i for i, expand in callback.to_include if not expand]
+        splice = [i for i, expand in callback.to_include if expand]
+        build = callback.node_builder
+    except (AttributeError, TypeError, ValueError):
+        return callback
+    if splice or not all(isinstance(i, int) for i in keep):
+        return callback
+    if keep == list(range(size)):
+        return build  # every child kept: the slice the driver made is already a fresh list
+    if not keep:
+        return lambda children: build([])
+    if len(keep) == 1:
+        (i,) = keep
+        return lambda children: build([children[i]])
+    pick = itemgetter(*keep)
+    return lambda children: build(list(pick(children)))
 
 
 def _internals(lark):
@@ -171,6 +250,10 @@ def grammar() -> Grammar:
 
 class _Incomplete(Exception):
     pass
+
+
+_TEXTS_KEPT = 200_000
+AMBIGUOUS = "\0ambiguous"  # a pick: more than one candidate terminal is accepted (never a terminal name)
 _CONTINUES = {",", "->", "~>", "<=", "="}
 
 
@@ -292,29 +375,58 @@ class _Driver:
         self.item.append(tok)
         if self.failed:
             return
-        if self.ss is None:
+        g = self.g
+        ss = self.ss
+        if ss is None:
             kind = self.stack[-1].kind
-            self.ss = [self.g.start_states[kind]]
+            ss = self.ss = [g.start_states[kind]]
             self.vs = []
-            self.end_state = self.g.end_states[kind]
-        accepted = self.g.states[self.ss[-1]]
-        cands = self.g.candidates(tok.type, tok.value)
-        for i, name in enumerate(cands):
-            if name in accepted:
-                break
-        else:
-            self._syntax_error(tok, accepted)
+            self.end_state = g.end_states[kind]
+        state = ss[-1]
+        cid = g.fixed_ids.get(tok.type)
+        if cid is None:
+            try:
+                cid = g.text_ids[tok.type][tok.value]
+            except KeyError:
+                cid = g.cand_id(tok.type, tok.value)
+        try:
+            name = g.picks[(state, cid)]
+        except KeyError:
+            name = g.pick(state, cid)
+        if name is None:
+            self._syntax_error(tok, g.states[state])
             return
-        if i + 1 < len(cands) and any(n in accepted for n in cands[i + 1:]):
+        if name is AMBIGUOUS:
             # Two readings the state accepts (`->` as an arrow or as `~>`'s class REACH): the one
             # whose reductions end in a shift. A state may reduce on a terminal that the state the
             # reduction leads to does not shift (LALR merged lookaheads).
-            name = next((n for n in cands[i:] if n in accepted and self._shifts(n)), name)
+            accepted = g.states[state]
+            ok = [n for n in g.cand_tuples[cid] if n in accepted]
+            name = next((n for n in ok if self._shifts(n)), ok[0])
         tok.type = name  # from lexical class to grammar terminal
-        try:
-            self._push(tok)
-        except _Incomplete:
-            self._syntax_error(tok, accepted)
+        # The LALR loop for one token (as _push, inlined: this runs for every token).
+        states = g.states
+        vs = self.vs
+        while True:
+            act = states[ss[-1]].get(name)
+            if act is None:
+                self._syntax_error(tok, states[state])
+                return
+            action, arg = act
+            if action is Shift:
+                ss.append(arg)
+                vs.append(tok)
+                return
+            size, origin, callback = arg
+            if size:
+                children = vs[-size:]
+                del ss[-size:]
+                del vs[-size:]
+            else:
+                children = []
+            value = callback(children)
+            ss.append(states[ss[-1]][origin][1])
+            vs.append(value)
 
     def _shifts(self, typ: str) -> bool:
         """Whether the current item can shift `typ` after the reductions it causes (states only)."""
@@ -380,7 +492,9 @@ class _Driver:
         parent.items.append(node)
 
     def _span(self, first: Tok, last: Tok) -> Span:
-        return Span(self.path, first.line, first.column, last.end_line, last.end_column, first.start_pos, last.end_pos)
+        end = last.end_pos
+        return Span(self.path, first.line, first.column, last.line, last.column + (end - last.start_pos),
+                    first.start_pos, end)
 
     def _syntax_error(self, tok: Tok, accepted) -> None:
         self.failed = True

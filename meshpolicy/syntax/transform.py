@@ -25,8 +25,12 @@ CURRENT: contextvars.ContextVar[ParseContext] = contextvars.ContextVar("meshpoli
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
+_new = tuple.__new__  # Span(...) without NamedTuple's Python-level __new__: one per token
+
+
 def tspan(t: Tok) -> Span:
-    return Span(_path(), t.line, t.column, t.end_line, t.end_column, t.start_pos, t.end_pos)
+    start, end, col = t.start_pos, t.end_pos, t.column
+    return _new(Span, (CURRENT.get().path, t.line, col, t.line, col + (end - start), start, end))
 
 
 def _path() -> str:
@@ -53,10 +57,19 @@ def _merge(spans) -> Span | None:
 
 
 def span_of(children) -> Span:
-    s = _merge([_span_of(children[0]), _span_of(children[-1])]) if children else None
+    # (= _merge of the first and last child's spans, without the lists: one call per node)
+    if children:
+        first = _span_of(children[0])
+        last = _span_of(children[-1]) if len(children) > 1 else first
+        if first is not None:
+            if last is None:
+                return first
+            return _new(Span, (first[0], first[1], first[2], last[3], last[4], first[5], last[6]))
+        if last is not None:
+            return last
     # Rules whose tokens are all anonymous keywords get a placeholder; the
     # driver replaces every item's span with the exact one from its tokens.
-    return s or Span(CURRENT.get().path, 0, 0, 0, 0, 0, 0)
+    return Span(CURRENT.get().path, 0, 0, 0, 0, 0, 0)
 
 
 def ident(t: Tok) -> Ident:
@@ -72,19 +85,28 @@ def _bad(t: Tok, message: str) -> None:
 
 
 MAX_DURATION_MS = 10**12  # about 31 years; every target's duration type holds it
+_MAX_DIGITS = 4000  # Python converts at most 4300 digits of a string to an int
 
 
 def duration(t: Tok) -> Lit:
     """Exact integer milliseconds (no float rounding of long inputs)."""
-    from fractions import Fraction
-
     text = str(t)
     unit = "ms" if text.endswith("ms") else text[-1]
-    ms = Fraction(text[: -len(unit)]) * _UNIT_MS[unit]
+    number = text[: -len(unit)]
+    if len(number) > _MAX_DIGITS:  # int() and Fraction() refuse them (a traceback before)
+        _bad(t, f"duration `{text[:24]}...` has too many digits")
+        return Lit(MAX_DURATION_MS, text, tspan(t))
+    # Whole numbers (nearly all) in int arithmetic; Fraction only for a decimal point.
+    if number.isdigit():
+        ms = int(number) * _UNIT_MS[unit]
+    else:
+        from fractions import Fraction
+
+        ms = Fraction(number) * _UNIT_MS[unit]
     if ms > MAX_DURATION_MS:
         _bad(t, f"duration `{text[:24]}{'...' if len(text) > 24 else ''}` is too large (at most 31 years)")
         return Lit(MAX_DURATION_MS, text, tspan(t))
-    if ms.denominator != 1:
+    if not isinstance(ms, int) and ms.denominator != 1:
         _bad(t, f"duration `{text}` is not a whole number of milliseconds")
     return Lit(int(ms), text, tspan(t))
 
