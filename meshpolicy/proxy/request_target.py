@@ -27,9 +27,31 @@ def raw_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+# Targets repeat (a service calls the same few paths), and normalizing one
+# costs more than the rest of a request's checks: results are kept for
+# targets up to _MEMO_LEN characters, and the memo is emptied when full, so
+# a caller sending ever new targets only costs its own misses.
+_MEMO: dict[str, tuple[str, bytes] | None] = {}
+_MEMO_SIZE = 4096
+_MEMO_LEN = 256
+_MISS = object()
+
+
 def forward_target(raw_target: str) -> tuple[str, bytes] | None:
     """(the normalized path rules see, the target to send upstream), or None
     when the request must get 400."""
+    hit = _MEMO.get(raw_target, _MISS)
+    if hit is not _MISS:
+        return hit
+    out = _forward_target(raw_target)
+    if len(raw_target) <= _MEMO_LEN:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[raw_target] = out
+    return out
+
+
+def _forward_target(raw_target: str) -> tuple[str, bytes] | None:
     raw = raw_bytes(raw_target)
     if _TARGET.fullmatch(raw) is None:
         return None
@@ -41,5 +63,13 @@ def forward_target(raw_target: str) -> tuple[str, bytes] | None:
     return (normalized, out) if _TARGET.fullmatch(out) else None
 
 
+_METHODS_SEEN: set[str] = set()
+
+
 def valid_method(method: str) -> bool:
-    return _METHOD.fullmatch(raw_bytes(method)) is not None
+    if method in _METHODS_SEEN:
+        return True
+    ok = _METHOD.fullmatch(raw_bytes(method)) is not None
+    if ok and len(_METHODS_SEEN) < 64:  # the usual few; a caller's inventions are checked each time
+        _METHODS_SEEN.add(method)
+    return ok

@@ -73,20 +73,132 @@ class StreamedBody:
     length: int | None
 
 
-class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
+class _Conn(asyncio.Protocol):
+    """One upstream connection: an asyncio Protocol with its own read buffer,
+    so a response already received is parsed without a task switch per line
+    (a StreamReader costs a coroutine round trip per readuntil)."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.pos = 0  # start of what is not parsed yet
+        self.eof = False
+        self.exc: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.paused = False
+        self.drain_waiter: asyncio.Future | None = None
         self.idle_since = 0.0
 
+    # -- asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self.exc = exc
+        self._wake()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- writing
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport.is_closing() or (self.eof and self.exc is not None):
+            raise ConnectionResetError("Connection lost")
+        while self.paused:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
+            if self.transport.is_closing():
+                raise ConnectionResetError("Connection lost")
+
+    # -- reading: take_* return None when the bytes are not here yet
+    async def _more(self) -> None:
+        """Wait for more bytes; at the end of the stream, the exchange is cut short."""
+        if self.exc is not None:
+            raise self.exc
+        if self.eof:
+            raise asyncio.IncompleteReadError(bytes(self.buf[self.pos:]), None)
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def take_line(self) -> bytes | None:
+        i = self.buf.find(b"\n", self.pos)
+        if i < 0:
+            if len(self.buf) - self.pos > _MAX_LINE:  # as StreamReader's limit: the exchange is reset
+                raise asyncio.LimitOverrunError("line too long", 0)
+            return None
+        if i + 1 - self.pos > _MAX_LINE:
+            raise asyncio.LimitOverrunError("line too long", 0)
+        line = bytes(self.buf[self.pos:i + 1])
+        self.pos = i + 1
+        return line
+
+    async def line(self) -> bytes:
+        while (line := self.take_line()) is None:
+            await self._more()
+        return line
+
+    def take(self, n: int) -> bytes | None:
+        if len(self.buf) - self.pos < n:
+            return None
+        data = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return data
+
+    async def exactly(self, n: int) -> bytes:
+        while (data := self.take(n)) is None:
+            await self._more()
+        return data
+
+    async def to_eof(self) -> bytes:
+        while not self.eof:
+            await self._more()
+        if self.exc is not None:
+            raise self.exc
+        data = bytes(self.buf[self.pos:])
+        self.pos = len(self.buf)
+        return data
+
+    def consumed(self) -> None:
+        """The exchange is over: drop what it parsed (anything after it stays, and makes the connection unusable)."""
+        del self.buf[:self.pos]
+        self.pos = 0
+
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def reusable(self) -> bool:
         """Still open, and the server sent nothing since its last response
         (unasked bytes would be read as the next request's response)."""
-        buffered = getattr(self.reader, "_buffer", b"")  # StreamReader has no public peek
-        return not self.reader.at_eof() and not buffered and not self.writer.is_closing()
+        return not self.eof and not self.buf and not self.transport.is_closing()
 
 
 class Pool:
@@ -128,19 +240,19 @@ class Pool:
         origination to an external host); None: a mesh peer, checked by
         SPIFFE ID instead."""
         try:
-            reader, writer = await asyncio.open_connection(
-                addr, port, ssl=self.ssl if use_tls else None,
-                server_hostname=(server_name or "") if use_tls else None, limit=_MAX_LINE)
+            transport, conn = await asyncio.get_running_loop().create_connection(
+                _Conn, addr, port, ssl=self.ssl if use_tls else None,
+                server_hostname=(server_name or "") if use_tls else None)
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError("connect-failure", str(exc)) from None
         if use_tls and expected_id is not None:
-            got = peer_spiffe_id(writer.get_extra_info("peercert"))
+            got = peer_spiffe_id(transport.get_extra_info("peercert"))
             if got != expected_id:
-                writer.close()
+                transport.close()
                 raise UpstreamError("identity", f"peer is {got!r}, expected {expected_id!r}")
         key = _key(addr, port, server_name)
         self.open_count[key] = self.open_count.get(key, 0) + 1
-        return _Conn(reader, writer)
+        return conn
 
     def connections(self, addr: str, port: int) -> int:
         return self.open_count.get((addr, port), 0)
@@ -219,43 +331,36 @@ async def _send_body(conn: _Conn, body: StreamedBody) -> None:
     def put(data: bytes) -> None:
         nonlocal sent
         sent += len(data)
-        conn.writer.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
 
     if body.head:
         put(body.head)
     async for data in body.rest:
         if data:
             put(data)
-            await conn.writer.drain()
+            await conn.drain()
     if chunked:
-        conn.writer.write(b"0\r\n\r\n")
+        conn.write(b"0\r\n\r\n")
     elif sent != body.length:
         raise ValueError("the caller's body ended early")
-
-
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    line = await reader.readuntil(b"\n")
-    if len(line) > _MAX_LINE:
-        raise FramingError("line too long")
-    return line
 
 
 async def _exchange(conn: _Conn, method: str, target: bytes, host: str, headers, body):
     head = _head(method, target, host, headers, body)
     if isinstance(body, bytes):
-        conn.writer.write(head + body)  # one write: one TLS record and one send for a small request
+        conn.write(head + body)  # one write: one TLS record and one send for a small request
     else:
-        conn.writer.write(head)
+        conn.write(head)
         await _send_body(conn, body)
-    await conn.writer.drain()
+    await conn.drain()
     while True:
-        status_line = await _line(conn.reader)
+        status_line = conn.take_line() or await conn.line()
         m = _STATUS_LINE.fullmatch(status_line)
         if m is None:
             raise FramingError(f"bad status line {status_line[:40]!r}")
         status = int(m.group(2))
         keep = m.group(1) == b"1"
-        out_headers, length, chunked, keep = await _read_headers(conn.reader, keep)
+        out_headers, length, chunked, keep = await _read_headers(conn, keep)
         if status == 101:
             raise FramingError("unexpected protocol switch")
         if 100 <= status < 200:  # interim (100 Continue): the final response follows
@@ -264,22 +369,25 @@ async def _exchange(conn: _Conn, method: str, target: bytes, host: str, headers,
     if method == "HEAD" or status in (204, 304):
         data = b""
     elif chunked:
-        data = await _read_chunked(conn.reader)
+        data = await _read_chunked(conn)
     elif length is not None:
-        data = await conn.reader.readexactly(length)
+        data = conn.take(length)
+        if data is None:
+            data = await conn.exactly(length)
     else:  # delimited by close: never reused
-        data = await conn.reader.read()
+        data = await conn.to_eof()
         keep = False
+    conn.consumed()
     return Response(status, out_headers, data), keep
 
 
-async def _read_headers(reader: asyncio.StreamReader, keep: bool):
+async def _read_headers(conn: _Conn, keep: bool):
     out: list[tuple[str, str]] = []
     length: int | None = None
     chunked = False
     other_coding = False
     while True:
-        line = await _line(reader)
+        line = conn.take_line() or await conn.line()
         if line == b"\r\n":
             break
         m = _HEADER_LINE.fullmatch(line)
@@ -321,19 +429,19 @@ def _header_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(conn: _Conn) -> bytes:
     out = bytearray()
     while True:
-        size_line = await _line(reader)
+        size_line = await conn.line()
         m = _CHUNK_SIZE.fullmatch(size_line)
         if m is None:
             raise FramingError(f"bad chunk size {size_line[:40]!r}")
         size = int(m.group(1), 16)
         if size == 0:
-            while (line := await _line(reader)) != b"\r\n":
+            while (line := await conn.line()) != b"\r\n":
                 if _HEADER_LINE.fullmatch(line) is None:
                     raise FramingError("bad trailer")
             return bytes(out)
-        out += await reader.readexactly(size)
-        if await reader.readexactly(2) != b"\r\n":
+        out += await conn.exactly(size)
+        if await conn.exactly(2) != b"\r\n":
             raise FramingError("chunk not followed by CRLF")
