@@ -72,7 +72,9 @@ def _span_of_key(src: SourceFile | None, table: str | None, key: str | None):
     """Where a table header or key is written (tomllib keeps no positions)."""
     if src is None:
         return None
-    pattern = rf"^\s*\[\[?\s*{re.escape(table)}\s*\]" if key is None else rf"^\s*{re.escape(key)}\s*="
+    quoted = None if key is None else re.escape(key)
+    pattern = (rf"^\s*\[\[?\s*{re.escape(table)}\s*\]" if key is None
+               else rf"^\s*(?:{quoted}|\"{quoted}\"|'{quoted}')\s*=")  # a bare or quoted key
     in_table = table is None or key is None
     for i, line in enumerate(src.text.splitlines(), 1):
         if key is not None and table is not None and re.match(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]", line):
@@ -183,6 +185,8 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                         up["xds"] = v
                     else:
                         bad("up", "xds", f"must be true or false, not {v!r}")
+                elif k == "replicas":  # instances per version (docs/up.md, "Instances")
+                    up["replicas"] = _replicas(v, bad)
                 elif k == "cert_lifetime":  # workload certificates of `meshc up`, renewed at 2/3 of it
                     seconds = _lifetime(v)
                     if seconds is None:
@@ -228,6 +232,35 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
         else:
             unknown(None, top)
     return out, diags
+
+
+_REPLICA_KEY = re.compile(r"default|[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(/[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*)?")
+
+
+def _replicas(v: Any, bad) -> dict[str, int]:
+    """[up] replicas: a count for every version (`replicas = 3`), or a table of
+    `default`, `"<service>"` and `"<service>/<version>"` counts (the most
+    specific wins; targets/port_layout.py reads this shape). A bad entry is
+    reported and dropped; whether the names exist is checked against the mesh
+    by `meshc up` (run/up.py `replicas`)."""
+    from .targets.port_layout import MAX_REPLICAS
+
+    def count(key: str, n: Any) -> bool:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPLICAS:
+            bad("up" if key == "replicas" else "up.replicas", key,
+                f"must be a whole number of instances from 1 to {MAX_REPLICAS}, not {_shown(n)}")
+            return False
+        return True
+
+    if not isinstance(v, dict):
+        return {"default": v} if count("replicas", v) else {}
+    kept = {}
+    for key, n in v.items():
+        if not _REPLICA_KEY.fullmatch(key):
+            bad("up.replicas", key, "is not `default`, a service name or `<service>/<version>`")
+        elif count(key, n):
+            kept[key] = n
+    return kept
 
 
 SEVERITIES = {"error": "error", "warning": "warning", "info": "info", "note": "info"}

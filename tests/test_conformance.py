@@ -97,7 +97,8 @@ def mesh(request, tmp_path_factory):
     checked = check_project(load([MESH_DIR]))
     assert checked.ok, [d.message for d in checked.diagnostics if d.is_error]
     workdir = tmp_path_factory.mktemp(f"conformance-{proxy}")
-    config = {"compile": {proxy: {"port_base": free_port_base(10 * 8)}}}
+    # meshc.toml's [up] (replicas: several instances of `pool`'s versions), on free ports
+    config = {"compile": {proxy: {"port_base": free_port_base(10 * 20)}}, "up": checked.project.config["up"]}
     plan, diags = up.prepare(checked.mesh, config, proxy, workdir)
     assert plan is not None, [d.message for d in diags]
     with Supervisor(workdir / "logs") as sup:
@@ -624,3 +625,115 @@ def test_an_undeclared_host_is_refused_under_registry_only(mesh):
     assert out.route.kind == "blackhole"
     status, _b, _ = mesh.call("undeclared.example", "/")
     assert status == out.status == 403  # one answer: the caller's own sidecar refuses it
+
+
+# ---- several instances per version (issue 17) -------------------------------------------------
+# `pool` runs 3 instances of rr and lr and 2 of hs ([up.replicas] in the
+# fixture's meshc.toml); the echo app names the instance that answered.
+# Bounds are binomial (binomial_ok), computed from the request counts.
+
+def _instances_of(mesh: Mesh, version: str) -> list[str]:
+    return sorted(w.key for w in mesh.plan.workloads if w.service == "pool" and w.version == version)
+
+
+def _set_mode(mesh: Mesh, key: str, query: str) -> None:
+    w = mesh.workload(key)
+    conn = http.client.HTTPConnection("127.0.0.1", w.app_port, timeout=5)
+    conn.request("POST", f"/__echo/mode?{query}")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_each_instance_is_a_workload_with_the_version_identity(mesh):
+    assert _instances_of(mesh, "rr") == ["pool/rr", "pool/rr@1", "pool/rr@2"]
+    assert _instances_of(mesh, "hs") == ["pool/hs", "pool/hs@1"]
+    ports = [p for w in mesh.plan.workloads if not w.is_ingress
+             for p in (w.inbound_port, w.outbound_port, w.admin_port, w.app_port)]
+    assert len(ports) == len(set(ports))  # each instance on its own ports
+    status, body, _ = mesh.call("pool", "/x")  # through mTLS: the instance presents pool's SPIFFE ID
+    assert status == 200 and body["service"] == "pool" and body["version"] == "rr"
+
+
+def test_round_robin_spreads_evenly_across_instances(mesh):
+    n = 60
+    got = [mesh.call("pool", f"/rr/{i}")[1]["instance"] for i in range(n)]
+    assert sorted(set(got)) == ["0", "1", "2"], got
+    for k in "012":
+        assert binomial_ok(got.count(k), n, 1 / 3), (mesh.proxy, k, got.count(k))
+
+
+def test_least_request_avoids_a_slow_instance(mesh):
+    """One instance answers after 400 ms: least request (Envoy's power of two
+    choices) sends it far fewer requests than the third any load-blind
+    policy would, beyond that policy's binomial bound."""
+    slow = "pool/lr@1"
+    _set_mode(mesh, slow, "delay=400ms")
+    n, workers = 120, 6
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(w):
+        for i in range(w, n, workers):
+            status, body, _ = mesh.call("pool", f"/lr/{i}")
+            assert status == 200
+            with lock:
+                got.append(body["instance"])
+    try:
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        _set_mode(mesh, slow, "status=0")
+    assert len(got) == n
+    slow_hits = got.count("1")
+    uniform_floor = n / 3 - 3 * math.sqrt(n * (1 / 3) * (2 / 3))  # 3 sigmas below a load-blind share
+    assert slow_hits < uniform_floor, (mesh.proxy, slow_hits, uniform_floor)
+    assert {"0", "2"} <= set(got)
+
+
+def test_hash_on_a_header_sticks_to_one_instance(mesh):
+    seen: dict[str, set[str]] = {}
+    users = [f"user-{i}" for i in range(12)]
+    for _round in range(3):
+        for u in users:
+            status, body, _ = mesh.call("pool", "/hs/x", headers={"x-user": u})
+            assert status == 200 and body["version"] == "hs"
+            seen.setdefault(u, set()).add(body["instance"])
+    assert all(len(v) == 1 for v in seen.values()), seen  # each user always on the same instance
+    # 12 users all hashed to one of 2 instances: probability 2 * 2**-12
+    assert len(set().union(*seen.values())) == 2, seen
+
+
+def _pool_ejections(mesh: Mesh) -> int:
+    if mesh.proxy == "envoy":
+        stats = mesh.admin("client", "/stats?filter=outlier_detection")
+        m = re.search(r"cluster\.pool\|rr\.outlier_detection\.ejections_enforced_total: (\d+)", stats)
+    else:
+        m = re.search(r'meshproxy_outlier_ejections_total\{destination="pool",version="rr"\} ([\d.]+)',
+                      mesh.admin("client", "/metrics"))
+    return int(float(m.group(1))) if m else 0
+
+
+def test_a_failing_instance_is_ejected_and_its_traffic_moves_to_the_others(mesh):
+    failing = "pool/rr@2"
+    before = _pool_ejections(mesh)
+    _set_mode(mesh, failing, "status=503")
+    try:
+        # round robin sends it every third request: 3 consecutive 5xx eject it
+        for i in range(12):
+            mesh.call("pool", f"/warm/{i}")
+            if _pool_ejections(mesh) > before:
+                break
+        assert _pool_ejections(mesh) == before + 1, mesh.proxy
+        n = 40  # well inside the 10 s ejection
+        got = []
+        for i in range(n):
+            status, body, _ = mesh.call("pool", f"/moved/{i}")
+            assert status == 200, (mesh.proxy, status, body)
+            got.append(body["instance"])
+    finally:
+        _set_mode(mesh, failing, "status=0")
+    assert "2" not in got
+    assert binomial_ok(got.count("0"), n, 1 / 2) and binomial_ok(got.count("1"), n, 1 / 2), got

@@ -109,12 +109,14 @@ def test_meshproxy_default_is_per_workload():
         assert ls["inbound"][0]["app"]["port"] == svc.ports[0].number
     front = files["web/frontend/v1.json"]
     catalog = next(d for d in front["outbound"]["destinations"] if d["service"] == "catalog")
-    assert {(u["version"], u["address"], u["ports"][0]["port"]) for u in catalog["upstreams"]} == {
+    assert {(u["version"], e["address"], e["ports"][0]["port"]) for u in catalog["upstreams"]
+            for e in u["endpoints"]} == {
         ("v1", "catalog-v1.shop.svc.cluster.local", 15006), ("v2", "catalog-v2.shop.svc.cluster.local", 15006)}
     pay = files["pay/payments/v1.json"]
     db = next(d for d in pay["outbound"]["destinations"] if d["service"] == "payments-db")
     assert db["tcp_listener"] == {"address": "127.0.0.1", "port": 15100}
-    assert db["upstreams"][0]["address"] == "payments-db.pay.svc.cluster.local"
+    assert db["upstreams"][0]["endpoints"] == [{"address": "payments-db.pay.svc.cluster.local",
+                                                "ports": [{"service_port": 5432, "port": 15006}]}]
 
 
 def test_block_settings_select_mesh_unique():

@@ -80,7 +80,7 @@ def test_every_output_matches_schema_and_models(example, shop, bookinfo):
     for path, cfg in files.items():
         assert list(VALIDATOR.iter_errors(cfg)) == [], path
         WorkloadConfig.model_validate(cfg, strict=True)
-        assert cfg["version"] == 2
+        assert cfg["version"] == 3
 
 
 def _mutations(cfg):
@@ -94,7 +94,9 @@ def _mutations(cfg):
     yield "extra top-level key", edit(lambda c: c.update(extra=1)), False
     yield "missing identity", edit(lambda c: c.pop("identity")), False
     yield "version 1", edit(lambda c: c.update(version=1)), False
-    yield "version 3", edit(lambda c: c.update(version=3)), False
+    yield "version 2", edit(lambda c: c.update(version=2)), False
+    yield "version 4", edit(lambda c: c.update(version=4)), False
+    yield "upstream without endpoints", edit(lambda c: d0(c)["upstreams"][0].update(endpoints=[])), False
     yield "port zero", edit(lambda c: c["listeners"]["admin"].update(port=0)), False
     yield "port too big", edit(lambda c: c["listeners"]["admin"].update(port=70000)), False
     yield "port as string", edit(lambda c: c["listeners"]["admin"].update(port="20000")), False

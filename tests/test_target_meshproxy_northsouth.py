@@ -68,7 +68,7 @@ def files():
 def test_ingress_workload(files):
     g = files["edge/web.json"]
     WorkloadConfig.model_validate(g, strict=True)
-    assert g["version"] == 2 and g["workload"]["kind"] == "ingress" and g["workload"]["account"] == "gateway"
+    assert g["version"] == 3 and g["workload"]["kind"] == "ingress" and g["workload"]["account"] == "gateway"
     assert g["identity"]["spiffe_id"] == "spiffe://shop.test/ns/edge/sa/gateway"
     assert g["listeners"]["inbound"] == []
     ing = g["ingress"]

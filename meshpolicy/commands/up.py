@@ -15,6 +15,7 @@ from ..diagnostics import has_errors
 from ..pipeline import check_project
 from ..project import load, mesh_files
 from ..run.state import ignore_in_tree, up_workdir
+from ..targets.port_layout import MAX_REPLICAS
 from .common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, emit
 
 
@@ -68,7 +69,10 @@ def _table(plan) -> str:
               help="With --token: a claim (a string; NAME:=JSON for a number, list or bool). Repeatable.")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 86400),
               help="With --token: seconds until the token expires.")
-def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, claims, ttl):
+@click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=None, metavar="N",
+              help="Instances of every version (each an app and a sidecar of its own) that meshc.toml's "
+                   "[up.replicas] does not set; default 1 or its `default`.")
+def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, claims, ttl, replicas):
     """Run the mesh on this machine (loopback only): one app and one sidecar
     per workload, mTLS between sidecars with certificates from the mesh CA.
 
@@ -113,7 +117,7 @@ def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, clai
             if proxy == "envoy" and not up.envoy_binary():
                 plan, pdiags = None, []
             else:
-                plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir)
+                plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir, replicas)
                 ignore_in_tree(workdir, root)
     if stop.is_set():
         click.echo("meshc up: stopped before start", err=True)
@@ -264,13 +268,14 @@ def _reload(paths, plan, sup, workdir, with_verify, override=None):
             return None, step.problem
         mesh = step.mesh
         what = f"weights {', '.join(f'{v} {w:g}%' for v, w in override['weights'].items())} of {override['service']}"
-    new, pdiags = up.prepare(mesh, checked.project.config, plan.proxy, workdir)
+    new, pdiags = up.prepare(mesh, checked.project.config, plan.proxy, workdir, plan.replicas_flag)
     if new is None:
         emit(pdiags, checked.project.files, "text", out=sys.stderr, quiet=True)
         return None, "compile failed: " + "; ".join(f"{d.code} {d.message}" for d in pdiags if d.is_error)[:500]
     new.token, new.echo_services = plan.token, plan.echo_services  # the apps keep running
     if [w.key for w in new.workloads] != [w.key for w in plan.workloads]:
-        click.echo("meshc up: workloads were added or removed; restart `meshc up` to run them", err=True)
+        click.echo("meshc up: workloads or instances (replicas) were added or removed; restart `meshc up` "
+                   "to run them", err=True)
         return None, "workloads were added or removed; restart `meshc up`"
     try:
         up.hot_reload(plan, new, sup)

@@ -10,6 +10,7 @@ route rule forwards (`l7.py`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -87,45 +88,119 @@ def retryable(outcome: int | str, retry_on: list[str], on_status: list[int] = ()
     return False
 
 
+class Host:
+    """One instance of a destination version (an endpoint of its upstream):
+    where to dial it, its requests in flight, and its own outlier state."""
+
+    __slots__ = ("address", "port", "active", "c5", "cg", "ejected_until", "times_ejected")
+
+    def __init__(self, address: str, port: int):
+        self.address, self.port = address, port
+        self.active = 0
+        self.c5 = self.cg = 0  # consecutive 5xx and gateway failures
+        self.ejected_until = 0.0
+        self.times_ejected = 0
+
+
+# Envoy's healthy_panic_threshold: below this share of healthy (not ejected)
+# instances, a version's traffic goes to all of them, ejected or not.
+PANIC_PERCENT = 50.0
+
+
 class Upstreams:
-    """Per-destination-version state: active requests, retries, outlier ejection."""
+    """Per destination version: requests in flight and retries (circuit
+    breakers, retry budgets); per instance (Host): requests in flight and
+    outlier ejection, so ejecting a failing instance moves its traffic to the
+    version's others, as Envoy does within a cluster."""
 
     def __init__(self):
         self.active: dict[tuple[str, str | None], int] = {}
         self.retries: dict[str, int] = {}
-        self.consecutive: dict[tuple[str, str | None], tuple[int, int]] = {}  # (5xx, gateway)
-        self.ejected_until: dict[tuple[str, str | None], float] = {}
-        self.times_ejected: dict[tuple[str, str | None], int] = {}
+        # (service, version) -> (the config's endpoint list they were made from, its Hosts)
+        self.hosts: dict[tuple[str, str | None], tuple[list, list[Host]]] = {}
+        self.turn: dict[tuple[str, str | None], int] = {}  # round robin position
 
-    def healthy(self, key, now: float) -> bool:
-        return self.ejected_until.get(key, 0.0) <= now
+    def hosts_of(self, dest: dict, up: dict) -> list[Host]:
+        """The version's instances; after a reload, the same endpoints keep their state."""
+        key = (dest["service"], up["version"])
+        known = self.hosts.get(key)
+        if known is not None and known[0] is up["endpoints"]:
+            return known[1]
+        old = {(h.address, h.port): h for h in known[1]} if known else {}
+        hosts = []
+        for e in up["endpoints"]:
+            at = ev.endpoint_address(e)
+            hosts.append(old.get(at) or Host(*at))
+        self.hosts[key] = (up["endpoints"], hosts)
+        return hosts
 
-    def record(self, dest: dict, version: str | None, outcome: int | str, now: float, metrics: Metrics) -> None:
+    def choose(self, dest: dict, up: dict, now: float, request=None) -> Host:
+        """An instance by the version's balance policy, among those not
+        ejected; when fewer than PANIC_PERCENT are left, among all (Envoy's
+        panic routing). Round robin when the policy names none."""
+        hosts = self.hosts_of(dest, up)
+        if len(hosts) == 1:
+            return hosts[0]
+        healthy = [h for h in hosts if h.ejected_until <= now]
+        pool = healthy if len(healthy) * 100.0 >= PANIC_PERCENT * len(hosts) and healthy else hosts
+        lb = up["load_balancer"] or {}
+        policy = lb.get("policy") or "round_robin"
+        if policy == "random":
+            return random.choice(pool)
+        if policy == "least_request":  # Envoy's default: the less busy of two picked at random
+            a, b = random.choice(pool), random.choice(pool)
+            return a if a.active <= b.active else b
+        if policy in ("hash_header", "hash_source_ip"):
+            value = _hash_key(request, policy, lb.get("header"))
+            if value is None:  # nothing to hash: any instance, as Envoy's ring hash without a key
+                return random.choice(pool)
+            # rendezvous hashing: a key stays on its instance while that one is
+            # in the pool; an ejected instance's keys spread over the others
+            return max(pool, key=lambda h: _hash64(f"{h.address}:{h.port}|{value}"))
+        key = (dest["service"], up["version"])
+        n = self.turn.get(key, 0)
+        self.turn[key] = n + 1
+        return pool[n % len(pool)]
+
+    def ejected_now(self, now: float) -> dict[tuple[str, str | None], int]:
+        """(service, version) -> how many of its instances are ejected now."""
+        return {key: sum(h.ejected_until > now for h in hosts) for key, (_e, hosts) in self.hosts.items()}
+
+    def record(self, dest: dict, version: str | None, outcome: int | str, now: float, metrics: Metrics,
+               host: Host) -> None:
         u = next((u for u in dest["upstreams"] if u["version"] == version), None)
         od = u and u["outlier_detection"]
-        key = (dest["service"], version)
-        c5, cg = self.consecutive.get(key, (0, 0))
         failed_5xx = (isinstance(outcome, int) and outcome >= 500) or isinstance(outcome, str)
         failed_gw = (isinstance(outcome, int) and outcome in GATEWAY_ERRORS) or isinstance(outcome, str)
-        c5 = c5 + 1 if failed_5xx else 0
-        cg = cg + 1 if failed_gw else 0
-        self.consecutive[key] = (c5, cg)
+        host.c5 = host.c5 + 1 if failed_5xx else 0
+        host.cg = host.cg + 1 if failed_gw else 0
         if not od:
             return
-        trip = (od["consecutive_5xx"] and c5 >= od["consecutive_5xx"]) or \
-               (od["consecutive_gateway"] and cg >= od["consecutive_gateway"])
-        if not trip or not self.healthy(key, now):
+        trip = (od["consecutive_5xx"] and host.c5 >= od["consecutive_5xx"]) or \
+               (od["consecutive_gateway"] and host.cg >= od["consecutive_gateway"])
+        if not trip or host.ejected_until > now:
             return
-        versions = [x["version"] for x in dest["upstreams"]]
-        ejected = sum(not self.healthy((dest["service"], v), now) for v in versions)
+        hosts = self.hosts_of(dest, u)
+        ejected = sum(h.ejected_until > now for h in hosts)
         cap = od["max_ejection_percent"] if od["max_ejection_percent"] is not None else 10.0
-        if (ejected + 1) * 100.0 / len(versions) > cap and ejected + 1 > 1:
+        if (ejected + 1) * 100.0 / len(hosts) > cap and ejected + 1 > 1:  # as Envoy: one may always go
             return
-        n = self.times_ejected.get(key, 0) + 1
-        self.times_ejected[key] = n
-        self.ejected_until[key] = now + (od["base_ejection_ms"] or 30_000) * n / 1000.0
-        self.consecutive[key] = (0, 0)
+        host.times_ejected += 1
+        host.ejected_until = now + (od["base_ejection_ms"] or 30_000) * host.times_ejected / 1000.0
+        host.c5 = host.cg = 0
         metrics.ejections.labels(dest["service"], str(version)).inc()
+
+
+def _hash_key(request, policy: str, header: str | None) -> str | None:
+    if request is None:
+        return None
+    if policy == "hash_source_ip":
+        return request.remote
+    return request.headers.get(header) if header else None
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
 class Proxy(IngressMixin, EgressMixin):
@@ -191,9 +266,8 @@ class Proxy(IngressMixin, EgressMixin):
                 lambda n=name: self.verifiers.get(n), uri, ctx, fetched.get(key)))
 
     def _refresh_gauges(self) -> None:
-        now = time.monotonic()
-        for (svc, version), _until in self.state.ejected_until.items():
-            self.metrics.ejected.labels(svc, str(version)).set(0 if self.state.healthy((svc, version), now) else 1)
+        for (svc, version), n in self.state.ejected_now(time.monotonic()).items():  # instances ejected now
+            self.metrics.ejected.labels(svc, str(version)).set(n)
 
     # ---- lifecycle
     def _load_tls(self) -> None:
@@ -394,7 +468,8 @@ class Proxy(IngressMixin, EgressMixin):
 
     async def _tcp_outbound(self, reader, writer, dest: dict) -> None:
         up = dest["upstreams"][0]
-        addr, port = up["address"], up["ports"][0]["port"]
+        inst = self.state.choose(dest, up, time.monotonic())  # one of the version's instances
+        addr, port = inst.address, inst.port
         try:
             ur, uw = await asyncio.open_connection(addr, port, ssl=self.pool.ssl if dest["mtls"] else None,
                                                    server_hostname="" if dest["mtls"] else None)
@@ -500,7 +575,7 @@ class Proxy(IngressMixin, EgressMixin):
         last: web.Response | None = None
         for attempt in range(retries + 1):
             now = time.monotonic()
-            version = self._pick(dest, choice.weights, now)
+            version, inst = self._pick(dest, choice.weights, now, request)  # inst: the instance
             up = next(u for u in dest["upstreams"] if u["version"] == version)
             key = (svc, version)
             overflow = self._overflow(dest, up, key, attempt > 0)
@@ -509,10 +584,11 @@ class Proxy(IngressMixin, EgressMixin):
                 return web.Response(status=503, text=f"upstream overflow ({overflow})\n",
                                     headers={"x-meshproxy-overflow": overflow})
             self.state.active[key] = self.state.active.get(key, 0) + 1
+            inst.active += 1
             if attempt:
                 self.state.retries[svc] = self.state.retries.get(svc, 0) + 1
                 self.metrics.retries.labels(svc).inc()
-            addr, port = ev.upstream_address(dest, version)
+            addr, port = inst.address, inst.port
             try:
                 call = self.pool.request(addr, port, use_tls=dest["mtls"], expected_id=dest["spiffe_id"],
                                          method=request.method, target=target, host=host,
@@ -530,9 +606,10 @@ class Proxy(IngressMixin, EgressMixin):
                 last = web.Response(status=504, text="upstream per-try timeout\n")
             finally:
                 self.state.active[key] -= 1
+                inst.active -= 1
                 if attempt:
                     self.state.retries[svc] -= 1
-            self.state.record(dest, version, outcome, time.monotonic(), self.metrics)
+            self.state.record(dest, version, outcome, time.monotonic(), self.metrics, inst)
             if attempt == retries or not retryable(outcome, retry.get("retry_on") or [],
                                                    retry.get("on_status") or []):
                 return last
@@ -541,18 +618,22 @@ class Proxy(IngressMixin, EgressMixin):
             await asyncio.sleep(random.uniform(0, min(base * 2 ** attempt, cap)) / 1000)
         return last
 
-    @staticmethod
-    def _pick(dest: dict, weights: dict, now: float):
-        """Weighted choice over versions. As in Envoy, the split is decided before
-        hosts are: ejecting a version's only instance does not move its share
-        (that is Envoy's panic routing), it only shows in the ejection metrics."""
+    def _pick(self, dest: dict, weights: dict, now: float, request=None) -> tuple[str | None, Host]:
+        """(version, instance): the version by weight first, as Envoy's
+        weighted clusters, then one of its instances by its balance policy
+        (Upstreams.choose). Ejections never move a version's share: an
+        ejected instance's traffic goes to the version's other instances,
+        and with too few left to all of them (panic routing)."""
         pool = [(v, w) for v, w in weights.items() if w > 0]
         r = random.random() * sum(w for _, w in pool)
+        version = pool[-1][0]
         for v, w in pool:
             r -= w
             if r < 0:
-                return v
-        return pool[-1][0]
+                version = v
+                break
+        up = next(u for u in dest["upstreams"] if u["version"] == version)
+        return version, self.state.choose(dest, up, now, request)
 
     def _overflow(self, dest: dict, up: dict, key, is_retry: bool) -> str | None:
         cb = up["circuit_breaker"]

@@ -15,7 +15,9 @@ headers make its behaviour observable through the mesh:
 `GET /__echo/attempts?id=ID` reports how many attempts with that id arrived;
 `POST /__echo/mode?status=503` makes this instance answer every request with
 that status until `POST /__echo/mode?status=0` (a failing instance for
-outlier-detection tests).
+outlier-detection tests); `&delay=300ms` (or `delay` alone) makes it wait that
+long before every answer (a slow instance, for least-request balancing). Each
+`mode` call sets both: what it leaves out is reset.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class EchoApp:
         self.attempts: dict[str, int] = {}
         self.total = 0
         self.forced_status = 0
+        self.forced_delay = 0.0  # seconds, before every answer
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/__echo/attempts":
@@ -71,8 +74,12 @@ class EchoApp:
             return web.json_response({"id": rid, "attempts": self.attempts.get(rid, 0), "total": self.total,
                                       "run": self.run})
         if request.path == "/__echo/mode" and request.method == "POST":
-            self.forced_status = int(request.query.get("status", "0") or 0)
-            return web.json_response({"forced_status": self.forced_status})
+            status = request.query.get("status", "0") or "0"
+            if not status.isdigit():
+                return web.json_response({"error": "status must be a number"}, status=400)
+            self.forced_status = int(status)
+            self.forced_delay = parse_delay(request.query.get("delay", "0ms"))
+            return web.json_response({"forced_status": self.forced_status, "forced_delay_s": self.forced_delay})
         self.total += 1
         h = request.headers
         rid = h.get("x-echo-id")
@@ -80,6 +87,8 @@ class EchoApp:
             self.attempts[rid] = self.attempts.get(rid, 0) + 1
         if h.get("x-echo-delay"):
             await asyncio.sleep(parse_delay(h["x-echo-delay"]))
+        if self.forced_delay:
+            await asyncio.sleep(self.forced_delay)
         body = {
             "service": self.service,
             "version": self.version,

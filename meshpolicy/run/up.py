@@ -1,4 +1,5 @@
-"""`meshc up`: the whole mesh on loopback, one sidecar and one app per workload.
+"""`meshc up`: the whole mesh on loopback, one sidecar and one app per workload
+instance (`[up] replicas`, `--replicas`: several instances of a version).
 
 Compiles the policy (Envoy or meshproxy target) into a work directory with
 certificates from the mesh CA, starts an app per workload (the built-in
@@ -49,6 +50,7 @@ class Workload:
     # an ingress's listeners: (the port the policy writes, where it listens here, http|https)
     listeners: list[tuple[int, int, str]] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)  # an ingress's hosts
+    instance: int = 0  # which instance of the version (`replicas`); 0 keeps the workload's own name
 
     @property
     def is_ingress(self) -> bool:
@@ -56,7 +58,11 @@ class Workload:
 
     @property
     def key(self) -> str:
-        return self.service if self.version is None else f"{self.service}/{self.version}"
+        """`svc`, `svc/version`, `@k` after it for instance k > 0 (the targets' file and node names)."""
+        from ..targets.port_layout import instance_suffix
+
+        name = self.service if self.version is None else f"{self.service}/{self.version}"
+        return name + instance_suffix(self.instance)
 
 
 @dataclass
@@ -77,6 +83,7 @@ class Plan:
     # JWKS replaced by the run's local key (run/local_jwt.py); same meaning.
     mesh: Mesh | None = None
     standins: list = field(default_factory=list)  # run/standins.StandIn, one per external http/tls port
+    replicas_flag: int | None = None  # `--replicas N`: instances of every workload meshc.toml does not name
 
 
 def _meshproxy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Workload]:
@@ -99,7 +106,7 @@ def _meshproxy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Wor
         tcp = {d["service"]: d["tcp_listener"]["port"] for d in c["outbound"]["destinations"] if d["tcp_listener"]}
         out.append(Workload(w["service"], w["version"], w["namespace"], f, lst["admin"]["port"],
                             lst["outbound"]["port"], inbound["port"], inbound["app"]["port"],
-                            inbound["app"]["address"], tcp))
+                            inbound["app"]["address"], tcp, instance=w.get("instance", 0)))
     return out
 
 
@@ -127,7 +134,7 @@ def _envoy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Workloa
     out = []
     for f in sorted(config_dir.rglob("*.yaml")):
         c = yaml.safe_load(f.read_text())
-        node = c["node"]["id"]  # <ns>/<svc>[/<version>]
+        node, _, instance = c["node"]["id"].partition("@")  # <ns>/<svc>[/<version>][@<instance>]
         parts = node.split("/")
         ns, svc, version = parts[0], parts[1], parts[2] if len(parts) > 2 else None
         listeners = {lst["name"]: lst["address"]["socket_address"] for lst in c["static_resources"]["listeners"]}
@@ -143,20 +150,48 @@ def _envoy_workloads(config_dir: Path, mesh: Mesh | None = None) -> list[Workloa
         ep = app["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         out.append(Workload(svc, version, ns, f, c["admin"]["address"]["socket_address"]["port_value"],
                             listeners["outbound"]["port_value"], listeners["inbound"]["port_value"],
-                            ep["port_value"], ep["address"], tcp))
+                            ep["port_value"], ep["address"], tcp, instance=int(instance or 0)))
     for i, w in enumerate(out):
         w.index = i
     return out
 
 
-def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan | None, list[Diagnostic]]:
-    """Certificates and sidecar configs under workdir; nothing is started."""
+def replicas(mesh: Mesh, config: dict, flag: int | None = None) -> tuple[dict, list[Diagnostic]]:
+    """The run's instances per workload: meshc.toml's `[up] replicas` (checked
+    by config.py) with `--replicas N` as the default, in the targets' shape
+    (targets/port_layout.py). A name the mesh does not have is MP012: a
+    count for a typo would silently run one instance."""
+    from ..codes import diag
+
+    table = dict(config.get("up", {}).get("replicas", {}))
+    if flag is not None:
+        table["default"] = flag
+    diags = []
+    for key in table:
+        if key == "default":
+            continue
+        name, _, version = key.partition("/")
+        svc = mesh.service_map.get(name)
+        if svc is None:
+            diags.append(diag("MP012", f"`up.replicas` names `{name}`, which is not a service of the mesh"))
+        elif version and version not in {v.name for v in svc.versions}:
+            diags.append(diag("MP012", f"`up.replicas` names `{key}`, but `{name}` has no version `{version}`"))
+    return {k: n for k, n in table.items() if n != 1 or k != "default"}, diags
+
+
+def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
+            replicas_flag: int | None = None) -> tuple[Plan | None, list[Diagnostic]]:
+    """Certificates and sidecar configs under workdir; nothing is started.
+    replicas_flag: `meshc up --replicas N`."""
     from ..certs import issue
 
     from .state import private_dir
 
     from . import local_jwt, standins as standin_plan
 
+    counts, problems = replicas(mesh, config, replicas_flag)
+    if problems:
+        return None, problems
     private_dir(workdir)
     certs = private_dir(workdir / "certs")
     issue(mesh, certs, lifetime_s=cert_lifetime(config))
@@ -168,6 +203,8 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         # Every workload on this one host: each needs its own ports (the
         # per-workload layout gives all of them 15000/15001/15006).
         settings["ports"] = "mesh-unique"
+        if counts:  # several instances of some workloads: the layout gives each its own block
+            settings["replicas"] = counts
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
@@ -191,6 +228,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path) -> tuple[Plan |
         return None, diags
     plan = Plan(proxy, workdir, mesh=mesh, standins=standins)
     plan.collector_port = collector_port
+    plan.replicas_flag = replicas_flag
     cfg_dir = workdir / "config"
     plan.workloads = (_meshproxy_workloads(cfg_dir, mesh) if proxy == "meshproxy"
                       else _envoy_workloads(cfg_dir, mesh))
@@ -278,15 +316,17 @@ def app_argv(w: Workload, apps: dict, token: str = "") -> list[str]:
     outbound = f"http://127.0.0.1:{w.outbound_port}"
     if spec and spec.get("command"):
         cmd = spec["command"]
-        fill = {"port": w.app_port, "service": w.service, "version": w.version or "", "outbound": outbound}
+        fill = {"port": w.app_port, "service": w.service, "version": w.version or "", "outbound": outbound,
+                "instance": w.instance}
         try:
             parts = cmd if isinstance(cmd, list) else shlex.split(cmd)
             return [str(p).format(**fill) for p in parts]
         except (KeyError, IndexError, ValueError) as exc:
             raise UpError(f"[up.apps.{w.service}] command `{cmd}`: cannot fill in {exc}; "
-                          "the placeholders are {port}, {service}, {version} and {outbound}") from None
+                          "the placeholders are {port}, {service}, {version}, {instance} and {outbound}") from None
     return [sys.executable, "-m", "meshpolicy.run.echo", "--service", w.service, "--version", w.version or "",
-            "--host", w.address, "--port", str(w.app_port), "--outbound", outbound, "--run-token", token]
+            "--instance", str(w.instance), "--host", w.address, "--port", str(w.app_port), "--outbound", outbound,
+            "--run-token", token]
 
 
 def _executable(p: Path) -> bool:

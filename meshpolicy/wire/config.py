@@ -1,4 +1,4 @@
-"""The meshproxy config format, version 2, as strict pydantic models.
+"""The meshproxy config format, version 3, as strict pydantic models.
 
 One JSON document per workload. These models are the runtime check of every
 compiled file (TARGET.validate) and the source of the published JSON Schema
@@ -13,6 +13,11 @@ limits. A version 1 file is refused with a message saying to recompile
 (`refusal`): nothing in it is wrong, but a proxy reading it as version 2
 would have to invent defaults for every new field, which is what the
 format exists to avoid.
+
+Version 3 (issue 17) runs several instances per version: an upstream lists
+`endpoints` (one per instance, each with its own ports) where version 2 had
+one `address` and `ports`, and a workload says which `instance` it is. A
+version 2 file is refused the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Workload(Strict):
     kind: Literal["service", "ingress"]
     service: Name
     version: Name | None
+    instance: Annotated[int, Field(ge=0)]  # which of the version's instances (0 for the first; an ingress: 0)
     namespace: Name
     account: Name
     labels: dict[str, str]
@@ -264,12 +270,20 @@ class UpstreamPort(Strict):
     port: PortNumber
 
 
-class Upstream(Strict):
-    """One version of the destination (version null: the unversioned service)."""
+class UpstreamEndpoint(Strict):
+    """One instance of a version: where its sidecar's inbound listeners are."""
 
-    version: Name | None
     address: Name
     ports: list[UpstreamPort] = Field(min_length=1)
+
+
+class Upstream(Strict):
+    """One version of the destination (version null: the unversioned service):
+    its instances' endpoints, from which load_balancer picks (round robin when
+    null), each with its own outlier ejection."""
+
+    version: Name | None
+    endpoints: list[UpstreamEndpoint] = Field(min_length=1)
     circuit_breaker: CircuitBreaker | None
     outlier_detection: OutlierDetection | None
     load_balancer: LoadBalancer | None
@@ -518,7 +532,7 @@ class Metrics(Strict):
 
 
 class WorkloadConfig(Strict):
-    version: Literal[2]
+    version: Literal[3]
     mesh: Name
     workload: Workload
     identity: Identity

@@ -305,17 +305,23 @@ def route(cfg: dict, host: str, method: str, path: str, headers: dict[str, str] 
     return RouteChoice("no_route", d["service"], status=404)
 
 
-def upstream_address(dest: dict, version: str | None, service_port: int | None = None) -> tuple[str, int]:
-    """Where to dial the chosen version: its inbound listener for the service
-    port (the first declared one when the request named none)."""
+def upstream_address(dest: dict, version: str | None, service_port: int | None = None,
+                     instance: int = 0) -> tuple[str, int]:
+    """Where to dial an instance of the chosen version: its inbound listener
+    for the service port (the first declared one when the request named none)."""
     for u in dest["upstreams"]:
         if u["version"] == version:
-            ports = u["ports"]
-            for p in ports:
-                if p["service_port"] == service_port:
-                    return u["address"], p["port"]
-            return u["address"], ports[0]["port"]
+            return endpoint_address(u["endpoints"][instance], service_port)
     raise KeyError(version)
+
+
+def endpoint_address(endpoint: dict, service_port: int | None = None) -> tuple[str, int]:
+    """One instance's inbound listener for the service port (else its first)."""
+    ports = endpoint["ports"]
+    for p in ports:
+        if p["service_port"] == service_port:
+            return endpoint["address"], p["port"]
+    return endpoint["address"], ports[0]["port"]
 
 
 # ---- ingress ----------------------------------------------------------------

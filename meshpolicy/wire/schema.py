@@ -8,7 +8,7 @@ import sys
 
 from .config import WorkloadConfig
 
-SCHEMA_ID = "https://meshpolicy.dev/schemas/meshproxy/v2/workload.json"
+SCHEMA_ID = "https://meshpolicy.dev/schemas/meshproxy/v3/workload.json"
 
 
 def json_schema() -> dict:
@@ -18,7 +18,7 @@ def json_schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         **schema,
-        "title": "meshproxy workload config, version 2",
+        "title": "meshproxy workload config, version 3",
     }
 
 

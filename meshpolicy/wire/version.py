@@ -1,4 +1,4 @@
 """The meshproxy format's version, apart from the models (config.py), so the
 compiler's lowering can name it without building every pydantic model."""
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3

@@ -1,7 +1,8 @@
 """The Envoy target: one v3 static bootstrap per workload.
 
 Files are `<namespace>/<service>.yaml` for a service without versions and
-`<namespace>/<service>/<version>.yaml` for each version of one; ports,
+`<namespace>/<service>/<version>.yaml` for each version of one (`@k` before
+`.yaml` for instance k > 0 of mesh-unique `replicas`); ports,
 addresses and certificate paths follow docs/targets/envoy.md.
 """
 
@@ -38,13 +39,15 @@ def _service_checks(ctx: Ctx) -> None:
 def lower_with(mesh: Mesh, options: CompileOptions, scoped: bool = True) -> tuple[list[Output], list[Diagnostic], Ctx]:
     settings, diags = settings_from(options.settings or {})
     ctx = Ctx(mesh, options, settings, diags=list(diags))
-    ws = workloads(mesh)
+    ws = workloads(mesh, settings)  # every instance (mesh-unique `replicas`), each a bootstrap of its own
     tcp_counts = {w.service.name: len(tcp_destinations(ctx, w.service)) for w in ws}
     ctx.diags.extend(port_problems(settings, ws, tcp_counts))
     gws = gateways(mesh, len(ws))
     ctx.diags.extend(gateway_port_problems(settings, gws))
     _service_checks(ctx)
-    index = {w.cluster: w for w in ws}
+    index: dict[str, list[Workload]] = {}  # cluster -> its instances: the cluster's endpoints
+    for w in ws:
+        index.setdefault(w.cluster, []).append(w)
 
     def lower_one(i: int) -> list[tuple[Output, list[Diagnostic]]]:
         w = ws[i]

@@ -55,7 +55,7 @@ def tcp_destinations(ctx: Ctx, svc: Service) -> list:
     return [d for d in ctx.callable_from(svc) if not d.http] + tcp_externals(ctx, svc)
 
 
-def bootstrap(ctx: Ctx, w: Workload, index: dict[str, Workload], scoped: bool = True) -> dict:
+def bootstrap(ctx: Ctx, w: Workload, index: dict[str, list[Workload]], scoped: bool = True) -> dict:
     """The bootstrap of workload w. `scoped=False` gives every service a
     route and clusters (only for measuring what scoping saves)."""
     svc = w.service

@@ -26,8 +26,13 @@ def speaks_http2(svc: Service) -> bool:
 
 
 def endpoint(cluster: str, address: str, port_value: int) -> dict:
+    return endpoints(cluster, address, [port_value])
+
+
+def endpoints(cluster: str, address: str, port_values: list[int]) -> dict:
+    """One locality with an endpoint per port (a destination version's instances)."""
     return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-        "socket_address": {"address": address, "port_value": port_value}}}}]}]}
+        "socket_address": {"address": address, "port_value": p}}}} for p in port_values]}]}
 
 
 def _http2_options() -> dict:
@@ -109,7 +114,7 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
 def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: dict) -> dict:
     name = cluster_name(dest.name, version)
     circuit, outlier, balance = version_settings(dest, dest.version(version) if version else None)
-    target = dest_index[name]
+    targets = dest_index[name]  # the version's instances (port_layout.instances): one endpoint each
     if ctx.settings.ports == MESH_UNIQUE:  # every sidecar on this host, each on its own ports
         kind, address = "STATIC", ctx.settings.listen_address
     else:  # the destination's Service (of its version), as in a cluster; same inbound port everywhere
@@ -119,7 +124,7 @@ def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: di
         "type": kind,
         "connect_timeout": duration(ctx.settings.connect_timeout_ms),
         "lb_policy": LB[balance.policy] if balance else "ROUND_ROBIN",
-        "load_assignment": endpoint(name, address, port(ctx.settings, target, INBOUND)),
+        "load_assignment": endpoints(name, address, [port(ctx.settings, t, INBOUND) for t in targets]),
     }
     thresholds = _thresholds(ctx, dest, circuit)
     if thresholds:

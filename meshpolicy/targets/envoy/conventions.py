@@ -17,7 +17,8 @@ from ...model.types import Ingress, Mesh, Service
 from ...plan import CertLayout
 from ...resources import target_dir
 from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, MESH_UNIQUE, OUTBOUND_PORT,
-                           default_listen_address, fixed_port_clashes, layout_of)
+                           default_listen_address, fixed_port_clashes, instance_suffix, instances, layout_of,
+                           replicas_problem)
 
 # Offsets inside a workload's block of ports.
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_TCP = 0, 1, 2, 3, 4
@@ -45,6 +46,8 @@ class Settings:
     egress_ca: str = "/etc/ssl/certs/ca-certificates.crt"
     # "<external>:<port>" -> (address, port) dialled instead of the host (`meshc up`'s stand-ins)
     external_endpoints: tuple[tuple[str, tuple[str, int]], ...] = ()
+    # mesh-unique: instances per workload, as `replicas` in ../port_layout.py ("default", "<svc>", "<svc>/<v>")
+    replicas: tuple[tuple[str, int], ...] = ()
 
 
 def _host_port(value: Any) -> tuple[str, int] | None:
@@ -104,6 +107,11 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
                                    f"\"<ip address>:<port>\", not {eps!r}"))
         eps = {}
     merged["external_endpoints"] = tuple(sorted((k, _host_port(v)) for k, v in eps.items()))
+    problem = replicas_problem(merged["replicas"])
+    if problem:
+        diags.append(diag("MP720", f"[compile.envoy] {problem}"))
+        merged["replicas"] = {}
+    merged["replicas"] = tuple(sorted(merged["replicas"].items()))
     for key in ("zipkin_collector", "otlp_collector"):
         hp = _host_port(merged[key])
         if hp is None:
@@ -115,18 +123,21 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
 
 @dataclass(frozen=True)
 class Workload:
-    """One running instance kind: a service, or one version of it."""
+    """One running instance of a service, or of one version of it; index:
+    its block of ports. Instance k > 0 (mesh-unique `replicas`) is named
+    with `@k` after the workload's name."""
 
     service: Service
     version: str | None
     index: int
+    instance: int = 0
 
     @property
     def path(self) -> str:
-        s = self.service
+        s, at = self.service, instance_suffix(self.instance)
         if self.version is None:
-            return f"{s.namespace}/{s.name}.yaml"
-        return f"{s.namespace}/{s.name}/{self.version}.yaml"
+            return f"{s.namespace}/{s.name}{at}.yaml"
+        return f"{s.namespace}/{s.name}/{self.version}{at}.yaml"
 
     @property
     def node_id(self) -> str:
@@ -144,15 +155,13 @@ def cluster_name(service: str, version: str | None) -> str:
     return service if version is None else f"{service}|{version}"
 
 
-def workloads(mesh: Mesh) -> list[Workload]:
-    """Every workload in a stable order (service name, then version name);
-    a workload's position fixes its ports."""
-    out: list[Workload] = []
-    for svc in sorted(mesh.service_map.values(), key=lambda s: s.name):
-        names = sorted({v.name for v in svc.versions}) or [None]
-        for v in names:
-            out.append(Workload(svc, v, len(out)))
-    return out
+def workloads(mesh: Mesh, settings: Settings | None = None) -> list[Workload]:
+    """Every workload instance in a stable order (service name, version name,
+    instance: ../port_layout.py `instances`); a position fixes its ports."""
+    keys = [(svc.name, v) for svc in sorted(mesh.service_map.values(), key=lambda s: s.name)
+            for v in (sorted({v.name for v in svc.versions}) or [None])]
+    replicas = dict(settings.replicas) if settings is not None and settings.ports == MESH_UNIQUE else None
+    return [Workload(mesh.service_map[s], v, i, k) for i, (s, v, k) in enumerate(instances(keys, replicas))]
 
 
 @dataclass(frozen=True)

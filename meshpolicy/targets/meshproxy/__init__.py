@@ -20,12 +20,15 @@ from ..base import cannot_express
 from .lower import Lowering
 from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
 from .northsouth import jwks_diagnostics
+from ..port_layout import instance_suffix
 from .ports import SettingsError, per_workload_problems, read_settings
 
 
-def output_path(svc: Service, version: str | None) -> str:
-    """`<ns>/<svc>.json`, or `<ns>/<svc>/<version>.json`: the Envoy target's layout."""
-    return f"{svc.namespace}/{svc.name}/{version}.json" if version else f"{svc.namespace}/{svc.name}.json"
+def output_path(svc: Service, version: str | None, instance: int = 0) -> str:
+    """`<ns>/<svc>.json`, or `<ns>/<svc>/<version>.json`, `@k` before `.json`
+    for instance k > 0 (mesh-unique `replicas`): the Envoy target's layout."""
+    at = instance_suffix(instance)
+    return f"{svc.namespace}/{svc.name}/{version}{at}.json" if version else f"{svc.namespace}/{svc.name}{at}.json"
 
 
 def dump(cfg: dict) -> str:
@@ -66,8 +69,8 @@ class MeshproxyTarget:
         diags += jwks_diagnostics(mesh, low._jwks) + ingress_rule_problems(mesh) + tcp_external_problems(mesh)
         if diags:
             return [], diags
-        outputs = [Output(output_path(mesh.service_map[s], v), dump(low.workload(s, v)))
-                   for s, v in low.keys]
+        outputs = [Output(output_path(mesh.service_map[s], v, k), dump(low.workload(s, v, k)))
+                   for s, v, k in low.instances]
         outputs += [Output(f"{g.namespace}/{g.name}.json", dump(low.ingress_workload(g)))
                     for g in mesh.ingress_map.values()]
         return outputs, []

@@ -13,7 +13,7 @@ from pathlib import Path
 from ...model import types as m
 from ...plan import CertLayout, plan_of
 from ...plan.hosts import upstream_host
-from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT
+from ..port_layout import ADMIN_PORT, MESH_UNIQUE, OUTBOUND_PORT, blocks_of, instances
 from ...semantics.patterns import glob_regex
 from ...wire.version import FORMAT_VERSION
 from ...semantics.egress import caller_source_matches
@@ -155,7 +155,11 @@ class Lowering:
         self.certs = CertLayout(certs_dir)
         self.settings = settings
         self.keys = workload_keys(mesh)
-        self.index = {k: i for i, k in enumerate(self.keys)}
+        # mesh-unique: each workload runs `replicas` instances, each with its
+        # own block of ports (../port_layout.py); a version's upstream lists them all
+        replicas = settings.get("replicas") if settings["ports"] == MESH_UNIQUE else None
+        self.instances = instances(self.keys, replicas)
+        self.blocks = blocks_of(self.keys, replicas)
         self._callable: dict[str, list[str]] = {}
         self._tcp: dict[str, list[str]] = {}
         self._dest_cache: dict[str, dict] = {}
@@ -163,7 +167,7 @@ class Lowering:
         self._jwks: dict[str, str | None] = {}  # provider -> JWKS text (None: unreadable)
         # ingress gateways are workloads too, by name after the services (the
         # Envoy target's numbering: adding one moves no sidecar's ports)
-        self.ingress_index = {name: len(self.keys) + i for i, name in enumerate(sorted(mesh.ingress_map))}
+        self.ingress_index = {name: len(self.instances) + i for i, name in enumerate(sorted(mesh.ingress_map))}
 
     def callable(self, name: str) -> list[str]:
         if name not in self._callable:
@@ -186,9 +190,10 @@ class Lowering:
         """What takes an outbound tcp listener: tcp services, then external tcp ports."""
         return self.tcp_destinations(name) + [f"external|{e.name}|{n}" for e, n in self.tcp_externals(name)]
 
-    def ports(self, service: str, version: str | None) -> WorkloadPorts:
+    def ports(self, service: str, version: str | None, instance: int = 0) -> WorkloadPorts:
         svc = self.mesh.service_map[service]
-        return workload_ports(self.settings, self.index[(service, version)], svc, self.tcp_listeners(service))
+        return workload_ports(self.settings, self.blocks[(service, version)][instance], svc,
+                              self.tcp_listeners(service))
 
     def ports_needed(self) -> int:
         """The most ports any workload needs (an ingress: its block's first
@@ -197,14 +202,14 @@ class Lowering:
                    + [FIRST_EXTRA + len(g.listeners) for g in self.mesh.ingresses], default=0)
 
     def workload_count(self) -> int:
-        return len(self.keys) + len(self.mesh.ingresses)
+        return len(self.instances) + len(self.mesh.ingresses)
 
     # ---- per workload -------------------------------------------------------
-    def workload(self, service: str, version: str | None) -> dict:
+    def workload(self, service: str, version: str | None, instance: int = 0) -> dict:
         mesh = self.mesh
         svc = mesh.service_map[service]
         ver = svc.version(version) if version else None
-        ports = self.ports(service, version)
+        ports = self.ports(service, version, instance)
         listen, app_address = self.settings["listen_address"], self.settings["app_address"]
         local = local_address(self.settings)
         dests = []
@@ -215,8 +220,9 @@ class Lowering:
         return {
             "version": FORMAT_VERSION,
             "mesh": mesh.settings.name,
-            "workload": {"kind": "service", "service": svc.name, "version": version, "namespace": svc.namespace,
-                         "account": svc.account, "labels": dict(ver.labels) if ver else {}},
+            "workload": {"kind": "service", "service": svc.name, "version": version, "instance": instance,
+                         "namespace": svc.namespace, "account": svc.account,
+                         "labels": dict(ver.labels) if ver else {}},
             "identity": {
                 "spiffe_id": mesh.spiffe_id(svc),
                 "trust_domain": mesh.settings.trust_domain,
@@ -295,15 +301,18 @@ class Lowering:
         mesh = self.mesh
         upstreams = []
         for w in self.plan.services[svc.name].workloads:
-            ports = self.ports(svc.name, w.version)
             # mesh-unique: every sidecar on this host; per-workload: the
             # destination's Service (of its version), as in a cluster
             address = (self.settings["listen_address"] if self.settings["ports"] == MESH_UNIQUE
                        else upstream_host(svc, w.version))
+            endpoints = []
+            for k in range(len(self.blocks[(svc.name, w.version)])):  # every instance of the version
+                ports = self.ports(svc.name, w.version, k)
+                endpoints.append({"address": address,
+                                  "ports": [{"service_port": p.number, "port": inb} for p, inb, _ in ports.inbound]})
             upstreams.append({
                 "version": w.version,
-                "address": address,
-                "ports": [{"service_port": p.number, "port": inb} for p, inb, _ in ports.inbound],
+                "endpoints": endpoints,
                 "circuit_breaker": circuit(w.circuit),
                 "outlier_detection": outlier(w.outlier),
                 "load_balancer": balancer(w.balance),
@@ -404,8 +413,8 @@ class Lowering:
         return {
             "version": FORMAT_VERSION,
             "mesh": mesh.settings.name,
-            "workload": {"kind": "ingress", "service": g.name, "version": None, "namespace": g.namespace,
-                         "account": account, "labels": {}},
+            "workload": {"kind": "ingress", "service": g.name, "version": None, "instance": 0,
+                         "namespace": g.namespace, "account": account, "labels": {}},
             "identity": {
                 "spiffe_id": gp.spiffe_id,
                 "trust_domain": mesh.settings.trust_domain,

@@ -7,8 +7,9 @@ inbound listener of the j-th declared service port on 15006 + j at
 `listen_address` (0.0.0.0 unless set), its application on the declared port
 number, outbound tcp listener k on 15100 + k; upstreams are host names.
 
-mesh-unique (`meshc up`): workloads are ordered by (service, version) name;
-workload i owns ports `port_base + i * ports_per_workload + k`:
+mesh-unique (`meshc up`): workloads are ordered by (service, version) name,
+each as many instances as `replicas` says (../port_layout.py `instances`);
+instance block i owns ports `port_base + i * ports_per_workload + k`:
 
     k = 0 inbound (mTLS) for the first declared service port
         1 outbound HTTP proxy (the app's HTTP_PROXY)
@@ -34,12 +35,12 @@ from dataclasses import dataclass
 
 from ...model.types import Mesh, Port, Service
 from ..port_layout import (ADMIN_PORT, FIRST_TCP_PORT, INBOUND_PORT, LOOPBACK, MESH_UNIQUE, OUTBOUND_PORT,
-                           default_listen_address, fixed_port_clashes, layout_of)
+                           default_listen_address, fixed_port_clashes, layout_of, replicas_problem)
 
 INBOUND, OUTBOUND, ADMIN, APP, FIRST_EXTRA = 0, 1, 2, 3, 4
 DEFAULTS = {"ports": "per-workload", "listen_address": "127.0.0.1", "app_address": "127.0.0.1",
             "port_base": 20000, "ports_per_workload": 10, "http1_apps": [],
-            "egress_ca": None, "external_endpoints": {}}
+            "egress_ca": None, "external_endpoints": {}, "replicas": {}}
 
 
 _EXTERNAL_KEY = re.compile(r"[a-z0-9][a-z0-9-]*:[0-9]{1,5}")
@@ -80,6 +81,9 @@ def read_settings(settings: dict) -> dict:
             and 1 <= int(v.rsplit(":", 1)[1]) <= 65535 for k, v in eps.items()):
         raise SettingsError("`external_endpoints` maps \"<external>:<port>\" to \"<address>:<port>\", "
                             f"not {eps!r}")
+    problem = replicas_problem(out["replicas"])
+    if problem:
+        raise SettingsError(problem)
     if out["ports_per_workload"] < FIRST_EXTRA:
         raise SettingsError(f"`ports_per_workload` must be at least {FIRST_EXTRA}")
     return out
