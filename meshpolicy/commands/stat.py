@@ -31,13 +31,27 @@ def _sidecars_or_exit(paths, workdir):
     return cars
 
 
-def _window(cars, seconds: float):
-    from ..run.telemetry import red, scrape
+def _window(cars, seconds: float, where: dict | None = None):
+    """Pair rows, rule rows and the sidecars that did not answer, over one window."""
+    from ..run.telemetry import red, rule_rows, scrape
 
     before = scrape(cars)
     time.sleep(seconds)
     after = scrape(cars)
-    return red(before, after), sorted(set(after.unreachable))
+    return red(before, after), rule_rows(before, after, where), sorted(set(after.unreachable))
+
+
+def _rule_locations(paths) -> dict:
+    """(destination, rule name) -> `file:line` from the policy at PATHS; empty
+    when it cannot be read (the figures still name each rule)."""
+    from ..pipeline import check_project
+    from ..project import load
+    from ..run.telemetry import rule_locations
+
+    try:
+        return rule_locations(check_project(load(list(paths) or ["."]), run_checks=False).mesh)
+    except Exception:  # the rows keep their rule names; `at` is left out
+        return {}
 
 
 @click.command("stat")
@@ -48,8 +62,9 @@ def _window(cars, seconds: float):
               help="Seconds between the two scrapes the rates and latencies are computed over.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def stat_command(paths, workdir, window, fmt):
-    """Request rate, success rate and latency per service pair, from every
-    sidecar of the mesh that `meshc up` runs for PATHS.
+    """Request rate, success rate and latency per service pair (at the caller
+    and at the callee, by the caller's verified identity) and per route rule,
+    from every sidecar of the mesh that `meshc up` runs for PATHS.
 
     \b
     Examples:
@@ -59,11 +74,11 @@ def stat_command(paths, workdir, window, fmt):
     from ..run.telemetry import as_json, as_table
 
     cars = _sidecars_or_exit(paths, workdir)
-    rows, unreachable = _window(cars, window)
+    rows, rules, unreachable = _window(cars, window, _rule_locations(paths))
     if fmt == "json":
-        click.echo(as_json(rows, window, unreachable))
+        click.echo(as_json(rows, window, unreachable, rules))
     else:
-        click.echo(as_table(rows))
+        click.echo(as_table(rows, rules))
         if unreachable:
             click.echo(f"not answering: {', '.join(unreachable)}", err=True)
     sys.exit(EXIT_OK)
@@ -86,10 +101,11 @@ def top_command(paths, workdir, every):
     from ..run.telemetry import as_table
 
     cars = _sidecars_or_exit(paths, workdir)
+    where = _rule_locations(paths)
     try:
         while True:
-            rows, unreachable = _window(cars, every)
-            screen = as_table(rows) + (f"\nnot answering: {', '.join(unreachable)}" if unreachable else "")
+            rows, rules, unreachable = _window(cars, every, where)
+            screen = as_table(rows, rules) + (f"\nnot answering: {', '.join(unreachable)}" if unreachable else "")
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
             sys.stdout.write(f"{time.strftime('%H:%M:%S')}  every {every:g}s\n{screen}\n")

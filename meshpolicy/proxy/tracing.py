@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 
 
 def _ids(headers: dict[str, str]) -> tuple[str | None, str | None, bool | None]:
@@ -51,3 +52,135 @@ def propagate(headers: list[tuple[str, str]], tracing: dict) -> list[tuple[str, 
         if parent:
             out.append(("x-b3-parentspanid", parent))
     return out
+
+
+# ---- span reporting ----------------------------------------------------------
+# meshproxy reports a client span per call it forwards and a server span per
+# call it receives, as Envoy's Zipkin tracer does, to a collector (Zipkin v2
+# JSON, `--trace-collector URL`; `meshc up` points it at its own). Recording is
+# a tuple appended to a bounded list on the request path; the JSON is built
+# and posted by a background task once a second, off the request path.
+
+SPAN_KEY = "meshproxy.span"  # where a request's client span waits for its answer
+MAX_PENDING = 10_000  # spans held between flushes; past it new spans are dropped (counted)
+FLUSH_SECONDS = 1.0
+
+
+class Spans:
+    def __init__(self, tracing: dict, service: str, collector: str | None):
+        self.enabled = bool(collector) and tracing["enabled"]
+        self.tracing = tracing
+        self.service = service
+        self.collector = collector
+        self.pending: list[tuple] = []
+        self.dropped = 0
+        self._task = None
+
+    def configure(self, tracing: dict, service: str) -> None:
+        """A reload: the mesh may have turned tracing on or off."""
+        self.tracing, self.service = tracing, service
+        self.enabled = bool(self.collector) and tracing["enabled"]
+
+    def _keep(self, span: tuple) -> None:
+        if len(self.pending) < MAX_PENDING:
+            self.pending.append(span)
+        else:
+            self.dropped += 1
+
+    def client(self, headers: list[tuple[str, str]], request, host: str) -> list[tuple[str, str]]:
+        """propagate(), and a client span for the call when it is sampled (its
+        end is recorded by finish(request, status))."""
+        if not self.enabled:
+            return propagate(headers, self.tracing)
+        out = propagate(headers, self.tracing)
+        ids = _ids({k: v for k, v in out if k in ("traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled")})
+        trace_id, span_id, sampled = ids
+        if sampled and span_id:
+            parent = _ids({k.lower(): v for k, v in headers})[1]
+            request[SPAN_KEY] = (trace_id, span_id, parent, "client", f"egress {host}", time.time(),
+                                 time.monotonic(), request.method, host + request.raw_path)
+        return out
+
+    def server(self, request) -> tuple | None:
+        """The server span of a sampled incoming call, a child of the caller's
+        client span (its span id is the one the caller sent)."""
+        trace_id, parent, sampled = _ids({k.lower(): v for k, v in request.headers.items()
+                                          if k.lower() in _TRACE_HEADERS})
+        if not sampled or trace_id is None:
+            return None
+        return (trace_id, secrets.token_hex(8), parent, "server", "ingress", time.time(), time.monotonic(),
+                request.method, request.host + request.raw_path)
+
+    def for_app(self, headers: list[tuple[str, str]], span: tuple) -> list[tuple[str, str]]:
+        """The headers for the app, whose trace context names the server span,
+        so that the calls the app makes for this one become its children."""
+        trace_id, span_id, parent = span[:3]
+        out = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS or k.lower() == "tracestate"]
+        if "w3c" in self.tracing["formats"]:
+            out.append(("traceparent", f"00-{trace_id}-{span_id}-01"))
+        if "b3" in self.tracing["formats"]:
+            out += [("x-b3-traceid", trace_id), ("x-b3-spanid", span_id), ("x-b3-sampled", "1")]
+            if parent:
+                out.append(("x-b3-parentspanid", parent))
+        return out
+
+    def finish(self, span: tuple | None, status: int) -> None:
+        if span is not None:
+            self._keep((*span, time.monotonic(), status))
+
+    def finish_request(self, request, status: int) -> None:
+        if self.enabled:
+            self.finish(request.get(SPAN_KEY), status)
+
+    # ---- export (background)
+    def zipkin(self, spans: list[tuple]) -> list[dict]:
+        out = []
+        for trace_id, span_id, parent, kind, name, wall, start, method, url, end, status in spans:
+            s = {"traceId": trace_id, "id": span_id, "name": name, "kind": kind.upper(),
+                 "timestamp": int(wall * 1_000_000), "duration": max(1, int((end - start) * 1_000_000)),
+                 "localEndpoint": {"serviceName": self.service},
+                 "tags": {"http.method": method, "http.url": url, "http.status_code": str(status),
+                          "component": "meshproxy"}}
+            if parent:
+                s["parentId"] = parent
+            out.append(s)
+        return out
+
+    def start(self) -> None:
+        if self.collector and self._task is None:
+            import asyncio
+
+            self._task = asyncio.get_running_loop().create_task(self._export())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        import json
+
+        import aiohttp
+
+        body = json.dumps(self.zipkin(batch)).encode()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+                async with session.post(self.collector, data=body,
+                                        headers={"content-type": "application/json"}) as resp:
+                    await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the collector is away: the batch is lost
+            self.dropped += len(batch)
+            import logging
+
+            logging.getLogger("meshproxy").debug("span export failed: %s", exc)
+
+    async def _export(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()

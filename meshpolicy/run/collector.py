@@ -5,6 +5,12 @@ OpenTelemetry tracer posts OTLP to /v1/traces (protobuf or JSON). The
 collector keeps every span as one JSON line in `<workdir>/traces/spans.jsonl`
 in one shape (trace id, span id, parent, service, name, start, duration,
 tags), so `meshc trace ID` can print a trace's hops after the fact.
+meshproxy reports its spans in the same Zipkin JSON. The file is rotated
+at MAX_SPANS_FILE bytes (one previous generation, `spans.1.jsonl`, is
+kept), so a long run holds at most twice that on disk.
+
+For Envoy meshes it also runs the gRPC access-log service
+(access_logs.py) and serves its callee-side counters on GET /metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_BODY = 8 * 1024 * 1024  # a sidecar's batch of spans is far smaller
+MAX_SPANS_FILE = 32 * 1024 * 1024
 
 
 @dataclass
@@ -68,19 +75,39 @@ def from_otlp(body: bytes, content_type: str) -> list[Span]:
 
 class Collector:
     def __init__(self, workdir: Path) -> None:
+        from .access_logs import InboundTally
+
         self.path = workdir / "traces" / "spans.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
+        self.tally = InboundTally()
+        self._als = None
 
     def record(self, spans: list[Span]) -> None:
         if not spans:
             return
         lines = "".join(json.dumps(s.__dict__, sort_keys=True) + "\n" for s in spans)
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(lines)
+        with self._lock:
+            try:
+                if self.path.stat().st_size + len(lines) > MAX_SPANS_FILE:
+                    self.path.replace(self.path.with_name("spans.1.jsonl"))  # the older generation goes
+            except FileNotFoundError:
+                pass
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(lines)
+
+    def start_access_log(self, port: int, address: str = "127.0.0.1") -> int:
+        """The gRPC access-log service, folding into the counters /metrics
+        serves. Started after the sidecars: a process forked while gRPC
+        threads run can die in gRPC's fork handler."""
+        from .access_logs import AccessLogServer
+
+        self._als = AccessLogServer(self.tally)
+        return self._als.start(port, address)
 
     def start(self, port: int = 0, address: str = "127.0.0.1") -> int:
+        """Serve spans and /metrics on port."""
         collector = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -128,6 +155,17 @@ class Collector:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
+            def do_GET(self):  # noqa: N802
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = collector.tally.prometheus().encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain; version=0.0.4")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, *args):
                 pass
 
@@ -137,6 +175,9 @@ class Collector:
         return self._server.server_address[1]
 
     def stop(self) -> None:
+        if self._als is not None:
+            self._als.stop()
+            self._als = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -144,12 +185,11 @@ class Collector:
 
 
 def spans_of(workdir: Path, trace_id: str | None = None) -> list[dict]:
-    path = workdir / "traces" / "spans.jsonl"
-    if not path.is_file():
-        return []
+    paths = [workdir / "traces" / name for name in ("spans.1.jsonl", "spans.jsonl")]  # older first
     out = []
     want = trace_id.lower().rjust(32, "0") if trace_id else None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = [ln for p in paths if p.is_file() for ln in p.read_text(encoding="utf-8").split("\n")]
+    for line in lines:
         try:
             s = json.loads(line)
         except ValueError:

@@ -1,13 +1,17 @@
-"""RED metrics of a running mesh, from every sidecar, per service pair.
+"""RED metrics of a running mesh, from every sidecar, per service pair and per route rule.
 
 Each sidecar serves Prometheus text on its admin port (Envoy's
 /stats/prometheus, meshproxy's /metrics). Two scrapes a window apart give,
 for every (source, destination) pair, the request rate, the share of
 answers that were not 5xx and the p50/p95/p99 latency (interpolated in the
-histogram buckets, as Prometheus' histogram_quantile does). Envoy counts a
-call at the caller's sidecar (its clusters are named `<service>|<version>`);
-meshproxy also counts it at the destination with the caller's verified
-identity, and `side` says which sidecar saw it.
+histogram buckets, as Prometheus' histogram_quantile does). Both proxies
+count a call at the caller's sidecar (Envoy's clusters are named
+`<service>|<version>`) and at the destination's, with the caller's verified
+identity: meshproxy itself, Envoy through its inbound access log, which
+meshc's collector folds into counters it serves on its own /metrics
+(access_logs.py). `side` says which sidecar saw it. Per route rule, the
+caller's sidecar counts the rule that routed the call: Envoy's route
+`stat_prefix` (`vhost.<destination>.route.rule-N.*`), meshproxy's `rule` label.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 Key = tuple[str, str, str]  # (side, source, destination)
+RuleKey = tuple[str, str, str]  # (source, destination, rule name: rule_stats.rule_stat_name)
 
 
 @dataclass
@@ -34,6 +39,10 @@ class Sample:
         default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     version_buckets: dict[tuple[str, str], dict[float, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    # Calls per route rule, counted at the caller's sidecar.
+    rule_codes: dict[RuleKey, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    rule_buckets: dict[RuleKey, dict[float, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
 
 
 @dataclass
@@ -47,15 +56,18 @@ class Row:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    rule: str | None = None  # rule rows: the route rule's name (`rule-N`, `default`)
+    at: str | None = None  # rule rows: where the rule is written (`file:line`), when the policy could be read
 
 
 @dataclass
 class Sidecar:
     workload: str  # service or service/version
     service: str
-    proxy: str
+    proxy: str  # "envoy", "meshproxy", or "meshc" (the collector's access-log counters)
     metrics_url: str
     version: str | None = None
+    services: frozenset[str] = frozenset()  # the mesh's services (Envoy clusters of versionless ones are bare)
 
 
 def sidecars(workdir: Path) -> list[Sidecar]:
@@ -69,7 +81,21 @@ def sidecars(workdir: Path) -> list[Sidecar]:
         ws, proxy, path = _envoy_workloads(config, None), "envoy", "/stats/prometheus"
     else:
         ws, proxy, path = _meshproxy_workloads(config), "meshproxy", "/metrics"
-    return [Sidecar(w.key, w.service, proxy, f"http://127.0.0.1:{w.admin_port}{path}", w.version) for w in ws]
+    services = frozenset(w.service for w in ws)
+    cars = [Sidecar(w.key, w.service, proxy, f"http://127.0.0.1:{w.admin_port}{path}", w.version, services)
+            for w in ws]
+    port = _marker(workdir / "traces" / "port")
+    if proxy == "envoy" and port is not None and _marker(workdir / "traces" / "access-log-port") is not None:
+        cars.append(Sidecar("(meshc collector)", "", "meshc", f"http://127.0.0.1:{port}/metrics", None, services))
+    return cars
+
+
+def _marker(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _text(url: str) -> str | None:
@@ -96,26 +122,47 @@ def scrape(cars: list[Sidecar]) -> Sample:
 
 
 def _take(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -> None:
+    if car.proxy == "meshc":  # Envoy's inbound access logs, folded by meshc (no version figures: the
+        key = ("callee", labels.get("source", "?"), labels.get("destination", "?"))  # callers' clusters give those)
+        if name == "meshc_inbound_requests":
+            sample.codes[key][labels["code"]] += value
+        elif name == "meshc_inbound_request_duration_ms_bucket":
+            sample.buckets[key][float(labels["le"])] += value
+        return
     if car.proxy == "meshproxy":
         inbound = labels.get("direction") != "outbound"
         version = (car.service, car.version) if inbound and car.version else None
+        rule = None if inbound or not labels.get("rule") else (car.service, labels.get("destination", "?"),
+                                                                  labels["rule"])
         if name == "meshproxy_requests":
             side = "callee" if inbound else "caller"
             sample.codes[(side, labels.get("source", "?"), labels.get("destination", "?"))][labels["code"]] += value
             if version:
                 sample.version_codes[version][labels["code"]] += value
+            if rule:
+                sample.rule_codes[rule][labels["code"]] += value
         elif name == "meshproxy_request_duration_seconds_bucket":
             side = "callee" if inbound else "caller"
             key = (side, labels.get("source", "?"), labels.get("destination", "?"))
             sample.buckets[key][float(labels["le"]) * 1000] += value
             if version:
                 sample.version_buckets[version][float(labels["le"]) * 1000] += value
+            if rule:
+                sample.rule_buckets[rule][float(labels["le"]) * 1000] += value
+        return
+    if name.startswith("envoy_vhost_route_upstream_rq"):
+        _take_envoy_route(car, name, labels, value, sample)
         return
     cluster = labels.get("envoy_cluster_name", "")
-    if "|" not in cluster or cluster.startswith(("inbound|", "tracing|", "meshc-", "ingress|", "external|", "jwks|",
-                                                  "egress|")):
-        return  # only calls to mesh destinations (`<service>|<version>`; a gateway's hop and egress are not)
-    dest, version = cluster.split("|", 1)
+    if "|" in cluster:
+        if cluster.startswith(("inbound|", "tracing|", "telemetry|", "meshc-", "ingress|", "external|", "jwks|",
+                               "egress|")):
+            return  # only calls to mesh destinations (`<service>|<version>`; a gateway's hop and egress are not)
+        dest, version = cluster.split("|", 1)
+    elif cluster in car.services:  # a service without versions: its cluster is its name
+        dest, version = cluster, ""
+    else:
+        return
     key = ("caller", car.service, dest)
     if name == "envoy_cluster_upstream_rq" and "envoy_response_code" in labels:
         sample.codes[key][labels["envoy_response_code"]] += value
@@ -125,6 +172,21 @@ def _take(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -
         sample.buckets[key][float(labels["le"])] += value  # Envoy's histograms are in ms
         if version:
             sample.version_buckets[(dest, version)][float(labels["le"])] += value
+
+
+def _take_envoy_route(car: Sidecar, name: str, labels: dict, value: float, sample: Sample) -> None:
+    """Envoy's per route stats (the route's stat_prefix). An ingress's mesh
+    hop has one virtual host, `mesh`, whose routes are `<destination>|rule-N`."""
+    vhost, route = labels.get("envoy_virtual_host", ""), labels.get("envoy_route", "")
+    if vhost == "mesh" and "|" in route:
+        vhost, route = route.split("|", 1)
+    if vhost not in car.services or not route:
+        return  # egress and external virtual hosts
+    key = (car.service, vhost, route)
+    if name == "envoy_vhost_route_upstream_rq" and "envoy_response_code" in labels:
+        sample.rule_codes[key][labels["envoy_response_code"]] += value
+    elif name == "envoy_vhost_route_upstream_rq_time_bucket":
+        sample.rule_buckets[key][float(labels["le"])] += value
 
 
 def _quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -169,6 +231,35 @@ def red(before: Sample, after: Sample) -> list[Row]:
     return rows
 
 
+def rule_rows(before: Sample, after: Sample, where: dict[tuple[str, str], str] | None = None) -> list[Row]:
+    """Per route rule, at the caller's sidecar; where: (destination, rule
+    name) -> `file:line` (rule_locations)."""
+    seconds = max(after.at - before.at, 1e-9)
+    rows = []
+    for src, dst, rule in sorted(after.rule_codes):
+        key = (src, dst, rule)
+        row = _figures("caller", src, dst, seconds, before.rule_codes.get(key, {}), after.rule_codes[key],
+                       before.rule_buckets.get(key, {}), after.rule_buckets.get(key, {}))
+        if row is not None:
+            row.rule, row.at = rule, (where or {}).get((dst, rule))
+            rows.append(row)
+    return rows
+
+
+def rule_locations(mesh) -> dict[tuple[str, str], str]:
+    """(destination, rule name) -> `file:line` of every route rule, and of each
+    service (its implicit `default` rule)."""
+    from ..rule_stats import rule_stat_name
+
+    out = {}
+    for svc in mesh.services:
+        out[(svc.name, rule_stat_name(None))] = f"{svc.span.file}:{svc.span.line}"
+    for dest, route in mesh.route_map.items():
+        for rule in route.rules:
+            out[(dest, rule_stat_name(rule.index))] = f"{rule.span.file}:{rule.span.line}"
+    return out
+
+
 def version_row(before: Sample, after: Sample, service: str, version: str) -> Row | None:
     """Every call to one version of a service between two scrapes, from all
     callers (source "*"); None when none reached it."""
@@ -182,12 +273,33 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
-def as_json(rows: list[Row], window: float, unreachable: list[str]) -> str:
-    return json.dumps({"window_seconds": window, "pairs": [asdict(r) for r in rows],
-                       "unreachable": unreachable}, indent=2)
+def _pair(r: Row) -> dict:
+    d = asdict(r)
+    del d["rule"], d["at"]
+    return d
 
 
-def as_table(rows: list[Row]) -> str:
+def as_json(rows: list[Row], window: float, unreachable: list[str], rules: list[Row] = ()) -> str:
+    return json.dumps({"window_seconds": window, "pairs": [_pair(r) for r in rows],
+                       "rules": [asdict(r) for r in rules], "unreachable": unreachable}, indent=2)
+
+
+def rules_table(rows: list[Row]) -> str:
+    head = f"{'source':<16} {'destination':<16} {'rule':<10} {'at':<22} {'req':>6} {'rps':>8} {'success':>8} " \
+           f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r.source:<16} {r.destination:<16} {r.rule or '':<10} {r.at or '-':<22} {r.requests:>6} "
+                     f"{r.rate:>8.1f} {_fmt(r.success, '%'):>8} {_fmt(r.p50_ms):>8} {_fmt(r.p95_ms):>8} "
+                     f"{_fmt(r.p99_ms):>8}")
+    return "\n".join(lines)
+
+
+def _fmt(x, unit=""):
+    return "-" if x is None else f"{x:.1f}{unit}"
+
+
+def as_table(rows: list[Row], rules: list[Row] = ()) -> str:
     head = f"{'side':<7} {'source':<20} {'destination':<20} {'req':>6} {'rps':>8} {'success':>8} " \
            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     lines = [head]
@@ -200,4 +312,6 @@ def as_table(rows: list[Row]) -> str:
                      f"{fmt(r.success, '%'):>8} {fmt(r.p50_ms):>8} {fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8}")
     if not rows:
         lines.append("(no requests in the window)")
+    if rules:
+        lines += ["", "per route rule (at the caller):", rules_table(list(rules))]
     return "\n".join(lines)

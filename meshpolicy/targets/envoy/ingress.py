@@ -161,6 +161,7 @@ def _hop_listener(ctx: Ctx, g: Ingress, port_value: int) -> tuple[dict, set[str]
         for r in vh["routes"]:
             r = copy.deepcopy(r)
             r["name"] = f"{name}|{r['name']}"
+            r["stat_prefix"] = f"{name}|{r['stat_prefix']}"  # one virtual host for all: the destination in the name
             r["match"].setdefault("headers", []).insert(0, {"name": SELECTOR, "string_match": {"exact": name}})
             routes.append(r)
     vhosts = [{"name": "mesh", "domains": ["*"], "routes": routes}]

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ...model.types import Fault, Retry, RouteRule, Service
 from ...plan import hosts, plan_of
+from ...rule_stats import rule_stat_name
 from .clusters import balance_of
 from .context import Ctx
 from .conventions import cluster_name
@@ -176,6 +177,7 @@ def l7_options(ctx: Ctx, r: dict, rule: RouteRule, cors, where: str) -> None:
 def _route(ctx: Ctx, dest: Service, rule: RouteRule, name: str) -> dict:
     a = rule.action
     r: dict = {"name": name, "match": _match(rule, ctx, f"in rule {rule.index + 1} of route `{dest.name}`")}
+    r["stat_prefix"] = rule_stat_name(rule.index)  # per rule figures (`meshc stat`): vhost.<dest>.route.rule-N.*
     if a.kind == "forward":
         weights = list(plan_of(ctx.mesh).services[dest.name].rules[rule.index].weights.items())
         action = _forward(ctx, dest, weights, rule.span)
@@ -226,7 +228,7 @@ def _virtual_host(ctx: Ctx, dest: Service, rules: tuple[RouteRule, ...] | None) 
         # Every version evenly: equal integer weights.
         action = _forward(ctx, dest, [(v, 1.0) for v in versions], dest.span)
         fault = _resilience(ctx, dest, action, None)
-        r: dict = {"name": "default", "match": {"prefix": "/"}, "route": action}
+        r: dict = {"name": "default", "match": {"prefix": "/"}, "route": action, "stat_prefix": rule_stat_name(None)}
         if fault is not None:
             r["typed_per_filter_config"] = {FAULT_FILTER: fault}
         if dest.cors is not None:
