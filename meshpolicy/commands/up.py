@@ -118,7 +118,8 @@ def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, clai
                 plan, pdiags = None, []
             else:
                 plan, pdiags = up.prepare(checked.mesh, checked.project.config, proxy, workdir, replicas)
-                ignore_in_tree(workdir, root)
+                if workdir.is_dir():  # a refused plan (bad replicas) writes nothing, not even the folder
+                    ignore_in_tree(workdir, root)
     if stop.is_set():
         click.echo("meshc up: stopped before start", err=True)
         sys.exit(EXIT_ERRORS)
