@@ -185,6 +185,12 @@ def check_config(raw: dict[str, Any], src: SourceFile | None) -> tuple[dict[str,
                         up["xds"] = v
                     else:
                         bad("up", "xds", f"must be true or false, not {v!r}")
+                elif k == "envoy_concurrency":  # Envoy sidecars' worker threads (docs/up.md, "Envoy worker threads")
+                    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 256):
+                        up["envoy_concurrency"] = v
+                    else:
+                        bad("up", "envoy_concurrency",
+                            f"must be a whole number from 1 to 256 or \"auto\", not {_shown(v)}")
                 elif k == "replicas":  # instances per version (docs/up.md, "Instances")
                     up["replicas"] = _replicas(v, bad)
                 elif k == "cert_lifetime":  # workload certificates of `meshc up`, renewed at 2/3 of it

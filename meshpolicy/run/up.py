@@ -83,6 +83,8 @@ class Plan:
     # JWKS replaced by the run's local key (run/local_jwt.py); same meaning.
     mesh: Mesh | None = None
     standins: list = field(default_factory=list)  # run/standins.StandIn, one per external http/tls port
+    # [up] envoy_concurrency: each Envoy's worker threads; None: one per CPU this run may use
+    envoy_concurrency: int | str | None = None
     replicas_flag: int | None = None  # `--replicas N`: instances of every workload meshc.toml does not name
 
 
@@ -226,7 +228,8 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
     diags += write_atomic(workdir / "config", outputs)
     if has_errors(diags):
         return None, diags
-    plan = Plan(proxy, workdir, mesh=mesh, standins=standins)
+    plan = Plan(proxy, workdir, mesh=mesh, standins=standins,
+                envoy_concurrency=config.get("up", {}).get("envoy_concurrency"))
     plan.collector_port = collector_port
     plan.replicas_flag = replicas_flag
     cfg_dir = workdir / "config"
@@ -358,6 +361,20 @@ def base_id_path(plan: Plan, w: Workload) -> Path:
     return plan.workdir / "run" / f"envoy-{w.index}.base-id"
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity, capped by a cgroup v2 CPU
+    quota. Envoy's own default counts every CPU of the host, so in a container
+    limited to 2 of 64 it would start 64 workers per sidecar."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
 def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
     if plan.proxy == "meshproxy":
         return [sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(w.config)]
@@ -368,7 +385,11 @@ def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
         base = ["--use-dynamic-base-id", "--base-id-path", str(base_id_path(plan, w))]
     else:
         base = ["--base-id", base_id_path(plan, w).read_text().strip()]
-    return [envoy_binary() or "envoy", "-c", str(w.config), *base,
+    # A worker per usable CPU measured best for a pair on 2 cores (docs/performance.md,
+    # "Envoy: HTTP/2 between sidecars and worker count"); "auto": Envoy's own default.
+    n = plan.envoy_concurrency or usable_cpus()
+    workers = [] if n == "auto" else ["--concurrency", str(n)]
+    return [envoy_binary() or "envoy", "-c", str(w.config), *base, *workers,
             "--restart-epoch", str(w.epoch), "--log-level", "warn", "--drain-time-s", "2",
             "--parent-shutdown-time-s", "4"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ...model.types import CircuitBreaker, LoadBalancer, Outlier, Service
 from ...plan import version_settings
 from ...plan.hosts import upstream_host
+from ...semantics.multiplexing import multiplexing_keeps
 from ..port_layout import MESH_UNIQUE
 from .context import Ctx
 from .conventions import APP_CLUSTER, COLLECTOR_CLUSTER, INBOUND, ca_file, cluster_name, port
@@ -23,6 +24,18 @@ LB = {"round_robin": "ROUND_ROBIN", "least_request": "LEAST_REQUEST", "random": 
 
 def speaks_http2(svc: Service) -> bool:
     return any(p.protocol in ("http2", "grpc") for p in svc.ports)
+
+
+def sidecar_http2(ctx: Ctx, dest: Service, circuit: CircuitBreaker | None) -> bool:
+    """Whether callers' sidecars speak HTTP/2 to dest's (one version's) sidecar:
+    when its app does, and for any http service reached over mTLS (ALPN h2;
+    dest's sidecar still speaks the app's own protocol to the app) unless a
+    connection-counted circuit limit would change meaning over one
+    multiplexed connection (semantics/multiplexing.py). Measured faster under
+    concurrent load (docs/performance.md, "Envoy: HTTP/2 between sidecars")."""
+    if speaks_http2(dest):
+        return True
+    return dest.http and ctx.mesh.mtls_of(dest) != "off" and multiplexing_keeps(circuit)
 
 
 def endpoint(cluster: str, address: str, port_value: int) -> dict:
@@ -105,7 +118,7 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
                 {"san_type": "URI", "matcher": {"exact": ctx.mesh.spiffe_id(dest)}}],
         },
     }
-    if speaks_http2(dest):
+    if sidecar_http2(ctx, dest, version_settings(dest, dest.version(version) if version else None)[0]):
         tls["alpn_protocols"] = ["h2"]
     return {**base, "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": UPSTREAM_TLS, "common_tls_context": tls}}}
@@ -131,7 +144,7 @@ def _shared_cluster(ctx: Ctx, dest: Service, version: str | None, dest_index: di
         c["circuit_breakers"] = {"thresholds": [thresholds]}
     if outlier is not None:
         c["outlier_detection"] = _outlier(ctx, outlier)
-    if speaks_http2(dest):
+    if sidecar_http2(ctx, dest, circuit):
         c["typed_extension_protocol_options"] = _http2_options()
     return c
 
