@@ -182,3 +182,41 @@ def test_meshc_up_watch_prints_the_nack_at_its_span(tmp_path):
     assert "MP780" in err, err[-3000:]
     assert f"m.mesh:{line}:3" in err
     assert f'{line} |   GET regex "^/(alpha|beta' in err  # the source line
+
+
+def _fixture_snapshots(tmp_path: Path, name: str):
+    folder = tmp_path / name.split(".")[0]
+    folder.mkdir()
+    (folder / "m.mesh").write_text((FIXTURE / name).read_text())
+    checked = _checked(folder)
+    outputs, _ = compile_mesh(checked.mesh, "envoy", CompileOptions(settings={"port_base": 30000}))
+    return checked, {n: s for n, (_, s) in snapshots(outputs).items()}
+
+
+def test_a_reason_that_quotes_nothing_is_pinned_to_what_changed_else_to_the_workload(tmp_path):
+    from meshpolicy.xds.server import Nack
+
+    _, good = _fixture_snapshots(tmp_path, "good.mesh")
+    checked, bad = _fixture_snapshots(tmp_path, "bad.mesh")
+    nack = Nack(WEB, ROUTE, bad[WEB].version(ROUTE), "route configuration rejected", ("outbound|outbound",))
+    # What changed since the last accepted routes: the one rule.
+    diag = nack_diagnostic(checked.mesh, nack, bad[WEB], good[WEB])
+    assert diag.code == "MP780" and diag.span.line == _marked_line(FIXTURE / "bad.mesh")
+    # Nothing to compare with: the workload's own service.
+    diag = nack_diagnostic(checked.mesh, nack, bad[WEB], None)
+    assert diag.span.line == 2 and "service `web`" in diag.message
+
+
+def test_a_rejected_authorization_policy_is_pinned_to_its_rule(tmp_path):
+    """The inbound route configuration carries the rules (RBAC per route):
+    a reason quoting one policy's content points at that allow rule."""
+    from meshpolicy.xds.server import Nack
+
+    checked, snaps = _fixture_snapshots(tmp_path, "good.mesh")
+    route = snaps["back/api/v1"].resources[ROUTE]["inbound|inbound"]
+    policies = route["virtual_hosts"][0]["typed_per_filter_config"]["meshc.inbound.allow"]["rbac"]["rules"][
+        "policies"]
+    assert list(policies) == ["allow-0"]
+    nack = Nack("back/api/v1", ROUTE, "v", "invalid principal 'any'", ("inbound|inbound",))
+    diag = nack_diagnostic(checked.mesh, nack, snaps["back/api/v1"])
+    assert diag.span.line == 7 and "`allow` rule" in diag.message  # `allow * -> api`
