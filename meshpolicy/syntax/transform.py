@@ -72,12 +72,13 @@ def span_of(children) -> Span:
     return Span(CURRENT.get().path, 0, 0, 0, 0, 0, 0)
 
 
+# (Tok.value, not str(tok): these run for nearly every token)
 def ident(t: Tok) -> Ident:
-    return Ident(str(t), tspan(t))
+    return Ident(t.value, tspan(t))
 
 
 def lit(t: Tok, value=None) -> Lit:
-    return Lit(str(t) if value is None else value, str(t), tspan(t))
+    return Lit(t.value if value is None else value, t.value, tspan(t))
 
 
 def _bad(t: Tok, message: str) -> None:
@@ -90,7 +91,7 @@ _MAX_DIGITS = 4000  # Python converts at most 4300 digits of a string to an int
 
 def duration(t: Tok) -> Lit:
     """Exact integer milliseconds (no float rounding of long inputs)."""
-    text = str(t)
+    text = t.value
     unit = "ms" if text.endswith("ms") else text[-1]
     number = text[: -len(unit)]
     if len(number) > _MAX_DIGITS:  # int() and Fraction() refuse them (a traceback before)
@@ -112,11 +113,11 @@ def duration(t: Tok) -> Lit:
 
 
 def percent(t: Tok) -> Lit:
-    return Lit(float(str(t)[:-1]), str(t), tspan(t))
+    return Lit(float(t.value[:-1]), t.value, tspan(t))
 
 
 def integer(t: Tok) -> Lit:
-    text = str(t)
+    text = t.value
     if len(text) > 18:
         _bad(t, f"number `{text[:20]}...` is too large")
         return Lit(10**18, text, tspan(t))
@@ -124,15 +125,15 @@ def integer(t: Tok) -> Lit:
 
 
 def string(t: Tok) -> Lit:
-    return Lit(unquote(str(t)), str(t), tspan(t))
+    return Lit(unquote(t.value), t.value, tspan(t))
 
 
 def rate(t: Tok) -> Lit:
-    n, unit = str(t).split("/")
+    n, unit = t.value.split("/")
     if len(n) > 18:
         _bad(t, f"rate `{t}` is too large")
         n = str(10**18)
-    return Lit((int(n), unit), str(t), tspan(t))
+    return Lit((int(n), unit), t.value, tspan(t))
 
 
 def _options(kind: str, children, node_fields: dict) -> dict:
@@ -159,7 +160,7 @@ class ToNodes(Transformer):
 
     # ---- blocks
     def block_open(self, c):
-        return Node("block_open", span_of(c), {"block": str(c[0]), "name": ident(c[1])})
+        return Node("block_open", span_of(c), {"block": c[0].value, "name": ident(c[1])})
 
     def version_decl(self, c):
         return Node("version", span_of(c), {"name": ident(c[1]), "opens": len(c) > 2})
@@ -188,7 +189,7 @@ class ToNodes(Transformer):
         return percent(c[0])
 
     def metrics(self, c):
-        return Node("metrics", span_of(c), {"on": lit(c[0], str(c[0]) == "on")})
+        return Node("metrics", span_of(c), {"on": lit(c[0], c[0].value == "on")})
 
     def egress(self, c):
         return Node("egress", span_of(c), {"stance": lit(c[0])})
@@ -246,7 +247,7 @@ class ToNodes(Transformer):
         return Node("circuit", span_of(c), _options("circuit", c, {}))
 
     def circuit_limit(self, c):
-        return (str(c[0]), integer(c[1]))
+        return (c[0].value, integer(c[1]))
 
     def outlier(self, c):
         return Node("outlier", span_of(c), _options("outlier", c, {}))
@@ -255,8 +256,8 @@ class ToNodes(Transformer):
         if len(c) == 1:
             return ("max", percent(c[0]))
         if c[0].type == "OUTLIER_COUNT":
-            return (str(c[0]), integer(c[1]))
-        return (str(c[0]), duration(c[1]))
+            return (c[0].value, integer(c[1]))
+        return (c[0].value, duration(c[1]))
 
     def balance(self, c):
         x = c[0]
@@ -465,7 +466,7 @@ class ToNodes(Transformer):
                                            "cert": files.get("cert"), "key": files.get("key")})
 
     def listen_file(self, c):
-        return (str(c[0]), string(c[1]))
+        return (c[0].value, string(c[1]))
 
     def hosts(self, c):
         return Node("hosts", span_of(c), {"values": [string(t) for t in c]})
@@ -492,7 +493,7 @@ class ToNodes(Transformer):
         return c
 
     def claim_test(self, c):
-        op = "eq" if str(c[1]) == "=" else "has"
+        op = "eq" if c[1].value == "=" else "has"
         return Node("claim", span_of([c[0], c[2]]), {"claim": c[0], "op": lit(c[1], op), "value": string(c[2])})
 
     def claim_name(self, c):
@@ -575,7 +576,7 @@ class ToNodes(Transformer):
     def claim_never(self, c):
         source, jwt = c[0]
         return self._claim(
-            "never", c, source=source, source_jwt=jwt, transitive=str(c[1]) == "~>", target=ident(c[2]),
+            "never", c, source=source, source_jwt=jwt, transitive=c[1].value == "~>", target=ident(c[2]),
             **self._conditions(c[3:]),
         )
 
@@ -589,12 +590,12 @@ class ToNodes(Transformer):
 
     def claim_amplification(self, c):
         return self._claim(
-            "amplification", c, source=ident(c[0]), transitive=str(c[1]) == "~>",
+            "amplification", c, source=ident(c[0]), transitive=c[1].value == "~>",
             target=ident(c[2]), bound=integer(c[3]),
         )
 
     def claim_latency(self, c):
         return self._claim(
-            "latency", c, source=ident(c[0]), transitive=str(c[1]) == "~>",
+            "latency", c, source=ident(c[0]), transitive=c[1].value == "~>",
             target=ident(c[2]), bound=duration(c[3]),
         )
