@@ -324,7 +324,11 @@ class ControlPlane:
                 del has[name]
             else:
                 has[name] = _ABSENT
-        return pb.DeltaDiscoveryResponse(system_version_info=snap.version(tu), type_url=tu, nonce=nonce,
+        # The type's version once the workload has all of it: an ACK of a response
+        # that leaves a resource out (not subscribed to yet) does not count as running it.
+        complete = all(has.get(n) == v for n, v in versions.items())
+        version = snap.version(tu) if complete else "partial:" + snap.version(tu)
+        return pb.DeltaDiscoveryResponse(system_version_info=version, type_url=tu, nonce=nonce,
                                          resources=resources, removed_resources=removed)
 
     # ---- serving
