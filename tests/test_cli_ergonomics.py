@@ -270,22 +270,28 @@ def test_a_repository_of_meshes(tmp_path: Path):
     assert r.returncode == 2 and "has no `.mesh` files of its own" in r.stdout and "repo/a" in r.stdout
 
 
-# What a pre-commit run loads. Each of these cost 25-130 ms of a cold start
-# (bench/bench_cli.py); they load only when a run needs them.
+# What a pre-commit run loads. Each of these cost 4-130 ms of a cold start
+# (bench/bench_cli.py, docs/performance.md); they load only when a run needs
+# them. pydantic: the model classes are not pydantic's (model/base.py), it
+# loads to validate a model on purpose, and with it asyncio, ssl and sockets
+# (pydantic_core, through typing_extensions' @deprecated). The plan: only
+# plan/hosts.py (a service's host names) is needed to verify.
+_HEAVY = ("z3", "networkx", "rich.console", "pygls", "google.protobuf", "pydantic", "pydantic_core", "asyncio",
+          "ssl", "yaml", "jinja2", "cryptography", "jwt", "meshpolicy.plan.build", "meshpolicy.plan.types")
 _PROBE = """
 import sys
 from meshpolicy.cli import main
-from meshpolicy.model import types
 sys.argv[0] = "meshc"
 try:
     main()
 except SystemExit as exc:
     code = exc.code
-built = sorted(n for n, c in vars(types).items() if isinstance(c, type) and issubclass(c, types.BaseModel)
-               and c is not types.BaseModel and c.__pydantic_complete__)
-heavy = sorted(m for m in ("z3", "networkx", "rich.console", "pygls", "google.protobuf") if m in sys.modules)
-print(code, built, heavy)
-"""
+model = sys.modules.get("meshpolicy.model.types")  # fmt does not build the model
+validators = sorted(n for n, c in (vars(model) if model else {}).items()
+                    if isinstance(c, type) and "_Model__validator" in c.__dict__)
+heavy = sorted(m for m in %r if m in sys.modules)
+print(code, validators, heavy)
+""" % (_HEAVY,)
 
 
 @pytest.mark.parametrize("example", ["shop", "bookinfo"])

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..cli import LazyGroup
 from ..gc_pause import gc_paused
 from ..pipeline import check_project
 from .common import emit, exit_code, fail_on_option, progress_bar, projects, report_options
@@ -30,7 +31,8 @@ def command(paths, fmt, color, quiet, fail_on):
     diags, sources = [], {}
     for project in projects(paths):  # files of several meshes: each mesh on its own
         # settle: the trees and model stay alive until exit, so no collection needs to scan them
-        with progress_bar(project, quiet) as progress, gc_paused(settle=True):
+        # (in meshc's own process only: a test's in-process CliRunner goes on living)
+        with progress_bar(project, quiet) as progress, gc_paused(settle=LazyGroup.settle_imports):
             checked = check_project(project, progress=progress)
         diags += checked.diagnostics
         sources.update(checked.project.files)

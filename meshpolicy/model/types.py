@@ -12,11 +12,11 @@ from functools import cached_property
 from pathlib import PurePath
 from typing import Annotated, Literal, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from .base import Field, Model, SkipValidation, Tagged
 
 from ..span import Span
 
-SpanT = Annotated[Span, SkipValidation]
+SpanT = Annotated[Span, SkipValidation()]
 NO_SPAN = Span("", 0, 0, 0, 0, 0, 0)
 
 MtlsMode = Literal["strict", "permissive", "off"]
@@ -32,60 +32,14 @@ RETRY_CONDITIONS = (
 )
 
 
-# Building an instance: the builder's values already have the grammar's types,
-# so `make` fills in defaults and sets the fields without validating them.
-# Validation (and pydantic's schema build, a fifth of a cold `meshc` run) only
+# Every class is a `Model` (model/base.py): typed fields as in pydantic, and
+# `make(**fields)`, which sets them without validating. The builder's values
+# already have the grammar's types; validation (pydantic, imported only then)
 # happens where a model is validated on purpose: the tests validate every
-# built model of the examples and of generated programs. Each class gets its
-# own `make(**fields)`, generated from its fields as dataclasses generate `__init__`:
-# a missing or unknown field is a TypeError, as in any Python call, and it
-# runs at a third of the cost of a generic loop over the fields.
-_UNSET = object()
-
-
-def _compile_make(cls: type[BaseModel]):
-    ns = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls, "_UNSET": _UNSET}
-    params, body, names = [], [], []
-    for i, (name, f) in enumerate(cls.model_fields.items()):
-        names.append(name)
-        if f.is_required():
-            params.append(name)
-            body.append(f"    fs.add({name!r})")
-            continue
-        params.append(f"{name}=_UNSET")
-        if f.default_factory is not None:
-            ns[f"_f{i}"] = f.default_factory
-            fallback = f"_f{i}()"
-        else:
-            ns[f"_d{i}"] = f.default
-            fallback = f"_d{i}"
-        body.append(f"    if {name} is _UNSET:\n        {name} = {fallback}\n    else:\n        fs.add({name!r})")
-    fields = ", ".join(f"{n!r}: {n}" for n in names)
-    src = (f"def make(*, {', '.join(params)}):\n    fs = set()\n" + "\n".join(body) +
-           f"\n    o = _new(cls)\n    _set(o, '__dict__', {{{fields}}})\n"
-           "    _set(o, '__pydantic_fields_set__', fs)\n    _set(o, '__pydantic_extra__', None)\n"
-           "    _set(o, '__pydantic_private__', None)\n    return o\n")
-    exec(compile(src, f"<make {cls.__name__}>", "exec"), ns)
-    make = ns["make"]
-    make.__qualname__ = f"{cls.__name__}.make"
-    return make
-
-
-def _install_make(cls: type[BaseModel]) -> None:
-    type.__setattr__(cls, "make", staticmethod(_compile_make(cls)))
-
-
-class Node(BaseModel):
-    # defer_build: the schema is built on the first validation, which a plain
-    # `meshc` run never does (see `make`).
-    model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,), defer_build=True)
+# built model of the examples and of generated programs.
+class Node(Model, extra="forbid"):
     span: SpanT = NO_SPAN
     spans: dict[str, SpanT] = Field(default_factory=dict)
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        _install_make(cls)  # every subclass gets a `make` of its own fields
 
     def at(self, field: str) -> Span:
         """Where `field` was written, else where this element was."""
@@ -303,7 +257,7 @@ class DirectResponse(Node):
     body: str | None = None
 
 
-Action = Annotated[Union[Forward, Redirect, DirectResponse], Field(discriminator="kind")]
+Action = Annotated[Union[Forward, Redirect, DirectResponse], Tagged("kind")]
 
 
 class HeaderOp(Node):
@@ -505,17 +459,11 @@ class Assertion(Node):
     bound: int | None = None  # attempts for amplification, ms for latency
 
 
-class Mesh(BaseModel):
+class Mesh(Model):
     """A whole mesh: every file of one project, merged. Lists keep file order
     (and duplicates, which the checks report); lookups use the first."""
 
-    model_config = ConfigDict(ignored_types=(cached_property,), defer_build=True)
     settings: MeshSettings = Field(default_factory=lambda: MeshSettings.make())
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        _install_make(cls)
     mesh_blocks: list[MeshSettings] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -587,6 +535,3 @@ class Mesh(BaseModel):
     def spiffe_id(self, service: Service) -> str:
         return f"spiffe://{self.settings.trust_domain}/ns/{service.namespace}/sa/{service.account}"
 
-
-_install_make(Node)
-_install_make(Mesh)
