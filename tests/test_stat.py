@@ -63,8 +63,14 @@ def test_stat_reports_the_pairs_that_carried_traffic(tmp_path, proxy):
     caller = pairs[("caller", "web", "api")]
     assert caller["requests"] > 5 and caller["success"] == 100.0 and caller["p50_ms"] is not None
     assert report["unreachable"] == []
-    if proxy == "meshproxy":  # meshproxy also counts at the destination, by the caller's verified identity
-        assert any(side == "callee" and dst == "api" for side, _, dst in pairs)
+    # Both proxies count at the destination too, by the caller's verified identity
+    # (Envoy: its inbound access log, streamed to meshc's collector)
+    callee = pairs[("callee", "spiffe://small.test/ns/demo/sa/web", "api")]
+    assert callee["requests"] > 5 and callee["success"] == 100.0
+    # Per route rule, at the caller: the rule's name on both proxies, and where it is written
+    [rule] = [r for r in report["rules"] if r["destination"] == "api"]
+    assert (rule["source"], rule["rule"], rule["at"]) == ("web", "rule-0", f"{root / 'small.mesh'}:10")
+    assert rule["requests"] > 5 and rule["success"] == 100.0 and rule["p99_ms"] is not None
 
 
 def test_stat_without_a_running_mesh_says_so(tmp_path):

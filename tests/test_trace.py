@@ -71,3 +71,37 @@ def test_envoy_spans_of_a_request_are_printed_as_its_hops(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "trace", "--list", str(root), "--workdir",
                               str(root / "work")], capture_output=True, text=True, timeout=60)
     assert trace_id in listing.stdout
+
+
+def test_meshproxy_reports_client_and_server_spans(tmp_path):
+    root = tmp_path / "mesh"
+    root.mkdir()
+    (root / "meshc.toml").write_text(f"[compile.meshproxy]\nport_base = {free_port_base(40)}\n")
+    (root / "small.mesh").write_text(TRACED.format(split="v1"))
+    proc = start_up(root, "meshproxy")
+    ports = wait_table(proc)
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    conn = http.client.HTTPConnection("127.0.0.1", ports["web"], timeout=10)
+    conn.request("GET", "/x?q=1", headers={"Host": "api", "x-b3-traceid": trace_id, "x-b3-spanid": "b3ce929d0e0e4736",
+                                           "x-b3-sampled": "1"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    seen_by_app = json.loads(resp.read())
+    conn.close()
+    args = [sys.executable, "-m", "meshpolicy.cli", "trace", trace_id, str(root), "--workdir", str(root / "work")]
+    deadline = time.monotonic() + 20  # meshproxy posts its spans once a second
+    while True:
+        got = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        hops = got.stdout.splitlines()
+        if len(hops) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got.returncode == 0, got.stderr
+    # the caller's client span, and the callee's server span as its child
+    assert hops[0].startswith("web [client]") and "GET api/x?q=1 200" in hops[0], hops
+    assert hops[1].startswith("  api [server]") and hops[1].endswith(" 200"), hops
+    spans = {s["kind"]: s for s in spans_of(root / "work", trace_id)}
+    assert spans["client"]["parent_id"] == "b3ce929d0e0e4736"  # the span the app's call came in with
+    assert spans["server"]["parent_id"] == spans["client"]["span_id"]
+    # the app behind api sees the server span as its parent: its own calls join the trace under it
+    assert seen_by_app["headers"]["x-b3-spanid"] == spans["server"]["span_id"]

@@ -18,8 +18,8 @@ from .common import EXIT_ERRORS, EXIT_OK
 @click.option("--list", "listing", is_flag=True, help="List the traces collected so far, newest last.")
 def command(trace_id, paths, workdir, listing):
     """Print the hops of trace TRACE_ID (as in `x-b3-traceid` or `traceparent`)
-    that Envoy sidecars of `meshc up` reported to meshc's collector (meshc.toml
-    tracing on; meshproxy propagates trace headers but reports no spans).
+    that the sidecars of `meshc up` (Envoy or meshproxy) reported to meshc's
+    collector (the mesh's `tracing` on).
 
     \b
     Examples:
@@ -41,7 +41,7 @@ def command(trace_id, paths, workdir, listing):
         for tid, (_, n) in sorted(seen.items(), key=lambda kv: kv[1][0]):
             click.echo(f"{tid}  {n} span{'s' * (n != 1)}")
         if not seen:
-            click.echo(f"no traces collected in {wd} (is tracing on, with Envoy sidecars?)", err=True)
+            click.echo(f"no traces collected in {wd} (is the mesh's tracing on?)", err=True)
         sys.exit(EXIT_OK)
     if not all(c in "0123456789abcdefABCDEF" for c in trace_id) or not 1 <= len(trace_id) <= 32:
         raise click.UsageError(f"a trace id is up to 32 hex digits, not {trace_id!r}")

@@ -68,6 +68,7 @@ class IngressMixin:
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
             self.metrics.observe("ingress", "internet", dest_name, resp.status, time.monotonic() - started)
+            self.spans.finish_request(request, resp.status)
             return resp
 
         checked = check_request(request)

@@ -17,8 +17,8 @@ from pathlib import Path
 from .server import ConfigError, Proxy, load_config
 
 
-async def serve(config_path: Path, ready_file: Path | None = None) -> None:
-    proxy = Proxy(load_config(config_path), config_path)
+async def serve(config_path: Path, ready_file: Path | None = None, trace_collector: str | None = None) -> None:
+    proxy = Proxy(load_config(config_path), config_path, trace_collector)
     await proxy.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -32,7 +32,7 @@ async def serve(config_path: Path, ready_file: Path | None = None) -> None:
     await proxy.stop()
 
 
-def run(config_path: Path, log_level: str = "warning") -> int:
+def run(config_path: Path, log_level: str = "warning", trace_collector: str | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format="meshproxy %(levelname)s %(message)s")
     try:
         import uvloop  # optional: faster event loop when installed
@@ -45,7 +45,7 @@ def run(config_path: Path, log_level: str = "warning") -> int:
     except ConfigError as exc:
         logging.getLogger("meshproxy").error("%s", exc)
         return 2
-    asyncio.run(serve(config_path))
+    asyncio.run(serve(config_path, trace_collector=trace_collector))
     return 0
 
 
@@ -55,5 +55,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="meshproxy")
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--trace-collector", default=None, metavar="URL",
+                   help="report spans there (Zipkin v2 JSON, e.g. http://127.0.0.1:9411/api/v2/spans)")
     a = p.parse_args()
-    sys.exit(run(a.config, a.log_level))
+    sys.exit(run(a.config, a.log_level, a.trace_collector))

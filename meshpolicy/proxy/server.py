@@ -31,7 +31,7 @@ from .jwt_verify import Verifier
 from .metrics import Metrics
 from .request_info import query_params, request_tokens, split_absolute
 from .request_target import forward_target, valid_method
-from .tracing import propagate
+from .tracing import Spans
 from .upstream import HOP_BY_HOP, Pool, StreamedBody, UpstreamError
 
 log = logging.getLogger("meshproxy")
@@ -204,8 +204,9 @@ def _hash64(text: str) -> int:
 
 
 class Proxy(IngressMixin, EgressMixin):
-    def __init__(self, cfg: dict, config_path: Path | None = None):
+    def __init__(self, cfg: dict, config_path: Path | None = None, trace_collector: str | None = None):
         self.cfg = cfg
+        self.spans = Spans(cfg["tracing"], cfg["workload"]["service"], trace_collector)  # span reporting
         self.config_path = config_path
         self.metrics = Metrics(cfg)
         self.state = Upstreams()
@@ -310,6 +311,7 @@ class Proxy(IngressMixin, EgressMixin):
         self._servers.append(runner)
         self._tasks.append(asyncio.create_task(self._watch_certs()))
         self._tasks.append(asyncio.create_task(self._sweep_pools()))
+        self.spans.start()
 
     async def stop(self) -> None:
         for t in [*self._tasks, *self.__dict__.get("_jwks_tasks", {}).values()]:
@@ -323,6 +325,7 @@ class Proxy(IngressMixin, EgressMixin):
                 s.close()
         self.pool.close_idle()
         self.app_pool.close_idle()
+        await self.spans.stop()  # the last batch
 
     def reload(self) -> bool:
         """SIGHUP: take a new config file if it is valid; in-flight requests finish on the old one."""
@@ -334,6 +337,7 @@ class Proxy(IngressMixin, EgressMixin):
             log.error("config reload refused: %s", exc)
             return False
         self.cfg = cfg
+        self.spans.configure(cfg["tracing"], cfg["workload"]["service"])
         self.buckets = ev.TokenBuckets(cfg)
         self._load_north_south()
         if "_jwks_tasks" in self.__dict__ or any(p.get("jwks_uri") for p in cfg["jwt"]):
@@ -411,9 +415,12 @@ class Proxy(IngressMixin, EgressMixin):
         peer_id, peer_der, peer_addr = _peer(request)
         source = peer_id or "unknown"
         dest = cfg["workload"]["service"]
+        span = self.spans.server(request) if self.spans.enabled else None
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
             self.metrics.observe("inbound", source, dest, resp.status, time.monotonic() - started)
+            if span is not None:
+                self.spans.finish(span, resp.status)
             return resp
 
         checked = check_request(request)
@@ -441,6 +448,8 @@ class Proxy(IngressMixin, EgressMixin):
         body = await read_body(request)
         headers = forwardable(request.headers.items()) + identity_headers(cfg["identity"]["spiffe_id"], peer_id,
                                                                           peer_der)
+        if span is not None:
+            headers = self.spans.for_app(headers, span)
         app = listener["app"]
         try:
             r = await self.app_pool.request(app["address"], app["port"], use_tls=False, expected_id=None,
@@ -501,7 +510,8 @@ class Proxy(IngressMixin, EgressMixin):
         dest_name = choice.destination or "(unknown)"
 
         def done(resp: web.StreamResponse) -> web.StreamResponse:
-            self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started)
+            self.metrics.observe("outbound", me, dest_name, resp.status, time.monotonic() - started, choice)
+            self.spans.finish_request(request, resp.status)
             return resp
 
         if isinstance(checked, web.Response):
@@ -547,7 +557,7 @@ class Proxy(IngressMixin, EgressMixin):
             return web.Response(status=400, text=BAD_TARGET)
         body = await read_body(request)
         base = forwardable(request.headers.items()) if headers is None else headers
-        fwd = l7.request_ops(rule, propagate(base, self.cfg["tracing"]))
+        fwd = l7.request_ops(rule, self.spans.client(base, request, host))
         fault = rule["fault"]
         if fault:
             if fault["delay_ms"] and random.random() * 100 < (fault["delay_percent"] or 0):

@@ -79,6 +79,7 @@ class Plan:
     statics: dict = field(default_factory=dict)  # node id -> the static bootstrap it was cut from
     control_plane: object | None = None  # meshpolicy.xds.server.ControlPlane, once started
     collector_port: int | None = None  # meshc's trace collector (run/collector.py), when tracing is on
+    access_log_port: int | None = None  # its gRPC access-log service, for Envoy meshes (run/access_logs.py)
     # The mesh as this run compiled it: the policy with each JWT provider's
     # JWKS replaced by the run's local key (run/local_jwt.py); same meaning.
     mesh: Mesh | None = None
@@ -210,11 +211,20 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
         # The built-in echo app speaks HTTP/1.1 whatever the policy declares.
         apps = config.get("up", {}).get("apps", {})
         settings.setdefault("http1_apps", sorted(s.name for s in mesh.services if s.name not in apps))
-    collector_port = None
-    if proxy == "envoy" and mesh.settings.tracing.enabled and not {"zipkin_collector", "otlp_collector"} & set(settings):
+    collector_port = access_log_port = None
+    if mesh.settings.tracing.enabled and (proxy == "meshproxy"
+                                          or not {"zipkin_collector", "otlp_collector"} & set(settings)):
         # spans go to meshc's own collector (`meshc trace`), on one port for the whole run
         collector_port = _collector_port(workdir)
-        settings["zipkin_collector"] = settings["otlp_collector"] = f"127.0.0.1:{collector_port}"
+        if proxy == "envoy":
+            settings["zipkin_collector"] = settings["otlp_collector"] = f"127.0.0.1:{collector_port}"
+    if proxy == "envoy" and mesh.settings.metrics and config.get("up", {}).get("xds", True) \
+            and not settings.get("access_log_service"):
+        # inbound access logs to the collector: callee-side figures by caller (`meshc stat`);
+        # gRPC in this process, as the control plane (static bootstraps, `[up] xds = false`: none)
+        collector_port = _collector_port(workdir)
+        access_log_port = _collector_port(workdir, "access-log-port")
+        settings["access_log_service"] = f"127.0.0.1:{access_log_port}"
     options = CompileOptions(certs_dir=str(certs.resolve()), settings=settings)
     if proxy == "envoy":  # certificates through file-based SDS: a rotation applies without a restart
         options.sds_dir = str((workdir / "sds").resolve())
@@ -230,7 +240,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
         return None, diags
     plan = Plan(proxy, workdir, mesh=mesh, standins=standins,
                 envoy_concurrency=config.get("up", {}).get("envoy_concurrency"))
-    plan.collector_port = collector_port
+    plan.collector_port, plan.access_log_port = collector_port, access_log_port
     plan.replicas_flag = replicas_flag
     cfg_dir = workdir / "config"
     plan.workloads = (_meshproxy_workloads(cfg_dir, mesh) if proxy == "meshproxy"
@@ -243,12 +253,12 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
     return plan, diags
 
 
-def _collector_port(workdir: Path) -> int:
-    """The trace collector's port, chosen once per work directory, so a
-    reload under --watch keeps the sidecars' collector address."""
+def _collector_port(workdir: Path, name: str = "port") -> int:
+    """The trace collector's port (or its access-log service's), chosen once
+    per work directory, so a reload under --watch keeps the sidecars' collector address."""
     import socket
 
-    marker = workdir / "traces" / "port"
+    marker = workdir / "traces" / name
     if marker.is_file() and marker.read_text().strip().isdigit():
         return int(marker.read_text())
     with socket.socket() as s:
@@ -377,7 +387,9 @@ def usable_cpus() -> int:
 
 def sidecar_argv(plan: Plan, w: Workload) -> list[str]:
     if plan.proxy == "meshproxy":
-        return [sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(w.config)]
+        spans = [] if plan.collector_port is None else [
+            "--trace-collector", f"http://127.0.0.1:{plan.collector_port}/api/v2/spans"]
+        return [sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(w.config), *spans]
     # A fixed --base-id collides with any other Envoy on the host using it (another
     # mesh, a test run): epoch 0 picks a free one and writes it down, and a hot
     # restart must name the same id (Envoy refuses the dynamic flag past epoch 0).
@@ -415,6 +427,9 @@ def planned_ports(plan: Plan) -> list[tuple[str, int, str]]:
     if plan.collector_port is not None:
         out.append(("127.0.0.1", plan.collector_port, "trace collector (delete traces/port in the work directory "
                                                       "to pick another)"))
+    if plan.access_log_port is not None:
+        out.append(("127.0.0.1", plan.access_log_port, "access-log service (delete traces/access-log-port in the "
+                                                       "work directory to pick another)"))
     return out
 
 
@@ -478,6 +493,8 @@ def start(plan: Plan, sup: Supervisor, apps: dict, stop=None) -> None:
     if xds_port is not None:
         _serve(plan, xds_port)
         sup.on_exit.append(plan.control_plane.stop)
+    if plan.access_log_port is not None:  # after the forks (see Collector.start_access_log)
+        collector.start_access_log(plan.access_log_port)
 
 
 def _listening(address: str, port: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...model.types import Service
+from .access_log import access_log_cluster, add_inbound_access_log
 from .clusters import app_cluster, collector_cluster, destination_cluster
 from .context import Ctx
 from .conventions import ADMIN, APP, FIRST_TCP, INBOUND, OUTBOUND, Workload, cluster_name, local_address, port
@@ -90,6 +91,10 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, list[Workload]], scoped: b
     c = collector(ctx)
     if c is not None:
         clusters.append(collector_cluster(c))
+    als = access_log_cluster(ctx)
+    if als is not None:  # callee-side figures with the caller's identity (access_log.py)
+        add_inbound_access_log(ctx, w.cluster, listeners[0])
+        clusters.append(als)
     out: dict = {
         "node": {"id": w.node_id, "cluster": svc.name},
         "admin": {"address": socket("127.0.0.1", port(st, w, ADMIN))},

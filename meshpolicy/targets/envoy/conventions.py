@@ -46,6 +46,8 @@ class Settings:
     egress_ca: str = "/etc/ssl/certs/ca-certificates.crt"
     # "<external>:<port>" -> (address, port) dialled instead of the host (`meshc up`'s stand-ins)
     external_endpoints: tuple[tuple[str, tuple[str, int]], ...] = ()
+    # gRPC access-log service the inbound side logs every request to (access_log.py); None: off
+    access_log_service: tuple[str, int] | None = None
     # mesh-unique: instances per workload, as `replicas` in ../port_layout.py ("default", "<svc>", "<svc>/<v>")
     replicas: tuple[tuple[str, int], ...] = ()
 
@@ -112,6 +114,10 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
         diags.append(diag("MP720", f"[compile.envoy] {problem}"))
         merged["replicas"] = {}
     merged["replicas"] = tuple(sorted(merged["replicas"].items()))
+    als = merged.get("access_log_service") or ""
+    merged["access_log_service"] = _host_port(als) if als else None
+    if als and merged["access_log_service"] is None:
+        diags.append(diag("MP720", f"[compile.envoy] `access_log_service` must be \"host:port\" or \"\", not {als!r}"))
     for key in ("zipkin_collector", "otlp_collector"):
         hp = _host_port(merged[key])
         if hp is None:
