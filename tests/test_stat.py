@@ -77,3 +77,54 @@ def test_stat_without_a_running_mesh_says_so(tmp_path):
     (tmp_path / "m.mesh").write_text("service a { port 80 http }\n")
     proc = run_meshc("stat", str(tmp_path), "--workdir", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and "no mesh is running" in proc.stderr
+
+
+ENVOY_TEXT = """\
+envoy_vhost_route_upstream_rq{envoy_response_code="200",envoy_virtual_host="api",envoy_route="rule-1"} 7
+envoy_vhost_route_upstream_rq{envoy_response_code="503",envoy_virtual_host="api",envoy_route="rule-1"} 1
+envoy_vhost_route_upstream_rq_time_bucket{envoy_virtual_host="api",envoy_route="rule-1",le="5"} 6
+envoy_vhost_route_upstream_rq_time_bucket{envoy_virtual_host="api",envoy_route="rule-1",le="+Inf"} 8
+envoy_vhost_route_upstream_rq{envoy_response_code="200",envoy_virtual_host="mesh",envoy_route="db|default"} 4
+envoy_vhost_route_upstream_rq{envoy_response_code="200",envoy_virtual_host="external|pay|pay.example|443",envoy_route="x"} 9
+envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="db"} 4
+envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="egress_any"} 9
+"""
+
+
+def test_envoy_route_stats_become_rule_rows_and_versionless_clusters_count():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from meshpolicy.run.telemetry import Sidecar, _take, rule_rows
+
+    car = Sidecar("web", "web", "envoy", "-", None, frozenset({"web", "api", "db"}))
+    before, after = Sample(at=0.0), Sample(at=2.0)
+    for fam in text_string_to_metric_families(ENVOY_TEXT):
+        for s in fam.samples:
+            _take(car, s.name.removesuffix("_total"), s.labels, s.value, after)
+    rows = {(r.destination, r.rule): r for r in rule_rows(before, after, {("api", "rule-1"): "m.mesh:9"})}
+    assert set(rows) == {("api", "rule-1"), ("db", "default")}  # an ingress hop's `<dest>|rule`; no egress
+    api = rows[("api", "rule-1")]
+    assert (api.requests, api.success, api.at, api.p50_ms) == (8, 87.5, "m.mesh:9", pytest.approx(3.33, abs=0.01))
+    # a service without versions: its cluster is its bare name, and it is a mesh destination
+    assert [(r.source, r.destination, r.requests) for r in red(before, after)] == [("web", "db", 4)]
+
+
+def test_rule_locations_name_each_rule_and_the_implicit_one():
+    from meshpolicy.run.telemetry import rule_locations
+
+    from .conftest import check_text
+
+    checked = check_text(SMALL_WITH_TWO_RULES)
+    where = rule_locations(checked.mesh)
+    assert (where[("api", "rule-0")].split(":")[-1], where[("api", "rule-1")].split(":")[-1]) == ("5", "6")
+    assert where[("web", "default")].endswith(":2")
+
+
+SMALL_WITH_TWO_RULES = """mesh m { trust_domain "m.test" }
+service web { port 80 http }
+service api { port 80 http; version v1; version v2 }
+route api {
+  GET /a/** -> v1
+  GET -> v2
+}
+"""
