@@ -25,6 +25,8 @@ from aiohttp.web_protocol import RequestHandler
 from ..wire import evaluate as ev
 from . import l7, tls
 from .egress import EgressMixin
+from .http1 import HTTP1
+from .http1 import server as http1_server
 from .identity_headers import CLIENT_IP, forwardable, identity_headers
 from .ingress import IngressMixin
 from .jwt_verify import Verifier
@@ -287,12 +289,12 @@ class Proxy(IngressMixin, EgressMixin):
             await self.start_ingress()
         for listener in lst["inbound"]:
             sock = _listen(listener["address"], listener["port"])
-            server = _Server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
+            server = http1_server(self._inbound_handler(listener)) if listener["app"]["protocol"] != "tcp" else None
             self._tasks.append(asyncio.create_task(self._accept(sock, listener, server)))
             self._servers.append(sock)
         loop = asyncio.get_running_loop()
         if self.cfg["ingress"] is None:  # an ingress has no app to send calls through it
-            out = _Server(self.handle_outbound)
+            out = http1_server(self.handle_outbound)
             self._servers.append(await loop.create_server(out, lst["outbound"]["address"], lst["outbound"]["port"]))
         await self.start_egress()
         for d in self.cfg["outbound"]["destinations"]:
@@ -446,8 +448,8 @@ class Proxy(IngressMixin, EgressMixin):
             self.metrics.ratelimited.labels(source).inc()
             return done(web.Response(status=429, text="local_rate_limited\n"))
         body = await read_body(request)
-        headers = forwardable(request.headers.items()) + identity_headers(cfg["identity"]["spiffe_id"], peer_id,
-                                                                          peer_der)
+        headers = forwardable(request.headers.items()) + _identity(request, cfg["identity"]["spiffe_id"], peer_id,
+                                                                   peer_der)
         if span is not None:
             headers = self.spans.for_app(headers, span)
         app = listener["app"]
@@ -569,8 +571,8 @@ class Proxy(IngressMixin, EgressMixin):
             asyncio.create_task(self._mirror(dest, mirror[0], request, target, fwd, body, host))
         timeout = rule["timeout_ms"] / 1000 if rule["timeout_ms"] else None
         try:
-            resp = await asyncio.wait_for(self._attempts(dest, choice, rule, request, target, fwd, body, host),
-                                          timeout)
+            attempts = self._attempts(dest, choice, rule, request, target, fwd, body, host)
+            resp = await (asyncio.wait_for(attempts, timeout) if timeout else attempts)  # no task without a timeout
         except asyncio.TimeoutError:
             return web.Response(status=504, text="upstream request timeout\n")
         return l7.response_ops(rule, request, resp)
@@ -718,8 +720,22 @@ def _peer(request: web.BaseRequest) -> tuple[str | None, bytes | None, str]:
     der = sslobj.getpeercert(binary_form=True) if peer_id else None
     addr = (transport.get_extra_info("peername") or ("?",))[0] if transport else "?"
     out = (peer_id, der, addr)
-    if isinstance(proto, _Protocol):
+    if isinstance(proto, (_Protocol, HTTP1)):
         proto.peer = out
+    return out
+
+
+def _identity(request: web.BaseRequest, own_id: str, peer_id: str | None,
+              peer_der: bytes | None) -> list[tuple[str, str]]:
+    """identity_headers for the connection's peer, worked out once per
+    connection (hashing the certificate per request cost ~10%)."""
+    proto = request.protocol
+    cached = getattr(proto, "ident", None)
+    if cached is not None and cached[0] == own_id:
+        return cached[1]
+    out = identity_headers(own_id, peer_id, peer_der)
+    if isinstance(proto, (_Protocol, HTTP1)):
+        proto.ident = (own_id, out)
     return out
 
 
@@ -727,6 +743,7 @@ class _Protocol(RequestHandler):
     """One per connection."""
 
     peer: tuple[str | None, bytes | None, str] | None = None
+    ident: tuple[str, list[tuple[str, str]]] | None = None
 
     def handle_error(self, request, status=500, exc=None, message=None):
         # A request aiohttp's parser refused: a fixed answer, since the
