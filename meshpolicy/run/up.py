@@ -290,26 +290,30 @@ def node_id(w: Workload) -> str:
     return f"{w.namespace}/{w.key}"
 
 
-def _xds_bootstraps(plan: Plan) -> int:
+def _xds_bootstraps(plan: Plan) -> int | str:
     """Point every workload's config at a bootstrap that names only the
-    control plane, on a port chosen now; returns the port."""
+    control plane: a Unix socket in the work directory (xds/server.py
+    socket_path), else a loopback port chosen now; returns where."""
     import socket
 
     from ..xds.resources import xds_bootstrap
+    from ..xds.server import socket_path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     boot_dir = plan.workdir / "xds"
-    boot_dir.mkdir(exist_ok=True)
+    boot_dir.mkdir(mode=0o700, exist_ok=True)
+    where: int | str | None = socket_path(boot_dir.resolve())
+    if where is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            where = s.getsockname()[1]
     for w in plan.workloads:
         path = boot_dir / f"{w.index}.json"
-        path.write_text(json.dumps(xds_bootstrap(plan.statics[node_id(w)], port), indent=1))
+        path.write_text(json.dumps(xds_bootstrap(plan.statics[node_id(w)], where), indent=1))
         w.config = path
-    return port
+    return where
 
 
-def _serve(plan: Plan, port: int) -> None:
+def _serve(plan: Plan, where: int | str) -> None:
     """Start the control plane with the snapshots. Only after every process
     is started: gRPC's threads do not survive fork, and the supervisor forks
     (Envoy retries its ADS connection until the server answers)."""
@@ -317,7 +321,13 @@ def _serve(plan: Plan, port: int) -> None:
 
     cp = ControlPlane()
     cp.publish(plan.snapshots)
-    cp.start(port)
+    try:
+        if isinstance(where, str):
+            cp.start(unix=where)
+        else:
+            cp.start(where)
+    except OSError as exc:
+        raise UpError(str(exc)) from None
     plan.control_plane = cp
 
 

@@ -110,12 +110,15 @@ def join(snap: Snapshot) -> dict:
     return {"listeners": listeners, "clusters": clusters}
 
 
-def xds_bootstrap(static: dict, control_plane_port: int, delta: bool = True) -> dict:
+def xds_bootstrap(static: dict, control_plane: int | str, delta: bool = True) -> dict:
     """What a workload's Envoy starts with under the control plane: its node,
     admin and process settings from the static bootstrap, and only the
-    control plane's address; every listener, route, cluster and endpoint
-    comes over ADS, incremental (delta xDS) unless delta is False (state of
-    the world: every response carries all resources of its type)."""
+    control plane's address (a loopback port, or the path of a Unix socket);
+    every listener, route, cluster and endpoint comes over ADS, incremental
+    (delta xDS) unless delta is False (state of the world: every response
+    carries all resources of its type)."""
+    address = ({"pipe": {"path": control_plane}} if isinstance(control_plane, str)
+               else {"socket_address": {"address": "127.0.0.1", "port_value": control_plane}})
     out = {k: v for k, v in static.items() if k != "static_resources"}
     out["dynamic_resources"] = {
         "ads_config": {"api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3",
@@ -129,8 +132,8 @@ def xds_bootstrap(static: dict, control_plane_port: int, delta: bool = True) -> 
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
-        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": "127.0.0.1", "port_value": control_plane_port}}}}]}]},
+        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": address}}]}]},
     }]}
     return out
 

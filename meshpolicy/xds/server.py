@@ -81,6 +81,23 @@ def _pack(type_url: str, resource: dict):
     return out
 
 
+# sockaddr_un holds 108 bytes with the final NUL; keep a margin.
+MAX_SOCKET_PATH = 100
+
+
+def socket_path(state_dir) -> str | None:
+    """Where `meshc up` serves the control plane: a Unix socket in its state
+    directory (0700), so only its user can read a workload's configuration,
+    answer for a workload, or take the address before meshc binds it (a
+    loopback port can be taken by any local process in the moment between
+    choosing it and serving on it). None when the path is too long for a
+    socket address: then a loopback port is used (docs/security.md)."""
+    import os
+
+    path = os.path.join(os.fspath(state_dir), "ads.sock")
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
+
+
 class ControlPlane:
     """Snapshots per workload, the ADS servicer, and what each workload ACKed or NACKed."""
 
@@ -332,11 +349,14 @@ class ControlPlane:
                                          resources=resources, removed_resources=removed)
 
     # ---- serving
-    def start(self, port: int = 0, address: str = "127.0.0.1", max_streams: int = 2048) -> int:
-        """Serve on address:port (0: a free port); returns the port. Each ADS
+    def start(self, port: int = 0, address: str = "127.0.0.1", max_streams: int = 2048,
+              unix: str | None = None) -> int:
+        """Serve on address:port (0: a free port), or on the Unix socket `unix`
+        (see socket_path); returns the port (0 for a socket). Each ADS
         stream holds a worker thread for its life, so the pool is sized for
         one stream per workload (max_streams), not for request bursts."""
         import os
+        import stat
 
         # meshc up (and tests in this process) fork apps and sidecars after the
         # plane starts; with gRPC's fork support on, a child could die in its
@@ -357,7 +377,20 @@ class ControlPlane:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_streams),
                                    maximum_concurrent_rpcs=max_streams)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Servicer(), self._server)
-        self.port = self._server.add_insecure_port(f"{address}:{port}")
+        if unix is not None:
+            try:  # a previous run's socket; anything else there is not ours to delete
+                if stat.S_ISSOCK(os.lstat(unix).st_mode):
+                    os.unlink(unix)
+            except FileNotFoundError:
+                pass
+            try:
+                self._server.add_insecure_port(f"unix:{unix}")
+            except RuntimeError:  # gRPC's "failed to bind"
+                self._server = None
+                raise OSError(f"cannot serve the control plane on {unix}: the path is taken") from None
+            self.port = 0
+        else:
+            self.port = self._server.add_insecure_port(f"{address}:{port}")
         self._server.start()
         return self.port
 
