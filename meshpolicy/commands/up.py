@@ -155,6 +155,13 @@ def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, clai
             if not_ready and not sup.crashed():
                 click.echo(f"meshc up: not ready in time: {', '.join(not_ready)} (logs in {workdir / 'logs'})", err=True)
             sys.exit(EXIT_ERRORS)
+        cp = plan.control_plane
+        if cp is not None and cp.nacks:  # a workload's Envoy rejected the policy's configuration (MP780)
+            from ..xds.nack import nack_diagnostic
+
+            emit([nack_diagnostic(plan.mesh, x, plan.snapshots[x.node]) for x in cp.nacks if x.node in plan.snapshots],
+                 checked.project.files, "text", out=sys.stderr, quiet=True)
+            sys.exit(EXIT_ERRORS)
         click.echo(f"mesh `{checked.mesh.settings.name}` is up with {proxy} sidecars "
                    f"({len(plan.workloads)} workloads; logs in {workdir / 'logs'})")
         click.echo(_table(plan))
