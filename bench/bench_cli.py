@@ -18,6 +18,11 @@ then every run compiles meshpolicy's modules again (about 70 ms here). So
 the commands run with a bytecode cache of their own (PYTHONPYCACHEPREFIX in
 a temporary folder, filled by one warm-up round), as in a hook environment;
 `--no-bytecode` measures without it.
+
+`--compare DIR` adds two rows, taking turns with the rest: the verify hook
+on the shop example run by `python -c` from DIR's meshpolicy (another
+checkout, e.g. `git worktree add /tmp/old HEAD~3`) and the same from this
+one: a before/after on the same machine at the same moments.
 """
 
 from __future__ import annotations
@@ -48,10 +53,10 @@ def meshc() -> list[str]:
     return [found]
 
 
-def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+def run_once(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[float, float, int]:
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env).returncode
+    code = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env).returncode
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall * 1000, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000, code
@@ -61,11 +66,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--no-bytecode", action="store_true", help="no bytecode cache: compile our modules every run")
+    ap.add_argument("--compare", metavar="DIR", help="also run the verify hook from the meshpolicy in DIR")
     args = ap.parse_args()
     exe = meshc()
     py = sys.executable
     rows = [("python -c pass (interpreter start)", [py, "-c", "pass"]),
-            ("import pydantic, lark, click (third-party floor)", [py, "-c", "import pydantic, lark, click"]),
+            ("import lark, click (third-party floor)", [py, "-c", "import lark, click"]),
             ("import meshpolicy.cli, meshpolicy.pipeline (before any file is read)",
              [py, "-c", "import meshpolicy.cli, meshpolicy.pipeline"])]
     for example in ("shop", "bookinfo"):
@@ -75,14 +81,22 @@ def main() -> None:
             (f"meshc fmt --check FILES ({example}, as the meshc-fmt hook)", exe + ["fmt", "--check", *files]),
             (f"meshc check examples/{example}", exe + ["check", f"examples/{example}"]),
         ]
+    cwds: dict[str, Path] = {}
+    if args.compare:
+        shop = sorted(str(p) for p in (ROOT / "examples" / "shop").rglob("*.mesh"))
+        run_cli = "import sys; from meshpolicy.cli import main; sys.argv[0] = 'meshc'; main()"
+        for label, tree in ((f"meshc verify FILES (shop), from {args.compare}", Path(args.compare).resolve()),
+                            ("meshc verify FILES (shop), from this checkout", ROOT)):
+            rows.append((label, [py, "-c", run_cli, "verify", *shop]))
+            cwds[label] = tree  # `python -c` imports from its working directory first
     env = dict(os.environ)
     cache = None
     if not args.no_bytecode:
         cache = tempfile.TemporaryDirectory(prefix="meshc-bench-pyc-")
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = cache.name
-        for _label, cmd in rows:  # the warm-up round writes the bytecode
-            run_once(cmd, env)
+        for label, cmd in rows:  # the warm-up round writes the bytecode
+            run_once(cmd, env, cwds.get(label, ROOT))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start; {args.runs} runs each, "
           f"{'no bytecode cache' if args.no_bytecode else 'from bytecode'}; "
@@ -93,8 +107,8 @@ def main() -> None:
     cpus: list[list[float]] = [[] for _ in rows]
     codes = [0] * len(rows)
     for _ in range(args.runs):
-        for i, (_label, cmd) in enumerate(rows):
-            wall, cpu, codes[i] = run_once(cmd, env)
+        for i, (label, cmd) in enumerate(rows):
+            wall, cpu, codes[i] = run_once(cmd, env, cwds.get(label, ROOT))
             walls[i].append(wall)
             cpus[i].append(cpu)
     print("| command | exit | median wall (ms) | fastest wall (ms) | median CPU (ms) |")
