@@ -84,7 +84,7 @@ def test_a_nack_is_reported_at_the_rule_with_envoys_reason(tmp_path, delta):
         assert not [d for d in diags if d.is_error], [(d.code, d.message) for d in diags]
         return checked, snapshots(outputs)
 
-    good_checked, good = served("good.mesh")
+    _, good = served("good.mesh")
     cp = ControlPlane()
     port = cp.start()
     cp.publish({n: s for n, (_, s) in good.items()})
