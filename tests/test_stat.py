@@ -71,6 +71,44 @@ def test_stat_reports_the_pairs_that_carried_traffic(tmp_path, proxy):
     [rule] = [r for r in report["rules"] if r["destination"] == "api"]
     assert (rule["source"], rule["rule"], rule["at"]) == ("web", "rule-0", f"{root / 'small.mesh'}:10")
     assert rule["requests"] > 5 and rule["success"] == 100.0 and rule["p99_ms"] is not None
+    if proxy == "meshproxy":  # `meshc top` on a terminal: the same tables, redrawn in place
+        screen = _top_on_a_terminal(root, lambda: get(ports["web"], "api"))
+        assert "per route rule" in screen and "rule-0" in screen and "small.mesh:10" in screen, screen
+
+
+def _top_on_a_terminal(root, call, seconds: float = 40.0) -> str:
+    """`meshc top`'s screen on a pseudo-terminal, read until the rule table
+    shows a rule (or `seconds` pass), then Ctrl-C: exit status 0."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "meshpolicy.cli", "top", str(root), "--workdir",
+                             str(root / "work"), "--every", "1"], stdin=child, stdout=child, stderr=child,
+                            env={**os.environ, "COLUMNS": "200"})
+    os.close(child)
+    out = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            call()
+            if select.select([main], [], [], 0.05)[0]:
+                try:
+                    out += os.read(main, 65536)
+                except OSError:
+                    break
+                if b"rule-0" in out:
+                    break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        os.close(main)
+    return out.decode("utf-8", "replace")
 
 
 def test_stat_without_a_running_mesh_says_so(tmp_path):

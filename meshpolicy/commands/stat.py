@@ -101,14 +101,50 @@ def top_command(paths, workdir, every):
     from ..run.telemetry import as_table
 
     cars = _sidecars_or_exit(paths, workdir)
-    where = _rule_locations(paths)
     try:
-        while True:
+        where = _rule_locations(paths)
+        if sys.stdout.isatty():
+            _top_live(cars, every, where)
+        while True:  # not a terminal: one plain table per refresh
             rows, rules, unreachable = _window(cars, every, where)
             screen = as_table(rows, rules) + (f"\nnot answering: {', '.join(unreachable)}" if unreachable else "")
-            if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[2J")
             sys.stdout.write(f"{time.strftime('%H:%M:%S')}  every {every:g}s\n{screen}\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         sys.exit(EXIT_OK)
+
+
+def _top_live(cars, every: float, where: dict) -> None:
+    """Tables redrawn in place (rich), until Ctrl-C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
+    def fmt(x, unit=""):
+        return "-" if x is None else f"{x:.1f}{unit}"
+
+    def table(title, rows, rule_columns):
+        t = Table(title=title, title_justify="left", expand=False)
+        heads = ["side", "source", "destination"] + (["rule", "at"] if rule_columns else []) + \
+            ["req", "rps", "success", "p50 ms", "p95 ms", "p99 ms"]
+        for h in heads:
+            t.add_column(h, justify="right" if h in ("req", "rps", "success") or h.endswith("ms") else "left")
+        for r in rows:
+            ok = r.success is None or r.success >= 99.0
+            cells = [r.side, r.source, r.destination] + ([r.rule or "", r.at or "-"] if rule_columns else []) + \
+                [str(r.requests), f"{r.rate:.1f}", Text(fmt(r.success, "%"), style=None if ok else "bold red"),
+                 fmt(r.p50_ms), fmt(r.p95_ms), fmt(r.p99_ms)]
+            t.add_row(*cells)
+        return t
+
+    with Live(Text("first window..."), auto_refresh=False, screen=False) as live:
+        while True:
+            rows, rules, unreachable = _window(cars, every, where)
+            parts = [Text(f"{time.strftime('%H:%M:%S')}  every {every:g}s"),
+                     table("per service pair", rows, False), table("per route rule (at the caller)", rules, True)]
+            if not rows:
+                parts.append(Text("(no requests in the window)"))
+            if unreachable:
+                parts.append(Text(f"not answering: {', '.join(unreachable)}", style="yellow"))
+            live.update(Group(*parts), refresh=True)
