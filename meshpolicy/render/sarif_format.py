@@ -209,5 +209,5 @@ def render(diags: list[Diagnostic], sources: dict[str, SourceFile], out: TextIO,
            quiet: bool = False, **_: object) -> None:
     if quiet:
         diags = [d for d in diags if d.severity is Severity.ERROR]
-    json.dump(sarif_log(diags, sources, command), out, indent=2, ensure_ascii=False, default=str)
+    out.write(json.dumps(sarif_log(diags, sources, command), indent=2, ensure_ascii=False, default=str))  # one write
     out.write("\n")

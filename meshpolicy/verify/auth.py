@@ -60,7 +60,8 @@ def allowed_callers(mesh: Mesh, destination: str, candidates: list[str | None],
     of the mesh is a candidate, and asking each one made the call graph
     quadratic in the mesh (3 million questions at 10,000 services)."""
     p = partition(mesh, destination, timeout_ms, box_limit)
-    if not p.error:
+    # worth it only when the candidates outnumber the classes (a broad source such as `*`)
+    if not p.error and len(candidates) > len(p.sources):
         keep, drop = p.callers_not_denied()
         if keep is not None:
             candidates = [c for c in candidates if c in keep]

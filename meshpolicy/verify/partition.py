@@ -84,7 +84,7 @@ class Partition:
     # ---- the finite space ----------------------------------------------------------
 
     def _assertions(self):
-        return [a for a in self.mesh.assertions if a.target.name == self.dest and a.kind in ("never", "only", "can")]
+        return _index(self.mesh).assertions.get(self.dest, [])
 
     def _build(self) -> None:
         # A route rule that rewrites the path: the callee's authorization sees the
@@ -146,7 +146,11 @@ class Partition:
     # ---- boxes: exact shortcuts that need no solver ---------------------------------
 
     def full(self) -> list[frozenset[int]]:
-        return [frozenset(range(n)) for n in self.sizes]
+        # built once: a hub's caller classes number in the thousands, and every box starts from it
+        whole = self.__dict__.get("_full")
+        if whole is None or len(whole) != len(self.sizes):
+            whole = self.__dict__["_full"] = tuple(frozenset(range(n)) for n in self.sizes)
+        return list(whole)
 
     def box(self, sources=None, methods=(), paths=(), from_names=(), headers=(), queries=()) -> tuple[frozenset[int], ...]:
         b = self.full()
@@ -266,8 +270,7 @@ class Partition:
                     starts = [within]
                 else:
                     starts = [m for r in self.allows_of_class(cls) if (m := self.meet(within, self.auth_box[r.index])) is not None]
-                denies = [self.auth_box[r.index] for r in self.auth_rules if r.effect == "deny"
-                          and cls in self.auth_box[r.index][0]]
+                denies = [self.auth_box[r.index] for r in self.denies_of_class(cls)]
                 memo[cls] = None if len(starts) > self.box_limit else self.minus(starts, denies)
         return memo[cls]
 
@@ -312,6 +315,17 @@ class Partition:
             index = self.__dict__["_allows_index"] = {}
             for r in self.auth_rules:
                 if r.effect == "allow":
+                    for i in self.auth_box[r.index][0]:
+                        index.setdefault(i, []).append(r)
+        return index.get(cls, [])
+
+    def denies_of_class(self, cls: int) -> list[AuthRule]:
+        """The deny rules whose sources include caller class cls, in file order (indexed once)."""
+        index = self.__dict__.get("_denies_index")
+        if index is None:
+            index = self.__dict__["_denies_index"] = {}
+            for r in self.auth_rules:
+                if r.effect == "deny":
                     for i in self.auth_box[r.index][0]:
                         index.setdefault(i, []).append(r)
         return index.get(cls, [])
@@ -479,7 +493,9 @@ class Partition:
             if rest is not None:
                 self._class_of[("ns", ns)] = len(out)
                 out.append(SourceClass(rest, f"other services of namespace {ns}"))
-        rest = next((s.name for s in self.mesh.services if s.name not in named and s.namespace not in namespaces), None)
+        # the first service in declaration order that is neither named nor in a named namespace,
+        # skipping whole runs of a named namespace (the first services are often all edge services)
+        rest = next((n for ns, run in idx.runs if ns not in namespaces for n in run if n not in named), None)
         if rest is not None:
             self._class_of[("other",)] = len(out)
             out.append(SourceClass(rest, "other services"))
@@ -594,6 +610,10 @@ def query_string(params: tuple) -> str:
 class _MeshIndex:
     names: set[str]
     by_ns: dict[str, list[str]]
+    # the request assertions (never, only, can) on each destination, in file order
+    assertions: dict[str, list]
+    # the services in declaration order, as runs of one namespace: (namespace, names)
+    runs: list[tuple[str, list[str]]]
 
 
 _INDEX: OrderedDict[int, tuple[Mesh, _MeshIndex]] = OrderedDict()
@@ -607,7 +627,16 @@ def _index(mesh: Mesh) -> _MeshIndex:
     by_ns: dict[str, list[str]] = {}
     for s in mesh.services:
         by_ns.setdefault(s.namespace, []).append(s.name)
-    ix = _MeshIndex({s.name for s in mesh.services}, by_ns)
+    asserts: dict[str, list] = {}
+    for a in mesh.assertions:
+        if a.kind in ("never", "only", "can"):
+            asserts.setdefault(a.target.name, []).append(a)
+    runs: list[tuple[str, list[str]]] = []
+    for s in mesh.services:
+        if not runs or runs[-1][0] != s.namespace:
+            runs.append((s.namespace, []))
+        runs[-1][1].append(s.name)
+    ix = _MeshIndex({s.name for s in mesh.services}, by_ns, asserts, runs)
     _INDEX[id(mesh)] = (mesh, ix)
     while len(_INDEX) > 4:
         _INDEX.popitem(last=False)
