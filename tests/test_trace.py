@@ -105,3 +105,16 @@ def test_meshproxy_reports_client_and_server_spans(tmp_path):
     assert spans["server"]["parent_id"] == spans["client"]["span_id"]
     # the app behind api sees the server span as its parent: its own calls join the trace under it
     assert seen_by_app["headers"]["x-b3-spanid"] == spans["server"]["span_id"]
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http://h/x\r\nX-Injected: 1", "http:///spans", "127.0.0.1:9411"])
+def test_a_trace_collector_that_is_no_http_url_is_refused(tmp_path, url):
+    from .conftest import run_meshc
+
+    config = tmp_path / "w.json"
+    config.write_text("{}")
+    proc = run_meshc("proxy", "--config", str(config), "--trace-collector", url)
+    assert proc.returncode == 2 and "--trace-collector" in proc.stderr
+    direct = subprocess.run([sys.executable, "-m", "meshpolicy.proxy.main", "--config", str(config),
+                             "--trace-collector", url], capture_output=True, text=True, timeout=60)
+    assert direct.returncode == 2 and "--trace-collector" in direct.stderr

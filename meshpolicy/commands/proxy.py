@@ -12,7 +12,10 @@ import click
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="A workload file from `meshc compile --target meshproxy`.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
-def command(config, log_level):
+@click.option("--trace-collector", metavar="URL", default=None,
+              help="Report spans of sampled requests there (Zipkin v2 JSON, e.g. "
+                   "http://127.0.0.1:9411/api/v2/spans), batched once a second.")
+def command(config, log_level, trace_collector):
     """Run meshproxy, meshc's own sidecar, for one workload.
 
     meshproxy is the embedded default for laptops without Envoy (`meshc up
@@ -31,6 +34,10 @@ def command(config, log_level):
     from pydantic import ValidationError
 
     from ..proxy.main import run
+    from ..proxy.tracing import collector_problem
+
+    if trace_collector is not None and collector_problem(trace_collector):
+        raise click.UsageError(collector_problem(trace_collector))
     from ..proxy.server import load_config
 
     try:
@@ -38,4 +45,4 @@ def command(config, log_level):
     except (ValueError, ValidationError, OSError) as exc:
         click.echo(f"meshc proxy: {config} is not a valid meshproxy config: {exc}", err=True)
         sys.exit(2)
-    sys.exit(run(config, log_level))
+    sys.exit(run(config, log_level, trace_collector))

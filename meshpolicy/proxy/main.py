@@ -58,4 +58,9 @@ if __name__ == "__main__":
     p.add_argument("--trace-collector", default=None, metavar="URL",
                    help="report spans there (Zipkin v2 JSON, e.g. http://127.0.0.1:9411/api/v2/spans)")
     a = p.parse_args()
+    if a.trace_collector is not None:
+        from .tracing import collector_problem
+
+        if collector_problem(a.trace_collector):
+            p.error(collector_problem(a.trace_collector))
     sys.exit(run(a.config, a.log_level, a.trace_collector))

@@ -72,6 +72,16 @@ MAX_PENDING = 10_000  # spans held between flushes; past it new spans are droppe
 FLUSH_SECONDS = 1.0
 
 
+def collector_problem(url: str) -> str | None:
+    """Why url cannot be a span collector (None: it can): an http(s) URL
+    with a host, no whitespace or control characters."""
+    import re
+
+    if re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", url) is None or not url.isprintable():
+        return f"--trace-collector must be an http(s) URL such as http://127.0.0.1:9411/api/v2/spans, not {url!r}"
+    return None
+
+
 class Spans:
     def __init__(self, tracing: dict, service: str, collector: str | None):
         self.enabled = bool(collector) and tracing["enabled"]
