@@ -123,7 +123,7 @@ MODEL_FIELDS: dict[str, str | None] = {
     "LimitKey.kind": "rate-limit-key", "LimitKey.name": "rate-limit-key", "RateLimit.key": "rate-limit-key",
     **{f"TokenLocation.{f}": "jwt-token-location" for f in ("kind", "name", "prefix")},
     "JwtProvider.name": None, "JwtProvider.file": None, "JwtProvider.issuer": "jwt-provider",
-    "JwtProvider.audiences": "jwt-provider", "JwtProvider.jwks_file": "jwt-provider",
+    "JwtProvider.audiences": "jwt-provider", "JwtProvider.jwks_file": "jwt-provider", "JwtProvider.jwks_text": "jwt-provider",
     "JwtProvider.jwks_uri": "jwt-jwks-uri", "JwtProvider.token_from": "jwt-token-location",
     "Listener.port": "ingress", "Listener.protocol": "ingress", "Listener.cert_file": "ingress-https",
     "Listener.key_file": "ingress-https",
