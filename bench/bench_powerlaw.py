@@ -2,14 +2,17 @@
 
 Times `meshc verify`'s core (`meshpolicy.verify.run`, after the checks) on
 bench/gen_powerlaw.py meshes of each N, in one process, cold pattern caches
-each time; prints CPU and wall seconds, peak memory (ru_maxrss, so it only
-grows across sizes) and the ratio of each size's CPU time to the first.
-The target (docs/performance.md): 5000 services within 6x the time of 1000.
+each time; prints CPU and wall seconds, the solver checks (Z3) it needed,
+peak memory (ru_maxrss, so it only grows across sizes), the ratio of each
+size's CPU time to the first, and the growth: CPU per service over CPU per
+service at the first size. The target (issue 16, docs/performance.md):
+10,000 services in under 10 s, growth within 1.5x of 1,000's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -37,12 +40,14 @@ def run_one(n: int, seed: int, profile: bool) -> dict:
 
         prof = cProfile.Profile()
         prof.enable()
-    found = V.run(checked.mesh, {})
+    st: dict = {}
+    found = V.run(checked.mesh, {}, st)
     if profile:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
     return {"n": n, **stats(files), "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
-            "findings": len(found), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "findings": len(found), "z3": st.get("queries", 0),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main(argv: list[str]) -> int:
@@ -52,13 +57,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args(argv)
     first = None
-    print("| services | callers (max / median) | allow rules | verify CPU s | wall s | ratio | peak MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| services | callers (max / median) | allow rules | verify CPU s | wall s | ratio | growth | Z3 checks "
+          "| findings | peak MB | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         r = run_one(n, args.seed, args.profile)
-        first = first or r["cpu_s"]
+        first = first or (r["cpu_s"], n)
         print(f"| {n} | {r['max_callers']} / {r['median_callers']} | {r['allow_rules']} | {r['cpu_s']:.2f} | "
-              f"{r['wall_s']:.2f} | {r['cpu_s'] / first:.1f}x | {r['peak_mb']:.0f} |", flush=True)
+              f"{r['wall_s']:.2f} | {r['cpu_s'] / first[0]:.1f}x | {r['cpu_s'] / n / (first[0] / first[1]):.2f}x "
+              f"| {r['z3']} | {r['findings']} | {r['peak_mb']:.0f} | {os.getloadavg()[0]:.1f} |", flush=True)
     return 0
 
 

@@ -1,17 +1,22 @@
 """Verify benchmark: `python bench/bench_verify.py [N ...] [--full] [--seed S]`.
 
 For generated meshes (bench/gen.py) of N services, times the verifier core
-(every partition's atoms, authorization and route findings), may_call for
-every (caller, callee) pair the call graph asks about, and, with --full, the
-whole `meshc verify` run including the call graph, mTLS findings and
-assertions. Times are CPU seconds of this process (the machine
-is shared) and wall seconds. Per-partition time is the time spent building a
+(every partition's atoms, authorization and route findings), the call
+graph's edges (auth.allowed_callers over every destination's candidate
+callers: *candidates* is how many there are, *asked* how many may_call
+questions remain once wholly denied caller classes are skipped), and, with
+--full, the whole `verify.run` including the call graph, mTLS findings and
+assertions. Times are CPU seconds of this process (the machine is shared)
+and wall seconds. Per-partition time is the time spent building a
 destination's atoms and boxes plus any Z3 work for it (median, p95, max).
+*z3_queries* counts solver checks; *peak_mb* is the process's peak RSS
+(ru_maxrss: it only grows across sizes).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -40,7 +45,7 @@ def cold() -> None:
 
 def bench(n: int, seed: int, full: bool) -> dict:
     import meshpolicy.verify as V
-    from meshpolicy.verify.auth import may_call
+    from meshpolicy.verify import auth
     from meshpolicy.verify.callgraph import candidate_callers
 
     files = generate(n, seed)
@@ -60,14 +65,25 @@ def bench(n: int, seed: int, full: bool) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     diags = V.run(mesh, {"verify": {}}, stats, progress=progress)
     core, core_cpu = marks["core"][0] - t0, marks["core"][1] - c0
-    asked = [(c, d) for d in mesh.service_map for c in candidate_callers(mesh, d) if c != d]
-    t0, c0 = time.perf_counter(), time.process_time()
-    for caller, dest in asked:
-        may_call(mesh, caller, dest)
-    edges, edges_cpu = time.perf_counter() - t0, time.process_time() - c0
-    pairs = len(asked)
-    row = {"n": n, "core_cpu_s": core_cpu, "core_wall_s": core, "may_call_cpu_s": edges_cpu,
-           "may_call_wall_s": edges, "pairs": pairs, "findings": len(diags),
+    candidates = {d: candidate_callers(mesh, d) for d in mesh.service_map}
+    asked: list = []
+    real = auth.may_call
+
+    def counting(m, source, dest, *args):
+        asked.append(1)
+        return real(m, source, dest, *args)
+
+    auth.may_call = counting  # the calls allowed_callers makes, counted
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for dest, cands in candidates.items():
+            auth.allowed_callers(mesh, dest, cands)
+        edges, edges_cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        auth.may_call = real
+    row = {"n": n, "core_cpu_s": core_cpu, "core_wall_s": core, "edges_cpu_s": edges_cpu,
+           "edges_wall_s": edges, "candidates": sum(len(c) for c in candidates.values()), "asked": len(asked),
+           "findings": len(diags), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
            "partition_median_ms": 1000 * statistics.median(stats["partition_seconds"]),
            "partition_p95_ms": 1000 * pct(stats["partition_seconds"], 95),
            "partition_max_ms": 1000 * max(stats["partition_seconds"]),
@@ -78,6 +94,7 @@ def bench(n: int, seed: int, full: bool) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         V.run(checked.mesh, {"verify": {}})
         row["full_cpu_s"], row["full_wall_s"] = time.process_time() - c0, time.perf_counter() - t0
+        row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     return row
 
 
@@ -87,8 +104,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--full", action="store_true", help="also time the whole run (call graph and mTLS included)")
     args = ap.parse_args()
-    cols = ["n", "core_cpu_s", "core_wall_s", "may_call_cpu_s", "may_call_wall_s", "pairs", "partition_median_ms", "partition_p95_ms", "partition_max_ms",
-            "z3_queries", "box_questions", "findings"] + (["full_cpu_s", "full_wall_s"] if args.full else [])
+    cols = ["n", "core_cpu_s", "core_wall_s", "edges_cpu_s", "edges_wall_s", "candidates", "asked",
+            "partition_median_ms", "partition_p95_ms", "partition_max_ms", "z3_queries", "box_questions",
+            "findings"] + (["full_cpu_s", "full_wall_s"] if args.full else []) + ["peak_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for n in args.sizes:
