@@ -103,6 +103,9 @@ def test_meshproxy_reports_client_and_server_spans(tmp_path):
     spans = {s["kind"]: s for s in spans_of(root / "work", trace_id)}
     assert spans["client"]["parent_id"] == "b3ce929d0e0e4736"  # the span the app's call came in with
     assert spans["server"]["parent_id"] == spans["client"]["span_id"]
+    for span in spans.values():  # Envoy's per-request tags
+        assert span["tags"]["http.protocol"] == "HTTP/1.1" and span["tags"]["peer.address"] == "127.0.0.1"
+        assert span["tags"]["http.method"] == "GET" and span["tags"]["component"] == "meshproxy"
     # the app behind api sees the server span as its parent: its own calls join the trace under it
     assert seen_by_app["headers"]["x-b3-spanid"] == spans["server"]["span_id"]
 

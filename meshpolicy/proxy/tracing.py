@@ -72,6 +72,18 @@ MAX_PENDING = 10_000  # spans held between flushes; past it new spans are droppe
 FLUSH_SECONDS = 1.0
 
 
+def _request_tags(request) -> str:
+    """Envoy's per-request span tags, as Zipkin JSON members: protocol, peer
+    address (the app for a client span, the calling sidecar for a server
+    span) and user agent."""
+    q = _quote
+    version = request.version
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return (f'"http.protocol":"HTTP/{int(version.major)}.{int(version.minor)}",'
+            f'"peer.address":{q(str(peer[0]) if peer else "")},'
+            f'"user_agent":{q(request.headers.get("User-Agent", ""))}')
+
+
 def collector_problem(url: str) -> str | None:
     """Why url cannot be a span collector (None: it can): an http(s) URL
     with a host, no whitespace or control characters."""
@@ -111,7 +123,7 @@ class Spans:
         out, (trace_id, span_id, parent, sampled) = _propagate(headers, self.tracing)
         if sampled:
             request[SPAN_KEY] = (trace_id, span_id, parent, "client", f"egress {host}", time.time(),
-                                 time.monotonic(), request.method, host + request.raw_path)
+                                 time.monotonic(), request.method, host + request.raw_path, request)
         return out
 
     def server(self, request) -> tuple | None:
@@ -122,7 +134,7 @@ class Spans:
         if not sampled or trace_id is None:
             return None
         return (trace_id, secrets.token_hex(8), parent, "server", "ingress", time.time(), time.monotonic(),
-                request.method, request.host + request.raw_path)
+                request.method, request.host + request.raw_path, request)
 
     def for_app(self, headers: list[tuple[str, str]], span: tuple) -> list[tuple[str, str]]:
         """The headers for the app, whose trace context names the server span,
@@ -139,7 +151,8 @@ class Spans:
 
     def finish(self, span: tuple | None, status: int) -> None:
         if span is not None:
-            self._keep((*span, time.monotonic(), status))
+            *head, request = span
+            self._keep((*head, _request_tags(request), time.monotonic(), status))
 
     def finish_request(self, request, status: int) -> None:
         if self.enabled:
@@ -153,13 +166,13 @@ class Spans:
         q = _quote
         service = q(self.service)
         parts = []
-        for trace_id, span_id, parent, kind, name, wall, start, method, url, end, status in spans:
+        for trace_id, span_id, parent, kind, name, wall, start, method, url, extra, end, status in spans:
             parts.append(
                 f'{{"traceId":{q(trace_id)},"id":{q(span_id)},'
                 f'{f""""parentId":{q(parent)},""" if parent else ""}"name":{q(name)},"kind":"{kind.upper()}",'
                 f'"timestamp":{int(wall * 1_000_000)},"duration":{max(1, int((end - start) * 1_000_000))},'
                 f'"localEndpoint":{{"serviceName":{service}}},"tags":{{"http.method":{q(method)},'
-                f'"http.url":{q(url)},"http.status_code":"{int(status)}","component":"meshproxy"}}}}')
+                f'"http.url":{q(url)},"http.status_code":"{int(status)}",{extra},"component":"meshproxy"}}}}')
         return ("[" + ",".join(parts) + "]").encode()
 
     def start(self) -> None:
