@@ -205,3 +205,34 @@ def test_verify_loop_ends_when_edits_outran_the_analysis(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     assert not st.verifying and st.verify_next is None
+
+
+def test_the_next_analysis_waits_for_a_killed_verifier_to_be_gone(tmp_path, monkeypatch):
+    """Until the killed child has exited it shares the server's pages, and an
+    analysis would copy each page it writes: the analysis waits for the exit
+    (at most 0.1 s, in case the machine is too busy to run it)."""
+    import time
+    from types import SimpleNamespace
+
+    ls = srv.MeshLanguageServer(debounce_ms=0)
+    uri = (tmp_path / "a.mesh").as_uri()
+    started = []
+
+    async def analyse(root, generation):
+        started.append(time.monotonic())
+        return None
+
+    monkeypatch.setattr(ls, "_analyse", analyse)
+
+    async def scenario(exits_after):
+        st = ls.state(srv.root_of(str(tmp_path / "a.mesh")))
+        st.stopping = SimpleNamespace(future=asyncio.get_running_loop().create_future())
+        t0 = time.monotonic()
+        asyncio.get_running_loop().call_later(exits_after, st.stopping.future.set_result, None)
+        ls.touch(uri)
+        await asyncio.wait_for(st.task, 5)
+        return started[-1] - t0
+
+    waited = asyncio.run(scenario(0.05))
+    assert 0.04 <= waited < 0.1
+    assert 0.09 <= asyncio.run(scenario(5)) < 1  # never more than 0.1 s
