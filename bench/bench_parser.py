@@ -46,12 +46,14 @@ class PublicDriver(P._Driver):
         if self.ip is None:
             self.ip = self.lark.parse_interactive(start=tables.BLOCK_STARTS[self.stack[-1].kind])
         accepted = self.ip.choices()
-        for name in self.g.candidates(tok.type, tok.value):
-            if name in accepted:
-                break
-        else:
+        ok = [name for name in self.g.candidates(tok.type, tok.value) if name in accepted]
+        if not ok:
             self._syntax_error(tok, accepted)
             return
+        name = ok[0]
+        if len(ok) > 1:  # as parser.py: the reading whose reductions end in a shift (public: accepts())
+            shifts = self.ip.accepts()
+            name = next((n for n in ok if n in shifts), name)
         tok.type = name
         try:
             self.ip.feed_token(tok)  # Lark reads only .type; the callbacks get meshpolicy's Tok

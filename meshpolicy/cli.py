@@ -103,4 +103,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # `python -m meshpolicy.cli`: one module, not a second copy on `import meshpolicy.cli`
+    # (whose LazyGroup.settle_imports the check command reads would stay False)
+    sys.modules.setdefault("meshpolicy.cli", sys.modules[__name__])
     main()

@@ -454,7 +454,8 @@ def test_checks_are_linear_and_cheap_next_to_parsing():
     _, small, _ = _timings(100)
     parse, large, diags = _timings(400)
     assert not [d for d in diags if d.is_error], [(d.code, d.message) for d in diags[:5]]
-    assert large < parse / 2, (large, parse)
+    # (parse / 2 until issue 16 made the parser 1.5-1.7x faster: the checks now take 0.6-0.8 of a parse)
+    assert large < parse, (large, parse)
     assert large < 10 * small, (small, large)  # 4x the services: about 4x the time (16x if quadratic)
 
 

@@ -10,6 +10,8 @@ Fraction. Each is compared here with the plain path it stands for.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from datetime import timedelta
 
 from click.testing import CliRunner
@@ -162,9 +164,11 @@ def test_settled_gc_pause_leaves_nothing_for_the_next_collection_to_scan():
     del kept
 
 
-def test_check_command_settles_what_it_built():
+def test_check_command_settles_what_it_built_in_meshcs_own_process(monkeypatch):
+    from meshpolicy.cli import LazyGroup
     from meshpolicy.commands.check import command
 
+    monkeypatch.setattr(LazyGroup, "settle_imports", True)  # what meshc's main() says (not a CliRunner test)
     gc.collect()
     frozen = gc.get_freeze_count()
     try:
@@ -173,3 +177,17 @@ def test_check_command_settles_what_it_built():
         assert gc.get_freeze_count() > frozen  # the trees and the model, frozen rather than rescanned
     finally:
         gc.unfreeze()
+
+
+def test_python_dash_m_runs_one_cli_module(tmp_path):
+    # `python -m meshpolicy.cli` (bench/bench_scale.py runs it so) must not import a second copy of
+    # the module: the check command reads main()'s settle flag from `meshpolicy.cli`.
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import atexit, os, runpy, sys\n"
+        "atexit.register(lambda: os.write(2, b'settle=%d' % sys.modules['meshpolicy.cli'].LazyGroup.settle_imports))\n"
+        f"sys.argv = ['meshc', 'check', {str(EXAMPLES / 'shop')!r}]\n"
+        "runpy.run_module('meshpolicy.cli', run_name='__main__', alter_sys=True)\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.endswith("settle=1"), r.stderr[-2000:]
