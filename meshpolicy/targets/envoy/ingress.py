@@ -34,6 +34,7 @@ from .l7 import CORS_FILTER, cors_filter, cors_policy, header_fields, per_path, 
 from .ratelimit import CLIENT_IP
 from .outbound import FAULT, FAULT_FILTER, _match, _redirect, virtual_host
 from .values import duration, integer_weights
+from .runtime import layered_runtime
 
 # Names the service a front route chose; set (never appended) by the gateway
 # on every forwarded request, so a client's copy never survives, and removed
@@ -215,4 +216,5 @@ def ingress_bootstrap(ctx: Ctx, gw: Gateway, index: dict) -> dict:
     if not ctx.mesh.settings.metrics:
         out["stats_config"] = {"stats_matcher": {"reject_all": True}}
     out["overload_manager"] = overload_manager(st.max_downstream_connections)
+    out["layered_runtime"] = layered_runtime(st.runtime)
     return out
