@@ -644,6 +644,22 @@ def _set_mode(mesh: Mesh, key: str, query: str) -> None:
     conn.close()
 
 
+def _peer_certificate(ctx: ssl.SSLContext, port: int) -> bytes:
+    """The certificate an inbound listener presents (DER). Retried for a few
+    seconds: once, right after start, an Envoy's inbound port refused a
+    connection under heavy machine load."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with ctx.wrap_socket(raw) as tls_sock:
+                    return tls_sock.getpeercert(binary_form=True)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_each_instance_is_a_workload_with_the_version_identity(mesh):
     assert _instances_of(mesh, "rr") == ["pool/rr", "pool/rr@1", "pool/rr@2"]
     assert _instances_of(mesh, "hs") == ["pool/hs", "pool/hs@1"]
@@ -652,6 +668,20 @@ def test_each_instance_is_a_workload_with_the_version_identity(mesh):
     assert len(ports) == len(set(ports))  # each instance on its own ports
     status, body, _ = mesh.call("pool", "/x")  # through mTLS: the instance presents pool's SPIFFE ID
     assert status == 200 and body["service"] == "pool" and body["version"] == "rr"
+    # each instance presents a certificate of its own, all with the version's identity
+    from cryptography import x509
+
+    client = mesh.workdir / "certs" / "conf" / "client"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.load_cert_chain(client / "cert.pem", client / "key.pem")
+    presented = set()
+    for key in _instances_of(mesh, "rr"):
+        der = _peer_certificate(ctx, mesh.workload(key).inbound_port)
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://conf.test/ns/conf/sa/pool"]
+        presented.add(der)
+    assert len(presented) == 3, mesh.proxy
 
 
 def test_round_robin_spreads_evenly_across_instances(mesh):

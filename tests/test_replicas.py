@@ -247,3 +247,32 @@ def test_instance_state_survives_a_reload_of_the_same_endpoints():
     state.hosts_of(dest, u)[1].ejected_until = 50.0
     dest2, u2 = _dest(None)  # a new config document (SIGHUP), same endpoints
     assert state.hosts_of(dest2, u2)[1].ejected_until == 50.0
+
+
+def test_each_instance_has_a_key_pair_of_its_own_with_the_version_identity(tmp_path):
+    from cryptography import x509
+
+    mesh = _mesh()
+    for proxy in ("meshproxy", "envoy"):
+        work = tmp_path / proxy
+        plan, diags = up.prepare(mesh, {"up": {"replicas": {"api/v2": 3}}}, proxy, work)
+        assert plan is not None, [d.message for d in diags]
+        certs = work / "certs" / "back"
+        pairs = [certs / d for d in ("api", "api@1", "api@2")]
+        assert not (certs / "api@3").exists() and not (work / "certs" / "front" / "web@1").exists()
+        keys = {(p / "key.pem").read_bytes() for p in pairs}
+        assert len(keys) == 3  # three key pairs
+        for p in pairs:
+            cert = x509.load_pem_x509_certificate((p / "cert.pem").read_bytes())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://m.test/ns/back/sa/api"]
+            assert (p / "key.pem").stat().st_mode & 0o777 == 0o600
+        if proxy == "meshproxy":
+            cfg = json.loads((work / "config" / "back" / "api" / "v2@2.json").read_text())
+            assert cfg["identity"]["cert_file"].endswith("/back/api@2/cert.pem")
+        else:  # each instance's Envoy reads its own pair through its own SDS document
+            assert (work / "sds" / "back" / "api@2.json").is_file()
+            assert "back/api@2/cert.pem" in (work / "sds" / "back" / "api@2.json").read_text()
+            assert "api@2.json" in (work / "config" / "back" / "api" / "v2@2.yaml").read_text()
+        renewed = up.renew_certificates(mesh, {"up": {"replicas": {"api/v2": 3}}}, work)
+        assert "back/api@2/cert.pem" in renewed

@@ -7,6 +7,7 @@ CompileOptions.certs_dir):
     ca-key.pem               its private key (0600)
     <ns>/<sa>/cert.pem       the workload certificate, URI SAN spiffe://<td>/ns/<ns>/sa/<sa>
     <ns>/<sa>/key.pem        its private key (0600)
+    <ns>/<sa>@<k>/...        instance k's own pair, same URI SAN (`instances`)
 
 Issuing is idempotent: an existing CA is kept (unless forced), and an existing
 workload certificate is kept while it is signed by that CA, carries the right
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ..model.types import Mesh
 from .rotation import publish_pair
-from ..plan.cert_layout import CA_CERT, CA_KEY, WORKLOAD_CERT, WORKLOAD_KEY
+from ..plan.cert_layout import CA_CERT, CA_KEY, WORKLOAD_CERT, WORKLOAD_KEY, account_dir
 
 CA_DAYS = 3650
 # Renew workload certificates that would expire within this many days.
@@ -45,8 +46,8 @@ def identities(mesh: Mesh) -> list[tuple[str, str, str]]:
     return sorted((ns, sa, sid) for (ns, sa), sid in seen.items())
 
 
-def workload_paths(certs_dir: str | Path, namespace: str, account: str) -> tuple[Path, Path]:
-    base = Path(certs_dir) / namespace / account
+def workload_paths(certs_dir: str | Path, namespace: str, account: str, instance: int = 0) -> tuple[Path, Path]:
+    base = Path(certs_dir) / namespace / account_dir(account, instance)
     return base / WORKLOAD_CERT, base / WORKLOAD_KEY  # the plan's layout (plan/cert_layout.py)
 
 
@@ -227,18 +228,23 @@ def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str,
 
 
 def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 365,
-          renew: bool = False, lifetime_s: float | None = None) -> Issued:
+          renew: bool = False, lifetime_s: float | None = None,
+          instances: dict[tuple[str, str], int] | None = None) -> Issued:
     """Create (or keep) the mesh CA and every service account's certificate;
     `renew` re-issues every workload certificate under the kept CA (rotation).
     `lifetime_s` makes workload certificates short-lived (`meshc up`), else
-    they last `days`. Raises ValueError for an unusable existing CA and
-    OSError for I/O failures."""
+    they last `days`. `instances`: (namespace, account) -> how many instances
+    of its workloads run (`meshc up` replicas), each with a key pair of its
+    own (`<sa>@<k>` for k > 0). Raises ValueError for an unusable existing CA
+    and OSError for I/O failures."""
+    slots = [(ns, sa, spiffe, k) for ns, sa, spiffe in identities(mesh)
+             for k in range((instances or {}).get((ns, sa), 1))]
     validity = _dt.timedelta(seconds=lifetime_s) if lifetime_s else _dt.timedelta(days=days)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     # A namespace or account folder planted as a symlink would take the keys out of outdir.
-    for ns, sa, _ in identities(mesh):
-        for d in (outdir / ns, outdir / ns / sa):
+    for ns, sa, _, k in slots:
+        for d in (outdir / ns, outdir / ns / account_dir(sa, k)):
             if d.is_symlink():
                 raise ValueError(f"`{d.relative_to(outdir)}` is a symbolic link; keys are written only inside "
                                  "the directory itself")
@@ -253,9 +259,9 @@ def issue(mesh: Mesh, outdir: str | Path, *, force: bool = False, days: int = 36
     else:
         ca_cert, ca_key = loaded
         out.kept.append(CA_CERT)
-    for ns, sa, spiffe in identities(mesh):
-        cert_path, key_path = workload_paths(outdir, ns, sa)
-        shown = f"{ns}/{sa}/{WORKLOAD_CERT}"
+    for ns, sa, spiffe, k in slots:
+        cert_path, key_path = workload_paths(outdir, ns, sa, k)
+        shown = f"{ns}/{account_dir(sa, k)}/{WORKLOAD_CERT}"
         if not renew and _workload_ok(cert_path, key_path, ca_cert, spiffe, lifetime_s):
             out.kept.append(shown)
             continue

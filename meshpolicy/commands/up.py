@@ -196,7 +196,8 @@ def command(paths, proxy, workdir, smoke, watch, no_verify, token_provider, clai
             if renew_now.is_set() or time.monotonic() >= renew_at:  # short-lived certificates
                 renew_now.clear()
                 try:
-                    renewed = up.renew_certificates(checked.mesh, checked.project.config, workdir)
+                    renewed = up.renew_certificates(checked.mesh, checked.project.config, workdir,
+                                                    plan.replicas_flag)
                     renew_at = time.monotonic() + renew_after(lifetime)
                     click.echo(f"meshc up: renewed {len(renewed)} workload certificates at "
                                f"{time.strftime('%H:%M:%S')}", err=True)

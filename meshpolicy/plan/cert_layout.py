@@ -6,6 +6,8 @@ point workloads at it) and `meshc up`.
     ca-key.pem               its private key
     <ns>/<sa>/cert.pem       a workload certificate (URI SAN = the SPIFFE id)
     <ns>/<sa>/key.pem        its private key
+    <ns>/<sa>@<k>/...        instance k's own pair, same SPIFFE id (`meshc up`
+                             with replicas: docs/up.md, "Instances")
 
 Paths are strings joined with `/`: they are written into configs that run
 on other machines, so they must not take this machine's separator.
@@ -41,11 +43,18 @@ class CertLayout:
     def ca_key_file(self) -> str:
         return self._join(CA_KEY)
 
-    def workload_dir(self, namespace: str, account: str) -> str:
-        return self._join(namespace, account)
+    def workload_dir(self, namespace: str, account: str, instance: int = 0) -> str:
+        return self._join(namespace, account_dir(account, instance))
 
-    def cert_file(self, namespace: str, account: str) -> str:
-        return self._join(namespace, account, WORKLOAD_CERT)
+    def cert_file(self, namespace: str, account: str, instance: int = 0) -> str:
+        return self._join(namespace, account_dir(account, instance), WORKLOAD_CERT)
 
-    def key_file(self, namespace: str, account: str) -> str:
-        return self._join(namespace, account, WORKLOAD_KEY)
+    def key_file(self, namespace: str, account: str, instance: int = 0) -> str:
+        return self._join(namespace, account_dir(account, instance), WORKLOAD_KEY)
+
+
+def account_dir(account: str, instance: int = 0) -> str:
+    """The folder of an account's certificate for one instance of its
+    workloads: instance 0 (every workload without replicas) the account's
+    own, instance k > 0 `<account>@<k>` (a name never holds `@`)."""
+    return f"{account}@{instance}" if instance else account

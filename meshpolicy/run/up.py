@@ -25,6 +25,7 @@ import yaml
 from ..compile import CompileOptions, compile_mesh, write_atomic
 from ..diagnostics import Diagnostic, has_errors
 from ..model.types import Mesh
+from ..targets.port_layout import account_instances
 from .supervisor import Supervisor
 
 
@@ -197,7 +198,7 @@ def prepare(mesh: Mesh, config: dict, proxy: str, workdir: Path,
         return None, problems
     private_dir(workdir)
     certs = private_dir(workdir / "certs")
-    issue(mesh, certs, lifetime_s=cert_lifetime(config))
+    issue(mesh, certs, lifetime_s=cert_lifetime(config), instances=account_instances(mesh, counts))
     mesh = local_jwt.localize(mesh, workdir)  # the run's own token issuers, same meaning
     settings = dict(config.get("compile", {}).get(proxy, {}))
     standins = standin_plan.plan_standins(mesh, workdir, settings.get("external_endpoints") or {})
@@ -277,13 +278,16 @@ def cert_lifetime(config: dict) -> int:
     return config.get("up", {}).get("cert_lifetime_s", DEFAULT_CERT_LIFETIME_S)
 
 
-def renew_certificates(mesh: Mesh, config: dict, workdir: Path) -> list[str]:
-    """Re-issue every workload certificate under the run's CA. Each pair is
-    published by one symlink swap, which Envoy's SDS and meshproxy's watcher
-    pick up without a restart (docs/up.md, "Certificate rotation")."""
+def renew_certificates(mesh: Mesh, config: dict, workdir: Path, replicas_flag: int | None = None) -> list[str]:
+    """Re-issue every workload certificate (each instance's) under the run's
+    CA. Each pair is published by one symlink swap, which Envoy's SDS and
+    meshproxy's watcher pick up without a restart (docs/up.md, "Certificate
+    rotation")."""
     from ..certs import issue
 
-    return issue(mesh, workdir / "certs", renew=True, lifetime_s=cert_lifetime(config)).created
+    counts, _ = replicas(mesh, config, replicas_flag)
+    return issue(mesh, workdir / "certs", renew=True, lifetime_s=cert_lifetime(config),
+                 instances=account_instances(mesh, counts)).created
 
 
 def node_id(w: Workload) -> str:

@@ -108,3 +108,17 @@ def blocks_of(keys: list[tuple[str, str | None]], replicas: dict | None) -> dict
     for i, (s, v, _k) in enumerate(instances(keys, replicas)):
         out.setdefault((s, v), []).append(i)
     return out
+
+
+def account_instances(mesh, replicas: dict | None) -> dict[tuple[str, str], int]:
+    """(namespace, account) -> the most instances any workload of that service
+    account runs: instance k of every such workload presents the account's
+    k-th key pair (plan/cert_layout.py `account_dir`), so each instance of a
+    version has a certificate of its own, with the version's SPIFFE id."""
+    out: dict[tuple[str, str], int] = {}
+    for svc in mesh.services:
+        versions = sorted({v.name for v in svc.versions}) or [None]
+        n = max(replica_count(replicas, svc.name, v) for v in versions)
+        key = (svc.namespace, svc.account)
+        out[key] = max(out.get(key, 1), n)
+    return out

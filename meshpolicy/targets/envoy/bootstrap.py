@@ -67,7 +67,7 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, list[Workload]], scoped: b
     http_dests = [d for d in dests if d.http]
     tcp_dests = [d for d in dests if not d.http]
     vhosts = [virtual_host(ctx, svc, d) for d in http_dests] + egress_vhosts(ctx, svc)
-    listeners = [inbound_listener(ctx, svc, port(st, w, INBOUND)),
+    listeners = [inbound_listener(ctx, svc, port(st, w, INBOUND), w.instance),
                  _outbound_listener(ctx, svc, vhosts, port(st, w, OUTBOUND))]
     listeners += [_tcp_listener(ctx, d, port(st, w, FIRST_TCP + k)) for k, d in enumerate(tcp_dests)]
     for k, (ext, ext_port) in enumerate(tcp_externals(ctx, svc), start=len(tcp_dests)):
@@ -79,7 +79,7 @@ def bootstrap(ctx: Ctx, w: Workload, index: dict[str, list[Workload]], scoped: b
     clusters = [app_cluster(ctx, svc, port(st, w, APP))]
     for d in dests:
         for v in sorted(v.name for v in d.versions) or [None]:
-            clusters.append(destination_cluster(ctx, svc, d, v, index))
+            clusters.append(destination_cluster(ctx, svc, d, v, index, w.instance))
     clusters += egress_clusters(ctx, svc)
     used = set().union(*(clusters_used(vh) for vh in vhosts)) if vhosts else set()
     known = {c["name"] for c in clusters}

@@ -101,9 +101,11 @@ def balance_of(dest: Service, version: str | None) -> LoadBalancer | None:
     return version_settings(dest, dest.version(version) if version else None)[2]
 
 
-def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str | None, dest_index: dict) -> dict:
-    """The cluster for one destination version, as `caller` dials it: the same
-    for every caller but for the caller's own certificate files."""
+def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str | None, dest_index: dict,
+                        instance: int = 0) -> dict:
+    """The cluster for one destination version, as `caller` (its instance
+    k, with `replicas`) dials it: the same for every caller but for the
+    caller's own certificate files."""
     key = ("cluster", dest.name, version)
     base = ctx.cache.get(key)
     if base is None:
@@ -111,7 +113,7 @@ def destination_cluster(ctx: Ctx, caller: Service, dest: Service, version: str |
     if ctx.mesh.mtls_of(dest) == "off":
         return base
     tls: dict = {
-        **tls_certificates(ctx, caller),
+        **tls_certificates(ctx, caller, instance),
         "validation_context": {
             "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
             "match_typed_subject_alt_names": [

@@ -302,10 +302,12 @@ def spiffe_prefix(mesh: Mesh) -> str:
     return f"spiffe://{mesh.settings.trust_domain}/"
 
 
-def cert_files(certs_dir: str, svc: Service | Ingress) -> tuple[str, str]:
-    """The certificate of a workload's identity (a service's, or an ingress gateway's)."""
+def cert_files(certs_dir: str, svc: Service | Ingress, instance: int = 0) -> tuple[str, str]:
+    """The certificate of a workload's identity (a service's, or an ingress
+    gateway's), instance k's own pair for k > 0 (`replicas`)."""
     layout = CertLayout(certs_dir)  # the plan's certificate layout, shared with meshproxy and `meshc certs`
-    return layout.cert_file(svc.namespace, svc.account), layout.key_file(svc.namespace, svc.account)
+    return (layout.cert_file(svc.namespace, svc.account, instance),
+            layout.key_file(svc.namespace, svc.account, instance))
 
 
 def ca_file(certs_dir: str) -> str:

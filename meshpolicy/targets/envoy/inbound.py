@@ -39,9 +39,9 @@ def socket(address: str, port_value: int) -> dict:
     return {"socket_address": {"address": address, "port_value": port_value}}
 
 
-def _tls(ctx: Ctx, svc: Service) -> dict:
+def _tls(ctx: Ctx, svc: Service, instance: int = 0) -> dict:
     common: dict = {
-        **tls_certificates(ctx, svc),
+        **tls_certificates(ctx, svc, instance),
         "validation_context": {
             "trusted_ca": {"filename": ca_file(ctx.options.certs_dir)},
             "match_typed_subject_alt_names": allowed_san_matchers(ctx, svc),
@@ -109,19 +109,20 @@ def _network_filters(ctx: Ctx, svc: Service) -> list[dict]:
     return [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
 
 
-def inbound_listener(ctx: Ctx, svc: Service, port_value: int) -> dict:
+def inbound_listener(ctx: Ctx, svc: Service, port_value: int, instance: int = 0) -> dict:
     mode = ctx.mesh.mtls_of(svc)
     filters = _network_filters(ctx, svc)
     listener: dict = {"name": "inbound", "address": socket(ctx.settings.listen_address, port_value)}
     if mode == "strict":
-        listener["filter_chains"] = [{"name": "mtls", "filters": filters, "transport_socket": _tls(ctx, svc)}]
+        listener["filter_chains"] = [{"name": "mtls", "filters": filters,
+                                      "transport_socket": _tls(ctx, svc, instance)}]
     elif mode == "permissive":
         # Plaintext callers are accepted too; they have no identity.
         listener["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
                                          "typed_config": {"@type": TLS_INSPECTOR}}]
         listener["filter_chains"] = [
             {"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
-             "filters": filters, "transport_socket": _tls(ctx, svc)},
+             "filters": filters, "transport_socket": _tls(ctx, svc, instance)},
             {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": filters},
         ]
     else:

@@ -18,44 +18,52 @@ from ...certs import identities
 from ...compile import CompileOptions, Output
 from ...model.types import Mesh, Service
 from ...plan import CertLayout
+from ...plan.cert_layout import account_dir
+from ..port_layout import MESH_UNIQUE, account_instances, layout_of
 from .conventions import cert_files
 
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
-def secret_name(namespace: str, account: str) -> str:
-    return f"workload|{namespace}/{account}"
+def secret_name(namespace: str, account: str, instance: int = 0) -> str:
+    return f"workload|{namespace}/{account_dir(account, instance)}"
 
 
-def document_path(namespace: str, account: str) -> str:
-    """Where, under sds_dir, the SDS file of a service account lives."""
-    return f"{namespace}/{account}.json"
+def document_path(namespace: str, account: str, instance: int = 0) -> str:
+    """Where, under sds_dir, the SDS file of a service account (of its
+    instance k's key pair, k > 0) lives."""
+    return f"{namespace}/{account_dir(account, instance)}.json"
 
 
-def tls_certificates(ctx, svc: Service) -> dict:
-    """The common_tls_context entries presenting svc's certificate."""
-    cert, key = cert_files(ctx.options.certs_dir, svc)
+def tls_certificates(ctx, svc: Service, instance: int = 0) -> dict:
+    """The common_tls_context entries presenting svc's certificate (that of
+    instance k, with `replicas`)."""
+    cert, key = cert_files(ctx.options.certs_dir, svc, instance)
     sds_dir = ctx.options.sds_dir
     if not sds_dir:
         return {"tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]}
-    path = f"{sds_dir.rstrip('/')}/{document_path(svc.namespace, svc.account)}"
+    path = f"{sds_dir.rstrip('/')}/{document_path(svc.namespace, svc.account, instance)}"
     return {"tls_certificate_sds_secret_configs": [{
-        "name": secret_name(svc.namespace, svc.account),
+        "name": secret_name(svc.namespace, svc.account, instance),
         "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"}}]}
 
 
 def documents(mesh: Mesh, options: CompileOptions) -> list[Output]:
-    """One SDS DiscoveryResponse per service account, to be written to sds_dir."""
+    """One SDS DiscoveryResponse per service account (and per instance k > 0
+    of its workloads, with mesh-unique `replicas`), to be written to sds_dir."""
     layout = CertLayout(options.certs_dir)
+    raw = options.settings or {}
+    counts = account_instances(mesh, raw.get("replicas")) if layout_of(raw)[0] == MESH_UNIQUE else {}
     out = []
     for ns, sa, _spiffe in identities(mesh):
-        doc = {"resources": [{
-            "@type": SECRET,
-            "name": secret_name(ns, sa),
-            "tls_certificate": {
-                "certificate_chain": {"filename": layout.cert_file(ns, sa)},
-                "private_key": {"filename": layout.key_file(ns, sa)},
-                "watched_directory": {"path": layout.workload_dir(ns, sa)},
-            }}]}
-        out.append(Output(document_path(ns, sa), json.dumps(doc, indent=2, sort_keys=True) + "\n"))
+        for k in range(counts.get((ns, sa), 1)):
+            doc = {"resources": [{
+                "@type": SECRET,
+                "name": secret_name(ns, sa, k),
+                "tls_certificate": {
+                    "certificate_chain": {"filename": layout.cert_file(ns, sa, k)},
+                    "private_key": {"filename": layout.key_file(ns, sa, k)},
+                    "watched_directory": {"path": layout.workload_dir(ns, sa, k)},
+                }}]}
+            out.append(Output(document_path(ns, sa, k), json.dumps(doc, indent=2, sort_keys=True) + "\n"))
     return out

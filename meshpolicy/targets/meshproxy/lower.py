@@ -226,8 +226,9 @@ class Lowering:
             "identity": {
                 "spiffe_id": mesh.spiffe_id(svc),
                 "trust_domain": mesh.settings.trust_domain,
-                "cert_file": self.certs.cert_file(svc.namespace, svc.account),
-                "key_file": self.certs.key_file(svc.namespace, svc.account),
+                # instance k's own key pair (plan/cert_layout.py), the version's SPIFFE id
+                "cert_file": self.certs.cert_file(svc.namespace, svc.account, instance),
+                "key_file": self.certs.key_file(svc.namespace, svc.account, instance),
                 "ca_file": self.certs.ca_file,
             },
             "listeners": {
