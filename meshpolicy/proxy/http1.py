@@ -238,6 +238,7 @@ class HTTP1(asyncio.Protocol):
         self._need = 0  # body bytes still to come (content-length), or chunk state below
         self._chunked = False
         self._chunk_left = -1  # bytes left in the current chunk; -1: a size line is next
+        self._scanned = 0  # bytes of a partial head already checked (whole lines): never rescanned
         self._last = 0.0
         self._timer = None
 
@@ -300,7 +301,9 @@ class HTTP1(asyncio.Protocol):
         buf = self._buf
         while buf[:2] == b"\r\n":  # empty lines before a request line are ignored (RFC 9112 2.2)
             del buf[:2]
-        end = buf.find(b"\r\n\r\n")
+        # from where the last arrival's search stopped: a head trickled in small
+        # pieces would otherwise cost time quadratic in its length
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             self._check_partial()
             return
@@ -308,6 +311,7 @@ class HTTP1(asyncio.Protocol):
             return self._refuse()
         head = bytes(buf[:end])
         del buf[:end + 4]
+        self._scanned = 0
         try:
             request = self._request(head)
         except BadRequest:
@@ -320,15 +324,15 @@ class HTTP1(asyncio.Protocol):
         """A head not complete yet: refuse it as soon as a line of it is bad
         or it is too long, rather than wait for an end that cannot come."""
         buf = self._buf
-        if not buf:
-            return
-        lines = bytes(buf).split(b"\n")
-        for line in lines[:-1]:
-            if not line.endswith(b"\r") or len(line) > MAX_LINE + 1:
+        start = self._scanned  # the lines before it were checked on an earlier arrival
+        while (i := buf.find(b"\n", start)) >= 0:
+            if buf[i - 1:i] != b"\r" or i - start > MAX_LINE + 1 or i == 0:
                 return self._refuse()
-        if len(lines[-1]) > MAX_LINE + 1 or len(buf) > MAX_HEAD:
-            return self._refuse()
-        if len(lines) > 1 and _REQUEST_LINE.fullmatch(lines[0][:-1]) is None:
+            if start == 0 and _REQUEST_LINE.fullmatch(buf[:i - 1]) is None:
+                return self._refuse()
+            start = i + 1
+        self._scanned = start
+        if len(buf) - start > MAX_LINE + 1 or len(buf) > MAX_HEAD:
             return self._refuse()
 
     def _request(self, head: bytes) -> Request:
@@ -345,6 +349,7 @@ class HTTP1(asyncio.Protocol):
         length = None
         codings = None
         conn_tokens = ()
+        host_seen = False
         for line in lines[1:]:
             h = _HEADER_LINE.fullmatch(line) if len(line) <= MAX_LINE else None
             if h is None:
@@ -356,15 +361,21 @@ class HTTP1(asyncio.Protocol):
                 if length is not None or _DIGITS.fullmatch(raw) is None:
                     raise BadRequest("content-length")
                 length = int(raw)
-            elif low == "transfer-encoding":
-                codings = (codings or []) + [c.strip().lower() for c in raw.decode("latin-1").split(",")]
+            elif low == "transfer-encoding":  # bytes, not str: str.strip() would take \xa0 and \x85 for blanks
+                codings = (codings or []) + [c.strip(b" \t").lower() for c in raw.split(b",")]
+            elif low == "host":
+                if host_seen:  # one Host only (RFC 9112 3.2): routing reads the first, others may read the last
+                    raise BadRequest("host")
+                host_seen = True
             elif low == "connection":
                 conn_tokens = (*conn_tokens, *(t.strip().lower() for t in raw.decode("latin-1").split(",")))
             items.append((name, raw.decode("utf-8", "surrogateescape")))
         chunked = False
         if codings is not None:
-            if length is not None or not codings or codings[-1] != "chunked" or "" in codings:
-                raise BadRequest("transfer-encoding")  # both framings: a smuggling sign (RFC 9112 6.1)
+            # both framings is a smuggling sign (RFC 9112 6.1); any coding but one
+            # `chunked` is one meshproxy cannot pass on (Envoy answers 501)
+            if length is not None or codings != [b"chunked"]:
+                raise BadRequest("transfer-encoding")
             chunked = True
         body = None
         if chunked or (length or 0) > 0:
@@ -450,6 +461,9 @@ class HTTP1(asyncio.Protocol):
     async def _serve(self, request: Request) -> None:
         try:
             resp = await self._handler(request)
+        except BadRequest:  # the body's framing (chunks): the caller's error, answered as a bad head is
+            resp = _bad_request()
+            resp.force_close()
         except Exception as exc:  # a bug, not the caller's: the caller sees a fixed 500
             log.debug("error handling a request: %r", exc, exc_info=True)
             resp = web.Response(status=500, text=INTERNAL_ERROR)

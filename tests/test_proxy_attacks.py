@@ -1,0 +1,117 @@
+"""Attacks on meshproxy's HTTP/1.1 server (meshpolicy/proxy/http1.py) that
+once worked, each over a real socket (or, for CPU cost, fed to the protocol
+as the event loop would): a Transfer-Encoding other parsers do not read as
+chunked, a second Host, a head trickled in small pieces to make every
+arrival rescan what came before, a head that never ends. The threat model
+is docs/security.md, "meshproxy data plane"."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from meshpolicy.proxy import http1
+from meshpolicy.proxy.server import BAD_TARGET
+
+from .test_proxy_http1 import _exchange, _responses
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("coding", [
+    b"chunked\xa0",  # str.strip() took U+00A0 (and U+0085) for whitespace: read as chunked
+    b"\x85chunked",
+    b"chunked, chunked",  # chunked twice (RFC 9112 6.1: a sender must not)
+    b"gzip, chunked",  # a coding meshproxy cannot pass on: the app would get gzip bytes unlabelled
+    b"chunked\x0b",
+])
+def test_a_transfer_encoding_other_than_exactly_chunked_is_refused(coding):
+    # Envoy answers each of these 501; a parser that reads one as chunked and a
+    # peer that does not disagree on where the body ends
+    out, closed = _exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: " + coding + b"\r\n\r\n"
+                            b"3\r\nabc\r\n0\r\n\r\n" + SMUGGLED)
+    answers = _responses(out)
+    assert [s for s, _h, _b in answers] == [400] and closed, out[:300]
+    assert b"smuggled" not in out
+
+
+def test_chunked_in_any_letter_case_with_blanks_around_is_chunked():
+    out, closed = _exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: \t ChunKed \r\n\r\n"
+                            b"3\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert [s for s, _h, _b in _responses(out)] == [200, 200] and not closed
+
+
+@pytest.mark.parametrize("hosts", [b"host: api\r\nhost: open\r\n", b"host: api\r\nHOST: api\r\n"])
+def test_a_second_host_is_refused(hosts):
+    # RFC 9112 3.2: 400 for more than one Host; routing read the first copy
+    # and a front end or the app could read the last
+    out, closed = _exchange(b"GET /a HTTP/1.1\r\n" + hosts + b"\r\n" + SMUGGLED)
+    answers = _responses(out)
+    assert [s for s, _h, _b in answers] == [400] and closed
+    assert answers[0][2] == BAD_TARGET.encode()
+
+
+def test_bad_chunk_framing_is_answered_400_not_500():
+    out, closed = _exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                            b"3\r\nabcXX0\r\n\r\n" + SMUGGLED)
+    assert [s for s, _h, _b in _responses(out)] == [400] and closed
+
+
+class _Transport:
+    def __init__(self):
+        self.closed = False
+        self.out = b""
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def write(self, data):
+        self.out += data
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+    def get_extra_info(self, key, default=None):
+        return default
+
+
+def test_a_head_trickled_in_small_pieces_costs_linear_time():
+    """Each arrival used to copy and split the whole partial head (up to
+    1 MiB): a ~1 MB head sent 100 bytes at a time cost the sidecar 2.1 s of
+    CPU on a real socket (40 s at 10 bytes), a caller's trickle pinning it.
+    Only the new bytes are scanned now."""
+    served = []
+
+    async def handler(request):
+        served.append(request.raw_path)
+
+    async def main():
+        proto = http1.HTTP1(handler)
+        proto.connection_made(_Transport())
+        head = b"GET /slow HTTP/1.1\r\nhost: x\r\n" + b"".join(
+            b"x-h%d: %s\r\n" % (i, b"v" * 8000) for i in range(120)) + b"\r\n"
+        started = time.process_time()
+        for i in range(0, len(head), 100):
+            proto.data_received(head[i:i + 100])
+        spent = time.process_time() - started
+        await asyncio.sleep(0)
+        proto._timer.cancel()
+        return spent, proto
+
+    spent, proto = asyncio.run(main())
+    assert served == ["/slow"] and not proto.transport.closed
+    assert spent < 0.5, spent  # quadratic: 3-4 s here; linear: ~0.02 s
+
+
+def test_a_bad_line_in_a_trickled_head_is_still_refused():
+    head = b"GET /a HTTP/1.1\r\nhost: x\r\nx-a: 1\r\nx-b: 2\nx-c: 3\r\n"
+    out, closed = _exchange(b"", chunks=[head[i:i + 3] for i in range(0, len(head), 3)], wait=2)
+    assert [s for s, _h, _b in _responses(out)] == [400] and closed
