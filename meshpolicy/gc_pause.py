@@ -27,3 +27,18 @@ def gc_paused(settle: bool = False):
             if settle:
                 gc.freeze()
             gc.enable()
+
+
+# A list that holds itself: frozen (gc_paused(settle=True) freezes it with
+# everything else alive), nothing frees it, not even the collection at exit.
+_KEPT: list = []
+_KEPT.append(_KEPT)
+
+
+def keep_until_exit(obj) -> None:
+    """Let a one-shot command end without freeing what it built, object by
+    object (0.3 s after `meshc check` at 10,000 services): obj, frozen by a
+    settled pause, stays reachable from the frozen cycle above, which the
+    interpreter's exit leaves alone. Only the last object given is held."""
+    del _KEPT[1:]
+    _KEPT.append(obj)

@@ -191,3 +191,26 @@ def test_python_dash_m_runs_one_cli_module(tmp_path):
     r = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.endswith("settle=1"), r.stderr[-2000:]
+
+
+def test_kept_objects_are_not_freed_at_exit_and_only_the_last_is_kept(tmp_path):
+    # `meshc check` ends without freeing its trees and model one by one (keep_until_exit)
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os\n"
+        "from meshpolicy.gc_pause import gc_paused, keep_until_exit\n"
+        "class Built:\n"
+        "    def __init__(self, name): self.name, self.parts = name, [[i] for i in range(1000)]\n"
+        "    def __del__(self): os.write(2, b'freed ' + self.name.encode() + b';')\n"
+        "with gc_paused(settle=True):\n"
+        "    first = Built('first')\n"
+        "keep_until_exit(first)\n"
+        "del first\n"
+        "with gc_paused(settle=True):\n"
+        "    last = Built('last')\n"
+        "keep_until_exit(last)  # lets go of the first\n"
+        "del last\n"
+        "os.write(2, b'exit;')\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "freed first;exit;"

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..cli import LazyGroup
-from ..gc_pause import gc_paused
+from ..gc_pause import gc_paused, keep_until_exit
 from ..pipeline import check_project
 from .common import emit, exit_code, fail_on_option, progress_bar, projects, report_options
 
@@ -36,5 +36,7 @@ def command(paths, fmt, color, quiet, fail_on):
             checked = check_project(project, progress=progress)
         diags += checked.diagnostics
         sources.update(checked.project.files)
+        if LazyGroup.settle_imports:
+            keep_until_exit(checked)  # frozen above: the process ends without freeing it
     emit(diags, sources, fmt, color=color, quiet=quiet)
     sys.exit(exit_code(diags, fail_on))
