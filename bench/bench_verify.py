@@ -46,7 +46,7 @@ def cold() -> None:
 def bench(n: int, seed: int, full: bool) -> dict:
     import meshpolicy.verify as V
     from meshpolicy.verify import auth
-    from meshpolicy.verify.callgraph import candidate_callers
+    from meshpolicy.verify.callgraph import candidate_callers, services_by_namespace
 
     files = generate(n, seed)
     checked = check_project(from_texts({k: v for k, v in files.items() if k.endswith(".mesh")}))
@@ -65,7 +65,8 @@ def bench(n: int, seed: int, full: bool) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     diags = V.run(mesh, {"verify": {}}, stats, progress=progress)
     core, core_cpu = marks["core"][0] - t0, marks["core"][1] - c0
-    candidates = {d: candidate_callers(mesh, d) for d in mesh.service_map}
+    by_ns, names = services_by_namespace(mesh), [s.name for s in mesh.services]
+    candidates = {d: candidate_callers(mesh, d, by_ns, names) for d in mesh.service_map}
     asked: list = []
     real = auth.may_call
 

@@ -100,14 +100,13 @@ def identity_of(mesh: Mesh, name: str | None) -> tuple[str, str] | None:
 
 
 def identity_mates(mesh: Mesh, name: str) -> list[str]:
-    """The other services sharing `name`'s identity (usually none)."""
-    svc = mesh.service(name)
-    if svc is None:
-        return []
-    return [n for n in _groups_cached(mesh).get(identity_key(mesh, svc), []) if n != name]
+    """The other services sharing `name`'s identity (usually none). Looked up
+    in the per-mesh cache: the verifier asks once per rule source of every
+    destination (74,000 times at 10,000 services)."""
+    return list(_entry(mesh)[4].get(name, ()))
 
 
-_CACHE: OrderedDict[int, tuple[Mesh, dict, dict, frozenset]] = OrderedDict()
+_CACHE: OrderedDict[int, tuple[Mesh, dict, dict, frozenset, dict]] = OrderedDict()
 
 
 def _cached(mesh: Mesh) -> tuple[dict[tuple[str, str], list[str]], dict[str, tuple[str, str]]]:
@@ -117,7 +116,7 @@ def _cached(mesh: Mesh) -> tuple[dict[tuple[str, str], list[str]], dict[str, tup
     return got[1], got[2]
 
 
-def _entry(mesh: Mesh) -> tuple[Mesh, dict, dict, frozenset]:
+def _entry(mesh: Mesh) -> tuple[Mesh, dict, dict, frozenset, dict]:
     got = _CACHE.get(id(mesh))
     if got is not None and got[0] is mesh:
         return got
@@ -126,7 +125,9 @@ def _entry(mesh: Mesh) -> tuple[Mesh, dict, dict, frozenset]:
     for g in mesh.ingress_map.values():  # an ingress is a caller too (names never clash with services')
         keys.setdefault(g.name, ingress_key(g))
     ingress_keys = frozenset(ingress_key(g) for g in mesh.ingress_map.values())
-    got = _CACHE[id(mesh)] = (mesh, groups, keys, ingress_keys)
+    # each service of a shared identity: the others, in declaration order
+    mates = {n: tuple(m for m in names if m != n) for names in groups.values() if len(names) > 1 for n in names}
+    got = _CACHE[id(mesh)] = (mesh, groups, keys, ingress_keys, mates)
     while len(_CACHE) > 4:
         _CACHE.popitem(last=False)
     return got

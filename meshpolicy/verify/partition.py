@@ -212,13 +212,16 @@ class Partition:
 
     @staticmethod
     def meet(a, b):
-        """The intersection of two boxes, or None when it is empty."""
-        out = tuple(x & y for x, y in zip(a, b))
+        """The intersection of two boxes, or None when it is empty. Sides that
+        are one object (most are the whole range, shared with full()) are kept
+        as they are: intersecting a hub's thousands of caller classes or path
+        atoms with themselves was most of the call graph's time."""
+        out = tuple(x if x is y else x & y for x, y in zip(a, b))
         return None if any(not x for x in out) else out
 
     @staticmethod
     def within(a, b) -> bool:
-        return all(x <= y for x, y in zip(a, b))
+        return all(x is y or x <= y for x, y in zip(a, b))
 
     def minus(self, pieces, boxes):
         """The requests in `pieces` (boxes) outside every box of `boxes`, as
@@ -232,6 +235,8 @@ class Partition:
                     continue
                 cur = list(a)
                 for k in range(len(cur)):
+                    if cur[k] is b[k]:
+                        continue  # nothing outside b on this side
                     rest = cur[k] - b[k]
                     if rest:
                         nxt.append(tuple(cur[:k] + [rest] + cur[k + 1:]))
