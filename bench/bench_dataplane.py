@@ -15,6 +15,10 @@ strict mTLS) is started with `meshc up`'s machinery (certificates from
 - meshproxy's pair on uvloop (what `pip install "meshpolicy[proxy]"` gives)
   and on the standard asyncio loop.
 
+`--app echo` puts meshc's echo app (Python) behind every pair instead of
+nginx, as a Python upstream makes the pairs' share of the time smaller
+(added latency is then against direct-to-echo).
+
 Every row runs at 1 and 16 connections (`wrk -t1 -cC -dS`); rows are
 interleaved and repeated (`--rounds`, default 3) and medians printed, since
 on a shared machine neighbours move any single run. Added latency per pair
@@ -184,7 +188,7 @@ def no_uvloop_argv(plan, w) -> list[str]:
     return [sys.executable, "-c", code, str(w.config)]
 
 
-def start_pair(stack: contextlib.ExitStack, mesh, proxy: str, base: int, tmp: Path, argv=None):
+def start_pair(stack: contextlib.ExitStack, mesh, proxy: str, base: int, tmp: Path, argv=None, app: str = "nginx"):
     """One meshc up run of PAIR with nginx as the server's app: (client
     outbound port, server app port, client app port, sidecar pids)."""
     work = tmp / f"up-{base}"
@@ -193,13 +197,13 @@ def start_pair(stack: contextlib.ExitStack, mesh, proxy: str, base: int, tmp: Pa
     # busy block moves the pair up rather than failing the run.
     for attempt in range(5):
         try:
-            return _start_pair(stack, mesh, proxy, base + 1000 * attempt, tmp, work / str(attempt), argv)
+            return _start_pair(stack, mesh, proxy, base + 1000 * attempt, tmp, work / str(attempt), argv, app)
         except up.UpError as exc:
             err = exc
     raise SystemExit(f"{proxy}: {err}")
 
 
-def _start_pair(stack, mesh, proxy, base, tmp, work, argv):
+def _start_pair(stack, mesh, proxy, base, tmp, work, argv, app):
     work.mkdir()
     config = {"compile": {proxy: {"port_base": base}}, "up": {"xds": False}}
     plan, diags = up.prepare(mesh, config, proxy, work)
@@ -208,7 +212,7 @@ def _start_pair(stack, mesh, proxy, base, tmp, work, argv):
     server = next(w for w in plan.workloads if w.service == "server")
     client = next(w for w in plan.workloads if w.service == "client")
     sup = stack.enter_context(Supervisor(work / "logs"))
-    apps = {"server": nginx_app(tmp, server.app_port)}
+    apps = {"server": nginx_app(tmp, server.app_port)} if app == "nginx" else {}  # {}: the echo app
     if argv is None:
         up.start(plan, sup, apps)
     else:  # the same start, with another sidecar command
@@ -279,6 +283,27 @@ def floor_configs(certs: Path, base: int, upstream: int) -> tuple[dict, dict]:
     return client, server
 
 
+def free_block(base: int, n: int = 4) -> int:
+    """The first of base, base+1000, ... whose n ports can be bound now (the
+    machine is shared: another bench may hold the first block)."""
+    import socket
+
+    for start in range(base, base + 5000, 1000):
+        socks = []
+        try:
+            for port in range(start, start + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise SystemExit(f"no free block of {n} ports from {base}")
+
+
 def start_floor(stack: contextlib.ExitStack, certs: Path, base: int, upstream: int, tmp: Path) -> list[int]:
     sup = stack.enter_context(Supervisor(tmp / "floor-logs"))
     pids = []
@@ -295,7 +320,7 @@ def start_floor(stack: contextlib.ExitStack, certs: Path, base: int, upstream: i
 # --- the table -----------------------------------------------------------------
 
 
-def measure(seconds: float, rounds: int) -> None:
+def measure(seconds: float, rounds: int, app: str = "nginx") -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found (Debian: apt-get install wrk)")
     uvloop = importlib.util.find_spec("uvloop") is not None
@@ -306,15 +331,23 @@ def measure(seconds: float, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-dataplane-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         targets: dict[str, tuple[int, list[int]]] = {}
-        out, nginx_port, echo_port, pids, work = start_pair(stack, mesh, "envoy", PORTS["envoy"], tmp)
+        out, server_app, client_app, pids, work = start_pair(stack, mesh, "envoy", PORTS["envoy"], tmp, app=app)
         targets["envoy"] = (out, pids)
+        nginx_port = server_app
+        if app == "echo":  # nginx alone, for the direct row; the pairs front the server's echo app
+            nginx_port = free_block(PORTS["envoy"] + 90, 1)
+            (tmp / "direct").mkdir()
+            stack.enter_context(Supervisor(tmp / "direct")).start("nginx", nginx_app(tmp / "direct", nginx_port)["command"])
+            time.sleep(0.5)
         targets["nginx"] = (nginx_port, [])
-        targets["echo"] = (echo_port, [])
-        targets["floor"] = (PORTS["floor"], start_floor(stack, work / "certs", PORTS["floor"], nginx_port, tmp))
+        targets["echo"] = (server_app if app == "echo" else client_app, [])
+        floor = free_block(PORTS["floor"])
+        targets["floor"] = (floor, start_floor(stack, work / "certs", floor, server_app, tmp))
         if uvloop:
-            out, _, _, pids, _ = start_pair(stack, mesh, "meshproxy", PORTS["meshproxy"], tmp)
+            out, _, _, pids, _ = start_pair(stack, mesh, "meshproxy", PORTS["meshproxy"], tmp, app=app)
             targets["meshproxy"] = (out, pids)
-        out, _, _, pids, _ = start_pair(stack, mesh, "meshproxy", PORTS["meshproxy-asyncio"], tmp, no_uvloop_argv)
+        out, _, _, pids, _ = start_pair(stack, mesh, "meshproxy", PORTS["meshproxy-asyncio"], tmp, no_uvloop_argv,
+                                        app=app)
         targets["meshproxy-asyncio"] = (out, pids)
 
         results: dict[tuple[str, int], list[dict]] = {}
@@ -333,26 +366,30 @@ def measure(seconds: float, rounds: int) -> None:
         rss = {row: statistics.median(rss_mib(p) for p in spids) for row, (_, spids) in targets.items() if spids}
     load1 = os.getloadavg()
 
+    upstream = "nginx" if app == "nginx" else "echo"  # what every pair fronts; added p50 is against it
+    label = "nginx" if app == "nginx" else "the echo app"
+
     def med(row, c, key):
         return statistics.median(r[key] for r in results[(row, c)])
 
     print(f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {platform.machine()}, Python "
           f"{platform.python_version()}, load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; "
           f"wrk -t1 -dS {seconds:g}s per run, median of {rounds} interleaved rounds; "
-          f"{'uvloop ' + __import__('uvloop').__version__ if uvloop else 'uvloop not installed (no uvloop row)'}\n")
+          f"{'uvloop ' + __import__('uvloop').__version__ if uvloop else 'uvloop not installed (no uvloop row)'}; "
+          f"pairs in front of {label}\n")
     print("| path | conns | p50 ms | p99 ms | added p50 ms | req/s | sidecar CPU us/req | sidecar RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         for c in CONNECTIONS:
             p50, p99, rps = med(row, c, "p50"), med(row, c, "p99"), med(row, c, "rps")
             pair = row not in ("nginx", "echo")
-            added = f"{p50 - med('nginx', c, 'p50'):.3f}" if pair else "-"
+            added = f"{p50 - med(upstream, c, 'p50'):.3f}" if pair else "-"
             cpu = f"{med(row, c, 'cpu_us'):.0f}" if pair else "-"
             mem = f"{rss[row]:.0f}" if pair else "-"
-            print(f"| {LABELS[row]} | {c} | {p50:.3f} | {p99:.3f} | {added} | {rps:.0f} | {cpu} | {mem} |")
+            print(f"| {LABELS[row].replace('-> nginx', '-> ' + label)} | {c} | {p50:.3f} | {p99:.3f} | {added} | {rps:.0f} | {cpu} | {mem} |")
     print()
     for c in CONNECTIONS:
-        base = med("nginx", c, "p50")
+        base = med(upstream, c, "p50")
         e_added, f_added = med("envoy", c, "p50") - base, med("floor", c, "p50") - base
         line = (f"{c} conn: meshc Envoy pair adds {e_added:.3f} ms, floor {f_added:.3f} ms "
                 f"(meshc/floor {e_added / f_added:.2f}x)" if f_added > 0 else
@@ -370,8 +407,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0, help="wrk duration per run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
+    ap.add_argument("--port-offset", type=int, default=0,
+                    help="move every port block by this much (another run holds the default ones)")
+    ap.add_argument("--app", choices=("nginx", "echo"), default="nginx",
+                    help="the server's app behind every pair: nginx (C) or meshc's echo app (Python)")
     a = ap.parse_args()
-    measure(a.seconds, a.rounds)
+    for k in PORTS:
+        PORTS[k] += a.port_offset
+    measure(a.seconds, a.rounds, a.app)
 
 
 if __name__ == "__main__":

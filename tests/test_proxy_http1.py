@@ -47,7 +47,7 @@ def _exchange(raw: bytes, *, chunks: list[bytes] | None = None, wait: float = 0.
                 while data := s.recv(65536):
                     out += data
                 closed = True
-            except socket.timeout:
+            except TimeoutError:
                 pass
             s.close()
             return out, closed
@@ -146,7 +146,7 @@ def test_connection_close_and_http_1_0_end_the_connection():
     out, closed = _exchange(b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
     assert [json.loads(b)["target"] for _s, _h, b in _responses(out)] == ["/a"] and closed
     out, closed = _exchange(b"GET /a HTTP/1.0\r\nhost: x\r\n\r\n")
-    status, headers, body = _responses(out)[0]
+    _status, headers, body = _responses(out)[0]
     assert json.loads(body)["version"] == [1, 0] and headers["connection"] == "close" and closed
 
 
@@ -177,3 +177,13 @@ def test_the_target_memo_is_bounded_and_agrees_with_the_computation():
         assert request_target.forward_target(t) == request_target._forward_target(t)  # from the memo
     assert len(request_target._MEMO) <= request_target._MEMO_SIZE
     assert "/" + "x" * 300 not in request_target._MEMO  # long targets are not kept
+
+
+def test_a_forwarded_answer_is_written_as_the_same_web_response_would_be():
+    headers = [("server", "nginx"), ("x-a", "b\xe2\x82\xac"), ("content-type", "text/plain")]
+    version = http1.HttpVersion(1, 1)
+    for status, body in [(200, b"ok\n"), (404, b""), (204, b""), (599, b"x")]:
+        for keep, head_only in [(True, False), (False, False), (True, True)]:
+            light = http1.serialize(http1.Answer(status, headers, body), version, keep, head_only)
+            full = http1.serialize(web.Response(status=status, body=body, headers=headers), version, keep, head_only)
+            assert light == full

@@ -33,6 +33,7 @@ import socket
 import time
 from collections import deque
 from email.utils import formatdate
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion
@@ -46,6 +47,13 @@ MAX_HEAD = MAX_LINE * (MAX_HEADERS + 1)
 BODY_HIGH_WATER = 1 << 20  # stop reading from the caller while this much body waits
 PIPELINE_HIGH_WATER = 1 << 18  # bytes of later requests held while one is served
 KEEPALIVE_TIMEOUT = 3630.0  # an idle connection is closed after this (aiohttp's default)
+# Slow callers (slowloris): a request head must be complete this long after
+# its first byte (nginx's client_header_timeout), and a body that has not
+# ended must not go this long without a byte (Envoy's stream_idle_timeout);
+# else 408 and the connection is closed. Without them a connection waiting
+# for the rest of a head or body was held until the caller closed it.
+HEAD_TIMEOUT = 60.0
+BODY_IDLE_TIMEOUT = 300.0
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-\xff]+)(?: HTTP/([0-9])\.([0-9]))?")
 _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t !-~\x80-\xff]*?)[\t ]*")
@@ -67,6 +75,7 @@ class Body:
         self._proto = proto
         self._chunks: deque[bytes] = deque()
         self.size = 0
+        self.received = 0  # bytes fed so far (the idle check's progress mark)
         self.done = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future | None = None
@@ -75,6 +84,7 @@ class Body:
         if data:
             self._chunks.append(data)
             self.size += len(data)
+            self.received += len(data)
             self._wake()
 
     def finish(self, exc: BaseException | None = None) -> None:
@@ -125,8 +135,20 @@ class Request:
     """The request as meshproxy's handlers read it (a subset of aiohttp's
     BaseRequest, the same types), plus a per-request mapping (request[key])."""
 
-    __slots__ = ("method", "raw_path", "version", "headers", "protocol", "transport", "content", "content_length",
-                 "body_exists", "_writer", "_state", "keep_alive")
+    __slots__ = (
+        "_state",
+        "_writer",
+        "body_exists",
+        "content",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "protocol",
+        "raw_path",
+        "transport",
+        "version",
+    )
 
     def __init__(self, method, raw_path, version, headers, protocol, content, content_length, keep_alive):
         self.method = method
@@ -175,6 +197,38 @@ class Request:
         return default if self._state is None else self._state.get(key, default)
 
 
+class Answer:
+    """A forwarded response as http1 writes it: what serialize() reads of a
+    web.Response (building one costs more than the rest of the answer)."""
+
+    __slots__ = ("body", "headers", "status")
+    keep_alive = None
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes):
+        self.status = status
+        self.headers = CIMultiDict(headers)
+        self.body = body
+
+    @property
+    def reason(self) -> str:
+        return _REASONS.get(self.status, "")
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def answer(request, status: int, headers: list[tuple[str, str]], body: bytes) -> web.Response | Answer:
+    """The response for request: an Answer when http1 serves it, else (the
+    ingress listener, aiohttp's server) a web.Response."""
+    if type(request) is Request:
+        return Answer(status, headers, body)
+    return web.Response(status=status, body=body, headers=headers)
+
+
 _date_cache = [0, ""]
 
 
@@ -185,7 +239,7 @@ def _date() -> str:
     return _date_cache[1]
 
 
-def serialize(resp: web.Response, version: HttpVersion, keep_alive: bool, head_only: bool) -> bytes:
+def serialize(resp: web.Response | Answer, version: HttpVersion, keep_alive: bool, head_only: bool) -> bytes:
     """The response as aiohttp writes it: its headers, then Content-Length,
     Date and Server unless set, and `Connection: close` when the connection
     ends; no body for HEAD, 204 and 304."""
@@ -241,6 +295,7 @@ class HTTP1(asyncio.Protocol):
         self._scanned = 0  # bytes of a partial head already checked (whole lines): never rescanned
         self._last = 0.0
         self._timer = None
+        self._wait_timer = None  # the rest of a head or a body is awaited (HEAD_TIMEOUT, BODY_IDLE_TIMEOUT)
 
     # -- connection
     def connection_made(self, transport) -> None:
@@ -253,6 +308,8 @@ class HTTP1(asyncio.Protocol):
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
         if self._body is not None and not self._body.done:
             self._body.finish(ConnectionResetError("the caller closed the connection"))
 
@@ -312,6 +369,9 @@ class HTTP1(asyncio.Protocol):
         head = bytes(buf[:end])
         del buf[:end + 4]
         self._scanned = 0
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
         try:
             request = self._request(head)
         except BadRequest:
@@ -334,6 +394,8 @@ class HTTP1(asyncio.Protocol):
         self._scanned = start
         if len(buf) - start > MAX_LINE + 1 or len(buf) > MAX_HEAD:
             return self._refuse()
+        if buf and self._wait_timer is None:
+            self._wait_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._head_late)
 
     def _request(self, head: bytes) -> Request:
         lines = head.split(b"\r\n")
@@ -384,6 +446,9 @@ class HTTP1(asyncio.Protocol):
             self._need = length or 0
             self._chunk_left = -1
             self._feed_body()
+            if not body.done:
+                self._wait_timer = asyncio.get_running_loop().call_later(BODY_IDLE_TIMEOUT, self._body_idle, body,
+                                                                         body.received)
         keep = version == (1, 1) and "close" not in conn_tokens
         headers = CIMultiDictProxy(CIMultiDict(items))
         return Request(method.decode("ascii"), target.decode("utf-8", "surrogateescape"), version, headers, self,
@@ -449,6 +514,33 @@ class HTTP1(asyncio.Protocol):
             self._closing = True  # where the next request starts is unknown: no next request
             buf.clear()
 
+    def _body_idle(self, body: Body, mark: int) -> None:
+        """BODY_IDLE_TIMEOUT after the last check: the body must have grown
+        since (unless meshproxy itself stopped reading: backpressure)."""
+        self._wait_timer = None
+        if body is not self._body or body.done or self._closing:
+            return
+        if body.received == mark and not self._paused:
+            self._timed_out()
+            body.finish(BadRequest("the body stalled"))  # the handler's read fails; its answer is not written
+            return
+        self._wait_timer = asyncio.get_running_loop().call_later(BODY_IDLE_TIMEOUT, self._body_idle, body,
+                                                                 body.received)
+
+    def _head_late(self) -> None:
+        self._wait_timer = None
+        if not self._busy and not self._closing:
+            self._timed_out()
+
+    def _timed_out(self) -> None:
+        """The caller is too slow with a head or a body: 408, then the connection is closed."""
+        self._closing = True
+        self._buf.clear()
+        if not self.transport.is_closing():
+            self.transport.write(serialize(web.Response(status=408, text="meshproxy: request timeout\n"),
+                                           HttpVersion(1, 1), False, False))
+        self.transport.close()
+
     def _refuse(self) -> None:
         """A framing error: the fixed 400, then the connection is closed."""
         self._closing = True
@@ -480,6 +572,9 @@ class HTTP1(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(data)
         self._body = None
+        if self._wait_timer is not None:  # the body's idle check
+            self._wait_timer.cancel()
+            self._wait_timer = None
         self._busy = False
         self._last = asyncio.get_running_loop().time()
         if not keep:

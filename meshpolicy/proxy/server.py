@@ -25,7 +25,7 @@ from aiohttp.web_protocol import RequestHandler
 from ..wire import evaluate as ev
 from . import l7, tls
 from .egress import EgressMixin
-from .http1 import HTTP1
+from .http1 import HTTP1, answer
 from .http1 import server as http1_server
 from .identity_headers import CLIENT_IP, forwardable, identity_headers
 from .ingress import IngressMixin
@@ -460,8 +460,7 @@ class Proxy(IngressMixin, EgressMixin):
         except UpstreamError as exc:  # the app is down, broke the connection or its framing
             log.debug("app call failed: %s", exc)
             return done(upstream_failure(exc.kind))
-        return done(web.Response(status=r.status, body=r.body,
-                                 headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP]))
+        return done(answer(request, r.status, [(k, v) for k, v in r.headers if k not in HOP_BY_HOP], r.body))
 
     async def _tcp_inbound(self, reader, writer, listener: dict) -> None:
         sslobj = writer.get_extra_info("ssl_object")
@@ -607,8 +606,7 @@ class Proxy(IngressMixin, EgressMixin):
                                          headers=fwd, body=body)
                 r = await (asyncio.wait_for(call, per_try / 1000) if per_try else call)
                 outcome: int | str = r.status
-                last = web.Response(status=r.status, body=r.body,
-                                    headers=[(k, v) for k, v in r.headers if k not in HOP_BY_HOP])
+                last = answer(request, r.status, [(k, v) for k, v in r.headers if k not in HOP_BY_HOP], r.body)
             except UpstreamError as exc:
                 outcome = exc.kind
                 log.debug("upstream call failed: %s", exc)  # the detail quotes upstream bytes: not for the caller
