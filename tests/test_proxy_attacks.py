@@ -2,12 +2,13 @@
 once worked, each over a real socket (or, for CPU cost, fed to the protocol
 as the event loop would): a Transfer-Encoding other parsers do not read as
 chunked, a second Host, a head trickled in small pieces to make every
-arrival rescan what came before, a head that never ends. The threat model
-is docs/security.md, "meshproxy data plane"."""
+arrival rescan what came before, a head or a body that never ends
+(slowloris). The threat model is docs/security.md, "meshproxy data plane"."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -115,3 +116,81 @@ def test_a_bad_line_in_a_trickled_head_is_still_refused():
     head = b"GET /a HTTP/1.1\r\nhost: x\r\nx-a: 1\r\nx-b: 2\nx-c: 3\r\n"
     out, closed = _exchange(b"", chunks=[head[i:i + 3] for i in range(0, len(head), 3)], wait=2)
     assert [s for s, _h, _b in _responses(out)] == [400] and closed
+
+
+def _slow_client(parts: list[tuple[float, bytes]], read_for: float) -> tuple[bytes, bool, float]:
+    """Send each part after its delay to a fresh server; (what came back, whether
+    the server closed, seconds from the first byte to the close)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(http1.server(_echo_body), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        def client():
+            s = socket.create_connection(("127.0.0.1", port), timeout=read_for)
+            started = time.monotonic()
+            out, closed = b"", False
+            try:
+                for delay, data in parts:
+                    time.sleep(delay)
+                    s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):  # closed by the server: read its answer
+                pass
+            try:
+                while data := s.recv(65536):
+                    out += data
+                closed = True
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed = True
+            s.close()
+            return out, closed, time.monotonic() - started
+
+        try:
+            return await loop.run_in_executor(None, client)
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
+async def _echo_body(request):
+    from aiohttp import web
+
+    body = b""
+    if request.body_exists:
+        while chunk := await request.content.readany():
+            body += chunk
+    return web.Response(text='{"body": "%s"}' % body.decode())
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch):
+    monkeypatch.setattr(http1, "HEAD_TIMEOUT", 0.6)
+    monkeypatch.setattr(http1, "BODY_IDLE_TIMEOUT", 0.6)
+
+
+def test_a_head_that_never_ends_is_408_and_closed(short_timeouts):
+    # slowloris: a byte every 0.2 s kept the connection (and its buffer) for good
+    parts = [(0, b"GET /a HTTP/1.1\r\n")] + [(0.2, b"x")] * 6
+    out, closed, seconds = _slow_client(parts, read_for=5)
+    assert out.startswith(b"HTTP/1.1 408 ") and closed, out
+    assert seconds < 3
+
+
+def test_a_body_that_stops_coming_is_408_and_closed(short_timeouts):
+    out, closed, _ = _slow_client([(0, b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")], read_for=5)
+    assert out.startswith(b"HTTP/1.1 408 ") and closed, out
+    out, closed, _ = _slow_client([(0, b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                                      b"3\r\nabc\r\n")], read_for=5)
+    assert out.startswith(b"HTTP/1.1 408 ") and closed, out
+
+
+def test_a_slow_body_that_keeps_coming_and_an_idle_keep_alive_connection_are_served(short_timeouts):
+    parts = [(0, b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n")] + [(0.3, b"x")] * 5
+    parts += [(1.0, b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")]  # after an idle pause longer than HEAD_TIMEOUT
+    out, _closed, _ = _slow_client(parts, read_for=2)
+    assert [s for s, _h, _b in _responses(out)] == [200, 200], out
+    assert _responses(out)[0][2] == b'{"body": "xxxxx"}'
