@@ -350,10 +350,9 @@ def _describe_atoms(atoms: list[Atom], chosen: list[int]) -> str:
 
 
 def _edges(mesh: Mesh) -> dict[tuple[str, str], dict | None]:
-    from .auth import may_call
     from .callgraph import build_graph
 
-    g = build_graph(mesh, may_call)
+    g = build_graph(mesh)  # edges by auth.allowed_callers: may_call's answers, a caller class at a time
     return {(u, v): (as_dict(d["witness"]) if d.get("witness") else None) for u, v, d in g.edges(data=True)}
 
 
