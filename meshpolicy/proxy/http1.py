@@ -14,14 +14,17 @@ What a caller sends is checked as the rest of meshproxy checks it
 - the request line and every header line are full matches ending in CRLF
   (a lone CR or LF, a control byte, an obs-fold, a line over 8190 bytes or
   over 128 headers is a framing error);
-- the body's framing is one Content-Length (digits, one copy) or chunked as
-  the final coding, never both; chunks are framed exactly;
+- the body's framing is one Content-Length (digits, one copy) or
+  `Transfer-Encoding: chunked` alone, never both; chunks are framed
+  exactly; one Host;
 - a framing error is answered 400 (a fixed text: nothing the caller sent is
   quoted back) and the connection is closed, so nothing after it can be read
   as a request; a body the handler did not read to its end closes the
   connection after the answer too;
 - header values are kept as the bytes sent (decoded UTF-8 with
-  surrogateescape, which encodes back to the same bytes).
+  surrogateescape, which encodes back to the same bytes);
+- a slow caller is answered 408 and closed (HEAD_TIMEOUT, BODY_IDLE_TIMEOUT),
+  and a partial head is scanned once, not again on each arrival.
 """
 
 from __future__ import annotations
