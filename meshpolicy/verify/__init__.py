@@ -85,13 +85,8 @@ def _run(mesh: Mesh, config: dict | None, stats: dict | None,
     if progress:
         progress("the call graph", len(dests), total)
 
-    def callers(m, d, candidates):
-        if d in too_big:
-            return [(s, req) for s in candidates if s != d and (s is None or s in m.service_map)
-                    and (req := auth.probe(m, s, d)) is not None]
-        return auth.allowed_callers(m, d, candidates, timeout, limit)
-
-    graph = callgraph.build_graph(mesh, timeout_ms=timeout, box_limit=limit, callers=callers)
+    graph = callgraph.build_graph(mesh, timeout_ms=timeout, box_limit=limit,
+                                  callers=auth.graph_callers(too_big, timeout, limit))
     # edges into a destination over the limit are only what probing found:
     # "nobody calls it" would not be proved there
     unproved = {mesh.service(d).at("name") for d in too_big if mesh.service(d) is not None}

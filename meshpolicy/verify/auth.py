@@ -78,6 +78,19 @@ def allowed_callers(mesh: Mesh, destination: str, candidates: list[str | None],
     return out
 
 
+def graph_callers(skipped: set[str], timeout_ms: int = DEFAULT_TIMEOUT_MS, box_limit: int = BOX_LIMIT):
+    """The call graph's edge decider as verify.run uses it (callgraph.build_graph's
+    `callers`): allowed_callers, except that callers of a destination over the
+    rule limit (`skipped`, MP507) are only probed."""
+    def callers(mesh: Mesh, destination: str, candidates: list[str | None]) -> list[tuple[str | None, Request]]:
+        if destination in skipped:
+            return [(s, req) for s in candidates if s != destination and (s is None or s in mesh.service_map)
+                    and (req := probe(mesh, s, destination)) is not None]
+        return allowed_callers(mesh, destination, candidates, timeout_ms, box_limit)
+
+    return callers
+
+
 def probe(mesh: Mesh, source: str | None, destination: str) -> Request | None:
     """An allowed request among the candidate requests of the destination's
     rules, without building its partition (a destination over the verifier's

@@ -62,8 +62,8 @@ def certify(mesh: Mesh, found: list[Diagnostic], config: dict | None = None, gra
         limit = box_limit(config)
         spans = {d.span for d in found if d.code == "MP507"}
         skipped = {svc.name for svc in mesh.services if svc.span in spans}
-        graph = build_graph(mesh, lambda m, s, d: auth.probe(m, s, d) if d in skipped
-                            else auth.may_call(m, s, d, timeout, limit))
+        graph = build_graph(mesh, timeout_ms=timeout, box_limit=limit,
+                            callers=auth.graph_callers(skipped, timeout, limit))
     c = Certifier(mesh, found, limits(config), graph)
     for d in found:
         fn = CLAIMS.get(d.code)
