@@ -276,3 +276,19 @@ def test_each_instance_has_a_key_pair_of_its_own_with_the_version_identity(tmp_p
             assert "api@2.json" in (work / "config" / "back" / "api" / "v2@2.yaml").read_text()
         renewed = up.renew_certificates(mesh, {"up": {"replicas": {"api/v2": 3}}}, work)
         assert "back/api@2/cert.pem" in renewed
+
+
+def test_stat_scrapes_every_instance_and_counts_it_under_its_version(tmp_path):
+    """meshc stat / top read the run's sidecars from its configs: every
+    instance is one, named apart, with its real version, so figures add up
+    per service pair and per version."""
+    from meshpolicy.run.telemetry import sidecars
+
+    mesh = _mesh()
+    for proxy in ("meshproxy", "envoy"):
+        plan, diags = up.prepare(mesh, {"up": {"replicas": {"api/v2": 2}}}, proxy, tmp_path / proxy)
+        assert plan is not None, [d.message for d in diags]
+        cars = {c.workload: (c.service, c.version) for c in sidecars(tmp_path / proxy)
+                if c.proxy != "meshc"}  # not the collector's own counters
+        assert cars["api/v2@1"] == cars["api/v2"] == ("api", "v2"), proxy
+        assert len(cars) == len(plan.workloads)
