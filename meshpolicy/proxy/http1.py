@@ -12,8 +12,8 @@ meshproxy uses. The admin port and the ingress listener keep aiohttp.
 What a caller sends is checked as the rest of meshproxy checks it
 (docs/security.md, "meshproxy data plane"):
 - the request line and every header line are full matches ending in CRLF
-  (a lone CR or LF, a control byte, an obs-fold, a line over 8190 bytes or
-  over 128 headers is a framing error);
+  (a lone CR or LF, a control byte, an obs-fold, a line over 8190 bytes,
+  over 128 headers or a head over 64 KiB is a framing error);
 - the body's framing is one Content-Length (digits, one copy) or
   `Transfer-Encoding: chunked` alone, never both; chunks are framed
   exactly; one Host;
@@ -46,7 +46,7 @@ log = logging.getLogger("meshproxy")
 
 MAX_LINE = 8190  # request line and each header line, as aiohttp's server
 MAX_HEADERS = 128
-MAX_HEAD = MAX_LINE * (MAX_HEADERS + 1)
+MAX_HEAD = 64 * 1024  # the whole head, and what a partial one may hold per connection (Envoy: 60 KiB)
 BODY_HIGH_WATER = 1 << 20  # stop reading from the caller while this much body waits
 PIPELINE_HIGH_WATER = 1 << 18  # bytes of later requests held while one is served
 KEEPALIVE_TIMEOUT = 3630.0  # an idle connection is closed after this (aiohttp's default)

@@ -403,10 +403,11 @@ async def _read_headers(conn: _Conn, keep: bool):
                     raise FramingError("conflicting content-length")
                 length = n
         elif k == "transfer-encoding":
-            codings = [c.strip().lower() for c in v.split(",") if c.strip()]
+            # bytes: str.strip() would take \xa0 and \x85 for blanks and read `chunked\xa0` as chunked
+            codings = [c.strip(b" \t").lower() for c in m.group(2).split(b",") if c.strip(b" \t")]
             if chunked or not codings:
                 raise FramingError("bad transfer-encoding")
-            chunked = codings[-1] == "chunked"
+            chunked = codings[-1] == b"chunked"
             other_coding = not chunked
         elif k == "connection":
             tokens = {t.strip().lower() for t in v.split(",")}
