@@ -395,9 +395,12 @@ def _sent_to_api(mesh: Mesh) -> int:
         stats = mesh.admin("client", "/stats?filter=upstream_rq_total")
         return sum(int(x) for x in re.findall(r"cluster\.api\|v\d\.upstream_rq_total: (\d+)", stats))
     metrics = mesh.admin("client", "/metrics")
-    return sum(int(float(x)) for x in re.findall(
-        r'meshproxy_requests_total\{code="\d+",destination="api",direction="outbound",source="client"\} ([\d.]+)',
-        metrics))
+    total = 0
+    for labels, value in re.findall(r"^meshproxy_requests_total\{([^}]*)\} ([\d.]+)$", metrics, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', labels))  # any label order, any extra labels (rule)
+        if (got.get("destination"), got.get("direction"), got.get("source")) == ("api", "outbound", "client"):
+            total += int(float(value))
+    return total
 
 
 def test_red_metrics_count_what_was_sent(mesh):
