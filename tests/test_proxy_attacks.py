@@ -54,6 +54,14 @@ def test_a_second_host_is_refused(hosts):
     assert answers[0][2] == BAD_TARGET.encode()
 
 
+def test_an_http_1_1_request_without_host_is_refused():
+    # RFC 9112 3.2 (Envoy: 400); meshproxy routed it as Host "" (outbound) or
+    # forwarded it with the sidecar's own name, socket.getfqdn(), a resolver
+    # call on the event loop per request (inbound)
+    out, closed = _exchange(b"GET /a HTTP/1.1\r\nx-a: 1\r\n\r\n" + SMUGGLED)
+    assert [s for s, _h, _b in _responses(out)] == [400] and closed
+
+
 def test_bad_chunk_framing_is_answered_400_not_500():
     out, closed = _exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
                             b"3\r\nabcXX0\r\n\r\n" + SMUGGLED)

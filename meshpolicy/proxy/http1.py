@@ -16,7 +16,7 @@ What a caller sends is checked as the rest of meshproxy checks it
   over 128 headers or a head over 64 KiB is a framing error);
 - the body's framing is one Content-Length (digits, one copy) or
   `Transfer-Encoding: chunked` alone, never both; chunks are framed
-  exactly; one Host;
+  exactly; exactly one Host (HTTP/1.1);
 - a framing error is answered 400 (a fixed text: nothing the caller sent is
   quoted back) and the connection is closed, so nothing after it can be read
   as a request; a body the handler did not read to its end closes the
@@ -435,6 +435,8 @@ class HTTP1(asyncio.Protocol):
             elif low == "connection":
                 conn_tokens = (*conn_tokens, *(t.strip().lower() for t in raw.decode("latin-1").split(",")))
             items.append((name, raw.decode("utf-8", "surrogateescape")))
+        if not host_seen and version == (1, 1):
+            raise BadRequest("no host")  # RFC 9112 3.2
         chunked = False
         if codings is not None:
             # both framings is a smuggling sign (RFC 9112 6.1); any coding but one
