@@ -159,3 +159,11 @@ class _Rewritten:
 
     def __getattr__(self, name):
         return getattr(self._request, name)
+
+    # Item access is not looked up through __getattr__: per-request state (the
+    # client span tracing keeps until the answer) lives on the request itself.
+    def __setitem__(self, key, value):
+        self._request[key] = value
+
+    def __getitem__(self, key):
+        return self._request[key]
