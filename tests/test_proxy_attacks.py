@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 
 import pytest
@@ -242,3 +243,73 @@ def test_a_response_transfer_encoding_with_a_non_ascii_blank_is_not_chunked():
 
     r, idle = asyncio.run(asyncio.wait_for(main(), 10))
     assert r.body == b"3\r\nabc\r\n0\r\n\r\n" and idle == 0
+
+
+def test_the_inbound_listener_keeps_accepting_after_running_out_of_descriptors():
+    """Many connections (no cap, as Envoy's 10,000) can use up the process's
+    descriptors; accept() then fails with EMFILE, and that error ended the
+    inbound listener's accept loop for good: once the connections were gone,
+    the sidecar still accepted nothing. Run on real sockets with the test
+    process's own descriptor limit lowered for the duration."""
+    import os
+    import resource
+
+    from meshpolicy.proxy.server import Proxy
+
+    class Sniffer:  # the accept loop's only use of the proxy: each accepted socket goes to _sniff
+        def __init__(self):
+            self.accepted = []
+
+        async def _sniff(self, conn, listener, server):
+            self.accepted.append(conn)
+
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        proxy = Sniffer()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # 20 connections from another process, so only accepting uses this one's descriptors
+        callers = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import socket, time\n"
+            f"s = [socket.create_connection(('127.0.0.1', {port})) for _ in range(20)]\ntime.sleep(1.5)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+        try:
+            task = asyncio.create_task(Proxy._accept(proxy, listener, {}, None))
+            await asyncio.sleep(0.8)  # a few accepted, then accept() fails with EMFILE
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        exhausted = len(proxy.accepted) < 20
+        for c in proxy.accepted:
+            c.close()
+        proxy.accepted.clear()
+        await callers.wait()
+        await asyncio.sleep(1.2)  # the backlog's connections were closed by their process; one more comes
+        proxy.accepted.clear()
+        died = task.done()
+        late = socket.create_connection(("127.0.0.1", port))
+        late.sendall(b"late")
+        got = False
+        for _ in range(40):
+            for c in proxy.accepted:
+                c.setblocking(True)
+                c.settimeout(0.05)
+                try:
+                    got = got or c.recv(4) == b"late"
+                except OSError:
+                    pass
+            if got:
+                break
+            await asyncio.sleep(0.1)
+        late.close()
+        task.cancel()
+        listener.close()
+        for c in proxy.accepted:
+            c.close()
+        return exhausted, died, got
+
+    exhausted, died, accepted_later = asyncio.run(main())
+    assert exhausted  # the limit was reached: the test tested something
+    assert not died and accepted_later

@@ -371,7 +371,12 @@ class Proxy(IngressMixin, EgressMixin):
     async def _accept(self, sock: socket.socket, listener: dict, server) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            conn, _addr = await loop.sock_accept(sock)
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and the like: keep listening, as asyncio's own servers do
+                log.warning("inbound accept failed (retrying in 1 s): %s", exc)
+                await asyncio.sleep(1.0)
+                continue
             asyncio.create_task(self._sniff(conn, listener, server))
 
     async def _sniff(self, conn: socket.socket, listener: dict, server) -> None:
