@@ -141,8 +141,11 @@ class Effective:
         return f"rule {self.rule.index + 1} of route `{self.service.name}`"
 
 
-def effective(mesh: Mesh) -> Iterator[Effective]:
-    """One entry per forwarding route rule, and one per route-less service."""
+def effective(mesh: Mesh, retrying: bool = False) -> Iterator[Effective]:
+    """One entry per forwarding route rule, and one per route-less service.
+    `retrying`: only those whose retry makes attempts (`Effective.retries_on`),
+    skipped before anything else is looked up (the language server runs
+    this on every edit; most rules of the bench mesh do not retry)."""
     routed: set[str] = set()
     known = mesh.service_map
     for route in mesh.routes:
@@ -153,9 +156,15 @@ def effective(mesh: Mesh) -> Iterator[Effective]:
         for r in route.rules:
             if r.action.kind != "forward":
                 continue  # redirects and direct responses never reach the service
+            if retrying:
+                retry = r.retry if r.retry is not None else svc.retry  # as settings_for
+                if retry is None or retry.attempts <= 0:
+                    continue
             s = svc.settings_for(r)
             t_span = r.at("timeout") if r.timeout_ms is not None else svc.spans.get("timeout")
             yield Effective(svc, r, s.timeout_ms, t_span, s.retry, s.fault)
     for svc in mesh.services:
         if svc.name not in routed:
+            if retrying and (svc.retry is None or svc.retry.attempts <= 0):
+                continue
             yield Effective(svc, None, svc.timeout_ms, svc.spans.get("timeout"), svc.retry, svc.fault)
