@@ -60,14 +60,19 @@ def test_envoy_spans_of_a_request_are_printed_as_its_hops(tmp_path):
     conn.close()
     args = [sys.executable, "-m", "meshpolicy.cli", "trace", trace_id, str(root), "--workdir", str(root / "work")]
     deadline = time.monotonic() + 30  # Envoy's Zipkin tracer flushes its spans every few seconds
-    while True:
+    while True:  # each sidecar flushes on its own: wait for both hops
         got = subprocess.run(args, capture_output=True, text=True, timeout=60)
-        if got.returncode == 0 or time.monotonic() > deadline:
+        if len(got.stdout.splitlines()) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert got.returncode == 0, got.stderr
     hops = got.stdout.splitlines()
-    assert any(line.lstrip().startswith("web") for line in hops) and any("api" in line for line in hops)
+    # as meshproxy: the caller's sidecar reports a client span (the outbound
+    # listener is OUTBOUND), the callee's a server span under it
+    assert hops[0].startswith("web [client]") and hops[1].startswith("  api [server]"), hops
+    spans = {s["kind"]: s for s in spans_of(root / "work", trace_id)}
+    assert spans["client"]["parent_id"] == "a3ce929d0e0e4736"
+    assert spans["server"]["parent_id"] == spans["client"]["span_id"]
     listing = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "trace", "--list", str(root), "--workdir",
                               str(root / "work")], capture_output=True, text=True, timeout=60)
     assert trace_id in listing.stdout

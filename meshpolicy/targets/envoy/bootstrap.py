@@ -47,7 +47,10 @@ def _outbound_listener(ctx: Ctx, svc: Service, vhosts: list[dict], port_value: i
     tracing = hcm_tracing(ctx, svc.name)
     if tracing:
         hcm["tracing"] = tracing
+    # OUTBOUND makes Envoy's spans here client spans (egress), as meshproxy's
+    # are: without it the caller's hop was reported as a second server span.
     return {"name": "outbound", "address": socket(local_address(ctx.settings), port_value),
+            "traffic_direction": "OUTBOUND",
             "filter_chains": [{"filters": [
                 {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
 
