@@ -166,3 +166,14 @@ route api {
   GET -> v2
 }
 """
+
+
+def test_text_table_columns_stay_aligned_with_a_callee_spiffe_source():
+    from meshpolicy.run.telemetry import Row, as_table
+
+    rows = [Row("callee", "spiffe://small.test/ns/demo/sa/web", "api", 21, 3.0, 100.0, 0.6, 9.8, 21.8),
+            Row("caller", "web", "api", 21, 3.0, 100.0, 0.8, 4.2, 4.9)]
+    head, callee, caller = as_table(rows).splitlines()
+    at = head.index("destination")  # each row's destination starts under its heading (was pushed right)
+    assert callee[at:].startswith("api ") and caller[at:].startswith("api ")
+    assert len(callee) == len(caller) == len(head)

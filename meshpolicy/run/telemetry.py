@@ -300,7 +300,10 @@ def _fmt(x, unit=""):
 
 
 def as_table(rows: list[Row], rules: list[Row] = ()) -> str:
-    head = f"{'side':<7} {'source':<20} {'destination':<20} {'req':>6} {'rps':>8} {'success':>8} " \
+    # a callee row's source is a SPIFFE ID, longer than 20: widen the columns to the longest
+    sw = max([20] + [len(r.source) for r in rows])
+    dw = max([20] + [len(r.destination) for r in rows])
+    head = f"{'side':<7} {'source':<{sw}} {'destination':<{dw}} {'req':>6} {'rps':>8} {'success':>8} " \
            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     lines = [head]
 
@@ -308,7 +311,7 @@ def as_table(rows: list[Row], rules: list[Row] = ()) -> str:
         return "-" if x is None else f"{x:.1f}{unit}"
 
     for r in rows:
-        lines.append(f"{r.side:<7} {r.source:<20} {r.destination:<20} {r.requests:>6} {r.rate:>8.1f} "
+        lines.append(f"{r.side:<7} {r.source:<{sw}} {r.destination:<{dw}} {r.requests:>6} {r.rate:>8.1f} "
                      f"{fmt(r.success, '%'):>8} {fmt(r.p50_ms):>8} {fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8}")
     if not rows:
         lines.append("(no requests in the window)")
