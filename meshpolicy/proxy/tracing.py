@@ -7,24 +7,39 @@ mesh's rate); each hop gets a new span id whose parent is the caller's.
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import time
 from json.encoder import encode_basestring_ascii as _quote  # JSON string escaping (C)
 
 
+# W3C trace context and B3 ids, full matches: a caller's malformed id is
+# ignored (a new trace starts, as the W3C spec asks), never passed on to the
+# app, the next hop or the collector.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACE_ID = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _valid(trace_id: str | None, span_id: str | None) -> bool:
+    return (trace_id is not None and _TRACE_ID.fullmatch(trace_id) is not None and trace_id.strip("0") != ""
+            and (span_id is None or (_SPAN_ID.fullmatch(span_id) is not None and span_id.strip("0") != "")))
+
+
 def _ids(headers: dict[str, str]) -> tuple[str | None, str | None, bool | None]:
     tp = headers.get("traceparent")
     if tp:
-        parts = tp.split("-")
-        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-            return parts[1], parts[2], parts[3] == "01"
+        m = _TRACEPARENT.fullmatch(tp.strip(" \t"))
+        if m and m.group(1) != "ff" and _valid(m.group(2), m.group(3)):
+            return m.group(2), m.group(3), m.group(4) == "01"
     if headers.get("x-b3-traceid"):
         sampled = headers.get("x-b3-sampled")
-        return headers["x-b3-traceid"].rjust(32, "0"), headers.get("x-b3-spanid"), \
-            None if sampled is None else sampled == "1"
+        trace_id, span_id = headers["x-b3-traceid"], headers.get("x-b3-spanid")
+        if _valid(trace_id, span_id):
+            return trace_id.rjust(32, "0"), span_id, None if sampled is None else sampled == "1"
     if headers.get("b3"):
         parts = headers["b3"].split("-")
-        if len(parts) >= 2:
+        if len(parts) >= 2 and _valid(parts[0], parts[1]):
             return parts[0].rjust(32, "0"), parts[1], (parts[2] == "1") if len(parts) > 2 else None
     return None, None, None
 
