@@ -26,7 +26,7 @@ function initializationOptions(): Record<string, unknown> {
   const cfg = vscode.workspace.getConfiguration("meshc");
   return {
     verify: cfg.get<boolean>("verify", true),
-    debounceMs: cfg.get<number>("debounceMs", 5),
+    debounceMs: cfg.get<number>("debounceMs", 2),
     verifyDelayMs: cfg.get<number>("verifyDelayMs", 400),
   };
 }
