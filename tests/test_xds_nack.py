@@ -125,6 +125,10 @@ def test_a_nack_is_reported_at_the_rule_with_envoys_reason(tmp_path, delta):
         # The workload keeps its last good routes, and still answers as before.
         assert cp.acked[(WEB, ROUTE)] == last_good.version(ROUTE)
         assert _get(out, "/zzz/7/items") == 200
+        # a rejected version is not waited for (`meshc up --watch` waited 15 s per rejecting workload)
+        t0 = time.monotonic()
+        assert not cp.wait_acked(WEB, new[WEB], timeout=15)
+        assert time.monotonic() - t0 < 5
         assert all(p.poll() is None for p in procs)
     finally:
         for p in procs:

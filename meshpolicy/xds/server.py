@@ -138,11 +138,16 @@ class ControlPlane:
         return self._snapshots.get(node)
 
     def wait_acked(self, node: str, snap: Snapshot, timeout: float = 10.0) -> bool:
-        """True once the workload runs every type of snap (for tests and `meshc up`)."""
+        """True once the workload runs every type of snap (for tests and `meshc up`); False at the
+        timeout, or at once when the workload rejected (NACKed) a version of snap: it is never resent,
+        so waiting on would only hold `meshc up --watch` (and a rollout's push) for the whole timeout."""
+        wanted = {t: snap.version(t) for t in PUSH_ORDER if snap.resources.get(t)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self.acked.get((node, t)) == snap.version(t) for t in PUSH_ORDER if snap.resources.get(t)):
+            if all(self.acked.get((node, t)) == v for t, v in wanted.items()):
                 return True
+            if any(n.node == node and wanted.get(n.type_url) == n.version for n in list(self.nacks)):
+                return False
             time.sleep(0.005)
         return False
 
