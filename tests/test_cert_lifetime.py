@@ -29,9 +29,25 @@ def test_short_lived_certificates_and_when_they_are_renewed(tmp_path):
     left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
     assert dt.timedelta(seconds=590) < left <= dt.timedelta(seconds=600)
     assert renew_after(600) == 400
-    # kept while more than a third of its life is left; re-issued once less is
+    # kept while it outlives the first renewal (two thirds of the lifetime away); re-issued once not
     assert issue(mesh, tmp_path, lifetime_s=600).created == []
     assert "demo/api/cert.pem" in issue(mesh, tmp_path, lifetime_s=3600).created  # 10 min left of an hour: stale
+
+
+def test_a_pair_kept_at_start_outlives_the_first_renewal(tmp_path, monkeypatch):
+    """`meshc up` renews renew_after(lifetime) after it starts: a pair it keeps from a previous
+    run must still be valid then (a restart half-way through a pair's life kept it, and the
+    sidecars served an expired pair, every new mTLS connection failing, until that renewal)."""
+    import meshpolicy.certs as certs
+
+    mesh = check_text(SMALL.format(split="v1")).mesh
+    issue(mesh, tmp_path, lifetime_s=60)
+    later = certs._now() + dt.timedelta(seconds=30)  # the restart, 30 s into a 1 min pair
+    monkeypatch.setattr(certs, "_now", lambda: later)
+    issue(mesh, tmp_path, lifetime_s=60)  # what `meshc up` does as it starts
+    for account in ("api", "web"):
+        cert = _cert(tmp_path / "demo" / account / "cert.pem")
+        assert cert.not_valid_after_utc > later + dt.timedelta(seconds=renew_after(60)), account
 
 
 @pytest.mark.parametrize("value, ok", [("1h", True), ("30m", True), ("7d", True), ("30s", False), ("1", False),

@@ -220,7 +220,10 @@ def _workload_ok(cert_path: Path, key_path: Path, ca_cert, spiffe: str,
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except ValueError:
         return False
-    margin = _dt.timedelta(seconds=lifetime_s - renew_after(lifetime_s)) if lifetime_s else \
+    # A short-lived pair is kept only if it outlives the renewal `meshc up` schedules
+    # renew_after(lifetime) after this call: keeping one with a third of its life left
+    # (as before) let a restarted `meshc up` serve an expired pair until that renewal.
+    margin = _dt.timedelta(seconds=renew_after(lifetime_s)) if lifetime_s else \
         _dt.timedelta(days=RENEW_DAYS)
     fresh = cert.not_valid_after_utc - _now() > margin
     return (signed_by(cert, ca_cert) and uri_sans(cert) == [spiffe] and fresh
