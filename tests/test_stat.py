@@ -177,3 +177,25 @@ def test_text_table_columns_stay_aligned_with_a_callee_spiffe_source():
     at = head.index("destination")  # each row's destination starts under its heading (was pushed right)
     assert callee[at:].startswith("api ") and caller[at:].startswith("api ")
     assert len(callee) == len(caller) == len(head)
+
+
+def test_stat_and_rollout_on_configs_a_stopped_mesh_left_say_no_mesh_runs(tmp_path):
+    """A stopped `meshc up` leaves config/ behind: stat listed every sidecar as unreachable
+    and exited 0, and rollout pushed weights nobody applied and waited a minute for them."""
+    from meshpolicy.commands.up import _checked_mesh
+    from meshpolicy.run import rollout
+    from .conftest import free_port_base
+
+    root = tmp_path / "mesh"
+    write_mesh(root, "meshproxy")
+    (root / "meshc.toml").write_text(f"[compile.meshproxy]\nport_base = {free_port_base(40)}\n")
+    checked, _ = _checked_mesh([root], False)
+    work = tmp_path / "work"
+    plan, diags = up.prepare(checked.mesh, checked.project.config, "meshproxy", work)
+    assert plan is not None, diags  # the configs in place, nothing running
+    proc = run_meshc("stat", str(root), "--workdir", str(work), "--window", "0.1")
+    assert proc.returncode == 2 and "no mesh is running" in proc.stderr
+    proc = run_meshc("rollout", "api", "v2", str(root), "--workdir", str(work), "--steps", "50,100",
+                     "--every", "1s", "--no-verify")
+    assert proc.returncode == 2 and "no mesh is running" in proc.stderr
+    assert not (work / "rollout" / rollout.OVERRIDE).exists()

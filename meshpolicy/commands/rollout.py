@@ -55,7 +55,7 @@ def command(service, version, path, steps, every, gate, min_requests, workdir, r
     from ..diagnostics import has_errors
     from ..run import rollout
     from ..run.telemetry import sidecars
-    from .stat import _workdir
+    from .stat import _workdir, none_answers
     from .up import _checked_mesh
 
     step_list = _option(rollout.parse_steps, steps, "--steps")
@@ -81,7 +81,7 @@ def command(service, version, path, steps, every, gate, min_requests, workdir, r
     record_path = record or rdir / f"{service}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     doc = {"service": service, "version": version, "gate": gate, "every_seconds": seconds,
            "min_requests": min_requests, "started": time.time(), "steps": [], "decision": None, "reason": None}
-    seq = int(time.time() * 1000)  # `meshc up` answers each override by its seq
+    seq = first_seq = int(time.time() * 1000)  # `meshc up` answers each override by its seq
     good, good_mesh = None, checked.mesh  # the last weights that passed (None: the policy as written)
 
     def finish(decision: str, reason: str | None, code: int):
@@ -92,6 +92,10 @@ def command(service, version, path, steps, every, gate, min_requests, workdir, r
 
     def push(weights):
         nonlocal seq
+        if seq == first_seq and none_answers(cars):  # configs left by a stopped `meshc up`
+            click.echo(f"meshc rollout: no mesh is running from {wd} (start one with `meshc up`); "
+                       "nothing was pushed", err=True)
+            sys.exit(EXIT_USAGE)
         seq += 1
         rollout.write_override(wd, seq, service, version, weights)
         return rollout.wait_applied(wd, seq, timeout=60 + 2 * len(cars))

@@ -25,10 +25,18 @@ def _sidecars_or_exit(paths, workdir):
 
     wd = _workdir(paths, workdir)
     cars = sidecars(wd)
-    if not cars:
+    if not cars or none_answers(cars):
         click.echo(f"meshc: no mesh is running from {wd} (start one with `meshc up`)", err=True)
         sys.exit(EXIT_USAGE)
     return cars
+
+
+def none_answers(cars) -> bool:
+    """A stopped `meshc up` leaves its configs in the work directory: a mesh of
+    which no sidecar answers is not running (one scrape, refused at once)."""
+    from ..run.telemetry import scrape
+
+    return len(set(scrape(cars).unreachable)) >= len(cars)
 
 
 def _window(cars, seconds: float, where: dict | None = None):
