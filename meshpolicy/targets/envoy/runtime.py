@@ -1,6 +1,7 @@
 """The runtime every meshc Envoy starts with (the bootstrap's
-`layered_runtime`): a static layer, then an admin layer (Envoy's
-`/runtime_modify` on the loopback admin port, as in Istio's sidecars).
+`layered_runtime`): one static layer. No admin layer: `/runtime_modify` on
+the admin port would let anything that reaches it (any local user, under
+`meshc up`) change runtime values, security-relevant features among them.
 
 The static layer raises `re2.max_program_size.error_level` from Envoy's
 default 100, which refuses ordinary route regexes, to the 32768 Istio's
@@ -17,4 +18,4 @@ from ...semantics.regex_size import RE2_PROGRAM_SIZE_LIMIT, RUNTIME_KEY
 
 def layered_runtime(overrides: tuple[tuple[str, object], ...]) -> dict:
     static = {RUNTIME_KEY: RE2_PROGRAM_SIZE_LIMIT, **dict(overrides)}
-    return {"layers": [{"name": "meshc", "static_layer": static}, {"name": "admin", "admin_layer": {}}]}
+    return {"layers": [{"name": "meshc", "static_layer": static}]}
