@@ -42,6 +42,8 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .http_grammar import DIGITS, TOKEN, chunk_size, header_line
+
 log = logging.getLogger("meshproxy")
 
 MAX_LINE = 8190  # request line and each header line, as aiohttp's server
@@ -58,10 +60,10 @@ KEEPALIVE_TIMEOUT = 3630.0  # an idle connection is closed after this (aiohttp's
 HEAD_TIMEOUT = 60.0
 BODY_IDLE_TIMEOUT = 300.0
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-\xff]+)(?: HTTP/([0-9])\.([0-9]))?")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t !-~\x80-\xff]*?)[\t ]*")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[\t !-~\x80-\xff]*)?")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+_REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([!-\xff]+)(?: HTTP/([0-9])\.([0-9]))?")
+_HEADER_LINE = header_line()  # lines are matched without their CRLF here
+_CHUNK_SIZE = chunk_size()
+_DIGITS = DIGITS
 _NO_BODY = frozenset({204, 304})
 INTERNAL_ERROR = "500 Internal Server Error\n\nServer got itself in trouble"
 

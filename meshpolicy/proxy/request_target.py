@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 
 from ..semantics.patterns import normalize_path
+from .http_grammar import METHOD
 
 # RFC 9112 origin-form: visible ASCII only; `#` starts a fragment, which a
 # request never carries (Envoy answers 400 to one).
 _TARGET = re.compile(rb"/[!-\"$-~]*")
-_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_METHOD = METHOD
 
 
 def raw_bytes(text: str) -> bytes:

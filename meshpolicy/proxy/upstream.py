@@ -22,18 +22,19 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from .http_grammar import DIGITS, FIELD_CHAR, FIELD_VALUE, TOKEN, chunk_size, header_line
 from .tls import peer_spiffe_id
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "content-length", "host", "expect"}  # expect: the sidecar answers 100-continue itself
 
 # Full-line matches, CRLF included: a lone CR or LF anywhere is a framing error.
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [\t !-~\x80-\xff]*)?\r\n")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t !-~\x80-\xff]*?)[\t ]*\r\n")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[\t !-~\x80-\xff]*)?\r\n")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(rb"[\t !-~\x80-\xff]*")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: " + FIELD_CHAR + rb"*)?\r\n")
+_HEADER_LINE = header_line(rb"\r\n")
+_CHUNK_SIZE = chunk_size(rb"\r\n")
+_DIGITS = DIGITS
+_HEADER_NAME = re.compile(TOKEN.decode("ascii"))
+_HEADER_VALUE = FIELD_VALUE
 # Per endpoint: enough idle connections for a busy caller (16 concurrent
 # requests kept 8 busy reconnecting over TLS), few enough that a burst's
 # hundreds of connections are not all kept.
