@@ -129,8 +129,7 @@ def _top_live(cars, every: float, where: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    def fmt(x, unit=""):
-        return "-" if x is None else f"{x:.1f}{unit}"
+    from ..run.telemetry import figure as fmt
 
     def table(title, rows, rule_columns):
         t = Table(title=title, title_justify="left", expand=False)

@@ -290,12 +290,13 @@ def rules_table(rows: list[Row]) -> str:
     lines = [head]
     for r in rows:
         lines.append(f"{r.source:<16} {r.destination:<16} {r.rule or '':<10} {r.at or '-':<22} {r.requests:>6} "
-                     f"{r.rate:>8.1f} {_fmt(r.success, '%'):>8} {_fmt(r.p50_ms):>8} {_fmt(r.p95_ms):>8} "
-                     f"{_fmt(r.p99_ms):>8}")
+                     f"{r.rate:>8.1f} {figure(r.success, '%'):>8} {figure(r.p50_ms):>8} {figure(r.p95_ms):>8} "
+                     f"{figure(r.p99_ms):>8}")
     return "\n".join(lines)
 
 
-def _fmt(x, unit=""):
+def figure(x: float | None, unit: str = "") -> str:
+    """A figure as the tables print it: one decimal, `-` when there is none."""
     return "-" if x is None else f"{x:.1f}{unit}"
 
 
@@ -306,13 +307,9 @@ def as_table(rows: list[Row], rules: list[Row] = ()) -> str:
     head = f"{'side':<7} {'source':<{sw}} {'destination':<{dw}} {'req':>6} {'rps':>8} {'success':>8} " \
            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     lines = [head]
-
-    def fmt(x, unit=""):
-        return "-" if x is None else f"{x:.1f}{unit}"
-
     for r in rows:
         lines.append(f"{r.side:<7} {r.source:<{sw}} {r.destination:<{dw}} {r.requests:>6} {r.rate:>8.1f} "
-                     f"{fmt(r.success, '%'):>8} {fmt(r.p50_ms):>8} {fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8}")
+                     f"{figure(r.success, '%'):>8} {figure(r.p50_ms):>8} {figure(r.p95_ms):>8} {figure(r.p99_ms):>8}")
     if not rows:
         lines.append("(no requests in the window)")
     if rules:
