@@ -46,17 +46,25 @@ def test_stat_reports_the_pairs_that_carried_traffic(tmp_path, proxy):
     # Envoy updates its latency histograms at each stats flush (every 5 s): a window of two flushes
     window = 11 if proxy == "envoy" else 2
 
-    def traffic():
-        deadline = time.monotonic() + window + 2
-        while time.monotonic() < deadline:
-            assert get(ports["web"], "api")[0] == 200
+    done = threading.Event()
+    statuses = []
+
+    def traffic():  # until `meshc stat` has taken both scrapes, however long its start-up takes
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            statuses.append(get(ports["web"], "api")[0])
             time.sleep(0.02)
 
     t = threading.Thread(target=traffic)
     t.start()
-    stat = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "stat", str(root), "--workdir", str(root / "work"),
-                           "--window", str(window), "--format", "json"], capture_output=True, text=True, timeout=60)
-    t.join()
+    try:
+        stat = subprocess.run([sys.executable, "-m", "meshpolicy.cli", "stat", str(root), "--workdir",
+                               str(root / "work"), "--window", str(window), "--format", "json"],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        done.set()
+        t.join()
+    assert statuses and set(statuses) == {200}
     assert stat.returncode == 0, stat.stderr
     report = json.loads(stat.stdout)
     pairs = {(p["side"], p["source"], p["destination"]): p for p in report["pairs"]}
