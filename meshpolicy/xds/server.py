@@ -193,6 +193,20 @@ class ControlPlane:
         with self._lock:
             self._streams.pop(stream, None)
 
+    def _events(self, stream: int, inbox: queue.Queue, context):
+        """(kind, request, node) for each request the workload sends and each
+        publish meant for it, in order, until the stream ends; node is the id
+        of the last request that named one (the first joins the stream to it)."""
+        node: str | None = None
+        while True:
+            kind, req = inbox.get()
+            if kind == "end" or not context.is_active():
+                return
+            if kind == "request" and req.node.id:
+                node = req.node.id
+                self._joined(stream, node, inbox)
+            yield kind, req, node
+
     # ---- state of the world
     def _response(self, node: str, type_url: str, nonce: str):
         from envoy.service.discovery.v3 import discovery_pb2
@@ -206,19 +220,12 @@ class ControlPlane:
 
     def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 (gRPC's name)
         stream, inbox = self._stream(request_iterator, context)
-        node: str | None = None
         sent: dict[str, str] = {}  # type -> version last sent
         wanted: list[str] = []
         nonces = itertools.count(1)
         try:
-            while True:
-                kind, req = inbox.get()
-                if kind == "end" or not context.is_active():
-                    return
+            for kind, req, node in self._events(stream, inbox, context):
                 if kind == "request":
-                    if req.node.id:
-                        node = req.node.id
-                        self._joined(stream, node, inbox)
                     tu = req.type_url
                     if tu not in wanted:
                         wanted.append(tu)
@@ -263,21 +270,14 @@ class ControlPlane:
         from envoy.service.discovery.v3 import discovery_pb2
 
         stream, inbox = self._stream(request_iterator, context)
-        node: str | None = None
         subscribed: dict[str, set[str] | None] = {}
         has: dict[str, dict[str, str]] = {}
         answered: set[str] = set()  # types sent at least one response (a first wildcard request needs one)
         pending: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # nonce -> (type, system version, names)
         nonces = itertools.count(1)
         try:
-            while True:
-                kind, req = inbox.get()
-                if kind == "end" or not context.is_active():
-                    return
+            for kind, req, node in self._events(stream, inbox, context):
                 if kind == "request":
-                    if req.node.id:
-                        node = req.node.id
-                        self._joined(stream, node, inbox)
                     tu = req.type_url
                     if req.response_nonce:
                         tu_sent, version, names = pending.pop(req.response_nonce, (tu, "", ()))
