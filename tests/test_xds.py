@@ -19,6 +19,7 @@ from meshpolicy.xds.resources import ROUTE, join, snapshots, split, xds_bootstra
 from meshpolicy.xds.server import ControlPlane
 
 from .conftest import ROOT, check_text, check_texts, free_port_base
+from .static_app import StaticApp
 
 POLICY = """mesh m {{ mtls off; default deny }}
 service web {{ namespace front; port 8080 http; version v1 }}
@@ -77,16 +78,9 @@ def test_a_publish_reaches_only_the_workloads_it_changes():
 
 
 # ---- real Envoys ------------------------------------------------------------------------------------
-class _App(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        body = b"hello from api\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+class _App(StaticApp):
+    body = b"hello from api\n"
+    protocol_version = "HTTP/1.0"  # one request per connection, as before
 
 
 def _port_of(static: dict, listener: str) -> int:

@@ -22,6 +22,7 @@ from meshpolicy.xds.resources import LISTENER, ROUTE, snapshots, xds_bootstrap
 from meshpolicy.xds.server import ControlPlane
 
 from .conftest import check_text, free_port_base
+from .static_app import StaticApp
 
 POLICY = """mesh m {{ mtls strict }}
 service web {{ namespace front; port 8080 http; version v1 }}
@@ -38,18 +39,7 @@ BASE = {"rule": "GET -> v1", "extra": "allow web -> api GET /b"}
 WEB, API, DB = "front/web/v1", "back/api/v1", "back/db/v1"
 
 
-class _App(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):  # noqa: N802
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+_App = StaticApp
 
 
 def _socket_port(address: dict) -> int:

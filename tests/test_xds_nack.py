@@ -34,6 +34,7 @@ from meshpolicy.xds.resources import ROUTE, snapshots, xds_bootstrap
 from meshpolicy.xds.server import ControlPlane
 
 from .conftest import ROOT, free_port_base
+from .static_app import StaticApp
 
 FIXTURE = ROOT / "tests" / "fixtures" / "codes" / "MP780"
 WEB = "front/web/v1"
@@ -51,16 +52,8 @@ def _checked(folder: Path):
     return checked
 
 
-class _App(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+class _App(StaticApp):
+    protocol_version = "HTTP/1.0"  # one request per connection, as before
 
 
 def _get(port: int, path: str) -> int:
