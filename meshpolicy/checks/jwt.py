@@ -13,8 +13,8 @@ import re
 
 from ..codes import diag
 from ..diagnostics import Label
-from ..model.jwks_text import jwks_label, jwks_text
-from ..model.types import JwtProvider, Mesh
+from ..model.jwks_text import jwks_label, usable_jwks
+from ..model.types import Mesh
 from . import rule
 from ._names import suggest
 from ._walk import jwt_requirements
@@ -39,26 +39,13 @@ def provider_settings(mesh: Mesh):
                        p.at("jwks_uri"))
 
 
-def jwks_file_problem(p: JwtProvider) -> str | None:
-    """Why a provider's JWKS (its file, or the keys its input held inline)
-    gives no key to validate tokens with, or None."""
-    from ..wire.jwks import jwks_problem  # the validators' own reading of a JWKS
-
-    text, problem = jwks_text(p)
-    if text is not None:
-        problem = jwks_problem(text)  # "not JSON ...", "not a JWKS ...", "no RSA, EC or OKP ..."
-        if problem is not None:
-            problem = ("has " if problem.startswith("no ") else "is ") + problem
-    return problem
-
-
 # Not per file: the JWKS file may change while the .mesh file does not.
 @rule("MP223")
 def unusable_jwks(mesh: Mesh):
     for p in mesh.jwt_providers:
         if p.jwks_file is None or p.jwks_uri is not None:
             continue  # MP220/MP221
-        problem = jwks_file_problem(p)
+        problem = usable_jwks(p)[1]
         if problem:
             yield diag("MP223", f"the {jwks_label(p)} of jwt provider `{p.name}` {problem}", p.at("jwks_file"))
 

@@ -62,3 +62,17 @@ def jwks_text(p: JwtProvider) -> tuple[str | None, str | None]:
     if p.jwks_file is None:
         return None, "is not declared"
     return read_jwks_file(jwks_path(p))
+
+
+def usable_jwks(p: JwtProvider) -> tuple[str | None, str | None]:
+    """(the JWKS text, None) when it holds a key the validators use, else
+    (None, why not) worded to follow "the JWKS file `x` of jwt provider `p` ..."."""
+    from ..wire.jwks import jwks_problem  # the validators' own reading of a JWKS
+
+    text, problem = jwks_text(p)
+    if text is None:
+        return None, problem
+    problem = jwks_problem(text)  # "not JSON ...", "not a JWKS ...", "no RSA, EC or OKP ..."
+    if problem is not None:
+        return None, ("has " if problem.startswith("no ") else "is ") + problem
+    return text, None

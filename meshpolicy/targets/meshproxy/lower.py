@@ -164,7 +164,7 @@ class Lowering:
         self._tcp: dict[str, list[str]] = {}
         self._dest_cache: dict[str, dict] = {}
         self._inbound_cache: dict[str, dict] = {}
-        self._jwks: dict[str, str | None] = {}  # provider -> JWKS text (None: unreadable)
+        self._jwks: dict[str, tuple[str | None, str | None]] = {}  # provider -> northsouth.read_jwks
         # ingress gateways are workloads too, by name after the services (the
         # Envoy target's numbering: adding one moves no sidecar's ports)
         self.ingress_index = {name: len(self.instances) + i for i, name in enumerate(sorted(mesh.ingress_map))}

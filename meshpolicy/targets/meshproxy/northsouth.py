@@ -15,10 +15,9 @@ import json
 from ...codes import diag
 from ...diagnostics import Diagnostic
 from ...model import types as m
-from ...model.jwks_text import jwks_label, jwks_text
+from ...model.jwks_text import jwks_label, usable_jwks
 from ...semantics.ingress import accepted_providers
 from ...semantics.tokens import locations_of
-from ...wire.jwks import jwks_problem
 
 
 def query_test(q: m.QueryMatch) -> dict:
@@ -70,8 +69,8 @@ def provider_configs(mesh: m.Mesh, names: set[str] | list[str], cache: dict) -> 
         p = mesh.provider_map[name]
         jwks = None
         if p.jwks_uri is None:
-            text = read_jwks(p, cache)
-            if text is None or jwks_problem(text) is not None:
+            text = read_jwks(p, cache)[0]
+            if text is None:
                 continue
             jwks = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))  # compact, one line
         out.append({"name": p.name, "issuer": p.issuer or "", "audiences": list(p.audiences), "jwks": jwks,
@@ -81,9 +80,10 @@ def provider_configs(mesh: m.Mesh, names: set[str] | list[str], cache: dict) -> 
     return out
 
 
-def read_jwks(p: m.JwtProvider, cache: dict) -> str | None:
+def read_jwks(p: m.JwtProvider, cache: dict) -> tuple[str | None, str | None]:
+    """usable_jwks, read once per compile."""
     if p.name not in cache:
-        cache[p.name] = jwks_text(p)[0]
+        cache[p.name] = usable_jwks(p)
     return cache[p.name]
 
 
@@ -95,8 +95,7 @@ def jwks_diagnostics(mesh: m.Mesh, cache: dict) -> list[Diagnostic]:
     for p in mesh.provider_map.values():
         if p.jwks_uri is not None:
             continue  # the manifest refuses it (MP701)
-        text = read_jwks(p, cache)
-        problem = "cannot be read" if text is None else jwks_problem(text)
+        problem = read_jwks(p, cache)[1]
         if problem:
             out.append(diag("MP223", f"the {jwks_label(p)} of jwt provider `{p.name}` {problem}",
                             p.at("jwks_file") if "jwks_file" in p.spans else p.span))
